@@ -1,0 +1,53 @@
+"""What a reader hands to preprocessing: one scan (a 3-D volume or a single 2-D slice)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+
+class CaseError(Exception):
+    """Bad input for one case. The message names the file and the problem; conversion records it
+    in the report and goes on with the other cases."""
+
+    def __init__(self, path: str, problem: str):
+        super().__init__(f"{path}: {problem}")
+        self.path = path
+        self.problem = problem
+
+
+@dataclass(frozen=True)
+class CaseRef:
+    """A case found on disk, before reading: small and picklable, so it can be sent to a worker
+    process. `paths` maps a role ('t1ce', 'flair', 'seg', 'image', 'mask', ...) to a file or a
+    DICOM folder; `label` is set for 2-D class folders, where the folder says the class."""
+
+    case_id: str
+    patient_id: str
+    format: str
+    paths: dict
+    label: int | None = None
+    extra: dict = field(default_factory=dict)
+
+
+@dataclass
+class Scan:
+    """A read case. `image` is (Z, Y, X, C) float32 in raw intensities, axial slices along Z in a
+    canonical orientation (LPS: Z inferior->superior); a 2-D image has Z = 1. `mask` is the
+    whole-tumor mask (Z, Y, X) uint8 in {0, 1}, or None when the case has no segmentation.
+    `is_3d` says whether per-volume steps (near-empty slice removal, margins) apply."""
+
+    ref: CaseRef
+    image: np.ndarray
+    mask: np.ndarray | None
+    spacing: tuple = (1.0, 1.0, 1.0)
+    is_3d: bool = True
+
+    @property
+    def case_id(self) -> str:
+        return self.ref.case_id
+
+    @property
+    def patient_id(self) -> str:
+        return self.ref.patient_id

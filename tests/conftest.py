@@ -1,0 +1,67 @@
+"""Shared test fixtures: a tiny converted dataset written straight through the schema, and the
+location of the real data in ../shared/data."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import numpy as np
+import pytest
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SHARED_DATA = os.path.join(REPO_ROOT, "..", "shared", "data")
+REAL_DATA = os.path.join(SHARED_DATA, "brain_tumor_progression")
+
+
+def write_tiny_dataset(out_dir, size=32, channels=1, n_normal=6, n_tumor=4, splits=("train", "val", "test"),
+                       labelled=True, seed=0):
+    """Write a converted dataset of blob images: tumor slices carry a bright disc and its mask.
+    Returns the data directory. Schema and layout are those of `data_prep.convert`."""
+    import tensorflow as tf
+
+    from ssagan_tf.data import schema
+
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[:size, :size]
+    counts, cases = {}, {}
+    for split in splits:
+        os.makedirs(os.path.join(out_dir, split), exist_ok=True)
+        counts[split], cases[split] = {}, [f"{split}_case{i}" for i in range(2)]
+        for domain, n in (("normal", n_normal), ("tumor", n_tumor)):
+            path = os.path.join(out_dir, split, schema.shard_name(domain, 0, 1))
+            with tf.io.TFRecordWriter(path) as writer:
+                for i in range(n):
+                    image = rng.uniform(-1, -0.2, (size, size, channels)).astype(np.float32)
+                    mask = np.zeros((size, size), np.uint8)
+                    if domain == "tumor":
+                        cy, cx, r = rng.integers(size // 4, 3 * size // 4, 2).tolist() + [size // 6]
+                        mask = ((yy - cy) ** 2 + (xx - cx) ** 2 <= r * r).astype(np.uint8)
+                        image[mask > 0] = 0.9
+                    has_mask = domain == "tumor" and labelled
+                    writer.write(schema.serialize_slice(
+                        image, mask, has_mask, schema.LABELS[domain], cases[split][i % 2],
+                        f"real:tiny/{split}/{i}", i))
+            counts[split][domain] = n
+    manifest = {"schema_version": schema.SCHEMA_VERSION, "image_size": size, "channels": channels,
+                "modalities": ["t1ce"] if channels == 1 else ["flair", "t1", "t1ce", "t2"][:channels],
+                "counts": counts, "cases": cases, "normalisation": {"method": "percentile", "range": [-1, 1]},
+                "settings": {"format": "tiny"}}
+    with open(os.path.join(out_dir, schema.MANIFEST_NAME), "w") as f:
+        json.dump(manifest, f, indent=2)
+    return str(out_dir)
+
+
+@pytest.fixture(scope="session")
+def tiny_dataset(tmp_path_factory):
+    """A 32x32 one-channel dataset: 6 normal and 4 tumor slices (all with masks) per split."""
+    return write_tiny_dataset(str(tmp_path_factory.mktemp("tiny_data")))
+
+
+@pytest.fixture(scope="session")
+def real_data_dir():
+    if not os.path.isdir(REAL_DATA):
+        pytest.skip(f"real data not found at {os.path.normpath(REAL_DATA)} (../shared/data beside the repo)")
+    return REAL_DATA
