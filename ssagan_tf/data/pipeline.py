@@ -1,0 +1,192 @@
+"""tf.data pipelines over converted slices (DESIGN.md section 3).
+
+`make_unpaired_dataset` feeds training: unpaired batches of normal slices and tumor slices (with
+their masks and `has_mask`), the shorter domain repeating. `make_slice_dataset` and
+`load_split_arrays` read one split/domain in order, for validation, augmentation and evaluation.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import glob
+import os
+import re
+
+import numpy as np
+import tensorflow as tf
+
+from ssagan_tf.data import schema
+
+AUTOTUNE = tf.data.AUTOTUNE
+# Slack on the [-1, 1] range: resizing with antialiasing can overshoot by float rounding.
+_RANGE_TOLERANCE = 1e-3
+
+
+def _shards(manifest: schema.Manifest, split: str, domain: str) -> list:
+    shards = manifest.shards(split, domain)
+    if not shards:
+        raise FileNotFoundError(
+            f"{manifest.data_dir}: no {split}/{domain} shards (manifest counts "
+            f"{manifest.count(split, domain)} slices)")
+    return shards
+
+
+def _read_records(shards: list, deterministic: bool, shuffle_files: bool, seed) -> tf.data.Dataset:
+    """Records of several shards, interleaved. Each shard is read by its own TFRecordDataset so
+    that a corrupt or truncated one is named in the error (see `_name_shard_errors`)."""
+    files = tf.data.Dataset.from_tensor_slices(shards)
+    if shuffle_files:
+        files = files.shuffle(len(shards), seed=seed, reshuffle_each_iteration=True)
+    return files.interleave(
+        lambda path: tf.data.TFRecordDataset(path).map(lambda rec: (rec, path)),
+        cycle_length=min(len(shards), 8), num_parallel_calls=AUTOTUNE, deterministic=deterministic)
+
+
+class CorruptShardError(IOError):
+    """A shard that cannot be read to its end (truncated, or failing its CRC)."""
+
+
+def find_corrupt_shard(shards):
+    """The first shard that does not read cleanly to its end, with the reader's message, or None."""
+    for path in shards:
+        try:
+            for _ in tf.data.TFRecordDataset(path).batch(1024):
+                pass
+        except tf.errors.DataLossError as err:
+            return path, re.sub(r"\{\{.*?\}\}\s*", "", err.message.split("[Op:")[0]).strip()
+    return None
+
+
+@contextlib.contextmanager
+def shard_errors_named(data_dir: str):
+    """Re-raise a tf.data DataLossError as a `CorruptShardError` naming the bad shard: tf.data's
+    own message says only 'truncated record at N', not which file."""
+    try:
+        yield
+    except tf.errors.DataLossError as err:
+        shards = sorted(glob.glob(os.path.join(data_dir, "*", "*.tfrecord")))
+        found = find_corrupt_shard(shards)
+        if found is None:
+            raise
+        path, message = found
+        raise CorruptShardError(f"{path}: corrupt or truncated shard ({message}); "
+                                "re-run the conversion for this dataset") from err
+
+
+def parse_and_validate(manifest: schema.Manifest):
+    """A map function: serialized record (and its shard path) -> validated slice dict with static
+    shapes. A record whose shape, channel count or value range disagrees with the manifest fails
+    with a message naming the shard."""
+    size, channels = manifest.image_size, manifest.channels
+
+    def parse(record, path):
+        ex = schema.decode_slice(record)
+        image, mask = ex["image"], ex["mask"]
+        checks = [
+            tf.debugging.assert_equal(tf.shape(image), [size, size, channels], message=tf.strings.join(
+                ["record shape disagrees with manifest ", str([size, size, channels]), " in shard ", path])),
+            tf.debugging.assert_less_equal(tf.reduce_max(tf.abs(image)), 1.0 + _RANGE_TOLERANCE,
+                                           message=tf.strings.join(["image values outside [-1, 1] in shard ", path])),
+            tf.debugging.assert_less_equal(tf.reduce_max(mask), 1.0,
+                                           message=tf.strings.join(["mask values above 1 in shard ", path])),
+        ]
+        with tf.control_dependencies(checks):
+            ex["image"] = tf.ensure_shape(tf.identity(image), [size, size, channels])
+            ex["mask"] = tf.ensure_shape(tf.identity(mask), [size, size, 1])
+        return ex
+
+    return parse
+
+
+def _random_flip(ex: dict, seed) -> dict:
+    """Horizontal flip applied identically to image and mask."""
+    flip = tf.random.uniform([], seed=seed) < 0.5
+    ex = dict(ex)
+    ex["image"] = tf.cond(flip, lambda: tf.reverse(ex["image"], [1]), lambda: ex["image"])
+    ex["mask"] = tf.cond(flip, lambda: tf.reverse(ex["mask"], [1]), lambda: ex["mask"])
+    return ex
+
+
+def _domain_dataset(manifest, split, domain, shuffle, flip, seed, deterministic, repeat):
+    shards = _shards(manifest, split, domain)
+    ds = _read_records(shards, deterministic, shuffle_files=shuffle, seed=seed)
+    ds = ds.map(parse_and_validate(manifest), num_parallel_calls=AUTOTUNE, deterministic=deterministic)
+    if repeat:
+        ds = ds.repeat()
+    if shuffle:
+        ds = ds.shuffle(min(max(manifest.count(split, domain), 1), 2048), seed=seed,
+                        reshuffle_each_iteration=True)
+    if flip:
+        ds = ds.map(lambda ex: _random_flip(ex, seed), num_parallel_calls=AUTOTUNE, deterministic=deterministic)
+    return ds
+
+
+def make_unpaired_dataset(data_dir: str, split: str = "train", global_batch_size: int = 1, shuffle: bool = True,
+                          flip: bool = True, seed=None, deterministic: bool = False, repeat: bool = True):
+    """Unpaired two-domain batches for training.
+
+    Elements: ``{"normal": {"image"}, "tumor": {"image", "mask", "has_mask"}}`` with a leading
+    dimension of `global_batch_size` (drop_remainder, static shapes), ready for
+    `strategy.experimental_distribute_dataset`. The shorter domain repeats; with `repeat=False`
+    the dataset is one pass over the longer domain. `deterministic=True` fixes the element order
+    for a given seed (and needs a seed when shuffling).
+    """
+    manifest = schema.read_manifest(data_dir)
+    if global_batch_size < 1:
+        raise ValueError(f"global_batch_size must be >= 1, got {global_batch_size}")
+    if deterministic and shuffle and seed is None:
+        raise ValueError("deterministic shuffling needs a seed")
+    counts = {d: manifest.count(split, d) for d in schema.DOMAINS}
+    longer = max(counts, key=counts.get)
+    domains = {}
+    for i, domain in enumerate(schema.DOMAINS):
+        domain_seed = None if seed is None else seed + i
+        domains[domain] = _domain_dataset(manifest, split, domain, shuffle, flip, domain_seed, deterministic,
+                                          repeat=repeat or domain != longer)
+    normal = domains["normal"].map(lambda ex: {"image": ex["image"]})
+    tumor = domains["tumor"].map(lambda ex: {"image": ex["image"], "mask": ex["mask"], "has_mask": ex["has_mask"]})
+    ds = tf.data.Dataset.zip({"normal": normal, "tumor": tumor})
+    ds = ds.batch(global_batch_size, drop_remainder=True, num_parallel_calls=AUTOTUNE, deterministic=deterministic)
+    options = tf.data.Options()
+    options.deterministic = deterministic
+    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
+    return ds.with_options(options).prefetch(AUTOTUNE)
+
+
+def make_slice_dataset(data_dir: str, split: str, domain: str, batch_size: int, drop_remainder: bool = False):
+    """One ordered pass over a split's slices of one domain, batched; elements are
+    `schema.decode_slice` dicts (image, mask, has_mask, label, case_id, source, slice_index)."""
+    manifest = schema.read_manifest(data_dir)
+    shards = _shards(manifest, split, domain)
+    ds = _read_records(shards, deterministic=True, shuffle_files=False, seed=None)
+    ds = ds.map(parse_and_validate(manifest), num_parallel_calls=AUTOTUNE)
+    return ds.batch(batch_size, drop_remainder=drop_remainder).prefetch(AUTOTUNE)
+
+
+def load_split_arrays(data_dir: str, split: str, domains=schema.DOMAINS) -> dict:
+    """All slices of a split as numpy arrays (normal first, then tumor): image [N,H,W,C] f32,
+    mask [N,H,W,1] f32, has_mask [N] f32, label [N] int64, case_id [N] bytes, source [N] bytes,
+    slice_index [N] int64. For small sets (evaluation, augmentation bookkeeping)."""
+    manifest = schema.read_manifest(data_dir)
+    parts = []
+    for domain in domains:
+        if manifest.count(split, domain) == 0 and not manifest.shards(split, domain):
+            continue
+        with shard_errors_named(data_dir):
+            for batch in make_slice_dataset(data_dir, split, domain, batch_size=256):
+                parts.append({k: v.numpy() for k, v in batch.items()})
+    keys = ("image", "mask", "has_mask", "label", "case_id", "source", "slice_index")
+    if not parts:
+        size, c = manifest.image_size, manifest.channels
+        empty = {"image": np.zeros((0, size, size, c), np.float32), "mask": np.zeros((0, size, size, 1), np.float32),
+                 "has_mask": np.zeros(0, np.float32), "label": np.zeros(0, np.int64),
+                 "case_id": np.zeros(0, object), "source": np.zeros(0, object), "slice_index": np.zeros(0, np.int64)}
+        return empty
+    return {k: np.concatenate([p[k] for p in parts]) for k in keys}
+
+
+def steps_per_epoch(data_dir: str, global_batch_size: int, split: str = "train") -> int:
+    """Steps in one pass over the longer domain of a split."""
+    manifest = schema.read_manifest(data_dir)
+    longest = max(manifest.count(split, d) for d in schema.DOMAINS)
+    return max(1, longest // global_batch_size)
