@@ -1,0 +1,151 @@
+"""From a read scan to labelled 2-D slices (DESIGN.md section 3).
+
+Per volume: percentile intensity normalisation to [-1, 1] over the brain; per slice: drop
+near-empty slices, pad (or resize) to `image_size` with the mask by nearest neighbour, and sort
+into tumor slices (at least `min_tumor_pixels` of whole tumor), normal slices (no tumor, and
+optionally `normal_margin` slices away from any tumor) and ambiguous slices (dropped).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from skimage.transform import resize
+
+from data_prep.scan import CaseError, Scan
+
+
+@dataclass(frozen=True)
+class PrepOptions:
+    image_size: int = 256
+    min_tumor_pixels: int = 20
+    normal_margin: int = 0
+    slice_range: tuple | None = None       # (start, stop) axial indices, Python slice semantics
+    min_brain_fraction: float = 0.05
+    percentiles: tuple = (0.5, 99.5)
+    assume_normal: bool = False
+
+
+@dataclass
+class SliceSet:
+    """The slices one case contributes: images (N, S, S, C) float32 in [-1, 1], masks (N, S, S)
+    uint8, labels (N,) int64 (0 normal, 1 tumor), slice indices (N,) in the source volume."""
+
+    images: np.ndarray
+    masks: np.ndarray
+    labels: np.ndarray
+    slice_index: np.ndarray
+    has_mask: bool
+    normalisation: dict
+
+    @property
+    def n_tumor(self) -> int:
+        return int((self.labels == 1).sum())
+
+    @property
+    def n_normal(self) -> int:
+        return int((self.labels == 0).sum())
+
+
+def foreground(image: np.ndarray) -> np.ndarray:
+    """Brain voxels: above the volume's background value in any channel. Skull-stripped MRI has
+    an exact background (usually 0); the minimum is used so that shifted backgrounds work too."""
+    background = image.reshape(-1, image.shape[-1]).min(axis=0)
+    return (image > background).any(axis=-1)
+
+
+def normalise_volume(image: np.ndarray, brain: np.ndarray, percentiles=(0.5, 99.5)):
+    """Per-channel percentile clip over brain voxels, then linear scaling to [-1, 1].
+    Returns the scaled volume and the (low, high) intensities used for each channel."""
+    out = np.empty(image.shape, np.float32)
+    bounds = []
+    for c in range(image.shape[-1]):
+        channel = image[..., c]
+        values = channel[brain] if brain.any() else channel.ravel()
+        low, high = (float(v) for v in np.percentile(values, percentiles))
+        if high <= low:
+            high = low + 1.0
+        out[..., c] = np.clip((channel - low) / (high - low), 0.0, 1.0) * 2.0 - 1.0
+        bounds.append((low, high))
+    return out, bounds
+
+
+def fit_to_size(images: np.ndarray, masks: np.ndarray, size: int):
+    """Pad slices (N, Y, X, C) centrally to a square of background (-1); when that square is not
+    `size`, resize it (images linearly with anti-aliasing, masks by nearest neighbour)."""
+    n, height, width, channels = images.shape
+    side = max(height, width)
+    top, left = (side - height) // 2, (side - width) // 2
+    square = np.full((n, side, side, channels), -1.0, np.float32)
+    square[:, top:top + height, left:left + width] = images
+    square_masks = np.zeros((n, side, side), np.uint8)
+    square_masks[:, top:top + height, left:left + width] = masks
+    if side == size:
+        return square, square_masks
+    images = resize(square, (n, size, size, channels), order=1, anti_aliasing=side > size,
+                    preserve_range=True).astype(np.float32)
+    masks = resize(square_masks, (n, size, size), order=0, anti_aliasing=False,
+                   preserve_range=True).astype(np.uint8)
+    return np.clip(images, -1.0, 1.0), masks
+
+
+def _near_tumor(tumor_any: np.ndarray, margin: int) -> np.ndarray:
+    """Slices within `margin` slices of a slice with any tumor."""
+    near = tumor_any.copy()
+    for shift in range(1, margin + 1):
+        near[shift:] |= tumor_any[:-shift]
+        near[:-shift] |= tumor_any[shift:]
+    return near
+
+
+def slice_labels(scan: Scan, masks: np.ndarray, options: PrepOptions) -> np.ndarray:
+    """Per slice: 1 tumor, 0 normal, -1 dropped (some tumor, but fewer than min_tumor_pixels, or
+    too close to a tumor slice)."""
+    z = masks.shape[0]
+    if scan.mask is None:
+        if options.assume_normal:
+            return np.zeros(z, np.int64)
+        if scan.ref.label is not None:
+            return np.full(z, scan.ref.label, np.int64)
+        raise CaseError(_main_path(scan), "no tumor mask: give masks, or --no_masks --assume_normal "
+                                          "for a healthy cohort")
+    tumor_pixels = masks.reshape(z, -1).sum(axis=1)
+    labels = np.full(z, -1, np.int64)
+    labels[tumor_pixels >= options.min_tumor_pixels] = 1
+    native_any = scan.mask.reshape(scan.mask.shape[0], -1).any(axis=1)
+    labels[~_near_tumor(native_any, options.normal_margin)] = 0
+    return labels
+
+
+def _main_path(scan: Scan) -> str:
+    return str(next(iter(scan.ref.paths.values()), scan.case_id))
+
+
+def prepare(scan: Scan, options: PrepOptions) -> SliceSet:
+    """Normalise, select, fit and label the slices of one scan."""
+    image = scan.image
+    if image.ndim != 4:
+        raise CaseError(_main_path(scan), f"expected a (Z, Y, X, C) image, got shape {image.shape}")
+    mask = scan.mask if scan.mask is not None else np.zeros(image.shape[:3], np.uint8)
+    brain = foreground(image)
+    scaled, bounds = normalise_volume(image, brain, options.percentiles)
+    keep = np.ones(image.shape[0], bool)
+    if options.slice_range is not None:
+        start, stop = options.slice_range
+        keep[:] = False
+        keep[slice(start, stop)] = True
+    if scan.is_3d:
+        brain_fraction = brain.reshape(brain.shape[0], -1).mean(axis=1)
+        keep &= brain_fraction >= options.min_brain_fraction
+    index = np.flatnonzero(keep)
+    images, masks = fit_to_size(scaled[index], (mask[index] > 0).astype(np.uint8), options.image_size)
+    labels_all = np.full(image.shape[0], -1, np.int64)
+    fitted_masks = np.zeros((image.shape[0],) + masks.shape[1:], np.uint8)
+    fitted_masks[index] = masks
+    labels_all[index] = slice_labels(scan, fitted_masks, options)[index]
+    chosen = labels_all[index] >= 0
+    return SliceSet(images=images[chosen], masks=masks[chosen], labels=labels_all[index][chosen],
+                    slice_index=index[chosen].astype(np.int64), has_mask=scan.mask is not None,
+                    normalisation={"percentiles": list(options.percentiles),
+                                   "bounds": [list(b) for b in bounds]})
