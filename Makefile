@@ -1,0 +1,32 @@
+# ssagan_tf: the two set-up commands are `make demo` and `make test`.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+DEMO_DIR ?= runs/demo
+export TF_CPP_MIN_LOG_LEVEL ?= 2
+
+.PHONY: help venv demo test bench clean
+
+help:
+	@echo "make demo   end to end on the synthetic phantom cohort (outputs under $(DEMO_DIR)/)"
+	@echo "make test   the whole test suite (what CI runs)"
+	@echo "make bench  the benchmarks (JSON + table)"
+
+$(VENV)/.installed: requirements.txt requirements-test.txt
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet -r requirements.txt -r requirements-test.txt
+	touch $@
+
+venv: $(VENV)/.installed
+
+test: venv
+	$(PY) -m pytest -q tests
+
+demo: venv
+	$(PY) -m scripts.demo --output_dir=$(DEMO_DIR)
+
+bench: venv
+	$(PY) benchmarks/bench_data.py
+
+clean:
+	rm -rf runs .pytest_cache

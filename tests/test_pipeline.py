@@ -1,0 +1,129 @@
+import os
+import shutil
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from conftest import write_tiny_dataset
+from ssagan_tf.data import pipeline, schema
+
+
+def _batches(ds, n):
+    return [tf.nest.map_structure(lambda t: t.numpy(), b) for b in ds.take(n)]
+
+
+def test_unpaired_batches_have_static_shapes_and_masks(tiny_dataset):
+    ds = pipeline.make_unpaired_dataset(tiny_dataset, "train", global_batch_size=3, seed=0)
+    spec = ds.element_spec
+    assert spec["normal"]["image"].shape == (3, 32, 32, 1)
+    assert spec["tumor"]["mask"].shape == (3, 32, 32, 1)
+    assert spec["tumor"]["has_mask"].shape == (3,)
+    batch = _batches(ds, 1)[0]
+    assert np.all(batch["tumor"]["has_mask"] == 1.0)
+    # tumor images carry the bright disc exactly where the mask is
+    tumor = batch["tumor"]
+    assert np.allclose(tumor["image"][tumor["mask"] > 0], 0.9)
+
+
+def test_flip_is_applied_identically_to_image_and_mask(tiny_dataset):
+    ds = pipeline.make_unpaired_dataset(tiny_dataset, "train", global_batch_size=4, seed=3, flip=True)
+    for batch in _batches(ds, 10):
+        tumor = batch["tumor"]
+        disc = np.isclose(tumor["image"], 0.9)
+        np.testing.assert_array_equal(disc, tumor["mask"] > 0)
+
+
+def test_flip_happens(tiny_dataset):
+    ref = pipeline.load_split_arrays(tiny_dataset, "train", domains=("tumor",))["mask"]
+    ds = pipeline.make_unpaired_dataset(tiny_dataset, "train", global_batch_size=1, shuffle=False, flip=True, seed=1,
+                                         deterministic=True)
+    flipped = 0
+    for i, batch in enumerate(_batches(ds, 16)):
+        mask = batch["tumor"]["mask"][0]
+        original = ref[i % len(ref)]
+        if not np.array_equal(mask, original):
+            np.testing.assert_array_equal(mask, original[:, ::-1])
+            flipped += 1
+    assert 0 < flipped < 16
+
+
+def test_shorter_domain_repeats_in_a_single_pass(tmp_path):
+    data = write_tiny_dataset(str(tmp_path / "d"), n_normal=7, n_tumor=2, splits=("train",))
+    ds = pipeline.make_unpaired_dataset(data, "train", global_batch_size=1, shuffle=False, flip=False, repeat=False,
+                                         deterministic=True, seed=0)
+    batches = _batches(ds, 100)
+    assert len(batches) == 7  # one pass over the longer (normal) domain
+    tumor_ids = [b["tumor"]["image"].tobytes() for b in batches]
+    assert len(set(tumor_ids)) == 2  # the two tumor slices cycle
+    assert tumor_ids[0] == tumor_ids[2] == tumor_ids[4]
+    assert pipeline.steps_per_epoch(data, 2) == 3
+
+
+def test_deterministic_mode_repeats_the_order(tiny_dataset):
+    def run():
+        ds = pipeline.make_unpaired_dataset(tiny_dataset, "train", 2, seed=5, deterministic=True)
+        return [b["normal"]["image"].tobytes() for b in _batches(ds, 6)]
+    assert run() == run()
+    with pytest.raises(ValueError, match="seed"):
+        pipeline.make_unpaired_dataset(tiny_dataset, "train", 2, deterministic=True)
+
+
+def test_feeds_a_mirrored_strategy(tiny_dataset):
+    strategy = tf.distribute.MirroredStrategy(["/cpu:0"])
+    ds = pipeline.make_unpaired_dataset(tiny_dataset, "train", 2, seed=0)
+    dist = strategy.experimental_distribute_dataset(ds)
+    batch = next(iter(dist))
+    assert batch["normal"]["image"].shape == (2, 32, 32, 1)
+
+
+def test_load_split_arrays_orders_normal_then_tumor(tiny_dataset):
+    arrays = pipeline.load_split_arrays(tiny_dataset, "test")
+    assert arrays["image"].shape == (10, 32, 32, 1)
+    assert list(arrays["label"]) == [0] * 6 + [1] * 4
+
+
+def test_truncated_shard_is_named(tmp_path):
+    data = write_tiny_dataset(str(tmp_path / "d"), splits=("train",))
+    shard = os.path.join(data, "train", "tumor-00000-of-00001.tfrecord")
+    with open(shard, "rb") as f:
+        payload = f.read()
+    with open(shard, "wb") as f:
+        f.write(payload[:-50])
+    with pytest.raises(pipeline.CorruptShardError, match="tumor-00000-of-00001.tfrecord"):
+        pipeline.load_split_arrays(data, "train")
+
+
+def test_corrupted_bytes_are_named(tmp_path):
+    data = write_tiny_dataset(str(tmp_path / "d"), splits=("train",))
+    shard = os.path.join(data, "train", "normal-00000-of-00001.tfrecord")
+    payload = bytearray(open(shard, "rb").read())
+    payload[200:210] = b"\xff" * 10
+    open(shard, "wb").write(bytes(payload))
+    with pytest.raises(pipeline.CorruptShardError, match="normal-00000-of-00001.tfrecord"):
+        pipeline.load_split_arrays(data, "train")
+
+
+def test_record_disagreeing_with_manifest_is_rejected_naming_the_shard(tmp_path):
+    data = write_tiny_dataset(str(tmp_path / "d"), splits=("train",))
+    shard = os.path.join(data, "train", "normal-00000-of-00001.tfrecord")
+    with tf.io.TFRecordWriter(shard) as writer:
+        writer.write(schema.serialize_slice(np.zeros((16, 16, 1)), None, False, 0, "c", "s", 0))
+    with pytest.raises(tf.errors.InvalidArgumentError, match="normal-00000-of-00001"):
+        pipeline.load_split_arrays(data, "train", domains=("normal",))
+
+
+def test_out_of_range_values_are_rejected(tmp_path):
+    data = write_tiny_dataset(str(tmp_path / "d"), splits=("train",))
+    shard = os.path.join(data, "train", "normal-00000-of-00001.tfrecord")
+    with tf.io.TFRecordWriter(shard) as writer:
+        writer.write(schema.serialize_slice(np.full((32, 32, 1), 3.0), None, False, 0, "c", "s", 0))
+    with pytest.raises(tf.errors.InvalidArgumentError, match="outside"):
+        pipeline.load_split_arrays(data, "train", domains=("normal",))
+
+
+def test_missing_shards_are_reported(tmp_path):
+    data = write_tiny_dataset(str(tmp_path / "d"), splits=("train",))
+    shutil.rmtree(os.path.join(data, "train"))
+    with pytest.raises(FileNotFoundError, match="train/normal"):
+        pipeline.make_unpaired_dataset(data, "train", 1)
