@@ -1,0 +1,144 @@
+"""Command-line flags of `python -m data_prep.convert`, turned into a `ConvertConfig` once."""
+
+from __future__ import annotations
+
+import sys
+
+from absl import app, flags
+
+from data_prep import preprocess
+from data_prep.readers import FORMATS, ReaderOptions
+
+FLAGS = flags.FLAGS
+
+flags.DEFINE_string("input", None, "Folder holding the dataset to convert.")
+flags.DEFINE_enum("format", None, list(FORMATS),
+                  "Input layout: brats (BraTS 2013-2023 and MSD Task01 case folders), pairs (image + mask "
+                  "volumes matched by name: NIfTI, NRRD, MHA or DICOM series folders), folders (2-D class "
+                  "folders or name.tif + name_mask.tif pairs), figshare (brain-tumor .mat files).")
+flags.DEFINE_string("output_dir", None, "Where shards, manifest.json and conversion_report.md are written.")
+flags.DEFINE_list("modalities", ["t1ce"], "brats: channels in order, from flair, t1, t1ce, t2 "
+                  "(e.g. flair,t1,t1ce,t2 for four channels).")
+flags.DEFINE_integer("image_size", 256, "Output slices are image_size x image_size: padded, or resized when "
+                     "larger (masks by nearest neighbour).")
+flags.DEFINE_string("image_glob", "*", "pairs: glob of image files or DICOM folders, relative to --input.")
+flags.DEFINE_string("mask_replace", None, "pairs: OLD:NEW; a mask's path is its image's path with OLD "
+                    "replaced by NEW (e.g. _Scan_T1:_Mask).")
+flags.DEFINE_integer("patient_level", 1, "pairs: the patient id is the first N path components under "
+                     "--input; scans of one patient never straddle two splits.")
+flags.DEFINE_bool("no_masks", False, "The scans have no tumor masks (healthy subjects).")
+flags.DEFINE_bool("assume_normal", False, "With --no_masks: every brain slice is a normal slice.")
+flags.DEFINE_list("class_folders", ["yes=1", "no=0"], "folders: class folder names and labels "
+                  "(1 tumor, 0 normal), as NAME=LABEL.")
+flags.DEFINE_string("mask_suffix", "_mask", "folders: a mask is the image's name with this suffix.")
+flags.DEFINE_integer("min_tumor_pixels", 20, "A tumor slice has at least this many whole-tumor pixels "
+                     "(after resizing); slices with fewer but some tumor are dropped.")
+flags.DEFINE_integer("normal_margin", 0, "Normal slices must be at least this many slices away from any "
+                     "slice with tumor.")
+flags.DEFINE_string("slice_range", None, "START:STOP, axial slices to consider (Python slice; either may be "
+                    "empty), after reorientation.")
+flags.DEFINE_float("min_brain_fraction", 0.05, "Drop slices whose brain covers less than this fraction.")
+flags.DEFINE_list("percentiles", ["0.5", "99.5"], "Per-volume intensity clip percentiles over brain voxels.")
+flags.DEFINE_float("train_fraction", 0.7, "Fraction of patients in the training split (the paper trains on "
+                   "half the cases to simulate scarce data: 0.5).")
+flags.DEFINE_float("val_fraction", 0.1, "Fraction of patients in the validation split; the rest is test.")
+flags.DEFINE_float("labelled_fraction", 1.0, "Fraction of training patients whose tumor masks are kept "
+                   "(has_mask = 1); the others' are dropped, for semi-supervised runs. Val/test keep masks.")
+flags.DEFINE_integer("seed", 0, "Seed of the patient split and of the labelled subset.")
+flags.DEFINE_integer("num_shards", 8, "Shards per split and domain (fewer when there are fewer slices).")
+flags.DEFINE_integer("workers", 0, "Worker processes reading cases; 0 = one per CPU core.")
+flags.DEFINE_bool("strict", False, "Fail (exit non-zero) when any case fails.")
+flags.DEFINE_bool("overwrite", False, "Replace a dataset already in --output_dir.")
+
+
+def _parse_pair(text: str, flag: str, sep: str = ":") -> tuple:
+    parts = text.split(sep)
+    if len(parts) != 2 or not parts[0]:
+        raise ValueError(f"--{flag} must be OLD{sep}NEW, got {text!r}")
+    return parts[0], parts[1]
+
+
+def _parse_slice_range(text):
+    if not text:
+        return None
+    start, stop = _parse_pair(":" + text if text.startswith(":") else text, "slice_range")
+    try:
+        return (int(start) if start else None, int(stop) if stop else None)
+    except ValueError:
+        raise ValueError(f"--slice_range must be START:STOP with integers, got {text!r}") from None
+
+
+def _parse_class_folders(items) -> tuple:
+    pairs = []
+    for item in items:
+        name, label = _parse_pair(item, "class_folders", "=")
+        if label not in ("0", "1"):
+            raise ValueError(f"--class_folders labels must be 0 or 1, got {item!r}")
+        pairs.append((name, int(label)))
+    return tuple(pairs)
+
+
+def config_from_flags():
+    from data_prep.convert import ConvertConfig
+
+    for name in ("input", "format", "output_dir"):
+        if not getattr(FLAGS, name):
+            raise ValueError(f"--{name} is required")
+    if FLAGS.assume_normal and not FLAGS.no_masks:
+        raise ValueError("--assume_normal goes with --no_masks (a healthy cohort without masks)")
+    try:
+        percentiles = tuple(float(p) for p in FLAGS.percentiles)
+    except ValueError:
+        raise ValueError(f"--percentiles must be two numbers, got {FLAGS.percentiles}") from None
+    if len(percentiles) != 2:
+        raise ValueError(f"--percentiles must be two numbers, got {FLAGS.percentiles}")
+    known = ("flair", "t1", "t1ce", "t2")
+    if any(m not in known for m in FLAGS.modalities) or not FLAGS.modalities:
+        raise ValueError(f"--modalities must be drawn from {', '.join(known)}, got {FLAGS.modalities}")
+    reader = ReaderOptions(
+        modalities=tuple(FLAGS.modalities), image_glob=FLAGS.image_glob,
+        mask_replace=_parse_pair(FLAGS.mask_replace, "mask_replace") if FLAGS.mask_replace else None,
+        patient_level=FLAGS.patient_level, no_masks=FLAGS.no_masks,
+        class_folders=_parse_class_folders(FLAGS.class_folders), mask_suffix=FLAGS.mask_suffix)
+    prep = preprocess.PrepOptions(
+        image_size=FLAGS.image_size, min_tumor_pixels=FLAGS.min_tumor_pixels, normal_margin=FLAGS.normal_margin,
+        slice_range=_parse_slice_range(FLAGS.slice_range), min_brain_fraction=FLAGS.min_brain_fraction,
+        percentiles=percentiles, assume_normal=FLAGS.assume_normal)
+    config = ConvertConfig(
+        input_dir=FLAGS.input, format=FLAGS.format, output_dir=FLAGS.output_dir, reader=reader, prep=prep,
+        train_fraction=FLAGS.train_fraction, val_fraction=FLAGS.val_fraction,
+        labelled_fraction=FLAGS.labelled_fraction, seed=FLAGS.seed, num_shards=FLAGS.num_shards,
+        workers=FLAGS.workers, strict=FLAGS.strict, overwrite=FLAGS.overwrite)
+    config.check()
+    return config
+
+
+def _run(argv) -> int:
+    from data_prep.convert import REPORT_NAME, convert
+
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+    try:
+        config = config_from_flags()
+    except ValueError as err:
+        print(f"convert: {err}", file=sys.stderr)
+        return 2
+    try:
+        manifest = convert(config, log=lambda line: print(line, flush=True))
+    except ValueError as err:
+        print(f"convert: {err}", file=sys.stderr)
+        return 1
+    counts = manifest["counts"]
+    print(f"wrote {config.output_dir}: " + ", ".join(
+        f"{s} {c['normal']} normal / {c['tumor']} tumor" for s, c in counts.items()))
+    if manifest["rejected"]:
+        print(f"{len(manifest['rejected'])} case(s) rejected; see {config.output_dir}/{REPORT_NAME}", file=sys.stderr)
+    return 0
+
+
+def main() -> int:
+    try:
+        app.run(lambda argv: sys.exit(_run(argv)))
+    except SystemExit as exit_:
+        return exit_.code if isinstance(exit_.code, int) else 1
+    return 0

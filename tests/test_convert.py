@@ -1,0 +1,159 @@
+"""The converter end to end: phantom BraTS cohort and real data -> shards, manifest, report."""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+
+from conftest import REPO_ROOT
+from data_prep import phantom
+from data_prep.convert import ConvertConfig, convert
+from data_prep.preprocess import PrepOptions
+from data_prep.readers import ReaderOptions
+from ssagan_tf.data import pipeline, schema
+
+
+@pytest.fixture(scope="module")
+def cohort(tmp_path_factory):
+    return phantom.write_cohort(str(tmp_path_factory.mktemp("cohort")), cases=6, size=32, slices=16, seed=1)
+
+
+def _config(cohort_dir, out, **kw):
+    prep = kw.pop("prep", PrepOptions(image_size=32, min_tumor_pixels=10))
+    return ConvertConfig(input_dir=cohort_dir, format="brats", output_dir=str(out), prep=prep, workers=1,
+                         num_shards=2, **kw)
+
+
+def test_phantom_cohort_converts_with_counts_cases_and_report(cohort, tmp_path):
+    cohort_dir = os.path.dirname(cohort[0])
+    manifest = convert(_config(cohort_dir, tmp_path / "out", seed=0), log=lambda _: None)
+    on_disk = schema.read_manifest(str(tmp_path / "out"))
+    assert on_disk.image_size == 32 and on_disk.channels == 1
+    cases = [c for s in schema.SPLITS for c in manifest["cases"][s]]
+    assert sorted(cases) == [f"Phantom_{i:03d}" for i in range(6)]
+    for split in schema.SPLITS:
+        for domain in schema.DOMAINS:
+            n = sum(1 for shard in on_disk.shards(split, domain)
+                    for _ in pipeline.tf.data.TFRecordDataset(shard))
+            assert n == on_disk.count(split, domain)
+    assert sum(on_disk.count(s, "tumor") for s in schema.SPLITS) > 10
+    report = open(tmp_path / "out" / "conversion_report.md").read()
+    assert "Phantom_004" in report and "converted" in report
+    arrays = pipeline.load_split_arrays(str(tmp_path / "out"), "train")
+    assert arrays["image"].min() >= -1.0 and arrays["image"].max() <= 1.0
+    tumor = arrays["label"] == 1
+    assert np.all(arrays["mask"][tumor].reshape(tumor.sum(), -1).sum(1) >= 10)
+    assert np.all(arrays["mask"][~tumor] == 0)
+
+
+def test_four_channel_stack(cohort, tmp_path):
+    cohort_dir = os.path.dirname(cohort[0])
+    config = _config(cohort_dir, tmp_path / "out", reader=ReaderOptions(modalities=("flair", "t1", "t1ce", "t2")))
+    manifest = convert(config, log=lambda _: None)
+    assert manifest["channels"] == 4 and manifest["modalities"] == ["flair", "t1", "t1ce", "t2"]
+    assert pipeline.load_split_arrays(str(tmp_path / "out"), "train")["image"].shape[-1] == 4
+
+
+def test_parallel_workers_write_the_same_dataset(cohort, tmp_path):
+    cohort_dir = os.path.dirname(cohort[0])
+    convert(_config(cohort_dir, tmp_path / "serial"), log=lambda _: None)
+    convert(ConvertConfig(input_dir=cohort_dir, format="brats", output_dir=str(tmp_path / "parallel"),
+                          prep=PrepOptions(image_size=32, min_tumor_pixels=10), workers=2, num_shards=2),
+            log=lambda _: None)
+    a = pipeline.load_split_arrays(str(tmp_path / "serial"), "train")
+    b = pipeline.load_split_arrays(str(tmp_path / "parallel"), "train")
+    np.testing.assert_array_equal(a["image"], b["image"])
+
+
+def test_labelled_fraction_drops_masks_of_some_training_patients(cohort, tmp_path):
+    cohort_dir = os.path.dirname(cohort[0])
+    manifest = convert(_config(cohort_dir, tmp_path / "out", train_fraction=0.8, val_fraction=0.0,
+                               labelled_fraction=0.5), log=lambda _: None)
+    train = manifest["patients"]["train"]
+    assert len(manifest["labelled_train_patients"]) == int(np.ceil(0.5 * len(train)))
+    arrays = pipeline.load_split_arrays(str(tmp_path / "out"), "train", domains=("tumor",))
+    labelled = set(manifest["labelled_train_patients"])
+    for case, has_mask in zip(arrays["case_id"], arrays["has_mask"]):
+        assert has_mask == (case.decode() in labelled)
+    test = pipeline.load_split_arrays(str(tmp_path / "out"), "test", domains=("tumor",))
+    assert np.all(test["has_mask"] == 1.0)
+
+
+def test_bad_case_is_reported_and_the_others_convert(cohort, tmp_path):
+    cohort_dir = tmp_path / "cohort"
+    os.makedirs(cohort_dir)
+    for folder in cohort[:3]:
+        shutil.copytree(folder, cohort_dir / os.path.basename(folder))
+    bad = cohort_dir / "Phantom_bad"
+    os.makedirs(bad)
+    for m in ("flair", "t1", "t1ce", "t2", "seg"):
+        image = np.random.default_rng(0).uniform(0, 100, (16, 32, 32)).astype(np.float32)
+        if m == "t1ce":
+            image[3, 3, 3] = np.nan
+        sitk.WriteImage(sitk.GetImageFromArray(image), str(bad / f"Phantom_bad_{m}.nii.gz"))
+    manifest = convert(_config(str(cohort_dir), tmp_path / "out"), log=lambda _: None)
+    assert [r["case"] for r in manifest["rejected"]] == ["Phantom_bad"]
+    assert "Phantom_bad_t1ce.nii.gz" in manifest["rejected"][0]["problem"]
+    assert "NaN" in manifest["rejected"][0]["problem"]
+    assert "Phantom_bad_t1ce.nii.gz" in open(tmp_path / "out" / "conversion_report.md").read()
+    with pytest.raises(ValueError, match="--strict"):
+        convert(_config(str(cohort_dir), tmp_path / "strict", strict=True), log=lambda _: None)
+    assert not os.path.exists(tmp_path / "strict" / "manifest.json")
+    assert not [f for _, _, fs in os.walk(tmp_path / "strict") for f in fs if "tfrecord" in f or ".tmp" in f]
+
+
+def test_existing_dataset_is_not_overwritten_without_the_flag(cohort, tmp_path):
+    cohort_dir = os.path.dirname(cohort[0])
+    convert(_config(cohort_dir, tmp_path / "out"), log=lambda _: None)
+    with pytest.raises(ValueError, match="--overwrite"):
+        convert(_config(cohort_dir, tmp_path / "out"), log=lambda _: None)
+    convert(_config(cohort_dir, tmp_path / "out", overwrite=True, seed=5), log=lambda _: None)
+    assert json.load(open(tmp_path / "out" / "manifest.json"))["settings"]["seed"] == 5
+
+
+def _cli(*args):
+    return subprocess.run([sys.executable, "-m", "data_prep.convert", *args], cwd=REPO_ROOT,
+                          capture_output=True, text=True, timeout=300)
+
+
+def test_cli_rejects_bad_flags_before_work(tmp_path):
+    out = tmp_path / "out"
+    result = _cli(f"--input={tmp_path}", "--format=brats", f"--output_dir={out}", "--train_fraction=1.5")
+    assert result.returncode != 0 and "--train_fraction" in result.stderr
+    result = _cli(f"--input={tmp_path / 'missing'}", "--format=brats", f"--output_dir={out}")
+    assert result.returncode != 0 and "is not a directory" in result.stderr
+    result = _cli(f"--input={tmp_path}", "--format=pairs", f"--output_dir={out}", "--mask_replace=nocolon")
+    assert result.returncode != 0 and "--mask_replace" in result.stderr
+    assert not out.exists()
+
+
+def test_cli_exits_non_zero_when_no_case_converts(tmp_path):
+    (tmp_path / "in" / "case1").mkdir(parents=True)
+    (tmp_path / "in" / "case1" / "case1_t1ce.nii.gz").write_bytes(b"not a nifti")
+    result = _cli(f"--input={tmp_path / 'in'}", "--format=brats", f"--output_dir={tmp_path / 'out'}")
+    assert result.returncode != 0
+    assert not (tmp_path / "out" / "manifest.json").exists()
+
+
+def test_real_data_converts_through_the_pair_reader(real_data_dir, tmp_path):
+    config = ConvertConfig(input_dir=real_data_dir, format="pairs", output_dir=str(tmp_path / "real"),
+                           reader=ReaderOptions(image_glob="*/*_Scan_T1.nii.gz", mask_replace=("_Scan_T1", "_Mask")),
+                           prep=PrepOptions(image_size=256), workers=2)
+    manifest = convert(config, log=lambda _: None)
+    assert not manifest["rejected"]
+    patients = {s: set(manifest["patients"][s]) for s in schema.SPLITS}
+    assert sum(len(p) for p in patients.values()) == 11
+    assert not (patients["train"] & patients["test"]) and not (patients["train"] & patients["val"])
+    for split in schema.SPLITS:  # both exams of a patient land in the same split
+        for case in manifest["cases"][split]:
+            assert case.split("/")[0] in patients[split]
+    tumor = sum(manifest["counts"][s]["tumor"] for s in schema.SPLITS)
+    normal = sum(manifest["counts"][s]["normal"] for s in schema.SPLITS)
+    assert (tumor, normal) == (160, 273)
+    arrays = pipeline.load_split_arrays(str(tmp_path / "real"), "test", domains=("tumor",))
+    assert arrays["image"].shape[1:] == (256, 256, 1) and np.all(arrays["has_mask"] == 1)
