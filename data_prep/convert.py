@@ -2,19 +2,20 @@
 
     python -m data_prep.convert --input=DIR --format=brats|pairs|folders|figshare --output_dir=DIR
 
-Cases are read and preprocessed in parallel worker processes; the parent writes the shards.
+Cases are read and preprocessed by parallel worker threads; the main thread writes the shards.
 A bad case is reported (file and problem) and the others still convert; the command exits
 non-zero when no case converted, or with --strict on any error.
 """
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import json
-import multiprocessing
 import os
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from data_prep import preprocess
@@ -95,14 +96,22 @@ def _process(args):
 
 
 def _results(config: ConvertConfig, refs):
+    """Per-case results in input order. Threads, not processes: SimpleITK's readers and numpy
+    release the GIL, and threads cost no start-up imports and no pickling of volumes. At most
+    two cases per worker are in flight, so memory stays bounded however fast the readers are."""
     jobs = [(ref, config.reader, config.prep) for ref in refs]
     workers = config.workers or os.cpu_count() or 1
     if workers == 1 or len(jobs) <= 1:
         yield from map(_process, jobs)
         return
-    # spawn, not fork: the parent has TensorFlow's threads running.
-    with multiprocessing.get_context("spawn").Pool(min(workers, len(jobs))) as pool:
-        yield from pool.imap(_process, jobs)
+    with ThreadPoolExecutor(workers) as pool:
+        pending = collections.deque()
+        for job in jobs:
+            pending.append(pool.submit(_process, job))
+            if len(pending) >= 2 * workers:
+                yield pending.popleft().result()
+        while pending:
+            yield pending.popleft().result()
 
 
 def _clear_previous(output_dir: str) -> None:

@@ -46,7 +46,7 @@ flags.DEFINE_float("labelled_fraction", 1.0, "Fraction of training patients whos
                    "(has_mask = 1); the others' are dropped, for semi-supervised runs. Val/test keep masks.")
 flags.DEFINE_integer("seed", 0, "Seed of the patient split and of the labelled subset.")
 flags.DEFINE_integer("num_shards", 8, "Shards per split and domain (fewer when there are fewer slices).")
-flags.DEFINE_integer("workers", 0, "Worker processes reading cases; 0 = one per CPU core.")
+flags.DEFINE_integer("workers", 0, "Worker threads reading cases; 0 = one per CPU core.")
 flags.DEFINE_bool("strict", False, "Fail (exit non-zero) when any case fails.")
 flags.DEFINE_bool("overwrite", False, "Replace a dataset already in --output_dir.")
 

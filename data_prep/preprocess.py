@@ -55,6 +55,11 @@ def foreground(image: np.ndarray) -> np.ndarray:
     return (image > background).any(axis=-1)
 
 
+# Percentiles of a regular subsample of this many brain voxels differ from the exact ones by far
+# less than the noise, at a fraction of the cost on BraTS-sized volumes.
+_PERCENTILE_SAMPLES = 1 << 18
+
+
 def normalise_volume(image: np.ndarray, brain: np.ndarray, percentiles=(0.5, 99.5)):
     """Per-channel percentile clip over brain voxels, then linear scaling to [-1, 1].
     Returns the scaled volume and the (low, high) intensities used for each channel."""
@@ -63,6 +68,7 @@ def normalise_volume(image: np.ndarray, brain: np.ndarray, percentiles=(0.5, 99.
     for c in range(image.shape[-1]):
         channel = image[..., c]
         values = channel[brain] if brain.any() else channel.ravel()
+        values = values[::max(1, values.size // _PERCENTILE_SAMPLES)]
         low, high = (float(v) for v in np.percentile(values, percentiles))
         if high <= low:
             high = low + 1.0
