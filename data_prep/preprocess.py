@@ -1,7 +1,7 @@
 """From a read scan to labelled 2-D slices (DESIGN.md section 3).
 
 Per volume: percentile intensity normalisation to [-1, 1] over the brain; per slice: drop
-near-empty slices, pad (or resize) to `image_size` with the mask by nearest neighbour, and sort
+near-empty slices, pad to `image_size` (or shrink larger slices, masks by nearest neighbour), and sort
 into tumor slices (at least `min_tumor_pixels` of whole tumor), normal slices (no tumor, and
 optionally `normal_margin` slices away from any tumor) and ambiguous slices (dropped).
 """
@@ -78,10 +78,12 @@ def normalise_volume(image: np.ndarray, brain: np.ndarray, percentiles=(0.5, 99.
 
 
 def fit_to_size(images: np.ndarray, masks: np.ndarray, size: int):
-    """Pad slices (N, Y, X, C) centrally to a square of background (-1); when that square is not
-    `size`, resize it (images linearly with anti-aliasing, masks by nearest neighbour)."""
+    """Pad slices (N, Y, X, C) centrally with background (-1) to a square of at least `size`;
+    when that square is larger than `size`, shrink it (images linearly with anti-aliasing, masks
+    by nearest neighbour). Smaller slices are padded, never enlarged, so pixel spacing is kept
+    (BraTS 240^2 slices become 256^2 with an 8-pixel border)."""
     n, height, width, channels = images.shape
-    side = max(height, width)
+    side = max(height, width, size)
     top, left = (side - height) // 2, (side - width) // 2
     square = np.full((n, side, side, channels), -1.0, np.float32)
     square[:, top:top + height, left:left + width] = images
@@ -89,11 +91,14 @@ def fit_to_size(images: np.ndarray, masks: np.ndarray, size: int):
     square_masks[:, top:top + height, left:left + width] = masks
     if side == size:
         return square, square_masks
-    images = resize(square, (n, size, size, channels), order=1, anti_aliasing=side > size,
-                    preserve_range=True).astype(np.float32)
-    masks = resize(square_masks, (n, size, size), order=0, anti_aliasing=False,
-                   preserve_range=True).astype(np.uint8)
-    return np.clip(images, -1.0, 1.0), masks
+    # One 2-D resize of all slices and channels stacked on the last axis: interpolating in 2-D
+    # only, not across slices, is both right and several times faster than a 4-D zoom.
+    stacked = square.transpose(1, 2, 0, 3).reshape(side, side, n * channels)
+    resized = resize(stacked, (size, size), order=1, anti_aliasing=True, preserve_range=True)
+    images = resized.reshape(size, size, n, channels).transpose(2, 0, 1, 3).astype(np.float32)
+    mask_stack = resize(square_masks.transpose(1, 2, 0), (size, size), order=0, anti_aliasing=False,
+                        preserve_range=True)
+    return np.clip(images, -1.0, 1.0), mask_stack.transpose(2, 0, 1).astype(np.uint8)
 
 
 def _near_tumor(tumor_any: np.ndarray, margin: int) -> np.ndarray:

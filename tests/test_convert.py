@@ -92,15 +92,14 @@ def test_bad_case_is_reported_and_the_others_convert(cohort, tmp_path):
     bad = cohort_dir / "Phantom_bad"
     os.makedirs(bad)
     for m in ("flair", "t1", "t1ce", "t2", "seg"):
-        image = np.random.default_rng(0).uniform(0, 100, (16, 32, 32)).astype(np.float32)
-        if m == "t1ce":
-            image[3, 3, 3] = np.nan
+        shape = (16, 32, 30) if m == "seg" else (16, 32, 32)  # a segmentation on another grid
+        image = np.random.default_rng(0).uniform(0, 100, shape).astype(np.float32)
         sitk.WriteImage(sitk.GetImageFromArray(image), str(bad / f"Phantom_bad_{m}.nii.gz"))
     manifest = convert(_config(str(cohort_dir), tmp_path / "out"), log=lambda _: None)
     assert [r["case"] for r in manifest["rejected"]] == ["Phantom_bad"]
-    assert "Phantom_bad_t1ce.nii.gz" in manifest["rejected"][0]["problem"]
-    assert "NaN" in manifest["rejected"][0]["problem"]
-    assert "Phantom_bad_t1ce.nii.gz" in open(tmp_path / "out" / "conversion_report.md").read()
+    assert "Phantom_bad_seg.nii.gz" in manifest["rejected"][0]["problem"]
+    assert "shape" in manifest["rejected"][0]["problem"]
+    assert "Phantom_bad_seg.nii.gz" in open(tmp_path / "out" / "conversion_report.md").read()
     with pytest.raises(ValueError, match="--strict"):
         convert(_config(str(cohort_dir), tmp_path / "strict", strict=True), log=lambda _: None)
     assert not os.path.exists(tmp_path / "strict" / "manifest.json")

@@ -42,9 +42,16 @@ def test_fit_pads_when_smaller_and_resizes_when_larger():
     assert out.shape == (2, 12, 12, 1)
     assert np.all(out[:, :, :2] == -1.0) and np.all(out[:, :, 2:10] == 1.0)
     assert out_masks.sum() == 2 * 12 * 8
+    out, out_masks = preprocess.fit_to_size(images, masks, 16)  # smaller: padded, not enlarged
+    assert out.shape == (2, 16, 16, 1) and out_masks.sum() == 2 * 12 * 8
     out, out_masks = preprocess.fit_to_size(images, masks, 6)
     assert out.shape == (2, 6, 6, 1) and set(np.unique(out_masks)) <= {0, 1}
     assert out.min() >= -1.0 and out.max() <= 1.0
+    # slice by slice: no mixing across slices, and the mask covers the middle 4 of 6 columns
+    images[1] = -1.0
+    out, out_masks = preprocess.fit_to_size(images, masks, 6)
+    assert np.all(out[1] == -1.0) and out[0].max() == 1.0
+    assert out_masks[0, 3].tolist() == [0, 1, 1, 1, 1, 0]
 
 
 def test_tumor_normal_and_ambiguous_slices():

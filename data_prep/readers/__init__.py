@@ -1,0 +1,100 @@
+"""Format readers of the converter: find the cases of a dataset on disk, and read one case into a
+`Scan` (raw intensities, axial slices in LPS orientation, whole-tumor mask).
+
+    cases, problems = discover("/data/BraTS2021", "brats", ReaderOptions(modalities=("t1ce",)))
+    scan = load(cases[0], options)      # CaseError(path, problem) on bad input
+
+`discover` is cheap and runs once; `load` runs per case, possibly in a worker process (CaseRef
+and ReaderOptions are small and picklable). See docs/formats.md for the layouts on disk.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+from data_prep.readers import brats, figshare, folders, pairs
+from data_prep.scan import CaseRef, Scan
+
+FORMATS = ("brats", "pairs", "folders", "figshare")
+_READERS = {"brats": brats, "pairs": pairs, "folders": folders, "figshare": figshare}
+
+
+@dataclass(frozen=True)
+class ReaderOptions:
+    """How to read a dataset. Lists are accepted and stored as tuples; bad values raise
+    ValueError at construction, before any work.
+
+    modalities:    brats: channels in order, from t1, t1ce, t2, flair (BraTS 2023 t1n, t1c, t2w, t2f
+                   and the MSD channels FLAIR, T1w, T1gd, T2w map onto these names).
+    image_glob:    pairs: glob relative to the input, e.g. "*/*_Scan_T1.nii.gz" (`**` recurses).
+    mask_replace:  pairs: (OLD, NEW): the mask path is the image path with every OLD replaced by NEW.
+    patient_level: pairs: the patient id is the first N folders of the path relative to the input.
+    no_masks:      pairs/brats: the scans have no segmentation (healthy subjects): Scan.mask is None.
+    class_folders: folders: class folder name -> label (0 normal, 1 tumor).
+    mask_suffix:   folders: `name.tif` + `name<mask_suffix>.tif` pairs.
+    """
+
+    modalities: tuple = ("t1ce",)
+    image_glob: str = "*"
+    mask_replace: tuple | None = None
+    patient_level: int = 1
+    no_masks: bool = False
+    class_folders: tuple = (("yes", 1), ("no", 0))
+    mask_suffix: str = "_mask"
+
+    def __post_init__(self):
+        object.__setattr__(self, "modalities", tuple(self.modalities))
+        object.__setattr__(self, "class_folders", tuple(tuple(item) for item in self.class_folders))
+        if self.mask_replace is not None:
+            object.__setattr__(self, "mask_replace", tuple(self.mask_replace))
+        _validate(self)
+
+
+def _validate(options: ReaderOptions) -> None:
+    if not options.modalities:
+        raise ValueError("modalities is empty; choose from " + ", ".join(brats.MODALITIES))
+    unknown = [m for m in options.modalities if m not in brats.MODALITIES]
+    if unknown:
+        raise ValueError(f"unknown modalities {unknown}; choose from {', '.join(brats.MODALITIES)} "
+                         "(BraTS 2023 t1n, t1c, t2w, t2f are read as t1, t1ce, t2, flair)")
+    if len(set(options.modalities)) != len(options.modalities):
+        raise ValueError(f"modalities repeat a name: {options.modalities}")
+    if not options.image_glob:
+        raise ValueError("image_glob is empty")
+    if options.mask_replace is not None:
+        if len(options.mask_replace) != 2 or not all(isinstance(s, str) for s in options.mask_replace):
+            raise ValueError(f"mask_replace must be (OLD, NEW) strings, got {options.mask_replace!r}")
+        if not options.mask_replace[0] or options.mask_replace[0] == options.mask_replace[1]:
+            raise ValueError(f"mask_replace {options.mask_replace!r}: OLD must be non-empty and differ from NEW")
+    if options.patient_level < 0:
+        raise ValueError(f"patient_level must be >= 0, got {options.patient_level}")
+    if not options.class_folders or any(len(item) != 2 or item[1] not in (0, 1) for item in options.class_folders):
+        raise ValueError(f"class_folders must be (name, label) pairs with label 0 or 1, got {options.class_folders!r}")
+    if not options.mask_suffix:
+        raise ValueError("mask_suffix is empty")
+
+
+def discover(input_dir: str, fmt: str, options: ReaderOptions) -> tuple[list[CaseRef], list[tuple[str, str]]]:
+    """Cases found under `input_dir` (sorted by case id) and (path, problem) pairs for what was
+    found but cannot be used (a case missing a modality or its segmentation, an image without
+    its mask, ...). Raises ValueError when `input_dir` does not exist or holds nothing of `fmt`;
+    when everything found is unusable, the case list is empty and the problems say why."""
+    reader = _reader(fmt)
+    if not os.path.isdir(input_dir):
+        raise ValueError(f"input directory not found: {input_dir}")
+    cases, problems = reader.discover(os.path.normpath(input_dir), options)
+    return sorted(cases, key=lambda ref: ref.case_id), sorted(problems)
+
+
+def load(ref: CaseRef, options: ReaderOptions) -> Scan:
+    """Read one case. Scan.image is (Z, Y, X, C) float32 raw intensities, axial slices in LPS
+    orientation; Scan.mask is the (Z, Y, X) uint8 whole tumor or None; Scan.spacing is in mm in
+    (Z, Y, X) order. Raises CaseError(path, problem) on bad input."""
+    return _reader(ref.format).load(ref, options)
+
+
+def _reader(fmt: str):
+    if fmt not in _READERS:
+        raise ValueError(f"unknown format {fmt!r}; choose from {', '.join(FORMATS)}")
+    return _READERS[fmt]

@@ -1,0 +1,92 @@
+"""Generic image/mask pairs: any volume SimpleITK reads (NIfTI, NRRD, MHA, ...) or a folder
+holding one DICOM series, found by a glob; each mask at the image's path with OLD replaced by NEW.
+
+For the shared Brain-Tumor-Progression data:
+    image_glob="*/*_Scan_T1.nii.gz", mask_replace=("_Scan_T1", "_Mask")
+gives `01/Pre_Scan_T1.nii.gz` + `01/Pre_Mask.nii.gz`, patient `01`.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+
+from data_prep.readers import common
+from data_prep.scan import CaseRef, Scan
+
+
+def discover(input_dir: str, options) -> tuple[list[CaseRef], list[tuple[str, str]]]:
+    """Every glob hit is a scan, except hits that are the mask of another hit (a broad glob such
+    as `*/*.nii.gz` matches the masks too). Images whose mask is missing are reported."""
+    if options.mask_replace is None and not options.no_masks:
+        raise ValueError("pairs needs mask_replace=(OLD, NEW) to find each image's mask, "
+                         "or no_masks for scans without segmentation")
+    hits = _glob_hits(input_dir, options.image_glob)
+    if not hits:
+        raise ValueError(f"no files or DICOM folders under {input_dir} match image_glob "
+                         f"{options.image_glob!r}")
+    mask_of = {hit: _mask_relpath(hit, options) for hit in hits}
+    masks = {mask for mask in mask_of.values() if mask}
+    cases, problems = [], []
+    for hit in hits:
+        if hit in masks:
+            continue
+        image_path = os.path.join(input_dir, hit)
+        paths = {"image": image_path}
+        if not options.no_masks:
+            problem = _mask_problem(input_dir, mask_of[hit], options)
+            if problem:
+                problems.append((image_path, problem))
+                continue
+            paths["mask"] = os.path.join(input_dir, mask_of[hit])
+        # A DICOM folder's name is kept whole: its dots are not an extension.
+        case_id = hit if os.path.isdir(image_path) else common.strip_extension(hit)
+        cases.append(CaseRef(case_id=case_id, patient_id=_patient_of(hit, case_id, options.patient_level),
+                             format="pairs", paths=paths))
+    return cases, problems
+
+
+def load(ref: CaseRef, options) -> Scan:
+    """Read the image and, unless the scans have no masks, its mask on the same grid."""
+    image = common.read_volume(ref.paths["image"])
+    common.check_intensities(image)
+    mask = None
+    if not options.no_masks and "mask" in ref.paths:
+        labels = common.read_volume(ref.paths["mask"])
+        common.check_same_grid(image, labels, "mask")
+        mask = common.whole_tumor(labels)
+    return Scan(ref=ref, image=common.stack_channels([image]), mask=mask, spacing=image.spacing,
+                is_3d=True)
+
+
+def _glob_hits(input_dir: str, pattern: str) -> list[str]:
+    """Sorted hits relative to `input_dir` ('/' separators); brackets in `input_dir` are literal."""
+    found = glob.glob(os.path.join(glob.escape(input_dir), pattern), recursive=True)
+    hits = (common.relative_id(path, input_dir) for path in found)
+    return sorted(hit for hit in hits if not any(common.is_hidden(part) for part in hit.split("/")))
+
+
+def _mask_relpath(hit: str, options) -> str | None:
+    """The mask's path relative to the input: every OLD in the image's relative path becomes NEW
+    (the input folder's own name is left alone)."""
+    if options.no_masks or not options.mask_replace:
+        return None
+    old, new = options.mask_replace
+    return hit.replace(old, new) if old in hit else None
+
+
+def _mask_problem(input_dir: str, mask: str | None, options) -> str | None:
+    if mask is None:
+        return f"{options.mask_replace[0]!r} does not occur in the path, so there is no mask path to derive"
+    if not os.path.exists(os.path.join(input_dir, mask)):
+        return f"mask not found: {os.path.join(input_dir, mask)}"
+    return None
+
+
+def _patient_of(hit: str, case_id: str, patient_level: int) -> str:
+    """The first `patient_level` folders of the relative path; a scan with no folder above it (or
+    patient_level 0) is its own patient."""
+    folders = hit.split("/")[:-1]
+    if patient_level <= 0 or not folders:
+        return case_id
+    return "/".join(folders[:patient_level])
