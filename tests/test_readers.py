@@ -5,8 +5,10 @@ written here, in the real file formats, with SimpleITK."""
 
 from __future__ import annotations
 
+import gzip
 import os
 import pickle
+import struct
 
 import numpy as np
 import pytest
@@ -14,6 +16,9 @@ import SimpleITK as sitk
 
 from data_prep import readers
 from data_prep.readers import ReaderOptions
+from data_prep.readers import common
+from data_prep.readers.common import read_image
+from data_prep.readers.nifti import read_float_nifti
 from data_prep.scan import CaseError
 
 SHAPE = (8, 16, 12)  # (Z, Y, X), small and non-square so that transpositions show
@@ -214,23 +219,195 @@ def _bad_pair(tmp_path, image=None, seg=None, image_spacing=None, seg_spacing=No
 
 
 @pytest.mark.parametrize("poison", [np.nan, np.inf])
-@pytest.mark.parametrize("ext", ["nrrd", "mha"])
+@pytest.mark.parametrize("ext", ["nrrd", "mha", "nii", "nii.gz"])
 def test_nan_or_inf_voxels(tmp_path, poison, ext):
     image = ramp_volume()
     image[3, 4, 5] = poison
     ref, options, image_path, _ = _bad_pair(tmp_path, image=image, ext=ext)
-    with pytest.raises(CaseError, match="NaN/Inf") as err:
+    with pytest.raises(CaseError, match="1 NaN/Inf voxels") as err:
         readers.load(ref, options)
-    assert err.value.path == image_path
+    assert err.value.path == image_path and image_path in str(err.value)
 
 
-def test_nifti_library_turns_nan_into_zero(tmp_path):
-    """ITK's NIfTI library replaces NaN/Inf with 0 while reading, so they never reach the checks;
-    documented in docs/formats.md. This pins that behaviour: if it changes, the check takes over."""
-    image = ramp_volume() + 1
-    image[3, 4, 5] = np.nan
-    ref, options, _, _ = _bad_pair(tmp_path, image=image)
-    assert readers.load(ref, options).image[3, 4, 5, 0] == 0
+@pytest.mark.parametrize("ext", ["nii", "nii.gz"])
+def test_nifti_nan_and_inf_are_counted_though_itk_zeroes_them(tmp_path, ext):
+    """ITK's NIfTI library replaces NaN/Inf with 0 while reading (pinned here: that is why float
+    NIfTI payloads are read by data_prep.readers.nifti); the reader counts them all."""
+    image = ramp_volume().astype(np.float64) + 1
+    image[0, 0, 0], image[3, 4, 5], image[7, 15, 11] = np.nan, np.inf, -np.inf
+    path = write_volume(tmp_path / f"scan.{ext}", image)
+    assert sitk.GetArrayFromImage(sitk.ReadImage(path))[3, 4, 5] == 0
+    with pytest.raises(CaseError, match="3 NaN/Inf voxels") as err:
+        read_image(path)
+    assert err.value.path == path
+
+
+# ---------------------------------------------------------------- float NIfTI read without ITK's data path
+
+def _nifti_header(array, version=1, endian="<", slope=0.0, inter=0.0, affine=None) -> bytes:
+    """A single-file NIfTI-1 or NIfTI-2 header (plus the 4-byte extension flag) for a (.., Z, Y, X)
+    float array, placing the voxels by an sform `affine` (3x4, in RAS as NIfTI stores it)."""
+    datatype = {np.dtype(np.float32): 16, np.dtype(np.float64): 64}[array.dtype]
+    dims = [array.ndim] + list(reversed(array.shape)) + [1] * (7 - array.ndim)
+    affine = np.array([[1.0, 0, 0, 0], [0, 1.0, 0, 0], [0, 0, 1.0, 0]]) if affine is None else np.asarray(affine)
+    pixdim = [1.0] + list(np.linalg.norm(affine[:, :3], axis=0)) + [1.0] * 4
+    e = endian
+    if version == 1:
+        head = bytearray(352)
+        struct.pack_into(e + "i", head, 0, 348)
+        struct.pack_into(e + "8h", head, 40, *dims)
+        struct.pack_into(e + "hh", head, 70, datatype, array.itemsize * 8)
+        struct.pack_into(e + "8f", head, 76, *pixdim)
+        struct.pack_into(e + "3f", head, 108, 352.0, slope, inter)
+        struct.pack_into(e + "hh", head, 252, 0, 2)  # qform_code 0, sform_code 2 (aligned)
+        struct.pack_into(e + "12f", head, 280, *affine.ravel())
+        head[344:348] = b"n+1\0"
+    else:
+        head = bytearray(544)
+        struct.pack_into(e + "i8s", head, 0, 540, b"n+2\0\r\n\032\n")
+        struct.pack_into(e + "hh", head, 12, datatype, array.itemsize * 8)
+        struct.pack_into(e + "8q", head, 16, *dims)
+        struct.pack_into(e + "8d", head, 104, *pixdim)
+        struct.pack_into(e + "q2d", head, 168, 544, slope, inter)
+        struct.pack_into(e + "ii", head, 344, 0, 2)
+        struct.pack_into(e + "12d", head, 400, *affine.ravel())
+    return bytes(head)
+
+
+def write_raw_nifti(path, array, compress=False, **header) -> str:
+    data = _nifti_header(array, **header) + array.astype(array.dtype.newbyteorder(header.get("endian", "<"))).tobytes()
+    with (gzip.open if compress else open)(path, "wb") as f:
+        f.write(data)
+    return str(path)
+
+
+def assert_same_as_sitk(path):
+    """The new path reads `path` (it does not fall back) into what sitk.ReadImage gives."""
+    ours, theirs = read_float_nifti(str(path)), sitk.ReadImage(str(path))
+    assert ours is not None
+    assert ours.GetPixelID() == theirs.GetPixelID() and ours.GetSize() == theirs.GetSize()
+    assert ours.GetNumberOfComponentsPerPixel() == theirs.GetNumberOfComponentsPerPixel() == 1
+    assert ours.GetOrigin() == theirs.GetOrigin() and ours.GetSpacing() == theirs.GetSpacing()
+    assert ours.GetDirection() == theirs.GetDirection()
+    np.testing.assert_array_equal(sitk.GetArrayFromImage(ours), sitk.GetArrayFromImage(theirs))
+    assert read_image(str(path)).GetSize() == theirs.GetSize()
+    return ours
+
+
+@pytest.mark.parametrize("ext", ["nii", "nii.gz"])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_float_nifti_equals_sitk_3d(tmp_path, ext, dtype):
+    image = assert_same_as_sitk(write_volume(tmp_path / f"a.{ext}", ramp_volume().astype(dtype) - 100.25))
+    assert image.GetDimension() == 3
+
+
+def test_float_nifti_equals_sitk_oblique_sagittal(tmp_path):
+    path = write_volume(tmp_path / "s.nii.gz", to_sagittal(ramp_volume()), spacing=(0.9, 2.5, 0.7),
+                        direction=SAGITTAL_DIRECTION)
+    image = sitk.ReadImage(path)
+    image.SetOrigin((12.5, -30.0, 7.25))
+    rotation = sitk.VersorTransform((0.2, 0.3, 0.9), 0.4).GetMatrix()  # oblique, not a permutation
+    image.SetDirection(np.ravel(np.reshape(rotation, (3, 3)) @ np.reshape(SAGITTAL_DIRECTION, (3, 3))))
+    sitk.WriteImage(image, path)
+    ours = assert_same_as_sitk(path)
+    assert ours.GetDirection() != (1, 0, 0, 0, 1, 0, 0, 0, 1)
+
+
+def test_float_nifti_equals_sitk_4d_msd(tmp_path):
+    """An MSD-style 4-D file: 4 modalities stacked along the 4th NIfTI axis."""
+    array = np.stack([ramp_volume(offset=1000.0 * c) for c in range(4)])
+    image = sitk.GetImageFromArray(array, isVector=False)
+    image.SetSpacing((0.9, 0.8, 2.5, 1.0))
+    image.SetOrigin((-10.0, 20.0, 5.0, 0.0))
+    sitk.WriteImage(image, str(tmp_path / "msd.nii.gz"))
+    ours = assert_same_as_sitk(tmp_path / "msd.nii.gz")
+    assert ours.GetSize() == (12, 16, 8, 4)
+
+
+@pytest.mark.parametrize("endian", ["<", ">"])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_float_nifti_equals_sitk_with_slope_intercept(tmp_path, endian, dtype, version=1):
+    affine = [[0.0, 0.0, -2.5, 30.0], [-0.9, 0.0, 0.0, 12.0], [0.0, 0.8, 0.0, -5.0]]
+    array = ramp_volume().astype(dtype) * 0.37 - 5
+    for compress in (False, True):
+        path = tmp_path / f"v{version}{'be' if endian == '>' else 'le'}.nii{'.gz' if compress else ''}"
+        write_raw_nifti(path, array, compress, version=version, endian=endian, slope=1.5, inter=-3.25,
+                        affine=affine)
+        ours = sitk.GetArrayFromImage(assert_same_as_sitk(path))
+        np.testing.assert_allclose(ours, array * 1.5 - 3.25, rtol=1e-6)
+    unscaled = write_raw_nifti(tmp_path / "unscaled.nii", array, version=version, endian=endian, slope=1.0)
+    np.testing.assert_array_equal(sitk.GetArrayFromImage(assert_same_as_sitk(unscaled)), array)
+
+
+def test_big_endian_scaled_nifti_with_nan_is_rejected(tmp_path):
+    array = ramp_volume()
+    array[1, 2, 3] = np.nan
+    path = write_raw_nifti(tmp_path / "x.nii.gz", array, True, endian=">", slope=2.0)
+    with pytest.raises(CaseError, match="1 NaN/Inf voxels"):
+        read_image(path)
+
+
+def test_nifti2_is_unreadable_as_itk_says(tmp_path):
+    """ITK 5.4's NIfTI reader knows NIfTI-1 only; a NIfTI-2 file is reported, not misread."""
+    path = write_raw_nifti(tmp_path / "n2.nii.gz", ramp_volume(), True, version=2)
+    assert read_float_nifti(path) is None
+    with pytest.raises(CaseError, match="unreadable") as err:
+        read_image(path)
+    assert err.value.path == path
+
+
+def test_multi_member_gzip_nifti(tmp_path):
+    plain = write_volume(tmp_path / "a.nii", ramp_volume())
+    data = open(plain, "rb").read()
+    with open(tmp_path / "a.nii.gz", "wb") as f:
+        f.write(gzip.compress(data[:1000]) + gzip.compress(data[1000:]))
+    assert_same_as_sitk(tmp_path / "a.nii.gz")
+
+
+@pytest.mark.parametrize("ext", ["nii", "nii.gz"])
+@pytest.mark.parametrize("dtype", [np.int16, np.uint8, np.int32])
+def test_integer_nifti_goes_to_sitk_unchanged(tmp_path, ext, dtype):
+    array = (ramp_volume() % 200).astype(dtype)
+    path = write_volume(tmp_path / f"i.{ext}", array)
+    assert read_float_nifti(path) is None
+    image = read_image(path)
+    assert image.GetPixelID() == sitk.ReadImage(path).GetPixelID()
+    np.testing.assert_array_equal(sitk.GetArrayFromImage(image), array)
+
+
+@pytest.mark.parametrize("damage", ["truncated.nii", "truncated.nii.gz", "damaged.nii.gz"])
+def test_truncated_or_damaged_float_nifti(tmp_path, damage):
+    path = write_volume(tmp_path / f"t_{damage}", ramp_volume((24, 64, 64)))
+    data = bytearray(open(path, "rb").read())
+    if damage.startswith("truncated"):
+        data = data[: len(data) * 2 // 3]
+    else:
+        data[len(data) // 2: len(data) // 2 + 64] = bytes(64)
+    with open(path, "wb") as f:
+        f.write(bytes(data))
+    with pytest.raises(CaseError, match="truncated|corrupt") as err:
+        read_image(path)
+    assert err.value.path == path
+    with pytest.raises(CaseError, match="truncated|corrupt"):
+        common.read_volume(path)
+
+
+@pytest.mark.parametrize("direction", [None, "oblique", "sagittal"])
+def test_read_volume_of_float_nifti_equals_sitk_route(tmp_path, direction):
+    """read_volume skips the image for LPS float NIfTI; the volume is what the image route gives."""
+    path = write_volume(tmp_path / "v.nii.gz", ramp_volume().astype(np.float64) * 0.5, spacing=(0.9, 0.8, 2.5))
+    if direction:
+        image = sitk.ReadImage(path)
+        rotation = np.reshape(sitk.VersorTransform((0.2, 0.3, 0.9), 0.1 if direction == "oblique" else 0.0)
+                              .GetMatrix(), (3, 3))
+        base = np.eye(3) if direction == "oblique" else np.reshape(SAGITTAL_DIRECTION, (3, 3))
+        image.SetDirection(np.ravel(rotation @ base))
+        sitk.WriteImage(image, path)
+    ours = common.read_volume(path)
+    theirs = common.volume_from_image(sitk.ReadImage(path), path)
+    assert ours.array.dtype == theirs.array.dtype == np.float64
+    np.testing.assert_array_equal(ours.array, theirs.array)
+    assert ours.spacing == theirs.spacing
 
 
 def test_empty_volume(tmp_path):
@@ -314,3 +491,13 @@ def test_real_brain_tumor_progression_pairs(real_data_dir):
         assert scan.mask.shape == (24, 256, 256) and scan.mask.dtype == np.uint8
         tumor_slices = int((scan.mask.reshape(24, -1).sum(1) > 0).sum())
         assert 3 <= tumor_slices <= 11, (ref.case_id, tumor_slices)
+
+
+def test_real_float_nifti_read_as_sitk_reads_it(real_data_dir):
+    """The real files are float64 .nii.gz: the own read path gives SimpleITK's image exactly."""
+    for patient in ("01", "07"):
+        for name in ("Pre_Scan_T1.nii.gz", "Post_Mask.nii.gz"):
+            path = os.path.join(real_data_dir, patient, name)
+            assert_same_as_sitk(path)
+            np.testing.assert_array_equal(common.read_volume(path).array,
+                                          sitk.GetArrayFromImage(sitk.ReadImage(path)))

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 import numpy as np
 import SimpleITK as sitk
 
+from data_prep.readers.nifti import image_from_array, load_float_nifti, read_float_nifti
 from data_prep.readers.nifti_check import nifti_problem
 from data_prep.scan import CaseError
 
@@ -21,7 +22,8 @@ VOLUME_EXTENSIONS = (".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd", ".dcm"
 @dataclass
 class Volume:
     """One 3-D scalar volume after reorientation: `array` is (Z, Y, X) in the file's own dtype,
-    `spacing` is in millimetres in the same (Z, Y, X) order."""
+    `spacing` is in millimetres in the same (Z, Y, X) order. Treat `array` as read-only (for a
+    float NIfTI file it may be a view of the decompressed file)."""
 
     path: str
     array: np.ndarray
@@ -34,7 +36,11 @@ def read_image(path: str) -> sitk.Image:
         return _read_dicom_series(path)
     if not os.path.isfile(path):
         raise CaseError(path, "file not found")
-    if path.lower().endswith((".nii", ".nii.gz")):
+    if _is_nifti(path):
+        # ITK would turn NaN/Inf voxels of a float NIfTI into 0: such files are read here.
+        image = read_float_nifti(path)
+        if image is not None:
+            return image
         problem = nifti_problem(path)
         if problem:
             raise CaseError(path, problem)
@@ -68,8 +74,21 @@ def sitk_reason(err: RuntimeError) -> str:
     return lines[-1] if lines else "unknown error"
 
 
+def _is_nifti(path: str) -> bool:
+    return path.lower().endswith((".nii", ".nii.gz"))
+
+
 def read_volume(path: str) -> Volume:
     """Read a 3-D scalar volume and reorient it so that Z runs along the axial direction."""
+    if _is_nifti(path) and os.path.isfile(path):
+        loaded = load_float_nifti(path)
+        if loaded is not None:
+            array, info = loaded
+            _require_3d_scalar(info.GetDimension(), info.GetSize(), 1, path)
+            if _orientation(info.GetDirection()) == CANONICAL_ORIENTATION:
+                # What volume_from_image would return, without the round trip through an image.
+                return Volume(path, array, tuple(reversed(info.GetSpacing())))
+            return volume_from_image(image_from_array(array, info), path)
     return volume_from_image(read_image(path), path)
 
 
@@ -81,12 +100,14 @@ def volume_from_image(image: sitk.Image, path: str) -> Volume:
 
 
 def require_3d_scalar(image: sitk.Image, path: str) -> None:
-    size = image.GetSize()
-    if image.GetNumberOfComponentsPerPixel() != 1:
-        raise CaseError(path, f"{image.GetNumberOfComponentsPerPixel()} components per voxel; "
-                              "a scalar volume is needed")
-    if image.GetDimension() != 3:
-        raise CaseError(path, f"{image.GetDimension()}-D image of size {size}; a 3-D volume is needed")
+    _require_3d_scalar(image.GetDimension(), image.GetSize(), image.GetNumberOfComponentsPerPixel(), path)
+
+
+def _require_3d_scalar(dimension: int, size: tuple, components: int, path: str) -> None:
+    if components != 1:
+        raise CaseError(path, f"{components} components per voxel; a scalar volume is needed")
+    if dimension != 3:
+        raise CaseError(path, f"{dimension}-D image of size {size}; a 3-D volume is needed")
     if min(size) < 2:
         raise CaseError(path, f"a single 2-D slice (size {size}); a 3-D volume is needed")
 
@@ -95,10 +116,13 @@ def reorient(image: sitk.Image) -> sitk.Image:
     """Permute and flip axes (no resampling) to LPS, so a sagittal- or coronal-first acquisition
     comes out with axial slices along Z. Images already in LPS are returned as they are, which
     saves a copy of the commonest case."""
-    direction = image.GetDirection()
-    if sitk.DICOMOrientImageFilter.GetOrientationFromDirectionCosines(direction) == CANONICAL_ORIENTATION:
+    if _orientation(image.GetDirection()) == CANONICAL_ORIENTATION:
         return image
     return sitk.DICOMOrient(image, CANONICAL_ORIENTATION)
+
+
+def _orientation(direction) -> str:
+    return sitk.DICOMOrientImageFilter.GetOrientationFromDirectionCosines(direction)
 
 
 def check_intensities(volume: Volume) -> None:

@@ -1,4 +1,4 @@
-"""Detect truncated NIfTI files before SimpleITK reads them.
+"""Parse NIfTI headers and detect truncated NIfTI files before SimpleITK reads them.
 
 ITK's NIfTI reader fills the missing part of a truncated `.nii` or `.nii.gz` with zeros and
 reports nothing, so an interrupted download would convert silently into half-blank volumes. The
@@ -11,10 +11,35 @@ import gzip
 import os
 import struct
 import zlib
+from dataclasses import dataclass
 
 import numpy as np
 
 _HEADER_BYTES = 540  # the NIfTI-2 header; NIfTI-1 uses the first 348 of them
+
+
+@dataclass(frozen=True)
+class NiftiHeader:
+    """The fields of a NIfTI-1 or NIfTI-2 header that locate and scale the voxel data."""
+
+    version: int          # 1 or 2
+    endian: str           # "<" or ">", the byte order of header and data
+    magic: bytes          # b"n+1\0" / b"n+2\0..." for a single .nii file
+    dims: tuple           # dim[0..7]
+    datatype: int
+    bitpix: int
+    vox_offset: float
+    scl_slope: float
+    scl_inter: float
+
+    @property
+    def shape(self) -> tuple | None:
+        """dim[1..dim[0]] with non-positive sizes taken as 1 (as nifti_clib does), or None when
+        dim[0] is out of range."""
+        rank = self.dims[0]
+        if not 1 <= rank <= 7:
+            return None
+        return tuple(max(int(d), 1) for d in self.dims[1:rank + 1])
 
 
 def nifti_problem(path: str) -> str | None:
@@ -22,48 +47,62 @@ def nifti_problem(path: str) -> str | None:
     None when it is complete (or not a NIfTI file we can judge: SimpleITK then has the last word)."""
     compressed = path.lower().endswith(".gz")
     try:
-        header = _read_head(path, compressed)
+        head = read_head(path, compressed)
     except (OSError, EOFError, zlib.error) as err:
         return f"corrupt file: {err}"
-    expected = _expected_length(header)
+    header = parse_header(head)
+    expected = None if header is None else expected_length(header)
     if expected is None:
         return None
     actual = _uncompressed_length(path, expected) if compressed else os.path.getsize(path)
     if actual is None:
         return "corrupt file: the compressed stream is truncated or damaged"
     if actual < expected:
-        return f"truncated file: {actual} bytes of the {expected} its header promises"
+        return truncation_message(actual, expected)
     return None
 
 
-def _read_head(path: str, compressed: bool) -> bytes:
+def truncation_message(actual: int, expected: int) -> str:
+    return f"truncated file: {actual} bytes of the {expected} its header promises"
+
+
+def read_head(path: str, compressed: bool) -> bytes:
     opener = gzip.open if compressed else open
     with opener(path, "rb") as f:
         return f.read(_HEADER_BYTES)
 
 
-def _expected_length(header: bytes) -> int | None:
-    """Voxel-data offset plus voxel bytes, from a NIfTI-1 or NIfTI-2 header in either byte order."""
+def parse_header(head: bytes) -> NiftiHeader | None:
+    """A NIfTI-1 or NIfTI-2 header in either byte order, or None when `head` is neither."""
     for endian in "<>":
-        if len(header) >= 348 and struct.unpack(endian + "i", header[:4])[0] == 348:
-            dims = struct.unpack(endian + "8h", header[40:56])
-            bitpix = struct.unpack(endian + "h", header[72:74])[0]
-            offset = int(struct.unpack(endian + "f", header[108:112])[0])
-            return _data_end(dims, bitpix, offset)
-        if len(header) >= 540 and struct.unpack(endian + "i", header[:4])[0] == 540:
-            bitpix = struct.unpack(endian + "h", header[14:16])[0]
-            dims = struct.unpack(endian + "8q", header[16:80])
-            offset = struct.unpack(endian + "q", header[168:176])[0]
-            return _data_end(dims, bitpix, offset)
+        if len(head) >= 348 and struct.unpack(endian + "i", head[:4])[0] == 348:
+            return NiftiHeader(
+                version=1, endian=endian, magic=head[344:348],
+                dims=struct.unpack(endian + "8h", head[40:56]),
+                datatype=struct.unpack(endian + "h", head[70:72])[0],
+                bitpix=struct.unpack(endian + "h", head[72:74])[0],
+                vox_offset=struct.unpack(endian + "f", head[108:112])[0],
+                scl_slope=struct.unpack(endian + "f", head[112:116])[0],
+                scl_inter=struct.unpack(endian + "f", head[116:120])[0])
+        if len(head) >= 540 and struct.unpack(endian + "i", head[:4])[0] == 540:
+            return NiftiHeader(
+                version=2, endian=endian, magic=head[4:12],
+                dims=struct.unpack(endian + "8q", head[16:80]),
+                datatype=struct.unpack(endian + "h", head[12:14])[0],
+                bitpix=struct.unpack(endian + "h", head[14:16])[0],
+                vox_offset=float(struct.unpack(endian + "q", head[168:176])[0]),
+                scl_slope=struct.unpack(endian + "d", head[176:184])[0],
+                scl_inter=struct.unpack(endian + "d", head[184:192])[0])
     return None
 
 
-def _data_end(dims, bitpix: int, offset: int) -> int | None:
-    rank = dims[0]
-    if not 1 <= rank <= 7 or bitpix <= 0 or offset < 0:
+def expected_length(header: NiftiHeader) -> int | None:
+    """Voxel-data offset plus voxel bytes, or None when the header does not tell."""
+    shape, offset = header.shape, int(header.vox_offset) if np.isfinite(header.vox_offset) else -1
+    if shape is None or header.bitpix <= 0 or offset < 0:
         return None
-    voxels = int(np.prod([max(int(d), 1) for d in dims[1:rank + 1]], dtype=np.int64))
-    return max(offset, 348) + voxels * bitpix // 8
+    voxels = int(np.prod(shape, dtype=np.int64))
+    return max(offset, 348) + voxels * header.bitpix // 8
 
 
 def _uncompressed_length(path: str, expected: int) -> int | None:
