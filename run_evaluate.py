@@ -1,0 +1,86 @@
+"""Does the augmentation help? Train ResNet18 tumor/normal classifiers on each arm and report.
+
+    python run_evaluate.py --data_dir=DATA --output_dir=REPORT --augmenters=ssa=EXPORT/ssa_cyclegan
+        [--arms=none,classic,synthetic,synthetic+classic] [--ratios=0.5,1,2,3] [--seeds=0,1,2]
+        [--epochs=30] [--patience=5] [--width=64] [--tau=0.1]
+
+Writes report.md, results.json and PNG figures to --output_dir (docs/evaluation.md explains them).
+Every flag is checked, and the dataset and exported models located, before any training starts.
+"""
+
+from __future__ import annotations
+
+
+from absl import app, flags, logging
+
+from ssagan_tf.evaluation.config import ARMS, ALLOWED_RATIOS, EvaluationConfig, check_inputs, parse_augmenters
+
+FLAGS = flags.FLAGS
+flags.DEFINE_string("data_dir", None, "Converted dataset (the --output_dir of `python -m data_prep.convert`) "
+                    "with train, val and test splits, each holding normal and tumor slices.")
+flags.DEFINE_string("output_dir", None, "Where report.md, results.json and the PNG figures are written.")
+flags.DEFINE_string("augmenters", "", "Comma-separated NAME=EXPORTED_DIR pairs, one per system compared, e.g. "
+                    "ssa=exports/ssa_cyclegan,cyclegan=exports/cyclegan. EXPORTED_DIR is a TF Serving model "
+                    "directory (its highest version is used) or one version directory. Needed by the "
+                    "synthetic arms; also scored by the attention metrics.")
+flags.DEFINE_list("arms", list(ARMS), f"Training arms to run, any of {', '.join(ARMS)}: real slices only, "
+                  "+ classic augmentation (flip, rotation, translation, crop), + synthetic slices from each "
+                  "augmenter, + both.")
+flags.DEFINE_list("ratios", ["1"], "Synthetic:real ratios per class for the synthetic arms, each one of "
+                  f"{', '.join(f'{r:g}' for r in ALLOWED_RATIOS)} (the paper's; 1 was its best).")
+flags.DEFINE_list("seeds", ["0", "1", "2"], "Integer seeds; one classifier per seed and row. Mean and std over "
+                  "seeds are reported, and arms are compared seed by seed.")
+flags.DEFINE_integer("epochs", 30, "Maximum training epochs per classifier.")
+flags.DEFINE_integer("batch_size", 32, "Classifier batch size.")
+flags.DEFINE_integer("patience", 5, "Early stopping: epochs without a lower validation loss before training "
+                     "stops; the best epoch's weights are kept.")
+flags.DEFINE_integer("width", 64, "ResNet18 base width (stem and first stage channels); 64 is the standard "
+                     "ResNet18 of the paper, 8-16 suits CPU demos.")
+flags.DEFINE_float("learning_rate", 1e-3, "Adam learning rate of the classifier.")
+flags.DEFINE_float("tau", 0.1, "Attention threshold: pixels with attention >= tau count as attended in the "
+                   "Dice/IoU and background-change metrics.")
+flags.DEFINE_float("threshold", 0.5, "Decision threshold on the tumor probability for sensitivity, "
+                   "specificity and accuracy (AUC uses all thresholds).")
+flags.DEFINE_integer("sample_count", 4, "Test slices per class shown in each augmenter's sample grid.")
+flags.DEFINE_integer("verbose", 0, "Keras fit verbosity (0 silent, 1 progress bar, 2 one line per epoch).")
+flags.mark_flags_as_required(["data_dir", "output_dir"])
+
+
+def _numbers(name: str, values: list, kind):
+    try:
+        return tuple(kind(v) for v in values if v.strip())
+    except ValueError:
+        raise app.UsageError(f"--{name}={','.join(values)}: expected comma-separated {kind.__name__} values")
+
+
+def config_from_flags() -> EvaluationConfig:
+    """Flags -> the frozen config, raising UsageError for any value that cannot work."""
+    try:
+        return EvaluationConfig(
+            data_dir=FLAGS.data_dir, output_dir=FLAGS.output_dir, augmenters=parse_augmenters(FLAGS.augmenters),
+            arms=tuple(a.strip() for a in FLAGS.arms if a.strip()), ratios=_numbers("ratios", FLAGS.ratios, float),
+            seeds=_numbers("seeds", FLAGS.seeds, int), epochs=FLAGS.epochs, batch_size=FLAGS.batch_size,
+            patience=FLAGS.patience, width=FLAGS.width, learning_rate=FLAGS.learning_rate, tau=FLAGS.tau,
+            threshold=FLAGS.threshold, sample_count=FLAGS.sample_count, verbose=FLAGS.verbose)
+    except ValueError as err:
+        raise app.UsageError(str(err))
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    config = config_from_flags()
+    try:
+        check_inputs(config)
+    except (OSError, ValueError) as err:
+        raise app.UsageError(str(err))
+    logging.set_verbosity(logging.INFO)
+    from ssagan_tf.evaluation import run_evaluation
+
+    results = run_evaluation(config)
+    print(f"report: {config.output_dir}/report.md ({results['seconds']} s)")
+    return 0
+
+
+if __name__ == "__main__":
+    app.run(main)

@@ -1,0 +1,129 @@
+"""The training sets of the paper's four arms (section IV): real only, real + classic
+augmentation, real + synthetic, real + synthetic + classic.
+
+Synthetic slices come from the TRAIN split only: real normal slices translated `normal_to_tumor`
+become synthetic tumor slices and real tumor slices translated `tumor_to_normal` become synthetic
+normal slices, `ratio` synthetic per real slice of each class. Classic augmentation is one random
+affine warp per slice, drawn afresh every epoch inside tf.data.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import tensorflow as tf
+
+from ssagan_tf.evaluation.augmenters import Translation
+
+# Classic augmentation ranges. The paper names the operations but not their ranges; these are
+# the mild ones common for brain MRI, which keep the whole brain in view.
+FLIP_PROBABILITY = 0.5        # left-right: the brain is roughly symmetric, tumors occur on both sides
+MAX_ROTATION_DEGREES = 15.0
+MAX_TRANSLATION = 0.1         # fraction of the side
+MIN_CROP_FRACTION = 0.85      # a random square crop of 85-100% of the side, resized back
+BACKGROUND = -1.0             # the converted slices' background value
+
+
+def synthetic_count(real_count: int, ratio: float) -> int:
+    """How many synthetic slices a class receives: ratio x its real slices, rounded half up."""
+    return int(math.floor(ratio * real_count + 0.5))
+
+
+def select_sources(source_count: int, count: int, seed: int, stream: int) -> np.ndarray:
+    """Indices of the real source slices to translate, drawn with `seed`: without replacement
+    when the sources suffice, with replacement otherwise (ratios above 1 on balanced data).
+    `stream` separates the two classes' draws under one seed."""
+    if count == 0:
+        return np.zeros(0, np.int64)
+    if source_count == 0:
+        raise ValueError(f"{count} synthetic slices requested from an empty source class")
+    rng = np.random.default_rng([seed, stream])
+    return np.sort(rng.choice(source_count, size=count, replace=count > source_count))
+
+
+def synthetic_slices(synthetic_tumor: Translation, synthetic_normal: Translation,
+                     real_labels: np.ndarray, ratio: float, seed: int) -> tuple:
+    """Images, labels and source indices of the synthetic part of a training set.
+
+    synthetic_tumor: `normal_to_tumor` applied to every real train normal slice (in order).
+    synthetic_normal: `tumor_to_normal` applied to every real train tumor slice (in order).
+    Returns (images [M, H, W, C], labels [M], selected: {"tumor": idx, "normal": idx}).
+    """
+    counts = {"tumor": synthetic_count(int(np.sum(real_labels == 1)), ratio),
+              "normal": synthetic_count(int(np.sum(real_labels == 0)), ratio)}
+    pools = {"tumor": synthetic_tumor.image, "normal": synthetic_normal.image}
+    selected = {name: select_sources(len(pools[name]), counts[name], seed, stream)
+                for stream, name in enumerate(("tumor", "normal"))}
+    images = np.concatenate([pools["tumor"][selected["tumor"]], pools["normal"][selected["normal"]]])
+    labels = np.r_[np.ones(counts["tumor"], np.int64), np.zeros(counts["normal"], np.int64)]
+    return images.astype(np.float32), labels, selected
+
+
+def _affine_transforms(batch: int, size: float, seed) -> tf.Tensor:
+    """[batch, 8] projective transforms (output pixel -> input pixel) combining a flip, a rotation,
+    a translation and a random crop about the slice centre."""
+    seeds = tf.random.experimental.stateless_split(seed, 5)
+    flip = tf.where(tf.random.stateless_uniform([batch], seeds[0]) < FLIP_PROBABILITY, -1.0, 1.0)
+    angle = tf.random.stateless_uniform([batch], seeds[1], -1.0, 1.0) * (MAX_ROTATION_DEGREES * math.pi / 180)
+    crop = tf.random.stateless_uniform([batch], seeds[2], MIN_CROP_FRACTION, 1.0)
+    # A crop of fraction `crop` may sit anywhere inside the slice: its centre moves by up to
+    # (1 - crop) / 2 of the side, on top of the translation.
+    limit = (1.0 - crop)[:, None] * 0.5 + MAX_TRANSLATION
+    shift = tf.random.stateless_uniform([batch, 2], seeds[3], -1.0, 1.0) * limit * size
+    cos, sin = tf.cos(angle) * crop, tf.sin(angle) * crop
+    m00, m01, m10, m11 = cos * flip, -sin, sin * flip, cos
+    centre = (size - 1.0) / 2.0
+    tx = centre + shift[:, 0] - m00 * centre - m01 * centre
+    ty = centre + shift[:, 1] - m10 * centre - m11 * centre
+    zeros = tf.zeros([batch])
+    return tf.stack([m00, m01, tx, m10, m11, ty, zeros, zeros], axis=1)
+
+
+def classic_augment(images: tf.Tensor, seed) -> tf.Tensor:
+    """Randomly flip, rotate, translate and crop a batch [N, H, W, C] (square slices) with one
+    bilinear warp; pixels warped in from outside the slice get the background value."""
+    shape = tf.shape(images)
+    transforms = _affine_transforms(shape[0], tf.cast(shape[2], tf.float32), seed)
+    warped = tf.raw_ops.ImageProjectiveTransformV3(
+        images=images, transforms=transforms, output_shape=shape[1:3],
+        fill_value=tf.constant(BACKGROUND, tf.float32), interpolation="BILINEAR", fill_mode="CONSTANT")
+    # Keep the static shape: a batch of unknown height and width would retrace the train step.
+    return tf.ensure_shape(warped, images.shape)
+
+
+def _as_tensors(images: np.ndarray, labels: np.ndarray):
+    return tf.data.Dataset.from_tensor_slices(
+        (images.astype(np.float32), labels.astype(np.float32).reshape(-1, 1)))
+
+
+def train_dataset(images: np.ndarray, labels: np.ndarray, batch_size: int, seed: int,
+                  classic: bool) -> tf.data.Dataset:
+    """Shuffled (reshuffled each epoch, seeded) batches of (image, label), classic-augmented when
+    asked, with fresh augmentation draws every epoch."""
+    dataset = _as_tensors(images, labels).shuffle(len(images), seed=seed, reshuffle_each_iteration=True)
+    dataset = dataset.batch(batch_size)
+    if classic:
+        seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).batch(2)
+        dataset = tf.data.Dataset.zip(dataset, seeds).map(
+            lambda batch, pair: (classic_augment(batch[0], pair), batch[1]),
+            num_parallel_calls=tf.data.AUTOTUNE)
+    return dataset.prefetch(tf.data.AUTOTUNE)
+
+
+def eval_dataset(images: np.ndarray, labels: np.ndarray, batch_size: int) -> tf.data.Dataset:
+    return _as_tensors(images, labels).batch(batch_size).prefetch(tf.data.AUTOTUNE)
+
+
+def training_set(train: dict, arm: str, synthetic: tuple | None = None, ratio: float = 1.0,
+                 seed: int = 0) -> tuple:
+    """(images, labels, synthetic_selection) of one arm. `synthetic` is the pair
+    (normal_to_tumor of all train normal slices, tumor_to_normal of all train tumor slices),
+    required for the synthetic arms; the classic part is applied later, in `train_dataset`."""
+    images, labels = train["image"], train["label"]
+    if arm in ("none", "classic"):
+        return images, labels, None
+    if synthetic is None:
+        raise ValueError(f"arm {arm!r} needs synthetic slices")
+    fake_images, fake_labels, selected = synthetic_slices(*synthetic, labels, ratio, seed)
+    return np.concatenate([images, fake_images]), np.r_[labels, fake_labels], selected

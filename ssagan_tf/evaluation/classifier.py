@@ -1,0 +1,74 @@
+"""Training ResNet18 tumor/normal classifiers, with early stopping on the validation split.
+
+Tracing a ResNet18 train step costs several seconds on CPU, more than training one on a few
+hundred small slices, so one compiled model is reused for every (arm, seed) run: each run
+overwrites its weights with a freshly seeded initialisation and resets the optimizer, which makes
+it equivalent to building a new model.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from ssagan_tf.evaluation.resnet import build_resnet18
+
+
+@dataclass(frozen=True)
+class TrainedClassifier:
+    model: keras.Model
+    epochs_run: int
+    best_epoch: int          # 1-based epoch whose weights were kept
+    best_val_loss: float
+    history: dict
+
+
+class Classifier:
+    """A compiled ResNet18 (Adam, binary cross-entropy on the tumor logit) that `reset` returns
+    to a seeded fresh start."""
+
+    def __init__(self, image_size: int, channels: int, width: int, learning_rate: float):
+        self._shape = (image_size, channels, width)
+        self.model = build_resnet18(image_size, channels, width)
+        # XLA off: on CPU its compile time outweighs its speed-up at these sizes.
+        self.model.compile(optimizer=keras.optimizers.Adam(learning_rate),
+                           loss=keras.losses.BinaryCrossentropy(from_logits=True), jit_compile=False)
+        self.model.optimizer.build(self.model.trainable_variables)
+        self._optimizer_start = [v.numpy() for v in self.model.optimizer.variables]
+
+    def reset(self, seed: int) -> None:
+        """Seeded initial weights (those of `build_resnet18` under `seed`) and a fresh optimizer."""
+        # Keras initialisers without an explicit seed draw theirs from Python's `random`. Not
+        # `keras.utils.set_random_seed`: its `tf.random.set_seed` clears TensorFlow's kernel cache,
+        # and re-optimising the train step graph afterwards costs seconds per run.
+        random.seed(seed)
+        self.model.set_weights(build_resnet18(*self._shape).get_weights())
+        for variable, value in zip(self.model.optimizer.variables, self._optimizer_start):
+            variable.assign(value)
+
+
+def train_classifier(classifier: Classifier, train: tf.data.Dataset, val: tf.data.Dataset, epochs: int,
+                     patience: int, seed: int, verbose: int = 0) -> TrainedClassifier:
+    """Fit the classifier from a fresh start under `seed`; keep the weights of the epoch with the
+    lowest validation loss."""
+    classifier.reset(seed)
+    stopper = keras.callbacks.EarlyStopping(monitor="val_loss", patience=patience,
+                                            restore_best_weights=True)
+    # shuffle=False: `train` is already shuffled, seeded, inside tf.data.
+    history = classifier.model.fit(train, validation_data=val, epochs=epochs, callbacks=[stopper], shuffle=False,
+                                   verbose=verbose).history
+    val_loss = np.asarray(history["val_loss"], np.float64)
+    best = int(np.nanargmin(val_loss)) if np.isfinite(val_loss).any() else len(val_loss) - 1
+    return TrainedClassifier(model=classifier.model, epochs_run=len(val_loss), best_epoch=best + 1,
+                             best_val_loss=float(val_loss[best]),
+                             history={k: [float(v) for v in vals] for k, vals in history.items()})
+
+
+def predict_probabilities(model: keras.Model, dataset: tf.data.Dataset) -> np.ndarray:
+    """Tumor probabilities [N] for a dataset of (image, label) batches."""
+    logits = model.predict(dataset, verbose=0)
+    return 1.0 / (1.0 + np.exp(-np.asarray(logits, np.float64).ravel()))

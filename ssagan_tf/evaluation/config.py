@@ -1,0 +1,150 @@
+"""The evaluation's settings, checked once before any work (DESIGN.md sections 7 and 8).
+
+This module imports neither TensorFlow nor Keras, so that `run_evaluate.py` can reject a bad flag
+in a fraction of a second.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+# The paper's four training arms: real only, real + classic augmentation, real + synthetic,
+# real + synthetic + classic.
+ARMS = ("none", "classic", "synthetic", "synthetic+classic")
+SYNTHETIC_ARMS = ("synthetic", "synthetic+classic")
+# Synthetic:real ratios the paper tried (section IV); 1:1 was its best.
+ALLOWED_RATIOS = (0.5, 1.0, 2.0, 3.0)
+SAVED_MODEL_FILE = "saved_model.pb"
+
+
+@dataclass(frozen=True)
+class EvaluationConfig:
+    """Everything `run_evaluation` needs; built once (from flags or by hand) and never mutated.
+
+    augmenters: (name, exported model directory) pairs, one per system compared (the paper's
+        CycleGAN, Spec-CycleGAN, ..., SSA-CycleGAN). A directory is a TF Serving version
+        directory or its model base directory (the highest integer version is used).
+    arms: a subset of `ARMS`; the synthetic arms need at least one augmenter.
+    ratios: synthetic:real ratios per class, each in `ALLOWED_RATIOS`.
+    seeds: one classifier per (arm, augmenter, ratio, seed); the spread over seeds is reported.
+    width: ResNet18 base width (64 = the paper's ResNet18; 8-16 for demos on CPU).
+    tau: attention threshold for the attention metrics (DESIGN.md section 2, default 0.1).
+    """
+
+    data_dir: str
+    output_dir: str
+    augmenters: tuple = ()
+    arms: tuple = ("none", "classic", "synthetic", "synthetic+classic")
+    ratios: tuple = (1.0,)
+    seeds: tuple = (0, 1, 2)
+    epochs: int = 30
+    batch_size: int = 32
+    patience: int = 5
+    width: int = 64
+    learning_rate: float = 1e-3
+    tau: float = 0.1
+    threshold: float = 0.5
+    sample_count: int = 4
+    verbose: int = 0
+
+    def __post_init__(self):
+        check_values(self)
+
+    @property
+    def augmenter_names(self) -> tuple:
+        return tuple(name for name, _ in self.augmenters)
+
+    @property
+    def baseline_arm(self) -> str | None:
+        """The arm every other row is compared with: classic augmentation, as in the paper's
+        Table I, or real-only when classic was not run."""
+        for arm in ("classic", "none"):
+            if arm in self.arms:
+                return arm
+        return None
+
+
+def check_values(config: EvaluationConfig) -> None:
+    """Raise ValueError with a readable message for any setting that cannot work."""
+    problems = []
+    if not config.data_dir:
+        problems.append("data_dir is required")
+    if not config.output_dir:
+        problems.append("output_dir is required")
+    unknown = [arm for arm in config.arms if arm not in ARMS]
+    if unknown:
+        problems.append(f"unknown arm(s) {unknown}; choose from {list(ARMS)}")
+    if not config.arms:
+        problems.append("at least one arm is required")
+    if len(set(config.arms)) != len(config.arms):
+        problems.append(f"arms repeat: {list(config.arms)}")
+    if any(arm in SYNTHETIC_ARMS for arm in config.arms) and not config.augmenters:
+        problems.append("the synthetic arms need --augmenters=NAME=EXPORTED_DIR,...")
+    names = config.augmenter_names
+    if len(set(names)) != len(names):
+        problems.append(f"augmenter names repeat: {list(names)}")
+    bad_ratios = [r for r in config.ratios if float(r) not in ALLOWED_RATIOS]
+    if bad_ratios or not config.ratios:
+        problems.append(f"ratios {list(config.ratios)}: each must be one of {list(ALLOWED_RATIOS)}")
+    if not config.seeds or len(set(config.seeds)) != len(config.seeds):
+        problems.append(f"seeds {list(config.seeds)}: need at least one, without repeats")
+    for name, value, low in (("epochs", config.epochs, 1), ("batch_size", config.batch_size, 1),
+                             ("patience", config.patience, 0), ("width", config.width, 1),
+                             ("sample_count", config.sample_count, 1)):
+        if int(value) != value or value < low:
+            problems.append(f"{name}={value}: must be an integer >= {low}")
+    if not 0.0 < config.learning_rate < 1.0:
+        problems.append(f"learning_rate={config.learning_rate}: must be in (0, 1)")
+    if not 0.0 < config.tau < 1.0:
+        problems.append(f"tau={config.tau}: must be in (0, 1)")
+    if not 0.0 < config.threshold < 1.0:
+        problems.append(f"threshold={config.threshold}: must be in (0, 1)")
+    if problems:
+        raise ValueError("bad evaluation settings:\n  " + "\n  ".join(problems))
+
+
+def parse_augmenters(text: str) -> tuple:
+    """'ssa=/exports/ssa,cyclegan=/exports/cg' -> (('ssa', '/exports/ssa'), ('cyclegan', ...))."""
+    pairs = []
+    for item in (part.strip() for part in text.split(",")):
+        if not item:
+            continue
+        name, sep, path = item.partition("=")
+        name, path = name.strip(), path.strip()
+        if not sep or not name or not path:
+            raise ValueError(f"augmenter {item!r}: expected NAME=EXPORTED_DIR")
+        if not name.replace("_", "").replace("-", "").isalnum():
+            raise ValueError(f"augmenter name {name!r}: use letters, digits, '_' or '-'")
+        pairs.append((name, path))
+    return tuple(pairs)
+
+
+def resolve_saved_model_dir(path: str) -> str:
+    """The SavedModel directory behind an exported model path: the path itself when it holds
+    `saved_model.pb`, else its highest integer version subdirectory (TF Serving layout)."""
+    if os.path.isfile(os.path.join(path, SAVED_MODEL_FILE)):
+        return path
+    if not os.path.isdir(path):
+        raise FileNotFoundError(f"{path}: no such exported model directory")
+    versions = [int(d) for d in os.listdir(path)
+                if d.isdigit() and os.path.isfile(os.path.join(path, d, SAVED_MODEL_FILE))]
+    if not versions:
+        raise FileNotFoundError(
+            f"{path}: neither a SavedModel nor a TF Serving model directory "
+            f"(<model_name>/<version>/{SAVED_MODEL_FILE}); is it the output of `python -m ssagan_tf.export`?")
+    return os.path.join(path, str(max(versions)))
+
+
+def check_inputs(config: EvaluationConfig) -> None:
+    """Check that the dataset and every exported model exist, before any training starts."""
+    from ssagan_tf.data import schema
+
+    manifest = schema.read_manifest(config.data_dir)
+    for split in schema.SPLITS:
+        for domain in schema.DOMAINS:
+            if manifest.count(split, domain) <= 0 or not manifest.shards(split, domain):
+                raise ValueError(f"{config.data_dir}: split {split!r} has no {domain} slices; "
+                                 "the evaluation needs both classes in train, val and test")
+    for _, path in config.augmenters:
+        resolve_saved_model_dir(path)

@@ -1,0 +1,147 @@
+"""Classifier and attention metrics as pure numpy functions (paper section IV, DESIGN.md section 7).
+
+Tumor is the positive class throughout. A metric that is undefined for the data it is given (the
+sensitivity of a test set without tumor slices, an AUC with a single class) is NaN, never a guess.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+
+def confusion_counts(labels, predictions) -> dict:
+    """True/false positives and negatives of hard 0/1 predictions against 0/1 labels."""
+    labels = np.asarray(labels).astype(bool).ravel()
+    predictions = np.asarray(predictions).astype(bool).ravel()
+    if labels.shape != predictions.shape:
+        raise ValueError(f"{labels.shape[0]} labels but {predictions.shape[0]} predictions")
+    return {"tp": int(np.sum(labels & predictions)), "fn": int(np.sum(labels & ~predictions)),
+            "tn": int(np.sum(~labels & ~predictions)), "fp": int(np.sum(~labels & predictions))}
+
+
+def _ratio(numerator: int, denominator: int) -> float:
+    return float(numerator) / denominator if denominator else float("nan")
+
+
+def rates_from_counts(tp: int, fn: int, tn: int, fp: int) -> dict:
+    """Sensitivity TP/(TP+FN), specificity TN/(TN+FP), accuracy and balanced accuracy
+    (the mean of sensitivity and specificity)."""
+    sensitivity = _ratio(tp, tp + fn)
+    specificity = _ratio(tn, tn + fp)
+    return {"sensitivity": sensitivity, "specificity": specificity,
+            "accuracy": _ratio(tp + tn, tp + fn + tn + fp),
+            "balanced_accuracy": 0.5 * (sensitivity + specificity)}
+
+
+def roc_curve(labels, scores):
+    """ROC points (fpr, tpr) from (0, 0) to (1, 1), one point per distinct score, so tied scores
+    move the curve diagonally; also returns the thresholds (predict tumor when score >= t)."""
+    labels = np.asarray(labels).astype(bool).ravel()
+    scores = np.asarray(scores, dtype=np.float64).ravel()
+    positives, negatives = int(labels.sum()), int((~labels).sum())
+    if positives == 0 or negatives == 0:
+        nan = np.array([np.nan])
+        return nan, nan, nan
+    order = np.argsort(-scores, kind="mergesort")
+    scores, labels = scores[order], labels[order]
+    # The last index of each run of equal scores: every tied example crosses together.
+    last_of_run = np.r_[np.flatnonzero(np.diff(scores) != 0), scores.size - 1]
+    tp = np.cumsum(labels)[last_of_run]
+    fp = np.cumsum(~labels)[last_of_run]
+    fpr = np.r_[0.0, fp / negatives]
+    tpr = np.r_[0.0, tp / positives]
+    thresholds = np.r_[np.inf, scores[last_of_run]]
+    return fpr, tpr, thresholds
+
+
+def auc_trapezoid(x, y) -> float:
+    """Area under a piecewise-linear curve through (x, y) by the trapezoid rule."""
+    x, y = np.asarray(x, np.float64), np.asarray(y, np.float64)
+    return float(np.sum(np.diff(x) * (y[1:] + y[:-1]) * 0.5))
+
+
+def roc_auc(labels, scores) -> float:
+    """Area under the ROC curve; equals the probability that a random tumor slice scores above
+    a random normal slice, ties counting one half (the Mann-Whitney U statistic)."""
+    fpr, tpr, _ = roc_curve(labels, scores)
+    return float("nan") if np.isnan(fpr[0]) else auc_trapezoid(fpr, tpr)
+
+
+def classification_metrics(labels, probabilities, threshold: float = 0.5) -> dict:
+    """All the paper's numbers for one classifier: the confusion counts at `threshold`, the rates,
+    `auc` from the probabilities and `auc_hard` from the hard labels. The hard-label ROC has one
+    point, so its area is (sensitivity + specificity) / 2: what papers that report an "AUC" from
+    predicted classes publish."""
+    probabilities = np.asarray(probabilities, np.float64).ravel()
+    predictions = probabilities >= threshold
+    counts = confusion_counts(labels, predictions)
+    result = dict(counts, **rates_from_counts(**counts))
+    result["auc"] = roc_auc(labels, probabilities)
+    result["auc_hard"] = roc_auc(labels, predictions.astype(np.float64))
+    return result
+
+
+def summarize(values) -> dict:
+    """Mean and sample standard deviation (ddof=1) over the finite values; std is NaN for n < 2."""
+    values = np.asarray(values, np.float64).ravel()
+    finite = values[np.isfinite(values)]
+    n = int(finite.size)
+    return {"mean": float(finite.mean()) if n else float("nan"),
+            "std": float(finite.std(ddof=1)) if n >= 2 else float("nan"), "n": n}
+
+
+def sign_test_p(wins: int, losses: int) -> float:
+    """Exact two-sided sign test: the probability, under no difference, of a split of wins and
+    losses at least this uneven. Ties are dropped. With n pairs it cannot fall below 2**(1-n)."""
+    n = wins + losses
+    if n == 0:
+        return 1.0
+    extreme = min(wins, losses)
+    tail = sum(math.comb(n, k) for k in range(extreme + 1)) / 2.0 ** n
+    return float(min(1.0, 2.0 * tail))
+
+
+def paired_differences(treatment, baseline) -> dict:
+    """Per-seed differences treatment - baseline (same seeds, same test set), their mean and
+    sample std, the sign count and the exact sign-test p-value."""
+    treatment, baseline = np.asarray(treatment, np.float64), np.asarray(baseline, np.float64)
+    if treatment.shape != baseline.shape:
+        raise ValueError(f"paired values differ in number: {treatment.shape} vs {baseline.shape}")
+    differences = treatment - baseline
+    finite = differences[np.isfinite(differences)]
+    wins, losses = int(np.sum(finite > 0)), int(np.sum(finite < 0))
+    result = summarize(finite)
+    result.update(differences=[float(d) for d in differences], wins=wins, losses=losses,
+                  ties=int(finite.size - wins - losses), sign_test_p=sign_test_p(wins, losses))
+    return result
+
+
+def _per_slice(array: np.ndarray) -> np.ndarray:
+    """[N, ...] -> [N, pixels], also for N = 0."""
+    return array.reshape(array.shape[0], int(np.prod(array.shape[1:])))
+
+
+def dice_iou(predicted_masks, true_masks) -> tuple:
+    """Per-slice Dice 2|P&T|/(|P|+|T|) and IoU |P&T|/|P or T| of binary masks [N, H, W(, 1)];
+    both are 1 for a slice where both masks are empty."""
+    predicted, true = _per_slice(np.asarray(predicted_masks, bool)), _per_slice(np.asarray(true_masks, bool))
+    intersection = np.sum(predicted & true, axis=1).astype(np.float64)
+    sizes = np.sum(predicted, axis=1) + np.sum(true, axis=1).astype(np.float64)
+    union = sizes - intersection
+    dice = np.where(sizes > 0, 2 * intersection / np.maximum(sizes, 1), 1.0)
+    iou = np.where(union > 0, intersection / np.maximum(union, 1), 1.0)
+    return dice, iou
+
+
+def outside_change(source_images, translated_images, attention, tau: float) -> np.ndarray:
+    """Per-slice mean absolute change |translated - source| over the pixels (and channels)
+    outside the attended region (attention < tau): how well the background is preserved.
+    NaN for a slice whose whole area is attended."""
+    source = np.asarray(source_images, np.float64)
+    translated = np.asarray(translated_images, np.float64)
+    outside = np.broadcast_to(np.asarray(attention) < tau, source.shape)
+    change = np.abs(translated - source) * outside
+    count, total = _per_slice(outside).sum(axis=1), _per_slice(change).sum(axis=1)
+    return np.where(count > 0, total / np.maximum(count, 1), np.nan)

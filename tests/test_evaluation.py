@@ -1,0 +1,197 @@
+"""ssagan_tf/evaluation/runner.py, augmenters.py, report.py, plots.py and run_evaluate.py: the whole
+evaluation on a tiny dataset with fake exported augmenters, and the command line."""
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from conftest import REPO_ROOT, write_tiny_dataset
+
+from ssagan_tf.evaluation import EvaluationConfig, run_evaluation
+from ssagan_tf.evaluation.augmenters import Translation
+
+
+def save_fake_augmenter(path, attention=True):
+    """An exported model with the contract's two signatures. With attention: normal_to_tumor paints
+    a bright disc in the centre and attends exactly there; tumor_to_normal attends to the bright
+    pixels (the tiny dataset's tumor, exactly its mask) and darkens them. Without: identity, with
+    an all-ones attention as systems without attention export."""
+    import tensorflow as tf
+
+    spec = [tf.TensorSpec([None, None, None, 1], tf.float32)]
+
+    class Fake(tf.Module):
+        @tf.function(input_signature=spec)
+        def normal_to_tumor(self, images):
+            if not attention:
+                return {"image": images, "attention": tf.ones_like(images)}
+            size = tf.shape(images)[1]
+            yy, xx = tf.meshgrid(tf.range(size), tf.range(size), indexing="ij")
+            centre, radius = size // 2, size // 6
+            disc = tf.cast((yy - centre) ** 2 + (xx - centre) ** 2 <= radius * radius, tf.float32)
+            attended = tf.broadcast_to(disc[None, :, :, None], tf.shape(images))
+            return {"image": attended * 0.9 + (1 - attended) * images, "attention": attended}
+
+        @tf.function(input_signature=spec)
+        def tumor_to_normal(self, images):
+            if not attention:
+                return {"image": images, "attention": tf.ones_like(images)}
+            attended = tf.cast(images > 0.5, tf.float32)
+            return {"image": attended * -0.6 + (1 - attended) * images, "attention": attended}
+
+    module = Fake()
+    tf.saved_model.save(module, os.path.join(path, "1"), signatures={
+        "normal_to_tumor": module.normal_to_tumor, "tumor_to_normal": module.tumor_to_normal})
+    return str(path)
+
+
+@pytest.fixture(scope="module")
+def exports(tmp_path_factory):
+    base = tmp_path_factory.mktemp("exports")
+    return {"ssa": save_fake_augmenter(base / "ssa"), "plain": save_fake_augmenter(base / "plain", attention=False)}
+
+
+@pytest.fixture(scope="module")
+def evaluated(tmp_path_factory, tiny_dataset, exports):
+    """One run over every arm, both augmenters, two seeds."""
+    out = str(tmp_path_factory.mktemp("report"))
+    config = EvaluationConfig(data_dir=tiny_dataset, output_dir=out, augmenters=tuple(exports.items()),
+                              arms=("none", "classic", "synthetic", "synthetic+classic"), ratios=(1.0,),
+                              seeds=(0, 1), epochs=2, batch_size=8, patience=1, width=4, sample_count=2)
+    return config, run_evaluation(config)
+
+
+def test_every_arm_and_augmenter_row_is_trained_and_scored(evaluated):
+    config, results = evaluated
+    names = [row["name"] for row in results["rows"]]
+    assert names == ["none", "classic", "synthetic [ssa 1:1]", "synthetic [plain 1:1]",
+                     "synthetic+classic [ssa 1:1]", "synthetic+classic [plain 1:1]"]
+    for row in results["rows"]:
+        assert [run["seed"] for run in row["runs"]] == [0, 1]
+        assert row["summary"]["auc"]["n"] == 2
+        for run in row["runs"]:
+            assert len(run["test_probabilities"]) == 10
+            assert run["auc_hard"] == pytest.approx(run["balanced_accuracy"])
+            # train: 6 normal + 4 tumor real; at 1:1, 4 synthetic tumor and 6 synthetic normal.
+            assert run["synthetic_slices"] == (10 if row["augmenter"] else 0)
+    comparisons = results["comparisons"]
+    assert [c["row"] for c in comparisons] == names[:1] + names[2:]
+    assert all(c["baseline"] == "classic" and len(c["metrics"]["auc"]["differences"]) == 2 for c in comparisons)
+
+
+def test_same_seed_draws_the_same_synthetic_slices_in_every_arm(evaluated):
+    _, results = evaluated
+    rows = {row["name"]: row for row in results["rows"]}
+    for seed in (0, 1):
+        a = rows["synthetic [ssa 1:1]"]["runs"][seed]["synthetic_sources"]
+        b = rows["synthetic+classic [ssa 1:1]"]["runs"][seed]["synthetic_sources"]
+        assert a == b
+    assert rows["synthetic [ssa 1:1]"]["runs"][0]["synthetic_sources"] != \
+        rows["synthetic [ssa 1:1]"]["runs"][1]["synthetic_sources"]
+
+
+def test_attention_metrics_of_a_perfect_and_of_an_attention_free_augmenter(evaluated):
+    _, results = evaluated
+    ssa = results["attention"]["ssa"]
+    assert ssa["has_attention"] and ssa["masked_tumor_slices"] == 4
+    assert ssa["dice"]["mean"] == pytest.approx(1.0) and ssa["iou"]["mean"] == pytest.approx(1.0)
+    assert ssa["outside_change_tumor_to_normal"]["mean"] == 0.0
+    assert ssa["outside_change_normal_to_tumor"]["mean"] == 0.0
+    assert results["attention"]["plain"] == {"has_attention": False}
+
+
+def test_attention_metrics_by_value():
+    from ssagan_tf.evaluation.runner import attention_metrics
+
+    mask = np.zeros((1, 4, 4, 1), np.float32)
+    mask[0, :2, :2] = 1                       # 4 tumor pixels
+    attention = np.zeros((1, 4, 4, 1), np.float32)
+    attention[0, :2, 1:3] = 0.8               # 4 attended pixels, 2 of them tumor
+    source = np.zeros((1, 4, 4, 1), np.float32)
+    translated = source + 0.5 * (attention < 0.1)   # every unattended pixel changed by 0.5
+    to_normal = Translation(source=source, image=translated, attention=attention)
+    result = attention_metrics(to_normal, to_normal, mask, np.array([True]), tau=0.1)
+    assert result["dice"]["mean"] == pytest.approx(2 * 2 / (4 + 4))
+    assert result["iou"]["mean"] == pytest.approx(2 / 6)
+    assert result["outside_change_tumor_to_normal"]["mean"] == pytest.approx(0.5)
+
+
+def test_report_and_results_are_written_and_parse(evaluated):
+    config, results = evaluated
+    with open(os.path.join(config.output_dir, "results.json")) as f:
+        parsed = json.load(f)   # strict JSON: NaN was written as null
+    assert parsed["rows"][0]["name"] == "none" and parsed["data"]["test"]["tumor"]["slices"] == 4
+    with open(os.path.join(config.output_dir, "report.md")) as f:
+        report = f.read()
+    assert "| Arm | Augmenter | Synthetic:real | Sensitivity | Specificity | Accuracy | AUC | Seeds |" in report
+    assert "| synthetic+classic | ssa | 1:1 |" in report
+    assert "how much these numbers can carry" in report and "cannot give a two-sided p below 0.5" in report
+    assert "no attention" in report
+    for file_name in results["figures"].values():
+        assert f"]({file_name})" in report
+        with open(os.path.join(config.output_dir, file_name), "rb") as f:
+            assert f.read(8) == b"\x89PNG\r\n\x1a\n"
+    assert set(results["figures"]) == {"roc", "metrics", "samples_ssa", "samples_plain"}
+
+
+def test_augmenter_without_the_signatures_is_refused(tmp_path):
+    import tensorflow as tf
+
+    from ssagan_tf.evaluation.augmenters import Augmenter
+
+    module = tf.Module()
+    module.f = tf.function(lambda images: {"image": images},
+                           input_signature=[tf.TensorSpec([None, 8, 8, 1], tf.float32)])
+    tf.saved_model.save(module, str(tmp_path / "1"), signatures={"serving_default": module.f})
+    with pytest.raises(ValueError, match="missing signature"):
+        Augmenter("broken", str(tmp_path))
+
+
+def test_augmenter_for_another_slice_shape_is_refused(exports):
+    from ssagan_tf.evaluation.augmenters import Augmenter
+
+    augmenter = Augmenter("ssa", exports["ssa"])
+    augmenter.check_input_shape((32, 32, 1))
+    with pytest.raises(ValueError, match="takes images"):
+        augmenter.check_input_shape((32, 32, 4))
+
+
+def _cli(*flags):
+    return subprocess.run([sys.executable, os.path.join(REPO_ROOT, "run_evaluate.py"), *flags],
+                          capture_output=True, text=True, cwd=REPO_ROOT, timeout=300)
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--arms=none,mixup"], "unknown arm"),
+    (["--augmenters=ssa"], "NAME=EXPORTED_DIR"),
+    (["--ratios=one"], "--ratios"),
+    (["--ratios=1.5"], "must be one of"),
+    (["--arms=synthetic"], "synthetic arms need"),
+])
+def test_cli_rejects_bad_flags_before_any_work(tmp_path, tiny_dataset, flags, message):
+    out = tmp_path / "report"
+    result = _cli(f"--data_dir={tiny_dataset}", f"--output_dir={out}", *flags)
+    assert result.returncode != 0 and message in result.stderr + result.stdout
+    assert not out.exists()
+
+
+def test_cli_rejects_missing_inputs(tmp_path, tiny_dataset):
+    assert "--data_dir" in _cli(f"--output_dir={tmp_path}").stderr
+    result = _cli(f"--data_dir={tmp_path}", f"--output_dir={tmp_path / 'r'}", "--arms=none")
+    assert result.returncode != 0 and "no manifest" in result.stderr
+    result = _cli(f"--data_dir={tiny_dataset}", f"--output_dir={tmp_path / 'r'}", f"--augmenters=a={tmp_path}/x")
+    assert result.returncode != 0 and "no such exported" in result.stderr
+
+
+def test_cli_runs_and_prints_the_report_path(tmp_path):
+    data = write_tiny_dataset(str(tmp_path / "data"), n_normal=4, n_tumor=4)
+    out = tmp_path / "report"
+    result = _cli(f"--data_dir={data}", f"--output_dir={out}", "--arms=none", "--seeds=3", "--epochs=1",
+                  "--width=4", "--batch_size=8")
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert f"report: {out}/report.md" in result.stdout
+    assert (out / "report.md").is_file() and (out / "results.json").is_file()

@@ -1,0 +1,122 @@
+"""ssagan_tf/evaluation/metrics.py: every metric against a hand-computed value."""
+
+import math
+
+import numpy as np
+import pytest
+
+from ssagan_tf.evaluation import metrics
+
+
+def test_confusion_counts_and_rates_by_hand():
+    labels = [1, 1, 1, 0, 0, 0, 0]
+    predictions = [1, 1, 0, 0, 0, 1, 0]
+    counts = metrics.confusion_counts(labels, predictions)
+    assert counts == {"tp": 2, "fn": 1, "tn": 3, "fp": 1}
+    rates = metrics.rates_from_counts(**counts)
+    assert rates["sensitivity"] == pytest.approx(2 / 3)
+    assert rates["specificity"] == pytest.approx(3 / 4)
+    assert rates["accuracy"] == pytest.approx(5 / 7)
+    assert rates["balanced_accuracy"] == pytest.approx((2 / 3 + 3 / 4) / 2)
+
+
+def test_rates_without_a_class_are_nan_not_guessed():
+    rates = metrics.rates_from_counts(tp=0, fn=0, tn=3, fp=1)
+    assert math.isnan(rates["sensitivity"]) and rates["specificity"] == 0.75
+
+
+def test_roc_curve_and_auc_of_a_hand_example():
+    labels = [1, 1, 0, 1, 0, 0]
+    scores = [0.9, 0.8, 0.7, 0.6, 0.55, 0.3]
+    fpr, tpr, thresholds = metrics.roc_curve(labels, scores)
+    np.testing.assert_allclose(fpr, [0, 0, 0, 1 / 3, 1 / 3, 2 / 3, 1])
+    np.testing.assert_allclose(tpr, [0, 1 / 3, 2 / 3, 2 / 3, 1, 1, 1])
+    assert thresholds[0] == np.inf and thresholds[-1] == 0.3
+    # 8 of the 9 (tumor, normal) pairs are ordered correctly.
+    assert metrics.roc_auc(labels, scores) == pytest.approx(8 / 9)
+
+
+def test_tied_scores_move_the_roc_diagonally_and_count_half():
+    labels = [1, 0, 1, 0]
+    scores = [0.5, 0.5, 0.8, 0.2]
+    fpr, tpr, _ = metrics.roc_curve(labels, scores)
+    np.testing.assert_allclose(fpr, [0, 0, 0.5, 1])
+    np.testing.assert_allclose(tpr, [0, 0.5, 1, 1])
+    assert metrics.roc_auc(labels, scores) == pytest.approx(3.5 / 4)
+
+
+def test_auc_equals_the_mann_whitney_statistic_with_ties():
+    rng = np.random.default_rng(3)
+    labels = rng.integers(0, 2, 200)
+    scores = np.round(rng.uniform(size=200) + 0.3 * labels, 1)  # rounding makes many ties
+    pos, neg = scores[labels == 1], scores[labels == 0]
+    pairs = (pos[:, None] > neg[None, :]) + 0.5 * (pos[:, None] == neg[None, :])
+    assert metrics.roc_auc(labels, scores) == pytest.approx(pairs.mean())
+
+
+def test_constant_scores_give_auc_one_half_and_one_class_gives_nan():
+    assert metrics.roc_auc([0, 1, 1, 0, 1], [0.3] * 5) == pytest.approx(0.5)
+    assert math.isnan(metrics.roc_auc([1, 1, 1], [0.2, 0.5, 0.9]))
+
+
+def test_hard_label_auc_is_balanced_accuracy():
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 2, 50)
+    probabilities = rng.uniform(size=50)
+    result = metrics.classification_metrics(labels, probabilities, threshold=0.5)
+    assert result["auc_hard"] == pytest.approx(result["balanced_accuracy"])
+    assert result["auc"] == pytest.approx(metrics.roc_auc(labels, probabilities))
+    assert result["tp"] + result["fn"] == labels.sum()
+
+
+def test_classification_metrics_threshold_is_inclusive():
+    result = metrics.classification_metrics([1, 0], [0.5, 0.49], threshold=0.5)
+    assert (result["sensitivity"], result["specificity"]) == (1.0, 1.0)
+
+
+def test_summarize_uses_the_sample_std_and_skips_nan():
+    assert metrics.summarize([1.0, 2.0, 3.0]) == {"mean": 2.0, "std": 1.0, "n": 3}
+    single = metrics.summarize([0.7, float("nan")])
+    assert single["mean"] == 0.7 and single["n"] == 1 and math.isnan(single["std"])
+
+
+def test_sign_test_by_hand():
+    assert metrics.sign_test_p(5, 0) == pytest.approx(2 / 32)
+    assert metrics.sign_test_p(2, 0) == pytest.approx(0.5)   # two seeds can never be significant
+    assert metrics.sign_test_p(3, 1) == pytest.approx(2 * 5 / 16)
+    assert metrics.sign_test_p(0, 0) == 1.0
+
+
+def test_paired_differences():
+    result = metrics.paired_differences([0.8, 0.7, 0.9], [0.6, 0.7, 0.8])
+    np.testing.assert_allclose(result["differences"], [0.2, 0.0, 0.1])
+    assert (result["wins"], result["losses"], result["ties"]) == (2, 0, 1)
+    assert result["mean"] == pytest.approx(0.1) and result["std"] == pytest.approx(0.1)
+    assert result["sign_test_p"] == pytest.approx(0.5)
+    with pytest.raises(ValueError, match="differ in number"):
+        metrics.paired_differences([0.1, 0.2], [0.3])
+
+
+def test_dice_and_iou_by_hand():
+    predicted = np.array([[[1, 1], [0, 0]], [[0, 0], [0, 0]], [[0, 0], [0, 0]]])
+    true = np.array([[[1, 0], [1, 0]], [[0, 0], [0, 0]], [[0, 1], [0, 0]]])
+    dice, iou = metrics.dice_iou(predicted, true)
+    np.testing.assert_allclose(dice, [0.5, 1.0, 0.0])
+    np.testing.assert_allclose(iou, [1 / 3, 1.0, 0.0])
+
+
+def test_outside_change_averages_only_unattended_pixels():
+    source = np.zeros((2, 2, 2, 1))
+    translated = np.array([[[1, 2], [3, 4]], [[5, 5], [5, 5]]], float)[..., None]
+    attention = np.array([[[1, 0], [0, 0.05]], [[1, 1], [1, 1]]], float)[..., None]
+    change = metrics.outside_change(source, translated, attention, tau=0.1)
+    assert change[0] == pytest.approx(3.0)   # pixels 2, 3 and 4 lie outside
+    assert math.isnan(change[1])             # everything attended: nothing to measure
+
+
+def test_attention_metrics_accept_no_slices():
+    dice, iou = metrics.dice_iou(np.zeros((0, 4, 4, 1)), np.zeros((0, 4, 4, 1)))
+    assert dice.shape == iou.shape == (0,)
+    empty = np.zeros((0, 4, 4, 1))
+    assert metrics.outside_change(empty, empty, empty, 0.1).shape == (0,)
+    assert metrics.summarize(dice)["n"] == 0

@@ -1,0 +1,34 @@
+"""ssagan_tf/evaluation/report.py: formatting and honest statements."""
+
+import json
+import math
+
+import numpy as np
+
+from ssagan_tf.evaluation import report
+
+
+def test_percent_formats_mean_and_std_and_leaves_out_undefined():
+    assert report.percent({"mean": 0.7744, "std": 0.021}) == "77.4 ± 2.1"
+    assert report.percent({"mean": 0.05, "std": float("nan")}, signed=True) == "+5.0"
+    assert report.percent({"mean": None, "std": None}) == "n/a"
+
+
+def test_json_has_no_nan():
+    value = report.to_json_safe({"a": float("nan"), "b": np.float32(0.5), "c": (np.int64(3), math.inf)})
+    assert value == {"a": None, "b": 0.5, "c": [3, None]}
+    json.dumps(value, allow_nan=False)
+
+
+def test_cases_and_patients():
+    assert report.cases_and_patients({"cases": 6, "patients": 3}) == "6 cases (scans) of 3 patients"
+    assert report.cases_and_patients({"cases": 4, "patients": 4}) == "4 cases"
+    assert report.cases_and_patients({"cases": 4, "patients": None}) == "4 cases"
+
+
+def test_sample_size_section_states_the_sign_test_floor():
+    results = {"config": {"seeds": [0, 1, 2]},
+               "data": {"test": {"cases": 3, "patients": None, "tumor": {"slices": 30, "cases": 2},
+                                 "normal": {"slices": 40, "cases": 3}}}}
+    text = "\n".join(report.sample_size_section(results))
+    assert "cannot give a two-sided p below 0.25" in text and "30 tumor and 40 normal" in text
