@@ -1,0 +1,78 @@
+r"""Exported generators -> an augmented dataset (DESIGN.md sections 6 and 8).
+
+    python run_augment.py --model=exports/ssagan --data_dir=data/brats --output_dir=runs/aug \
+        --ratio=1.0 --format=tfrecord
+
+See docs/export_and_serving.md for the inputs, outputs and resuming.
+"""
+
+from __future__ import annotations
+
+from absl import app, flags, logging
+
+from ssagan_tf.augment import FORMATS, AugmentConfig, augment_dataset, parse_directions, parse_ratio
+
+flags.DEFINE_string("model", None, "An exported model: its base dir <export_dir>/<model_name> (newest version "
+                    "used), one version dir, or a training run dir (exported to a temporary dir first).")
+flags.DEFINE_string("data_dir", None, "Real slices: a converted dataset (manifest.json + TFRecords), or class "
+                    "folders normal/ and tumor/ of PNG slices or NIfTI volumes.")
+flags.DEFINE_string("output_dir", None, "Where the synthetic dataset goes; nothing is written outside it. "
+                    "Re-running with the same settings completes an interrupted run.")
+flags.DEFINE_string("ratio", "1.0", "Synthetic:real slices per class (the paper's 1:1 is 1.0; above the "
+                    "number of source slices, sources repeat), or 'all' to translate every input slice once.")
+flags.DEFINE_enum("format", "tfrecord", list(FORMATS), "Output: TFRecords in the real data's schema, 16-bit PNG "
+                  "folders with masks, or NIfTI stacks (one per source case and direction).")
+flags.DEFINE_string("split", "train", "Split of a converted dataset to read; also the output's split folder.")
+flags.DEFINE_integer("batch_size", 16, "Slices per forward pass.", lower_bound=1)
+flags.DEFINE_string("directions", "both", "both, normal_to_tumor (synthetic tumors) or tumor_to_normal "
+                    "(synthetic normals).")
+flags.DEFINE_integer("seed", 0, "Seed of the source sampling (same seed, same synthetic set).")
+flags.DEFINE_float("mask_threshold", None, "Attention at or above this is a synthetic tumor's pseudo-mask; "
+                   "default: the model's tau (0.5 if it was exported with tau 0).")
+flags.DEFINE_integer("chunk_size", 256, "Slices per committed chunk (one TFRecord shard); an interrupted run "
+                     "redoes at most the chunks in flight. NIfTI output commits one case at a time.",
+                     lower_bound=1)
+flags.DEFINE_bool("overwrite", False, "Remove an earlier augmentation's outputs in --output_dir first; without it a "
+                  "re-run must use the same settings (and completes the earlier run).")
+flags.DEFINE_integer("contact_rows", 4, "Rows per direction in contact_sheet.png (0: no sheet).", lower_bound=0)
+flags.mark_flags_as_required(["model", "data_dir", "output_dir"])
+flags.register_validator("ratio", lambda v: _valid(parse_ratio, v), "--ratio must be a positive number or 'all'")
+flags.register_validator("directions", lambda v: _valid(parse_directions, v),
+                         "--directions must be both, normal_to_tumor or tumor_to_normal")
+flags.register_validator("mask_threshold", lambda v: v is None or 0.0 < v <= 1.0, "--mask_threshold must be in (0, 1]")
+
+FLAGS = flags.FLAGS
+
+
+def _valid(parse, value) -> bool:
+    try:
+        parse(value)
+        return True
+    except ValueError:
+        return False
+
+
+def config_from_flags() -> AugmentConfig:
+    return AugmentConfig(model=FLAGS.model, data_dir=FLAGS.data_dir, output_dir=FLAGS.output_dir,
+                         ratio=parse_ratio(FLAGS.ratio), format=FLAGS.format, split=FLAGS.split,
+                         batch_size=FLAGS.batch_size, directions=parse_directions(FLAGS.directions), seed=FLAGS.seed,
+                         mask_threshold=FLAGS.mask_threshold, chunk_size=FLAGS.chunk_size,
+                         contact_rows=FLAGS.contact_rows, overwrite=FLAGS.overwrite)
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    try:
+        config = config_from_flags()
+    except ValueError as err:
+        raise app.UsageError(str(err)) from None
+
+    result = augment_dataset(config)
+    logging.info("%d synthetic slices (%s) in %s; %.1f slices/s this run; manifest %s; contact sheet %s",
+                 sum(result.counts.values()), result.counts, result.output_dir, result.slices_per_second,
+                 result.manifest_csv, result.contact_sheet)
+
+
+if __name__ == "__main__":
+    app.run(main)

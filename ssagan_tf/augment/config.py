@@ -1,0 +1,95 @@
+"""The frozen configuration of one augmentation run (built once, from flags or in code)."""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass
+
+DIRECTIONS = ("normal_to_tumor", "tumor_to_normal")
+SOURCE_DOMAIN = {"normal_to_tumor": "normal", "tumor_to_normal": "tumor"}
+TARGET_DOMAIN = {"normal_to_tumor": "tumor", "tumor_to_normal": "normal"}
+FORMATS = ("tfrecord", "png", "nifti")
+_SPLIT_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]*$")
+
+
+def parse_directions(value: str) -> tuple:
+    """`both`, `normal_to_tumor` or `tumor_to_normal` (also a comma list) -> tuple of directions."""
+    if value == "both":
+        return DIRECTIONS
+    names = tuple(v.strip() for v in value.split(",") if v.strip())
+    unknown = [n for n in names if n not in DIRECTIONS]
+    if not names or unknown:
+        raise ValueError(f"directions must be 'both' or a comma list of {DIRECTIONS}, got {value!r}")
+    return tuple(d for d in DIRECTIONS if d in names)
+
+
+def parse_ratio(value: str):
+    """`all` (every input slice once, None) or a positive number (synthetic:real per class)."""
+    if str(value).strip().lower() == "all":
+        return None
+    try:
+        ratio = float(value)
+    except ValueError:
+        raise ValueError(f"ratio must be a positive number or 'all', got {value!r}") from None
+    if not ratio > 0 or ratio != ratio or ratio == float("inf"):
+        raise ValueError(f"ratio must be a positive number or 'all', got {value!r}")
+    return ratio
+
+
+@dataclass(frozen=True)
+class AugmentConfig:
+    """One augmentation run.
+
+    model          an export base dir (`<export_dir>/<model_name>`, newest version used), one version
+                   dir, or a training run dir (exported to a temporary directory first)
+    data_dir       converted TFRecords (a dir with `manifest.json`), or class folders
+                   `normal/` and `tumor/` holding PNG slices or NIfTI volumes
+    output_dir     everything is written below it, nothing elsewhere
+    ratio          synthetic:real per class (None: translate every input slice once)
+    format         `tfrecord`, `png` or `nifti`
+    split          the TFRecord split to read (ignored for file inputs), and the output split name
+    mask_threshold attention at or above it is the synthetic tumors' pseudo-mask (None: the
+                   model's tau, or 0.5 when the model was exported with tau 0)
+    chunk_size     slices per committed chunk (one TFRecord shard or PNG batch); the unit a
+                   re-run skips (NIfTI: one chunk per source case and direction)
+    overwrite      remove an earlier augmentation's outputs in output_dir first (otherwise a re-run
+                   must have the same settings, and completes the earlier run)
+    """
+
+    model: str
+    data_dir: str
+    output_dir: str
+    ratio: float | None = 1.0
+    format: str = "tfrecord"
+    split: str = "train"
+    batch_size: int = 16
+    directions: tuple = DIRECTIONS
+    seed: int = 0
+    mask_threshold: float | None = None
+    chunk_size: int = 256
+    contact_rows: int = 4
+    overwrite: bool = False
+
+    def __post_init__(self):
+        def need(ok, message):
+            if not ok:
+                raise ValueError(message)
+
+        need(bool(self.model), "model is required")
+        need(os.path.isdir(self.model), f"model {self.model!r}: no such directory")
+        need(bool(self.data_dir) and os.path.isdir(self.data_dir), f"data_dir {self.data_dir!r}: no such directory")
+        need(bool(self.output_dir), "output_dir is required")
+        need(os.path.realpath(self.output_dir) != os.path.realpath(self.data_dir),
+             "output_dir must differ from data_dir: synthetic shards would mix with the real ones")
+        need(self.ratio is None or self.ratio > 0, f"ratio must be > 0 or None (all), got {self.ratio}")
+        need(self.format in FORMATS, f"format must be one of {FORMATS}, got {self.format!r}")
+        need(bool(_SPLIT_PATTERN.match(self.split or "")),
+             f"split must be a simple name (letters, digits, '_', '-'), got {self.split!r}")
+        need(self.batch_size >= 1, f"batch_size must be >= 1, got {self.batch_size}")
+        need(len(self.directions) >= 1 and set(self.directions) <= set(DIRECTIONS),
+             f"directions must be a non-empty subset of {DIRECTIONS}, got {self.directions}")
+        need(self.mask_threshold is None or 0.0 < self.mask_threshold <= 1.0,
+             f"mask_threshold must be in (0, 1], got {self.mask_threshold}")
+        need(self.chunk_size >= 1, f"chunk_size must be >= 1, got {self.chunk_size}")
+        need(self.contact_rows >= 0, f"contact_rows must be >= 0, got {self.contact_rows}")

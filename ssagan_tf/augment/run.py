@@ -1,0 +1,278 @@
+"""One augmentation run: plan, translate the pending chunks in batches, commit, summarise.
+
+Reading, translating and writing overlap: the source is read ahead in a thread (tf.data for
+TFRecords), translation runs in the calling thread, and chunks are written and committed in one
+writer thread, in order.
+"""
+
+from __future__ import annotations
+
+import collections
+import json
+import os
+import queue
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+import numpy as np
+from absl import logging
+
+from ssagan_tf.augment import ledger as ledger_lib
+from ssagan_tf.augment import sheet
+from ssagan_tf.augment.config import SOURCE_DOMAIN, TARGET_DOMAIN, AugmentConfig
+from ssagan_tf.augment.plan import build_plan
+from ssagan_tf.augment.sources import open_source
+from ssagan_tf.augment.translator import load_translator
+from ssagan_tf.augment.writers import WRITERS, WriteContext
+from ssagan_tf.data import schema
+
+CONTACT_SHEET_NAME = "contact_sheet.png"
+SUMMARY_NAME = "augment.json"
+_MAX_QUEUED_CHUNKS = 2
+_PROGRESS_SECONDS = 10.0
+
+
+@dataclass(frozen=True)
+class AugmentResult:
+    output_dir: str
+    model: str                  # "<name>/<version>"
+    counts: dict                # synthetic slices per class ("normal", "tumor")
+    chunks: int
+    chunks_skipped: int         # committed by an earlier run
+    slices_translated: int      # by this run (repeats of a source slice are translated once)
+    seconds: float              # translation and writing, this run (wall clock)
+    cpu_seconds: float          # CPU time of the whole process over the same phase
+    manifest_csv: str
+    contact_sheet: str | None
+
+    @property
+    def slices_per_second(self) -> float:
+        return self.slices_translated / self.seconds if self.seconds > 0 else 0.0
+
+
+class _Progress:
+    """A log line every few seconds: slices done of total, rate, time left."""
+
+    def __init__(self, total: int):
+        self.total, self.done, self.start, self.last = total, 0, time.perf_counter(), 0.0
+
+    def update(self, count: int, label: str) -> None:
+        self.done += count
+        now = time.perf_counter()
+        if now - self.last >= _PROGRESS_SECONDS or self.done >= self.total:
+            rate = self.done / max(now - self.start, 1e-9)
+            left = (self.total - self.done) / rate if rate > 0 else float("inf")
+            logging.info("%s: %d/%d synthetic slices (%.0f%%), %.1f slices/s, %.0f s left", label, self.done,
+                         self.total, 100.0 * self.done / max(self.total, 1), rate, left)
+            self.last = now
+
+
+def _read_ahead(iterator, depth: int = 2):
+    """Run `iterator` in a thread, `depth` elements ahead; its exceptions re-raise here."""
+    items, done = queue.Queue(maxsize=depth), object()
+
+    def produce():
+        try:
+            for element in iterator:
+                items.put(element)
+            items.put(done)
+        except BaseException as err:  # noqa: BLE001 - handed to the consumer
+            items.put(err)
+
+    threading.Thread(target=produce, daemon=True).start()
+    while True:
+        element = items.get()
+        if element is done:
+            return
+        if isinstance(element, BaseException):
+            raise element
+        yield element
+
+
+def _check_output_dir(output_dir: str) -> None:
+    path = os.path.join(output_dir, schema.MANIFEST_NAME)
+    if os.path.isfile(path):
+        with open(path) as f:
+            if "synthetic" not in json.load(f):
+                raise ValueError(f"{output_dir} holds a real converted dataset ({path}); choose another --output_dir")
+
+
+def _mask_threshold(config: AugmentConfig, translator) -> float:
+    if config.mask_threshold is not None:
+        return config.mask_threshold
+    return translator.tau if translator.tau > 0 else 0.5
+
+
+def _settings(config: AugmentConfig, translator, source, mask_threshold: float) -> dict:
+    """What must not change between a run and its re-run."""
+    return {"model": translator.path, "model_version": translator.label, "data_dir": os.path.abspath(config.data_dir),
+            "source": source.kind, "split": config.split, "format": config.format, "ratio": config.ratio,
+            "seed": config.seed, "directions": list(config.directions), "chunk_size": config.chunk_size,
+            "mask_threshold": mask_threshold,
+            "real_slices": {d: len(source.refs(d)) for d in schema.DOMAINS}}
+
+
+def _ambiguous(source, directions) -> frozenset:
+    """(domain, case, slice) keys that occur more than once, whose PNG names need the position."""
+    keys = collections.Counter((r.domain, r.case_id, r.slice_index)
+                               for d in directions for r in source.refs(SOURCE_DOMAIN[d]))
+    return frozenset(k for k, n in keys.items() if n > 1)
+
+
+class _ChunkWriter:
+    """Writes and commits finished chunks in a single thread, at most `_MAX_QUEUED_CHUNKS` behind."""
+
+    def __init__(self, ledger, ctx: WriteContext, fmt: str):
+        self.ledger, self.ctx, self.write = ledger, ctx, WRITERS[fmt]
+        self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="augment-writer")
+        self.futures = collections.deque()
+
+    def _write_and_commit(self, chunk, outputs) -> None:
+        files, rows = self.write(chunk, outputs, self.ctx, self.ledger.new_staging(chunk))
+        self.ledger.commit(chunk, files, rows)
+
+    def submit(self, chunk, outputs) -> None:
+        while self.futures and (self.futures[0].done() or len(self.futures) >= _MAX_QUEUED_CHUNKS):
+            self.futures.popleft().result()
+        self.futures.append(self.executor.submit(self._write_and_commit, chunk, outputs))
+
+    def close(self) -> None:
+        try:
+            while self.futures:
+                self.futures.popleft().result()
+        finally:
+            self.executor.shutdown(wait=True, cancel_futures=True)
+
+
+def _translate_direction(direction: str, chunks: list, source, translator, writer: _ChunkWriter,
+                         batch_size: int, progress: _Progress) -> int:
+    """Translate every source slice the pending `chunks` of one direction need, once each, and hand
+    each chunk to the writer when its last slice is in; returns the number of translations."""
+    slots = collections.defaultdict(list)
+    for chunk in chunks:
+        for slot, item in enumerate(chunk.items):
+            slots[item.ref.position].append((chunk, slot))
+    outputs = {chunk.name: [None] * len(chunk.items) for chunk in chunks}
+    missing = {chunk.name: len(chunk.items) for chunk in chunks}
+    positions = np.asarray(sorted(slots), np.int64)
+    translated_count = 0
+    for images, batch_positions in _read_ahead(source.stream(SOURCE_DOMAIN[direction], positions, batch_size)):
+        translated, attention = translator(direction, images)
+        translated_count += len(images)
+        filled = 0
+        for k, position in enumerate(batch_positions.tolist()):
+            for chunk, slot in slots.pop(position):
+                outputs[chunk.name][slot] = (translated[k], attention[k])
+                missing[chunk.name] -= 1
+                filled += 1
+                if missing[chunk.name] == 0:
+                    writer.submit(chunk, outputs.pop(chunk.name))
+        progress.update(filled, direction)
+    if slots:
+        raise RuntimeError(f"{direction}: {len(slots)} planned source slices were not found on the second "
+                           "read; did the input data change during the run?")
+    return translated_count
+
+
+def _write_contact_sheet(path: str, plan: list, source, translator, rows: int, directions) -> str | None:
+    groups = []
+    for direction in directions:
+        firsts = sorted({item.ref.position for c in plan if c.direction == direction for item in c.items})[:rows]
+        group = []
+        for images, _ in source.stream(SOURCE_DOMAIN[direction], np.asarray(firsts, np.int64), max(rows, 1)):
+            translated, attention = translator(direction, images)
+            group += [sheet.sheet_row(images[i], attention[i], translated[i]) for i in range(len(images))]
+        groups.append(group)
+    if not any(groups):
+        return None
+    return sheet.write_png(path, sheet.contact_sheet(groups))
+
+
+def _dataset_manifest(config, translator, source, rows: list, mask_threshold: float) -> dict:
+    """A `schema.read_manifest`-readable manifest for the synthetic TFRecords."""
+    counts = {s: {d: 0 for d in schema.DOMAINS} for s in schema.SPLITS}
+    counts.setdefault(config.split, {d: 0 for d in schema.DOMAINS})
+    for row in rows:
+        counts[config.split][schema.DOMAINS[row["label"]]] += 1
+    description = source.description()
+    height, _, channels = translator.image_shape
+    return {"schema_version": schema.SCHEMA_VERSION, "image_size": height, "channels": channels,
+            "modalities": description.get("modalities") or ["image"] * channels, "counts": counts,
+            "cases": {config.split: sorted({row["source_case"] for row in rows})},
+            "normalisation": description.get("normalisation", {}),
+            "synthetic": {"model": translator.label, "model_path": translator.path, "tau": translator.tau,
+                          "mask_threshold": mask_threshold, "ratio": config.ratio, "seed": config.seed,
+                          "directions": list(config.directions), "source": description},
+            "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+
+
+def augment_dataset(config: AugmentConfig) -> AugmentResult:
+    """Run (or complete) the augmentation `config` describes; see the package docstring."""
+    _check_output_dir(config.output_dir)
+    translator = load_translator(config.model, scratch_dir=os.path.join(config.output_dir, ledger_lib.STATE_DIR))
+    source = open_source(config.data_dir, config.split, translator.image_shape)
+    if config.format == "png" and translator.image_shape[2] != 1:
+        raise ValueError(f"--format=png writes single-channel images; this model has {translator.image_shape[2]} "
+                         "channels: use --format=tfrecord or nifti")
+    mask_threshold = _mask_threshold(config, translator)
+    plan = build_plan(source, config.directions, config.ratio, config.seed, config.chunk_size,
+                      per_case=config.format == "nifti")
+    os.makedirs(config.output_dir, exist_ok=True)
+    if config.overwrite:
+        logging.info("Removed %d files of an earlier augmentation in %s", ledger_lib.clear_previous(config.output_dir),
+                     config.output_dir)
+    ledger = ledger_lib.Ledger(config.output_dir)
+    ledger.start(_settings(config, translator, source, mask_threshold))
+    ctx = WriteContext(config.split, translator.name, translator.version, mask_threshold, translator.has_attention,
+                       _ambiguous(source, config.directions), source.geometry)
+    pending = [chunk for chunk in plan if ledger.rows(chunk) is None]
+    logging.info("Augmenting with %s: %d chunks planned, %d already committed", translator.label, len(plan),
+                 len(plan) - len(pending))
+    start, cpu_start = time.perf_counter(), time.process_time()
+    progress = _Progress(sum(len(chunk.items) for chunk in pending))
+    writer = _ChunkWriter(ledger, ctx, config.format)
+    translated = 0
+    try:
+        for direction in config.directions:
+            chunks = [chunk for chunk in pending if chunk.direction == direction]
+            translated += _translate_direction(direction, chunks, source, translator, writer, config.batch_size,
+                                               progress)
+    finally:
+        writer.close()
+    seconds, cpu_seconds = time.perf_counter() - start, time.process_time() - cpu_start
+    return _finish(config, translator, source, plan, ledger, mask_threshold, len(plan) - len(pending), translated,
+                   seconds, cpu_seconds)
+
+
+def _finish(config, translator, source, plan, ledger, mask_threshold, skipped, translated, seconds,
+            cpu_seconds) -> AugmentResult:
+    rows = []
+    for chunk in plan:
+        committed = ledger.rows(chunk)
+        if committed is None:
+            raise RuntimeError(f"chunk {chunk.name} was not committed")
+        rows += committed
+    manifest_csv = ledger_lib.write_manifest_csv(config.output_dir, rows)
+    if config.format == "tfrecord":
+        ledger_lib.write_json(os.path.join(config.output_dir, schema.MANIFEST_NAME),
+                              _dataset_manifest(config, translator, source, rows, mask_threshold))
+    sheet_path = None
+    if config.contact_rows:
+        sheet_path = _write_contact_sheet(os.path.join(config.output_dir, CONTACT_SHEET_NAME), plan, source,
+                                          translator, config.contact_rows, config.directions)
+    counts = {d: sum(1 for row in rows if TARGET_DOMAIN[row["direction"]] == d) for d in schema.DOMAINS}
+    result = AugmentResult(config.output_dir, translator.label, counts, len(plan), skipped, translated, seconds,
+                           cpu_seconds, manifest_csv, sheet_path)
+    ledger_lib.write_json(os.path.join(config.output_dir, SUMMARY_NAME), {
+        "model": translator.label, "model_path": translator.path, "tau": translator.tau,
+        "mask_threshold": mask_threshold, "format": config.format, "split": config.split, "ratio": config.ratio,
+        "seed": config.seed, "directions": list(config.directions), "source": source.description(),
+        "counts": counts, "chunks": len(plan), "chunks_skipped": skipped,
+        "last_run": {"slices_translated": translated, "seconds": round(seconds, 3),
+                     "cpu_seconds": round(cpu_seconds, 3),
+                     "slices_per_second": round(result.slices_per_second, 2)}})
+    logging.info("Wrote %s synthetic slices to %s (%d chunks, %d from an earlier run)", counts, config.output_dir,
+                 len(plan), skipped)
+    return result

@@ -1,0 +1,287 @@
+"""Where the real slices come from: the converter's TFRecords, or class folders of PNG slices or
+NIfTI volumes preprocessed here as the converter does (per-volume percentile normalisation to
+[-1, 1], padding/resizing to the model's size).
+
+A source lists the slices of each domain in a fixed order (`refs`; a slice's `position` is its
+index in that order) and streams the images of requested positions in that order (`stream`), so
+that a sampled plan is served by one sequential read.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import numpy as np
+import tensorflow as tf
+
+from ssagan_tf.data import pipeline, schema
+
+CANONICAL_ORIENTATION = "LPS"      # as data_prep: axial slices along Z
+MIN_BRAIN_FRACTION = 0.05          # data_prep's default: near-empty volume slices are dropped
+PERCENTILES = (0.5, 99.5)          # data_prep's default percentile clip
+_PNG = (".png",)
+_NIFTI = (".nii", ".nii.gz")
+
+
+@dataclass(frozen=True)
+class SliceRef:
+    """One real slice: its domain, its index in that domain's read order, and where it came from."""
+
+    domain: str
+    position: int
+    case_id: str
+    slice_index: int
+    source: str
+
+
+@dataclass(frozen=True)
+class Geometry:
+    """The physical grid of a fitted source volume, SimpleITK order (x, y, z)."""
+
+    spacing: tuple
+    origin: tuple
+    direction: tuple
+
+
+def _batched(pairs, batch_size: int):
+    images, positions = [], []
+    for image, position in pairs:
+        images.append(image)
+        positions.append(position)
+        if len(images) == batch_size:
+            yield np.stack(images), np.asarray(positions, np.int64)
+            images, positions = [], []
+    if images:
+        yield np.stack(images), np.asarray(positions, np.int64)
+
+
+class TFRecordSource:
+    """A split of a converted dataset (`schema` layout), read through `ssagan_tf.data.pipeline`."""
+
+    kind = "tfrecord"
+
+    def __init__(self, data_dir: str, split: str):
+        self.data_dir = data_dir
+        self.split = split
+        self.manifest = schema.read_manifest(data_dir)
+        self.image_shape = (self.manifest.image_size, self.manifest.image_size, self.manifest.channels)
+        self._refs = {}
+
+    def refs(self, domain: str) -> list:
+        if domain not in self._refs:
+            self._refs[domain] = self._read_refs(domain)
+        return self._refs[domain]
+
+    def _read_refs(self, domain: str) -> list:
+        if not self.manifest.shards(self.split, domain):
+            return []
+        refs = []
+        keys = ("case_id", "slice_index", "source")
+        dataset = pipeline.make_slice_dataset(self.data_dir, self.split, domain, batch_size=512)
+        dataset = dataset.map(lambda ex: {k: ex[k] for k in keys})
+        with pipeline.shard_errors_named(self.data_dir):
+            for batch in dataset.as_numpy_iterator():
+                for case_id, slice_index, source in zip(batch["case_id"], batch["slice_index"], batch["source"]):
+                    refs.append(SliceRef(domain, len(refs), case_id.decode("utf-8"), int(slice_index),
+                                         source.decode("utf-8")))
+        return refs
+
+    def stream(self, domain: str, positions: np.ndarray, batch_size: int):
+        """Yield (images [B, H, W, C] float32, positions [B]) for the sorted unique `positions`."""
+        if len(positions) == 0:
+            return
+        wanted = np.zeros(len(self.refs(domain)), bool)
+        wanted[positions] = True
+        wanted = tf.constant(wanted)
+        dataset = pipeline.make_slice_dataset(self.data_dir, self.split, domain, batch_size=256).unbatch()
+        dataset = (dataset.enumerate()
+                   .filter(lambda i, ex: wanted[i])
+                   .map(lambda i, ex: (ex["image"], i))
+                   .take(len(positions))
+                   .batch(batch_size)
+                   .prefetch(2))
+        with pipeline.shard_errors_named(self.data_dir):
+            yield from dataset.as_numpy_iterator()
+
+    def geometry(self, case_id: str):
+        """Unknown: the converter does not record the volumes' physical grid."""
+        return None
+
+    def description(self) -> dict:
+        raw = self.manifest.raw
+        return {"kind": self.kind, "data_dir": os.path.abspath(self.data_dir), "split": self.split,
+                "modalities": list(raw.get("modalities", [])), "normalisation": raw.get("normalisation", {})}
+
+
+class FileSource:
+    """Class folders `<data_dir>/normal/` and `<data_dir>/tumor/`, each holding 2-D PNG slices (8- or
+    16-bit grayscale; one case per file) and/or NIfTI volumes (`.nii`, `.nii.gz`; one case per
+    file, its axial slices after reorientation to LPS, near-empty slices dropped). Files whose name
+    ends in `_mask` are skipped. Every slice in a folder belongs to that folder's class."""
+
+    kind = "files"
+
+    def __init__(self, data_dir: str, image_shape: tuple):
+        if image_shape[2] != 1:
+            raise ValueError(f"{data_dir}: PNG/NIfTI inputs are single-channel but the model takes "
+                             f"{image_shape[2]} channels; convert multi-modal data with data_prep.convert "
+                             "and augment from its TFRecords")
+        self.data_dir = data_dir
+        self.image_shape = image_shape
+        self.files = {d: _class_files(os.path.join(data_dir, d)) for d in schema.DOMAINS}
+        if not any(self.files.values()):
+            raise FileNotFoundError(f"{data_dir}: neither a converted dataset (manifest.json) nor class folders "
+                                    "normal/ and tumor/ with .png, .nii or .nii.gz files")
+        self._refs, self._kept, self._geometry = {}, {}, {}
+
+    def refs(self, domain: str) -> list:
+        if domain not in self._refs:
+            refs = []
+            for path in self.files[domain]:
+                case_id = _case_id(path, os.path.join(self.data_dir, domain))
+                kept, geometry = self._index(path)
+                self._kept[path] = kept
+                self._geometry[case_id] = geometry
+                refs += [SliceRef(domain, len(refs) + i, case_id, z, f"file:{os.path.abspath(path)}")
+                         for i, z in enumerate(kept)]
+            self._refs[domain] = refs
+        return self._refs[domain]
+
+    def stream(self, domain: str, positions: np.ndarray, batch_size: int):
+        wanted = set(int(p) for p in positions)
+        return _batched(self._wanted_slices(domain, wanted), batch_size)
+
+    def _wanted_slices(self, domain: str, wanted: set):
+        position = 0
+        for path in self.files[domain]:
+            count = len(self._kept[path])
+            if wanted.intersection(range(position, position + count)):
+                for i, (_, image) in enumerate(self._read(path)):
+                    if position + i in wanted:
+                        yield image, position + i
+            position += count
+
+    def _index(self, path: str):
+        """The slice indices a file contributes, and its fitted grid (None for PNG), without the
+        normalisation and resizing that `_read` does."""
+        if path.lower().endswith(_PNG):
+            return [0], None
+        volume, geometry = _read_nifti(path)
+        return _kept_slices(volume).tolist(), _fitted_geometry(geometry, volume.shape[1:3], self.image_shape[0])
+
+    def _read(self, path: str):
+        """[(slice_index, fitted image [H, W, 1])] of a file, preprocessed as data_prep does."""
+        if path.lower().endswith(_PNG):
+            return [(0, _fit(_normalise(_read_png(path)[None]), self.image_shape[0])[0])]
+        volume, _ = _read_nifti(path)
+        kept = _kept_slices(volume)
+        return list(zip(kept.tolist(), _fit(_normalise(volume)[kept], self.image_shape[0])))
+
+    def geometry(self, case_id: str):
+        return self._geometry.get(case_id)
+
+    def description(self) -> dict:
+        return {"kind": self.kind, "data_dir": os.path.abspath(self.data_dir), "modalities": ["image"],
+                "normalisation": {"method": "per-volume percentile clip over brain voxels, scaled to [-1, 1]",
+                                  "percentiles": list(PERCENTILES), "background": -1.0}}
+
+
+def open_source(data_dir: str, split: str, image_shape: tuple):
+    """A TFRecordSource when `data_dir` holds a converted dataset, else a FileSource."""
+    if os.path.isfile(os.path.join(data_dir, schema.MANIFEST_NAME)):
+        source = TFRecordSource(data_dir, split)
+        if source.image_shape != tuple(image_shape):
+            raise ValueError(f"{data_dir}: slices are {source.image_shape} (H, W, C) but the model takes "
+                             f"{tuple(image_shape)}")
+        return source
+    return FileSource(data_dir, tuple(image_shape))
+
+
+def _class_files(folder: str) -> list:
+    found = []
+    for root, dirs, names in os.walk(folder):
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        for name in sorted(names):
+            lower = name.lower()
+            if name.startswith(".") or not lower.endswith(_PNG + _NIFTI):
+                continue
+            if _strip_extension(name).endswith("_mask"):
+                continue
+            found.append(os.path.join(root, name))
+    return found
+
+
+def _strip_extension(name: str) -> str:
+    for ext in (".nii.gz", ".nii", ".png"):
+        if name.lower().endswith(ext):
+            return name[:-len(ext)]
+    return name
+
+
+def _case_id(path: str, folder: str) -> str:
+    relative = os.path.relpath(path, folder)
+    return _strip_extension(relative).replace(os.sep, "/")
+
+
+def _read_png(path: str) -> np.ndarray:
+    """[H, W, 1] float32 raw intensities of an 8- or 16-bit PNG (colour is converted to gray)."""
+    data = tf.io.read_file(path)
+    return tf.io.decode_png(data, channels=1, dtype=tf.uint16).numpy().astype(np.float32)
+
+
+def _read_nifti(path: str):
+    """(Z, Y, X, 1) float32 in LPS orientation, and its Geometry."""
+    import SimpleITK as sitk
+
+    try:
+        image = sitk.ReadImage(path)
+    except RuntimeError as err:
+        raise ValueError(f"{path}: unreadable NIfTI ({str(err).strip().splitlines()[-1]})") from None
+    if image.GetNumberOfComponentsPerPixel() != 1 or image.GetDimension() != 3:
+        raise ValueError(f"{path}: a 3-D scalar volume is needed, got {image.GetDimension()}-D with "
+                         f"{image.GetNumberOfComponentsPerPixel()} components per voxel")
+    image = sitk.DICOMOrient(image, CANONICAL_ORIENTATION)
+    volume = sitk.GetArrayFromImage(image).astype(np.float32)[..., None]
+    return volume, Geometry(tuple(image.GetSpacing()), tuple(image.GetOrigin()), tuple(image.GetDirection()))
+
+
+def _kept_slices(volume: np.ndarray) -> np.ndarray:
+    """Indices of the slices with at least MIN_BRAIN_FRACTION foreground (as data_prep drops the rest)."""
+    brain = _foreground(volume)
+    return np.flatnonzero(brain.reshape(brain.shape[0], -1).mean(axis=1) >= MIN_BRAIN_FRACTION)
+
+
+def _foreground(volume: np.ndarray) -> np.ndarray:
+    from data_prep.preprocess import foreground
+
+    return foreground(volume)
+
+
+def _normalise(volume: np.ndarray) -> np.ndarray:
+    from data_prep.preprocess import normalise_volume
+
+    scaled, _ = normalise_volume(volume, _foreground(volume), PERCENTILES)
+    return scaled
+
+
+def _fit(images: np.ndarray, size: int) -> np.ndarray:
+    from data_prep.preprocess import fit_to_size
+
+    fitted, _ = fit_to_size(images, np.zeros(images.shape[:3], np.uint8), size)
+    return fitted
+
+
+def _fitted_geometry(geometry: Geometry, shape_yx: tuple, size: int) -> Geometry:
+    """The grid after `fit_to_size`: central padding to a square of side max(Y, X), then resizing
+    to `size`; voxel centres map back to continuous source indices, which gives spacing and origin."""
+    height, width = shape_yx
+    side = max(height, width)
+    top, left = (side - height) // 2, (side - width) // 2
+    scale = side / size
+    first = np.array([0.5 * scale - 0.5 - left, 0.5 * scale - 0.5 - top, 0.0])
+    spacing = np.asarray(geometry.spacing, float)
+    direction = np.asarray(geometry.direction, float).reshape(3, 3)
+    origin = np.asarray(geometry.origin, float) + direction @ (first * spacing)
+    new_spacing = (spacing[0] * scale, spacing[1] * scale, spacing[2])
+    return Geometry(tuple(float(v) for v in new_spacing), tuple(float(v) for v in origin), geometry.direction)

@@ -1,0 +1,332 @@
+"""Export the trained generators as a TF Serving model (DESIGN.md section 6).
+
+The export is a `tf.Module` with explicit input signatures (as TF Model Garden's
+`core/export_base.py` does), not `model.save`. It is written as a TF Serving model directory
+
+    <export_dir>/<model_name>/<version>/saved_model.pb, variables/, export.json
+
+with `version` the next integer. A version is written under a temporary name, verified by reloading
+it and comparing every signature with the Keras models, and only then renamed to its number, so
+TF Serving (which watches `<export_dir>/<model_name>`) never sees a half-written or unverified one.
+
+Signatures (each takes the keyword `images`, float32 [None, H, W, C] in [-1, 1]):
+
+    normal_to_tumor   paper Eq. 1 with G_n2t and A_n -> {"image", "attention"}
+    tumor_to_normal   paper Eq. 1 with G_t2n and A_t -> {"image", "attention"}
+    serving_default   = normal_to_tumor
+
+`attention` is [None, H, W, 1]: the attention map with the inference threshold tau applied (all
+ones for systems without attention networks).
+
+Command line: ``python -m ssagan_tf.export --model_dir=RUN_DIR --export_dir=DIR``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import tempfile
+import time
+
+import numpy as np
+import tensorflow as tf
+
+from ssagan_tf.models import SSAModels, translate
+
+DEFAULT_MODEL_NAME = "ssagan"
+EXPORT_INFO_NAME = "export.json"
+EXPORT_FORMAT_VERSION = 1
+DIRECTIONS = ("normal_to_tumor", "tumor_to_normal")
+SIGNATURE_NAMES = DIRECTIONS + ("serving_default",)
+DEFAULT_TOLERANCE = 1e-5
+# Slack on the [-1, 1] input range, as in the data pipeline: resampling can overshoot by rounding.
+INPUT_RANGE_TOLERANCE = 1e-3
+_MODEL_NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+_TEMP_PREFIX = ".tmp-export-"
+
+
+class ExportError(RuntimeError):
+    """An export that could not be written or did not reproduce the Keras models."""
+
+
+class TranslationModule(tf.Module):
+    """The two translation directions of an `SSAModels`, as tf.functions with fixed signatures.
+
+    Code names and paper names: `normal_to_tumor` uses G_n2t and A_n, `tumor_to_normal` uses G_t2n
+    and A_t (paper Eq. 1). The discriminators are not exported.
+
+    The module tracks the networks' `tf.Variable`s, not the Keras models: with a Keras 3 model as
+    an attribute, the SavedModel's graph (what TF Serving and `saved_model_cli run` load) restores
+    copies of the weights while the signatures read the originals, which stay uninitialised
+    ("Could not find variable ..."; keras-team/keras#20095). `tf.saved_model.load` hides this.
+    """
+
+    def __init__(self, models: SSAModels, tau: float):
+        super().__init__(name="ssagan_translation")
+        cfg = models.config
+        self.image_shape = (cfg.image_size, cfg.image_size, cfg.channels)
+        self.tau = float(tau)
+        networks = [n for n in (models.normal_to_tumor, models.tumor_to_normal, models.attention_normal,
+                                models.attention_tumor) if n is not None]
+        self.network_variables = [weight.value for network in networks for weight in network.weights]
+        spec = tf.TensorSpec((None,) + self.image_shape, tf.float32, name="images")
+        self.normal_to_tumor = tf.function(
+            _translation(models.normal_to_tumor, models.attention_normal, self.image_shape, self.tau),
+            input_signature=[spec])
+        self.tumor_to_normal = tf.function(
+            _translation(models.tumor_to_normal, models.attention_tumor, self.image_shape, self.tau),
+            input_signature=[spec])
+
+    def signatures(self) -> dict:
+        """Signature name -> concrete function, for `tf.saved_model.save`."""
+        normal_to_tumor = self.normal_to_tumor.get_concrete_function()
+        return {"normal_to_tumor": normal_to_tumor,
+                "tumor_to_normal": self.tumor_to_normal.get_concrete_function(),
+                "serving_default": normal_to_tumor}
+
+
+def _translation(generator, attention, image_shape: tuple, tau: float):
+    """images -> {"image", "attention"}: paper Eq. 1 with the inference threshold, inputs checked."""
+
+    def translate_images(images):
+        images = _checked_range(_checked_shape(images, image_shape))
+        translated, attention_map = translate(generator, attention, images, tau=tau)
+        return {"image": tf.identity(translated, name="image"),
+                "attention": tf.identity(attention_map, name="attention")}
+
+    return translate_images
+
+
+def _checked_shape(images, image_shape):
+    """Reject a batch whose shape is not [batch, H, W, C]. The Python wrapper of a signature checks
+    this, but C++ callers (TF Serving, saved_model_cli) feed any shape, and graph optimisation
+    trusts the declared one: an assertion computed from the shape is folded away, and a rank-3
+    input then crashes the process in a convolution. `EnsureShape` checks the runtime shape and
+    its output feeds the networks, so nothing runs before it."""
+    return tf.ensure_shape(images, (None,) + tuple(image_shape), name="check_images_shape")
+
+
+def _checked_range(images):
+    """Reject images outside [-1, 1]: a client sending 0-255 or raw MRI intensities would
+    otherwise get a plausible-looking but meaningless translation."""
+    largest = tf.reduce_max(tf.abs(tf.reshape(images, [-1])))
+    check = tf.debugging.assert_less_equal(
+        largest, 1.0 + INPUT_RANGE_TOLERANCE,
+        message="images must be float32 scaled to [-1, 1] (per-volume percentile normalisation, "
+                "as written by data_prep.convert); got values of magnitude")
+    with tf.control_dependencies([check]):
+        return tf.identity(images)
+
+
+def validate_model_name(model_name: str) -> str:
+    """A model name is one path component that TF Serving accepts as `MODEL_NAME`."""
+    if not _MODEL_NAME_PATTERN.match(model_name or ""):
+        raise ValueError(f"model name {model_name!r}: use letters, digits, '.', '_' or '-', "
+                         "starting with a letter or digit")
+    return model_name
+
+
+def version_numbers(model_base_dir: str) -> list:
+    """The integer version directories under `<export_dir>/<model_name>`, ascending."""
+    if not os.path.isdir(model_base_dir):
+        return []
+    return sorted(int(name) for name in os.listdir(model_base_dir)
+                  if name.isdigit() and os.path.isdir(os.path.join(model_base_dir, name)))
+
+
+def latest_version_dir(model_base_dir: str) -> str:
+    """The newest version directory of an exported model, as TF Serving would choose it."""
+    versions = version_numbers(model_base_dir)
+    if not versions:
+        raise FileNotFoundError(f"{model_base_dir}: no integer version directories; is this an "
+                                "--export_dir/<model_name> written by ssagan_tf.export?")
+    return os.path.join(model_base_dir, str(versions[-1]))
+
+
+def read_export_info(version_dir: str) -> dict:
+    """The `export.json` written beside a SavedModel by `write_export`."""
+    path = os.path.join(version_dir, EXPORT_INFO_NAME)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"{path}: missing; {version_dir} is not a version written by ssagan_tf.export")
+    with open(path) as f:
+        info = json.load(f)
+    if info.get("format_version") != EXPORT_FORMAT_VERSION:
+        raise ValueError(f"{path}: export format {info.get('format_version')!r}, this code reads "
+                         f"{EXPORT_FORMAT_VERSION}")
+    return info
+
+
+def verify_export(saved_model_dir: str, models: SSAModels, tau: float, batch_size: int = 2,
+                  seed: int = 0) -> dict:
+    """Reload the SavedModel and compare every signature with the Keras models on a random batch
+    in [-1, 1]; returns signature name -> max abs difference over `image` and `attention`."""
+    cfg = models.config
+    images = tf.constant(np.random.default_rng(seed).uniform(
+        -1.0, 1.0, (batch_size, cfg.image_size, cfg.image_size, cfg.channels)).astype(np.float32))
+    loaded = tf.saved_model.load(saved_model_dir)
+    keras_pairs = {"normal_to_tumor": (models.normal_to_tumor, models.attention_normal),
+                   "tumor_to_normal": (models.tumor_to_normal, models.attention_tumor)}
+    keras_pairs["serving_default"] = keras_pairs["normal_to_tumor"]
+    missing = set(SIGNATURE_NAMES) - set(loaded.signatures)
+    if missing:
+        raise ExportError(f"{saved_model_dir}: signatures {sorted(missing)} missing after reload")
+    diffs = {}
+    for name in SIGNATURE_NAMES:
+        generator, attention = keras_pairs[name]
+        expected_image, expected_attention = translate(generator, attention, images, tau=tau)
+        served = loaded.signatures[name](images=images)
+        diffs[name] = max(float(tf.reduce_max(tf.abs(served["image"] - expected_image))),
+                          float(tf.reduce_max(tf.abs(served["attention"] - expected_attention))))
+    return diffs
+
+
+def write_export(models: SSAModels, export_dir: str, model_name: str = DEFAULT_MODEL_NAME, tau: float = 0.0,
+                 metadata: dict | None = None, tolerance: float = DEFAULT_TOLERANCE) -> str:
+    """Export `models` as the next version of `<export_dir>/<model_name>`; returns its directory.
+
+    The version is saved and verified under a temporary name in the same directory and renamed
+    only when every signature matches the Keras models within `tolerance`; otherwise nothing is
+    left behind and `ExportError` is raised. `metadata` is merged into `export.json`.
+    """
+    validate_model_name(model_name)
+    if not 0.0 <= tau < 1.0:
+        raise ValueError(f"tau must be in [0, 1), got {tau}")
+    base = os.path.join(export_dir, model_name)
+    os.makedirs(base, exist_ok=True)
+    staging = tempfile.mkdtemp(prefix=_TEMP_PREFIX, dir=base)
+    try:
+        module = TranslationModule(models, tau)
+        tf.saved_model.save(module, staging, signatures=module.signatures())
+        diffs = verify_export(staging, models, tau)
+        worst = max(diffs.values())
+        if not worst <= tolerance:
+            raise ExportError(f"export does not reproduce the Keras models: max abs difference {worst:.3g} "
+                              f"> tolerance {tolerance:g} ({diffs}); nothing was written")
+        info = _export_info(models, tau, diffs, tolerance, metadata or {})
+        _write_json(os.path.join(staging, EXPORT_INFO_NAME), info)
+        os.chmod(staging, 0o755)
+        return _commit_version(staging, base)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def _export_info(models: SSAModels, tau: float, diffs: dict, tolerance: float, metadata: dict) -> dict:
+    cfg = models.config
+    return {
+        "format_version": EXPORT_FORMAT_VERSION,
+        "model_config": cfg.to_dict(),
+        "tau": float(tau),
+        "has_attention": models.attention_normal is not None,
+        "signatures": {name: {"inputs": {"images": ["float32", [None, cfg.image_size, cfg.image_size, cfg.channels]]},
+                              "outputs": {"image": ["float32", [None, cfg.image_size, cfg.image_size, cfg.channels]],
+                                          "attention": ["float32", [None, cfg.image_size, cfg.image_size, 1]]}}
+                       for name in SIGNATURE_NAMES},
+        "verification": {"max_abs_diff": diffs, "tolerance": tolerance},
+        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "tensorflow": tf.__version__,
+        **metadata,
+    }
+
+
+def _write_json(path: str, value: dict) -> None:
+    with open(path, "w") as f:
+        json.dump(value, f, indent=2, sort_keys=True)
+        f.write("\n")
+
+
+def _commit_version(staging: str, base: str) -> str:
+    """Rename `staging` to the next free integer version. `os.rename` of a directory fails when
+    the target exists and is not empty, so two exports racing for one number cannot overwrite each
+    other: the loser takes the next number."""
+    for _ in range(100):
+        versions = version_numbers(base)
+        target = os.path.join(base, str(versions[-1] + 1 if versions else 1))
+        if os.path.exists(target):
+            continue
+        try:
+            os.rename(staging, target)
+            return target
+        except OSError:
+            continue
+    raise ExportError(f"{base}: could not claim a new version directory")
+
+
+def export_models(model_dir: str, export_dir: str, model_name: str = DEFAULT_MODEL_NAME, tau: float | None = None,
+                  tolerance: float = DEFAULT_TOLERANCE) -> str:
+    """Export the latest checkpoint of the training run in `model_dir` as the next version of
+    `<export_dir>/<model_name>`; returns the version directory. `tau` defaults to the run's
+    inference threshold."""
+    from ssagan_tf.training.checkpoints import restore_models
+
+    models, _, run_config = restore_models(model_dir)
+    tau = run_tau(run_config) if tau is None else float(tau)
+    metadata = {"source_model_dir": os.path.abspath(model_dir), "step": restored_step(model_dir)}
+    return write_export(models, export_dir, model_name, tau, metadata, tolerance)
+
+
+def run_tau(run_config: dict) -> float:
+    """The inference threshold stored in a training run's `config.json` (`RunConfig.tau`)."""
+    if "tau" not in run_config:
+        raise ExportError("the run config has no 'tau'; pass tau explicitly (--tau)")
+    return float(run_config["tau"])
+
+
+def restored_step(model_dir: str) -> int | None:
+    """The global step of the run's latest checkpoint (None when the checkpoint has none)."""
+    from ssagan_tf.training.checkpoints import latest_checkpoint
+
+    path = latest_checkpoint(model_dir)
+    try:
+        return int(tf.train.load_variable(path, "step/.ATTRIBUTES/VARIABLE_VALUE"))
+    except (tf.errors.NotFoundError, ValueError, TypeError):
+        return None
+
+
+def define_flags(flag_values=None):
+    """Define the command-line flags on `flag_values` (default: absl's global FLAGS); called only
+    when this module runs as a program, so importing the library defines no flags."""
+    from absl import flags
+
+    flag_values = flags.FLAGS if flag_values is None else flag_values
+    define = dict(flag_values=flag_values)
+    flags.DEFINE_string("model_dir", None, "Training run directory (holds config.json and checkpoints/); its "
+                        "latest checkpoint is exported.", **define)
+    flags.DEFINE_string("export_dir", None, "Base directory for TF Serving models; the export is written to "
+                        "<export_dir>/<model_name>/<next integer version>/.", **define)
+    flags.DEFINE_string("model_name", DEFAULT_MODEL_NAME, "Model name: the directory under --export_dir, and "
+                        "the MODEL_NAME TF Serving serves it as.", **define)
+    flags.DEFINE_float("tau", None, "Inference attention threshold baked into the signatures (attention below "
+                       "tau is zeroed); default: the run's tau from config.json.", **define)
+    flags.DEFINE_float("tolerance", DEFAULT_TOLERANCE, "Largest allowed max-abs difference between the reloaded "
+                       "SavedModel and the Keras models; the export fails above it.", **define)
+    flags.mark_flags_as_required(["model_dir", "export_dir"], **define)
+    flags.register_validator("model_name", lambda v: bool(_MODEL_NAME_PATTERN.match(v or "")),
+                             "--model_name: use letters, digits, '.', '_' or '-', starting with a letter or "
+                             "digit", **define)
+    flags.register_validator("tau", lambda v: v is None or 0.0 <= v < 1.0, "--tau must be in [0, 1)", **define)
+    flags.register_validator("tolerance", lambda v: v > 0, "--tolerance must be > 0", **define)
+    flags.register_validator("model_dir", lambda v: v is None or os.path.isfile(os.path.join(v, "config.json")),
+                             "--model_dir must be a training run directory holding config.json", **define)
+    return flag_values
+
+
+def _main(argv, flag_values):
+    from absl import app, logging
+
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    version_dir = export_models(flag_values.model_dir, flag_values.export_dir, flag_values.model_name,
+                                tau=flag_values.tau, tolerance=flag_values.tolerance)
+    info = read_export_info(version_dir)
+    logging.info("Exported %s (tau %g, step %s); max abs difference vs Keras %s", version_dir, info["tau"],
+                 info.get("step"), info["verification"]["max_abs_diff"])
+    print(version_dir)
+
+
+if __name__ == "__main__":
+    from absl import app
+
+    _FLAGS = define_flags()
+    app.run(lambda argv: _main(argv, _FLAGS))

@@ -1,0 +1,275 @@
+"""Tests for ssagan_tf.augment and run_augment.py: every output format with manifest rows matching
+the files, ratio arithmetic, the interrupted-and-rerun case, file inputs, path safety."""
+
+from __future__ import annotations
+
+import collections
+import csv
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+import tensorflow as tf
+
+from conftest import REPO_ROOT, write_tiny_dataset
+from ssagan_tf import export
+from ssagan_tf.augment import AugmentConfig, augment_dataset, parse_directions, parse_ratio
+from ssagan_tf.augment import ledger as ledger_lib
+from ssagan_tf.augment.plan import plan_direction, sample_positions, synthetic_count
+from ssagan_tf.augment.writers import safe_name
+from ssagan_tf.data import pipeline, schema
+from ssagan_tf.models import ModelConfig, build_models
+
+SIZE = 32
+
+
+@pytest.fixture(scope="module")
+def model_base(tmp_path_factory):
+    """An export base dir holding version 1 of a tiny model (tau 0.1)."""
+    models = build_models(ModelConfig(image_size=SIZE, channels=1, ngf=8, ndf=8, n_res_blocks=1))
+    version_dir = export.write_export(models, str(tmp_path_factory.mktemp("export")), tau=0.1)
+    return os.path.dirname(version_dir)
+
+
+def _augment(model, data_dir, output_dir, **kwargs):
+    kwargs.setdefault("batch_size", 4)
+    return augment_dataset(AugmentConfig(model=model, data_dir=data_dir, output_dir=str(output_dir), **kwargs))
+
+
+def _rows(output_dir):
+    with open(os.path.join(output_dir, "manifest.csv")) as f:
+        return list(csv.DictReader(f))
+
+
+def _files_below(root):
+    return {os.path.relpath(os.path.join(d, n), root) for d, _, names in os.walk(root) for n in names}
+
+
+def test_ratio_arithmetic():
+    assert synthetic_count(1.0, real_target=4, sources=6) == 4
+    assert synthetic_count(2.5, real_target=4, sources=6) == 10
+    assert synthetic_count(0.5, real_target=5, sources=6) == 2      # round half to even, as Python does
+    assert synthetic_count(None, real_target=4, sources=6) == 6
+    rng = lambda: np.random.default_rng(3)  # noqa: E731
+    few = sample_positions(6, 4, rng())
+    assert len(set(few.tolist())) == 4 and list(few) == sorted(few)
+    many = sample_positions(6, 15, rng())
+    uses = np.bincount(many, minlength=6)
+    assert uses.sum() == 15 and set(uses.tolist()) == {2, 3}       # balanced: floor(15/6) or one more
+    np.testing.assert_array_equal(many, sample_positions(6, 15, rng()))
+    assert len(sample_positions(6, 0, rng())) == 0
+    with pytest.raises(ValueError, match="empty source domain"):
+        sample_positions(0, 3, rng())
+    with pytest.raises(ValueError, match="no tumor slices to translate"):
+        plan_direction("tumor_to_normal", refs=[], real_target=33, ratio=1.0, seed=0)
+
+
+def test_flag_parsers():
+    assert parse_ratio("all") is None and parse_ratio("2") == 2.0
+    for bad in ("0", "-1", "nan", "inf", "x"):
+        with pytest.raises(ValueError, match="ratio"):
+            parse_ratio(bad)
+    assert parse_directions("both") == ("normal_to_tumor", "tumor_to_normal")
+    assert parse_directions("tumor_to_normal") == ("tumor_to_normal",)
+    with pytest.raises(ValueError, match="directions"):
+        parse_directions("a_to_b")
+
+
+def test_tfrecord_output_reads_like_real_data(model_base, tiny_dataset, tmp_path):
+    out = str(tmp_path / "aug")
+    result = _augment(model_base, tiny_dataset, out, format="tfrecord", chunk_size=3)
+    assert result.counts == {"normal": 6, "tumor": 4} and result.model == "ssagan/1"
+    rows = _rows(out)
+    shards = collections.Counter(row["output_path"] for row in rows)
+    assert _files_below(os.path.join(out, "train")) == {os.path.relpath(p, "train") for p in shards}
+    for shard, count in shards.items():
+        assert sum(1 for _ in tf.data.TFRecordDataset(os.path.join(out, shard))) == count
+    manifest = schema.read_manifest(out)
+    assert manifest.count("train", "tumor") == 4 and manifest.count("train", "normal") == 6
+    arrays = pipeline.load_split_arrays(out, "train")
+    assert sorted(arrays["label"].tolist()) == [0] * 6 + [1] * 4
+    np.testing.assert_array_equal(arrays["has_mask"], arrays["label"].astype(np.float32))
+    assert all(s.decode().startswith("synthetic:ssagan/1:train_case") for s in arrays["source"])
+    _check_pseudo_masks(model_base, tiny_dataset, arrays)
+    batch = next(iter(pipeline.make_unpaired_dataset(out, "train", global_batch_size=2, seed=0)))
+    assert batch["tumor"]["image"].shape == (2, SIZE, SIZE, 1)
+    sheet = tf.io.decode_png(tf.io.read_file(result.contact_sheet)).numpy()
+    assert sheet.shape == (2 * (4 * SIZE + 3 * 2) + 8, 3 * SIZE + 4, 1)
+
+
+def _check_pseudo_masks(model_base, data_dir, arrays):
+    """Synthetic tumors' masks are their attention thresholded at tau (0.1)."""
+    real = pipeline.load_split_arrays(data_dir, "train", domains=("normal",))
+    signature = tf.saved_model.load(export.latest_version_dir(model_base)).signatures["normal_to_tumor"]
+    attention = signature(images=tf.constant(real["image"]))["attention"].numpy()
+    expected = {(case, index): (a >= 0.1).astype(np.float32)
+                for case, index, a in zip(real["case_id"], real["slice_index"], attention)}
+    for i in np.flatnonzero(arrays["label"] == 1):
+        np.testing.assert_array_equal(arrays["mask"][i], expected[(arrays["case_id"][i], arrays["slice_index"][i])])
+
+
+def test_png_output_with_masks(model_base, tiny_dataset, tmp_path):
+    out = str(tmp_path / "aug")
+    _augment(model_base, tiny_dataset, out, format="png", ratio=None, contact_rows=0)
+    rows = _rows(out)
+    assert len(rows) == 10                     # every real train slice once: 6 normal + 4 tumor
+    named = {row["output_path"] for row in rows} | {row["mask_path"] for row in rows if row["mask_path"]}
+    assert _files_below(os.path.join(out, "train")) == {os.path.relpath(p, "train") for p in named}
+    for row in rows:
+        image = tf.io.decode_png(tf.io.read_file(os.path.join(out, row["output_path"])), dtype=tf.uint16)
+        assert image.dtype == tf.uint16 and image.shape == (SIZE, SIZE, 1)
+        assert (row["label"] == "1") == (row["has_mask"] == "1") == bool(row["mask_path"])
+    assert not os.path.exists(os.path.join(out, "contact_sheet.png"))
+
+
+def test_nifti_output_one_stack_per_case_and_direction(model_base, tiny_dataset, tmp_path):
+    out = str(tmp_path / "aug")
+    _augment(model_base, tiny_dataset, out, format="nifti", ratio=None, contact_rows=0)
+    rows = _rows(out)
+    by_file = collections.defaultdict(list)
+    for row in rows:
+        by_file[row["output_path"]].append(int(row["output_index"]))
+    assert set(by_file) == {f"train/{d}/train_case{i}.nii.gz" for d in ("normal", "tumor") for i in (0, 1)}
+    for path, indices in by_file.items():
+        volume = sitk.ReadImage(os.path.join(out, path))
+        assert volume.GetSize() == (SIZE, SIZE, len(indices)) and sorted(indices) == list(range(len(indices)))
+    masks = {row["mask_path"] for row in rows if row["mask_path"]}
+    assert masks == {f"train/tumor/train_case{i}_mask.nii.gz" for i in (0, 1)}
+
+
+def test_ratio_above_sources_repeats_balanced(model_base, tiny_dataset, tmp_path):
+    out = str(tmp_path / "aug")
+    result = _augment(model_base, tiny_dataset, out, format="png", ratio=2.0, directions=("normal_to_tumor",),
+                      contact_rows=0)
+    rows = _rows(out)
+    assert result.counts == {"normal": 0, "tumor": 8} and len(rows) == 8    # 2 x 4 real tumors, from 6 normals
+    uses = collections.Counter((row["source_case"], row["source_slice"]) for row in rows)
+    assert len(uses) == 6 and sorted(uses.values()) == [1, 1, 1, 1, 2, 2]
+    assert len({row["output_path"] for row in rows}) == 8
+    assert result.slices_translated == 6                   # a repeated source is translated once
+
+
+def test_interrupted_run_completes_without_duplicates(model_base, tiny_dataset, tmp_path, monkeypatch):
+    out = str(tmp_path / "aug")
+    commit = ledger_lib.Ledger.commit
+    calls = []
+
+    def failing_commit(self, chunk, files, rows):
+        if len(calls) == 2:
+            raise KeyboardInterrupt("injected after two chunks")
+        calls.append(chunk.name)
+        commit(self, chunk, files, rows)
+
+    monkeypatch.setattr(ledger_lib.Ledger, "commit", failing_commit)
+    with pytest.raises(KeyboardInterrupt):
+        _augment(model_base, tiny_dataset, out, format="tfrecord", chunk_size=2)
+    assert not os.path.exists(os.path.join(out, "manifest.csv"))
+    first = {p: os.path.getmtime(os.path.join(out, "train", p)) for p in _files_below(os.path.join(out, "train"))}
+    assert len(first) == 2
+    monkeypatch.setattr(ledger_lib.Ledger, "commit", commit)
+    result = _augment(model_base, tiny_dataset, out, format="tfrecord", chunk_size=2)
+    assert result.chunks == 5 and result.chunks_skipped == 2
+    rows = _rows(out)
+    assert len(rows) == 10 and len({(r["output_path"], r["output_index"]) for r in rows}) == 10
+    assert len(schema.read_manifest(out).shards("train", "tumor")) == 2
+    assert all(os.path.getmtime(os.path.join(out, "train", p)) == t for p, t in first.items())
+    assert not os.listdir(os.path.join(out, ".augment", "staging"))
+    assert len(pipeline.load_split_arrays(out, "train")["label"]) == 10
+    with pytest.raises(ValueError, match="other settings.*seed"):
+        _augment(model_base, tiny_dataset, out, format="tfrecord", chunk_size=2, seed=1)
+    _augment(model_base, tiny_dataset, out, format="tfrecord", chunk_size=3, seed=1, overwrite=True)
+    assert len(_rows(out)) == 10 and len(_files_below(os.path.join(out, "train"))) == 4   # no 2-chunk shards left
+
+
+def _write_volume(path, shape_zyx, spacing, origin, seed):
+    rng = np.random.default_rng(seed)
+    array = np.zeros(shape_zyx, np.int16)
+    array[:, 4:-4, 4:-4] = rng.integers(100, 1000, (shape_zyx[0], shape_zyx[1] - 8, shape_zyx[2] - 8))
+    image = sitk.GetImageFromArray(array)
+    image.SetSpacing(spacing)
+    image.SetOrigin(origin)
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    sitk.WriteImage(image, path)
+
+
+def test_nifti_inputs_keep_geometry(model_base, tmp_path):
+    data = tmp_path / "volumes"
+    _write_volume(str(data / "normal" / "site A" / "scan1.nii.gz"), (3, 40, 48), (0.8, 0.8, 2.5), (10.0, 20.0, 30.0), 0)
+    _write_volume(str(data / "tumor" / "scan2.nii"), (2, 48, 48), (1.0, 1.0, 3.0), (0.0, 0.0, 0.0), 1)
+    out = str(tmp_path / "aug")
+    result = _augment(model_base, str(data), out, format="nifti", ratio=None)
+    assert result.counts == {"normal": 2, "tumor": 3}
+    rows = _rows(out)
+    tumor_file = {row["output_path"] for row in rows if row["label"] == "1"}
+    assert len(tumor_file) == 1
+    volume = sitk.ReadImage(os.path.join(out, tumor_file.pop()))
+    assert volume.GetSize() == (SIZE, SIZE, 3)
+    np.testing.assert_allclose(volume.GetSpacing(), (0.8 * 48 / SIZE, 0.8 * 48 / SIZE, 2.5), rtol=1e-5)
+    # Padding 40 -> 48 rows (4 above), resizing 48 -> 32: voxel (0, 0) centre is source index (x 0.25, y -3.75).
+    np.testing.assert_allclose(volume.GetOrigin(), (10.0 + 0.25 * 0.8, 20.0 - 3.75 * 0.8, 30.0), atol=1e-4)
+    assert {row["source_case"] for row in rows} == {"site A/scan1", "scan2"}
+    assert all(" " not in row["output_path"] and ".." not in row["output_path"] for row in rows)
+
+
+def test_png_inputs(model_base, tmp_path):
+    data = tmp_path / "pngs"
+    rng = np.random.default_rng(0)
+    for domain, n in (("normal", 3), ("tumor", 2)):
+        os.makedirs(data / domain)
+        for i in range(n):
+            image = rng.integers(0, 255, (40, 36, 1)).astype(np.uint8)
+            tf.io.write_file(str(data / domain / f"img{i}.png"), tf.io.encode_png(image))
+        tf.io.write_file(str(data / domain / "img0_mask.png"), tf.io.encode_png(np.zeros((40, 36, 1), np.uint8)))
+    out = str(tmp_path / "aug")
+    result = _augment(model_base, str(data), out, format="tfrecord", ratio=1.0)
+    assert result.counts == {"normal": 3, "tumor": 2}
+    arrays = pipeline.load_split_arrays(out, "train")
+    assert arrays["image"].shape == (5, SIZE, SIZE, 1)
+
+
+def test_output_paths_stay_inside(tmp_path):
+    for case in ("../../etc/passwd", "/abs/path", ".hidden", "a b\\c", ""):
+        name = safe_name(case)
+        assert name and "/" not in name and "\\" not in name and not name.startswith(".")
+    assert safe_name("case_01") == "case_01"
+    assert safe_name("a/b") != safe_name("a_b")
+    assert safe_name("x_mask") != "x_mask"                 # never mistaken for the mask of case "x"
+    with pytest.raises(ValueError, match="outside the output directory"):
+        ledger_lib.inside(str(tmp_path), "../escape.png")
+
+
+def test_refuses_to_write_into_real_data(model_base, tiny_dataset, tmp_path):
+    with pytest.raises(ValueError, match="output_dir must differ"):
+        AugmentConfig(model=model_base, data_dir=tiny_dataset, output_dir=tiny_dataset)
+    other = write_tiny_dataset(str(tmp_path / "real"), splits=("train",))
+    with pytest.raises(ValueError, match="holds a real converted dataset"):
+        _augment(model_base, tiny_dataset, other)
+
+
+def test_model_from_training_run(tiny_dataset, tmp_path):
+    from test_export import make_run_dir
+
+    run = str(tmp_path / "run")
+    make_run_dir(run, ModelConfig(image_size=SIZE, channels=1, ngf=8, ndf=8, n_res_blocks=1), step=11)
+    result = _augment(run, tiny_dataset, str(tmp_path / "aug"), format="tfrecord", contact_rows=0)
+    assert result.model == "run/step-11"
+    assert _rows(str(tmp_path / "aug"))[0]["model_version"] == "step-11"
+
+
+def test_command_line(model_base, tiny_dataset, tmp_path):
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
+    script = os.path.join(REPO_ROOT, "run_augment.py")
+    common = [f"--model={model_base}", f"--data_dir={tiny_dataset}", f"--output_dir={tmp_path / 'aug'}"]
+    bad = subprocess.run([sys.executable, script, *common, "--ratio=-1"], capture_output=True, text=True,
+                         timeout=120, env=env, cwd=REPO_ROOT)
+    assert bad.returncode != 0 and "--ratio must be a positive number or 'all'" in bad.stderr
+    assert not os.path.exists(tmp_path / "aug")
+    good = subprocess.run([sys.executable, script, *common, "--format=png", "--directions=tumor_to_normal",
+                           "--split=val"], capture_output=True, text=True, timeout=300, env=env, cwd=REPO_ROOT)
+    assert good.returncode == 0, good.stderr[-3000:]
+    rows = _rows(str(tmp_path / "aug"))
+    assert len(rows) == 6 and {row["direction"] for row in rows} == {"tumor_to_normal"}
+    assert all(row["output_path"].startswith("val/normal/") for row in rows)

@@ -1,0 +1,187 @@
+"""Tests for ssagan_tf.export: reload equality, signatures as saved_model_cli reports them, bad
+input rejected, version directories, the command line."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from conftest import REPO_ROOT
+from ssagan_tf import export
+from ssagan_tf.models import ModelConfig, build_models, translate
+from ssagan_tf.training.checkpoints import checkpoint_dir, model_checkpoint
+from ssagan_tf.training.config import RunConfig, save_config
+
+TINY = dict(image_size=32, channels=1, ngf=8, ndf=8, n_res_blocks=1)
+SHAPE_ERROR = r"Shape of tensor images .* is not compatible with expected shape \[\?,32,32,1\]"
+
+
+def make_run_dir(path: str, cfg: ModelConfig, tau: float = 0.25, step: int = 7):
+    """A training run directory as run_train.py leaves it: config.json and one checkpoint."""
+    save_config(RunConfig(data_dir="unused", model_dir=path, model=cfg, tau=tau), path)
+    models = build_models(cfg)
+    checkpoint = model_checkpoint(models, step=tf.Variable(step, dtype=tf.int64))
+    tf.train.CheckpointManager(checkpoint, checkpoint_dir(path), max_to_keep=1).save()
+    return models
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory):
+    path = str(tmp_path_factory.mktemp("run"))
+    make_run_dir(path, ModelConfig(**TINY))
+    return path
+
+
+@pytest.fixture(scope="module")
+def export_dir(tmp_path_factory):
+    return str(tmp_path_factory.mktemp("export"))
+
+
+@pytest.fixture(scope="module")
+def exported(run_dir, export_dir):
+    """Version 1, written by the command line (`python -m ssagan_tf.export`)."""
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONPATH": REPO_ROOT}
+    result = subprocess.run([sys.executable, "-m", "ssagan_tf.export", f"--model_dir={run_dir}",
+                             f"--export_dir={export_dir}"], capture_output=True, text=True, timeout=300,
+                            cwd=REPO_ROOT, env=env)
+    assert result.returncode == 0, result.stderr[-3000:]
+    version_dir = result.stdout.strip().splitlines()[-1]
+    assert version_dir == os.path.join(export_dir, "ssagan", "1")
+    return version_dir
+
+
+@pytest.fixture(scope="module")
+def normal_to_tumor_signature(exported):
+    loaded = tf.saved_model.load(exported)
+    return loaded, loaded.signatures["normal_to_tumor"]
+
+
+def _batch(n=3, seed=1, size=32):
+    return np.random.default_rng(seed).uniform(-1, 1, (n, size, size, 1)).astype(np.float32)
+
+
+def test_export_reload_matches_keras(exported, run_dir):
+    from ssagan_tf.training.checkpoints import restore_models
+
+    assert os.path.basename(exported) == "1"
+    info = export.read_export_info(exported)
+    assert info["tau"] == 0.25 and info["step"] == 7
+    assert info["source_model_dir"] == os.path.abspath(run_dir)
+    assert info["model_config"]["ngf"] == 8 and info["has_attention"]
+    assert max(info["verification"]["max_abs_diff"].values()) <= 1e-5
+    models, _, _ = restore_models(run_dir)
+    loaded = tf.saved_model.load(exported)
+    images = _batch()
+    pairs = {"normal_to_tumor": (models.normal_to_tumor, models.attention_normal),
+             "tumor_to_normal": (models.tumor_to_normal, models.attention_tumor),
+             "serving_default": (models.normal_to_tumor, models.attention_normal)}
+    for name, (generator, attention) in pairs.items():
+        expected_image, expected_attention = translate(generator, attention, images, tau=0.25)
+        out = loaded.signatures[name](images=tf.constant(images))
+        assert set(out) == {"image", "attention"}
+        np.testing.assert_allclose(out["image"].numpy(), expected_image.numpy(), atol=1e-5)
+        np.testing.assert_allclose(out["attention"].numpy(), expected_attention.numpy(), atol=1e-5)
+        below = out["attention"].numpy()
+        assert np.all((below == 0) | (below >= 0.25)), "tau not applied"
+
+
+def test_saved_model_cli_reports_signatures(exported):
+    cli = os.path.join(os.path.dirname(sys.executable), "saved_model_cli")
+    result = subprocess.run([cli, "show", "--all", "--dir", exported], capture_output=True, text=True, timeout=120,
+                            env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
+    assert result.returncode == 0, result.stderr
+    blocks = dict(re.findall(r"signature_def\['(\w+)'\]:(.*?)Method name is", result.stdout, re.S))
+    assert {"normal_to_tumor", "tumor_to_normal", "serving_default"} <= set(blocks)
+    for name in ("normal_to_tumor", "tumor_to_normal", "serving_default"):
+        tensors = re.findall(r"(inputs|outputs)\['(\w+)'\] tensor_info:\s+dtype: (\w+)\s+shape: \(([^)]*)\)",
+                             blocks[name])
+        assert sorted(tensors) == [("inputs", "images", "DT_FLOAT", "-1, 32, 32, 1"),
+                                   ("outputs", "attention", "DT_FLOAT", "-1, 32, 32, 1"),
+                                   ("outputs", "image", "DT_FLOAT", "-1, 32, 32, 1")], name
+
+
+def test_graph_loader_as_tf_serving_uses_it(exported):
+    """TF Serving loads the SavedModel's graph and runs its restore op (TF1 loader), not the object
+    graph `tf.saved_model.load` uses; every signature must run and agree with the reloaded module."""
+    images = _batch(2)
+    expected = {name: sig(images=tf.constant(images))
+                for name, sig in tf.saved_model.load(exported).signatures.items()}
+    with tf.Graph().as_default(), tf.compat.v1.Session() as session:
+        meta_graph = tf.compat.v1.saved_model.loader.load(session, ["serve"], exported)
+        for name in export.SIGNATURE_NAMES:
+            signature = meta_graph.signature_def[name]
+            fetches = {key: info.name for key, info in signature.outputs.items()}
+            out = session.run(fetches, {signature.inputs["images"].name: images})
+            for key in ("image", "attention"):
+                np.testing.assert_allclose(out[key], expected[name][key].numpy(), atol=1e-5)
+
+
+@pytest.mark.parametrize("bad, message", [
+    (np.zeros((1, 64, 64, 1), np.float32), SHAPE_ERROR),
+    (np.zeros((32, 32, 1), np.float32), SHAPE_ERROR),
+    (np.zeros((1, 64, 16, 1), np.float32), SHAPE_ERROR),
+    (np.full((1, 32, 32, 1), 255.0, np.float32), "scaled to \\[-1, 1\\]"),
+    (np.zeros((1, 32, 32, 1), np.float64), "expected to be a float tensor but is a double"),
+])
+def test_bad_input_rejected(normal_to_tumor_signature, bad, message):
+    """The signatures as TF Serving calls them (no Python-side shape check) reject bad input by name."""
+    _, signature = normal_to_tumor_signature
+    with pytest.raises(tf.errors.InvalidArgumentError, match=message):
+        signature(images=tf.constant(bad))
+
+
+def test_versions_increment_and_never_overwrite(exported, run_dir, export_dir):
+    base = os.path.join(export_dir, "ssagan")
+    os.makedirs(os.path.join(base, ".tmp-export-stale"))   # a crashed export's leftovers
+    before = {name: os.path.getmtime(os.path.join(exported, name)) for name in os.listdir(exported)}
+    second = export.export_models(run_dir, export_dir, tau=0.5)
+    assert second == os.path.join(base, "2")
+    assert export.version_numbers(base) == [1, 2]
+    assert export.latest_version_dir(base) == second
+    assert before == {name: os.path.getmtime(os.path.join(exported, name)) for name in os.listdir(exported)}
+    assert export.read_export_info(second)["tau"] == 0.5
+    assert export.read_export_info(exported)["tau"] == 0.25
+
+
+def test_failed_verification_leaves_no_version(run_dir, tmp_path, monkeypatch):
+    monkeypatch.setattr(export, "verify_export", lambda *a, **k: {name: 1.0 for name in export.SIGNATURE_NAMES})
+    with pytest.raises(export.ExportError, match="does not reproduce"):
+        export.export_models(run_dir, str(tmp_path))
+    assert os.listdir(os.path.join(str(tmp_path), "ssagan")) == []
+
+
+def test_system_without_attention_returns_ones(tmp_path):
+    models = build_models(ModelConfig.for_system("cyclegan", **TINY))
+    version = export.write_export(models, str(tmp_path), tau=0.1)
+    assert not export.read_export_info(version)["has_attention"]
+    out = tf.saved_model.load(version).signatures["tumor_to_normal"](images=tf.constant(_batch(2)))
+    np.testing.assert_array_equal(out["attention"].numpy(), np.ones((2, 32, 32, 1), np.float32))
+    expected = models.tumor_to_normal(_batch(2), training=False).numpy()
+    np.testing.assert_allclose(out["image"].numpy(), expected, atol=1e-5)
+
+
+def test_model_name_and_tau_validated(tmp_path):
+    models = build_models(ModelConfig(**TINY))
+    with pytest.raises(ValueError, match="model name"):
+        export.write_export(models, str(tmp_path), model_name="../escape")
+    with pytest.raises(ValueError, match="tau"):
+        export.write_export(models, str(tmp_path), tau=1.5)
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--model_dir=/nonexistent", "--export_dir=out"], "--model_dir must be a training run directory"),
+    (["--model_dir={run}", "--export_dir=out", "--model_name=../up"], "--model_name: use letters"),
+    (["--model_dir={run}", "--export_dir=out", "--tau=1.5"], "--tau must be in"),
+])
+def test_bad_flags_rejected_before_work(run_dir, argv, message):
+    from absl import flags
+
+    flag_values = export.define_flags(flags.FlagValues())
+    with pytest.raises(flags.IllegalFlagValueError, match=message):
+        flag_values(["export"] + [arg.format(run=run_dir) for arg in argv])
