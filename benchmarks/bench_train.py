@@ -1,0 +1,233 @@
+"""Train-step benchmark: step time and slices/s of the real train step (TrainStep under a
+one-replica MirroredStrategy, synthetic batch, batch 1, 1 channel) for each image size x system
+x graph/XLA, with the peak resident memory of each configuration.
+
+    python benchmarks/bench_train.py [--sizes=128,256] [--systems=cyclegan,ssa_cyclegan] [--modes=graph,xla]
+        [--steps=5] [--ngf=64] [--n_res_blocks=9] [--output=runs/bench/bench_train.json]
+
+Each configuration runs in its own process, so that peak memory and XLA caches are its own.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+
+from absl import app, flags
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, REPO)
+
+flags.DEFINE_list("sizes", ["128", "256"], "Image sizes (square).")
+flags.DEFINE_list("systems", ["cyclegan", "ssa_cyclegan"], "Systems to time (names of ssagan_tf.models.SYSTEMS).")
+flags.DEFINE_list("modes", ["graph", "xla"], "graph: tf.function; xla: the per-replica step compiled with XLA.")
+flags.DEFINE_integer("steps", 5, "Timed steps per configuration (after 2 untimed warm-up steps).")
+flags.DEFINE_integer("ngf", 64, "Generator filters (64 = the paper).")
+flags.DEFINE_integer("ndf", 64, "Discriminator filters.")
+flags.DEFINE_integer("n_res_blocks", 9, "Residual blocks per generator.")
+flags.DEFINE_string("output", "runs/bench/bench_train.json", "Where to write the JSON results.")
+flags.DEFINE_string("torch_path", "", "Directory of a PyTorch install kept out of this venv (e.g. `pip install "
+                    "--target DIR torch==2.13.0`): also time the reference PyTorch CycleGAN step at each size, "
+                    "side by side. Empty: skip.")
+flags.DEFINE_string("one", None, "Internal: run the single configuration SIZE:SYSTEM:MODE and print its JSON.")
+
+FLAGS = flags.FLAGS
+
+
+def measure(size: int, system: str, mode: str, steps: int, ngf: int, ndf: int, n_res_blocks: int) -> dict:
+    """Time `steps` train steps of one configuration in this process."""
+    import numpy as np
+    import tensorflow as tf
+
+    from ssagan_tf.models import ModelConfig, build_models
+    from ssagan_tf.training.config import RunConfig
+    from ssagan_tf.training.pool import make_pools
+    from ssagan_tf.training.step import TrainStep, make_optimizers
+
+    strategy = tf.distribute.MirroredStrategy()
+    model = ModelConfig.for_system(system, image_size=size, channels=1, ngf=ngf, ndf=ndf, n_res_blocks=n_res_blocks)
+    config = RunConfig(data_dir="synthetic", model_dir="unused", model=model, batch_size=1, jit_compile=mode == "xla")
+    with strategy.scope():
+        models = build_models(model)
+        gen_opt, disc_opt = make_optimizers(config, total_steps=1000)
+        gen_opt.build(models.generator_variables + models.attention_variables)
+        disc_opt.build(models.discriminator_variables)
+        step = tf.Variable(0, dtype=tf.int64, trainable=False)
+    shape = (size, size, 1)
+    pools = [make_pools(strategy, config.pool_size, shape, 0, name) for name in ("pool_tumor", "pool_normal")]
+    train_step = TrainStep(strategy, models, config, gen_opt, disc_opt, *pools, step)
+    rng = np.random.default_rng(0)
+    mask = np.zeros((1, size, size, 1), np.float32)
+    mask[:, size // 3: size // 2, size // 3: size // 2] = 1
+    batch = {"normal": {"image": tf.constant(rng.uniform(-1, 1, (1, *shape)), tf.float32)},
+             "tumor": {"image": tf.constant(rng.uniform(-1, 1, (1, *shape)), tf.float32), "mask": tf.constant(mask),
+                       "has_mask": tf.constant([1.0])}}
+    began = time.perf_counter()
+    for _ in range(2):
+        float(train_step(batch, True)["generator_total"])
+    warmup_seconds = time.perf_counter() - began
+    times = []
+    for _ in range(steps):
+        began = time.perf_counter()
+        float(train_step(batch, True)["generator_total"])
+        times.append(time.perf_counter() - began)
+    seconds = float(np.median(times))
+    return {"size": size, "system": system, "mode": mode, "ngf": ngf, "n_res_blocks": n_res_blocks, "batch": 1,
+            "steps": steps, "step_seconds_median": seconds, "step_seconds_min": float(min(times)),
+            "slices_per_second": 2 / seconds, "trace_and_warmup_seconds": warmup_seconds,
+            "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+            "tf_version": tf.__version__, "cpu_count": os.cpu_count()}
+
+
+def measure_torch(size: int, steps: int, ngf: int, ndf: int, n_res_blocks: int, torch_path: str) -> dict:
+    """The same CycleGAN step in PyTorch eager (junyanz/pytorch-CycleGAN-and-pix2pix structure:
+    G update, then D update on pooled fakes; ResNet generators, PatchGANs, LSGAN, L1 cycle 10)."""
+    sys.path.insert(0, torch_path)
+    import numpy as np
+    import torch
+    from torch import nn
+
+    def norm_relu(c):
+        return [nn.InstanceNorm2d(c), nn.ReLU(True)]
+
+    class Residual(nn.Module):
+        def __init__(self, c):
+            super().__init__()
+            self.body = nn.Sequential(nn.ReflectionPad2d(1), nn.Conv2d(c, c, 3, bias=False), *norm_relu(c),
+                                      nn.ReflectionPad2d(1), nn.Conv2d(c, c, 3, bias=False), nn.InstanceNorm2d(c))
+
+        def forward(self, x):
+            return x + self.body(x)
+
+    def generator():
+        layers = [nn.ReflectionPad2d(3), nn.Conv2d(1, ngf, 7, bias=False), *norm_relu(ngf)]
+        for m in (1, 2):
+            layers += [nn.Conv2d(ngf * m, ngf * m * 2, 3, 2, 1, bias=False), *norm_relu(ngf * m * 2)]
+        layers += [Residual(ngf * 4) for _ in range(n_res_blocks)]
+        for m in (4, 2):
+            layers += [nn.ConvTranspose2d(ngf * m, ngf * m // 2, 3, 2, 1, output_padding=1, bias=False),
+                       *norm_relu(ngf * m // 2)]
+        return nn.Sequential(*layers, nn.ReflectionPad2d(3), nn.Conv2d(ngf, 1, 7), nn.Tanh())
+
+    def discriminator():
+        layers, c = [nn.Conv2d(1, ndf, 4, 2, 1), nn.LeakyReLU(0.2, True)], ndf
+        for stride in (2, 2, 1):
+            layers += [nn.Conv2d(c, c * 2, 4, stride, 1, bias=False), nn.InstanceNorm2d(c * 2), nn.LeakyReLU(0.2, True)]
+            c *= 2
+        return nn.Sequential(*layers, nn.Conv2d(c, 1, 4, 1, 1))
+
+    torch.manual_seed(0)
+    g_n2t, g_t2n, d_t, d_n = generator(), generator(), discriminator(), discriminator()
+    opt_g = torch.optim.Adam(list(g_n2t.parameters()) + list(g_t2n.parameters()), 2e-4, betas=(0.5, 0.999))
+    opt_d = torch.optim.Adam(list(d_t.parameters()) + list(d_n.parameters()), 2e-4, betas=(0.5, 0.999))
+    x_n, x_t = torch.rand(1, 1, size, size) * 2 - 1, torch.rand(1, 1, size, size) * 2 - 1
+    pools = {"t": [], "n": []}
+
+    def pooled(key, image):
+        pool = pools[key]
+        if len(pool) < 50:
+            pool.append(image)
+            return image
+        if np.random.rand() < 0.5:
+            i = np.random.randint(50)
+            pool[i], image = image, pool[i]
+        return image
+
+    def step():
+        fake_t, fake_n = g_n2t(x_n), g_t2n(x_t)
+        rec_n, rec_t = g_t2n(fake_t), g_n2t(fake_n)
+        opt_g.zero_grad()
+        loss_g = ((d_t(fake_t) - 1) ** 2).mean() + ((d_n(fake_n) - 1) ** 2).mean() \
+            + 10 * ((rec_n - x_n).abs().mean() + (rec_t - x_t).abs().mean())
+        loss_g.backward()
+        opt_g.step()
+        opt_d.zero_grad()
+        loss_d = 0.0
+        for disc, real, fake in ((d_t, x_t, pooled("t", fake_t.detach())), (d_n, x_n, pooled("n", fake_n.detach()))):
+            loss_d = loss_d + 0.5 * (((disc(real) - 1) ** 2).mean() + (disc(fake) ** 2).mean())
+        loss_d.backward()
+        opt_d.step()
+        return float(loss_g)
+
+    began = time.perf_counter()
+    for _ in range(2):
+        step()
+    warmup_seconds = time.perf_counter() - began
+    times = []
+    for _ in range(steps):
+        began = time.perf_counter()
+        step()
+        times.append(time.perf_counter() - began)
+    seconds = float(np.median(times))
+    return {"size": size, "system": "cyclegan", "mode": "torch", "ngf": ngf, "n_res_blocks": n_res_blocks, "batch": 1,
+            "steps": steps, "step_seconds_median": seconds, "step_seconds_min": float(min(times)),
+            "slices_per_second": 2 / seconds, "trace_and_warmup_seconds": warmup_seconds,
+            "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+            "torch_version": torch.__version__, "torch_threads": torch.get_num_threads(), "cpu_count": os.cpu_count()}
+
+
+def table(rows: list) -> str:
+    lines = ["| size | system | mode | step s (median) | slices/s | peak RSS MB | trace+warm-up s |",
+             "|---:|---|---|---:|---:|---:|---:|"]
+    for r in rows:
+        if "error" in r:
+            lines.append(f"| {r['size']} | {r['system']} | {r['mode']} | failed: {r['error'][:60]} | | | |")
+            continue
+        lines.append(f"| {r['size']} | {r['system']} | {r['mode']} | {r['step_seconds_median']:.3f} | "
+                     f"{r['slices_per_second']:.2f} | {r['peak_rss_mb']:.0f} | {r['trace_and_warmup_seconds']:.1f} |")
+    return "\n".join(lines)
+
+
+def main(argv):
+    del argv
+    for mode in FLAGS.modes:
+        if mode not in ("graph", "xla"):
+            raise app.UsageError(f"--modes: unknown mode {mode!r} (graph, xla)")
+    from ssagan_tf.models import SYSTEMS
+
+    for system in FLAGS.systems:
+        if system not in SYSTEMS:
+            raise app.UsageError(f"--systems: unknown system {system!r}; choose from {sorted(SYSTEMS)}")
+    if FLAGS.steps < 1:
+        raise app.UsageError("--steps must be >= 1")
+    sizes = [int(s) for s in FLAGS.sizes]
+    if FLAGS.torch_path and not os.path.isdir(os.path.join(FLAGS.torch_path, "torch")):
+        raise app.UsageError(f"--torch_path: no torch package in {FLAGS.torch_path}")
+    if FLAGS.one:
+        size, system, mode = FLAGS.one.split(":")
+        if mode == "torch":
+            row = measure_torch(int(size), FLAGS.steps, FLAGS.ngf, FLAGS.ndf, FLAGS.n_res_blocks, FLAGS.torch_path)
+        else:
+            row = measure(int(size), system, mode, FLAGS.steps, FLAGS.ngf, FLAGS.ndf, FLAGS.n_res_blocks)
+        print(json.dumps(row))
+        return 0
+    rows = []
+    for size in sizes:
+        # The PyTorch reference first at each size, then ours, so that both see similar machine load.
+        runs = [("cyclegan", "torch")] if FLAGS.torch_path else []
+        runs += [(system, mode) for system in FLAGS.systems for mode in FLAGS.modes]
+        for system, mode in runs:
+            cmd = [sys.executable, os.path.abspath(__file__), f"--one={size}:{system}:{mode}",
+                   f"--steps={FLAGS.steps}", f"--ngf={FLAGS.ngf}", f"--ndf={FLAGS.ndf}",
+                   f"--n_res_blocks={FLAGS.n_res_blocks}", f"--torch_path={FLAGS.torch_path}"]
+            done = subprocess.run(cmd, capture_output=True, text=True, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"))
+            if done.returncode == 0:
+                rows.append(json.loads(done.stdout.strip().splitlines()[-1]))
+            else:
+                rows.append({"size": size, "system": system, "mode": mode,
+                             "error": done.stderr.strip().splitlines()[-1] if done.stderr.strip() else "failed"})
+            print(table(rows[-1:]).splitlines()[-1], flush=True)
+    os.makedirs(os.path.dirname(os.path.abspath(FLAGS.output)), exist_ok=True)
+    with open(FLAGS.output, "w") as f:
+        json.dump(rows, f, indent=2)
+    print(table(rows))
+    print(f"wrote {FLAGS.output}")
+    return 0
+
+
+if __name__ == "__main__":
+    app.run(main)

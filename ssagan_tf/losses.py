@@ -1,0 +1,102 @@
+"""The SSA-CycleGAN losses as pure functions of tensors (DESIGN.md section 2).
+
+Every function returns a per-example loss of shape [B] (reduce it against the global batch with
+`tf.nn.compute_average_loss`), except `semi_supervised_attention_loss`, whose denominator is the
+number of labelled examples rather than the batch. Weights (lambda_cyc, lambda_idt, lambda_mask)
+are applied by the caller, so each function here is one term of the paper's objective.
+"""
+
+from __future__ import annotations
+
+import tensorflow as tf
+
+GAN_LOSSES = ("lsgan", "vanilla")
+
+
+def _per_example_mean(x):
+    """Mean over every axis but the batch axis."""
+    x = tf.cast(x, tf.float32)
+    return tf.reduce_mean(tf.reshape(x, [tf.shape(x)[0], -1]), axis=1)
+
+
+def _check_gan_loss(gan_loss: str):
+    if gan_loss not in GAN_LOSSES:
+        raise ValueError(f"unknown gan_loss {gan_loss!r}; choose one of {GAN_LOSSES}")
+
+
+def generator_adversarial_loss(fake_logits, gan_loss: str = "lsgan"):
+    """Paper Eq. 2, generator side: how far D's patch outputs on translated images are from
+    "real". lsgan: mean (D(G(x)) - 1)^2; vanilla: mean -log sigmoid(D(G(x)))."""
+    _check_gan_loss(gan_loss)
+    fake_logits = tf.cast(fake_logits, tf.float32)
+    if gan_loss == "lsgan":
+        return _per_example_mean(tf.square(fake_logits - 1.0))
+    return _per_example_mean(tf.nn.sigmoid_cross_entropy_with_logits(tf.ones_like(fake_logits), fake_logits))
+
+
+def discriminator_adversarial_loss(real_logits, fake_logits, gan_loss: str = "lsgan"):
+    """Paper Eq. 2, discriminator side: 0.5 * (real term + fake term).
+    lsgan: 0.5 * (mean (D(y) - 1)^2 + mean D(G(x))^2); vanilla: the same with log-loss."""
+    _check_gan_loss(gan_loss)
+    real_logits = tf.cast(real_logits, tf.float32)
+    fake_logits = tf.cast(fake_logits, tf.float32)
+    if gan_loss == "lsgan":
+        real = _per_example_mean(tf.square(real_logits - 1.0))
+        fake = _per_example_mean(tf.square(fake_logits))
+    else:
+        real = _per_example_mean(tf.nn.sigmoid_cross_entropy_with_logits(tf.ones_like(real_logits), real_logits))
+        fake = _per_example_mean(tf.nn.sigmoid_cross_entropy_with_logits(tf.zeros_like(fake_logits), fake_logits))
+    return 0.5 * (real + fake)
+
+
+def cycle_consistency_loss(real, reconstructed):
+    """Paper Eq. 3, one direction: mean |x - F(G(x))| (L1), before the lambda_cyc weight."""
+    return _per_example_mean(tf.abs(tf.cast(real, tf.float32) - tf.cast(reconstructed, tf.float32)))
+
+
+def identity_loss(real, mapped):
+    """CycleGAN's identity term (not in the paper; weight lambda_idt * lambda_cyc, default 0):
+    mean |y - G(y)| for a generator fed an image already of its target domain."""
+    return _per_example_mean(tf.abs(tf.cast(real, tf.float32) - tf.cast(mapped, tf.float32)))
+
+
+def attention_mask_l1(attention, mask):
+    """Per-example mean |A_t(x_t) - M(x_t)|: the term inside paper Eq. 4."""
+    return _per_example_mean(tf.abs(tf.cast(attention, tf.float32) - tf.cast(mask, tf.float32)))
+
+
+def semi_supervised_attention_loss(attention, mask, has_mask, labelled_count=None):
+    """Paper Eq. 4, the semi-supervised attention loss: the L1 between the tumor attention and the
+    whole-tumor mask, summed over the examples that carry a mask (`has_mask = 1`) and divided by
+    `labelled_count`, the number of such examples (in the global batch when distributed; by
+    default those of this batch). A batch without masks gives 0 with zero gradient: unmasked
+    examples are selected out with `tf.where`, so not even a NaN can leak through them.
+
+    Returns a scalar; across replicas the per-replica values add up to the global mean.
+    """
+    has_mask = tf.cast(has_mask, tf.float32)
+    l1 = attention_mask_l1(attention, mask)
+    masked = tf.where(has_mask > 0, l1, tf.zeros_like(l1))
+    if labelled_count is None:
+        labelled_count = tf.reduce_sum(has_mask)
+    return tf.reduce_sum(masked) / tf.maximum(tf.cast(labelled_count, tf.float32), 1.0)
+
+
+def binarize_attention(attention, tau: float):
+    """1 where attention >= tau, else 0: the region an attention-guided discriminator sees."""
+    return tf.cast(tf.cast(attention, tf.float32) >= tau, tf.float32)
+
+
+def attention_guided_input(images, attention, tau: float):
+    """Paper Eq. 5: the discriminator's view of an image after the attention warm-up, the image
+    where the binarised attention is 1 and 0 elsewhere."""
+    return tf.cast(images, tf.float32) * binarize_attention(attention, tau)
+
+
+def dice_coefficient(prediction, target, eps: float = 1e-6):
+    """Per-example Dice 2|P n T| / (|P| + |T|) of binary maps; 1 when both are empty."""
+    p = tf.reshape(tf.cast(prediction, tf.float32), [tf.shape(prediction)[0], -1])
+    t = tf.reshape(tf.cast(target, tf.float32), [tf.shape(target)[0], -1])
+    intersection = tf.reduce_sum(p * t, axis=1)
+    total = tf.reduce_sum(p, axis=1) + tf.reduce_sum(t, axis=1)
+    return (2.0 * intersection + eps) / (total + eps)

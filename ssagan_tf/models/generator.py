@@ -1,0 +1,43 @@
+"""The translation generators G_n2t and G_t2n: CycleGAN's ResNet generator (DESIGN.md section 2).
+
+    c7s1-ngf, d(2 ngf), d(4 ngf), R(4 ngf) x n_res_blocks, u(2 ngf), u(ngf), c7s1-C, tanh
+"""
+
+from __future__ import annotations
+
+import keras
+from keras import layers
+
+from ssagan_tf.models.layers import ReflectionPadding2D, conv, conv_init, norm_relu, residual_block
+
+
+def downsample(x, filters: int, name: str, dtype=None):
+    """d_k: 3x3 stride-2 convolution, IN, ReLU."""
+    x = conv(filters, 3, f"{name}_conv", strides=2, use_bias=False, dtype=dtype)(x)
+    return norm_relu(x, name, dtype=dtype)
+
+
+def upsample(x, filters: int, name: str, dtype=None):
+    """u_k: 3x3 stride-2 transposed convolution, IN, ReLU."""
+    x = layers.Conv2DTranspose(filters, 3, strides=2, padding="same", use_bias=False,
+                               kernel_initializer=conv_init(), dtype=dtype, name=f"{name}_deconv")(x)
+    return norm_relu(x, name, dtype=dtype)
+
+
+def resnet_generator(image_size: int, channels: int, ngf: int = 64, n_res_blocks: int = 9,
+                     dtype=None, name: str = "generator") -> keras.Model:
+    """[B, S, S, C] in [-1, 1] -> [B, S, S, C] in [-1, 1] (tanh, float32)."""
+    images = keras.Input((image_size, image_size, channels), name="images")
+    x = ReflectionPadding2D(3, dtype=dtype, name="stem_pad")(images)
+    x = conv(ngf, 7, "stem_conv", padding="valid", use_bias=False, dtype=dtype)(x)
+    x = norm_relu(x, "stem", dtype=dtype)
+    x = downsample(x, 2 * ngf, "down1", dtype=dtype)
+    x = downsample(x, 4 * ngf, "down2", dtype=dtype)
+    for i in range(n_res_blocks):
+        x = residual_block(x, 4 * ngf, f"res{i + 1}", dtype=dtype)
+    x = upsample(x, 2 * ngf, "up1", dtype=dtype)
+    x = upsample(x, ngf, "up2", dtype=dtype)
+    x = ReflectionPadding2D(3, dtype=dtype, name="head_pad")(x)
+    x = conv(channels, 7, "head_conv", padding="valid", dtype=dtype)(x)
+    outputs = layers.Activation("tanh", dtype="float32", name="tanh")(x)
+    return keras.Model(images, outputs, name=name)

@@ -1,0 +1,166 @@
+"""The SSA-CycleGAN model: configuration, the paper's five systems, the six networks, and the
+attention composition of paper Eq. 1.
+
+Code names and paper names:
+
+    normal_to_tumor   G_n2t   generator N -> T
+    tumor_to_normal   G_t2n   generator T -> N
+    attention_normal  A_n     where to add a tumor to a normal slice
+    attention_tumor   A_t     where the tumor is in a tumor slice (the one the mask supervises)
+    disc_tumor        D_t     real tumor slices vs translated normal ones
+    disc_normal       D_n     real normal slices vs translated tumor ones
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+import keras
+import tensorflow as tf
+
+from ssagan_tf.models.attention import attention_network
+from ssagan_tf.models.discriminator import patch_discriminator
+from ssagan_tf.models.generator import resnet_generator
+
+# The systems of the paper's Table I, as overrides of the three switches that tell them apart.
+SYSTEMS = {
+    "cyclegan": dict(use_attention=False, spectral_norm=False, mask_loss=False),
+    "spec_cyclegan": dict(use_attention=False, spectral_norm=True, mask_loss=False),
+    "attention_cyclegan": dict(use_attention=True, spectral_norm=False, mask_loss=False),
+    "specatte_cyclegan": dict(use_attention=True, spectral_norm=True, mask_loss=False),
+    "ssa_cyclegan": dict(use_attention=True, spectral_norm=True, mask_loss=True),
+}
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Everything needed to rebuild the six networks (stored in the run's `config.json`)."""
+
+    image_size: int = 256
+    channels: int = 1
+    ngf: int = 64
+    ndf: int = 64
+    n_res_blocks: int = 9
+    use_attention: bool = True
+    spectral_norm: bool = True
+    mask_loss: bool = True
+    system: str = "ssa_cyclegan"
+    mixed_precision: bool = False
+
+    def __post_init__(self):
+        if self.image_size < 32 or self.image_size % 4:
+            raise ValueError(f"image_size must be a multiple of 4 (the generators downsample twice) and at "
+                             f"least 32 (the PatchGAN downsamples by 8), got {self.image_size}")
+        for field in ("channels", "ngf", "ndf"):
+            if getattr(self, field) < 1:
+                raise ValueError(f"{field} must be >= 1, got {getattr(self, field)}")
+        if self.n_res_blocks < 0:
+            raise ValueError(f"n_res_blocks must be >= 0, got {self.n_res_blocks}")
+        if self.mask_loss and not self.use_attention:
+            raise ValueError("mask_loss needs use_attention: the mask supervises the tumor attention")
+        if self.system not in SYSTEMS:
+            raise ValueError(f"unknown system {self.system!r}; choose one of {sorted(SYSTEMS)}")
+
+    @classmethod
+    def for_system(cls, system: str, **kwargs) -> "ModelConfig":
+        """The configuration of one of the paper's five systems (`SYSTEMS`), with sizes from kwargs."""
+        if system not in SYSTEMS:
+            raise ValueError(f"unknown system {system!r}; choose one of {sorted(SYSTEMS)}")
+        return cls(system=system, **{**kwargs, **SYSTEMS[system]})
+
+    @classmethod
+    def from_dict(cls, values: dict) -> "ModelConfig":
+        names = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in values.items() if k in names})
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @property
+    def dtype_policy(self) -> str:
+        return "mixed_float16" if self.mixed_precision else "float32"
+
+
+@dataclass
+class SSAModels:
+    """The six networks; the attention networks are None in systems without attention."""
+
+    config: ModelConfig
+    normal_to_tumor: keras.Model
+    tumor_to_normal: keras.Model
+    attention_normal: keras.Model | None
+    attention_tumor: keras.Model | None
+    disc_tumor: keras.Model
+    disc_normal: keras.Model
+
+    def named(self) -> dict:
+        """name -> model for every network present (checkpoints and summaries iterate this)."""
+        names = ("normal_to_tumor", "tumor_to_normal", "attention_normal", "attention_tumor",
+                 "disc_tumor", "disc_normal")
+        return {n: getattr(self, n) for n in names if getattr(self, n) is not None}
+
+    @property
+    def generator_variables(self) -> list:
+        return self.normal_to_tumor.trainable_variables + self.tumor_to_normal.trainable_variables
+
+    @property
+    def attention_variables(self) -> list:
+        if self.attention_normal is None:
+            return []
+        return self.attention_normal.trainable_variables + self.attention_tumor.trainable_variables
+
+    @property
+    def discriminator_variables(self) -> list:
+        return self.disc_tumor.trainable_variables + self.disc_normal.trainable_variables
+
+
+def build_models(cfg: ModelConfig) -> SSAModels:
+    """Build the six networks of `cfg` (call inside `strategy.scope()` to distribute them)."""
+    dtype = cfg.dtype_policy
+    size, channels = cfg.image_size, cfg.channels
+    attention = {}
+    for direction in ("normal", "tumor"):
+        attention[direction] = (attention_network(size, channels, cfg.ngf, dtype=dtype,
+                                                  name=f"attention_{direction}")
+                                if cfg.use_attention else None)
+    return SSAModels(
+        config=cfg,
+        normal_to_tumor=resnet_generator(size, channels, cfg.ngf, cfg.n_res_blocks, dtype=dtype,
+                                         name="normal_to_tumor"),
+        tumor_to_normal=resnet_generator(size, channels, cfg.ngf, cfg.n_res_blocks, dtype=dtype,
+                                         name="tumor_to_normal"),
+        attention_normal=attention["normal"],
+        attention_tumor=attention["tumor"],
+        disc_tumor=patch_discriminator(size, channels, cfg.ndf, cfg.spectral_norm, dtype=dtype, name="disc_tumor"),
+        disc_normal=patch_discriminator(size, channels, cfg.ndf, cfg.spectral_norm, dtype=dtype, name="disc_normal"),
+    )
+
+
+def compose_attention(images, generated, attention):
+    """Paper Eq. 1: ``A(x) * G(x) + (1 - A(x)) * x``; the input passes through unchanged where the
+    attention is 0. `attention` is [B, H, W, 1] and broadcasts over the image channels."""
+    return attention * generated + (1.0 - attention) * images
+
+
+def threshold_attention(attention, tau: float):
+    """Zero attention below `tau` (the inference threshold of DESIGN.md section 2), so faint
+    attention far from the lesion leaves those pixels exactly as they were."""
+    return tf.where(attention >= tau, attention, tf.zeros_like(attention))
+
+
+def translate(generator, attention, images, tau: float = 0.0, training: bool = False):
+    """Translate `images` with `generator` guided by `attention` (paper Eq. 1).
+
+    Returns ``(translated, attention_map)``. Without an attention network the map is all ones
+    and the translation is the generator's output. With `tau > 0` attention below tau is zeroed
+    before composing.
+    """
+    images = tf.convert_to_tensor(images, tf.float32)
+    generated = tf.cast(generator(images, training=training), tf.float32)
+    if attention is None:
+        return generated, tf.ones_like(images[..., :1])
+    attention_map = tf.cast(attention(images, training=training), tf.float32)
+    if tau > 0:
+        attention_map = threshold_attention(attention_map, tau)
+    return compose_attention(images, generated, attention_map), attention_map

@@ -1,0 +1,1 @@
+"""Distributed training of SSA-CycleGAN (DESIGN.md section 5)."""

@@ -1,0 +1,137 @@
+"""The frozen configuration of one training run, written to `<model_dir>/config.json`.
+
+Built once (by `run_train.py` from its flags, or directly in tests); the library reads only this
+object. `validate` fails before any work with a message naming the bad value.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from dataclasses import dataclass, field
+
+from ssagan_tf.losses import GAN_LOSSES
+from ssagan_tf.models import ModelConfig
+
+CONFIG_NAME = "config.json"
+STRATEGIES = ("mirrored", "one_device", "multi_worker")
+D_MODES = ("full", "paper", "mejjati")
+
+
+class ConfigError(ValueError):
+    """A setting that cannot work (with this data or this machine); raised before any training."""
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """One training run. `tau` is also the inference threshold that export and augment read."""
+
+    data_dir: str
+    model_dir: str
+    model: ModelConfig = field(default_factory=ModelConfig)
+    batch_size: int = 1                # global batch, split across replicas
+    epochs: int = 100
+    max_steps: int = 0                 # 0 = run all epochs; otherwise stop at this global step
+    learning_rate: float = 2e-4
+    beta_1: float = 0.5
+    beta_2: float = 0.999
+    decay_start_fraction: float = 0.5  # constant LR for this fraction of the steps, then linear to 0
+    gan_loss: str = "lsgan"
+    lambda_cycle: float = 10.0
+    lambda_identity: float = 0.0
+    lambda_mask: float = 1.0
+    d_mode: str = "mejjati"
+    attention_epochs: int = 30
+    tau: float = 0.1
+    pool_size: int = 50
+    flip: bool = True
+    strategy: str = "mirrored"
+    cpu_replicas: int = 0
+    mixed_precision: bool = False
+    jit_compile: bool = False
+    deterministic: bool = False
+    seed: int = 0
+    checkpoint_every: int = 500
+    keep_checkpoints: int = 3
+    log_every: int = 50
+    image_every: int = 500
+    fresh: bool = False
+
+    def to_dict(self) -> dict:
+        values = dataclasses.asdict(self)
+        values["model"] = self.model.to_dict()
+        return values
+
+    @classmethod
+    def from_dict(cls, values: dict) -> "RunConfig":
+        names = {f.name for f in dataclasses.fields(cls)}
+        values = {k: v for k, v in values.items() if k in names}
+        values["model"] = ModelConfig.from_dict(values.get("model", {}))
+        return cls(**values)
+
+    def validate(self) -> "RunConfig":
+        """Raise ConfigError on the first bad value; return self."""
+        def need(ok, message):
+            if not ok:
+                raise ConfigError(message)
+
+        need(bool(self.data_dir), "data_dir is required")
+        need(bool(self.model_dir), "model_dir is required")
+        need(self.batch_size >= 1, f"batch_size must be >= 1, got {self.batch_size}")
+        need(self.epochs >= 1, f"epochs must be >= 1, got {self.epochs}")
+        need(self.max_steps >= 0, f"max_steps must be >= 0 (0 = no limit), got {self.max_steps}")
+        need(self.learning_rate > 0, f"learning_rate must be > 0, got {self.learning_rate}")
+        need(0 <= self.beta_1 < 1 and 0 <= self.beta_2 < 1, f"betas must be in [0, 1), got {self.beta_1}, {self.beta_2}")
+        need(0 <= self.decay_start_fraction <= 1,
+             f"decay_start_fraction must be in [0, 1], got {self.decay_start_fraction}")
+        need(self.gan_loss in GAN_LOSSES, f"gan_loss must be one of {GAN_LOSSES}, got {self.gan_loss!r}")
+        for name in ("lambda_cycle", "lambda_identity", "lambda_mask"):
+            need(getattr(self, name) >= 0, f"{name} must be >= 0, got {getattr(self, name)}")
+        need(self.d_mode in D_MODES, f"d_mode must be one of {D_MODES}, got {self.d_mode!r}")
+        need(self.attention_epochs >= 1 or not self.model.use_attention,
+             f"attention_epochs must be >= 1 when the model has attention (0 would freeze untrained attention "
+             f"networks), got {self.attention_epochs}")
+        need(0 <= self.tau < 1, f"tau must be in [0, 1), got {self.tau}")
+        need(self.pool_size >= 0, f"pool_size must be >= 0 (0 = no pool), got {self.pool_size}")
+        need(self.strategy in STRATEGIES, f"strategy must be one of {STRATEGIES}, got {self.strategy!r}")
+        need(self.cpu_replicas >= 0, f"cpu_replicas must be >= 0, got {self.cpu_replicas}")
+        need(not self.cpu_replicas or self.batch_size % self.cpu_replicas == 0,
+             f"batch_size {self.batch_size} is not divisible by cpu_replicas {self.cpu_replicas}")
+        need(not (self.cpu_replicas and self.strategy == "one_device"),
+             "cpu_replicas splits the CPU for a mirrored or multi_worker strategy; one_device uses one device")
+        need(self.mixed_precision == self.model.mixed_precision,
+             "mixed_precision must agree with model.mixed_precision")
+        for name in ("checkpoint_every", "keep_checkpoints", "log_every", "image_every"):
+            need(getattr(self, name) >= 1, f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.strategy == "multi_worker":
+            need("TF_CONFIG" in os.environ, "strategy=multi_worker needs the TF_CONFIG environment variable "
+                 "(cluster spec and this process's task)")
+            try:
+                json.loads(os.environ["TF_CONFIG"])
+            except json.JSONDecodeError as err:
+                raise ConfigError(f"TF_CONFIG is not valid JSON: {err}") from err
+        return self
+
+    @property
+    def masks_discriminator(self) -> bool:
+        """Whether this run ever shows discriminators attention-masked images."""
+        return self.model.use_attention and self.d_mode != "full"
+
+
+def save_config(config: RunConfig, directory: str) -> str:
+    os.makedirs(directory, exist_ok=True)
+    path = os.path.join(directory, CONFIG_NAME)
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+        json.dump(config.to_dict(), f, indent=2, sort_keys=True)
+    os.replace(tmp, path)
+    return path
+
+
+def load_config_dict(model_dir: str) -> dict:
+    path = os.path.join(model_dir, CONFIG_NAME)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"{path}: no run config; is {model_dir!r} the --model_dir of a training run?")
+    with open(path) as f:
+        return json.load(f)

@@ -1,0 +1,157 @@
+"""The inner train step: one simultaneous update of the generators (+ attention) and the
+discriminators on one global batch, run on every replica with `strategy.run`.
+
+The generator objective is paper Eq. 6: adversarial (Eq. 2) + lambda_cyc * cycle (Eq. 3)
++ lambda_idt * lambda_cyc * identity + lambda_mask * semi-supervised attention loss (Eq. 4);
+the discriminators see attention-guided inputs (Eq. 5) once the attention warm-up is over.
+"""
+
+from __future__ import annotations
+
+import keras
+import tensorflow as tf
+
+from ssagan_tf import losses
+from ssagan_tf.models import translate
+from ssagan_tf.training.pool import replica_pool
+
+# One list drives what is computed, reported and logged (each is a global-batch mean).
+LOSS_NAMES = ("generator_total", "discriminator_total", "adversarial_normal_to_tumor", "adversarial_tumor_to_normal",
+              "cycle_normal", "cycle_tumor", "identity", "attention_mask", "disc_tumor", "disc_normal")
+
+
+class LinearDecaySchedule(keras.optimizers.schedules.LearningRateSchedule):
+    """Constant `base` for the first `decay_start` steps, then linear decay to 0 at `total`."""
+
+    def __init__(self, base: float, decay_start: int, total: int):
+        self.base, self.decay_start, self.total = float(base), int(decay_start), int(total)
+
+    def __call__(self, step):
+        step = tf.cast(step, tf.float32)
+        span = max(self.total - self.decay_start, 1)
+        fraction = tf.clip_by_value((step - self.decay_start) / span, 0.0, 1.0)
+        return self.base * (1.0 - fraction)
+
+    def get_config(self):
+        return {"base": self.base, "decay_start": self.decay_start, "total": self.total}
+
+
+def make_optimizers(config, total_steps: int):
+    """Adam for generators+attention and Adam for discriminators, each wrapped for loss scaling
+    under mixed precision (one loss scale per player)."""
+    schedule = LinearDecaySchedule(config.learning_rate, int(total_steps * config.decay_start_fraction), total_steps)
+    made = []
+    for name in ("generator_adam", "discriminator_adam"):
+        opt = keras.optimizers.Adam(schedule, beta_1=config.beta_1, beta_2=config.beta_2, name=name)
+        if config.mixed_precision:
+            opt = keras.optimizers.LossScaleOptimizer(opt, name=f"{name}_loss_scale")
+        made.append(opt)
+    return made
+
+
+class TrainStep:
+    """Callable `(distributed_batch, warmup) -> {loss name: global mean}`.
+
+    `warmup` (a Python bool) says whether the attention networks still train; after the warm-up
+    they are frozen and, for d_mode `paper`/`mejjati`, the discriminators see masked images.
+    Each value of `warmup` is one traced graph.
+    """
+
+    def __init__(self, strategy, models, config, gen_optimizer, disc_optimizer, pools_tumor, pools_normal, step):
+        self.strategy, self.models, self.config = strategy, models, config
+        self.gen_optimizer, self.disc_optimizer = gen_optimizer, disc_optimizer
+        self.pools_tumor, self.pools_normal, self.step = pools_tumor, pools_normal, step
+        # XLA compiles the per-replica maths only: the gradient all-reduce and the optimizer
+        # update (merge_call) cannot live inside an XLA cluster.
+        self._compute = tf.function(self._losses_and_gradients, jit_compile=True) if config.jit_compile \
+            else self._losses_and_gradients
+        self._functions = {}
+
+    def __call__(self, batch, warmup: bool):
+        warmup = bool(warmup)
+        if warmup not in self._functions:
+            self._functions[warmup] = tf.function(lambda b: self._distributed_step(b, warmup))
+        return self._functions[warmup](batch)
+
+    def _distributed_step(self, batch, warmup):
+        per_replica = self.strategy.run(self._replica_step, args=(batch, warmup))
+        self.step.assign_add(1)
+        return {k: self.strategy.reduce(tf.distribute.ReduceOp.SUM, v, axis=None) for k, v in per_replica.items()}
+
+    def trainable_generator_variables(self, warmup: bool) -> list:
+        train_attention = warmup and self.models.config.use_attention
+        return self.models.generator_variables + (self.models.attention_variables if train_attention else [])
+
+    def _replica_step(self, batch, warmup):
+        labelled = tf.constant(0.0)
+        if self.models.config.mask_loss:
+            # The attention loss averages over the labelled examples of the *global* batch.
+            labelled = tf.distribute.get_replica_context().all_reduce(
+                tf.distribute.ReduceOp.SUM, tf.reduce_sum(tf.cast(batch["tumor"]["has_mask"], tf.float32)))
+        gen_grads, disc_grads, values = self._compute(batch, labelled, warmup)
+        self.gen_optimizer.apply_gradients(zip(gen_grads, self.trainable_generator_variables(warmup)))
+        self.disc_optimizer.apply_gradients(zip(disc_grads, self.models.discriminator_variables))
+        return values
+
+    def _scaled(self, optimizer, loss):
+        return optimizer.scale_loss(loss) if isinstance(optimizer, keras.optimizers.LossScaleOptimizer) else loss
+
+    def _losses_and_gradients(self, batch, labelled, warmup):
+        m, c = self.models, self.config
+        x_n, x_t = batch["normal"]["image"], batch["tumor"]["image"]
+        global_batch = c.batch_size
+
+        def mean(per_example):
+            return tf.nn.compute_average_loss(per_example, global_batch_size=global_batch)
+
+        mask_discriminators = (not warmup) and c.masks_discriminator
+        with tf.GradientTape(persistent=True) as tape:
+            fake_t, att_n = translate(m.normal_to_tumor, m.attention_normal, x_n, training=True)
+            rec_n, _ = translate(m.tumor_to_normal, m.attention_tumor, fake_t, training=True)
+            fake_n, att_t = translate(m.tumor_to_normal, m.attention_tumor, x_t, training=True)
+            rec_t, _ = translate(m.normal_to_tumor, m.attention_normal, fake_n, training=True)
+
+            view_fake_t, view_fake_n, view_real_t, view_real_n = fake_t, fake_n, x_t, x_n
+            if mask_discriminators:
+                # Fakes are masked by their source attention; reals by their own (mejjati) or by
+                # the fake's source attention (paper).
+                mejjati = c.d_mode == "mejjati"
+                view_fake_t = losses.attention_guided_input(fake_t, att_n, c.tau)
+                view_fake_n = losses.attention_guided_input(fake_n, att_t, c.tau)
+                view_real_t = losses.attention_guided_input(x_t, att_t if mejjati else att_n, c.tau)
+                view_real_n = losses.attention_guided_input(x_n, att_n if mejjati else att_t, c.tau)
+
+            adv_n2t = losses.generator_adversarial_loss(m.disc_tumor(view_fake_t, training=True), c.gan_loss)
+            adv_t2n = losses.generator_adversarial_loss(m.disc_normal(view_fake_n, training=True), c.gan_loss)
+            cyc_n = c.lambda_cycle * losses.cycle_consistency_loss(x_n, rec_n)
+            cyc_t = c.lambda_cycle * losses.cycle_consistency_loss(x_t, rec_t)
+            per_example = adv_n2t + adv_t2n + cyc_n + cyc_t
+            identity = tf.zeros_like(cyc_n)
+            if c.lambda_identity > 0:
+                identity = c.lambda_identity * c.lambda_cycle * (
+                    losses.identity_loss(x_t, m.normal_to_tumor(x_t, training=True))
+                    + losses.identity_loss(x_n, m.tumor_to_normal(x_n, training=True)))
+                per_example += identity
+            attention_mask = tf.constant(0.0)
+            if m.config.mask_loss:
+                attention_mask = c.lambda_mask * losses.semi_supervised_attention_loss(
+                    att_t, batch["tumor"]["mask"], batch["tumor"]["has_mask"], labelled)
+            gen_total = mean(per_example) + attention_mask
+
+            pooled_t = replica_pool(self.pools_tumor).query(tf.stop_gradient(view_fake_t))
+            pooled_n = replica_pool(self.pools_normal).query(tf.stop_gradient(view_fake_n))
+            d_t = losses.discriminator_adversarial_loss(m.disc_tumor(tf.stop_gradient(view_real_t), training=True),
+                                                        m.disc_tumor(pooled_t, training=True), c.gan_loss)
+            d_n = losses.discriminator_adversarial_loss(m.disc_normal(tf.stop_gradient(view_real_n), training=True),
+                                                        m.disc_normal(pooled_n, training=True), c.gan_loss)
+            disc_total = mean(d_t + d_n)
+            gen_scaled = self._scaled(self.gen_optimizer, gen_total)
+            disc_scaled = self._scaled(self.disc_optimizer, disc_total)
+
+        gen_grads = tape.gradient(gen_scaled, self.trainable_generator_variables(warmup))
+        disc_grads = tape.gradient(disc_scaled, m.discriminator_variables)
+        del tape
+        values = dict(zip(LOSS_NAMES, (
+            gen_total, disc_total, mean(adv_n2t), mean(adv_t2n), mean(cyc_n), mean(cyc_t), mean(identity),
+            attention_mask, mean(d_t), mean(d_n))))
+        return gen_grads, disc_grads, values

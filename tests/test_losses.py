@@ -1,0 +1,97 @@
+"""Losses by value against hand computations, and the semi-supervised attention loss' gradients."""
+
+import numpy as np
+import pytest
+import tensorflow as tf
+import keras
+
+from ssagan_tf import losses
+
+RNG = np.random.default_rng(0)
+
+
+def logits(shape=(3, 2, 2, 1)):
+    return RNG.normal(size=shape).astype(np.float32)
+
+
+def softplus(x):
+    return np.log1p(np.exp(-np.abs(x))) + np.maximum(x, 0)
+
+
+def test_lsgan_generator_loss():
+    f = logits()
+    expected = ((f - 1) ** 2).reshape(3, -1).mean(1)
+    np.testing.assert_allclose(losses.generator_adversarial_loss(f, "lsgan").numpy(), expected, rtol=1e-6)
+
+
+def test_lsgan_discriminator_loss():
+    r, f = logits(), logits()
+    expected = 0.5 * (((r - 1) ** 2).reshape(3, -1).mean(1) + (f ** 2).reshape(3, -1).mean(1))
+    np.testing.assert_allclose(losses.discriminator_adversarial_loss(r, f, "lsgan").numpy(), expected, rtol=1e-6)
+
+
+def test_vanilla_losses():
+    r, f = logits(), logits()
+    # -log sigmoid(x) = softplus(-x); -log(1 - sigmoid(x)) = softplus(x)
+    np.testing.assert_allclose(losses.generator_adversarial_loss(f, "vanilla").numpy(),
+                               softplus(-f).reshape(3, -1).mean(1), rtol=1e-5)
+    expected = 0.5 * (softplus(-r).reshape(3, -1).mean(1) + softplus(f).reshape(3, -1).mean(1))
+    np.testing.assert_allclose(losses.discriminator_adversarial_loss(r, f, "vanilla").numpy(), expected, rtol=1e-5)
+
+
+def test_unknown_gan_loss_is_refused():
+    with pytest.raises(ValueError, match="unknown gan_loss"):
+        losses.generator_adversarial_loss(logits(), "wgan")
+
+
+def test_cycle_and_identity_are_per_example_l1():
+    x, y = RNG.uniform(-1, 1, (2, 4, 4, 3)).astype(np.float32), RNG.uniform(-1, 1, (2, 4, 4, 3)).astype(np.float32)
+    expected = np.abs(x - y).reshape(2, -1).mean(1)
+    np.testing.assert_allclose(losses.cycle_consistency_loss(x, y).numpy(), expected, rtol=1e-6)
+    np.testing.assert_allclose(losses.identity_loss(x, y).numpy(), expected, rtol=1e-6)
+
+
+def test_semi_supervised_attention_loss_averages_over_labelled_examples():
+    attention = RNG.uniform(0, 1, (3, 4, 4, 1)).astype(np.float32)
+    mask = (RNG.uniform(0, 1, (3, 4, 4, 1)) > 0.5).astype(np.float32)
+    has_mask = np.array([1, 0, 1], np.float32)
+    l1 = np.abs(attention - mask).reshape(3, -1).mean(1)
+    expected = (l1[0] + l1[2]) / 2
+    np.testing.assert_allclose(losses.semi_supervised_attention_loss(attention, mask, has_mask).numpy(),
+                               expected, rtol=1e-6)
+    # Distributed: the denominator is the global labelled count (here 4 across replicas).
+    np.testing.assert_allclose(losses.semi_supervised_attention_loss(attention, mask, has_mask, 4.0).numpy(),
+                               (l1[0] + l1[2]) / 4, rtol=1e-6)
+
+
+def test_no_masks_give_zero_loss_and_zero_attention_gradient():
+    images = keras.Input((8, 8, 1))
+    net = keras.Model(images, keras.layers.Conv2D(1, 3, padding="same", activation="sigmoid")(images))
+    x = RNG.uniform(-1, 1, (2, 8, 8, 1)).astype(np.float32)
+    mask = np.ones((2, 8, 8, 1), np.float32)
+    with tf.GradientTape() as tape:
+        loss = losses.semi_supervised_attention_loss(net(x), mask, np.zeros(2, np.float32))
+    grads = tape.gradient(loss, net.trainable_variables)
+    assert float(loss) == 0.0
+    for g in grads:
+        np.testing.assert_array_equal(g.numpy(), 0.0)
+    with tf.GradientTape() as tape:
+        loss = losses.semi_supervised_attention_loss(net(x), mask, np.array([1, 0], np.float32))
+    assert any(np.abs(g.numpy()).sum() > 0 for g in tape.gradient(loss, net.trainable_variables))
+
+
+def test_unlabelled_example_cannot_leak_nan():
+    attention = np.full((2, 2, 2, 1), 0.5, np.float32)
+    attention[1] = np.nan
+    loss = losses.semi_supervised_attention_loss(attention, np.zeros_like(attention), np.array([1, 0], np.float32))
+    assert float(loss) == pytest.approx(0.5)
+
+
+def test_attention_guided_input_and_dice():
+    images = np.array([[[[0.5], [-0.5]]]], np.float32)        # [1, 1, 2, 1]
+    attention = np.array([[[[0.2], [0.05]]]], np.float32)
+    np.testing.assert_array_equal(losses.attention_guided_input(images, attention, 0.1).numpy(),
+                                  [[[[0.5], [0.0]]]])
+    prediction = np.array([[1, 1, 0, 0], [0, 0, 0, 0]], np.float32)
+    target = np.array([[1, 0, 0, 0], [0, 0, 0, 0]], np.float32)
+    np.testing.assert_allclose(losses.dice_coefficient(prediction, target).numpy(), [2 / 3, 1.0], rtol=1e-5)

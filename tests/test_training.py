@@ -1,0 +1,154 @@
+"""The training loop in-process on tiny data: exact resume, attention freezing after the warm-up,
+non-finite losses, restore_models, the schedule, the image pool and config validation.
+(Multi-process behaviour - replicas, workers, SIGKILL, flags - is in test_training_cli.py.)"""
+
+import dataclasses
+import io
+import shutil
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from conftest import write_tiny_dataset
+from ssagan_tf import losses
+from ssagan_tf.models import ModelConfig, build_models
+from ssagan_tf.training import checkpoints
+from ssagan_tf.training.config import RunConfig
+from ssagan_tf.training.loop import NonFiniteLossError, train
+from ssagan_tf.training.pool import ImagePool
+from ssagan_tf.training.step import LinearDecaySchedule
+
+pytestmark = pytest.mark.timeout(300)
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory):
+    # 6 normal / 4 tumor slices, batch 2: 3 steps per epoch.
+    return write_tiny_dataset(str(tmp_path_factory.mktemp("train_data")))
+
+
+def tiny_config(data_dir, model_dir, **overrides):
+    model = ModelConfig.for_system("ssa_cyclegan", image_size=32, channels=1, ngf=8, ndf=8, n_res_blocks=1)
+    values = dict(data_dir=data_dir, model_dir=str(model_dir), model=model, batch_size=2, epochs=4,
+                  attention_epochs=4, flip=False, pool_size=2, log_every=1, image_every=100, checkpoint_every=1,
+                  keep_checkpoints=10, strategy="one_device")
+    values.update(overrides)
+    return RunConfig(**values)
+
+
+def quiet_train(config):
+    return train(config, stream=io.StringIO())
+
+
+def checkpoint_values(path):
+    return {name: tf.train.load_variable(path, name) for name, _ in tf.train.list_variables(path)
+            if not name.startswith("_CHECKPOINTABLE") and "save_counter" not in name}
+
+
+@pytest.fixture(scope="module")
+def two_step_run(data_dir, tmp_path_factory):
+    """A run stopped by max_steps after 2 steps (the pools of size 2 are full by then)."""
+    model_dir = tmp_path_factory.mktemp("two_step_run")
+    result = quiet_train(tiny_config(data_dir, model_dir, max_steps=2))
+    assert result.step == 2 and result.resumed_from is None
+    return str(model_dir)
+
+
+def test_resumed_run_equals_uninterrupted_run(data_dir, two_step_run, tmp_path):
+    straight = quiet_train(tiny_config(data_dir, tmp_path / "straight", max_steps=4))
+    resumed_dir = tmp_path / "resumed"
+    shutil.copytree(two_step_run, resumed_dir)
+    resumed = quiet_train(tiny_config(data_dir, resumed_dir, max_steps=4))
+    assert resumed.resumed_from == 2 and resumed.step == straight.step == 4
+    a, b = checkpoint_values(straight.checkpoint), checkpoint_values(resumed.checkpoint)
+    assert a.keys() == b.keys()
+    assert any("pools_tumor/0/images" in k for k in a) and any("generator_optimizer" in k for k in a)
+    for name in a:
+        np.testing.assert_allclose(a[name], b[name], rtol=1e-6, atol=1e-7, err_msg=name)
+    assert int(a["pools_tumor/0/queries/.ATTRIBUTES/VARIABLE_VALUE"]) == 8      # 4 steps x 2 images
+
+
+def model_weights(path, config):
+    """{model name: [weights]} of the networks stored in the checkpoint at `path` (checkpoint keys
+    follow the object graph, where a variable may be named through an optimizer instead)."""
+    models = build_models(config.model)
+    checkpoints.model_checkpoint(models).restore(path).expect_partial()
+    return {name: [v.numpy() for v in model.weights] for name, model in models.named().items()}
+
+
+def test_attention_frozen_after_warmup(data_dir, tmp_path):
+    config = tiny_config(data_dir, tmp_path, attention_epochs=1, max_steps=5)
+    assert quiet_train(config).step == 5
+    w = {s: model_weights(f"{tmp_path}/checkpoints/ckpt-{s}", config) for s in (1, 3, 5)}
+
+    def changed(name, a, b):
+        return any(not np.array_equal(x, y) for x, y in zip(w[a][name], w[b][name]))
+
+    # Trained during the warm-up epoch (steps 1-3), untouched afterwards (steps 4-5).
+    for name in ("attention_normal", "attention_tumor"):
+        assert changed(name, 1, 3) and not changed(name, 3, 5), name
+    assert changed("normal_to_tumor", 3, 5) and changed("disc_tumor", 3, 5)
+
+
+def test_non_finite_loss_stops_and_keeps_last_checkpoint(data_dir, two_step_run, tmp_path, monkeypatch):
+    shutil.copytree(two_step_run, tmp_path / "run")
+    before = sorted(p.name for p in (tmp_path / "run" / "checkpoints").iterdir())
+    monkeypatch.setattr(losses, "cycle_consistency_loss", lambda real, rec: tf.fill([tf.shape(real)[0]], np.nan))
+    with pytest.raises(NonFiniteLossError, match=r"non-finite loss at step 3: .*cycle_normal=nan.*ckpt-2"):
+        quiet_train(tiny_config(data_dir, tmp_path / "run", max_steps=4))
+    assert sorted(p.name for p in (tmp_path / "run" / "checkpoints").iterdir()) == before
+    assert checkpoints.latest_checkpoint(str(tmp_path / "run")).endswith("ckpt-2")
+
+
+def test_other_architecture_is_refused_and_fresh_starts_over(data_dir, two_step_run, tmp_path):
+    shutil.copytree(two_step_run, tmp_path / "run")
+    wider = dataclasses.replace(tiny_config(data_dir, tmp_path / "run").model, ngf=16)
+    with pytest.raises(ValueError, match="holds a run of another model.*--fresh"):
+        quiet_train(tiny_config(data_dir, tmp_path / "run", model=wider, max_steps=1))
+    result = quiet_train(tiny_config(data_dir, tmp_path / "run", model=wider, max_steps=1, fresh=True))
+    assert result.resumed_from is None and result.step == 1
+    assert sorted(p.name for p in (tmp_path / "run" / "checkpoints").glob("*.index")) == ["ckpt-1.index"]
+
+
+def test_restore_models_reads_config_and_latest_weights(data_dir, two_step_run):
+    models, cfg, run_config = checkpoints.restore_models(two_step_run)
+    assert cfg.image_size == 32 and cfg.system == "ssa_cyclegan" and run_config["tau"] == 0.1
+    expected = model_weights(checkpoints.latest_checkpoint(two_step_run), tiny_config(data_dir, two_step_run))
+    fresh = build_models(cfg)
+    for name, model in models.named().items():
+        for got, want in zip(model.weights, expected[name]):
+            np.testing.assert_array_equal(got.numpy(), want)
+    assert any(not np.array_equal(a.numpy(), b.numpy())
+               for a, b in zip(models.attention_tumor.weights, fresh.attention_tumor.weights))
+
+
+def test_learning_rate_constant_then_linear_to_zero():
+    schedule = LinearDecaySchedule(2e-4, decay_start=50, total=100)
+    np.testing.assert_allclose([float(schedule(s)) for s in (0, 49, 50, 75, 100, 120)],
+                               [2e-4, 2e-4, 2e-4, 1e-4, 0.0, 0.0], rtol=1e-6, atol=1e-12)
+
+
+def test_image_pool_fills_then_mixes_and_restores_exactly(tmp_path):
+    pool = ImagePool(2, (1, 1, 1), seed=3)
+    first = pool.query(tf.constant([[[[1.0]]], [[[2.0]]]]))
+    np.testing.assert_array_equal(first.numpy().ravel(), [1, 2])          # filling: returned as is
+    assert int(pool.stored.numpy()) == 2
+    path = tf.train.Checkpoint(pool=pool).save(str(tmp_path / "pool"))
+    later = [pool.query(tf.constant([[[[float(v)]]]])).numpy().item() for v in range(10, 30)]
+    assert set(later) - set(range(10, 30)), "a full pool must sometimes return an older image"
+    assert all(v in (1.0, 2.0) or v >= 10 for v in later)
+    tf.train.Checkpoint(pool=pool).restore(path)
+    again = [pool.query(tf.constant([[[[float(v)]]]])).numpy().item() for v in range(10, 30)]
+    assert again == later
+
+
+def test_config_validation_messages(data_dir, tmp_path):
+    good = tiny_config(data_dir, tmp_path)
+    assert RunConfig.from_dict(good.to_dict()) == good
+    for change, message in ((dict(batch_size=0), "batch_size must be >= 1"), (dict(d_mode="x"), "d_mode must be"),
+                            (dict(tau=1.5), "tau must be in"), (dict(attention_epochs=0), "attention_epochs"),
+                            (dict(gan_loss="wgan"), "gan_loss must be"), (dict(strategy="tpu"), "strategy must be"),
+                            (dict(strategy="multi_worker"), "TF_CONFIG")):
+        with pytest.raises(ValueError, match=message):
+            dataclasses.replace(good, **change).validate()

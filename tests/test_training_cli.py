@@ -1,0 +1,178 @@
+"""run_train.py as users run it, in subprocesses: flag checking, a --flagfile run killed with
+SIGKILL and rerun, two CPU replicas against one device, --mixed_precision, --jit_compile and
+multi_worker with two local processes."""
+
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from conftest import REPO_ROOT, write_tiny_dataset
+
+pytestmark = pytest.mark.timeout(420)
+
+TINY = ["--ngf=8", "--ndf=8", "--n_res_blocks=1", "--batch_size=2", "--log_every=1", "--pool_size=2"]
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory):
+    return write_tiny_dataset(str(tmp_path_factory.mktemp("cli_data")))
+
+
+def command(*args):
+    return [sys.executable, os.path.join(REPO_ROOT, "run_train.py"), *args]
+
+
+def environment(**extra):
+    return dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", **extra)
+
+
+def run(*args, timeout=300, **env):
+    done = subprocess.run(command(*args), cwd=REPO_ROOT, env=environment(**env), capture_output=True, text=True,
+                          timeout=timeout)
+    return done.returncode, done.stdout + done.stderr
+
+
+def load(model_dir, name):
+    import tensorflow as tf
+
+    path = tf.train.latest_checkpoint(os.path.join(model_dir, "checkpoints"))
+    return tf.train.load_variable(path, name)
+
+
+def model_variables(model_dir):
+    """name -> value of every float variable of the networks and optimizers in the latest checkpoint."""
+    import tensorflow as tf
+
+    path = tf.train.latest_checkpoint(os.path.join(model_dir, "checkpoints"))
+    return {n: tf.train.load_variable(path, n) for n, _ in tf.train.list_variables(path)
+            if "pools_" not in n and not n.startswith(("_CHECKPOINTABLE", "save_counter"))}
+
+
+def summary_tags(log_dir):
+    import tensorflow as tf
+
+    tags = set()
+    for path in log_dir.glob("events.out.tfevents.*"):
+        for event in tf.compat.v1.train.summary_iterator(str(path)):
+            tags.update(v.tag for v in event.summary.value)
+    return tags
+
+
+def test_bad_flags_fail_before_work(data_dir, tmp_path):
+    code, out = run(f"--data_dir={data_dir}", f"--model_dir={tmp_path}", "--batch_size=0", timeout=120)
+    assert code != 0 and "batch_size must be >= 1" in out
+    code, out = run(f"--data_dir={data_dir}", f"--model_dir={tmp_path}", "--image_size=64", timeout=120)
+    assert code != 0 and "--image_size=64 but" in out
+    code, out = run(f"--data_dir={data_dir}", f"--model_dir={tmp_path}", "--batch_size=3", "--cpu_replicas=2",
+                    timeout=120)
+    assert code != 0 and "not divisible by cpu_replicas 2" in out
+    assert not os.path.exists(tmp_path / "config.json") and not os.path.exists(tmp_path / "checkpoints")
+
+
+def test_flagfile_run_killed_and_rerun_finishes(data_dir, tmp_path):
+    model_dir, export_dir = tmp_path / "run", tmp_path / "export"
+    flagfile = tmp_path / "tiny.flags"
+    flagfile.write_text("\n".join([f"--data_dir={data_dir}", f"--model_dir={model_dir}", *TINY, "--epochs=4",
+                                   "--attention_epochs=4", "--checkpoint_every=2", "--image_every=3",
+                                   f"--export_dir={export_dir}"]) + "\n")
+    proc = subprocess.Popen(command(f"--flagfile={flagfile}"), cwd=REPO_ROOT, env=environment(),
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    deadline = time.time() + 300
+    while not (model_dir / "checkpoints" / "ckpt-4.index").exists():
+        assert proc.poll() is None and time.time() < deadline, "first run ended before two checkpoints"
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGKILL)
+    out, _ = proc.communicate(timeout=60)
+    reached = max(int(s) for s in re.findall(r"^step (\d+)/", out, re.M))
+
+    code, out = run(f"--flagfile={flagfile}")
+    assert code == 0, out
+    resumed = int(re.search(r"Resuming from step (\d+)", out).group(1))
+    assert reached - 2 <= resumed < 12                        # at most one checkpoint interval lost
+    assert "Done at step 12" in out and "validation Dice" in out
+    config = json.loads((model_dir / "config.json").read_text())
+    assert config["tau"] == 0.1 and config["model"]["system"] == "ssa_cyclegan"
+    assert int(load(str(model_dir), "step/.ATTRIBUTES/VARIABLE_VALUE")) == 12
+    assert {"loss/generator_total", "loss/attention_mask", "train/learning_rate", "train/slices_per_second",
+            "val/attention_tumor_dice", "translations"} <= summary_tags(model_dir / "logs")
+    assert (model_dir / "samples" / "step_00000012.png").exists()
+    assert list(export_dir.rglob("saved_model.pb")), "--export_dir wrote no SavedModel"
+
+
+def test_two_cpu_replicas_match_one_device(data_dir, tmp_path):
+    # Pools large enough not to fill in 2 steps: a full pool swaps images at random, and one pool
+    # per replica fills at a different rate than a single one.
+    common = [f"--data_dir={data_dir}", *TINY, "--pool_size=50", "--max_steps=2", "--flip=false", "--deterministic"]
+    procs = [subprocess.Popen(command(*common, f"--model_dir={tmp_path / name}", *extra), cwd=REPO_ROOT,
+                              env=environment(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+             for name, extra in (("one", ["--strategy=one_device"]), ("two", ["--cpu_replicas=2"]))]
+    outs = [p.communicate(timeout=400)[0] for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], outs
+    assert "2 replica(s) (mirrored)" in outs[1]
+    one, two = model_variables(str(tmp_path / "one")), model_variables(str(tmp_path / "two"))
+    assert one.keys() == two.keys()
+    # Same global batch, same maths; only the order of the cross-replica gradient sum differs, which
+    # Adam's normalisation can magnify for the odd element whose gradient is almost zero.
+    total = loose = 0
+    for name in one:
+        a, b = np.asarray(one[name]), np.asarray(two[name])
+        if a.dtype.kind == "f":
+            np.testing.assert_allclose(a, b, rtol=1e-4, atol=5e-5, err_msg=name)
+            total += a.size
+            loose += int((np.abs(a - b) > 1e-5 + 1e-4 * np.abs(a)).sum())
+    assert loose <= total * 1e-4, f"{loose} of {total} values differ by more than 1e-5"
+
+
+def test_mixed_precision_flag(data_dir, tmp_path):
+    code, out = run(f"--data_dir={data_dir}", f"--model_dir={tmp_path}", *TINY, "--max_steps=2", "--mixed_precision")
+    assert code == 0, out
+    assert "Done at step 2" in out
+    names = model_variables(str(tmp_path)).keys()
+    assert any("dynamic_scale" in n for n in names), "no loss-scale state in the checkpoint"
+
+
+def test_jit_compile_flag(data_dir, tmp_path):
+    code, out = run(f"--data_dir={data_dir}", f"--model_dir={tmp_path}", *TINY, "--max_steps=3", "--jit_compile")
+    assert code == 0, out
+    assert "Done at step 3" in out
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_multi_worker_two_local_processes(data_dir, tmp_path):
+    cluster = {"worker": [f"127.0.0.1:{free_port()}", f"127.0.0.1:{free_port()}"]}
+    model_dir = tmp_path / "run"
+    procs, temps = [], []
+    for index in range(2):
+        temp = tmp_path / f"tmp{index}"
+        temp.mkdir()
+        temps.append(temp)
+        env = environment(TF_CONFIG=json.dumps({"cluster": cluster, "task": {"type": "worker", "index": index}}),
+                          TMPDIR=str(temp))
+        procs.append(subprocess.Popen(
+            command(f"--data_dir={data_dir}", f"--model_dir={model_dir}", *TINY, "--max_steps=3",
+                    "--checkpoint_every=2", "--strategy=multi_worker"),
+            cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
+    try:
+        outs = [p.communicate(timeout=400)[0] for p in procs]
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+    assert [p.returncode for p in procs] == [0, 0], outs
+    assert "2 replica(s) (multi_worker)" in outs[0]
+    assert sorted(p.name for p in (model_dir / "checkpoints").glob("*.index")) == ["ckpt-2.index", "ckpt-3.index"]
+    # The non-chief saved into its temporary directory and removed it.
+    assert not [p for p in temps[1].iterdir() if p.name.startswith("ssagan_")]
