@@ -52,6 +52,8 @@ def foreground(image: np.ndarray) -> np.ndarray:
     """Brain voxels: above the volume's background value in any channel. Skull-stripped MRI has
     an exact background (usually 0); the minimum is used so that shifted backgrounds work too."""
     background = image.reshape(-1, image.shape[-1]).min(axis=0)
+    if image.shape[-1] == 1:
+        return image[..., 0] > background[0]
     return (image > background).any(axis=-1)
 
 
@@ -60,21 +62,34 @@ def foreground(image: np.ndarray) -> np.ndarray:
 _PERCENTILE_SAMPLES = 1 << 18
 
 
-def normalise_volume(image: np.ndarray, brain: np.ndarray, percentiles=(0.5, 99.5)):
-    """Per-channel percentile clip over brain voxels, then linear scaling to [-1, 1].
-    Returns the scaled volume and the (low, high) intensities used for each channel."""
-    out = np.empty(image.shape, np.float32)
+def intensity_bounds(image: np.ndarray, brain: np.ndarray, percentiles=(0.5, 99.5)) -> list:
+    """Per channel, the (low, high) intensity percentiles over brain voxels."""
     bounds = []
     for c in range(image.shape[-1]):
         channel = image[..., c]
         values = channel[brain] if brain.any() else channel.ravel()
         values = values[::max(1, values.size // _PERCENTILE_SAMPLES)]
         low, high = (float(v) for v in np.percentile(values, percentiles))
-        if high <= low:
-            high = low + 1.0
-        out[..., c] = np.clip((channel - low) / (high - low), 0.0, 1.0) * 2.0 - 1.0
-        bounds.append((low, high))
-    return out, bounds
+        bounds.append((low, high if high > low else low + 1.0))
+    return bounds
+
+
+def scale_to_unit(image: np.ndarray, bounds) -> np.ndarray:
+    """Map each channel's [low, high] linearly onto [-1, 1] and clip (in place on a float32 copy)."""
+    out = np.array(image, dtype=np.float32)
+    for c, (low, high) in enumerate(bounds):
+        channel = out[..., c]
+        channel -= low
+        channel *= 2.0 / (high - low)
+        channel -= 1.0
+    return np.clip(out, -1.0, 1.0, out=out)
+
+
+def normalise_volume(image: np.ndarray, brain: np.ndarray, percentiles=(0.5, 99.5)):
+    """Per-channel percentile clip over brain voxels, then linear scaling to [-1, 1].
+    Returns the scaled volume and the (low, high) intensities used for each channel."""
+    bounds = intensity_bounds(image, brain, percentiles)
+    return scale_to_unit(image, bounds), bounds
 
 
 def fit_to_size(images: np.ndarray, masks: np.ndarray, size: int):
@@ -140,7 +155,7 @@ def prepare(scan: Scan, options: PrepOptions) -> SliceSet:
         raise CaseError(_main_path(scan), f"expected a (Z, Y, X, C) image, got shape {image.shape}")
     mask = scan.mask if scan.mask is not None else np.zeros(image.shape[:3], np.uint8)
     brain = foreground(image)
-    scaled, bounds = normalise_volume(image, brain, options.percentiles)
+    bounds = intensity_bounds(image, brain, options.percentiles)
     keep = np.ones(image.shape[0], bool)
     if options.slice_range is not None:
         start, stop = options.slice_range
@@ -150,7 +165,9 @@ def prepare(scan: Scan, options: PrepOptions) -> SliceSet:
         brain_fraction = brain.reshape(brain.shape[0], -1).mean(axis=1)
         keep &= brain_fraction >= options.min_brain_fraction
     index = np.flatnonzero(keep)
-    images, masks = fit_to_size(scaled[index], (mask[index] > 0).astype(np.uint8), options.image_size)
+    # Scale only the slices kept: the bounds come from the whole brain, the work from what is used.
+    images, masks = fit_to_size(scale_to_unit(image[index], bounds), (mask[index] > 0).astype(np.uint8),
+                                options.image_size)
     labels_all = np.full(image.shape[0], -1, np.int64)
     fitted_masks = np.zeros((image.shape[0],) + masks.shape[1:], np.uint8)
     fitted_masks[index] = masks

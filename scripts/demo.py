@@ -6,6 +6,10 @@ Each step runs the same command a user runs, printed before it runs, with output
     phantom/   the synthetic BraTS-layout cohort        (python -m data_prep.phantom)
     data/      TFRecord shards + manifest + report      (python -m data_prep.convert)
     stream     a pass of the training pipeline          (ssagan_tf.data.pipeline)
+    train/     checkpoints, TensorBoard logs, samples   (python run_train.py --flagfile=demo.flags)
+    export/    the TF Serving model directory           (python -m ssagan_tf.export)
+    augmented/ synthetic slices + contact sheet         (python run_augment.py)
+    report/    the classifier evaluation report         (python run_evaluate.py)
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from absl import app, flags
 flags.DEFINE_string("output_dir", "runs/demo", "Where every demo output goes.")
 flags.DEFINE_integer("cases", 16, "Phantom cases (every fifth is tumor-free).")
 flags.DEFINE_integer("image_size", 64, "Slice size of the demo dataset.")
+flags.DEFINE_integer("epochs", 4, "Training epochs of the demo model.")
 FLAGS = flags.FLAGS
 
 
@@ -62,8 +67,26 @@ def main(argv) -> None:
          "--modalities=t1ce", f"--image_size={FLAGS.image_size}", "--train_fraction=0.6", "--val_fraction=0.15",
          "--num_shards=2", "--overwrite"])
     stream(data)
+    train, export = os.path.join(out, "train"), os.path.join(out, "export")
+    augmented, report = os.path.join(out, "augmented"), os.path.join(out, "report")
+    run("train SSA-CycleGAN (resumes if run before)",
+        ["python", "run_train.py", "--flagfile=demo.flags", f"--data_dir={data}", f"--model_dir={train}",
+         f"--epochs={FLAGS.epochs}"])
+    run("export the generators for TF Serving",
+        ["python", "-m", "ssagan_tf.export", f"--model_dir={train}", f"--export_dir={export}", "--model_name=ssagan"])
+    run("augment the training split 1:1 with synthetic slices",
+        ["python", "run_augment.py", f"--model={os.path.join(export, 'ssagan')}", f"--data_dir={data}",
+         f"--output_dir={augmented}", "--split=train", "--ratio=1.0", "--format=tfrecord", "--overwrite"])
+    run("evaluate: ResNet18 trained on real vs real + synthetic slices",
+        ["python", "run_evaluate.py", f"--data_dir={data}", f"--augmenters=ssa={os.path.join(export, 'ssagan')}",
+         f"--output_dir={report}", "--arms=none,classic,synthetic", "--seeds=0,1", "--epochs=6", "--patience=3",
+         "--width=16"])
     print(f"\ndemo finished in {time.perf_counter() - start:.0f} s; outputs under {out}/")
-    print(f"   conversion report: {os.path.join(data, 'conversion_report.md')}")
+    print(f"   conversion report:  {os.path.join(data, 'conversion_report.md')}")
+    print(f"   TensorBoard:        .venv/bin/tensorboard --logdir={train}")
+    print(f"   sample translations: {os.path.join(train, 'samples')}/")
+    print(f"   contact sheet:      {os.path.join(augmented, 'contact_sheet.png')}")
+    print(f"   evaluation report:  {os.path.join(report, 'report.md')}")
 
 
 if __name__ == "__main__":

@@ -127,3 +127,10 @@ def test_missing_shards_are_reported(tmp_path):
     shutil.rmtree(os.path.join(data, "train"))
     with pytest.raises(FileNotFoundError, match="train/normal"):
         pipeline.make_unpaired_dataset(data, "train", 1)
+
+
+def test_flips_are_keyed_on_stream_position_so_skipping_resumes_exactly(tiny_dataset):
+    def stream(skip):
+        ds = pipeline.make_unpaired_dataset(tiny_dataset, "train", 2, seed=9, deterministic=True, flip=True)
+        return [b["tumor"]["image"].tobytes() for b in _batches(ds.skip(skip), 6)]
+    assert stream(0)[3:] == stream(3)[:3]

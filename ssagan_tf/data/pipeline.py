@@ -98,9 +98,11 @@ def parse_and_validate(manifest: schema.Manifest):
     return parse
 
 
-def _random_flip(ex: dict, seed) -> dict:
-    """Horizontal flip applied identically to image and mask."""
-    flip = tf.random.uniform([], seed=seed) < 0.5
+def _random_flip(index, ex: dict, seed: int) -> dict:
+    """Horizontal flip applied identically to image and mask. The draw is stateless, keyed on the
+    element's position in the stream: the same seed flips the same elements whatever the
+    parallelism, so a resumed run that skips ahead sees exactly what an uninterrupted one did."""
+    flip = tf.random.stateless_uniform([], seed=tf.stack([tf.constant(seed, tf.int64), index])) < 0.5
     ex = dict(ex)
     ex["image"] = tf.cond(flip, lambda: tf.reverse(ex["image"], [1]), lambda: ex["image"])
     ex["mask"] = tf.cond(flip, lambda: tf.reverse(ex["mask"], [1]), lambda: ex["mask"])
@@ -117,7 +119,9 @@ def _domain_dataset(manifest, split, domain, shuffle, flip, seed, deterministic,
         ds = ds.shuffle(min(max(manifest.count(split, domain), 1), 2048), seed=seed,
                         reshuffle_each_iteration=True)
     if flip:
-        ds = ds.map(lambda ex: _random_flip(ex, seed), num_parallel_calls=AUTOTUNE, deterministic=deterministic)
+        flip_seed = seed if seed is not None else int(np.random.default_rng().integers(2**31))
+        ds = ds.enumerate().map(lambda i, ex: _random_flip(i, ex, flip_seed), num_parallel_calls=AUTOTUNE,
+                                deterministic=deterministic)
     return ds
 
 
