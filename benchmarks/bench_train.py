@@ -33,12 +33,16 @@ flags.DEFINE_string("output", "runs/bench/bench_train.json", "Where to write the
 flags.DEFINE_string("torch_path", "", "Directory of a PyTorch install kept out of this venv (e.g. `pip install "
                     "--target DIR torch==2.13.0`): also time the reference PyTorch CycleGAN step at each size, "
                     "side by side. Empty: skip.")
-flags.DEFINE_string("one", None, "Internal: run the single configuration SIZE:SYSTEM:MODE and print its JSON.")
+flags.DEFINE_list("phases", ["warmup", "frozen"], "Training phases timed for systems with attention: warmup "
+                  "(attention networks trained, full images to D) and frozen (after --attention_epochs: attention "
+                  "only evaluated, D sees attended regions). Systems without attention have one phase.")
+flags.DEFINE_string("one", None, "Internal: run the single configuration SIZE:SYSTEM:MODE:PHASE and print its JSON.")
 
 FLAGS = flags.FLAGS
 
 
-def measure(size: int, system: str, mode: str, steps: int, ngf: int, ndf: int, n_res_blocks: int) -> dict:
+def measure(size: int, system: str, mode: str, steps: int, ngf: int, ndf: int, n_res_blocks: int,
+            phase: str = "warmup") -> dict:
     """Time `steps` train steps of one configuration in this process."""
     import numpy as np
     import tensorflow as tf
@@ -66,17 +70,18 @@ def measure(size: int, system: str, mode: str, steps: int, ngf: int, ndf: int, n
     batch = {"normal": {"image": tf.constant(rng.uniform(-1, 1, (1, *shape)), tf.float32)},
              "tumor": {"image": tf.constant(rng.uniform(-1, 1, (1, *shape)), tf.float32), "mask": tf.constant(mask),
                        "has_mask": tf.constant([1.0])}}
+    warmup = phase == "warmup"
     began = time.perf_counter()
     for _ in range(2):
-        float(train_step(batch, True)["generator_total"])
+        float(train_step(batch, warmup)["generator_total"])
     warmup_seconds = time.perf_counter() - began
     times = []
     for _ in range(steps):
         began = time.perf_counter()
-        float(train_step(batch, True)["generator_total"])
+        float(train_step(batch, warmup)["generator_total"])
         times.append(time.perf_counter() - began)
     seconds = float(np.median(times))
-    return {"size": size, "system": system, "mode": mode, "ngf": ngf, "n_res_blocks": n_res_blocks, "batch": 1,
+    return {"size": size, "system": system, "mode": mode, "phase": phase, "ngf": ngf, "n_res_blocks": n_res_blocks, "batch": 1,
             "steps": steps, "step_seconds_median": seconds, "step_seconds_min": float(min(times)),
             "slices_per_second": 2 / seconds, "trace_and_warmup_seconds": warmup_seconds,
             "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
@@ -163,7 +168,7 @@ def measure_torch(size: int, steps: int, ngf: int, ndf: int, n_res_blocks: int, 
         step()
         times.append(time.perf_counter() - began)
     seconds = float(np.median(times))
-    return {"size": size, "system": "cyclegan", "mode": "torch", "ngf": ngf, "n_res_blocks": n_res_blocks, "batch": 1,
+    return {"size": size, "system": "cyclegan", "mode": "torch", "phase": "warmup", "ngf": ngf, "n_res_blocks": n_res_blocks, "batch": 1,
             "steps": steps, "step_seconds_median": seconds, "step_seconds_min": float(min(times)),
             "slices_per_second": 2 / seconds, "trace_and_warmup_seconds": warmup_seconds,
             "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
@@ -171,13 +176,13 @@ def measure_torch(size: int, steps: int, ngf: int, ndf: int, n_res_blocks: int, 
 
 
 def table(rows: list) -> str:
-    lines = ["| size | system | mode | step s (median) | slices/s | peak RSS MB | trace+warm-up s |",
-             "|---:|---|---|---:|---:|---:|---:|"]
+    lines = ["| size | system | mode | phase | step s (median) | slices/s | peak RSS MB | trace+warm-up s |",
+             "|---:|---|---|---|---:|---:|---:|---:|"]
     for r in rows:
         if "error" in r:
-            lines.append(f"| {r['size']} | {r['system']} | {r['mode']} | failed: {r['error'][:60]} | | | |")
+            lines.append(f"| {r['size']} | {r['system']} | {r['mode']} | {r['phase']} | failed: {r['error'][:60]} | | | |")
             continue
-        lines.append(f"| {r['size']} | {r['system']} | {r['mode']} | {r['step_seconds_median']:.3f} | "
+        lines.append(f"| {r['size']} | {r['system']} | {r['mode']} | {r['phase']} | {r['step_seconds_median']:.3f} | "
                      f"{r['slices_per_second']:.2f} | {r['peak_rss_mb']:.0f} | {r['trace_and_warmup_seconds']:.1f} |")
     return "\n".join(lines)
 
@@ -197,28 +202,32 @@ def main(argv):
     sizes = [int(s) for s in FLAGS.sizes]
     if FLAGS.torch_path and not os.path.isdir(os.path.join(FLAGS.torch_path, "torch")):
         raise app.UsageError(f"--torch_path: no torch package in {FLAGS.torch_path}")
+    for phase in FLAGS.phases:
+        if phase not in ("warmup", "frozen"):
+            raise app.UsageError(f"--phases: unknown phase {phase!r} (warmup, frozen)")
     if FLAGS.one:
-        size, system, mode = FLAGS.one.split(":")
+        size, system, mode, phase = FLAGS.one.split(":")
         if mode == "torch":
             row = measure_torch(int(size), FLAGS.steps, FLAGS.ngf, FLAGS.ndf, FLAGS.n_res_blocks, FLAGS.torch_path)
         else:
-            row = measure(int(size), system, mode, FLAGS.steps, FLAGS.ngf, FLAGS.ndf, FLAGS.n_res_blocks)
+            row = measure(int(size), system, mode, FLAGS.steps, FLAGS.ngf, FLAGS.ndf, FLAGS.n_res_blocks, phase)
         print(json.dumps(row))
         return 0
     rows = []
     for size in sizes:
         # The PyTorch reference first at each size, then ours, so that both see similar machine load.
-        runs = [("cyclegan", "torch")] if FLAGS.torch_path else []
-        runs += [(system, mode) for system in FLAGS.systems for mode in FLAGS.modes]
-        for system, mode in runs:
-            cmd = [sys.executable, os.path.abspath(__file__), f"--one={size}:{system}:{mode}",
+        runs = [("cyclegan", "torch", "warmup")] if FLAGS.torch_path else []
+        runs += [(system, mode, phase) for system in FLAGS.systems for mode in FLAGS.modes
+                 for phase in (FLAGS.phases if SYSTEMS[system]["use_attention"] else ["warmup"])]
+        for system, mode, phase in runs:
+            cmd = [sys.executable, os.path.abspath(__file__), f"--one={size}:{system}:{mode}:{phase}",
                    f"--steps={FLAGS.steps}", f"--ngf={FLAGS.ngf}", f"--ndf={FLAGS.ndf}",
                    f"--n_res_blocks={FLAGS.n_res_blocks}", f"--torch_path={FLAGS.torch_path}"]
             done = subprocess.run(cmd, capture_output=True, text=True, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"))
             if done.returncode == 0:
                 rows.append(json.loads(done.stdout.strip().splitlines()[-1]))
             else:
-                rows.append({"size": size, "system": system, "mode": mode,
+                rows.append({"size": size, "system": system, "mode": mode, "phase": phase,
                              "error": done.stderr.strip().splitlines()[-1] if done.stderr.strip() else "failed"})
             print(table(rows[-1:]).splitlines()[-1], flush=True)
     os.makedirs(os.path.dirname(os.path.abspath(FLAGS.output)), exist_ok=True)
