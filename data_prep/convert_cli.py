@@ -61,11 +61,13 @@ def _parse_pair(text: str, flag: str, sep: str = ":") -> tuple:
 def _parse_slice_range(text):
     if not text:
         return None
-    start, stop = _parse_pair(":" + text if text.startswith(":") else text, "slice_range")
+    parts = text.split(":")
     try:
-        return (int(start) if start else None, int(stop) if stop else None)
+        if len(parts) != 2:
+            raise ValueError
+        return tuple(int(p) if p else None for p in parts)
     except ValueError:
-        raise ValueError(f"--slice_range must be START:STOP with integers, got {text!r}") from None
+        raise ValueError(f"--slice_range must be START:STOP with integers (either may be empty), got {text!r}") from None
 
 
 def _parse_class_folders(items) -> tuple:
