@@ -10,7 +10,7 @@ export TF_CPP_MIN_LOG_LEVEL ?= 2
 help:
 	@echo "make demo   end to end on the synthetic phantom cohort (outputs under $(DEMO_DIR)/)"
 	@echo "make test   the whole test suite (what CI runs)"
-	@echo "make bench  the benchmarks (JSON + table)"
+	@echo "make bench  the data benchmark (JSON + table); README lists the training and augmentation ones"
 
 $(VENV)/.installed: requirements.txt requirements-test.txt
 	$(PYTHON) -m venv $(VENV)
