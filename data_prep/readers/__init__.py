@@ -4,7 +4,7 @@
     cases, problems = discover("/data/BraTS2021", "brats", ReaderOptions(modalities=("t1ce",)))
     scan = load(cases[0], options)      # CaseError(path, problem) on bad input
 
-`discover` is cheap and runs once; `load` runs per case, possibly in a worker process (CaseRef
+`discover` is cheap and runs once; `load` runs per case, possibly in a worker thread or process (CaseRef
 and ReaderOptions are small and picklable). See docs/formats.md for the layouts on disk.
 """
 
