@@ -33,6 +33,7 @@ import time
 import numpy as np
 import tensorflow as tf
 
+from ssagan_tf.export_layout import latest_version_dir, version_numbers  # noqa: F401  (public here too)
 from ssagan_tf.models import SSAModels, translate
 
 DEFAULT_MODEL_NAME = "ssagan"
@@ -126,23 +127,6 @@ def validate_model_name(model_name: str) -> str:
         raise ValueError(f"model name {model_name!r}: use letters, digits, '.', '_' or '-', "
                          "starting with a letter or digit")
     return model_name
-
-
-def version_numbers(model_base_dir: str) -> list:
-    """The integer version directories under `<export_dir>/<model_name>`, ascending."""
-    if not os.path.isdir(model_base_dir):
-        return []
-    return sorted(int(name) for name in os.listdir(model_base_dir)
-                  if name.isdigit() and os.path.isdir(os.path.join(model_base_dir, name)))
-
-
-def latest_version_dir(model_base_dir: str) -> str:
-    """The newest version directory of an exported model, as TF Serving would choose it."""
-    versions = version_numbers(model_base_dir)
-    if not versions:
-        raise FileNotFoundError(f"{model_base_dir}: no integer version directories; is this an "
-                                "--export_dir/<model_name> written by ssagan_tf.export?")
-    return os.path.join(model_base_dir, str(versions[-1]))
 
 
 def read_export_info(version_dir: str) -> dict:

@@ -6,8 +6,9 @@ in a fraction of a second.
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
+
+from ssagan_tf import export_layout
 
 # The paper's four training arms: real only, real + classic augmentation, real + synthetic,
 # real + synthetic + classic.
@@ -15,7 +16,6 @@ ARMS = ("none", "classic", "synthetic", "synthetic+classic")
 SYNTHETIC_ARMS = ("synthetic", "synthetic+classic")
 # Synthetic:real ratios the paper tried (section IV); 1:1 was its best.
 ALLOWED_RATIOS = (0.5, 1.0, 2.0, 3.0)
-SAVED_MODEL_FILE = "saved_model.pb"
 
 
 @dataclass(frozen=True)
@@ -123,17 +123,7 @@ def parse_augmenters(text: str) -> tuple:
 def resolve_saved_model_dir(path: str) -> str:
     """The SavedModel directory behind an exported model path: the path itself when it holds
     `saved_model.pb`, else its highest integer version subdirectory (TF Serving layout)."""
-    if os.path.isfile(os.path.join(path, SAVED_MODEL_FILE)):
-        return path
-    if not os.path.isdir(path):
-        raise FileNotFoundError(f"{path}: no such exported model directory")
-    versions = [int(d) for d in os.listdir(path)
-                if d.isdigit() and os.path.isfile(os.path.join(path, d, SAVED_MODEL_FILE))]
-    if not versions:
-        raise FileNotFoundError(
-            f"{path}: neither a SavedModel nor a TF Serving model directory "
-            f"(<model_name>/<version>/{SAVED_MODEL_FILE}); is it the output of `python -m ssagan_tf.export`?")
-    return os.path.join(path, str(max(versions)))
+    return export_layout.saved_model_dir(path)
 
 
 def check_inputs(config: EvaluationConfig) -> None:
