@@ -22,6 +22,8 @@ flags.DEFINE_enum("model", "ssa_cyclegan", list(SYSTEMS),
                   "+attention, +both, or SSA-CycleGAN (attention, spectral norm and the semi-supervised mask loss).")
 flags.DEFINE_integer("image_size", 0, "Slice size; 0 takes it from the dataset manifest, otherwise it must match it.")
 flags.DEFINE_integer("ngf", 64, "Filters of the generators' and attention networks' first layer.")
+flags.DEFINE_integer("attention_ngf", 0, "Filters of the attention networks' first layer; 0 = --ngf (the reference "
+                     "shape). 32 (the width of Mejjati et al.'s attention network) cuts the attention cost ~3x.")
 flags.DEFINE_integer("ndf", 64, "Filters of the discriminators' first layer.")
 flags.DEFINE_integer("n_res_blocks", 9, "Residual blocks in each generator (9 in CycleGAN at 256^2).")
 flags.DEFINE_integer("batch_size", 1, "Global batch size (split evenly across replicas; the paper uses 1).")
@@ -38,6 +40,9 @@ flags.DEFINE_enum("gan_loss", "lsgan", ["lsgan", "vanilla"], "Adversarial loss: 
 flags.DEFINE_float("lambda_cycle", 10.0, "Weight of each direction's L1 cycle loss.")
 flags.DEFINE_float("lambda_identity", 0.0, "Identity loss weight, relative to lambda_cycle (0 = none, as the paper).")
 flags.DEFINE_float("lambda_mask", 1.0, "Weight of the semi-supervised attention (mask) loss; ssa_cyclegan only.")
+flags.DEFINE_enum("mask_loss_type", "l1", ["l1", "l1_dice"],
+                  "Form of the attention (mask) loss: l1 = paper Eq. 4; l1_dice adds a soft Dice term, for masks "
+                  "covering a few percent of a slice or less, where L1 alone pulls the attention to zero.")
 flags.DEFINE_enum("d_mode", "mejjati", ["full", "paper", "mejjati"],
                   "What the discriminators see after the attention warm-up: full images; both images masked by "
                   "the fake's source attention (paper); or fakes masked by their source attention and reals by "
@@ -82,9 +87,10 @@ def config_from_flags(f):
         raise ValueError(f"--image_size={f.image_size} but {f.data_dir} holds {manifest.image_size}^2 slices "
                          "(convert again with --image_size, or leave this flag at 0)")
     model = ModelConfig.for_system(f.model, image_size=manifest.image_size, channels=manifest.channels, ngf=f.ngf,
-                                   ndf=f.ndf, n_res_blocks=f.n_res_blocks, mixed_precision=f.mixed_precision)
+                                   attention_ngf=f.attention_ngf, ndf=f.ndf, n_res_blocks=f.n_res_blocks,
+                                   mixed_precision=f.mixed_precision)
     names = ("batch_size", "epochs", "max_steps", "learning_rate", "beta_1", "beta_2", "decay_start_fraction",
-             "gan_loss", "lambda_cycle", "lambda_identity", "lambda_mask", "d_mode", "attention_epochs", "tau",
+             "gan_loss", "lambda_cycle", "lambda_identity", "lambda_mask", "mask_loss_type", "d_mode", "attention_epochs", "tau",
              "pool_size", "flip", "strategy", "cpu_replicas", "mixed_precision", "jit_compile", "deterministic",
              "seed", "checkpoint_every", "keep_checkpoints", "log_every", "image_every", "fresh")
     return RunConfig(data_dir=f.data_dir, model_dir=f.model_dir, model=model,

@@ -3,7 +3,8 @@ one-replica MirroredStrategy, synthetic batch, batch 1, 1 channel) for each imag
 x graph/XLA, with the peak resident memory of each configuration.
 
     python benchmarks/bench_train.py [--sizes=128,256] [--systems=cyclegan,ssa_cyclegan] [--modes=graph,xla]
-        [--steps=5] [--ngf=64] [--n_res_blocks=9] [--output=runs/bench/bench_train.json]
+        [--steps=5] [--ngf=64] [--n_res_blocks=9] [--phases=warmup,frozen] [--attention_ngf=0,32]
+        [--output=runs/bench/bench_train.json]
 
 Each configuration runs in its own process, so that peak memory and XLA caches are its own.
 """
@@ -36,13 +37,16 @@ flags.DEFINE_string("torch_path", "", "Directory of a PyTorch install kept out o
 flags.DEFINE_list("phases", ["warmup", "frozen"], "Training phases timed for systems with attention: warmup "
                   "(attention networks trained, full images to D) and frozen (after --attention_epochs: attention "
                   "only evaluated, D sees attended regions). Systems without attention have one phase.")
-flags.DEFINE_string("one", None, "Internal: run the single configuration SIZE:SYSTEM:MODE:PHASE and print its JSON.")
+flags.DEFINE_list("attention_ngf", ["0"], "Attention-network widths timed for systems with attention "
+                  "(run_train.py --attention_ngf; 0 = --ngf, the reference shape).")
+flags.DEFINE_string("one", None, "Internal: run the single configuration SIZE:SYSTEM:MODE:PHASE:ATTENTION_NGF and "
+                    "print its JSON.")
 
 FLAGS = flags.FLAGS
 
 
 def measure(size: int, system: str, mode: str, steps: int, ngf: int, ndf: int, n_res_blocks: int,
-            phase: str = "warmup") -> dict:
+            phase: str = "warmup", attention_ngf: int = 0) -> dict:
     """Time `steps` train steps of one configuration in this process."""
     import numpy as np
     import tensorflow as tf
@@ -53,7 +57,8 @@ def measure(size: int, system: str, mode: str, steps: int, ngf: int, ndf: int, n
     from ssagan_tf.training.step import TrainStep, make_optimizers
 
     strategy = tf.distribute.MirroredStrategy()
-    model = ModelConfig.for_system(system, image_size=size, channels=1, ngf=ngf, ndf=ndf, n_res_blocks=n_res_blocks)
+    model = ModelConfig.for_system(system, image_size=size, channels=1, ngf=ngf, ndf=ndf, n_res_blocks=n_res_blocks,
+                                   attention_ngf=attention_ngf)
     config = RunConfig(data_dir="synthetic", model_dir="unused", model=model, batch_size=1, jit_compile=mode == "xla")
     with strategy.scope():
         models = build_models(model)
@@ -81,7 +86,9 @@ def measure(size: int, system: str, mode: str, steps: int, ngf: int, ndf: int, n
         float(train_step(batch, warmup)["generator_total"])
         times.append(time.perf_counter() - began)
     seconds = float(np.median(times))
-    return {"size": size, "system": system, "mode": mode, "phase": phase, "ngf": ngf, "n_res_blocks": n_res_blocks, "batch": 1,
+    return {"size": size, "system": system, "mode": mode, "phase": phase, "ngf": ngf,
+            "attention_ngf": model.attention_filters if model.use_attention else None,
+            "n_res_blocks": n_res_blocks, "batch": 1,
             "steps": steps, "step_seconds_median": seconds, "step_seconds_min": float(min(times)),
             "slices_per_second": 2 / seconds, "trace_and_warmup_seconds": warmup_seconds,
             "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
@@ -178,11 +185,16 @@ def measure_torch(size: int, steps: int, ngf: int, ndf: int, n_res_blocks: int, 
 def table(rows: list) -> str:
     lines = ["| size | system | mode | phase | step s (median) | slices/s | peak RSS MB | trace+warm-up s |",
              "|---:|---|---|---|---:|---:|---:|---:|"]
+
+    def system(r):
+        width = r.get("attention_ngf")
+        return f"{r['system']} (attention ngf {width})" if width and width != r.get("ngf") else r["system"]
+
     for r in rows:
         if "error" in r:
-            lines.append(f"| {r['size']} | {r['system']} | {r['mode']} | {r['phase']} | failed: {r['error'][:60]} | | | |")
+            lines.append(f"| {r['size']} | {system(r)} | {r['mode']} | {r['phase']} | failed: {r['error'][:60]} | | | |")
             continue
-        lines.append(f"| {r['size']} | {r['system']} | {r['mode']} | {r['phase']} | {r['step_seconds_median']:.3f} | "
+        lines.append(f"| {r['size']} | {system(r)} | {r['mode']} | {r['phase']} | {r['step_seconds_median']:.3f} | "
                      f"{r['slices_per_second']:.2f} | {r['peak_rss_mb']:.0f} | {r['trace_and_warmup_seconds']:.1f} |")
     return "\n".join(lines)
 
@@ -205,22 +217,32 @@ def main(argv):
     for phase in FLAGS.phases:
         if phase not in ("warmup", "frozen"):
             raise app.UsageError(f"--phases: unknown phase {phase!r} (warmup, frozen)")
+    try:
+        attention_ngfs = [int(a) for a in FLAGS.attention_ngf]
+    except ValueError:
+        raise app.UsageError(f"--attention_ngf: integers expected, got {FLAGS.attention_ngf}") from None
+    if any(a < 0 for a in attention_ngfs):
+        raise app.UsageError("--attention_ngf: values must be >= 0 (0 = --ngf)")
     if FLAGS.one:
-        size, system, mode, phase = FLAGS.one.split(":")
+        size, system, mode, phase, attention_ngf = FLAGS.one.split(":")
         if mode == "torch":
             row = measure_torch(int(size), FLAGS.steps, FLAGS.ngf, FLAGS.ndf, FLAGS.n_res_blocks, FLAGS.torch_path)
         else:
-            row = measure(int(size), system, mode, FLAGS.steps, FLAGS.ngf, FLAGS.ndf, FLAGS.n_res_blocks, phase)
+            row = measure(int(size), system, mode, FLAGS.steps, FLAGS.ngf, FLAGS.ndf, FLAGS.n_res_blocks, phase,
+                          int(attention_ngf))
         print(json.dumps(row))
         return 0
     rows = []
     for size in sizes:
         # The PyTorch reference first at each size, then ours, so that both see similar machine load.
-        runs = [("cyclegan", "torch", "warmup")] if FLAGS.torch_path else []
-        runs += [(system, mode, phase) for system in FLAGS.systems for mode in FLAGS.modes
-                 for phase in (FLAGS.phases if SYSTEMS[system]["use_attention"] else ["warmup"])]
-        for system, mode, phase in runs:
-            cmd = [sys.executable, os.path.abspath(__file__), f"--one={size}:{system}:{mode}:{phase}",
+        runs = [("cyclegan", "torch", "warmup", 0)] if FLAGS.torch_path else []
+        for system in FLAGS.systems:
+            attention = SYSTEMS[system]["use_attention"]
+            runs += [(system, mode, phase, width) for mode in FLAGS.modes
+                     for width in (attention_ngfs if attention else [0])
+                     for phase in (FLAGS.phases if attention else ["warmup"])]
+        for system, mode, phase, width in runs:
+            cmd = [sys.executable, os.path.abspath(__file__), f"--one={size}:{system}:{mode}:{phase}:{width}",
                    f"--steps={FLAGS.steps}", f"--ngf={FLAGS.ngf}", f"--ndf={FLAGS.ndf}",
                    f"--n_res_blocks={FLAGS.n_res_blocks}", f"--torch_path={FLAGS.torch_path}"]
             done = subprocess.run(cmd, capture_output=True, text=True, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"))

@@ -11,6 +11,9 @@ from __future__ import annotations
 import tensorflow as tf
 
 GAN_LOSSES = ("lsgan", "vanilla")
+# Per-example forms of the semi-supervised attention loss: the paper's L1 (Eq. 4), or that L1 plus
+# a soft Dice term for masks too small for L1 alone (see `attention_mask_l1_dice`).
+MASK_LOSS_TYPES = ("l1", "l1_dice")
 
 
 def _per_example_mean(x):
@@ -65,18 +68,43 @@ def attention_mask_l1(attention, mask):
     return _per_example_mean(tf.abs(tf.cast(attention, tf.float32) - tf.cast(mask, tf.float32)))
 
 
-def semi_supervised_attention_loss(attention, mask, has_mask, labelled_count=None):
+def soft_dice_loss(attention, mask, smooth: float = 1.0):
+    """Per-example 1 - (2 sum(A M) + s) / (sum(A) + sum(M) + s), with the attention as a soft mask.
+
+    Unlike L1 it does not depend on how much of the slice is background: L1 is minimised by the
+    per-pixel median, so wherever the network is less than 50% sure of tumor it is pulled to 0,
+    and a tumor covering ~1% of a slice is learned only once it is already found.
+    """
+    a = tf.reshape(tf.cast(attention, tf.float32), [tf.shape(attention)[0], -1])
+    m = tf.reshape(tf.cast(mask, tf.float32), [tf.shape(mask)[0], -1])
+    overlap = tf.reduce_sum(a * m, axis=1)
+    return 1.0 - (2.0 * overlap + smooth) / (tf.reduce_sum(a, axis=1) + tf.reduce_sum(m, axis=1) + smooth)
+
+
+def attention_mask_l1_dice(attention, mask):
+    """Per-example L1 of paper Eq. 4 plus `soft_dice_loss`."""
+    return attention_mask_l1(attention, mask) + soft_dice_loss(attention, mask)
+
+
+def _mask_loss_fn(mask_loss_type: str):
+    if mask_loss_type not in MASK_LOSS_TYPES:
+        raise ValueError(f"unknown mask_loss_type {mask_loss_type!r}; choose one of {MASK_LOSS_TYPES}")
+    return attention_mask_l1 if mask_loss_type == "l1" else attention_mask_l1_dice
+
+
+def semi_supervised_attention_loss(attention, mask, has_mask, labelled_count=None, mask_loss_type: str = "l1"):
     """Paper Eq. 4, the semi-supervised attention loss: the L1 between the tumor attention and the
     whole-tumor mask, summed over the examples that carry a mask (`has_mask = 1`) and divided by
     `labelled_count`, the number of such examples (in the global batch when distributed; by
     default those of this batch). A batch without masks gives 0 with zero gradient: unmasked
     examples are selected out with `tf.where`, so not even a NaN can leak through them.
+    `mask_loss_type="l1_dice"` adds a soft Dice term to each example's L1.
 
     Returns a scalar; across replicas the per-replica values add up to the global mean.
     """
     has_mask = tf.cast(has_mask, tf.float32)
-    l1 = attention_mask_l1(attention, mask)
-    masked = tf.where(has_mask > 0, l1, tf.zeros_like(l1))
+    per_example = _mask_loss_fn(mask_loss_type)(attention, mask)
+    masked = tf.where(has_mask > 0, per_example, tf.zeros_like(per_example))
     if labelled_count is None:
         labelled_count = tf.reduce_sum(has_mask)
     return tf.reduce_sum(masked) / tf.maximum(tf.cast(labelled_count, tf.float32), 1.0)

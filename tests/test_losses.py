@@ -64,27 +64,67 @@ def test_semi_supervised_attention_loss_averages_over_labelled_examples():
                                (l1[0] + l1[2]) / 4, rtol=1e-6)
 
 
-def test_no_masks_give_zero_loss_and_zero_attention_gradient():
+def test_soft_dice_and_l1_dice_equal_hand_computation():
+    attention = RNG.uniform(0, 1, (2, 4, 4, 1)).astype(np.float32)
+    mask = np.zeros((2, 4, 4, 1), np.float32)
+    mask[0, 1:3, 1:3] = 1
+    mask[1, 0, 0] = 1
+    a, m = attention.reshape(2, -1), mask.reshape(2, -1)
+    dice = 1 - (2 * (a * m).sum(1) + 1) / (a.sum(1) + m.sum(1) + 1)
+    l1 = np.abs(a - m).mean(1)
+    np.testing.assert_allclose(losses.soft_dice_loss(attention, mask).numpy(), dice, rtol=1e-5)
+    np.testing.assert_allclose(losses.attention_mask_l1_dice(attention, mask).numpy(), l1 + dice, rtol=1e-5)
+    # A perfect attention map gives 0; the paper's L1 stays the default form.
+    np.testing.assert_allclose(losses.soft_dice_loss(mask, mask).numpy(), 0.0, atol=1e-6)
+    has_mask = np.array([0, 1], np.float32)
+    np.testing.assert_allclose(
+        losses.semi_supervised_attention_loss(attention, mask, has_mask, mask_loss_type="l1_dice").numpy(),
+        l1[1] + dice[1], rtol=1e-5)
+    np.testing.assert_allclose(losses.semi_supervised_attention_loss(attention, mask, has_mask).numpy(),
+                               l1[1], rtol=1e-5)
+    with pytest.raises(ValueError, match="mask_loss_type"):
+        losses.semi_supervised_attention_loss(attention, mask, has_mask, mask_loss_type="bce")
+
+
+def test_l1_prefers_empty_attention_on_a_small_tumor_and_l1_dice_does_not():
+    """Why l1_dice exists: for a tumor of 1% of the slice, an all-zero attention has a lower L1
+    than an attention covering the tumor and 6 background pixels; Dice reverses that."""
+    mask = np.zeros((1, 20, 20, 1), np.float32)
+    mask[0, :2, :2] = 1                                   # 4 of 400 pixels
+    empty = np.zeros_like(mask)
+    loose = mask.copy()
+    loose[0, 2:4, :3] = 1                                 # the tumor plus 6 background pixels
+    assert losses.attention_mask_l1(empty, mask).numpy()[0] < losses.attention_mask_l1(loose, mask).numpy()[0]
+    assert losses.attention_mask_l1_dice(loose, mask).numpy()[0] < losses.attention_mask_l1_dice(empty, mask).numpy()[0]
+
+
+@pytest.mark.parametrize("mask_loss_type", losses.MASK_LOSS_TYPES)
+def test_no_masks_give_zero_loss_and_zero_attention_gradient(mask_loss_type):
     images = keras.Input((8, 8, 1))
     net = keras.Model(images, keras.layers.Conv2D(1, 3, padding="same", activation="sigmoid")(images))
     x = RNG.uniform(-1, 1, (2, 8, 8, 1)).astype(np.float32)
     mask = np.ones((2, 8, 8, 1), np.float32)
     with tf.GradientTape() as tape:
-        loss = losses.semi_supervised_attention_loss(net(x), mask, np.zeros(2, np.float32))
+        loss = losses.semi_supervised_attention_loss(net(x), mask, np.zeros(2, np.float32),
+                                                     mask_loss_type=mask_loss_type)
     grads = tape.gradient(loss, net.trainable_variables)
     assert float(loss) == 0.0
     for g in grads:
         np.testing.assert_array_equal(g.numpy(), 0.0)
     with tf.GradientTape() as tape:
-        loss = losses.semi_supervised_attention_loss(net(x), mask, np.array([1, 0], np.float32))
+        loss = losses.semi_supervised_attention_loss(net(x), mask, np.array([1, 0], np.float32),
+                                                     mask_loss_type=mask_loss_type)
     assert any(np.abs(g.numpy()).sum() > 0 for g in tape.gradient(loss, net.trainable_variables))
 
 
-def test_unlabelled_example_cannot_leak_nan():
+@pytest.mark.parametrize("mask_loss_type", losses.MASK_LOSS_TYPES)
+def test_unlabelled_example_cannot_leak_nan(mask_loss_type):
     attention = np.full((2, 2, 2, 1), 0.5, np.float32)
     attention[1] = np.nan
-    loss = losses.semi_supervised_attention_loss(attention, np.zeros_like(attention), np.array([1, 0], np.float32))
-    assert float(loss) == pytest.approx(0.5)
+    loss = losses.semi_supervised_attention_loss(attention, np.zeros_like(attention), np.array([1, 0], np.float32),
+                                                 mask_loss_type=mask_loss_type)
+    # l1_dice: L1 0.5, Dice 1 - 1 / (2 + 0 + 1) on the labelled example.
+    assert float(loss) == pytest.approx(0.5 if mask_loss_type == "l1" else 0.5 + 2 / 3, rel=1e-5)
 
 
 def test_attention_guided_input_and_dice():

@@ -114,6 +114,27 @@ def test_systems_and_config_validation():
         ModelConfig.for_system("pix2pix")
 
 
+def test_attention_width_defaults_to_ngf_and_follows_attention_ngf():
+    def widths(models):
+        return {name: models.named()[name].get_layer("enc1_conv").filters
+                for name in ("attention_normal", "attention_tumor")}
+
+    def generator_width(models):
+        return models.normal_to_tumor.get_layer("stem_conv").filters
+
+    reference = build_models(ModelConfig.for_system("ssa_cyclegan", **TINY))
+    assert widths(reference) == {"attention_normal": 8, "attention_tumor": 8}
+    light = build_models(ModelConfig.for_system("ssa_cyclegan", **{**TINY, "attention_ngf": 4}))
+    assert widths(light) == {"attention_normal": 4, "attention_tumor": 4}
+    assert generator_width(light) == generator_width(reference) == 8
+    assert light.attention_normal.count_params() < reference.attention_normal.count_params()
+    # Configs written before attention_ngf existed read as the reference shape.
+    old = {k: v for k, v in reference.config.to_dict().items() if k != "attention_ngf"}
+    assert ModelConfig.from_dict(old).attention_filters == 8
+    with pytest.raises(ValueError, match="attention_ngf must be >= 0"):
+        ModelConfig(attention_ngf=-1)
+
+
 def test_mixed_precision_keeps_float32_variables_and_outputs():
     models = build_models(ModelConfig.for_system("ssa_cyclegan", channels=1, mixed_precision=True, **TINY))
     x = np.zeros((1, 32, 32, 1), np.float32)

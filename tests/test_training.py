@@ -143,12 +143,71 @@ def test_image_pool_fills_then_mixes_and_restores_exactly(tmp_path):
     assert again == later
 
 
+@pytest.mark.parametrize("mask_loss_type", ["l1", "l1_dice"])
+def test_train_step_attention_loss_is_the_configured_form(data_dir, tmp_path, mask_loss_type):
+    """The step's attention_mask value equals lambda_mask x the chosen loss of A_t on the batch,
+    computed by hand from the weights before the step (one labelled, one unlabelled example)."""
+    from ssagan_tf.training.pool import make_pools
+    from ssagan_tf.training.step import TrainStep, make_optimizers
+
+    config = tiny_config(data_dir, tmp_path, mask_loss_type=mask_loss_type, lambda_mask=2.0)
+    strategy = tf.distribute.OneDeviceStrategy("/cpu:0")
+    with strategy.scope():
+        models = build_models(config.model)
+        gen_opt, disc_opt = make_optimizers(config, total_steps=10)
+        gen_opt.build(models.generator_variables + models.attention_variables)
+        disc_opt.build(models.discriminator_variables)
+        step = tf.Variable(0, dtype=tf.int64, trainable=False)
+    pools = [make_pools(strategy, 2, (32, 32, 1), 0, name) for name in ("pool_tumor", "pool_normal")]
+    rng = np.random.default_rng(3)
+    x_t = rng.uniform(-1, 1, (2, 32, 32, 1)).astype(np.float32)
+    mask = np.zeros((2, 32, 32, 1), np.float32)
+    mask[:, 10:14, 12:20] = 1
+    has_mask = np.array([1.0, 0.0], np.float32)
+    attention = models.attention_tumor(x_t, training=True).numpy()
+    a, m = attention[0].ravel(), mask[0].ravel()
+    expected = np.abs(a - m).mean()
+    if mask_loss_type == "l1_dice":
+        expected += 1 - (2 * (a * m).sum() + 1) / (a.sum() + m.sum() + 1)
+    batch = {"normal": {"image": tf.constant(rng.uniform(-1, 1, (2, 32, 32, 1)), tf.float32)},
+             "tumor": {"image": tf.constant(x_t), "mask": tf.constant(mask), "has_mask": tf.constant(has_mask)}}
+    values = TrainStep(strategy, models, config, gen_opt, disc_opt, *pools, step)(batch, True)
+    assert float(values["attention_mask"]) == pytest.approx(2.0 * expected, rel=1e-4)
+
+
+def test_validation_attention_by_value(data_dir):
+    from ssagan_tf.data.pipeline import load_split_arrays
+    from ssagan_tf.training import summaries
+
+    masks = load_split_arrays(data_dir, "val", ("tumor",))["mask"].reshape(4, -1)
+    zero = summaries.validation_attention(lambda x: tf.zeros_like(x[..., :1]), data_dir, 0.1)
+    assert zero == {"dice": pytest.approx(0.0, abs=1e-6), "attended": 0.0}
+    full = summaries.validation_attention(lambda x: tf.ones_like(x[..., :1]), data_dir, 0.1)
+    expected = np.mean(2 * masks.sum(1) / (masks.shape[1] + masks.sum(1)))
+    assert full["attended"] == 1.0 and full["dice"] == pytest.approx(expected, rel=1e-5)
+    assert summaries.validation_attention(None, data_dir, 0.1) is None
+
+
+def test_collapsed_attention_is_reported_once_with_advice(data_dir, tmp_path, monkeypatch):
+    from ssagan_tf.training import summaries
+
+    monkeypatch.setattr(summaries, "validation_attention", lambda *args, **kwargs: {"dice": 0.0, "attended": 0.0})
+    out = io.StringIO()
+    train(tiny_config(data_dir, tmp_path, max_steps=6, checkpoint_every=100), stream=out)
+    text = out.getvalue()
+    assert "(0.0% of pixels attended)" in text
+    assert text.count("WARNING: the tumor attention is below tau=0.1") == 1
+    assert "--mask_loss_type=l1_dice" in text
+    assert "l1_dice" not in summaries.collapse_warning("l1_dice", 0.1).split("; ", 1)[1]
+
+
 def test_config_validation_messages(data_dir, tmp_path):
     good = tiny_config(data_dir, tmp_path)
     assert RunConfig.from_dict(good.to_dict()) == good
     for change, message in ((dict(batch_size=0), "batch_size must be >= 1"), (dict(d_mode="x"), "d_mode must be"),
                             (dict(tau=1.5), "tau must be in"), (dict(attention_epochs=0), "attention_epochs"),
                             (dict(gan_loss="wgan"), "gan_loss must be"), (dict(strategy="tpu"), "strategy must be"),
-                            (dict(strategy="multi_worker"), "TF_CONFIG")):
+                            (dict(strategy="multi_worker"), "TF_CONFIG"),
+                            (dict(mask_loss_type="bce"), "mask_loss_type must be one of")):
         with pytest.raises(ValueError, match=message):
             dataclasses.replace(good, **change).validate()

@@ -139,10 +139,18 @@ def test_mixed_precision_flag(data_dir, tmp_path):
     assert any("dynamic_scale" in n for n in names), "no loss-scale state in the checkpoint"
 
 
-def test_jit_compile_flag(data_dir, tmp_path):
-    code, out = run(f"--data_dir={data_dir}", f"--model_dir={tmp_path}", *TINY, "--max_steps=3", "--jit_compile")
+def test_jit_compile_flag_with_light_attention_and_l1_dice(data_dir, tmp_path):
+    code, out = run(f"--data_dir={data_dir}", f"--model_dir={tmp_path}", *TINY, "--max_steps=3", "--jit_compile",
+                    "--attention_ngf=4", "--mask_loss_type=l1_dice")
     assert code == 0, out
     assert "Done at step 3" in out
+    config = json.loads((tmp_path / "config.json").read_text())
+    assert config["mask_loss_type"] == "l1_dice" and config["model"]["attention_ngf"] == 4
+    # The generator optimizer tracks every trained kernel: the two generators' 7x7 stems have ngf=8
+    # filters, the two attention networks' first 7x7 convs attention_ngf=4.
+    shapes = [np.shape(v) for n, v in model_variables(str(tmp_path)).items()
+              if n.startswith("generator_optimizer/_trainable_variables/")]
+    assert shapes.count((7, 7, 1, 8)) == 2 and shapes.count((7, 7, 1, 4)) == 2, shapes
 
 
 def free_port():

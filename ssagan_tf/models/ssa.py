@@ -41,6 +41,7 @@ class ModelConfig:
     channels: int = 1
     ngf: int = 64
     ndf: int = 64
+    attention_ngf: int = 0             # filters of the attention networks' first layer; 0 = ngf
     n_res_blocks: int = 9
     use_attention: bool = True
     spectral_norm: bool = True
@@ -55,6 +56,8 @@ class ModelConfig:
         for field in ("channels", "ngf", "ndf"):
             if getattr(self, field) < 1:
                 raise ValueError(f"{field} must be >= 1, got {getattr(self, field)}")
+        if self.attention_ngf < 0:
+            raise ValueError(f"attention_ngf must be >= 0 (0 = ngf), got {self.attention_ngf}")
         if self.n_res_blocks < 0:
             raise ValueError(f"n_res_blocks must be >= 0, got {self.n_res_blocks}")
         if self.mask_loss and not self.use_attention:
@@ -76,6 +79,11 @@ class ModelConfig:
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
+
+    @property
+    def attention_filters(self) -> int:
+        """Width of the attention networks: attention_ngf, or ngf when that is 0 (DESIGN.md)."""
+        return self.attention_ngf or self.ngf
 
     @property
     def dtype_policy(self) -> str:
@@ -121,7 +129,7 @@ def build_models(cfg: ModelConfig) -> SSAModels:
     size, channels = cfg.image_size, cfg.channels
     attention = {}
     for direction in ("normal", "tumor"):
-        attention[direction] = (attention_network(size, channels, cfg.ngf, dtype=dtype,
+        attention[direction] = (attention_network(size, channels, cfg.attention_filters, dtype=dtype,
                                                   name=f"attention_{direction}")
                                 if cfg.use_attention else None)
     return SSAModels(

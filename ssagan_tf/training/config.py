@@ -11,7 +11,7 @@ import json
 import os
 from dataclasses import dataclass, field
 
-from ssagan_tf.losses import GAN_LOSSES
+from ssagan_tf.losses import GAN_LOSSES, MASK_LOSS_TYPES
 from ssagan_tf.models import ModelConfig
 
 CONFIG_NAME = "config.json"
@@ -41,6 +41,7 @@ class RunConfig:
     lambda_cycle: float = 10.0
     lambda_identity: float = 0.0
     lambda_mask: float = 1.0
+    mask_loss_type: str = "l1"          # "l1" (paper Eq. 4) or "l1_dice"
     d_mode: str = "mejjati"
     attention_epochs: int = 30
     tau: float = 0.1
@@ -88,6 +89,8 @@ class RunConfig:
         need(self.gan_loss in GAN_LOSSES, f"gan_loss must be one of {GAN_LOSSES}, got {self.gan_loss!r}")
         for name in ("lambda_cycle", "lambda_identity", "lambda_mask"):
             need(getattr(self, name) >= 0, f"{name} must be >= 0, got {getattr(self, name)}")
+        need(self.mask_loss_type in MASK_LOSS_TYPES,
+             f"mask_loss_type must be one of {MASK_LOSS_TYPES}, got {self.mask_loss_type!r}")
         need(self.d_mode in D_MODES, f"d_mode must be one of {D_MODES}, got {self.d_mode!r}")
         need(self.attention_epochs >= 1 or not self.model.use_attention,
              f"attention_epochs must be >= 1 when the model has attention (0 would freeze untrained attention "

@@ -186,12 +186,19 @@ def _run(config, strategy, chief, models, gen_opt, disc_opt, step, epoch, pools_
                     if models.attention_tumor is not None else None)
     slices_per_step = 2 * config.batch_size          # one normal and one tumor slice per example
 
+    warned = []
+
     def record_dice(at_step: int, at_epoch: int):
-        dice = summaries.validation_dice(attention_fn, config.data_dir, config.tau)
-        if dice is not None:
-            result.val_dice[at_epoch] = dice
-            board.scalars(at_step, {"attention_tumor_dice": dice}, prefix="val/")
-            log(f"epoch {at_epoch}: validation Dice of A_t >= {config.tau} vs mask = {dice:.4f}")
+        stats = summaries.validation_attention(attention_fn, config.data_dir, config.tau)
+        if stats is not None:
+            result.val_dice[at_epoch] = stats["dice"]
+            board.scalars(at_step, {"attention_tumor_dice": stats["dice"], "attention_tumor_attended": stats["attended"]},
+                          prefix="val/")
+            log(f"epoch {at_epoch}: validation Dice of A_t >= {config.tau} vs mask = {stats['dice']:.4f} "
+                f"({100 * stats['attended']:.1f}% of pixels attended)")
+            if at_epoch >= 1 and stats["attended"] == 0.0 and not warned:
+                warned.append(at_epoch)
+                log(summaries.collapse_warning(config.mask_loss_type, config.tau))
 
     if chief and start == 0:
         record_dice(0, 0)                            # the untrained baseline

@@ -135,7 +135,7 @@ class TrainStep:
             attention_mask = tf.constant(0.0)
             if m.config.mask_loss:
                 attention_mask = c.lambda_mask * losses.semi_supervised_attention_loss(
-                    att_t, batch["tumor"]["mask"], batch["tumor"]["has_mask"], labelled)
+                    att_t, batch["tumor"]["mask"], batch["tumor"]["has_mask"], labelled, c.mask_loss_type)
             gen_total = mean(per_example) + attention_mask
 
             pooled_t = replica_pool(self.pools_tumor).query(tf.stop_gradient(view_fake_t))

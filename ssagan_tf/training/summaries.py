@@ -103,25 +103,35 @@ def sample_batch(data_dir: str, count: int = 2) -> tuple:
     return picked[0][:n], picked[1][:n]
 
 
-def validation_dice(attention_tumor, data_dir: str, tau: float, batch_size: int = 8):
-    """Mean Dice between the tumor attention A_t thresholded at tau (the pseudo-mask augmentation
-    writes) and the true whole-tumor mask, over validation tumor slices that carry a mask.
-    `attention_tumor` maps images to attention (a model, or a tf.function around one). None when
-    there is no attention network or the split has no such slices."""
+def validation_attention(attention_tumor, data_dir: str, tau: float, batch_size: int = 8):
+    """How well the tumor attention A_t finds the tumor on the validation tumor slices that carry a
+    mask: {"dice": mean Dice of A_t >= tau (the pseudo-mask augmentation writes) against the true
+    whole-tumor mask, "attended": fraction of their pixels with A_t >= tau}. `attention_tumor` maps
+    images to attention (a model, or a tf.function around one). None when there is no attention
+    network or the split has no such slices."""
     from ssagan_tf.data import schema
 
     if attention_tumor is None or schema.read_manifest(data_dir).count("val", "tumor") == 0:
         return None
-    total, count = 0.0, 0
+    dice_sum, attended_sum, count = 0.0, 0.0, 0
     for batch in pipeline.make_slice_dataset(data_dir, "val", "tumor", batch_size):
         keep = batch["has_mask"].numpy() > 0
         if not keep.any():
             continue
-        attention = attention_tumor(batch["image"])
-        dice = losses.dice_coefficient(losses.binarize_attention(attention, tau), batch["mask"]).numpy()
-        total += float(dice[keep].sum())
+        binary = losses.binarize_attention(attention_tumor(batch["image"]), tau)
+        dice_sum += float(losses.dice_coefficient(binary, batch["mask"]).numpy()[keep].sum())
+        attended_sum += float(tf.reduce_mean(binary, axis=[1, 2, 3]).numpy()[keep].sum())
         count += int(keep.sum())
-    return total / count if count else None
+    return {"dice": dice_sum / count, "attended": attended_sum / count} if count else None
+
+
+def collapse_warning(mask_loss_type: str, tau: float) -> str:
+    """What to tell a user whose tumor attention fell below tau everywhere during the warm-up."""
+    advice = ("with tumors this small, train again with --mask_loss_type=l1_dice (docs/training.md, "
+              "'When the attention collapses')" if mask_loss_type == "l1" else
+              "check the masks of the labelled slices, or train longer/with a higher --lambda_mask")
+    return (f"WARNING: the tumor attention is below tau={tau} on every validation tumor slice: it has collapsed "
+            f"to zero, and translations would return their input unchanged; {advice}.")
 
 
 class ProgressLine:
