@@ -7,6 +7,13 @@ x graph/XLA, with the peak resident memory of each configuration.
         [--output=runs/bench/bench_train.json]
 
 Each configuration runs in its own process, so that peak memory and XLA caches are its own.
+
+    python benchmarks/bench_train.py --interleave [--sizes=128] [--modes=graph] [--steps=12] ...
+
+instead builds every configuration of a size in one process and times their steps in turn (A B C,
+A B C, ...): each configuration's cost relative to our `cyclegan` is then the median of ratios of
+steps taken seconds apart, which the speed drift of a shared machine barely affects (peak memory
+is then the process's, for all configurations together).
 """
 
 from __future__ import annotations
@@ -39,15 +46,17 @@ flags.DEFINE_list("phases", ["warmup", "frozen"], "Training phases timed for sys
                   "only evaluated, D sees attended regions). Systems without attention have one phase.")
 flags.DEFINE_list("attention_ngf", ["0"], "Attention-network widths timed for systems with attention "
                   "(run_train.py --attention_ngf; 0 = --ngf, the reference shape).")
+flags.DEFINE_boolean("interleave", False, "Time all configurations of a size in one process, one step of each in "
+                     "turn, and report each one's median step-time ratio to cyclegan (robust to machine drift).")
 flags.DEFINE_string("one", None, "Internal: run the single configuration SIZE:SYSTEM:MODE:PHASE:ATTENTION_NGF and "
                     "print its JSON.")
 
 FLAGS = flags.FLAGS
 
 
-def measure(size: int, system: str, mode: str, steps: int, ngf: int, ndf: int, n_res_blocks: int,
-            phase: str = "warmup", attention_ngf: int = 0) -> dict:
-    """Time `steps` train steps of one configuration in this process."""
+def build_step(strategy, size: int, system: str, mode: str, ngf: int, ndf: int, n_res_blocks: int,
+               attention_ngf: int = 0):
+    """The real TrainStep of one configuration on a fixed synthetic batch: (run(phase) -> None, ModelConfig)."""
     import numpy as np
     import tensorflow as tf
 
@@ -56,7 +65,6 @@ def measure(size: int, system: str, mode: str, steps: int, ngf: int, ndf: int, n
     from ssagan_tf.training.pool import make_pools
     from ssagan_tf.training.step import TrainStep, make_optimizers
 
-    strategy = tf.distribute.MirroredStrategy()
     model = ModelConfig.for_system(system, image_size=size, channels=1, ngf=ngf, ndf=ndf, n_res_blocks=n_res_blocks,
                                    attention_ngf=attention_ngf)
     config = RunConfig(data_dir="synthetic", model_dir="unused", model=model, batch_size=1, jit_compile=mode == "xla")
@@ -75,16 +83,17 @@ def measure(size: int, system: str, mode: str, steps: int, ngf: int, ndf: int, n
     batch = {"normal": {"image": tf.constant(rng.uniform(-1, 1, (1, *shape)), tf.float32)},
              "tumor": {"image": tf.constant(rng.uniform(-1, 1, (1, *shape)), tf.float32), "mask": tf.constant(mask),
                        "has_mask": tf.constant([1.0])}}
-    warmup = phase == "warmup"
-    began = time.perf_counter()
-    for _ in range(2):
-        float(train_step(batch, warmup)["generator_total"])
-    warmup_seconds = time.perf_counter() - began
-    times = []
-    for _ in range(steps):
-        began = time.perf_counter()
-        float(train_step(batch, warmup)["generator_total"])
-        times.append(time.perf_counter() - began)
+
+    def run(phase: str):
+        float(train_step(batch, phase == "warmup")["generator_total"])
+
+    return run, model
+
+
+def _row(size, system, mode, phase, ngf, n_res_blocks, model, steps, times, warmup_seconds) -> dict:
+    import numpy as np
+    import tensorflow as tf
+
     seconds = float(np.median(times))
     return {"size": size, "system": system, "mode": mode, "phase": phase, "ngf": ngf,
             "attention_ngf": model.attention_filters if model.use_attention else None,
@@ -93,6 +102,60 @@ def measure(size: int, system: str, mode: str, steps: int, ngf: int, ndf: int, n
             "slices_per_second": 2 / seconds, "trace_and_warmup_seconds": warmup_seconds,
             "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
             "tf_version": tf.__version__, "cpu_count": os.cpu_count()}
+
+
+def measure(size: int, system: str, mode: str, steps: int, ngf: int, ndf: int, n_res_blocks: int,
+            phase: str = "warmup", attention_ngf: int = 0) -> dict:
+    """Time `steps` train steps of one configuration in this process."""
+    import tensorflow as tf
+
+    run, model = build_step(tf.distribute.MirroredStrategy(), size, system, mode, ngf, ndf, n_res_blocks,
+                            attention_ngf)
+    began = time.perf_counter()
+    for _ in range(2):
+        run(phase)
+    warmup_seconds = time.perf_counter() - began
+    times = []
+    for _ in range(steps):
+        began = time.perf_counter()
+        run(phase)
+        times.append(time.perf_counter() - began)
+    return _row(size, system, mode, phase, ngf, n_res_blocks, model, steps, times, warmup_seconds)
+
+
+def measure_interleaved(size: int, configurations: list, steps: int, ngf: int, ndf: int, n_res_blocks: int) -> list:
+    """Time `steps` rounds of one step of every (system, mode, phase, attention_ngf) in turn, in this
+    process; each row gets `vs_cyclegan`, the median over rounds of its step time divided by that of
+    `cyclegan` (same mode) in the same round."""
+    import numpy as np
+    import tensorflow as tf
+
+    strategy = tf.distribute.MirroredStrategy()
+    built, warmup_seconds = {}, {}
+    for system, mode, phase, width in configurations:
+        key = (system, mode, width)
+        if key not in built:
+            built[key] = build_step(strategy, size, system, mode, ngf, ndf, n_res_blocks, width)
+        began = time.perf_counter()
+        for _ in range(2):
+            built[key][0](phase)
+        warmup_seconds[(system, mode, phase, width)] = time.perf_counter() - began
+    times = {c: [] for c in configurations}
+    for _ in range(steps):
+        for c in configurations:
+            began = time.perf_counter()
+            built[(c[0], c[1], c[3])][0](c[2])
+            times[c].append(time.perf_counter() - began)
+    rows = []
+    for c in configurations:
+        system, mode, phase, width = c
+        row = _row(size, system, mode, phase, ngf, n_res_blocks, built[(system, mode, width)][1], steps, times[c],
+                   warmup_seconds[c])
+        base = times.get(("cyclegan", mode, "warmup", 0))
+        row["vs_cyclegan"] = float(np.median(np.array(times[c]) / np.array(base))) if base else None
+        row["interleaved"] = True
+        rows.append(row)
+    return rows
 
 
 def measure_torch(size: int, steps: int, ngf: int, ndf: int, n_res_blocks: int, torch_path: str) -> dict:
@@ -182,20 +245,24 @@ def measure_torch(size: int, steps: int, ngf: int, ndf: int, n_res_blocks: int, 
             "torch_version": torch.__version__, "torch_threads": torch.get_num_threads(), "cpu_count": os.cpu_count()}
 
 
+def label(r: dict) -> str:
+    width = r.get("attention_ngf")
+    return f"{r['system']} (attention ngf {width})" if width and width != r.get("ngf") else r["system"]
+
+
 def table(rows: list) -> str:
-    lines = ["| size | system | mode | phase | step s (median) | slices/s | peak RSS MB | trace+warm-up s |",
-             "|---:|---|---|---|---:|---:|---:|---:|"]
-
-    def system(r):
-        width = r.get("attention_ngf")
-        return f"{r['system']} (attention ngf {width})" if width and width != r.get("ngf") else r["system"]
-
+    lines = ["| size | system | mode | phase | step s (median) | slices/s | vs cyclegan | peak RSS MB | "
+             "trace+warm-up s |",
+             "|---:|---|---|---|---:|---:|---:|---:|---:|"]
     for r in rows:
         if "error" in r:
-            lines.append(f"| {r['size']} | {system(r)} | {r['mode']} | {r['phase']} | failed: {r['error'][:60]} | | | |")
+            lines.append(f"| {r['size']} | {label(r)} | {r['mode']} | {r['phase']} | failed: {r['error'][:60]} | | | | |")
             continue
-        lines.append(f"| {r['size']} | {system(r)} | {r['mode']} | {r['phase']} | {r['step_seconds_median']:.3f} | "
-                     f"{r['slices_per_second']:.2f} | {r['peak_rss_mb']:.0f} | {r['trace_and_warmup_seconds']:.1f} |")
+        ratio = r.get("vs_cyclegan")
+        ratio = f"{100 * (ratio - 1):+.1f}%" if ratio is not None else "-"
+        lines.append(f"| {r['size']} | {label(r)} | {r['mode']} | {r['phase']} | {r['step_seconds_median']:.3f} | "
+                     f"{r['slices_per_second']:.2f} | {ratio} | {r['peak_rss_mb']:.0f} | "
+                     f"{r['trace_and_warmup_seconds']:.1f} |")
     return "\n".join(lines)
 
 
@@ -212,6 +279,8 @@ def main(argv):
     if FLAGS.steps < 1:
         raise app.UsageError("--steps must be >= 1")
     sizes = [int(s) for s in FLAGS.sizes]
+    if FLAGS.torch_path and FLAGS.interleave:
+        raise app.UsageError("--interleave times our configurations only; run --torch_path without it")
     if FLAGS.torch_path and not os.path.isdir(os.path.join(FLAGS.torch_path, "torch")):
         raise app.UsageError(f"--torch_path: no torch package in {FLAGS.torch_path}")
     for phase in FLAGS.phases:
@@ -234,13 +303,19 @@ def main(argv):
         return 0
     rows = []
     for size in sizes:
-        # The PyTorch reference first at each size, then ours, so that both see similar machine load.
-        runs = [("cyclegan", "torch", "warmup", 0)] if FLAGS.torch_path else []
+        ours = []
         for system in FLAGS.systems:
             attention = SYSTEMS[system]["use_attention"]
-            runs += [(system, mode, phase, width) for mode in FLAGS.modes
+            ours += [(system, mode, phase, width) for mode in FLAGS.modes
                      for width in (attention_ngfs if attention else [0])
                      for phase in (FLAGS.phases if attention else ["warmup"])]
+        if FLAGS.interleave:
+            for row in measure_interleaved(size, ours, FLAGS.steps, FLAGS.ngf, FLAGS.ndf, FLAGS.n_res_blocks):
+                rows.append(row)
+                print(table(rows[-1:]).splitlines()[-1], flush=True)
+            continue
+        # The PyTorch reference first at each size, then ours, so that both see similar machine load.
+        runs = ([("cyclegan", "torch", "warmup", 0)] if FLAGS.torch_path else []) + ours
         for system, mode, phase, width in runs:
             cmd = [sys.executable, os.path.abspath(__file__), f"--one={size}:{system}:{mode}:{phase}:{width}",
                    f"--steps={FLAGS.steps}", f"--ngf={FLAGS.ngf}", f"--ndf={FLAGS.ndf}",

@@ -123,6 +123,16 @@ def test_restore_models_reads_config_and_latest_weights(data_dir, two_step_run):
                for a, b in zip(models.attention_tumor.weights, fresh.attention_tumor.weights))
 
 
+def test_light_attention_run_restores_at_its_width(data_dir, tmp_path):
+    model = dataclasses.replace(ModelConfig.for_system("ssa_cyclegan", image_size=32, channels=1, ngf=8, ndf=8,
+                                                       n_res_blocks=1), attention_ngf=4)
+    quiet_train(tiny_config(data_dir, tmp_path, model=model, max_steps=1))
+    models, cfg, _ = checkpoints.restore_models(str(tmp_path))
+    assert cfg.attention_ngf == 4
+    assert models.attention_tumor.get_layer("enc1_conv").filters == 4
+    assert models.normal_to_tumor.get_layer("stem_conv").filters == 8
+
+
 def test_learning_rate_constant_then_linear_to_zero():
     schedule = LinearDecaySchedule(2e-4, decay_start=50, total=100)
     np.testing.assert_allclose([float(schedule(s)) for s in (0, 49, 50, 75, 100, 120)],
@@ -198,7 +208,8 @@ def test_collapsed_attention_is_reported_once_with_advice(data_dir, tmp_path, mo
     assert "(0.0% of pixels attended)" in text
     assert text.count("WARNING: the tumor attention is below tau=0.1") == 1
     assert "--mask_loss_type=l1_dice" in text
-    assert "l1_dice" not in summaries.collapse_warning("l1_dice", 0.1).split("; ", 1)[1]
+    assert "--lambda_mask" in summaries.collapse_warning(True, "l1_dice", 0.1)
+    assert "--model=ssa_cyclegan" in summaries.collapse_warning(False, "l1", 0.1)
 
 
 def test_config_validation_messages(data_dir, tmp_path):

@@ -77,6 +77,20 @@ def test_bad_flags_fail_before_work(data_dir, tmp_path):
     assert not os.path.exists(tmp_path / "config.json") and not os.path.exists(tmp_path / "checkpoints")
 
 
+@pytest.mark.parametrize("flagfile", ["brain.flags", "demo.flags"])
+def test_shipped_flagfiles_parse(data_dir, tmp_path, flagfile):
+    """Every flag in the shipped flagfiles exists: the run gets as far as checking the data
+    (the tiny 32^2 dataset is refused for brain.flags' 256^2; demo.flags takes the size from it)."""
+    code, out = run(f"--flagfile={os.path.join(REPO_ROOT, flagfile)}", f"--data_dir={data_dir}",
+                    f"--model_dir={tmp_path}", "--max_steps=1", "--epochs=1", "--attention_epochs=1",
+                    "--ngf=8", "--ndf=8", "--n_res_blocks=1", timeout=300)
+    assert "Unknown command line flag" not in out
+    if flagfile == "brain.flags":
+        assert code != 0 and "--image_size=256 but" in out
+    else:
+        assert code == 0 and "Done at step 1" in out, out
+
+
 def test_flagfile_run_killed_and_rerun_finishes(data_dir, tmp_path):
     model_dir, export_dir = tmp_path / "run", tmp_path / "export"
     flagfile = tmp_path / "tiny.flags"

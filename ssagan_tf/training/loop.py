@@ -198,7 +198,7 @@ def _run(config, strategy, chief, models, gen_opt, disc_opt, step, epoch, pools_
                 f"({100 * stats['attended']:.1f}% of pixels attended)")
             if at_epoch >= 1 and stats["attended"] == 0.0 and not warned:
                 warned.append(at_epoch)
-                log(summaries.collapse_warning(config.mask_loss_type, config.tau))
+                log(summaries.collapse_warning(config.model.mask_loss, config.mask_loss_type, config.tau))
 
     if chief and start == 0:
         record_dice(0, 0)                            # the untrained baseline

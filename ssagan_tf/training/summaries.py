@@ -125,11 +125,16 @@ def validation_attention(attention_tumor, data_dir: str, tau: float, batch_size:
     return {"dice": dice_sum / count, "attended": attended_sum / count} if count else None
 
 
-def collapse_warning(mask_loss_type: str, tau: float) -> str:
+def collapse_warning(mask_loss: bool, mask_loss_type: str, tau: float) -> str:
     """What to tell a user whose tumor attention fell below tau everywhere during the warm-up."""
-    advice = ("with tumors this small, train again with --mask_loss_type=l1_dice (docs/training.md, "
-              "'When the attention collapses')" if mask_loss_type == "l1" else
-              "check the masks of the labelled slices, or train longer/with a higher --lambda_mask")
+    if not mask_loss:
+        advice = ("this system learns the attention without masks; --model=ssa_cyclegan supervises it with the "
+                  "tumor masks")
+    elif mask_loss_type == "l1":
+        advice = ("with tumors this small, train again with --mask_loss_type=l1_dice (docs/training.md, "
+                  "'When the attention collapses')")
+    else:
+        advice = "check the masks of the labelled slices, or train again with a higher --lambda_mask"
     return (f"WARNING: the tumor attention is below tau={tau} on every validation tumor slice: it has collapsed "
             f"to zero, and translations would return their input unchanged; {advice}.")
 
