@@ -104,11 +104,29 @@ def test_non_finite_loss_stops_and_keeps_last_checkpoint(data_dir, two_step_run,
 def test_other_architecture_is_refused_and_fresh_starts_over(data_dir, two_step_run, tmp_path):
     shutil.copytree(two_step_run, tmp_path / "run")
     wider = dataclasses.replace(tiny_config(data_dir, tmp_path / "run").model, ngf=16)
-    with pytest.raises(ValueError, match="holds a run of another model.*--fresh"):
+    with pytest.raises(ValueError, match="holds a run of another model .*, ngf 8 there, 16 now\\).*--fresh"):
         quiet_train(tiny_config(data_dir, tmp_path / "run", model=wider, max_steps=1))
     result = quiet_train(tiny_config(data_dir, tmp_path / "run", model=wider, max_steps=1, fresh=True))
     assert result.resumed_from is None and result.step == 1
     assert sorted(p.name for p in (tmp_path / "run" / "checkpoints").glob("*.index")) == ["ckpt-1.index"]
+
+
+def test_run_saved_before_attention_ngf_existed_resumes(data_dir, two_step_run, tmp_path):
+    """config.json of an older run has no attention_ngf; it resumes, also when asked for the
+    same width explicitly (attention_ngf = ngf), and refuses a different width."""
+    import json
+
+    shutil.copytree(two_step_run, tmp_path / "run")
+    path = tmp_path / "run" / "config.json"
+    saved = json.loads(path.read_text())
+    del saved["model"]["attention_ngf"]
+    path.write_text(json.dumps(saved))
+    base = tiny_config(data_dir, tmp_path / "run").model
+    same = dataclasses.replace(base, attention_ngf=base.ngf)
+    assert quiet_train(tiny_config(data_dir, tmp_path / "run", model=same, max_steps=3)).resumed_from == 2
+    with pytest.raises(ValueError, match="attention_ngf 8 there, 4 now"):
+        quiet_train(tiny_config(data_dir, tmp_path / "run", model=dataclasses.replace(base, attention_ngf=4),
+                                max_steps=4))
 
 
 def test_restore_models_reads_config_and_latest_weights(data_dir, two_step_run):

@@ -11,7 +11,6 @@ uninterrupted one would have seen; `deterministic` adds TF op determinism for bi
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import sys
@@ -23,7 +22,7 @@ import numpy as np
 import tensorflow as tf
 
 from ssagan_tf.data import pipeline, schema
-from ssagan_tf.models import build_models
+from ssagan_tf.models import ModelConfig, build_models
 from ssagan_tf.training import checkpoints, summaries
 from ssagan_tf.training.config import ConfigError, RunConfig, load_config_dict, save_config
 from ssagan_tf.training.pool import make_pools
@@ -85,12 +84,23 @@ def _prepare_model_dir(config: RunConfig, chief: bool, log):
         return None
     if latest is None:
         return None
-    saved = load_config_dict(config.model_dir)["model"]
-    wanted = {**config.model.to_dict(), "mixed_precision": saved.get("mixed_precision")}
+    saved = _architecture(ModelConfig.from_dict(load_config_dict(config.model_dir)["model"]))
+    wanted = _architecture(config.model)
     if saved != wanted:
-        raise ConfigError(f"{config.model_dir} holds a run of another model ({json.dumps(saved, sort_keys=True)}); "
+        changes = ", ".join(f"{k} {saved[k]!r} there, {wanted[k]!r} now" for k in sorted(saved) if saved[k] != wanted[k])
+        raise ConfigError(f"{config.model_dir} holds a run of another model ({changes}); "
                          "use --fresh to start over there, or another --model_dir")
     return latest
+
+
+def _architecture(model: ModelConfig) -> dict:
+    """What must match to resume: the model config, with attention_ngf resolved (0 and the value of
+    ngf build the same networks; runs saved before the field existed read as 0) and without
+    mixed_precision (a run may resume with a different compute precision)."""
+    values = model.to_dict()
+    values["attention_ngf"] = model.attention_filters if model.use_attention else 0
+    values.pop("mixed_precision")
+    return values
 
 
 def _dataset(config: RunConfig, skip: int):
