@@ -21,9 +21,11 @@ flags.DEFINE_enum("model", "ssa_cyclegan", list(SYSTEMS),
                   "Which of the paper's five systems to train (Table I): plain CycleGAN, +spectral norm, "
                   "+attention, +both, or SSA-CycleGAN (attention, spectral norm and the semi-supervised mask loss).")
 flags.DEFINE_integer("image_size", 0, "Slice size; 0 takes it from the dataset manifest, otherwise it must match it.")
-flags.DEFINE_integer("ngf", 64, "Filters of the generators' and attention networks' first layer.")
+flags.DEFINE_integer("ngf", 64, "Filters of the generators' first layer (and of the attention networks', unless "
+                     "--attention_ngf is set).")
 flags.DEFINE_integer("attention_ngf", 0, "Filters of the attention networks' first layer; 0 = --ngf (the reference "
-                     "shape). 32 (the width of Mejjati et al.'s attention network) cuts the attention cost ~3x.")
+                     "shape). 32 (the width of Mejjati et al.'s attention network) cuts the attention cost ~3x. "
+                     "Systems with attention only.")
 flags.DEFINE_integer("ndf", 64, "Filters of the discriminators' first layer.")
 flags.DEFINE_integer("n_res_blocks", 9, "Residual blocks in each generator (9 in CycleGAN at 256^2).")
 flags.DEFINE_integer("batch_size", 1, "Global batch size (split evenly across replicas; the paper uses 1).")
@@ -41,8 +43,9 @@ flags.DEFINE_float("lambda_cycle", 10.0, "Weight of each direction's L1 cycle lo
 flags.DEFINE_float("lambda_identity", 0.0, "Identity loss weight, relative to lambda_cycle (0 = none, as the paper).")
 flags.DEFINE_float("lambda_mask", 1.0, "Weight of the semi-supervised attention (mask) loss; ssa_cyclegan only.")
 flags.DEFINE_enum("mask_loss_type", "l1", ["l1", "l1_dice"],
-                  "Form of the attention (mask) loss: l1 = paper Eq. 4; l1_dice adds a soft Dice term, for masks "
-                  "covering a few percent of a slice or less, where L1 alone pulls the attention to zero.")
+                  "Form of the attention (mask) loss; ssa_cyclegan only. l1 = paper Eq. 4; l1_dice adds a soft "
+                  "Dice term, for tumors covering a few percent of a slice or less, where L1 alone drives the "
+                  "attention off the tumors (training warns when it does).")
 flags.DEFINE_enum("d_mode", "mejjati", ["full", "paper", "mejjati"],
                   "What the discriminators see after the attention warm-up: full images; both images masked by "
                   "the fake's source attention (paper); or fakes masked by their source attention and reals by "

@@ -10,8 +10,8 @@ Each configuration runs in its own process, so that peak memory and XLA caches a
 
     python benchmarks/bench_train.py --interleave [--sizes=128] [--modes=graph] [--steps=12] ...
 
-instead builds every configuration of a size in one process and times their steps in turn (A B C,
-A B C, ...): each configuration's cost relative to our `cyclegan` is then the median of ratios of
+instead builds every configuration of a size in one process and times one step of each in turn, in
+a new random order each round: each configuration's cost relative to our `cyclegan` is then the median of ratios of
 steps taken seconds apart, which the speed drift of a shared machine barely affects (peak memory
 is then the process's, for all configurations together).
 """
@@ -123,10 +123,21 @@ def measure(size: int, system: str, mode: str, steps: int, ngf: int, ndf: int, n
     return _row(size, system, mode, phase, ngf, n_res_blocks, model, steps, times, warmup_seconds)
 
 
+def median_with_interval(values, rounds: int = 2000, seed: int = 0) -> tuple:
+    """Median of `values` and its 95% bootstrap interval (percentiles of resampled medians)."""
+    import numpy as np
+
+    values = np.asarray(values, dtype=np.float64)
+    rng = np.random.default_rng(seed)
+    medians = np.median(rng.choice(values, size=(rounds, len(values)), replace=True), axis=1)
+    return float(np.median(values)), float(np.percentile(medians, 2.5)), float(np.percentile(medians, 97.5))
+
+
 def measure_interleaved(size: int, configurations: list, steps: int, ngf: int, ndf: int, n_res_blocks: int) -> list:
     """Time `steps` rounds of one step of every (system, mode, phase, attention_ngf) in turn, in this
-    process; each row gets `vs_cyclegan`, the median over rounds of its step time divided by that of
-    `cyclegan` (same mode) in the same round."""
+    process, in a new random order each round; each row gets `vs_cyclegan`, the median over rounds of
+    its step time divided by that of `cyclegan` (same mode) in the same round, with a 95% bootstrap
+    interval (`vs_cyclegan_low`, `vs_cyclegan_high`), and its per-round times."""
     import numpy as np
     import tensorflow as tf
 
@@ -141,8 +152,11 @@ def measure_interleaved(size: int, configurations: list, steps: int, ngf: int, n
             built[key][0](phase)
         warmup_seconds[(system, mode, phase, width)] = time.perf_counter() - began
     times = {c: [] for c in configurations}
+    order = list(configurations)
+    rng = np.random.default_rng(0)
     for _ in range(steps):
-        for c in configurations:
+        rng.shuffle(order)               # a new order each round: no configuration keeps a position
+        for c in order:
             began = time.perf_counter()
             built[(c[0], c[1], c[3])][0](c[2])
             times[c].append(time.perf_counter() - began)
@@ -152,7 +166,9 @@ def measure_interleaved(size: int, configurations: list, steps: int, ngf: int, n
         row = _row(size, system, mode, phase, ngf, n_res_blocks, built[(system, mode, width)][1], steps, times[c],
                    warmup_seconds[c])
         base = times.get(("cyclegan", mode, "warmup", 0))
-        row["vs_cyclegan"] = float(np.median(np.array(times[c]) / np.array(base))) if base else None
+        row["vs_cyclegan"], row["vs_cyclegan_low"], row["vs_cyclegan_high"] = (
+            median_with_interval(np.array(times[c]) / np.array(base)) if base else (None, None, None))
+        row["step_seconds"] = times[c]                # per round, in round order
         row["interleaved"] = True
         rows.append(row)
     return rows
@@ -247,11 +263,11 @@ def measure_torch(size: int, steps: int, ngf: int, ndf: int, n_res_blocks: int, 
 
 def label(r: dict) -> str:
     width = r.get("attention_ngf")
-    return f"{r['system']} (attention ngf {width})" if width and width != r.get("ngf") else r["system"]
+    return f"{r['system']} (attention ngf {width})" if width else r["system"]
 
 
 def table(rows: list) -> str:
-    lines = ["| size | system | mode | phase | step s (median) | slices/s | vs cyclegan | peak RSS MB | "
+    lines = ["| size | system | mode | phase | step s (median) | slices/s | vs cyclegan [95%] | peak RSS MB | "
              "trace+warm-up s |",
              "|---:|---|---|---|---:|---:|---:|---:|---:|"]
     for r in rows:
@@ -259,7 +275,14 @@ def table(rows: list) -> str:
             lines.append(f"| {r['size']} | {label(r)} | {r['mode']} | {r['phase']} | failed: {r['error'][:60]} | | | | |")
             continue
         ratio = r.get("vs_cyclegan")
-        ratio = f"{100 * (ratio - 1):+.1f}%" if ratio is not None else "-"
+        if ratio is None:
+            ratio = "-"
+        elif r.get("system") == "cyclegan" and r.get("vs_cyclegan_low") is not None:
+            ratio = "(base)"
+        else:
+            ratio = f"{100 * (ratio - 1):+.1f}%"
+            if r.get("vs_cyclegan_low") is not None:
+                ratio += f" [{100 * (r['vs_cyclegan_low'] - 1):+.1f}, {100 * (r['vs_cyclegan_high'] - 1):+.1f}]"
         lines.append(f"| {r['size']} | {label(r)} | {r['mode']} | {r['phase']} | {r['step_seconds_median']:.3f} | "
                      f"{r['slices_per_second']:.2f} | {ratio} | {r['peak_rss_mb']:.0f} | "
                      f"{r['trace_and_warmup_seconds']:.1f} |")

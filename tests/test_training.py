@@ -207,27 +207,48 @@ def test_validation_attention_by_value(data_dir):
     from ssagan_tf.data.pipeline import load_split_arrays
     from ssagan_tf.training import summaries
 
-    masks = load_split_arrays(data_dir, "val", ("tumor",))["mask"].reshape(4, -1)
+    val = load_split_arrays(data_dir, "val", ("tumor",))
+    masks = val["mask"].reshape(4, -1)
     zero = summaries.validation_attention(lambda x: tf.zeros_like(x[..., :1]), data_dir, 0.1)
-    assert zero == {"dice": pytest.approx(0.0, abs=1e-6), "attended": 0.0}
+    assert zero == {"dice": pytest.approx(0.0, abs=1e-6), "attended": 0.0, "inside": 0.0, "outside": 0.0}
+    assert summaries.attention_failing(zero)
     full = summaries.validation_attention(lambda x: tf.ones_like(x[..., :1]), data_dir, 0.1)
     expected = np.mean(2 * masks.sum(1) / (masks.shape[1] + masks.sum(1)))
     assert full["attended"] == 1.0 and full["dice"] == pytest.approx(expected, rel=1e-5)
+    # The tiny dataset's tumors are bright discs (0.9) on a darker background: an attention equal to
+    # (image + 1) / 2 is stronger inside them, and its complement is stronger outside.
+    bright = summaries.validation_attention(lambda x: (x[..., :1] + 1) / 2, data_dir, 0.1)
+    tumor = val["mask"] > 0.5
+    assert bright["inside"] == pytest.approx(0.95, rel=1e-5)
+    assert bright["outside"] == pytest.approx(((val["image"][~tumor] + 1) / 2).mean(), rel=1e-4)
+    assert not summaries.attention_failing(bright)
+    assert summaries.attention_failing(summaries.validation_attention(lambda x: (1 - x[..., :1]) / 2, data_dir, 0.1))
     assert summaries.validation_attention(None, data_dir, 0.1) is None
 
 
-def test_collapsed_attention_is_reported_once_with_advice(data_dir, tmp_path, monkeypatch):
+def test_failing_attention_is_reported_while_training_and_when_frozen(data_dir, tmp_path, monkeypatch):
     from ssagan_tf.training import summaries
 
-    monkeypatch.setattr(summaries, "validation_attention", lambda *args, **kwargs: {"dice": 0.0, "attended": 0.0})
+    stats = {"dice": 0.0, "attended": 0.03, "inside": 0.003, "outside": 0.016}
+    monkeypatch.setattr(summaries, "validation_attention", lambda *args, **kwargs: stats)
     out = io.StringIO()
-    train(tiny_config(data_dir, tmp_path, max_steps=6, checkpoint_every=100), stream=out)
+    # 3 steps an epoch: epochs 0 (baseline), 1, 2 (attention frozen from here) and 3.
+    train(tiny_config(data_dir, tmp_path, max_steps=9, attention_epochs=2, checkpoint_every=100), stream=out)
     text = out.getvalue()
-    assert "(0.0% of pixels attended)" in text
-    assert text.count("WARNING: the tumor attention is below tau=0.1") == 1
-    assert "--mask_loss_type=l1_dice" in text
-    assert "--lambda_mask" in summaries.collapse_warning(True, "l1_dice", 0.1)
-    assert "--model=ssa_cyclegan" in summaries.collapse_warning(False, "l1", 0.1)
+    warnings = [line for line in text.splitlines() if line.startswith("WARNING: after epoch")]
+    assert len(warnings) == 2, text
+    assert warnings[0].startswith("WARNING: after epoch 1 ") and "If this persists" in warnings[0]
+    assert warnings[1].startswith("WARNING: after epoch 2 ") and "now frozen" in warnings[1]
+    assert "0.003 inside the tumors vs 0.016 outside" in warnings[0] and "--mask_loss_type=l1_dice" in warnings[0]
+    assert "(3.0% of pixels attended)" in text
+    config = tiny_config(data_dir, tmp_path)
+    assert "--lambda_mask is 0" in summaries.collapse_warning(dataclasses.replace(config, lambda_mask=0.0), stats, 1,
+                                                              False)
+    assert "higher --lambda_mask" in summaries.collapse_warning(dataclasses.replace(config, mask_loss_type="l1_dice"),
+                                                                stats, 1, False)
+    unsupervised = dataclasses.replace(config, model=ModelConfig.for_system(
+        "attention_cyclegan", image_size=32, channels=1, ngf=8, ndf=8, n_res_blocks=1))
+    assert "--model=ssa_cyclegan" in summaries.collapse_warning(unsupervised, stats, 1, False)
 
 
 def test_config_validation_messages(data_dir, tmp_path):

@@ -114,7 +114,8 @@ def test_flagfile_run_killed_and_rerun_finishes(data_dir, tmp_path):
     assert config["tau"] == 0.1 and config["model"]["system"] == "ssa_cyclegan"
     assert int(load(str(model_dir), "step/.ATTRIBUTES/VARIABLE_VALUE")) == 12
     assert {"loss/generator_total", "loss/attention_mask", "train/learning_rate", "train/slices_per_second",
-            "val/attention_tumor_dice", "translations"} <= summary_tags(model_dir / "logs")
+            "val/attention_tumor_dice", "val/attention_tumor_attended", "val/attention_tumor_inside",
+            "val/attention_tumor_outside", "translations"} <= summary_tags(model_dir / "logs")
     assert (model_dir / "samples" / "step_00000012.png").exists()
     assert list(export_dir.rglob("saved_model.pb")), "--export_dir wrote no SavedModel"
 

@@ -202,13 +202,16 @@ def _run(config, strategy, chief, models, gen_opt, disc_opt, step, epoch, pools_
         stats = summaries.validation_attention(attention_fn, config.data_dir, config.tau)
         if stats is not None:
             result.val_dice[at_epoch] = stats["dice"]
-            board.scalars(at_step, {"attention_tumor_dice": stats["dice"], "attention_tumor_attended": stats["attended"]},
-                          prefix="val/")
+            board.scalars(at_step, {"attention_tumor_dice": stats["dice"], "attention_tumor_attended": stats["attended"],
+                                    "attention_tumor_inside": stats["inside"],
+                                    "attention_tumor_outside": stats["outside"]}, prefix="val/")
             log(f"epoch {at_epoch}: validation Dice of A_t >= {config.tau} vs mask = {stats['dice']:.4f} "
                 f"({100 * stats['attended']:.1f}% of pixels attended)")
-            if at_epoch >= 1 and stats["attended"] == 0.0 and not warned:
+            # Warn once while the attention trains, and again if it is still failing when it freezes.
+            frozen = at_epoch == config.attention_epochs
+            if at_epoch >= 1 and summaries.attention_failing(stats) and (frozen or not warned):
                 warned.append(at_epoch)
-                log(summaries.collapse_warning(config.model.mask_loss, config.mask_loss_type, config.tau))
+                log(summaries.collapse_warning(config, stats, at_epoch, frozen))
 
     if chief and start == 0:
         record_dice(0, 0)                            # the untrained baseline

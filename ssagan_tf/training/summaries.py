@@ -105,38 +105,59 @@ def sample_batch(data_dir: str, count: int = 2) -> tuple:
 
 def validation_attention(attention_tumor, data_dir: str, tau: float, batch_size: int = 8):
     """How well the tumor attention A_t finds the tumor on the validation tumor slices that carry a
-    mask: {"dice": mean Dice of A_t >= tau (the pseudo-mask augmentation writes) against the true
-    whole-tumor mask, "attended": fraction of their pixels with A_t >= tau}. `attention_tumor` maps
-    images to attention (a model, or a tf.function around one). None when there is no attention
-    network or the split has no such slices."""
+    mask. Returns {"dice": mean Dice of A_t >= tau (the pseudo-mask augmentation writes) against
+    the true whole-tumor mask, "attended": fraction of their pixels with A_t >= tau, "inside" /
+    "outside": mean A_t over their tumor / non-tumor pixels}, or None when there is no attention
+    network or no such slice. `attention_tumor` maps images to attention (a model, or a
+    tf.function around one)."""
     from ssagan_tf.data import schema
 
     if attention_tumor is None or schema.read_manifest(data_dir).count("val", "tumor") == 0:
         return None
     dice_sum, attended_sum, count = 0.0, 0.0, 0
+    inside = outside = tumor_pixels = other_pixels = 0.0
     for batch in pipeline.make_slice_dataset(data_dir, "val", "tumor", batch_size):
         keep = batch["has_mask"].numpy() > 0
         if not keep.any():
             continue
-        binary = losses.binarize_attention(attention_tumor(batch["image"]), tau)
-        dice_sum += float(losses.dice_coefficient(binary, batch["mask"]).numpy()[keep].sum())
-        attended_sum += float(tf.reduce_mean(binary, axis=[1, 2, 3]).numpy()[keep].sum())
+        attention = attention_tumor(batch["image"]).numpy()[keep].astype(np.float64)
+        mask = batch["mask"].numpy()[keep] > 0.5
+        binary = losses.binarize_attention(attention, tau)
+        dice_sum += float(losses.dice_coefficient(binary, mask).numpy().sum())
+        attended_sum += float(tf.reduce_mean(binary, axis=[1, 2, 3]).numpy().sum())
+        inside, tumor_pixels = inside + attention[mask].sum(), tumor_pixels + mask.sum()
+        outside, other_pixels = outside + attention[~mask].sum(), other_pixels + (~mask).sum()
         count += int(keep.sum())
-    return {"dice": dice_sum / count, "attended": attended_sum / count} if count else None
+    if not count:
+        return None
+    return {"dice": dice_sum / count, "attended": attended_sum / count,
+            "inside": float(inside / max(tumor_pixels, 1)), "outside": float(outside / max(other_pixels, 1))}
 
 
-def collapse_warning(mask_loss: bool, mask_loss_type: str, tau: float) -> str:
-    """What to tell a user whose tumor attention fell below tau everywhere during the warm-up."""
-    if not mask_loss:
-        advice = ("this system learns the attention without masks; --model=ssa_cyclegan supervises it with the "
-                  "tumor masks")
-    elif mask_loss_type == "l1":
-        advice = ("with tumors this small, train again with --mask_loss_type=l1_dice (docs/training.md, "
-                  "'When the attention collapses')")
+def attention_failing(stats: dict) -> bool:
+    """The tumor attention does not find the tumors: no validation pixel reaches tau, or A_t is no
+    stronger on the tumors than elsewhere (what the paper's L1 mask loss leads to when tumors are
+    small: A_t near 0 everywhere, or left on the background)."""
+    return stats["attended"] == 0.0 or stats["inside"] <= stats["outside"]
+
+
+def collapse_warning(config, stats: dict, epoch: int, frozen: bool) -> str:
+    """What to tell a user whose tumor attention does not find the tumors after `epoch`."""
+    if not config.model.mask_loss:
+        advice = "this system learns the attention without masks; --model=ssa_cyclegan supervises it with the tumor masks"
+    elif config.lambda_mask == 0:
+        advice = "--lambda_mask is 0, so the tumor masks are not used; set it to 1 (the paper's weight)"
+    elif config.mask_loss_type == "l1":
+        advice = ("with small tumors the paper's L1 mask loss drives it there; train with --mask_loss_type=l1_dice "
+                  "(docs/training.md, 'When the attention collapses')")
     else:
-        advice = "check the masks of the labelled slices, or train again with a higher --lambda_mask"
-    return (f"WARNING: the tumor attention is below tau={tau} on every validation tumor slice: it has collapsed "
-            f"to zero, and translations would return their input unchanged; {advice}.")
+        advice = "check the masks of the labelled slices, or train with a higher --lambda_mask"
+    state = ("The attention networks are now frozen like this, so translations will change the wrong region "
+             "or nothing." if frozen else "If this persists to the end of the attention warm-up "
+             f"(epoch {config.attention_epochs}), translations will change the wrong region or nothing.")
+    return (f"WARNING: after epoch {epoch} the tumor attention A_t does not find the validation tumors (Dice "
+            f"{stats['dice']:.3f}, {100 * stats['attended']:.1f}% of pixels >= tau, mean A_t {stats['inside']:.3f} "
+            f"inside the tumors vs {stats['outside']:.3f} outside). {state} {advice[0].upper()}{advice[1:]}.")
 
 
 class ProgressLine:
