@@ -93,7 +93,8 @@ def config_from_flags(f):
                                    attention_ngf=f.attention_ngf, ndf=f.ndf, n_res_blocks=f.n_res_blocks,
                                    mixed_precision=f.mixed_precision)
     names = ("batch_size", "epochs", "max_steps", "learning_rate", "beta_1", "beta_2", "decay_start_fraction",
-             "gan_loss", "lambda_cycle", "lambda_identity", "lambda_mask", "mask_loss_type", "d_mode", "attention_epochs", "tau",
+             "gan_loss", "lambda_cycle", "lambda_identity", "lambda_mask", "mask_loss_type", "d_mode",
+             "attention_epochs", "tau",
              "pool_size", "flip", "strategy", "cpu_replicas", "mixed_precision", "jit_compile", "deterministic",
              "seed", "checkpoint_every", "keep_checkpoints", "log_every", "image_every", "fresh")
     return RunConfig(data_dir=f.data_dir, model_dir=f.model_dir, model=model,

@@ -11,9 +11,9 @@ Each configuration runs in its own process, so that peak memory and XLA caches a
     python benchmarks/bench_train.py --interleave [--sizes=128] [--modes=graph] [--steps=12] ...
 
 instead builds every configuration of a size in one process and times one step of each in turn, in
-a new random order each round: each configuration's cost relative to our `cyclegan` is then the median of ratios of
-steps taken seconds apart, which the speed drift of a shared machine barely affects (peak memory
-is then the process's, for all configurations together).
+a new random order each round: each configuration's cost relative to our `cyclegan` is then the
+median of ratios of steps taken seconds apart, which the speed drift of a shared machine barely
+affects (peak memory is then the process's, for all configurations together).
 """
 
 from __future__ import annotations
@@ -144,22 +144,24 @@ def measure_interleaved(size: int, configurations: list, steps: int, ngf: int, n
     strategy = tf.distribute.MirroredStrategy()
     built, warmup_seconds = {}, {}
     for system, mode, phase, width in configurations:
-        key = (system, mode, width)
+        key = (system, mode, width)                      # both phases of one model share its networks
         if key not in built:
             built[key] = build_step(strategy, size, system, mode, ngf, ndf, n_res_blocks, width)
+        run = built[key][0]
         began = time.perf_counter()
         for _ in range(2):
-            built[key][0](phase)
+            run(phase)
         warmup_seconds[(system, mode, phase, width)] = time.perf_counter() - began
     times = {c: [] for c in configurations}
     order = list(configurations)
     rng = np.random.default_rng(0)
     for _ in range(steps):
         rng.shuffle(order)               # a new order each round: no configuration keeps a position
-        for c in order:
+        for system, mode, phase, width in order:
+            run = built[(system, mode, width)][0]
             began = time.perf_counter()
-            built[(c[0], c[1], c[3])][0](c[2])
-            times[c].append(time.perf_counter() - began)
+            run(phase)
+            times[(system, mode, phase, width)].append(time.perf_counter() - began)
     rows = []
     for c in configurations:
         system, mode, phase, width = c
@@ -272,7 +274,8 @@ def table(rows: list) -> str:
              "|---:|---|---|---|---:|---:|---:|---:|---:|"]
     for r in rows:
         if "error" in r:
-            lines.append(f"| {r['size']} | {label(r)} | {r['mode']} | {r['phase']} | failed: {r['error'][:60]} | | | | |")
+            lines.append(f"| {r['size']} | {label(r)} | {r['mode']} | {r['phase']} | "
+                         f"failed: {r['error'][:60]} | | | | |")
             continue
         ratio = r.get("vs_cyclegan")
         if ratio is None:

@@ -87,7 +87,8 @@ def _prepare_model_dir(config: RunConfig, chief: bool, log):
     saved = _architecture(ModelConfig.from_dict(load_config_dict(config.model_dir)["model"]))
     wanted = _architecture(config.model)
     if saved != wanted:
-        changes = ", ".join(f"{k} {saved[k]!r} there, {wanted[k]!r} now" for k in sorted(saved) if saved[k] != wanted[k])
+        changes = ", ".join(f"{k} {saved[k]!r} there, {wanted[k]!r} now"
+                            for k in sorted(saved) if saved[k] != wanted[k])
         raise ConfigError(f"{config.model_dir} holds a run of another model ({changes}); "
                          "use --fresh to start over there, or another --model_dir")
     return latest
@@ -202,9 +203,7 @@ def _run(config, strategy, chief, models, gen_opt, disc_opt, step, epoch, pools_
         stats = summaries.validation_attention(attention_fn, config.data_dir, config.tau)
         if stats is not None:
             result.val_dice[at_epoch] = stats["dice"]
-            board.scalars(at_step, {"attention_tumor_dice": stats["dice"], "attention_tumor_attended": stats["attended"],
-                                    "attention_tumor_inside": stats["inside"],
-                                    "attention_tumor_outside": stats["outside"]}, prefix="val/")
+            board.scalars(at_step, {f"attention_tumor_{k}": v for k, v in stats.items()}, prefix="val/")
             log(f"epoch {at_epoch}: validation Dice of A_t >= {config.tau} vs mask = {stats['dice']:.4f} "
                 f"({100 * stats['attended']:.1f}% of pixels attended)")
             # Warn once while the attention trains, and again if it is still failing when it freezes.

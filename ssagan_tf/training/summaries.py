@@ -120,11 +120,11 @@ def validation_attention(attention_tumor, data_dir: str, tau: float, batch_size:
         keep = batch["has_mask"].numpy() > 0
         if not keep.any():
             continue
-        attention = attention_tumor(batch["image"]).numpy()[keep].astype(np.float64)
+        attention = np.asarray(attention_tumor(batch["image"]))[keep].astype(np.float64)
         mask = batch["mask"].numpy()[keep] > 0.5
         binary = losses.binarize_attention(attention, tau)
         dice_sum += float(losses.dice_coefficient(binary, mask).numpy().sum())
-        attended_sum += float(tf.reduce_mean(binary, axis=[1, 2, 3]).numpy().sum())
+        attended_sum += float((attention >= tau).mean(axis=(1, 2, 3)).sum())
         inside, tumor_pixels = inside + attention[mask].sum(), tumor_pixels + mask.sum()
         outside, other_pixels = outside + attention[~mask].sum(), other_pixels + (~mask).sum()
         count += int(keep.sum())
@@ -144,7 +144,8 @@ def attention_failing(stats: dict) -> bool:
 def collapse_warning(config, stats: dict, epoch: int, frozen: bool) -> str:
     """What to tell a user whose tumor attention does not find the tumors after `epoch`."""
     if not config.model.mask_loss:
-        advice = "this system learns the attention without masks; --model=ssa_cyclegan supervises it with the tumor masks"
+        advice = ("this system learns the attention without masks; --model=ssa_cyclegan supervises it with the "
+                  "tumor masks")
     elif config.lambda_mask == 0:
         advice = "--lambda_mask is 0, so the tumor masks are not used; set it to 1 (the paper's weight)"
     elif config.mask_loss_type == "l1":
