@@ -35,6 +35,11 @@ flags.DEFINE_integer("chunk_size", 256, "Slices per committed chunk (one TFRecor
 flags.DEFINE_bool("overwrite", False, "Remove an earlier augmentation's outputs in --output_dir first; without it a "
                   "re-run must use the same settings (and completes the earlier run).")
 flags.DEFINE_integer("contact_rows", 4, "Rows per direction in contact_sheet.png (0: no sheet).", lower_bound=0)
+flags.DEFINE_enum("precision", "auto", ["auto", "fp32", "bf16", "fp16"],
+                  "Compute precision when --model is a training run (exported in it; auto picks by hardware: bf16 "
+                  "on CPUs with AMX/AVX-512 BF16 and GPUs of capability >= 8.0, fp16 on 7.x, else fp32). An export "
+                  "computes in the precision it was exported in (python -m ssagan_tf.export --precision); asking "
+                  "for another one is refused.")
 flags.mark_flags_as_required(["model", "data_dir", "output_dir"])
 flags.register_validator("ratio", lambda v: _valid(parse_ratio, v), "--ratio must be a positive number or 'all'")
 flags.register_validator("directions", lambda v: _valid(parse_directions, v),
@@ -57,7 +62,7 @@ def config_from_flags() -> AugmentConfig:
                          ratio=parse_ratio(FLAGS.ratio), format=FLAGS.format, split=FLAGS.split,
                          batch_size=FLAGS.batch_size, directions=parse_directions(FLAGS.directions), seed=FLAGS.seed,
                          mask_threshold=FLAGS.mask_threshold, chunk_size=FLAGS.chunk_size,
-                         contact_rows=FLAGS.contact_rows, overwrite=FLAGS.overwrite)
+                         contact_rows=FLAGS.contact_rows, overwrite=FLAGS.overwrite, precision=FLAGS.precision)
 
 
 def main(argv):

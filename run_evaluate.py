@@ -43,6 +43,11 @@ flags.DEFINE_float("threshold", 0.5, "Decision threshold on the tumor probabilit
                    "specificity and accuracy (AUC uses all thresholds).")
 flags.DEFINE_integer("sample_count", 4, "Test slices per class shown in each augmenter's sample grid.")
 flags.DEFINE_integer("verbose", 0, "Keras fit verbosity (0 silent, 1 progress bar, 2 one line per epoch).")
+flags.DEFINE_enum("precision", "auto", ["auto", "fp32", "bf16", "fp16"],
+                  "Compute precision of the ResNet18 classifiers (batch-norm statistics, logits and optimizer state "
+                  "stay float32; fp16 scales the loss). auto picks by hardware: bf16 on CPUs with AMX/AVX-512 BF16 "
+                  "and GPUs of capability >= 8.0, fp16 on 7.x, else fp32. The augmenters compute in the precision "
+                  "they were exported in.")
 flags.mark_flags_as_required(["data_dir", "output_dir"])
 
 
@@ -61,7 +66,8 @@ def config_from_flags() -> EvaluationConfig:
             arms=tuple(a.strip() for a in FLAGS.arms if a.strip()), ratios=_numbers("ratios", FLAGS.ratios, float),
             seeds=_numbers("seeds", FLAGS.seeds, int), epochs=FLAGS.epochs, batch_size=FLAGS.batch_size,
             patience=FLAGS.patience, width=FLAGS.width, learning_rate=FLAGS.learning_rate, tau=FLAGS.tau,
-            threshold=FLAGS.threshold, sample_count=FLAGS.sample_count, verbose=FLAGS.verbose)
+            threshold=FLAGS.threshold, sample_count=FLAGS.sample_count, verbose=FLAGS.verbose,
+            precision=FLAGS.precision)
     except ValueError as err:
         raise app.UsageError(str(err))
 

@@ -46,12 +46,13 @@ flags.DEFINE_enum("mask_loss_type", "l1", ["l1", "l1_dice"],
                   "Form of the attention (mask) loss; ssa_cyclegan only. l1 = paper Eq. 4; l1_dice adds a soft "
                   "Dice term, for tumors covering a few percent of a slice or less, where L1 alone drives the "
                   "attention off the tumors (training warns when it does).")
-flags.DEFINE_enum("d_mode", "mejjati", ["full", "paper", "mejjati"],
-                  "What the discriminators see after the attention warm-up: full images; both images masked by "
-                  "the fake's source attention (paper); or fakes masked by their source attention and reals by "
-                  "their own (mejjati).")
+flags.DEFINE_enum("d_mode", "own_attention", ["full", "source_attention", "own_attention", "paper", "mejjati"],
+                  "What the discriminators see after the attention warm-up: full images (full); real and fake both "
+                  "masked by the fake's source attention (source_attention, the paper's form; alias paper); or fakes "
+                  "masked by their source attention and reals by their own attention (own_attention, Mejjati et "
+                  "al.; alias mejjati).")
 flags.DEFINE_integer("attention_epochs", 30, "Epochs during which the attention networks train; afterwards they "
-                     "are frozen and (d_mode paper/mejjati) the discriminators see attended regions only.")
+                     "are frozen and (d_mode other than full) the discriminators see attended regions only.")
 flags.DEFINE_float("tau", 0.1, "Attention threshold: discriminator masks during training, and the inference "
                    "threshold stored in config.json for export and augmentation.")
 flags.DEFINE_integer("pool_size", 50, "Image history pool size per replica (0 = no pool).")
@@ -61,8 +62,13 @@ flags.DEFINE_enum("strategy", "mirrored", ["mirrored", "one_device", "multi_work
                   "MultiWorkerMirroredStrategy across machines, configured by TF_CONFIG.")
 flags.DEFINE_integer("cpu_replicas", 0, "Split the CPU into this many logical devices, one replica each "
                      "(tests the distributed path without GPUs; 0 = off).")
-flags.DEFINE_boolean("mixed_precision", False, "mixed_float16 compute (for GPUs); normalisation and outputs stay "
-                     "float32, each optimizer scales its loss.")
+flags.DEFINE_enum("precision", "auto", ["auto", "fp32", "bf16", "fp16"],
+                  "Compute precision. fp32: float32 (reproduces earlier results exactly); bf16: mixed bfloat16 "
+                  "(CPUs with AMX/AVX-512 BF16, GPUs of compute capability >= 8.0; ~2x faster on such CPUs); "
+                  "fp16: mixed float16 with loss scaling (GPUs of capability 7.x). Normalisation, losses, Eq. 1, "
+                  "the output activations, spectral norm's power iteration and optimizer state stay float32. auto "
+                  "picks by hardware (and continues a saved run in its own precision); the choice and the reason "
+                  "are printed first and stored in config.json.")
 flags.DEFINE_boolean("jit_compile", False, "Compile each replica's step with XLA.")
 flags.DEFINE_boolean("deterministic", False, "Seeded run with TF op determinism and a deterministic data order.")
 flags.DEFINE_integer("seed", 0, "Seed of weights, data order and image pools.")
@@ -81,7 +87,7 @@ def config_from_flags(f):
     """Flags -> the frozen, validated RunConfig (image size and channels from the manifest)."""
     from ssagan_tf.data import schema
     from ssagan_tf.models import ModelConfig
-    from ssagan_tf.training.config import RunConfig
+    from ssagan_tf.training.config import RunConfig, resolve_precision
 
     if not f.data_dir or not f.model_dir:
         raise ValueError("--data_dir and --model_dir are required")
@@ -89,15 +95,17 @@ def config_from_flags(f):
     if f.image_size and f.image_size != manifest.image_size:
         raise ValueError(f"--image_size={f.image_size} but {f.data_dir} holds {manifest.image_size}^2 slices "
                          "(convert again with --image_size, or leave this flag at 0)")
+    choice = resolve_precision(f.precision, f.model_dir, f.fresh)
     model = ModelConfig.for_system(f.model, image_size=manifest.image_size, channels=manifest.channels, ngf=f.ngf,
                                    attention_ngf=f.attention_ngf, ndf=f.ndf, n_res_blocks=f.n_res_blocks,
-                                   mixed_precision=f.mixed_precision)
+                                   precision=choice.precision)
     names = ("batch_size", "epochs", "max_steps", "learning_rate", "beta_1", "beta_2", "decay_start_fraction",
              "gan_loss", "lambda_cycle", "lambda_identity", "lambda_mask", "mask_loss_type", "d_mode",
              "attention_epochs", "tau",
-             "pool_size", "flip", "strategy", "cpu_replicas", "mixed_precision", "jit_compile", "deterministic",
+             "pool_size", "flip", "strategy", "cpu_replicas", "jit_compile", "deterministic",
              "seed", "checkpoint_every", "keep_checkpoints", "log_every", "image_every", "fresh")
     return RunConfig(data_dir=f.data_dir, model_dir=f.model_dir, model=model,
+                     precision_reason=f"{f.precision}: {choice.reason}",
                      **{n: getattr(f, n) for n in names}).validate()
 
 
@@ -127,7 +135,7 @@ def main(argv):
     if FLAGS.export_dir and result.chief:          # one process of a multi-worker run exports
         from ssagan_tf.export import export_models
 
-        export_models(config.model_dir, FLAGS.export_dir)
+        export_models(config.model_dir, FLAGS.export_dir, precision=config.precision)
         print(f"Exported to {FLAGS.export_dir}", flush=True)
     return 0
 

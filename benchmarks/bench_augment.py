@@ -1,4 +1,6 @@
-"""Augmentation throughput against the bare forward pass (issue 4: target >= 90%).
+"""Augmentation throughput against the bare forward pass (issue 4: target >= 90%), and across
+compute precisions (`--precisions=fp32,bf16`: the same weights exported in each; issue 9: bf16
+>= 1.8x fp32).
 
 For each image size: build a full-size model (default ngf 64, 9 residual blocks, randomly
 initialised: speed does not depend on the weights), export it, write a converted dataset of
@@ -13,9 +15,11 @@ alternately (`--rounds`), reporting medians (see `measure`). Both are also measu
 of this process: on a machine shared with other jobs the wall-clock rates vary with their load,
 while CPU time per slice shows the work augmentation adds to the forward pass.
 
-and print a JSON document and a table.
+and print a JSON document and a table. With several precisions, each round runs every precision's
+forward and augmentation in turn (shuffled), and `vs_fp32` is the median over rounds of the
+augmentation throughput ratio to fp32 in the same round; peak memory is the process's.
 
-    python benchmarks/bench_augment.py --sizes=128,256 --slices=64 --batch_size=16
+    python benchmarks/bench_augment.py --sizes=128,256 --slices=64 --batch_size=16 --precisions=fp32,bf16
 """
 
 from __future__ import annotations
@@ -39,6 +43,7 @@ flags.DEFINE_integer("ngf", 64, "Generator width (64 = the paper's full size).",
 flags.DEFINE_integer("n_res_blocks", 9, "Generator residual blocks (9 = the paper's full size).", lower_bound=0)
 flags.DEFINE_integer("rounds", 2, "Augmentation runs per size, each between two forward timings.", lower_bound=1)
 flags.DEFINE_enum("format", "tfrecord", ["tfrecord", "png", "nifti"], "Augmentation output format.")
+flags.DEFINE_list("precisions", ["fp32"], "Compute precisions to export and compare (fp32, bf16, fp16).")
 flags.DEFINE_string("work_dir", None, "Scratch directory (default: a temporary one, removed afterwards).")
 flags.DEFINE_string("output_json", None, "Also write the JSON result to this file.")
 flags.register_validator("sizes", lambda v: all(s.isdigit() and int(s) >= 32 and int(s) % 4 == 0 for s in v),
@@ -97,45 +102,72 @@ def augment_once(version_dir: str, data_dir: str, output_dir: str) -> tuple:
             time.perf_counter() - start)
 
 
-def measure(size: int, work_dir: str) -> dict:
-    """Alternate forward and augmentation timings (F A F A ... F); each augmentation is compared
-    with the mean of the forward timings either side of it and the median ratio is reported, so
-    that load from other processes on a shared machine shows up as spread, not as a bias."""
+def measure(size: int, work_dir: str) -> list:
+    """Alternate forward and augmentation timings (F A F A ... F) for each precision, the
+    precisions in a shuffled order each round; each augmentation is compared with the mean of the
+    forward timings either side of it and the median ratio is reported, so that load from other
+    processes on a shared machine shows up as spread, not as a bias."""
+    import random
+    import resource
     import statistics
 
     from ssagan_tf import export
     from ssagan_tf.models import ModelConfig, build_models
 
-    cfg = ModelConfig(image_size=size, channels=1, ngf=FLAGS.ngf, n_res_blocks=FLAGS.n_res_blocks)
-    version_dir = export.write_export(build_models(cfg), os.path.join(work_dir, f"export{size}"), tau=0.1)
+    reference = build_models(ModelConfig(image_size=size, channels=1, ngf=FLAGS.ngf, n_res_blocks=FLAGS.n_res_blocks))
+    version_dirs = {}
+    for precision in FLAGS.precisions:
+        models = build_models(ModelConfig(image_size=size, channels=1, ngf=FLAGS.ngf, n_res_blocks=FLAGS.n_res_blocks,
+                                          precision=precision))
+        for name, model in reference.named().items():         # the same weights in every precision
+            models.named()[name].set_weights(model.get_weights())
+        version_dirs[precision] = export.write_export(models, os.path.join(work_dir, f"export{size}-{precision}"),
+                                                      tau=0.1)
     data_dir = write_dataset(os.path.join(work_dir, f"data{size}"), size, FLAGS.slices)
-    forwards = [time_forward(version_dir, size, FLAGS.batch_size, FLAGS.forward_repeats)]
-    augments = []
+    forwards = {p: [time_forward(version_dirs[p], size, FLAGS.batch_size, FLAGS.forward_repeats)]
+                for p in FLAGS.precisions}
+    augments = {p: [] for p in FLAGS.precisions}
+    order = list(FLAGS.precisions)
+    shuffler = random.Random(0)
     for round_index in range(FLAGS.rounds):
-        augments.append(augment_once(version_dir, data_dir, os.path.join(work_dir, f"aug{size}-{round_index}")))
-        forwards.append(time_forward(version_dir, size, FLAGS.batch_size, FLAGS.forward_repeats))
-    wall = [a[0] / ((forwards[i][0] + forwards[i + 1][0]) / 2) for i, a in enumerate(augments)]
-    cpu = [a[1] / ((forwards[i][1] + forwards[i + 1][1]) / 2) for i, a in enumerate(augments)]
+        shuffler.shuffle(order)
+        for p in order:
+            augments[p].append(augment_once(version_dirs[p], data_dir,
+                                            os.path.join(work_dir, f"aug{size}-{p}-{round_index}")))
+            forwards[p].append(time_forward(version_dirs[p], size, FLAGS.batch_size, FLAGS.forward_repeats))
     median = statistics.median
-    return {"image_size": size, "batch_size": FLAGS.batch_size, "slices": FLAGS.slices,
-            "forward_slices_per_s": round(median(f[0] for f in forwards), 2),
-            "augment_slices_per_s": round(median(a[0] for a in augments), 2),
-            "augment_vs_forward": round(median(wall), 3),
-            "augment_vs_forward_cpu": round(median(cpu), 3),
-            "end_to_end_s": round(median(a[2] for a in augments), 2),
-            "rounds": {"forward_slices_per_s": [round(f[0], 2) for f in forwards],
-                       "augment_slices_per_s": [round(a[0], 2) for a in augments],
-                       "ratio": [round(r, 3) for r in wall], "ratio_cpu": [round(r, 3) for r in cpu]},
-            "load_average_1m_after": round(os.getloadavg()[0], 2)}
+    rows = []
+    for p in FLAGS.precisions:
+        f, a = forwards[p], augments[p]
+        wall = [x[0] / ((f[i][0] + f[i + 1][0]) / 2) for i, x in enumerate(a)]
+        cpu = [x[1] / ((f[i][1] + f[i + 1][1]) / 2) for i, x in enumerate(a)]
+        row = {"image_size": size, "precision": p, "batch_size": FLAGS.batch_size, "slices": FLAGS.slices,
+               "forward_slices_per_s": round(median(x[0] for x in f), 2),
+               "augment_slices_per_s": round(median(x[0] for x in a), 2),
+               "augment_vs_forward": round(median(wall), 3),
+               "augment_vs_forward_cpu": round(median(cpu), 3),
+               "end_to_end_s": round(median(x[2] for x in a), 2),
+               "rounds": {"forward_slices_per_s": [round(x[0], 2) for x in f],
+                          "augment_slices_per_s": [round(x[0], 2) for x in a],
+                          "ratio": [round(r, 3) for r in wall], "ratio_cpu": [round(r, 3) for r in cpu]},
+               "peak_rss_mb_process": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
+               "load_average_1m_after": round(os.getloadavg()[0], 2)}
+        if "fp32" in augments and p != "fp32":
+            ratios = [x[0] / y[0] for x, y in zip(a, augments["fp32"])]
+            row["vs_fp32"] = round(median(ratios), 3)
+            row["rounds"]["vs_fp32"] = [round(r, 3) for r in ratios]
+        rows.append(row)
+    return rows
 
 
 def table(rows: list) -> str:
-    lines = ["| size | batch | slices | forward (slices/s) | augment (slices/s) | augment/forward | "
-             "same, per CPU-second | end to end (s) |",
-             "|---:|---:|---:|---:|---:|---:|---:|---:|"]
-    lines += [f"| {r['image_size']} | {r['batch_size']} | {r['slices']} | {r['forward_slices_per_s']:.2f} | "
-              f"{r['augment_slices_per_s']:.2f} | {100 * r['augment_vs_forward']:.0f}% | "
-              f"{100 * r['augment_vs_forward_cpu']:.0f}% | {r['end_to_end_s']:.1f} |" for r in rows]
+    lines = ["| size | precision | batch | slices | forward (slices/s) | augment (slices/s) | augment/forward | "
+             "same, per CPU-second | vs fp32 | end to end (s) | peak RSS MB (process) |",
+             "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    lines += [f"| {r['image_size']} | {r['precision']} | {r['batch_size']} | {r['slices']} | "
+              f"{r['forward_slices_per_s']:.2f} | {r['augment_slices_per_s']:.2f} | {100 * r['augment_vs_forward']:.0f}% | "
+              f"{100 * r['augment_vs_forward_cpu']:.0f}% | {str(r['vs_fp32']) + 'x' if 'vs_fp32' in r else '-'} | "
+              f"{r['end_to_end_s']:.1f} | {r['peak_rss_mb_process']} |" for r in rows]
     return "\n".join(lines)
 
 
@@ -148,7 +180,7 @@ def main(argv):
     work_dir = FLAGS.work_dir or tempfile.mkdtemp(prefix="bench-augment-")
     load_start = round(os.getloadavg()[0], 2)
     try:
-        rows = [measure(int(size), work_dir) for size in FLAGS.sizes]
+        rows = [row for size in FLAGS.sizes for row in measure(int(size), work_dir)]
     finally:
         if not FLAGS.work_dir:
             shutil.rmtree(work_dir, ignore_errors=True)

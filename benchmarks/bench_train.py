@@ -1,19 +1,27 @@
 """Train-step benchmark: step time and slices/s of the real train step (TrainStep under a
 one-replica MirroredStrategy, synthetic batch, batch 1, 1 channel) for each image size x system
-x graph/XLA, with the peak resident memory of each configuration.
+x graph/XLA x precision, with the peak resident memory and achieved FLOP/s of each configuration.
 
     python benchmarks/bench_train.py [--sizes=128,256] [--systems=cyclegan,ssa_cyclegan] [--modes=graph,xla]
-        [--steps=5] [--ngf=64] [--n_res_blocks=9] [--phases=warmup,frozen] [--attention_ngf=0,32]
-        [--output=runs/bench/bench_train.json]
+        [--precisions=fp32,bf16] [--steps=5] [--ngf=64] [--n_res_blocks=9] [--phases=warmup,frozen]
+        [--attention_ngf=0,32] [--torch_path=DIR] [--output=runs/bench/bench_train.json]
 
 Each configuration runs in its own process, so that peak memory and XLA caches are its own.
 
-    python benchmarks/bench_train.py --interleave [--sizes=128] [--modes=graph] [--steps=12] ...
+    python benchmarks/bench_train.py --interleave [--sizes=128] [--modes=graph] [--steps=12] [--torch_path=DIR] ...
 
 instead builds every configuration of a size in one process and times one step of each in turn, in
-a new random order each round: each configuration's cost relative to our `cyclegan` is then the
-median of ratios of steps taken seconds apart, which the speed drift of a shared machine barely
-affects (peak memory is then the process's, for all configurations together).
+a new random order each round: each configuration's cost relative to our fp32 `cyclegan` is then
+the median of ratios of steps taken seconds apart, which the speed drift of a shared machine
+barely affects (peak memory is then the process's, for all configurations together). With
+`--torch_path` the PyTorch reference steps (`bench_torch.py`: fp32 eager and bf16 autocast, for
+each system and phase) are built in the same process and take part in the same rounds, and each
+of our rows gets `vs_torch_best`: its speed-up over the faster of the two PyTorch steps of the
+same system and phase, median of per-round ratios.
+
+Every row has `framework` (tf/torch), `precision`, `step_s` (median) and `tflops` (achieved: the
+step's FLOPs, counted analytically by `step_flops`, over its median time); compare with
+`benchmarks/bench_peak.py`.
 """
 
 from __future__ import annotations
@@ -29,10 +37,13 @@ from absl import app, flags
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 flags.DEFINE_list("sizes", ["128", "256"], "Image sizes (square).")
 flags.DEFINE_list("systems", ["cyclegan", "ssa_cyclegan"], "Systems to time (names of ssagan_tf.models.SYSTEMS).")
 flags.DEFINE_list("modes", ["graph", "xla"], "graph: tf.function; xla: the per-replica step compiled with XLA.")
+flags.DEFINE_list("precisions", ["fp32", "bf16"], "Compute precisions of our step (fp32, bf16, fp16); with "
+                  "--torch_path also PyTorch's fp32 eager and bf16 autocast steps.")
 flags.DEFINE_integer("steps", 5, "Timed steps per configuration (after 2 untimed warm-up steps).")
 flags.DEFINE_integer("ngf", 64, "Generator filters (64 = the paper).")
 flags.DEFINE_integer("ndf", 64, "Discriminator filters.")
@@ -48,14 +59,14 @@ flags.DEFINE_list("attention_ngf", ["0"], "Attention-network widths timed for sy
                   "(run_train.py --attention_ngf; 0 = --ngf, the reference shape).")
 flags.DEFINE_boolean("interleave", False, "Time all configurations of a size in one process, one step of each in "
                      "turn, and report each one's median step-time ratio to cyclegan (robust to machine drift).")
-flags.DEFINE_string("one", None, "Internal: run the single configuration SIZE:SYSTEM:MODE:PHASE:ATTENTION_NGF and "
-                    "print its JSON.")
+flags.DEFINE_string("one", None, "Internal: run the single configuration SIZE:SYSTEM:MODE:PHASE:ATTENTION_NGF:PRECISION "
+                    "and print its JSON.")
 
 FLAGS = flags.FLAGS
 
 
 def build_step(strategy, size: int, system: str, mode: str, ngf: int, ndf: int, n_res_blocks: int,
-               attention_ngf: int = 0):
+               attention_ngf: int = 0, precision: str = "fp32"):
     """The real TrainStep of one configuration on a fixed synthetic batch: (run(phase) -> None, ModelConfig)."""
     import numpy as np
     import tensorflow as tf
@@ -66,7 +77,7 @@ def build_step(strategy, size: int, system: str, mode: str, ngf: int, ndf: int, 
     from ssagan_tf.training.step import TrainStep, make_optimizers
 
     model = ModelConfig.for_system(system, image_size=size, channels=1, ngf=ngf, ndf=ndf, n_res_blocks=n_res_blocks,
-                                   attention_ngf=attention_ngf)
+                                   attention_ngf=attention_ngf, precision=precision)
     config = RunConfig(data_dir="synthetic", model_dir="unused", model=model, batch_size=1, jit_compile=mode == "xla")
     with strategy.scope():
         models = build_models(model)
@@ -87,30 +98,75 @@ def build_step(strategy, size: int, system: str, mode: str, ngf: int, ndf: int, 
     def run(phase: str):
         float(train_step(batch, phase == "warmup")["generator_total"])
 
-    return run, model
+    return run, model, models
 
 
-def _row(size, system, mode, phase, ngf, n_res_blocks, model, steps, times, warmup_seconds) -> dict:
+def forward_flops(model) -> int:
+    """Multiply-add FLOPs (2 per MAC) of one batch-1 forward pass through the convolutions and dense
+    layers of a Keras functional model (everything else is a few percent at most)."""
+    from keras import layers
+
+    from ssagan_tf.models.layers import SpectralConv2D
+
+    total = 0
+    for layer in model.layers:
+        if isinstance(layer, (layers.Conv2D, SpectralConv2D)) and not isinstance(layer, layers.Conv2DTranspose):
+            k = layer.kernel.shape
+            out = layer.output.shape
+            total += 2 * k[0] * k[1] * k[2] * k[3] * out[1] * out[2]
+        elif isinstance(layer, layers.Conv2DTranspose):
+            k = layer.kernel.shape                      # (kh, kw, out, in)
+            inp = layer.input.shape
+            total += 2 * k[0] * k[1] * k[2] * k[3] * inp[1] * inp[2]
+        elif isinstance(layer, layers.Dense):
+            total += 2 * layer.kernel.shape[0] * layer.kernel.shape[1]
+    return total
+
+
+def step_flops(models, phase: str) -> int:
+    """FLOPs of one train step (batch 1), counted from the networks' forward FLOPs F: a pass with
+    backward costs 3F (forward, input and weight gradients), a pass whose weights get no gradient
+    2F (forward, input gradient), a pass whose input needs no gradient 2F (forward, weight
+    gradient). Per step: four generator passes (3F each); the discriminators twice in the
+    generator loss (2F) and twice each in their own loss (2F); with attention, the two networks on
+    real slices (2F warm-up, 1F frozen) and on fakes in the cycle (3F warm-up, 2F frozen)."""
+    generator = forward_flops(models.normal_to_tumor)
+    discriminator = forward_flops(models.disc_tumor)
+    total = 4 * 3 * generator + 2 * (2 + 2 * 2) * discriminator
+    if models.attention_normal is not None:
+        attention = forward_flops(models.attention_normal)
+        total += 2 * ((2 + 3) if phase == "warmup" else (1 + 2)) * attention
+    return total
+
+
+def _row(size, system, mode, phase, ngf, n_res_blocks, model, steps, times, warmup_seconds, flops=None,
+         framework="tf", precision="fp32", extra=None) -> dict:
     import numpy as np
-    import tensorflow as tf
 
     seconds = float(np.median(times))
-    return {"size": size, "system": system, "mode": mode, "phase": phase, "ngf": ngf,
-            "attention_ngf": model.attention_filters if model.use_attention else None,
-            "n_res_blocks": n_res_blocks, "batch": 1,
-            "steps": steps, "step_seconds_median": seconds, "step_seconds_min": float(min(times)),
-            "slices_per_second": 2 / seconds, "trace_and_warmup_seconds": warmup_seconds,
-            "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-            "tf_version": tf.__version__, "cpu_count": os.cpu_count()}
+    row = {"size": size, "system": system, "framework": framework, "precision": precision, "mode": mode,
+           "phase": phase, "ngf": ngf,
+           "attention_ngf": (model.attention_filters if model.use_attention else None) if model else None,
+           "n_res_blocks": n_res_blocks, "batch": 1,
+           "steps": steps, "step_s": seconds, "step_seconds_median": seconds, "step_seconds_min": float(min(times)),
+           "slices_per_second": 2 / seconds, "trace_and_warmup_seconds": warmup_seconds,
+           "step_flops": flops, "tflops": flops / seconds / 1e12 if flops else None,
+           "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "cpu_count": os.cpu_count()}
+    if framework == "tf":
+        import tensorflow as tf
+
+        row["tf_version"] = tf.__version__
+    row.update(extra or {})
+    return row
 
 
 def measure(size: int, system: str, mode: str, steps: int, ngf: int, ndf: int, n_res_blocks: int,
-            phase: str = "warmup", attention_ngf: int = 0) -> dict:
+            phase: str = "warmup", attention_ngf: int = 0, precision: str = "fp32") -> dict:
     """Time `steps` train steps of one configuration in this process."""
     import tensorflow as tf
 
-    run, model = build_step(tf.distribute.MirroredStrategy(), size, system, mode, ngf, ndf, n_res_blocks,
-                            attention_ngf)
+    run, model, models = build_step(tf.distribute.MirroredStrategy(), size, system, mode, ngf, ndf, n_res_blocks,
+                                    attention_ngf, precision)
     began = time.perf_counter()
     for _ in range(2):
         run(phase)
@@ -120,7 +176,27 @@ def measure(size: int, system: str, mode: str, steps: int, ngf: int, ndf: int, n
         began = time.perf_counter()
         run(phase)
         times.append(time.perf_counter() - began)
-    return _row(size, system, mode, phase, ngf, n_res_blocks, model, steps, times, warmup_seconds)
+    return _row(size, system, mode, phase, ngf, n_res_blocks, model, steps, times, warmup_seconds,
+                step_flops(models, phase), precision=precision)
+
+
+def measure_torch(size: int, system: str, phase: str, precision: str, steps: int, ngf: int, ndf: int,
+                  n_res_blocks: int, attention_ngf: int, torch_path: str, flops=None) -> dict:
+    """Time `steps` PyTorch reference steps (`bench_torch.py`) in this process."""
+    from bench_torch import build_torch_step
+
+    run, info = build_torch_step(torch_path, size, system, phase, precision, ngf, ndf, n_res_blocks, attention_ngf)
+    began = time.perf_counter()
+    for _ in range(2):
+        run()
+    warmup_seconds = time.perf_counter() - began
+    times = []
+    for _ in range(steps):
+        began = time.perf_counter()
+        run()
+        times.append(time.perf_counter() - began)
+    return _row(size, system, "eager", phase, ngf, n_res_blocks, None, steps, times, warmup_seconds, flops,
+                framework="torch", precision=precision, extra=info)
 
 
 def median_with_interval(values, rounds: int = 2000, seed: int = 0) -> tuple:
@@ -133,161 +209,104 @@ def median_with_interval(values, rounds: int = 2000, seed: int = 0) -> tuple:
     return float(np.median(values)), float(np.percentile(medians, 2.5)), float(np.percentile(medians, 97.5))
 
 
-def measure_interleaved(size: int, configurations: list, steps: int, ngf: int, ndf: int, n_res_blocks: int) -> list:
-    """Time `steps` rounds of one step of every (system, mode, phase, attention_ngf) in turn, in this
-    process, in a new random order each round; each row gets `vs_cyclegan`, the median over rounds of
-    its step time divided by that of `cyclegan` (same mode) in the same round, with a 95% bootstrap
-    interval (`vs_cyclegan_low`, `vs_cyclegan_high`), and its per-round times."""
+def measure_interleaved(size: int, configurations: list, steps: int, ngf: int, ndf: int, n_res_blocks: int,
+                        torch_path: str = "") -> list:
+    """Time `steps` rounds of one step of every configuration (framework, system, mode, phase,
+    attention_ngf, precision) in turn, in this process, in a new random order each round. Each of
+    our rows gets `vs_cyclegan`, the median over rounds of its step time divided by that of our fp32
+    `cyclegan` (same mode) in the same round, with a 95% bootstrap interval; with PyTorch rows
+    present also `vs_torch_best` (speed-up over the faster PyTorch step of its system and phase)."""
     import numpy as np
     import tensorflow as tf
 
     strategy = tf.distribute.MirroredStrategy()
-    built, warmup_seconds = {}, {}
-    for system, mode, phase, width in configurations:
-        key = (system, mode, width)                      # both phases of one model share its networks
-        if key not in built:
-            built[key] = build_step(strategy, size, system, mode, ngf, ndf, n_res_blocks, width)
-        run = built[key][0]
+    built, warmup_seconds, flops = {}, {}, {}
+    for c in configurations:
+        framework, system, mode, phase, width, precision = c
+        if framework == "torch":
+            from bench_torch import build_torch_step
+
+            run, info = build_torch_step(torch_path, size, system, phase, precision, ngf, ndf, n_res_blocks, width)
+            built[c] = (lambda r: (lambda _phase: r()))(run), None, info
+        else:
+            key = (system, mode, width, precision)          # both phases of one model share its networks
+            if key not in built:
+                built[key] = build_step(strategy, size, system, mode, ngf, ndf, n_res_blocks, width, precision)
+            run, _, models = built[key]
+            flops[(system, phase, width)] = step_flops(models, phase)
         began = time.perf_counter()
         for _ in range(2):
-            run(phase)
-        warmup_seconds[(system, mode, phase, width)] = time.perf_counter() - began
+            _runner(built, c)(phase)
+        warmup_seconds[c] = time.perf_counter() - began
     times = {c: [] for c in configurations}
     order = list(configurations)
     rng = np.random.default_rng(0)
     for _ in range(steps):
         rng.shuffle(order)               # a new order each round: no configuration keeps a position
-        for system, mode, phase, width in order:
-            run = built[(system, mode, width)][0]
+        for c in order:
             began = time.perf_counter()
-            run(phase)
-            times[(system, mode, phase, width)].append(time.perf_counter() - began)
+            _runner(built, c)(c[3])
+            times[c].append(time.perf_counter() - began)
     rows = []
     for c in configurations:
-        system, mode, phase, width = c
-        row = _row(size, system, mode, phase, ngf, n_res_blocks, built[(system, mode, width)][1], steps, times[c],
-                   warmup_seconds[c])
-        base = times.get(("cyclegan", mode, "warmup", 0))
+        framework, system, mode, phase, width, precision = c
+        model = None if framework == "torch" else built[(system, mode, width, precision)][1]
+        extra = built[c][2] if framework == "torch" else None
+        row = _row(size, system, mode if framework == "tf" else "eager", phase, ngf, n_res_blocks, model, steps,
+                   times[c], warmup_seconds[c], flops.get((system, phase, width)), framework, precision, extra)
+        base = times.get(("tf", "cyclegan", mode, "warmup", 0, "fp32"))
         row["vs_cyclegan"], row["vs_cyclegan_low"], row["vs_cyclegan_high"] = (
-            median_with_interval(np.array(times[c]) / np.array(base)) if base else (None, None, None))
+            median_with_interval(np.array(times[c]) / np.array(base)) if base and framework == "tf"
+            else (None, None, None))
+        torch_times = [times[t] for t in configurations if t[0] == "torch" and t[1] == system and t[3] == phase]
+        if torch_times and framework == "tf":
+            best = np.minimum.reduce([np.array(t) for t in torch_times])     # the faster PyTorch step, per round
+            row["vs_torch_best"], row["vs_torch_best_low"], row["vs_torch_best_high"] = \
+                median_with_interval(best / np.array(times[c]))
         row["step_seconds"] = times[c]                # per round, in round order
         row["interleaved"] = True
         rows.append(row)
     return rows
 
 
-def measure_torch(size: int, steps: int, ngf: int, ndf: int, n_res_blocks: int, torch_path: str) -> dict:
-    """The same CycleGAN step in PyTorch eager (junyanz/pytorch-CycleGAN-and-pix2pix structure:
-    G update, then D update on pooled fakes; ResNet generators, PatchGANs, LSGAN, L1 cycle 10)."""
-    sys.path.insert(0, torch_path)
-    import numpy as np
-    import torch
-    from torch import nn
-
-    def norm_relu(c):
-        return [nn.InstanceNorm2d(c), nn.ReLU(True)]
-
-    class Residual(nn.Module):
-        def __init__(self, c):
-            super().__init__()
-            self.body = nn.Sequential(nn.ReflectionPad2d(1), nn.Conv2d(c, c, 3, bias=False), *norm_relu(c),
-                                      nn.ReflectionPad2d(1), nn.Conv2d(c, c, 3, bias=False), nn.InstanceNorm2d(c))
-
-        def forward(self, x):
-            return x + self.body(x)
-
-    def generator():
-        layers = [nn.ReflectionPad2d(3), nn.Conv2d(1, ngf, 7, bias=False), *norm_relu(ngf)]
-        for m in (1, 2):
-            layers += [nn.Conv2d(ngf * m, ngf * m * 2, 3, 2, 1, bias=False), *norm_relu(ngf * m * 2)]
-        layers += [Residual(ngf * 4) for _ in range(n_res_blocks)]
-        for m in (4, 2):
-            layers += [nn.ConvTranspose2d(ngf * m, ngf * m // 2, 3, 2, 1, output_padding=1, bias=False),
-                       *norm_relu(ngf * m // 2)]
-        return nn.Sequential(*layers, nn.ReflectionPad2d(3), nn.Conv2d(ngf, 1, 7), nn.Tanh())
-
-    def discriminator():
-        layers, c = [nn.Conv2d(1, ndf, 4, 2, 1), nn.LeakyReLU(0.2, True)], ndf
-        for stride in (2, 2, 1):
-            layers += [nn.Conv2d(c, c * 2, 4, stride, 1, bias=False), nn.InstanceNorm2d(c * 2), nn.LeakyReLU(0.2, True)]
-            c *= 2
-        return nn.Sequential(*layers, nn.Conv2d(c, 1, 4, 1, 1))
-
-    torch.manual_seed(0)
-    g_n2t, g_t2n, d_t, d_n = generator(), generator(), discriminator(), discriminator()
-    opt_g = torch.optim.Adam(list(g_n2t.parameters()) + list(g_t2n.parameters()), 2e-4, betas=(0.5, 0.999))
-    opt_d = torch.optim.Adam(list(d_t.parameters()) + list(d_n.parameters()), 2e-4, betas=(0.5, 0.999))
-    x_n, x_t = torch.rand(1, 1, size, size) * 2 - 1, torch.rand(1, 1, size, size) * 2 - 1
-    pools = {"t": [], "n": []}
-
-    def pooled(key, image):
-        pool = pools[key]
-        if len(pool) < 50:
-            pool.append(image)
-            return image
-        if np.random.rand() < 0.5:
-            i = np.random.randint(50)
-            pool[i], image = image, pool[i]
-        return image
-
-    def step():
-        fake_t, fake_n = g_n2t(x_n), g_t2n(x_t)
-        rec_n, rec_t = g_t2n(fake_t), g_n2t(fake_n)
-        opt_g.zero_grad()
-        loss_g = ((d_t(fake_t) - 1) ** 2).mean() + ((d_n(fake_n) - 1) ** 2).mean() \
-            + 10 * ((rec_n - x_n).abs().mean() + (rec_t - x_t).abs().mean())
-        loss_g.backward()
-        opt_g.step()
-        opt_d.zero_grad()
-        loss_d = 0.0
-        for disc, real, fake in ((d_t, x_t, pooled("t", fake_t.detach())), (d_n, x_n, pooled("n", fake_n.detach()))):
-            loss_d = loss_d + 0.5 * (((disc(real) - 1) ** 2).mean() + (disc(fake) ** 2).mean())
-        loss_d.backward()
-        opt_d.step()
-        return float(loss_g)
-
-    began = time.perf_counter()
-    for _ in range(2):
-        step()
-    warmup_seconds = time.perf_counter() - began
-    times = []
-    for _ in range(steps):
-        began = time.perf_counter()
-        step()
-        times.append(time.perf_counter() - began)
-    seconds = float(np.median(times))
-    return {"size": size, "system": "cyclegan", "mode": "torch", "phase": "warmup", "ngf": ngf, "n_res_blocks": n_res_blocks, "batch": 1,
-            "steps": steps, "step_seconds_median": seconds, "step_seconds_min": float(min(times)),
-            "slices_per_second": 2 / seconds, "trace_and_warmup_seconds": warmup_seconds,
-            "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-            "torch_version": torch.__version__, "torch_threads": torch.get_num_threads(), "cpu_count": os.cpu_count()}
+def _runner(built: dict, c: tuple):
+    framework, system, mode, phase, width, precision = c
+    return built[c][0] if framework == "torch" else built[(system, mode, width, precision)][0]
 
 
 def label(r: dict) -> str:
     width = r.get("attention_ngf")
-    return f"{r['system']} (attention ngf {width})" if width else r["system"]
+    name = f"{r['system']} (attention ngf {width})" if width else r["system"]
+    return f"{name}, {r.get('framework', 'tf')} {r.get('precision', 'fp32')}"
+
+
+def _percent(r: dict, key: str) -> str:
+    if r.get(key) is None:
+        return "-"
+    text = f"{100 * (r[key] - 1):+.1f}%"
+    if r.get(f"{key}_low") is not None:
+        text += f" [{100 * (r[f'{key}_low'] - 1):+.1f}, {100 * (r[f'{key}_high'] - 1):+.1f}]"
+    return text
 
 
 def table(rows: list) -> str:
-    lines = ["| size | system | mode | phase | step s (median) | slices/s | vs cyclegan [95%] | peak RSS MB | "
-             "trace+warm-up s |",
-             "|---:|---|---|---|---:|---:|---:|---:|---:|"]
+    lines = ["| size | system | mode | phase | step s (median) | slices/s | TFLOP/s | vs fp32 cyclegan [95%] | "
+             "vs faster PyTorch [95%] | peak RSS MB | trace+warm-up s |",
+             "|---:|---|---|---|---:|---:|---:|---:|---:|---:|---:|"]
     for r in rows:
         if "error" in r:
             lines.append(f"| {r['size']} | {label(r)} | {r['mode']} | {r['phase']} | "
-                         f"failed: {r['error'][:60]} | | | | |")
+                         f"failed: {r['error'][:60]} | | | | | | |")
             continue
-        ratio = r.get("vs_cyclegan")
-        if ratio is None:
-            ratio = "-"
-        elif r.get("system") == "cyclegan" and r.get("vs_cyclegan_low") is not None:
+        ratio = _percent(r, "vs_cyclegan")
+        if r.get("system") == "cyclegan" and r.get("precision") == "fp32" and r.get("framework") == "tf" \
+                and r.get("vs_cyclegan_low") is not None:
             ratio = "(base)"
-        else:
-            ratio = f"{100 * (ratio - 1):+.1f}%"
-            if r.get("vs_cyclegan_low") is not None:
-                ratio += f" [{100 * (r['vs_cyclegan_low'] - 1):+.1f}, {100 * (r['vs_cyclegan_high'] - 1):+.1f}]"
+        torch = f"{r['vs_torch_best']:.2f}x [{r['vs_torch_best_low']:.2f}, {r['vs_torch_best_high']:.2f}]" \
+            if r.get("vs_torch_best") is not None else "-"
+        tflops = f"{r['tflops']:.3f}" if r.get("tflops") else "-"
         lines.append(f"| {r['size']} | {label(r)} | {r['mode']} | {r['phase']} | {r['step_seconds_median']:.3f} | "
-                     f"{r['slices_per_second']:.2f} | {ratio} | {r['peak_rss_mb']:.0f} | "
+                     f"{r['slices_per_second']:.2f} | {tflops} | {ratio} | {torch} | {r['peak_rss_mb']:.0f} | "
                      f"{r['trace_and_warmup_seconds']:.1f} |")
     return "\n".join(lines)
 
@@ -302,11 +321,12 @@ def main(argv):
     for system in FLAGS.systems:
         if system not in SYSTEMS:
             raise app.UsageError(f"--systems: unknown system {system!r}; choose from {sorted(SYSTEMS)}")
+    for precision in FLAGS.precisions:
+        if precision not in ("fp32", "bf16", "fp16"):
+            raise app.UsageError(f"--precisions: unknown precision {precision!r} (fp32, bf16, fp16)")
     if FLAGS.steps < 1:
         raise app.UsageError("--steps must be >= 1")
     sizes = [int(s) for s in FLAGS.sizes]
-    if FLAGS.torch_path and FLAGS.interleave:
-        raise app.UsageError("--interleave times our configurations only; run --torch_path without it")
     if FLAGS.torch_path and not os.path.isdir(os.path.join(FLAGS.torch_path, "torch")):
         raise app.UsageError(f"--torch_path: no torch package in {FLAGS.torch_path}")
     for phase in FLAGS.phases:
@@ -319,38 +339,44 @@ def main(argv):
     if any(a < 0 for a in attention_ngfs):
         raise app.UsageError("--attention_ngf: values must be >= 0 (0 = --ngf)")
     if FLAGS.one:
-        size, system, mode, phase, attention_ngf = FLAGS.one.split(":")
+        size, system, mode, phase, attention_ngf, precision = FLAGS.one.split(":")
         if mode == "torch":
-            row = measure_torch(int(size), FLAGS.steps, FLAGS.ngf, FLAGS.ndf, FLAGS.n_res_blocks, FLAGS.torch_path)
+            row = measure_torch(int(size), system, phase, precision, FLAGS.steps, FLAGS.ngf, FLAGS.ndf,
+                                FLAGS.n_res_blocks, int(attention_ngf), FLAGS.torch_path)
         else:
             row = measure(int(size), system, mode, FLAGS.steps, FLAGS.ngf, FLAGS.ndf, FLAGS.n_res_blocks, phase,
-                          int(attention_ngf))
+                          int(attention_ngf), precision)
         print(json.dumps(row))
         return 0
     rows = []
     for size in sizes:
-        ours = []
+        ours, theirs = [], []
         for system in FLAGS.systems:
             attention = SYSTEMS[system]["use_attention"]
-            ours += [(system, mode, phase, width) for mode in FLAGS.modes
-                     for width in (attention_ngfs if attention else [0])
-                     for phase in (FLAGS.phases if attention else ["warmup"])]
+            phases = FLAGS.phases if attention else ["warmup"]
+            ours += [("tf", system, mode, phase, width, precision) for precision in FLAGS.precisions
+                     for mode in FLAGS.modes for width in (attention_ngfs if attention else [0]) for phase in phases]
+            if FLAGS.torch_path and system in ("cyclegan", "ssa_cyclegan"):
+                theirs += [("torch", system, "torch", phase, width, precision) for precision in ("fp32", "bf16")
+                           for width in (attention_ngfs if attention else [0]) for phase in phases]
+        if ("tf", "cyclegan", FLAGS.modes[0], "warmup", 0, "fp32") not in ours:
+            ours.insert(0, ("tf", "cyclegan", FLAGS.modes[0], "warmup", 0, "fp32"))   # the ratios' base
         if FLAGS.interleave:
-            for row in measure_interleaved(size, ours, FLAGS.steps, FLAGS.ngf, FLAGS.ndf, FLAGS.n_res_blocks):
+            for row in measure_interleaved(size, ours + theirs, FLAGS.steps, FLAGS.ngf, FLAGS.ndf, FLAGS.n_res_blocks,
+                                           FLAGS.torch_path):
                 rows.append(row)
                 print(table(rows[-1:]).splitlines()[-1], flush=True)
             continue
-        # The PyTorch reference first at each size, then ours, so that both see similar machine load.
-        runs = ([("cyclegan", "torch", "warmup", 0)] if FLAGS.torch_path else []) + ours
-        for system, mode, phase, width in runs:
-            cmd = [sys.executable, os.path.abspath(__file__), f"--one={size}:{system}:{mode}:{phase}:{width}",
+        for framework, system, mode, phase, width, precision in theirs + ours:
+            cmd = [sys.executable, os.path.abspath(__file__), f"--one={size}:{system}:{mode}:{phase}:{width}:{precision}",
                    f"--steps={FLAGS.steps}", f"--ngf={FLAGS.ngf}", f"--ndf={FLAGS.ndf}",
                    f"--n_res_blocks={FLAGS.n_res_blocks}", f"--torch_path={FLAGS.torch_path}"]
             done = subprocess.run(cmd, capture_output=True, text=True, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"))
             if done.returncode == 0:
                 rows.append(json.loads(done.stdout.strip().splitlines()[-1]))
             else:
-                rows.append({"size": size, "system": system, "mode": mode, "phase": phase,
+                rows.append({"size": size, "system": system, "mode": mode, "phase": phase, "framework": framework,
+                             "precision": precision,
                              "error": done.stderr.strip().splitlines()[-1] if done.stderr.strip() else "failed"})
             print(table(rows[-1:]).splitlines()[-1], flush=True)
     os.makedirs(os.path.dirname(os.path.abspath(FLAGS.output)), exist_ok=True)

@@ -18,6 +18,11 @@ Signatures (each takes the keyword `images`, float32 [None, H, W, C] in [-1, 1])
 `attention` is [None, H, W, 1]: the attention map with the inference threshold tau applied (all
 ones for systems without attention networks).
 
+Precision (`--precision`, `ssagan_tf.precision`): the networks compute in fp32, bf16 or fp16, but
+every signature takes float32 `images` and returns float32 outputs. The reload check compares the
+SavedModel with the Keras models computing in the same precision, within a tolerance that fits it
+(`TOLERANCES`); `export.json` records the precision and the tolerance used.
+
 Command line: ``python -m ssagan_tf.export --model_dir=RUN_DIR --export_dir=DIR``.
 """
 
@@ -42,6 +47,10 @@ EXPORT_FORMAT_VERSION = 1
 DIRECTIONS = ("normal_to_tumor", "tumor_to_normal")
 SIGNATURE_NAMES = DIRECTIONS + ("serving_default",)
 DEFAULT_TOLERANCE = 1e-5
+# Reload-check tolerances (max abs difference on outputs in [-1, 1]) by compute precision: the
+# SavedModel runs the same graph as Keras, but graph optimisation may fuse and reorder reduced-
+# precision arithmetic, whose rounding step is 2^-8 (bf16) or 2^-11 (fp16) of the value.
+TOLERANCES = {"fp32": DEFAULT_TOLERANCE, "bf16": 3e-2, "fp16": 5e-3}
 # Slack on the [-1, 1] input range, as in the data pipeline: resampling can overshoot by rounding.
 INPUT_RANGE_TOLERANCE = 1e-3
 _MODEL_NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
@@ -167,14 +176,17 @@ def verify_export(saved_model_dir: str, models: SSAModels, tau: float, batch_siz
 
 
 def write_export(models: SSAModels, export_dir: str, model_name: str = DEFAULT_MODEL_NAME, tau: float = 0.0,
-                 metadata: dict | None = None, tolerance: float = DEFAULT_TOLERANCE) -> str:
+                 metadata: dict | None = None, tolerance: float | None = None) -> str:
     """Export `models` as the next version of `<export_dir>/<model_name>`; returns its directory.
 
     The version is saved and verified under a temporary name in the same directory and renamed
     only when every signature matches the Keras models within `tolerance`; otherwise nothing is
-    left behind and `ExportError` is raised. `metadata` is merged into `export.json`.
+    left behind and `ExportError` is raised. `tolerance` defaults to the one of the models'
+    precision (`TOLERANCES`). `metadata` is merged into `export.json`.
     """
     validate_model_name(model_name)
+    if tolerance is None:
+        tolerance = TOLERANCES[models.config.precision]
     if not 0.0 <= tau < 1.0:
         raise ValueError(f"tau must be in [0, 1), got {tau}")
     base = os.path.join(export_dir, model_name)
@@ -203,6 +215,7 @@ def _export_info(models: SSAModels, tau: float, diffs: dict, tolerance: float, m
         "model_config": cfg.to_dict(),
         "tau": float(tau),
         "has_attention": models.attention_normal is not None,
+        "precision": cfg.precision,
         "signatures": {name: {"inputs": {"images": ["float32", [None, cfg.image_size, cfg.image_size, cfg.channels]]},
                               "outputs": {"image": ["float32", [None, cfg.image_size, cfg.image_size, cfg.channels]],
                                           "attention": ["float32", [None, cfg.image_size, cfg.image_size, 1]]}}
@@ -238,13 +251,14 @@ def _commit_version(staging: str, base: str) -> str:
 
 
 def export_models(model_dir: str, export_dir: str, model_name: str = DEFAULT_MODEL_NAME, tau: float | None = None,
-                  tolerance: float = DEFAULT_TOLERANCE) -> str:
+                  tolerance: float | None = None, precision: str = "fp32") -> str:
     """Export the latest checkpoint of the training run in `model_dir` as the next version of
-    `<export_dir>/<model_name>`; returns the version directory. `tau` defaults to the run's
-    inference threshold."""
+    `<export_dir>/<model_name>`, computing in `precision` (fp32, bf16 or fp16; resolve `auto`
+    with `ssagan_tf.precision.choose_precision` first); returns the version directory. `tau`
+    defaults to the run's inference threshold, `tolerance` to the precision's."""
     from ssagan_tf.training.checkpoints import restore_models
 
-    models, _, run_config = restore_models(model_dir)
+    models, _, run_config = restore_models(model_dir, precision=precision)
     tau = run_tau(run_config) if tau is None else float(tau)
     metadata = {"source_model_dir": os.path.abspath(model_dir), "step": restored_step(model_dir)}
     return write_export(models, export_dir, model_name, tau, metadata, tolerance)
@@ -283,14 +297,20 @@ def define_flags(flag_values=None):
                         "the MODEL_NAME TF Serving serves it as.", **define)
     flags.DEFINE_float("tau", None, "Inference attention threshold baked into the signatures (attention below "
                        "tau is zeroed); default: the run's tau from config.json.", **define)
-    flags.DEFINE_float("tolerance", DEFAULT_TOLERANCE, "Largest allowed max-abs difference between the reloaded "
-                       "SavedModel and the Keras models; the export fails above it.", **define)
+    flags.DEFINE_float("tolerance", None, "Largest allowed max-abs difference between the reloaded SavedModel and "
+                       "the Keras models; the export fails above it. Default: by precision, "
+                       + ", ".join(f"{k} {v:g}" for k, v in TOLERANCES.items()) + ".", **define)
+    flags.DEFINE_enum("precision", "auto", ["auto", "fp32", "bf16", "fp16"],
+                      "Compute precision of the exported signatures (inputs and outputs stay float32). auto picks by "
+                      "this machine's hardware (bf16 on CPUs with AMX/AVX-512 BF16 and GPUs of capability >= 8.0, "
+                      "fp16 on 7.x, else fp32): export on, or for, the kind of machine that will serve it.",
+                      **define)
     flags.mark_flags_as_required(["model_dir", "export_dir"], **define)
     flags.register_validator("model_name", lambda v: bool(_MODEL_NAME_PATTERN.match(v or "")),
                              "--model_name: use letters, digits, '.', '_' or '-', starting with a letter or "
                              "digit", **define)
     flags.register_validator("tau", lambda v: v is None or 0.0 <= v < 1.0, "--tau must be in [0, 1)", **define)
-    flags.register_validator("tolerance", lambda v: v > 0, "--tolerance must be > 0", **define)
+    flags.register_validator("tolerance", lambda v: v is None or v > 0, "--tolerance must be > 0", **define)
     flags.register_validator("model_dir", lambda v: v is None or os.path.isfile(os.path.join(v, "config.json")),
                              "--model_dir must be a training run directory holding config.json", **define)
     return flag_values
@@ -299,13 +319,17 @@ def define_flags(flag_values=None):
 def _main(argv, flag_values):
     from absl import app, logging
 
+    from ssagan_tf.precision import choose_precision
+
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    choice = choose_precision(flag_values.precision)
+    print(choice.describe(), flush=True)
     version_dir = export_models(flag_values.model_dir, flag_values.export_dir, flag_values.model_name,
-                                tau=flag_values.tau, tolerance=flag_values.tolerance)
+                                tau=flag_values.tau, tolerance=flag_values.tolerance, precision=choice.precision)
     info = read_export_info(version_dir)
-    logging.info("Exported %s (tau %g, step %s); max abs difference vs Keras %s", version_dir, info["tau"],
-                 info.get("step"), info["verification"]["max_abs_diff"])
+    logging.info("Exported %s (tau %g, step %s, %s); max abs difference vs Keras %s", version_dir, info["tau"],
+                 info.get("step"), info["precision"], info["verification"]["max_abs_diff"])
     print(version_dir)
 
 

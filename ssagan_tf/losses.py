@@ -121,6 +121,39 @@ def attention_guided_input(images, attention, tau: float):
     return tf.cast(images, tf.float32) * binarize_attention(attention, tau)
 
 
+# What the discriminators see after the attention warm-up (DESIGN.md section 2, `--d_mode`):
+#   full              never masked
+#   source_attention  real and fake both masked by the fake's source attention (the paper's form)
+#   own_attention     fake masked by its source attention, real by its own (Mejjati et al.)
+D_MODES = ("full", "source_attention", "own_attention")
+D_MODE_ALIASES = {"paper": "source_attention", "mejjati": "own_attention"}
+
+
+def canonical_d_mode(d_mode: str) -> str:
+    """A d_mode by its descriptive name (the old names `paper` and `mejjati` are aliases)."""
+    d_mode = D_MODE_ALIASES.get(d_mode, d_mode)
+    if d_mode not in D_MODES:
+        raise ValueError(f"unknown d_mode {d_mode!r}; choose one of {D_MODES} "
+                         f"(or the aliases {sorted(D_MODE_ALIASES)})")
+    return d_mode
+
+
+def discriminator_views(d_mode: str, masked: bool, real, fake, fake_attention, real_attention, tau: float):
+    """Paper Eq. 5 routed by `d_mode`: the (real, fake) pair one discriminator compares.
+
+    `fake` was translated from a slice whose attention is `fake_attention` (its source
+    attention); `real` is a slice of the discriminator's own domain and `real_attention` the
+    attention of that domain's network on it (A_t(x_t) for D_t). While `masked` is False (the
+    attention warm-up) both pass unchanged; so they do in mode `full`.
+    """
+    d_mode = canonical_d_mode(d_mode)
+    real, fake = tf.cast(real, tf.float32), tf.cast(fake, tf.float32)
+    if not masked or d_mode == "full":
+        return real, fake
+    real_mask = real_attention if d_mode == "own_attention" else fake_attention
+    return attention_guided_input(real, real_mask, tau), attention_guided_input(fake, fake_attention, tau)
+
+
 def dice_coefficient(prediction, target, eps: float = 1e-6):
     """Per-example Dice 2|P n T| / (|P| + |T|) of binary maps; 1 when both are empty."""
     p = tf.reshape(tf.cast(prediction, tf.float32), [tf.shape(prediction)[0], -1])

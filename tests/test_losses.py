@@ -135,3 +135,54 @@ def test_attention_guided_input_and_dice():
     prediction = np.array([[1, 1, 0, 0], [0, 0, 0, 0]], np.float32)
     target = np.array([[1, 0, 0, 0], [0, 0, 0, 0]], np.float32)
     np.testing.assert_allclose(losses.dice_coefficient(prediction, target).numpy(), [2 / 3, 1.0], rtol=1e-5)
+
+
+def views_fixture():
+    """Distinct values so that every (image, mask) routing gives a different result."""
+    real = np.full((1, 2, 2, 1), 3.0, np.float32)
+    fake = np.full((1, 2, 2, 1), 5.0, np.float32)
+    fake_attention = np.array([0.9, 0.0, 0.9, 0.0], np.float32).reshape(1, 2, 2, 1)   # source attention
+    real_attention = np.array([0.0, 0.0, 0.5, 0.5], np.float32).reshape(1, 2, 2, 1)   # the real's own
+    return real, fake, fake_attention, real_attention
+
+
+@pytest.mark.parametrize("d_mode,real_expected,fake_expected", [
+    ("full", [3, 3, 3, 3], [5, 5, 5, 5]),
+    ("source_attention", [3, 0, 3, 0], [5, 0, 5, 0]),
+    ("own_attention", [0, 0, 3, 3], [5, 0, 5, 0]),
+    ("paper", [3, 0, 3, 0], [5, 0, 5, 0]),          # alias of source_attention
+    ("mejjati", [0, 0, 3, 3], [5, 0, 5, 0]),        # alias of own_attention
+])
+def test_discriminator_views_route_each_mode(d_mode, real_expected, fake_expected):
+    real, fake, fake_attention, real_attention = views_fixture()
+    real_view, fake_view = losses.discriminator_views(d_mode, True, real, fake, fake_attention, real_attention, 0.1)
+    np.testing.assert_array_equal(real_view.numpy().ravel(), real_expected)
+    np.testing.assert_array_equal(fake_view.numpy().ravel(), fake_expected)
+    # During the warm-up every mode shows whole images.
+    real_view, fake_view = losses.discriminator_views(d_mode, False, real, fake, fake_attention, real_attention, 0.1)
+    np.testing.assert_array_equal(real_view.numpy(), real)
+    np.testing.assert_array_equal(fake_view.numpy(), fake)
+
+
+def test_d_mode_names():
+    assert losses.canonical_d_mode("paper") == "source_attention"
+    assert losses.canonical_d_mode("mejjati") == "own_attention"
+    with pytest.raises(ValueError, match="unknown d_mode"):
+        losses.canonical_d_mode("both")
+
+
+def test_golden_values_on_fixed_inputs():
+    """Pinned numbers (TF-GAN style): a change of any formula or reduction changes them."""
+    x = np.linspace(-1, 1, 8, dtype=np.float32).reshape(2, 2, 2, 1)
+    y = np.cos(np.arange(8, dtype=np.float32)).reshape(2, 2, 2, 1)
+    a = np.linspace(0, 1, 8, dtype=np.float32).reshape(2, 2, 2, 1)
+    m = np.array([0, 1, 1, 0, 0, 0, 1, 1], np.float32).reshape(2, 2, 2, 1)
+    golden = {
+        "lsgan_g": (losses.generator_adversarial_loss(x, "lsgan"), [2.571429, 0.285714]),
+        "vanilla_g": (losses.generator_adversarial_loss(x, "vanilla"), [1.030840, 0.459411]),
+        "lsgan_d": (losses.discriminator_adversarial_loss(x, y, "lsgan"), [1.591363, 0.392608]),
+        "cycle": (losses.cycle_consistency_loss(x, y), [1.028537, 0.358348]),
+        "l1_dice": (losses.attention_mask_l1_dice(a, m), [1.018518, 0.589701]),
+    }
+    for name, (value, expected) in golden.items():
+        np.testing.assert_allclose(value.numpy(), expected, rtol=1e-5, err_msg=name)

@@ -69,6 +69,31 @@ def test_resumed_run_equals_uninterrupted_run(data_dir, two_step_run, tmp_path):
     assert int(a["pools_tumor/0/queries/.ATTRIBUTES/VARIABLE_VALUE"]) == 8      # 4 steps x 2 images
 
 
+def test_bf16_run_trains_and_resumes_exactly(data_dir, tmp_path):
+    """bf16: N + M steps in two runs equal N + M in one, bit for bit, and the losses fall."""
+    model = dataclasses.replace(tiny_config(data_dir, tmp_path).model, precision="bf16")
+    config = dict(model=model, learning_rate=1e-3, attention_epochs=2, epochs=4)
+    straight = quiet_train(tiny_config(data_dir, tmp_path / "straight", max_steps=12, **config))
+    first = quiet_train(tiny_config(data_dir, tmp_path / "resumed", max_steps=5, **config))
+    resumed = quiet_train(tiny_config(data_dir, tmp_path / "resumed", max_steps=12, **config))
+    assert first.step == 5 and resumed.resumed_from == 5 and resumed.step == straight.step == 12
+    a, b = checkpoint_values(straight.checkpoint), checkpoint_values(resumed.checkpoint)
+    assert a.keys() == b.keys()
+    for name in a:
+        np.testing.assert_array_equal(a[name], b[name], err_msg=name)
+    # Variables stay float32 in bf16.
+    assert all(v.dtype != np.dtype("bfloat16") for v in a.values() if hasattr(v, "dtype"))
+    log = io.StringIO()
+    losses_by_step = []
+    train(tiny_config(data_dir, tmp_path / "log", max_steps=12, **config), stream=log)
+    for line in log.getvalue().splitlines():
+        if line.startswith("step "):
+            losses_by_step.append(float(line.split("cyc_t ")[1].split()[0]) + float(line.split("cyc_n ")[1].split()[0]))
+    assert log.getvalue().startswith("Precision bf16")
+    assert len(losses_by_step) == 12
+    assert np.mean(losses_by_step[-3:]) < 0.7 * np.mean(losses_by_step[:3]), losses_by_step
+
+
 def model_weights(path, config):
     """{model name: [weights]} of the networks stored in the checkpoint at `path` (checkpoint keys
     follow the object graph, where a variable may be named through an optimizer instead)."""
@@ -135,8 +160,18 @@ def test_restore_models_reads_config_and_latest_weights(data_dir, two_step_run):
     expected = model_weights(checkpoints.latest_checkpoint(two_step_run), tiny_config(data_dir, two_step_run))
     fresh = build_models(cfg)
     for name, model in models.named().items():
+        if name.startswith("disc_"):      # export and augmentation need no discriminator
+            continue
         for got, want in zip(model.weights, expected[name]):
             np.testing.assert_array_equal(got.numpy(), want)
+    with_discriminators, _, _ = checkpoints.restore_models(two_step_run, discriminators=True)
+    for name, model in with_discriminators.named().items():
+        for got, want in zip(model.weights, expected[name]):
+            np.testing.assert_array_equal(got.numpy(), want)
+    bf16, bf16_cfg, _ = checkpoints.restore_models(two_step_run, precision="bf16")
+    assert bf16_cfg.precision == "bf16" and bf16.normal_to_tumor.get_layer("stem_conv").compute_dtype == "bfloat16"
+    for got, want in zip(bf16.normal_to_tumor.weights, expected["normal_to_tumor"]):
+        np.testing.assert_array_equal(got.numpy(), want)
     assert any(not np.array_equal(a.numpy(), b.numpy())
                for a, b in zip(models.attention_tumor.weights, fresh.attention_tumor.weights))
 
@@ -159,26 +194,29 @@ def test_learning_rate_constant_then_linear_to_zero():
 
 def test_image_pool_fills_then_mixes_and_restores_exactly(tmp_path):
     pool = ImagePool(2, (1, 1, 1), seed=3)
-    first = pool.query(tf.constant([[[[1.0]]], [[[2.0]]]]))
-    np.testing.assert_array_equal(first.numpy().ravel(), [1, 2])          # filling: returned as is
+
+    def query(values):
+        images = tf.constant(np.array(values, np.float32).reshape(-1, 1, 1, 1))
+        # Each image travels with its own attention map (here: the image's value / 100).
+        got, attention = pool.query(images, images / 100.0)
+        np.testing.assert_allclose(attention.numpy(), got.numpy() / 100.0, rtol=1e-6)
+        return got.numpy().ravel().tolist()
+
+    assert query([1.0, 2.0]) == [1, 2]                                 # filling: returned as is
     assert int(pool.stored.numpy()) == 2
     path = tf.train.Checkpoint(pool=pool).save(str(tmp_path / "pool"))
-    later = [pool.query(tf.constant([[[[float(v)]]]])).numpy().item() for v in range(10, 30)]
+    later = [query([float(v)])[0] for v in range(10, 30)]
     assert set(later) - set(range(10, 30)), "a full pool must sometimes return an older image"
     assert all(v in (1.0, 2.0) or v >= 10 for v in later)
     tf.train.Checkpoint(pool=pool).restore(path)
-    again = [pool.query(tf.constant([[[[float(v)]]]])).numpy().item() for v in range(10, 30)]
+    again = [query([float(v)])[0] for v in range(10, 30)]
     assert again == later
 
 
-@pytest.mark.parametrize("mask_loss_type", ["l1", "l1_dice"])
-def test_train_step_attention_loss_is_the_configured_form(data_dir, tmp_path, mask_loss_type):
-    """The step's attention_mask value equals lambda_mask x the chosen loss of A_t on the batch,
-    computed by hand from the weights before the step (one labelled, one unlabelled example)."""
+def make_train_step(config, pool_size=2):
     from ssagan_tf.training.pool import make_pools
     from ssagan_tf.training.step import TrainStep, make_optimizers
 
-    config = tiny_config(data_dir, tmp_path, mask_loss_type=mask_loss_type, lambda_mask=2.0)
     strategy = tf.distribute.OneDeviceStrategy("/cpu:0")
     with strategy.scope():
         models = build_models(config.model)
@@ -186,7 +224,45 @@ def test_train_step_attention_loss_is_the_configured_form(data_dir, tmp_path, ma
         gen_opt.build(models.generator_variables + models.attention_variables)
         disc_opt.build(models.discriminator_variables)
         step = tf.Variable(0, dtype=tf.int64, trainable=False)
-    pools = [make_pools(strategy, 2, (32, 32, 1), 0, name) for name in ("pool_tumor", "pool_normal")]
+    pools = [make_pools(strategy, pool_size, (32, 32, 1), 0, name) for name in ("pool_tumor", "pool_normal")]
+    return TrainStep(strategy, models, config, gen_opt, disc_opt, *pools, step), models, pools
+
+
+def random_batch(seed=3):
+    rng = np.random.default_rng(seed)
+    mask = np.zeros((2, 32, 32, 1), np.float32)
+    mask[:, 10:14, 12:20] = 1
+    return {"normal": {"image": tf.constant(rng.uniform(-1, 1, (2, 32, 32, 1)), tf.float32)},
+            "tumor": {"image": tf.constant(rng.uniform(-1, 1, (2, 32, 32, 1)), tf.float32), "mask": tf.constant(mask),
+                      "has_mask": tf.constant([1.0, 0.0])}}
+
+
+def test_pools_store_unmasked_fakes_with_their_source_attention_after_the_warmup(data_dir, tmp_path):
+    """After the warm-up D sees masked fakes, but the pool keeps the fake itself and its source
+    attention, so a fake pooled in one phase is shown as the phase that draws it requires."""
+    from ssagan_tf.models import translate
+
+    # tau above the untrained attention (~0.5): D's masked views are all zero, the pooled fakes not.
+    config = tiny_config(data_dir, tmp_path, d_mode="own_attention", tau=0.9)
+    train_step, models, (pools_tumor, pools_normal) = make_train_step(config)
+    batch = random_batch()
+    x_n, x_t = batch["normal"]["image"], batch["tumor"]["image"]
+    fake_t, att_n = translate(models.normal_to_tumor, models.attention_normal, x_n, training=True)
+    fake_n, att_t = translate(models.tumor_to_normal, models.attention_tumor, x_t, training=True)
+    train_step(batch, False)                         # a masked (post-warm-up) step, pools filling
+    for pool, fake, attention in ((pools_tumor[0], fake_t, att_n), (pools_normal[0], fake_n, att_t)):
+        np.testing.assert_allclose(pool.images.numpy(), fake.numpy(), atol=1e-5)
+        np.testing.assert_allclose(pool.attention.numpy(), attention.numpy(), atol=1e-6)
+        below = attention.numpy()[..., 0] < config.tau
+        assert below.any() and np.abs(pool.images.numpy()[..., 0][below]).max() > 0.01   # not masked
+
+
+@pytest.mark.parametrize("mask_loss_type", ["l1", "l1_dice"])
+def test_train_step_attention_loss_is_the_configured_form(data_dir, tmp_path, mask_loss_type):
+    """The step's attention_mask value equals lambda_mask x the chosen loss of A_t on the batch,
+    computed by hand from the weights before the step (one labelled, one unlabelled example)."""
+    config = tiny_config(data_dir, tmp_path, mask_loss_type=mask_loss_type, lambda_mask=2.0)
+    train_step, models, _ = make_train_step(config)
     rng = np.random.default_rng(3)
     x_t = rng.uniform(-1, 1, (2, 32, 32, 1)).astype(np.float32)
     mask = np.zeros((2, 32, 32, 1), np.float32)
@@ -199,7 +275,7 @@ def test_train_step_attention_loss_is_the_configured_form(data_dir, tmp_path, ma
         expected += 1 - (2 * (a * m).sum() + 1) / (a.sum() + m.sum() + 1)
     batch = {"normal": {"image": tf.constant(rng.uniform(-1, 1, (2, 32, 32, 1)), tf.float32)},
              "tumor": {"image": tf.constant(x_t), "mask": tf.constant(mask), "has_mask": tf.constant(has_mask)}}
-    values = TrainStep(strategy, models, config, gen_opt, disc_opt, *pools, step)(batch, True)
+    values = train_step(batch, True)
     assert float(values["attention_mask"]) == pytest.approx(2.0 * expected, rel=1e-4)
 
 

@@ -1,6 +1,7 @@
 """run_train.py as users run it, in subprocesses: flag checking, a --flagfile run killed with
-SIGKILL and rerun, two CPU replicas against one device, --mixed_precision, --jit_compile and
-multi_worker with two local processes."""
+SIGKILL and rerun, two CPU replicas against one device, --precision, --jit_compile and
+multi_worker with two local processes. The runs pin fp32 (what earlier results were computed in)
+unless a test is about another precision."""
 
 import json
 import os
@@ -18,7 +19,8 @@ from conftest import REPO_ROOT, write_tiny_dataset
 
 pytestmark = pytest.mark.timeout(420)
 
-TINY = ["--ngf=8", "--ndf=8", "--n_res_blocks=1", "--batch_size=2", "--log_every=1", "--pool_size=2"]
+TINY = ["--ngf=8", "--ndf=8", "--n_res_blocks=1", "--batch_size=2", "--log_every=1", "--pool_size=2",
+        "--precision=fp32"]
 
 
 @pytest.fixture(scope="module")
@@ -144,12 +146,34 @@ def test_two_cpu_replicas_match_one_device(data_dir, tmp_path):
     assert loose <= total * 1e-4, f"{loose} of {total} values differ by more than 1e-5"
 
 
-def test_mixed_precision_flag(data_dir, tmp_path):
-    code, out = run(f"--data_dir={data_dir}", f"--model_dir={tmp_path}", *TINY, "--max_steps=2", "--mixed_precision")
+def test_fp16_precision_scales_the_loss_and_cannot_resume_as_another(data_dir, tmp_path):
+    code, out = run(f"--data_dir={data_dir}", f"--model_dir={tmp_path}", *TINY, "--max_steps=2", "--precision=fp16")
     assert code == 0, out
     assert "Done at step 2" in out
+    assert json.loads((tmp_path / "config.json").read_text())["model"]["precision"] == "fp16"
     names = model_variables(str(tmp_path)).keys()
     assert any("dynamic_scale" in n for n in names), "no loss-scale state in the checkpoint"
+    code, out = run(f"--data_dir={data_dir}", f"--model_dir={tmp_path}", *TINY, "--max_steps=3", "--precision=bf16")
+    assert code != 0 and "resume with --precision=fp16, or use --fresh" in out
+
+
+def test_auto_precision_says_what_it_picked_first_and_in_config(data_dir, tmp_path):
+    done = subprocess.run(command(f"--data_dir={data_dir}", f"--model_dir={tmp_path}",
+                                  *[a for a in TINY if not a.startswith("--precision")], "--max_steps=1"),
+                          cwd=REPO_ROOT, env=environment(), capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout + done.stderr
+    first = done.stdout.splitlines()[0]
+    from ssagan_tf.precision import choose_precision
+
+    expected = choose_precision("auto")
+    assert first == f"Precision {expected.precision} (auto: {expected.reason})"
+    config = json.loads((tmp_path / "config.json").read_text())
+    assert config["model"]["precision"] == expected.precision
+    assert config["precision_reason"] == f"auto: {expected.reason}"
+    # Resuming with auto keeps the run's precision, whatever the hardware would pick now.
+    code, out = run(f"--data_dir={data_dir}", f"--model_dir={tmp_path}",
+                    *[a for a in TINY if not a.startswith("--precision")], "--max_steps=2")
+    assert code == 0 and f"resuming a run trained in {expected.precision}" in out, out
 
 
 def test_jit_compile_flag_with_light_attention_and_l1_dice(data_dir, tmp_path):

@@ -6,6 +6,8 @@ import os
 import re
 from dataclasses import dataclass
 
+from ssagan_tf.precision import PRECISIONS
+
 DIRECTIONS = ("normal_to_tumor", "tumor_to_normal")
 SOURCE_DOMAIN = {"normal_to_tumor": "normal", "tumor_to_normal": "tumor"}
 TARGET_DOMAIN = {"normal_to_tumor": "tumor", "tumor_to_normal": "normal"}
@@ -55,6 +57,9 @@ class AugmentConfig:
                    re-run skips (NIfTI: one chunk per source case and direction)
     overwrite      remove an earlier augmentation's outputs in output_dir first (otherwise a re-run
                    must have the same settings, and completes the earlier run)
+    precision      compute precision (`ssagan_tf.precision`): a training run given as `model` is
+                   exported in it (`auto`: by hardware); an export computes in the precision it was
+                   exported in, and another explicit precision is refused
     """
 
     model: str
@@ -70,6 +75,7 @@ class AugmentConfig:
     chunk_size: int = 256
     contact_rows: int = 4
     overwrite: bool = False
+    precision: str = "auto"
 
     def __post_init__(self):
         def need(ok, message):
@@ -93,3 +99,4 @@ class AugmentConfig:
              f"mask_threshold must be in (0, 1], got {self.mask_threshold}")
         need(self.chunk_size >= 1, f"chunk_size must be >= 1, got {self.chunk_size}")
         need(self.contact_rows >= 0, f"contact_rows must be >= 0, got {self.contact_rows}")
+        need(self.precision in PRECISIONS, f"precision must be one of {PRECISIONS}, got {self.precision!r}")

@@ -110,7 +110,7 @@ def _settings(config: AugmentConfig, translator, source, mask_threshold: float) 
     return {"model": translator.path, "model_version": translator.label, "data_dir": os.path.abspath(config.data_dir),
             "source": source.kind, "split": config.split, "format": config.format, "ratio": config.ratio,
             "seed": config.seed, "directions": list(config.directions), "chunk_size": config.chunk_size,
-            "mask_threshold": mask_threshold,
+            "mask_threshold": mask_threshold, "precision": translator.precision,
             "real_slices": {d: len(source.refs(d)) for d in schema.DOMAINS}}
 
 
@@ -211,7 +211,9 @@ def _dataset_manifest(config, translator, source, rows: list, mask_threshold: fl
 def augment_dataset(config: AugmentConfig) -> AugmentResult:
     """Run (or complete) the augmentation `config` describes; see the package docstring."""
     _check_output_dir(config.output_dir)
-    translator = load_translator(config.model, scratch_dir=os.path.join(config.output_dir, ledger_lib.STATE_DIR))
+    translator = load_translator(config.model, scratch_dir=os.path.join(config.output_dir, ledger_lib.STATE_DIR),
+                                 precision=config.precision)
+    logging.info("Precision %s (--precision=%s)", translator.precision, config.precision)
     source = open_source(config.data_dir, config.split, translator.image_shape)
     if config.format == "png" and translator.image_shape[2] != 1:
         raise ValueError(f"--format=png writes single-channel images; this model has {translator.image_shape[2]} "

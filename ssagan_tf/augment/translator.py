@@ -35,6 +35,11 @@ class Translator:
         return float(self.info["tau"])
 
     @property
+    def precision(self) -> str:
+        """The precision the export computes in (exports written before the field: fp32)."""
+        return str(self.info.get("precision", "fp32"))
+
+    @property
     def has_attention(self) -> bool:
         return bool(self.info["has_attention"])
 
@@ -80,22 +85,30 @@ def load_version(version_dir: str, name: str | None = None, version: str | None 
                       functions=functions, saved_model=loaded)
 
 
-def load_translator(model: str, scratch_dir: str | None = None) -> Translator:
+def load_translator(model: str, scratch_dir: str | None = None, precision: str = "auto") -> Translator:
     """Resolve `model` (version dir, base dir -> newest version, or training run dir) and load it.
-    A training run is exported (and verified) to a temporary directory under `scratch_dir`,
-    removed after loading; its version reads `step-<N>` and its name is the run directory's name."""
+    A training run is exported (and verified) in `precision` (`auto`: by hardware) to a temporary
+    directory under `scratch_dir`, removed after loading; its version reads `step-<N>` and its name
+    is the run directory's name. An export computes in the precision it was exported in: asking
+    for another one explicitly is refused."""
+    from ssagan_tf.precision import choose_precision
+
     kind = model_kind(model)
-    if kind == "version":
-        return load_version(model)
-    if kind == "base":
-        return load_version(export.latest_version_dir(model))
+    if kind in ("version", "base"):
+        translator = load_version(model if kind == "version" else export.latest_version_dir(model))
+        if precision not in ("auto", translator.precision):
+            raise ValueError(f"--model {model}: this export computes in {translator.precision}, not {precision}; "
+                             f"export again with --precision={precision}, or pass the training run directory "
+                             "as --model")
+        return translator
     if scratch_dir:
         os.makedirs(scratch_dir, exist_ok=True)
     scratch = tempfile.mkdtemp(prefix="export-", dir=scratch_dir)
     try:
         name = os.path.basename(os.path.abspath(model).rstrip(os.sep)) or "run"
         name = export.validate_model_name(_sanitised_model_name(name))
-        version_dir = export.export_models(model, scratch, model_name=name)
+        version_dir = export.export_models(model, scratch, model_name=name,
+                                           precision=choose_precision(precision).precision)
         step = export.read_export_info(version_dir).get("step")
         translator = load_version(version_dir, name=name, version=f"step-{step}")
         translator.path = os.path.abspath(model)

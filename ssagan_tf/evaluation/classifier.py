@@ -31,11 +31,15 @@ class Classifier:
     """A compiled ResNet18 (Adam, binary cross-entropy on the tumor logit) that `reset` returns
     to a seeded fresh start."""
 
-    def __init__(self, image_size: int, channels: int, width: int, learning_rate: float):
-        self._shape = (image_size, channels, width)
-        self.model = build_resnet18(image_size, channels, width)
-        # XLA off: on CPU its compile time outweighs its speed-up at these sizes.
-        self.model.compile(optimizer=keras.optimizers.Adam(learning_rate),
+    def __init__(self, image_size: int, channels: int, width: int, learning_rate: float, precision: str = "fp32"):
+        self._shape = (image_size, channels, width, precision)
+        self.model = build_resnet18(image_size, channels, width, precision)
+        # XLA off: on CPU its compile time outweighs its speed-up at these sizes. Loss scaling only
+        # for fp16 (bf16 has float32's exponent range).
+        optimizer = keras.optimizers.Adam(learning_rate)
+        if precision == "fp16":
+            optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
+        self.model.compile(optimizer=optimizer,
                            loss=keras.losses.BinaryCrossentropy(from_logits=True), jit_compile=False)
         self.model.optimizer.build(self.model.trainable_variables)
         self._optimizer_start = [v.numpy() for v in self.model.optimizer.variables]

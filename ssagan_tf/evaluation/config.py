@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ssagan_tf import export_layout
+from ssagan_tf.precision import PRECISIONS
 
 # The paper's four training arms: real only, real + classic augmentation, real + synthetic,
 # real + synthetic + classic.
@@ -30,6 +31,8 @@ class EvaluationConfig:
     seeds: one classifier per (arm, augmenter, ratio, seed); the spread over seeds is reported.
     width: ResNet18 base width (64 = the paper's ResNet18; 8-16 for demos on CPU).
     tau: attention threshold for the attention metrics (DESIGN.md section 2, default 0.1).
+    precision: compute precision of the classifiers (`ssagan_tf.precision`; auto picks by hardware).
+        The augmenters compute in the precision they were exported in.
     """
 
     data_dir: str
@@ -47,6 +50,7 @@ class EvaluationConfig:
     threshold: float = 0.5
     sample_count: int = 4
     verbose: int = 0
+    precision: str = "auto"
 
     def __post_init__(self):
         check_values(self)
@@ -100,6 +104,8 @@ def check_values(config: EvaluationConfig) -> None:
         problems.append(f"tau={config.tau}: must be in (0, 1)")
     if not 0.0 < config.threshold < 1.0:
         problems.append(f"threshold={config.threshold}: must be in (0, 1)")
+    if config.precision not in PRECISIONS:
+        problems.append(f"precision={config.precision!r}: must be one of {', '.join(PRECISIONS)}")
     if problems:
         raise ValueError("bad evaluation settings:\n  " + "\n  ".join(problems))
 

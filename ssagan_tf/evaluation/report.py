@@ -164,7 +164,8 @@ def setup_section(results: dict) -> list:
               f"- classifier: ResNet18, base width {config['width']} (the paper's is 64), trained from "
               f"scratch with Adam (lr {config['learning_rate']}), batch {config['batch_size']}, at most "
               f"{config['epochs']} epochs, early stopping on validation loss (patience {config['patience']}, "
-              f"best weights kept); tumor predicted when p >= {config['threshold']}",
+              f"best weights kept); tumor predicted when p >= {config['threshold']}; computed in "
+              f"{results.get('precision', {}).get('classifier', 'fp32')}",
               f"- seeds: {', '.join(map(str, config['seeds']))}; TensorFlow {results['tensorflow']}; "
               f"{results['seconds']} s in total", ""]
     return lines

@@ -22,6 +22,7 @@ from ssagan_tf.evaluation import arms, metrics
 from ssagan_tf.evaluation.augmenters import Augmenter, Translation, has_attention
 from ssagan_tf.evaluation.classifier import Classifier, predict_probabilities, train_classifier
 from ssagan_tf.evaluation.config import SYNTHETIC_ARMS, EvaluationConfig, check_inputs
+from ssagan_tf.precision import choose_precision
 
 # The numbers summarised over seeds, compared between arms and tabulated, in the paper's order.
 REPORTED_METRICS = ("sensitivity", "specificity", "accuracy", "auc", "balanced_accuracy", "auc_hard")
@@ -165,7 +166,9 @@ def run_evaluation(config: EvaluationConfig) -> dict:
     translations = {a.name: score_augmenter(a, data["train"], data["test"], config.tau, need_synthetic)
                     for a in augmenters}
     rows = plan_rows(config)
-    classifier = Classifier(image_shape[0], image_shape[2], config.width, config.learning_rate)
+    choice = choose_precision(config.precision)
+    print(f"{choice.describe()} for the ResNet18 classifiers", flush=True)
+    classifier = Classifier(image_shape[0], image_shape[2], config.width, config.learning_rate, choice.precision)
     runs = {}
     for row in rows:
         synthetic = translations[row.augmenter].get("synthetic") if row.augmenter else None
@@ -173,6 +176,7 @@ def run_evaluation(config: EvaluationConfig) -> dict:
     results = {
         "config": asdict(config),
         "tensorflow": tf.__version__,
+        "precision": {"classifier": choice.precision, "reason": choice.reason},
         "data": {split: split_summary(arrays, manifest.raw.get("patients", {}).get(split))
                  for split, arrays in data.items()},
         "image_shape": list(image_shape),

@@ -2,8 +2,9 @@
 
 Instance normalisation is Keras' `GroupNormalization` with one group per channel and no affine
 parameters (equal to per-sample, per-channel instance norm); reflection padding is one small
-layer over `keras.ops.pad`. Normalisation always runs in float32 so that mixed precision keeps
-its statistics accurate.
+layer over `keras.ops.pad`; spectral normalisation is `SpectralConv2D`, Miyato et al.'s
+reparameterisation. Normalisation statistics and the power iteration always run in float32, so
+that bf16/fp16 compute (`ssagan_tf.precision`) keeps them accurate.
 """
 
 from __future__ import annotations
@@ -45,14 +46,88 @@ def instance_norm(name: str):
                                      dtype="float32", name=name)
 
 
+@keras.saving.register_keras_serializable(package="ssagan_tf")
+class SpectralConv2D(layers.Layer):
+    """A 2-D convolution whose kernel is spectrally normalised as a reparameterisation (Miyato et
+    al., ICLR 2018; `torch.nn.utils.spectral_norm`): the variable `kernel` holds W, the
+    convolution uses W / sigma(W), and gradients flow through sigma.
+
+    sigma is estimated by power iteration on W as a [filters, k*k*in] matrix: every call with
+    `training=True` runs one iteration from the persisted vectors `u` (length filters) and `v`
+    (length k*k*in), stores them, and computes sigma = u^T W v with u and v held constant in the
+    gradient; other calls reuse the stored vectors. The iteration runs in float32 whatever the
+    compute dtype. Keras' `SpectralNormalization` wrapper differs: it overwrites the kernel with
+    W / sigma, so the optimizer steps the normalised weights and no gradient flows through sigma.
+    """
+
+    def __init__(self, filters: int, kernel_size: int, strides: int = 1, padding: str = "valid",
+                 use_bias: bool = True, epsilon: float = 1e-12, **kwargs):
+        super().__init__(**kwargs)
+        self.filters, self.kernel_size, self.strides = int(filters), int(kernel_size), int(strides)
+        self.padding, self.use_bias, self.epsilon = padding, bool(use_bias), float(epsilon)
+
+    def build(self, input_shape):
+        k, channels = self.kernel_size, int(input_shape[-1])
+        # autocast=False: the weights are read in float32 and cast only after normalising.
+        self.kernel = self.add_weight(shape=(k, k, channels, self.filters), initializer=conv_init(),
+                                      name="kernel", autocast=False)
+        self.bias = (self.add_weight(shape=(self.filters,), initializer="zeros", name="bias", autocast=False)
+                     if self.use_bias else None)
+        # The power-iteration vectors depend on W alone (mirrored), so every replica computes the
+        # same update: keep the first replica's.
+        vector = dict(initializer=keras.initializers.RandomNormal(stddev=1.0), trainable=False, autocast=False,
+                      aggregation="only_first_replica")
+        self.u = self.add_weight(shape=(self.filters,), name="u", **vector)
+        self.v = self.add_weight(shape=(k * k * channels,), name="v", **vector)
+
+    def _normalize(self, x):
+        return x / (keras.ops.norm(x) + self.epsilon)
+
+    def sigma(self, training: bool = False):
+        """The spectral-norm estimate of W; with `training`, after one power iteration (which
+        updates the stored u and v)."""
+        matrix = keras.ops.reshape(keras.ops.convert_to_tensor(self.kernel), (-1, self.filters))  # W^T
+        u, v = self._normalize(self.u.value), self._normalize(self.v.value)
+        if training:
+            v = self._normalize(keras.ops.matmul(matrix, u))                       # W^T u
+            u = self._normalize(keras.ops.matmul(keras.ops.transpose(matrix), v))  # W v
+            self.u.assign(u)
+            self.v.assign(v)
+        u, v = keras.ops.stop_gradient(u), keras.ops.stop_gradient(v)
+        return keras.ops.sum(v * keras.ops.matmul(matrix, u))
+
+    def call(self, inputs, training=False):
+        kernel = keras.ops.convert_to_tensor(self.kernel) / self.sigma(bool(training))
+        outputs = keras.ops.conv(inputs, keras.ops.cast(kernel, self.compute_dtype), strides=self.strides,
+                                 padding=self.padding)
+        if self.bias is not None:
+            outputs = outputs + keras.ops.cast(self.bias, self.compute_dtype)
+        return outputs
+
+    def compute_output_shape(self, input_shape):
+        b, h, w, _ = input_shape
+
+        def size(n):
+            if n is None:
+                return None
+            n = n if self.padding == "same" else n - self.kernel_size + 1
+            return -(-n // self.strides)
+        return (b, size(h), size(w), self.filters)
+
+    def get_config(self):
+        return {**super().get_config(), "filters": self.filters, "kernel_size": self.kernel_size,
+                "strides": self.strides, "padding": self.padding, "use_bias": self.use_bias,
+                "epsilon": self.epsilon}
+
+
 def conv(filters: int, kernel: int, name: str, strides: int = 1, padding: str = "same",
          use_bias: bool = True, dtype=None, spectral_norm: bool = False):
     """A 2-D convolution with the N(0, 0.02) initialisation, optionally spectrally normalised."""
-    layer = layers.Conv2D(filters, kernel, strides=strides, padding=padding, use_bias=use_bias,
-                          kernel_initializer=conv_init(), dtype=dtype, name=name)
     if spectral_norm:
-        return layers.SpectralNormalization(layer, power_iterations=1, dtype=dtype, name=f"{name}_sn")
-    return layer
+        return SpectralConv2D(filters, kernel, strides=strides, padding=padding, use_bias=use_bias, dtype=dtype,
+                              name=name)
+    return layers.Conv2D(filters, kernel, strides=strides, padding=padding, use_bias=use_bias,
+                         kernel_initializer=conv_init(), dtype=dtype, name=name)
 
 
 def norm_relu(x, name: str, dtype=None):

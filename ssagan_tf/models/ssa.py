@@ -19,6 +19,7 @@ from dataclasses import dataclass
 import keras
 import tensorflow as tf
 
+from ssagan_tf import precision as precisions
 from ssagan_tf.models.attention import attention_network
 from ssagan_tf.models.discriminator import patch_discriminator
 from ssagan_tf.models.generator import resnet_generator
@@ -47,7 +48,7 @@ class ModelConfig:
     spectral_norm: bool = True
     mask_loss: bool = True
     system: str = "ssa_cyclegan"
-    mixed_precision: bool = False
+    precision: str = "fp32"            # compute precision, resolved: fp32, bf16 or fp16 (never auto)
 
     def __post_init__(self):
         if self.image_size < 32 or self.image_size % 4:
@@ -64,6 +65,7 @@ class ModelConfig:
             raise ValueError("mask_loss needs use_attention: the mask supervises the tumor attention")
         if self.system not in SYSTEMS:
             raise ValueError(f"unknown system {self.system!r}; choose one of {sorted(SYSTEMS)}")
+        precisions.check_precision(self.precision, allow_auto=False)
 
     @classmethod
     def for_system(cls, system: str, **kwargs) -> "ModelConfig":
@@ -74,6 +76,11 @@ class ModelConfig:
 
     @classmethod
     def from_dict(cls, values: dict) -> "ModelConfig":
+        """Read a stored config; runs saved before `precision` existed stored `mixed_precision`
+        (True meant mixed_float16, i.e. fp16)."""
+        values = dict(values)
+        if "precision" not in values and "mixed_precision" in values:
+            values["precision"] = "fp16" if values["mixed_precision"] else "fp32"
         names = {f.name for f in dataclasses.fields(cls)}
         return cls(**{k: v for k, v in values.items() if k in names})
 
@@ -87,7 +94,8 @@ class ModelConfig:
 
     @property
     def dtype_policy(self) -> str:
-        return "mixed_float16" if self.mixed_precision else "float32"
+        """The Keras dtype policy every layer is built with (`ssagan_tf.precision`)."""
+        return precisions.dtype_policy(self.precision)
 
 
 @dataclass

@@ -39,16 +39,43 @@ def latest_checkpoint(model_dir: str):
     return tf.train.latest_checkpoint(checkpoint_dir(model_dir))
 
 
-def restore_models(model_dir: str):
+class IncompatibleCheckpointError(ValueError):
+    """A checkpoint written by an older version of this code that cannot be read as it is."""
+
+
+def check_format(path: str, need_discriminators: bool = True, need_pools: bool = False) -> None:
+    """Refuse, with what to do, a checkpoint that predates the current variable layout:
+    discriminators spectrally normalised by Keras' `SpectralNormalization` (it stored W / sigma and
+    a `vector_u`; `SpectralConv2D` stores W, u and v) and image pools without the attention maps.
+    Generators and attention networks are unchanged, so such runs still export."""
+    names = [name for name, _ in tf.train.list_variables(path)]
+    if need_discriminators and any("vector_u" in name for name in names):
+        raise IncompatibleCheckpointError(
+            f"{path}: saved with Keras' SpectralNormalization, whose discriminator weights are the normalised "
+            "W / sigma, not W: training cannot continue from it with the reparameterised spectral norm. Export "
+            "and augmentation still read it (they need no discriminator); to train, start over with --fresh")
+    if need_pools and any(name.startswith("pools_tumor/") for name in names) and not any(
+            name.startswith("pools_tumor/") and "/attention/" in name for name in names):
+        raise IncompatibleCheckpointError(
+            f"{path}: its image pools hold no attention maps (saved by an older version), so training cannot "
+            "resume exactly; start over with --fresh")
+
+
+def restore_models(model_dir: str, precision: str = "fp32", discriminators: bool = False):
     """Build the networks of the run in `model_dir` from its `config.json` and load the latest
     checkpoint's weights. Returns ``(SSAModels, ModelConfig, run_config_dict)``; the run config
-    holds `tau`, the inference threshold. Models are built in float32 whatever the run's
-    precision (the stored variables are float32 either way)."""
+    holds `tau`, the inference threshold. The models compute in `precision` whatever the run
+    trained in (variables are float32 in every precision). The discriminators keep their initial
+    weights unless `discriminators` (export and augmentation do not need them)."""
     run_config = load_config_dict(model_dir)
-    cfg = ModelConfig.from_dict({**run_config["model"], "mixed_precision": False})
+    cfg = ModelConfig.from_dict({**run_config["model"], "precision": precision})
     path = latest_checkpoint(model_dir)
     if path is None:
         raise FileNotFoundError(f"{checkpoint_dir(model_dir)}: no checkpoint; has this run saved one yet?")
+    check_format(path, need_discriminators=discriminators)
     models = build_models(cfg)
-    model_checkpoint(models).restore(path).expect_partial().assert_existing_objects_matched()
+    named = models.named()
+    if not discriminators:
+        named = {k: v for k, v in named.items() if not k.startswith("disc_")}
+    tf.train.Checkpoint(**named).restore(path).expect_partial().assert_existing_objects_matched()
     return models, cfg, run_config

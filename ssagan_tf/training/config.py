@@ -11,12 +11,12 @@ import json
 import os
 from dataclasses import dataclass, field
 
-from ssagan_tf.losses import GAN_LOSSES, MASK_LOSS_TYPES
+from ssagan_tf import precision as precisions
+from ssagan_tf.losses import D_MODE_ALIASES, D_MODES, GAN_LOSSES, MASK_LOSS_TYPES
 from ssagan_tf.models import ModelConfig
 
 CONFIG_NAME = "config.json"
 STRATEGIES = ("mirrored", "one_device", "multi_worker")
-D_MODES = ("full", "paper", "mejjati")
 
 
 class ConfigError(ValueError):
@@ -42,14 +42,14 @@ class RunConfig:
     lambda_identity: float = 0.0
     lambda_mask: float = 1.0
     mask_loss_type: str = "l1"          # "l1" (paper Eq. 4) or "l1_dice"
-    d_mode: str = "mejjati"
+    d_mode: str = "own_attention"      # losses.D_MODES; the old names paper/mejjati read as their new ones
     attention_epochs: int = 30
     tau: float = 0.1
     pool_size: int = 50
     flip: bool = True
     strategy: str = "mirrored"
     cpu_replicas: int = 0
-    mixed_precision: bool = False
+    precision_reason: str = ""         # why model.precision was chosen (auto's reasoning), for the record
     jit_compile: bool = False
     deterministic: bool = False
     seed: int = 0
@@ -58,6 +58,9 @@ class RunConfig:
     log_every: int = 50
     image_every: int = 500
     fresh: bool = False
+
+    def __post_init__(self):
+        object.__setattr__(self, "d_mode", D_MODE_ALIASES.get(self.d_mode, self.d_mode))
 
     def to_dict(self) -> dict:
         values = dataclasses.asdict(self)
@@ -103,8 +106,6 @@ class RunConfig:
              f"batch_size {self.batch_size} is not divisible by cpu_replicas {self.cpu_replicas}")
         need(not (self.cpu_replicas and self.strategy == "one_device"),
              "cpu_replicas splits the CPU for a mirrored or multi_worker strategy; one_device uses one device")
-        need(self.mixed_precision == self.model.mixed_precision,
-             "mixed_precision must agree with model.mixed_precision")
         for name in ("checkpoint_every", "keep_checkpoints", "log_every", "image_every"):
             need(getattr(self, name) >= 1, f"{name} must be >= 1, got {getattr(self, name)}")
         if self.strategy == "multi_worker":
@@ -115,6 +116,11 @@ class RunConfig:
             except json.JSONDecodeError as err:
                 raise ConfigError(f"TF_CONFIG is not valid JSON: {err}") from err
         return self
+
+    @property
+    def precision(self) -> str:
+        """The compute precision (fp32, bf16 or fp16); it lives in the model config."""
+        return self.model.precision
 
     @property
     def masks_discriminator(self) -> bool:
@@ -138,3 +144,23 @@ def load_config_dict(model_dir: str) -> dict:
         raise FileNotFoundError(f"{path}: no run config; is {model_dir!r} the --model_dir of a training run?")
     with open(path) as f:
         return json.load(f)
+
+
+def saved_precision(model_dir: str) -> str | None:
+    """The precision of the run saved in `model_dir` (None when it holds no checkpoint)."""
+    if not os.path.isfile(os.path.join(model_dir, "checkpoints", "checkpoint")):
+        return None
+    try:
+        return ModelConfig.from_dict(load_config_dict(model_dir)["model"]).precision
+    except (FileNotFoundError, KeyError, ValueError, TypeError):
+        return None
+
+
+def resolve_precision(requested: str, model_dir: str, fresh: bool = False, **hardware) -> precisions.PrecisionChoice:
+    """`--precision` for a run in `model_dir`: `auto` continues a saved run in its own precision
+    (one run, one precision), and otherwise picks by hardware (`precision.choose_precision`, whose
+    fake-hardware keywords `hardware` passes on)."""
+    saved = None if fresh else saved_precision(model_dir)
+    if requested == "auto" and saved:
+        return precisions.PrecisionChoice(saved, requested, f"resuming a run trained in {saved}")
+    return precisions.choose_precision(requested, **hardware)

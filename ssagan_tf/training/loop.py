@@ -84,7 +84,12 @@ def _prepare_model_dir(config: RunConfig, chief: bool, log):
         return None
     if latest is None:
         return None
-    saved = _architecture(ModelConfig.from_dict(load_config_dict(config.model_dir)["model"]))
+    saved_model = ModelConfig.from_dict(load_config_dict(config.model_dir)["model"])
+    if (saved_model.precision == "fp16") != (config.precision == "fp16"):
+        raise ConfigError(f"{config.model_dir} holds a run trained in {saved_model.precision}, this one is "
+                          f"{config.precision}: fp16 runs keep loss-scaled optimizers that other precisions do not "
+                          f"have; resume with --precision={saved_model.precision}, or use --fresh")
+    saved = _architecture(saved_model)
     wanted = _architecture(config.model)
     if saved != wanted:
         changes = ", ".join(f"{k} {saved[k]!r} there, {wanted[k]!r} now"
@@ -97,10 +102,11 @@ def _prepare_model_dir(config: RunConfig, chief: bool, log):
 def _architecture(model: ModelConfig) -> dict:
     """What must match to resume: the model config, with attention_ngf resolved (0 and the value of
     ngf build the same networks; runs saved before the field existed read as 0) and without
-    mixed_precision (a run may resume with a different compute precision)."""
+    the precision (variables are float32 in every precision; `resolve_precision` decides which
+    changes a resume allows)."""
     values = model.to_dict()
     values["attention_ngf"] = model.attention_filters if model.use_attention else 0
-    values.pop("mixed_precision")
+    values.pop("precision")
     return values
 
 
@@ -123,6 +129,7 @@ def train(config: RunConfig, stream=None) -> TrainResult:
         print(message, file=stream, flush=True)
 
     config.validate()
+    log(f"Precision {config.precision}" + (f" ({config.precision_reason})" if config.precision_reason else ""))
     manifest = check_data(config)
     steps_per_epoch, total_steps, stop_step = plan(config, manifest)
     # The strategy comes first: multi_worker must configure collectives (and cpu_replicas the
@@ -154,6 +161,10 @@ def train(config: RunConfig, stream=None) -> TrainResult:
     manager = tf.train.CheckpointManager(ckpt, checkpoints.checkpoint_dir(out_dir), max_to_keep=config.keep_checkpoints)
     resumed = None
     if resume_from:
+        try:
+            checkpoints.check_format(resume_from, need_discriminators=True, need_pools=True)
+        except checkpoints.IncompatibleCheckpointError as err:
+            raise ConfigError(str(err)) from err
         saved_pools = sum(1 for name, _ in tf.train.list_variables(resume_from)
                           if name.startswith("pools_tumor/") and "/images/" in name)
         status = ckpt.restore(resume_from)
@@ -230,7 +241,7 @@ def _run(config, strategy, chief, models, gen_opt, disc_opt, step, epoch, pools_
             raise NonFiniteLossError(
                 f"non-finite loss at step {current}: " + ", ".join(f"{k}={values[k]}" for k in bad)
                 + f". Training stopped; the last good checkpoint ({manager.latest_checkpoint or 'none'}) is intact. "
-                "Try a lower --learning_rate, or --mixed_precision off.")
+                "Try a lower --learning_rate, or --precision=fp32.")
         result.losses = values
         if current % config.log_every == 0 or current == stop_step:
             seconds = interval_seconds / interval_steps

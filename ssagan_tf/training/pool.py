@@ -3,7 +3,10 @@ the graph so that it lives inside the compiled train step and inside checkpoints
 
 Discriminators see, for each new translated image, with probability 1/2 a translation from an
 earlier step (which the new one replaces in the pool), else the new one; until the pool is full
-every image is stored and returned as is. Randomness is stateless, keyed by (seed, number of
+every image is stored and returned as is. Each translation is stored unmasked, with the attention
+map of its source (as Mejjati et al.'s pool does), and the step masks what the pool returns for the
+phase it is in: a translation pooled during the attention warm-up is shown masked after it, so the
+discriminator never compares an unmasked fake with masked reals. Randomness is stateless, keyed by (seed, number of
 queries so far): the pool's own counter is its random state, so a restored pool continues with
 exactly the draws it would have made.
 """
@@ -14,7 +17,7 @@ import tensorflow as tf
 
 
 class ImagePool(tf.Module):
-    """A pool of `size` images of shape `image_shape`, for one replica."""
+    """A pool of `size` (image, attention) pairs, images of shape `image_shape`, for one replica."""
 
     def __init__(self, size: int, image_shape, seed: int, name: str = "image_pool"):
         super().__init__(name=name)
@@ -22,41 +25,47 @@ class ImagePool(tf.Module):
         self.seed = int(seed)
         self.images = tf.Variable(tf.zeros([max(self.size, 1), *image_shape], tf.float32),
                                   trainable=False, name="images")
+        self.attention = tf.Variable(tf.zeros([max(self.size, 1), *image_shape[:-1], 1], tf.float32),
+                                     trainable=False, name="attention")
         self.stored = tf.Variable(0, dtype=tf.int64, trainable=False, name="stored")
         self.queries = tf.Variable(0, dtype=tf.int64, trainable=False, name="queries")
 
-    def query(self, images):
-        """Return a batch the size of `images`, mixing in pooled ones, and update the pool."""
-        if self.size == 0:
-            return images
+    def query(self, images, attention):
+        """Return a batch of (image, attention) pairs the size of `images`, mixing in pooled
+        pairs, and update the pool. `attention` [B, H, W, 1] is each image's source attention."""
         images = tf.cast(images, tf.float32)
-        out = []
+        attention = tf.cast(attention, tf.float32)
+        if self.size == 0:
+            return images, attention
+        pairs = []
         # The per-replica batch is static and small, so a Python loop unrolls cleanly (and keeps
         # the element-by-element semantics of the reference implementation).
         for i in range(images.shape[0]):
-            out.append(self._query_one(images[i]))
-        return tf.stack(out)
+            pairs.append(self._query_one(images[i], attention[i]))
+        return tf.stack([p[0] for p in pairs]), tf.stack([p[1] for p in pairs])
 
-    def _query_one(self, image):
+    def _query_one(self, image, attention):
         draw = tf.random.stateless_uniform([2], seed=tf.stack([tf.constant(self.seed, tf.int64), self.queries]))
         self.queries.assign_add(1)
         full = self.stored >= self.size
 
         def store():
             self.images.scatter_nd_update([[self.stored]], image[None])
+            self.attention.scatter_nd_update([[self.stored]], attention[None])
             self.stored.assign_add(1)
-            return image
+            return image, attention
 
         def swap():
             index = tf.minimum(tf.cast(draw[1] * self.size, tf.int64), self.size - 1)
             # gather, not slicing: XLA treats a slice's bounds as compile-time constants and would
             # recompile the step for every new index.
-            old = tf.gather(self.images, index)
+            old = tf.gather(self.images, index), tf.gather(self.attention, index)
             self.images.scatter_nd_update([[index]], image[None])
+            self.attention.scatter_nd_update([[index]], attention[None])
             return old
 
         return tf.cond(tf.logical_not(full), store,
-                       lambda: tf.cond(draw[0] < 0.5, swap, lambda: image))
+                       lambda: tf.cond(draw[0] < 0.5, swap, lambda: (image, attention)))
 
 
 def make_pools(strategy, size: int, image_shape, seed: int, name: str) -> list:

@@ -38,12 +38,12 @@ class LinearDecaySchedule(keras.optimizers.schedules.LearningRateSchedule):
 
 def make_optimizers(config, total_steps: int):
     """Adam for generators+attention and Adam for discriminators, each wrapped for loss scaling
-    under mixed precision (one loss scale per player)."""
+    under fp16 (one loss scale per player; bf16 has float32's range and needs none)."""
     schedule = LinearDecaySchedule(config.learning_rate, int(total_steps * config.decay_start_fraction), total_steps)
     made = []
     for name in ("generator_adam", "discriminator_adam"):
         opt = keras.optimizers.Adam(schedule, beta_1=config.beta_1, beta_2=config.beta_2, name=name)
-        if config.mixed_precision:
+        if config.precision == "fp16":
             opt = keras.optimizers.LossScaleOptimizer(opt, name=f"{name}_loss_scale")
         made.append(opt)
     return made
@@ -104,22 +104,16 @@ class TrainStep:
         def mean(per_example):
             return tf.nn.compute_average_loss(per_example, global_batch_size=global_batch)
 
-        mask_discriminators = (not warmup) and c.masks_discriminator
+        masked = (not warmup) and c.masks_discriminator
         with tf.GradientTape(persistent=True) as tape:
             fake_t, att_n = translate(m.normal_to_tumor, m.attention_normal, x_n, training=True)
             rec_n, _ = translate(m.tumor_to_normal, m.attention_tumor, fake_t, training=True)
             fake_n, att_t = translate(m.tumor_to_normal, m.attention_tumor, x_t, training=True)
             rec_t, _ = translate(m.normal_to_tumor, m.attention_normal, fake_n, training=True)
 
-            view_fake_t, view_fake_n, view_real_t, view_real_n = fake_t, fake_n, x_t, x_n
-            if mask_discriminators:
-                # Fakes are masked by their source attention; reals by their own (mejjati) or by
-                # the fake's source attention (paper).
-                mejjati = c.d_mode == "mejjati"
-                view_fake_t = losses.attention_guided_input(fake_t, att_n, c.tau)
-                view_fake_n = losses.attention_guided_input(fake_n, att_t, c.tau)
-                view_real_t = losses.attention_guided_input(x_t, att_t if mejjati else att_n, c.tau)
-                view_real_n = losses.attention_guided_input(x_n, att_n if mejjati else att_t, c.tau)
+            # D_t judges tumor slices: real x_t (own attention A_t) against fakes from x_n (A_n).
+            _, view_fake_t = losses.discriminator_views(c.d_mode, masked, x_t, fake_t, att_n, att_t, c.tau)
+            _, view_fake_n = losses.discriminator_views(c.d_mode, masked, x_n, fake_n, att_t, att_n, c.tau)
 
             adv_n2t = losses.generator_adversarial_loss(m.disc_tumor(view_fake_t, training=True), c.gan_loss)
             adv_t2n = losses.generator_adversarial_loss(m.disc_normal(view_fake_n, training=True), c.gan_loss)
@@ -138,11 +132,19 @@ class TrainStep:
                     att_t, batch["tumor"]["mask"], batch["tumor"]["has_mask"], labelled, c.mask_loss_type)
             gen_total = mean(per_example) + attention_mask
 
-            pooled_t = replica_pool(self.pools_tumor).query(tf.stop_gradient(view_fake_t))
-            pooled_n = replica_pool(self.pools_normal).query(tf.stop_gradient(view_fake_n))
-            d_t = losses.discriminator_adversarial_loss(m.disc_tumor(tf.stop_gradient(view_real_t), training=True),
+            # The pools hold unmasked fakes with their source attention; the phase's masking is
+            # applied to what they return.
+            pooled_t, pooled_att_n = replica_pool(self.pools_tumor).query(tf.stop_gradient(fake_t),
+                                                                          tf.stop_gradient(att_n))
+            pooled_n, pooled_att_t = replica_pool(self.pools_normal).query(tf.stop_gradient(fake_n),
+                                                                           tf.stop_gradient(att_t))
+            real_t, pooled_t = losses.discriminator_views(c.d_mode, masked, x_t, pooled_t, pooled_att_n,
+                                                          tf.stop_gradient(att_t), c.tau)
+            real_n, pooled_n = losses.discriminator_views(c.d_mode, masked, x_n, pooled_n, pooled_att_t,
+                                                          tf.stop_gradient(att_n), c.tau)
+            d_t = losses.discriminator_adversarial_loss(m.disc_tumor(real_t, training=True),
                                                         m.disc_tumor(pooled_t, training=True), c.gan_loss)
-            d_n = losses.discriminator_adversarial_loss(m.disc_normal(tf.stop_gradient(view_real_n), training=True),
+            d_n = losses.discriminator_adversarial_loss(m.disc_normal(real_n, training=True),
                                                         m.disc_normal(pooled_n, training=True), c.gan_loss)
             disc_total = mean(d_t + d_n)
             gen_scaled = self._scaled(self.gen_optimizer, gen_total)
