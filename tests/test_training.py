@@ -337,3 +337,47 @@ def test_config_validation_messages(data_dir, tmp_path):
                             (dict(mask_loss_type="bce"), "mask_loss_type must be one of")):
         with pytest.raises(ValueError, match=message):
             dataclasses.replace(good, **change).validate()
+
+
+def test_checkpoint_of_keras_spectral_norm_exports_but_does_not_resume(data_dir, two_step_run, tmp_path):
+    """A run saved before SpectralConv2D (discriminators wrapped in Keras' SpectralNormalization,
+    which stores W / sigma and a vector_u): its generators and attention still restore for export;
+    resuming training is refused with what to do."""
+    import keras
+
+    shutil.copytree(two_step_run, tmp_path / "run", ignore=shutil.ignore_patterns("checkpoints"))
+    config = tiny_config(data_dir, tmp_path / "run")
+    models = build_models(config.model)
+
+    def old_discriminator():
+        images = keras.Input((32, 32, 1))
+        layer = keras.layers.SpectralNormalization(keras.layers.Conv2D(4, 4, strides=2))
+        return keras.Model(images, layer(images))
+
+    old = tf.train.Checkpoint(**{**models.named(), "disc_tumor": old_discriminator(),
+                                 "disc_normal": old_discriminator()}, step=tf.Variable(2, dtype=tf.int64))
+    tf.train.CheckpointManager(old, str(tmp_path / "run" / "checkpoints"), max_to_keep=1).save(checkpoint_number=2)
+    restored, _, _ = checkpoints.restore_models(str(tmp_path / "run"))
+    for got, want in zip(restored.normal_to_tumor.weights, models.normal_to_tumor.weights):
+        np.testing.assert_array_equal(got.numpy(), want.numpy())
+    with pytest.raises(checkpoints.IncompatibleCheckpointError, match="Keras' SpectralNormalization"):
+        checkpoints.restore_models(str(tmp_path / "run"), discriminators=True)
+    with pytest.raises(ValueError, match="start over with --fresh"):
+        quiet_train(tiny_config(data_dir, tmp_path / "run", max_steps=3))
+
+
+def test_checkpoint_whose_pools_hold_no_attention_is_refused_for_resume(data_dir, tmp_path):
+    class OldPool(tf.Module):
+        def __init__(self):
+            super().__init__()
+            self.images = tf.Variable(tf.zeros([2, 32, 32, 1]))
+
+    config = tiny_config(data_dir, tmp_path, model=ModelConfig.for_system(
+        "cyclegan", image_size=32, channels=1, ngf=8, ndf=8, n_res_blocks=1))
+    quiet_train(dataclasses.replace(config, max_steps=1))
+    models = build_models(config.model)
+    old = tf.train.Checkpoint(**models.named(), pools_tumor=[OldPool()], step=tf.Variable(1, dtype=tf.int64))
+    shutil.rmtree(tmp_path / "checkpoints")
+    tf.train.CheckpointManager(old, str(tmp_path / "checkpoints"), max_to_keep=1).save(checkpoint_number=1)
+    with pytest.raises(ValueError, match="image pools hold no attention maps"):
+        quiet_train(dataclasses.replace(config, max_steps=2))
