@@ -112,3 +112,50 @@ def test_reflection_padding_and_float32_instance_norm():
     out = norm(tf.cast(x, tf.bfloat16))
     assert out.dtype == tf.float32
     np.testing.assert_allclose(out.numpy().mean(), 0.0, atol=1e-3)
+
+
+REPLICA_SCRIPT = r"""
+import sys
+import numpy as np, tensorflow as tf
+cpu = tf.config.list_physical_devices("CPU")[0]
+tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+import keras
+from ssagan_tf.models.layers import SpectralConv2D
+x = np.random.default_rng(0).normal(size=(2, 8, 8, 2)).astype(np.float32)
+results = []
+for n in (1, 2):
+    strategy = tf.distribute.MirroredStrategy([d.name for d in tf.config.list_logical_devices("CPU")][:n])
+    keras.utils.set_random_seed(0)
+    with strategy.scope():
+        layer = SpectralConv2D(4, 3)
+        layer.build((None, 8, 8, 2))
+    batches = strategy.experimental_distribute_dataset(tf.data.Dataset.from_tensor_slices(x).batch(2))
+
+    @tf.function
+    def step(images):
+        def replica(images):
+            with tf.GradientTape() as tape:
+                loss = tf.reduce_sum(layer(images, training=True) ** 2) + tf.reduce_sum(layer(2 * images, training=True))
+            return tf.distribute.get_replica_context().all_reduce("sum", tape.gradient(loss, layer.kernel.value))
+        return strategy.run(replica, args=(images,))
+
+    gradient = strategy.experimental_local_results(step(next(iter(batches))))[0].numpy()
+    results.append((gradient, layer.u.numpy(), layer.v.numpy()))
+for one, two in zip(*results):
+    np.testing.assert_allclose(one, two, rtol=1e-5, atol=1e-4)
+print("replicas agree")
+"""
+
+
+def test_two_replicas_compute_the_same_power_iteration_and_gradient_as_one(tmp_path):
+    """Under MirroredStrategy every replica iterates u and v from the same W (the first replica's
+    result is kept), and the all-reduced gradient equals one device's on the whole batch."""
+    import os
+    import subprocess
+    import sys
+
+    from conftest import REPO_ROOT
+
+    done = subprocess.run([sys.executable, "-c", REPLICA_SCRIPT], cwd=REPO_ROOT, capture_output=True, text=True,
+                          env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", PYTHONPATH=REPO_ROOT))
+    assert done.returncode == 0 and "replicas agree" in done.stdout, done.stdout + done.stderr

@@ -124,8 +124,12 @@ def test_flagfile_run_killed_and_rerun_finishes(data_dir, tmp_path):
 
 def test_two_cpu_replicas_match_one_device(data_dir, tmp_path):
     # Pools large enough not to fill in 2 steps: a full pool swaps images at random, and one pool
-    # per replica fills at a different rate than a single one.
-    common = [f"--data_dir={data_dir}", *TINY, "--pool_size=50", "--max_steps=2", "--flip=false", "--deterministic"]
+    # per replica fills at a different rate than a single one. attention_cyclegan: spectral norm's
+    # gradient through sigma (G/sigma - <G, W>/sigma^2 u v^T) cancels, which magnifies the batch-1
+    # versus batch-2 rounding of the convolutions beyond this tolerance within two Adam steps;
+    # its replica equivalence is tested on its own (test_layers.py).
+    common = [f"--data_dir={data_dir}", *TINY, "--pool_size=50", "--max_steps=2", "--flip=false", "--deterministic",
+              "--model=attention_cyclegan"]
     procs = [subprocess.Popen(command(*common, f"--model_dir={tmp_path / name}", *extra), cwd=REPO_ROOT,
                               env=environment(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
              for name, extra in (("one", ["--strategy=one_device"]), ("two", ["--cpu_replicas=2"]))]
