@@ -234,7 +234,7 @@ def _write_dataset(config, stage, outcomes, channels, normalisation, cohort) -> 
     _check_counts(config, writer.counts)
     manifest = _manifest(config, outcomes, writer.counts, channels, normalisation, labelled, cohort)
     _write_json_atomic(os.path.join(stage.dataset_dir, schema.MANIFEST_NAME), manifest)
-    write_report(dataclasses.replace(config, output_dir=stage.dataset_dir), outcomes, manifest, cohort)
+    write_report(config, outcomes, manifest, cohort, directory=stage.dataset_dir)
     write_sheet(os.path.join(stage.dataset_dir, SHEET_NAME), sorted(sheet, key=lambda p: p[0]))
     return manifest
 

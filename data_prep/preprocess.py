@@ -97,23 +97,35 @@ def head_mask(image: np.ndarray) -> np.ndarray:
     return mask
 
 
+def reference_area(area: np.ndarray) -> float:
+    """The volume's largest head slice, robustly: the median of the five largest slice areas, so
+    one or two slices whose mask failed (a bright artefact filling the slice) do not set it."""
+    top = np.sort(area)[-5:]
+    return float(np.median(top)) if top.size else 0.0
+
+
 def axial_extent(area: np.ndarray, min_ratio: float) -> np.ndarray:
-    """Slices in the head's main axial extent: the unbroken run of slices around the largest head
-    slice whose area is at least `min_ratio` x that largest area. This drops the pure-noise and
-    scalp-top slices and stops at the neck, where the cross-section narrows; a face-level slice as
-    wide as the brain can still pass, which --match_anatomy then removes."""
+    """Slices in the head's main axial extent: the longest unbroken run (one-slice gaps bridged)
+    of slices whose area is between `min_ratio` and 1.5 x the reference area. This drops the
+    pure-noise and scalp-top slices and stops at the neck, where the cross-section narrows, and
+    at slices whose mask is far larger than any head slice; a face-level slice as wide as the
+    brain can still pass, which --match_anatomy then removes."""
     inside = np.zeros(area.shape, bool)
-    if area.size == 0 or area.max() <= 0:
+    ref = reference_area(area)
+    if ref <= 0:
         return inside
-    big = area >= min_ratio * area.max()
-    peak = int(np.argmax(area))
-    low = peak
-    while low > 0 and big[low - 1]:
-        low -= 1
-    high = peak
-    while high + 1 < area.size and big[high + 1]:
-        high += 1
-    inside[low:high + 1] = True
+    big = (area >= min_ratio * ref) & (area <= 1.5 * ref)
+    bridged = big.copy()
+    bridged[1:-1] |= big[:-2] & big[2:]
+    best, start = (0, 0), None
+    for i, value in enumerate(np.append(bridged, False)):
+        if value and start is None:
+            start = i
+        elif not value and start is not None:
+            best = max(best, (i - start, -start))
+            start = None
+    length, first = best[0], -best[1]
+    inside[first:first + length] = True
     return inside
 
 
@@ -239,7 +251,7 @@ def prepare(scan: Scan, options: PrepOptions) -> SliceSet:
         extent = axial_extent(area, options.min_brain_ratio)
         first, last = np.flatnonzero(extent)[[0, -1]] if extent.any() else (0, max(z - 1, 1))
         position = (np.arange(z) - first) / max(last - first, 1)
-        area_ratio = area / max(area.max(), 1.0)
+        area_ratio = area / max(reference_area(area), 1.0)
     index = np.flatnonzero(reason == "")
     # Scale only the slices kept: the bounds come from the whole head, the work from what is used.
     images, masks = fit_to_size(scale_to_unit(image[index], bounds), (mask[index] > 0).astype(np.uint8),

@@ -20,7 +20,7 @@ _REASON_TEXT = {"slice_range": "outside --slice_range", "little_brain": "too lit
                 "duplicate": "exact duplicate of an earlier slice (--dedupe=drop)"}
 
 
-def write_report(config, outcomes, manifest, cohort: dict) -> None:
+def write_report(config, outcomes, manifest, cohort: dict, directory: str | None = None) -> None:
     """The report; `manifest` is None when the conversion failed, `cohort` holds what the
     cohort-level steps found (duplicates, anatomy), possibly empty."""
     prep = config.prep
@@ -51,11 +51,12 @@ def write_report(config, outcomes, manifest, cohort: dict) -> None:
         dropped = ", ".join(f"{r} {n}" for r, n in o.dropped.items() if n) or "-"
         lines.append(f"| {o.case_id} | {o.patient_id} | {o.split} | {o.tumor} | {o.normal} | {dropped} | "
                      f"{'yes' if o.labelled else 'no'} | {status.replace('|', '/')} |")
-    os.makedirs(config.output_dir, exist_ok=True)
-    tmp = os.path.join(config.output_dir, REPORT_NAME + f".tmp-{os.getpid()}")
+    directory = directory or config.output_dir
+    os.makedirs(directory, exist_ok=True)
+    tmp = os.path.join(directory, REPORT_NAME + f".tmp-{os.getpid()}")
     with open(tmp, "w") as f:
         f.write("\n".join(lines) + "\n")
-    os.replace(tmp, os.path.join(config.output_dir, REPORT_NAME))
+    os.replace(tmp, os.path.join(directory, REPORT_NAME))
 
 
 def _anatomy_lines(anatomy: dict, matched: bool) -> list:
