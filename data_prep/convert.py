@@ -120,8 +120,11 @@ class CaseOutcome:
 def _modalities(config: ConvertConfig, channels: int) -> list:
     """The names of the written channels, as the reader produced them."""
     reader = config.reader
-    if config.format in ("brats", "pairs") or (reader.channel_names and reader.channel_names != ("rgb",)):
+    if config.format in ("brats", "pairs") or (config.format == "folders" and reader.channel_names
+                                                and reader.channel_names != ("rgb",)):
         return list(reader.modalities)
+    if config.format == "figshare" and reader.channel_names:
+        return list(reader.channel_names)
     return ["image"] * int(channels)
 
 
@@ -144,6 +147,8 @@ def convert(config: ConvertConfig, log=print) -> dict:
     try:
         channels, normalisation = _read_cases(config, refs, stage, outcomes, log)
         manifest = _write_dataset(config, stage, outcomes, channels, normalisation, cohort)
+        for warning in cohort["warnings"]:
+            log(f"warning: {warning}")
         swap_into_place(stage.dataset_dir, config.output_dir)
     except BaseException as err:
         stage.remove()
@@ -231,7 +236,7 @@ def _write_dataset(config, stage, outcomes, channels, normalisation, cohort) -> 
     except BaseException:
         writer.abort()
         raise
-    _check_counts(config, writer.counts)
+    _check_counts(config, writer.counts, cohort)
     manifest = _manifest(config, outcomes, writer.counts, channels, normalisation, labelled, cohort)
     _write_json_atomic(os.path.join(stage.dataset_dir, schema.MANIFEST_NAME), manifest)
     write_report(config, outcomes, manifest, cohort, directory=stage.dataset_dir)
@@ -306,11 +311,14 @@ def _check_splits(config, converted) -> None:
                          f"patients (at least 3 are needed for train, val and test){hint}")
 
 
-def _check_counts(config, counts) -> None:
+def _check_counts(config, counts, cohort) -> None:
+    """An empty split fails; a split lacking one domain is written with a warning (a small
+    cohort's validation patients may have no tumor slice large enough, for instance)."""
     empty = [s for s, c in counts.items() if sum(c.values()) == 0]
     if empty:
         raise ValueError(f"split {', '.join(empty)} has patients but no slice was kept for it; see the dropped "
                          f"slices in {os.path.join(config.output_dir, REPORT_NAME)}")
+    cohort["warnings"] = [f"split {s} has no {d} slices" for s, c in counts.items() for d, n in c.items() if n == 0]
 
 
 def _sheet_choice(config, converted, keep) -> dict:
@@ -347,6 +355,7 @@ def _manifest(config, outcomes, counts, channels, normalisation, labelled, cohor
         "rejected": [{"case": o.case_id, "problem": o.error} for o in outcomes if o.error],
         "dropped": {r: sum(o.dropped.get(r, 0) for o in outcomes) for r in preprocess.DROP_REASONS},
         "duplicates": cohort.get("duplicates", {}),
+        "warnings": cohort.get("warnings", []),
         "anatomy": cohort.get("anatomy", {}),
         "settings": dataclasses.asdict(config),
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),

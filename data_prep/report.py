@@ -34,6 +34,10 @@ def write_report(config, outcomes, manifest, cohort: dict, directory: str | None
         lines += ["| split | patients | normal slices | tumor slices |", "|---|---|---|---|"]
         lines += [f"| {s} | {len(manifest['patients'][s])} | {c['normal']} | {c['tumor']} |"
                   for s, c in manifest["counts"].items()] + [""]
+        lines += [f"**Warning: {w}.**" for w in cohort.get("warnings", [])] + [""] * bool(cohort.get("warnings"))
+        lines += [f"Look at `{SHEET_NAME}` (beside this report) before training: a few tumor and normal slices "
+                  "of each split, first channel, tumor outlined in red; rows train, val, test, tumor above normal.",
+                  ""]
     totals = {r: sum(o.dropped.get(r, 0) for o in outcomes) for r in DROP_REASONS}
     lines += ["## Dropped slices", "", "| reason | slices |", "|---|---|"]
     lines += [f"| {_REASON_TEXT[r]} | {n} |" for r, n in totals.items()] + [""]

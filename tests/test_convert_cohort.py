@@ -207,3 +207,41 @@ def test_sigterm_cleans_up_like_ctrl_c(cohort_dir, tmp_path):
     assert proc.returncode != 0
     assert not glob.glob(str(out / ".staging-*")) and not glob.glob(str(out / "**" / "*.tmp-*"), recursive=True)
     assert not (out / "manifest.json").exists() and (out / "conversion_report.md").exists()
+
+
+def test_a_split_missing_a_domain_is_a_warning_an_empty_split_an_error():
+    from data_prep.convert import _check_counts
+
+    cohort = {}
+    _check_counts(folders_config("in", "out"), {"train": {"normal": 3, "tumor": 2}, "val": {"normal": 2, "tumor": 0},
+                                                "test": {"normal": 1, "tumor": 1}}, cohort)
+    assert cohort["warnings"] == ["split val has no tumor slices"]
+    with pytest.raises(ValueError, match="split test has patients but no slice"):
+        _check_counts(folders_config("in", "out"), {"train": {"normal": 3, "tumor": 2},
+                                                    "val": {"normal": 2, "tumor": 1},
+                                                    "test": {"normal": 0, "tumor": 0}}, cohort)
+
+
+def test_pairs_keep_splits_and_record_modality_names(tmp_path):
+    rng = np.random.default_rng(4)
+    for k, top in enumerate(("Training", "Validation", "Testing")):
+        for p in range(2):
+            folder = tmp_path / "in" / top / f"P{k}{p}"
+            os.makedirs(folder)
+            image = np.zeros((10, 24, 24), np.float32)
+            image[:, 4:20, 4:20] = rng.uniform(50, 100, (10, 16, 16))
+            seg = np.zeros((10, 24, 24), np.uint8)
+            seg[3:6, 8:14, 8:14] = 1
+            image[seg > 0] = 200
+            for name, array in (("flair", image), ("t2", image * 0.5 + 10), ("seg", seg)):
+                sitk.WriteImage(sitk.GetImageFromArray(array), str(folder / f"scan_{name}.nii.gz"))
+    reader = ReaderOptions(modalities=("flair", "t2"), image_glob="*/*/scan_flair.nii.gz",
+                           mask_replace=("_flair", "_seg"), modality_replace=(("t2", "_flair", "_t2"),),
+                           keep_splits=True)   # patient: the first folder below the split folder
+    config = ConvertConfig(input_dir=str(tmp_path / "in"), format="pairs", output_dir=str(tmp_path / "out"),
+                           reader=reader, prep=PrepOptions(image_size=24, min_tumor_pixels=5), workers=1,
+                           num_shards=1)
+    manifest = convert(config, **QUIET)
+    assert manifest["modalities"] == ["flair", "t2"] and manifest["channels"] == 2
+    assert manifest["patients"] == {"train": ["train/P00", "train/P01"], "val": ["val/P10", "val/P11"],
+                                    "test": ["test/P20", "test/P21"]}

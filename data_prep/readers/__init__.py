@@ -33,7 +33,7 @@ class ReaderOptions:
     no_masks:      pairs/brats: the scans have no segmentation (healthy subjects): Scan.mask is None.
     class_folders: folders: class folder name -> label (0 normal, 1 tumor).
     mask_suffix:   folders: `name.tif` + `name<mask_suffix>.tif` pairs.
-    channel_names: folders: names of the channels stored in each image, in file order (e.g.
+    channel_names: folders (figshare: one name): names of the channels stored in each image, in file order (e.g.
                    t1,flair,t1ce for the LGG TIFFs); `modalities` then picks and orders them.
                    ("rgb",) mixes colour pixels into one luminance channel. Empty: grey images only.
     modality_replace: pairs: ((name, OLD, NEW), ...): modality `name` is read from the image path
@@ -117,8 +117,11 @@ def check_for_format(options: ReaderOptions, fmt: str) -> None:
         if unknown:
             raise ValueError(f"--modalities {list(options.modalities)}: {unknown} not among --channel_names "
                              f"{list(options.channel_names)}")
-    elif fmt != "folders" and options.channel_names:
-        raise ValueError("--channel_names applies to --format=folders only (figshare slices are grey)")
+    elif fmt == "figshare" and len(options.channel_names) > 1:
+        raise ValueError("--channel_names: figshare slices are grey (post-contrast T1); give at most one name")
+    elif fmt in ("brats", "pairs") and options.channel_names:
+        raise ValueError("--channel_names applies to --format=folders and figshare; brats and pairs volumes are "
+                         "named by --modalities")
 
 
 def discover(input_dir: str, fmt: str, options: ReaderOptions) -> tuple[list[CaseRef], list[tuple[str, str]]]:
