@@ -96,7 +96,8 @@ def _parse_slice_range(text):
             raise ValueError
         return tuple(int(p) if p else None for p in parts)
     except ValueError:
-        raise ValueError(f"--slice_range must be START:STOP with integers (either may be empty), got {text!r}") from None
+        raise ValueError(f"--slice_range must be START:STOP with integers (either may be empty), "
+                         f"got {text!r}") from None
 
 
 def _parse_class_folders(items) -> tuple:

@@ -76,24 +76,29 @@ def head_mask(image: np.ndarray) -> np.ndarray:
     it sits just above the noise, so dark CSF and skull marrow stay in), of the channels scaled to
     their 99th percentile and combined by max; holes filled slice by slice (ventricles, sinuses);
     then the largest 3-D connected component, which drops noise specks and background streaks.
-    A skull-stripped volume with an exact 0 background gives the brain itself."""
-    scaled = np.zeros(image.shape[:-1], np.float32)
-    for c in range(image.shape[-1]):
-        channel = image[..., c].astype(np.float32)
+    A skull-stripped volume with an exact 0 background gives the brain itself. Slices of 128
+    pixels or more are processed at every second pixel and the mask repeated back: the mask sets
+    percentiles, areas and extents, none of which needs full resolution, and it is 4x faster."""
+    step = 2 if min(image.shape[1:3]) >= 128 else 1
+    small = image[:, ::step, ::step]
+    scaled = np.zeros(small.shape[:-1], np.float32)
+    for c in range(small.shape[-1]):
+        channel = small[..., c].astype(np.float32)
         low = float(channel.min())
         high = float(np.percentile(channel.ravel()[::max(1, channel.size // _PERCENTILE_SAMPLES)], 99.0))
         np.maximum(scaled, (channel - low) / max(high - low, 1e-6), out=scaled)
     values = scaled.ravel()[::max(1, scaled.size // _PERCENTILE_SAMPLES)]
     if values.max() <= values.min():
-        return np.zeros(scaled.shape, bool)
+        return np.zeros(image.shape[:3], bool)
     mask = scaled > threshold_triangle(values, nbins=256)
     mask = ndimage.binary_opening(mask, structure=np.ones((1, 3, 3), bool))
-    for z in range(mask.shape[0]):
-        mask[z] = ndimage.binary_fill_holes(mask[z])
+    mask = _fill_holes_per_slice(mask)
     labels, count = ndimage.label(mask)
     if count > 1:
         sizes = np.bincount(labels.ravel())[1:]
         mask = labels == (1 + int(np.argmax(sizes)))
+    if step > 1:
+        mask = mask.repeat(step, axis=1).repeat(step, axis=2)[:, :image.shape[1], :image.shape[2]]
     return mask
 
 
@@ -102,6 +107,18 @@ def reference_area(area: np.ndarray) -> float:
     one or two slices whose mask failed (a bright artefact filling the slice) do not set it."""
     top = np.sort(area)[-5:]
     return float(np.median(top)) if top.size else 0.0
+
+
+def _fill_holes_per_slice(mask: np.ndarray) -> np.ndarray:
+    """Fill each axial slice's holes: background pieces (4-connected within the slice) that do not
+    touch the slice's border. One labelling of the whole volume, several times faster than
+    `binary_fill_holes` slice by slice, which dilates iteratively."""
+    in_plane = np.zeros((3, 3, 3), bool)
+    in_plane[1] = ndimage.generate_binary_structure(2, 1)
+    labels, _ = ndimage.label(~mask, structure=in_plane)
+    border = np.unique(np.concatenate([labels[:, 0, :].ravel(), labels[:, -1, :].ravel(),
+                                       labels[:, :, 0].ravel(), labels[:, :, -1].ravel()]))
+    return mask | ((labels > 0) & ~np.isin(labels, border))
 
 
 def axial_extent(area: np.ndarray, min_ratio: float) -> np.ndarray:

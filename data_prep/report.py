@@ -70,9 +70,12 @@ def _anatomy_lines(anatomy: dict, matched: bool) -> list:
              "of the volume's slices); area: head area / the volume's largest head slice. Counts in ten "
              "bins from 0 to 1 (3-D and stacked cases only).", ""]
     if window:
+        effect = "on: normal slices outside this window were dropped" if matched else "off: not applied"
         lines += [f"Tumor slices lie at positions {window['low']:.2f}-{window['high']:.2f} (5th-95th "
                   f"percentile of {window['tumor_slices']}) with area ratio >= {window['min_area_ratio']:.2f} "
-                  f"(5th percentile). --match_anatomy {'on: normal slices outside this window were dropped' if matched else 'off: not applied'}.", ""]
+                  f"(5th percentile). --match_anatomy {effect}.", ""]
+    else:
+        lines += ["Fewer than 5 tumor slices of 3-D cases: no anatomy window, nothing matched.", ""]
     lines += ["| slices | position histogram | area-ratio histogram |", "|---|---|---|"]
     for name, key in (("tumor", "tumor"), ("normal, before matching", "normal_before"),
                       ("normal, written", "normal_after")):

@@ -18,7 +18,8 @@ def parse(tmp_path):
 
 
 def test_every_flag_lands_in_the_config(parse):
-    config = parse("--modalities=flair,t1ce", "--modality_replace=t1ce=_img:_t1ce", "--image_size=128", "--image_glob=*/*_img.nrrd", "--patient_level=2",
+    config = parse("--modalities=flair,t1ce", "--modality_replace=t1ce=_img:_t1ce", "--image_size=128",
+                   "--image_glob=*/*_img.nrrd", "--patient_level=2",
                    "--class_folders=tumor=1,healthy=0", "--mask_suffix=_seg", "--min_tumor_pixels=5",
                    "--normal_margin=3", "--slice_range=10:", "--min_brain_fraction=0.2", "--percentiles=1,99",
                    "--train_fraction=0.5", "--val_fraction=0.2", "--labelled_fraction=0.25", "--seed=7",
