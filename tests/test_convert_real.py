@@ -43,10 +43,10 @@ def test_lgg_flair_stacked_per_patient_with_matched_anatomy(tmp_path):
     cases = [c for s in schema.SPLITS for c in manifest["cases"][s]]
     assert len(cases) == 32                               # one stacked volume per patient, not 999 cases
     assert {s: len(manifest["patients"][s]) for s in schema.SPLITS} == {"train": 22, "val": 3, "test": 7}
-    assert _totals(manifest) == (340, 127)
+    assert _totals(manifest) == (340, 135)
     dropped = manifest["dropped"]
-    assert dropped == {"slice_range": 0, "little_brain": 42, "outside_brain_extent": 94, "ambiguous": 32,
-                       "anatomy": 364, "duplicate": 0}
+    assert dropped == {"slice_range": 0, "little_brain": 44, "outside_brain_extent": 74, "ambiguous": 32,
+                       "anatomy": 374, "duplicate": 0}
     assert sum(_totals(manifest)) + sum(dropped.values()) == 999      # every slice accounted for
     window = manifest["anatomy"]["window"]
     assert 0.3 < window["low"] < window["high"] <= 1.0
@@ -60,7 +60,7 @@ def test_lgg_flair_stacked_per_patient_with_matched_anatomy(tmp_path):
 def test_lgg_without_match_anatomy_keeps_the_lower_normal_slices(tmp_path):
     _need(LGG)
     manifest = convert(lgg_config(tmp_path / "lgg", match_anatomy=False), log=lambda _: None)
-    assert _totals(manifest) == (340, 491)
+    assert _totals(manifest) == (340, 509)
     before = manifest["anatomy"]["normal_before"]["position"]
     tumor = manifest["anatomy"]["tumor"]["position"]
     # the reason for matching: most normal slices lie below the levels where the tumors are
