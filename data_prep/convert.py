@@ -269,13 +269,13 @@ def _duplicates(config, converted, keep, cohort) -> list:
 
 
 def _match_anatomy(config, converted, keep, cohort) -> None:
-    def gather(label, mask_keep=True):
-        pos, area = [], []
-        for o in converted:
-            chosen = (o.slices["labels"] == label) & (keep[id(o)] if mask_keep else True)
-            pos.append(o.slices["position"][chosen])
-            area.append(o.slices["area_ratio"][chosen])
-        return np.concatenate(pos) if pos else np.zeros(0), np.concatenate(area) if area else np.zeros(0)
+    """The anatomy window of the tumor slices (selection.AnatomyWindow); with --match_anatomy,
+    normal slices outside it are dropped. The distributions go to the report either way."""
+    def gather(label):
+        chosen = [(o.slices["labels"] == label) & keep[id(o)] for o in converted]
+        position = np.concatenate([o.slices["position"][c] for o, c in zip(converted, chosen)])
+        area = np.concatenate([o.slices["area_ratio"][c] for o, c in zip(converted, chosen)])
+        return position, area
 
     tumor_pos, tumor_area = gather(1)
     window = selection.anatomy_window(tumor_pos, tumor_area)
