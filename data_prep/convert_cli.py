@@ -21,7 +21,8 @@ flags.DEFINE_list("modalities", None, "Channels to write, in order. brats: from 
                   "t1ce; flair,t1,t1ce,t2 for four channels). pairs: the --image_glob file's modality first, "
                   "then any read by --modality_replace (default: one unnamed channel, 'image'). folders: "
                   "names from --channel_names (default: all of them, in stored order).")
-flags.DEFINE_list("channel_names", [], "folders: names of the channels stored in each image, in file order, "
+flags.DEFINE_list("channel_names", [], "folders (figshare: one name): names of the channels stored in each image, "
+                  "in file order, "
                   "e.g. t1,flair,t1ce for the LGG TIFFs (pre-contrast T1, FLAIR, post-contrast T1); "
                   "--modalities picks and orders them. Images with several different channels are refused "
                   "without it. 'rgb': mix colour pixels into one BT.709 luminance channel, only for colour "
@@ -53,14 +54,16 @@ flags.DEFINE_string("image_glob", "*", "pairs: glob of image files or DICOM fold
 flags.DEFINE_string("mask_replace", None, "pairs: OLD:NEW; a mask's path is its image's path with OLD "
                     "replaced by NEW (e.g. _Scan_T1:_Mask).")
 flags.DEFINE_integer("patient_level", 1, "pairs: the patient id is the first N path components under "
-                     "--input; scans of one patient never straddle two splits.")
-flags.DEFINE_bool("no_masks", False, "The scans have no tumor masks (healthy subjects).")
+                     "--input (below the split folder with --keep_splits); scans of one patient never straddle two splits. "
+                     "Fewer than 3 patients cannot fill train, val and test: the conversion stops and says so.")
+flags.DEFINE_bool("no_masks", False, "pairs/brats: the scans have no tumor masks (healthy subjects); needs "
+                  "--assume_normal.")
 flags.DEFINE_bool("assume_normal", False, "With --no_masks: every brain slice is a normal slice.")
 flags.DEFINE_list("class_folders", ["yes=1", "no=0"], "folders: class folder names and labels "
                   "(1 tumor, 0 normal), as NAME=LABEL.")
 flags.DEFINE_string("mask_suffix", "_mask", "folders: a mask is the image's name with this suffix.")
 flags.DEFINE_integer("min_tumor_pixels", 20, "A tumor slice has at least this many whole-tumor pixels "
-                     "(after resizing); slices with fewer but some tumor are dropped.")
+                     "(after resizing; 1 to image_size^2); slices with fewer but some tumor are dropped.")
 flags.DEFINE_integer("normal_margin", 0, "Normal slices must be at least this many slices away from any "
                      "slice with tumor.")
 flags.DEFINE_string("slice_range", None, "START:STOP, axial slices to consider (Python slice; either may be "
