@@ -54,8 +54,9 @@ flags.DEFINE_string("image_glob", "*", "pairs: glob of image files or DICOM fold
 flags.DEFINE_string("mask_replace", None, "pairs: OLD:NEW; a mask's path is its image's path with OLD "
                     "replaced by NEW (e.g. _Scan_T1:_Mask).")
 flags.DEFINE_integer("patient_level", 1, "pairs: the patient id is the first N path components under "
-                     "--input (below the split folder with --keep_splits); scans of one patient never straddle two splits. "
-                     "Fewer than 3 patients cannot fill train, val and test: the conversion stops and says so.")
+                     "--input (below the split folder with --keep_splits); scans of one patient never straddle "
+                     "two splits. Fewer than 3 patients cannot fill train, val and test: the conversion stops "
+                     "and says so.")
 flags.DEFINE_bool("no_masks", False, "pairs/brats: the scans have no tumor masks (healthy subjects); needs "
                   "--assume_normal.")
 flags.DEFINE_bool("assume_normal", False, "With --no_masks: every brain slice is a normal slice.")
