@@ -245,3 +245,23 @@ def test_pairs_keep_splits_and_record_modality_names(tmp_path):
     assert manifest["modalities"] == ["flair", "t2"] and manifest["channels"] == 2
     assert manifest["patients"] == {"train": ["train/P00", "train/P01"], "val": ["val/P10", "val/P11"],
                                     "test": ["test/P20", "test/P21"]}
+
+
+def test_swap_never_shows_shards_without_a_manifest(cohort_dir, tmp_path, monkeypatch):
+    from data_prep import stage
+
+    out = tmp_path / "out"
+    states = []
+    real_replace = os.replace
+
+    def watching_replace(src, dst):
+        real_replace(src, dst)
+        shards = glob.glob(str(out / "*" / "*.tfrecord"))
+        states.append((bool(shards), (out / "manifest.json").exists()))
+
+    monkeypatch.setattr(stage.os, "replace", watching_replace)
+    convert(brats_config(cohort_dir, out), **QUIET)                        # a fresh dataset
+    convert(brats_config(cohort_dir, out, overwrite=True), **QUIET)        # replacing it
+    assert (True, True) in states and (False, True) in states
+    assert all(manifest for shards, manifest in states if shards)
+    assert json.loads((out / "manifest.json").read_text())["counts"]
