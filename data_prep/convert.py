@@ -205,20 +205,24 @@ def _write_dataset(config, stage, outcomes, channels, normalisation, cohort) -> 
     converted = [o for o in outcomes if not o.error]
     keep = {id(o): np.ones(len(o.slices["labels"]), bool) for o in converted}
     links = _duplicates(config, converted, keep, cohort)
-    split_of = selection.assign_splits([o.patient_id for o in converted],
-                                       {o.patient_id: o.own_split for o in converted if o.own_split},
+    _match_anatomy(config, converted, keep, cohort)
+    # Splits go to the patients that still contribute a slice, so none is an empty seat.
+    contributing = [o for o in converted if keep[id(o)].any()]
+    split_of = selection.assign_splits([o.patient_id for o in contributing],
+                                       {o.patient_id: o.own_split for o in contributing if o.own_split},
                                        links, config.train_fraction, config.val_fraction, config.seed)
     for o in converted:
-        o.split = split_of[o.patient_id]
-    _check_splits(config, converted)
-    _match_anatomy(config, converted, keep, cohort)
+        o.split = split_of.get(o.patient_id, "")
+        if not keep[id(o)].any():
+            o.tumor = o.normal = 0      # every slice dropped (duplicates, anatomy): the report says why
+    _check_splits(config, contributing, cohort)
     labelled = labelled_patients([p for p, s in split_of.items() if s == "train"], config.labelled_fraction,
                                  config.seed)
     writer = ShardedWriter(stage.dataset_dir, config.num_shards)
-    panels = _sheet_choice(config, converted, keep)
+    panels = _sheet_choice(config, contributing, keep)
     sheet = []
     try:
-        for o in converted:
+        for o in contributing:
             o.labelled = o.slices["has_mask"] and (o.split != "train" or o.patient_id in labelled)
             data = stage.load_case(o.staged)
             source = f"real:{_relative(next(iter(o.paths.values())), config.input_dir)}"
@@ -296,7 +300,7 @@ def _hists(position, area) -> dict:
     return {"position": selection.histogram(position), "area": selection.histogram(area)}
 
 
-def _check_splits(config, converted) -> None:
+def _check_splits(config, converted, cohort) -> None:
     """Never write a dataset with an empty split: say how many patients there are and why."""
     patients = {s: {o.patient_id for o in converted if o.split == s} for s in ("train", "val", "test")}
     empty = [s for s, p in patients.items() if not p]
@@ -307,6 +311,10 @@ def _check_splits(config, converted) -> None:
             hint = (f"; patients are the first --patient_level={config.reader.patient_level} folder(s) of each path "
                     "under --input, so scans in one folder are one patient: lower it (0: each scan its own "
                     "patient) only if the scans really are of different patients")
+        linked = cohort["duplicates"]["cross_patient"] if config.dedupe == "group" else 0
+        if linked:
+            hint += (f"; {linked} group(s) of exact duplicate images span several patients, and --dedupe=group "
+                     "keeps such patients in one split (--dedupe=drop removes the copies instead)")
         raise ValueError(f"split {', '.join(empty)} would be empty: {n} patient(s) converted, and splits hold whole "
                          f"patients (at least 3 are needed for train, val and test){hint}")
 

@@ -265,3 +265,16 @@ def test_swap_never_shows_shards_without_a_manifest(cohort_dir, tmp_path, monkey
     assert (True, True) in states and (False, True) in states
     assert all(manifest for shards, manifest in states if shards)
     assert json.loads((out / "manifest.json").read_text())["counts"]
+
+
+def test_duplicates_linking_every_patient_explain_the_empty_split(tmp_path):
+    write_class_folders(tmp_path / "in", n=2, duplicate=False)
+    for name in ("yes/yes0.png", "yes/yes1.png", "no/no0.png", "no/no1.png"):
+        skio.imsave(str(tmp_path / "in" / name), disc_slice(7), check_contrast=False)    # all identical
+    with pytest.raises(ValueError, match="exact duplicate images span several patients"):
+        convert(folders_config(tmp_path / "in", tmp_path / "out"), **QUIET)
+    write_class_folders(tmp_path / "more", n=4, duplicate=False, seed=50)
+    for name in ("yes/yes0.png", "yes/yes1.png", "no/no0.png", "no/no1.png"):
+        skio.imsave(str(tmp_path / "more" / name), disc_slice(7), check_contrast=False)
+    manifest = convert(folders_config(tmp_path / "more", tmp_path / "drop", dedupe="drop"), **QUIET)
+    assert manifest["dropped"]["duplicate"] == 3 and manifest["duplicates"]["cross_patient"] == 1
