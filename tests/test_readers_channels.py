@@ -202,3 +202,20 @@ def test_keep_splits_reads_the_dataset_own_split_folders(tmp_path):
         "validation/yes/validation_yes": "val", "validation/no/validation_no": "val",
         "Testing/yes/Testing_yes": "test", "Testing/no/Testing_no": "test"}
     assert {c.label for c in cases if "/yes/" in c.case_id} == {1}
+
+
+def test_float_masks_tolerate_interpolation_noise_but_not_negative_labels(tmp_path):
+    image = np.random.default_rng(0).uniform(1, 100, (4, 8, 8)).astype(np.float32)
+    os.makedirs(tmp_path / "01")
+    sitk.WriteImage(sitk.GetImageFromArray(image), str(tmp_path / "01" / "x_img.nii.gz"))
+    options = ReaderOptions(image_glob="01/*_img.nii.gz", mask_replace=("_img", "_seg"))
+    labels = np.zeros((4, 8, 8), np.float32)
+    labels[1, 2:5, 2:5] = 1.0
+    labels[2, 0, 0] = -0.01                        # resampling noise
+    sitk.WriteImage(sitk.GetImageFromArray(labels), str(tmp_path / "01" / "x_seg.nii.gz"))
+    cases, _ = readers.discover(str(tmp_path), "pairs", options)
+    assert readers.load(cases[0], options).mask.sum() == 9
+    labels[2, 0, 0] = -1.0
+    sitk.WriteImage(sitk.GetImageFromArray(labels), str(tmp_path / "01" / "x_seg.nii.gz"))
+    with pytest.raises(CaseError, match="unexpected mask labels -1"):
+        readers.load(cases[0], options)
