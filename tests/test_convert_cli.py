@@ -68,8 +68,16 @@ def test_bad_values_are_refused(parse, extra, message):
 
 
 def test_default_modalities_follow_the_format(parse):
+    from data_prep.convert import _modalities
+
     assert parse().reader.modalities == ("image",)
     assert parse("--modalities=flair").reader.modalities == ("flair",)
+    folders = parse("--format=folders", "--channel_names=t1,flair,t1ce")
+    assert folders.reader.modalities == ("t1", "flair", "t1ce") and _modalities(folders, 3) == ["t1", "flair", "t1ce"]
+    assert _modalities(parse("--format=folders", "--channel_names=rgb"), 1) == ["image"]
+    assert _modalities(parse("--format=figshare", "--channel_names=t1ce"), 1) == ["t1ce"]
+    with pytest.raises(ValueError, match="--channel_names"):
+        parse("--format=figshare", "--channel_names=t1,flair")
 
 
 def _help(module):
