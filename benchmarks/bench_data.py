@@ -58,8 +58,9 @@ def _conversion_setup(work: str):
         for name in os.listdir(source):
             shutil.copy(os.path.join(source, name),
                         os.path.join(target, name.replace(os.path.basename(source), os.path.basename(target))))
+    # The copies are exact duplicates by design: --dedupe=off, or they would all share one split.
     return ConvertConfig(input_dir=cohort, format="brats", output_dir=os.path.join(work, "out"),
-                         prep=PrepOptions(image_size=256), workers=1)
+                         prep=PrepOptions(image_size=256), workers=1, dedupe="off")
 
 
 def bench_conversion(work: str) -> dict:

@@ -1,29 +1,37 @@
-"""MRI volumes (or 2-D slices) -> sharded TFRecords, a manifest and a conversion report.
+"""MRI volumes (or 2-D slices) -> sharded TFRecords, a manifest, a report and a contact sheet.
 
     python -m data_prep.convert --input=DIR --format=brats|pairs|folders|figshare --output_dir=DIR
 
-Cases are read and preprocessed by parallel worker threads; the main thread writes the shards.
-A bad case is reported (file and problem) and the others still convert; the command exits
-non-zero when no case converted, or with --strict on any error.
+Two passes. First, worker threads read and preprocess each case and the main thread stages its
+candidate slices (under OUT/.staging-<pid>/); a bad case is reported (file and problem) and the
+others still convert. Then, over the cases that converted: exact duplicates are found, patients
+are split (duplicates kept in one split), normal slices are matched to the tumor slices' anatomy,
+and the shards, manifest, report and sheet are written into the staging folder and swapped into
+place. Exits non-zero when no case converted, a split would be empty, or with --strict on any error.
 """
 
 from __future__ import annotations
 
-import collections
 import dataclasses
+import errno
 import json
 import os
+import signal
 import sys
+import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
-from data_prep import preprocess
-from data_prep.readers import FORMATS, ReaderOptions, discover, load
-from data_prep.scan import CaseError
-from data_prep.writer import ShardedWriter, labelled_patients, split_patients
+import numpy as np
 
-REPORT_NAME = "conversion_report.md"
+from data_prep import preprocess, selection
+from data_prep.readers import FORMATS, ReaderOptions, check_for_format, discover
+from data_prep.report import REPORT_NAME, SHEET_NAME, write_report, write_sheet
+from data_prep.stage import Stage, clean_stale, results, swap_into_place
+from data_prep.writer import ShardedWriter, labelled_patients
+
+DEDUPE_MODES = ("group", "drop", "off")
+SHEET_PER_ROW = 4
 
 
 @dataclass(frozen=True)
@@ -41,9 +49,12 @@ class ConvertConfig:
     workers: int = 0          # 0: one per CPU core
     strict: bool = False
     overwrite: bool = False
+    match_anatomy: bool = True
+    dedupe: str = "group"
 
     def check(self) -> None:
         """Reject bad settings before any work, naming the setting."""
+        prep = self.prep
         if self.format not in FORMATS:
             raise ValueError(f"--format must be one of {', '.join(FORMATS)}, got {self.format!r}")
         if not os.path.isdir(self.input_dir):
@@ -54,13 +65,35 @@ class ConvertConfig:
                              f"got {self.train_fraction} and {self.val_fraction}")
         if not 0.0 <= self.labelled_fraction <= 1.0:
             raise ValueError(f"--labelled_fraction must be in [0, 1], got {self.labelled_fraction}")
-        if self.prep.image_size < 8:
-            raise ValueError(f"--image_size must be at least 8, got {self.prep.image_size}")
+        if prep.image_size < 8:
+            raise ValueError(f"--image_size must be at least 8, got {prep.image_size}")
         if self.num_shards < 1:
             raise ValueError(f"--num_shards must be >= 1, got {self.num_shards}")
-        low, high = self.prep.percentiles
+        if self.workers < 0:
+            raise ValueError(f"--workers must be >= 0 (0: one per CPU core), got {self.workers}")
+        if not 0.0 <= prep.min_brain_fraction < 1.0:
+            raise ValueError(f"--min_brain_fraction must be in [0, 1), got {prep.min_brain_fraction}")
+        if not 0.0 <= prep.min_brain_ratio <= 1.0:
+            raise ValueError(f"--min_brain_ratio must be in [0, 1], got {prep.min_brain_ratio}")
+        if prep.min_tumor_pixels < 1 or prep.min_tumor_pixels > prep.image_size ** 2:
+            raise ValueError(f"--min_tumor_pixels must be in [1, image_size^2 = {prep.image_size ** 2}], "
+                             f"got {prep.min_tumor_pixels}")
+        if prep.normal_margin < 0:
+            raise ValueError(f"--normal_margin must be >= 0, got {prep.normal_margin}")
+        if prep.slice_range is not None:
+            start, stop = prep.slice_range
+            if (start is not None and start < 0) or (stop is not None and stop < 0) or \
+                    (start is not None and stop is not None and stop <= start):
+                raise ValueError(f"--slice_range must be START:STOP with 0 <= START < STOP, got {start}:{stop}")
+        low, high = prep.percentiles
         if not 0.0 <= low < high <= 100.0:
             raise ValueError(f"--percentiles must be 0 <= low < high <= 100, got {low},{high}")
+        if self.dedupe not in DEDUPE_MODES:
+            raise ValueError(f"--dedupe must be one of {', '.join(DEDUPE_MODES)}, got {self.dedupe!r}")
+        if self.reader.no_masks and not prep.assume_normal and self.format in ("brats", "pairs"):
+            raise ValueError("--no_masks needs --assume_normal: without masks no slice can be labelled tumor, "
+                             "so every brain slice is taken as normal only when you say so")
+        check_for_format(self.reader, self.format)
         manifest = os.path.join(self.output_dir, "manifest.json")
         if os.path.exists(manifest) and not self.overwrite:
             raise ValueError(f"--output_dir: {self.output_dir} already holds a converted dataset; "
@@ -78,158 +111,295 @@ class CaseOutcome:
     labelled: bool = False
     error: str = ""
     seconds: float = 0.0
+    dropped: dict = field(default_factory=dict)
+    own_split: str | None = None
+    staged: str = ""                  # the staged slices (.npz), when the case converted
+    slices: dict = field(default_factory=dict)   # small per-slice arrays: labels, position, area_ratio, hash
 
 
-def _process(args):
-    """Worker: read and preprocess one case. Returns (ref, SliceSet or None, error, seconds)."""
-    ref, reader_options, prep_options = args
-    start = time.perf_counter()
-    try:
-        scan = load(ref, reader_options)
-        slices = preprocess.prepare(scan, prep_options)
-        return ref, slices, "", time.perf_counter() - start
-    except CaseError as err:
-        return ref, None, str(err), time.perf_counter() - start
-    except Exception as err:  # an unexpected failure of one case must not stop the others
-        path = next(iter(ref.paths.values()), ref.case_id)
-        return ref, None, f"{path}: {type(err).__name__}: {err}", time.perf_counter() - start
-
-
-def _results(config: ConvertConfig, refs):
-    """Per-case results in input order. Threads, not processes: SimpleITK's readers and numpy
-    release the GIL, and threads cost no start-up imports and no pickling of volumes. At most
-    two cases per worker are in flight, so memory stays bounded however fast the readers are."""
-    jobs = [(ref, config.reader, config.prep) for ref in refs]
-    workers = config.workers or os.cpu_count() or 1
-    if workers == 1 or len(jobs) <= 1:
-        yield from map(_process, jobs)
-        return
-    with ThreadPoolExecutor(workers) as pool:
-        pending = collections.deque()
-        for job in jobs:
-            pending.append(pool.submit(_process, job))
-            if len(pending) >= 2 * workers:
-                yield pending.popleft().result()
-        while pending:
-            yield pending.popleft().result()
-
-
-def _clear_previous(output_dir: str) -> None:
-    import glob
-
-    for path in glob.glob(os.path.join(output_dir, "*", "*.tfrecord")) + \
-            [os.path.join(output_dir, n) for n in ("manifest.json", REPORT_NAME)]:
-        if os.path.exists(path):
-            os.remove(path)
-
-
-def _write_json_atomic(path: str, payload) -> None:
-    tmp = path + ".tmp"
-    with open(tmp, "w") as f:
-        json.dump(payload, f, indent=2, default=str)
-    os.replace(tmp, path)
+def _modalities(config: ConvertConfig, channels: int) -> list:
+    """The names of the written channels, as the reader produced them."""
+    reader = config.reader
+    if config.format in ("brats", "pairs") or (config.format == "folders" and reader.channel_names
+                                                and reader.channel_names != ("rgb",)):
+        return list(reader.modalities)
+    if config.format == "figshare" and reader.channel_names:
+        return list(reader.channel_names)
+    return ["image"] * int(channels)
 
 
 def convert(config: ConvertConfig, log=print) -> dict:
-    """Convert a dataset; returns the manifest dict. Raises ValueError on bad settings or when no
-    case converted (after writing the report)."""
-    from ssagan_tf.data import schema
-
+    """Convert a dataset; returns the manifest dict. Raises ValueError on bad settings, when no
+    case converted, when a split would be empty or the disk is full (after writing the report)."""
     config.check()
     refs, problems = discover(config.input_dir, config.format, config.reader)
     if not refs:
         raise ValueError(f"--input: no usable {config.format} case found in {config.input_dir}"
                          + "".join(f"\n  {p}: {why}" for p, why in problems))
-    split_of = split_patients([r.patient_id for r in refs], config.train_fraction, config.val_fraction, config.seed)
-    labelled = labelled_patients([p for p, s in split_of.items() if s == "train"], config.labelled_fraction,
-                                 config.seed)
     os.makedirs(config.output_dir, exist_ok=True)
-    writer = ShardedWriter(config.output_dir, config.num_shards)
-    outcomes = [CaseOutcome(case_id=os.path.basename(p), patient_id="", paths={"": p}, error=f"{p}: {why}")
-                for p, why in problems]
-    channels, normalisation, start = None, {}, time.perf_counter()
+    for removed in clean_stale(config.output_dir):
+        log(f"removed {removed}, left by an interrupted conversion")
+    outcomes = [CaseOutcome(case_id=_relative(p, config.input_dir), patient_id="", paths={"": p},
+                            error=f"{p}: {why}") for p, why in problems]
+    cohort: dict = {}
+    stage = Stage(config.output_dir)
+    restore = _terminate_as_interrupt()
     try:
-        for done, (ref, slices, error, seconds) in enumerate(_results(config, refs), 1):
-            split = split_of[ref.patient_id]
-            outcome = CaseOutcome(ref.case_id, ref.patient_id, dict(ref.paths), split=split, seconds=seconds)
-            if slices is not None and channels not in (None, slices.images.shape[-1]):
-                slices, error = None, f"{ref.case_id}: {slices.images.shape[-1]} channels, others have {channels}"
-            if slices is not None:
-                channels = slices.images.shape[-1]
-                outcome.labelled = slices.has_mask and (split != "train" or ref.patient_id in labelled)
-                normalisation[ref.case_id] = slices.normalisation
-                for image, mask, label, index in zip(slices.images, slices.masks, slices.labels, slices.slice_index):
-                    domain = schema.DOMAINS[int(label)]
-                    writer.write(split, domain, schema.serialize_slice(
-                        image, mask, outcome.labelled, int(label), ref.case_id,
-                        f"real:{os.path.relpath(next(iter(ref.paths.values())), config.input_dir)}", int(index)))
-                outcome.tumor, outcome.normal = slices.n_tumor, slices.n_normal
-            outcome.error = error
-            outcomes.append(outcome)
-            status = f"error: {error}" if error else f"{outcome.tumor} tumor, {outcome.normal} normal slices"
-            eta = (time.perf_counter() - start) / done * (len(refs) - done)
-            log(f"[{done}/{len(refs)}] {ref.case_id} ({split}): {status}  ({seconds:.1f} s, ETA {eta:.0f} s)")
-        converted = [o for o in outcomes if not o.error]
-        failed = [o for o in outcomes if o.error]
-        if not converted or sum(o.tumor + o.normal for o in converted) == 0:
-            raise ValueError(f"no case converted from {config.input_dir}; see {os.path.join(config.output_dir, REPORT_NAME)}")
-        if config.strict and failed:
-            raise ValueError(f"--strict: {len(failed)} case(s) failed; first: {failed[0].error}")
-    except BaseException:
-        writer.abort()
-        _write_report(config, outcomes, None)
+        channels, normalisation = _read_cases(config, refs, stage, outcomes, log)
+        manifest = _write_dataset(config, stage, outcomes, channels, normalisation, cohort)
+        for warning in cohort["warnings"]:
+            log(f"warning: {warning}")
+        swap_into_place(stage.dataset_dir, config.output_dir)
+    except BaseException as err:
+        stage.remove()
+        if isinstance(err, OSError) and err.errno in (errno.ENOSPC, errno.EDQUOT):
+            cohort["failure"] = f"The disk is full: {err}."
+        _write_report_safely(config, outcomes, None, cohort)
+        if "failure" in cohort:
+            raise ValueError(f"{cohort['failure']} Nothing of this run was kept; free space and convert again "
+                             f"(see {os.path.join(config.output_dir, REPORT_NAME)})") from None
         raise
-    if config.overwrite:
-        _clear_previous(config.output_dir)
-    writer.close()
-    manifest = _manifest(config, outcomes, writer.counts, channels, normalisation, labelled)
-    _write_json_atomic(os.path.join(config.output_dir, schema.MANIFEST_NAME), manifest)
-    _write_report(config, outcomes, manifest)
+    finally:
+        restore()
+    stage.remove()
     return manifest
 
 
-def _manifest(config, outcomes, counts, channels, normalisation, labelled) -> dict:
+def _read_cases(config, refs, stage, outcomes, log):
+    """First pass: read and preprocess every case, stage its slices. Returns (channels, bounds)."""
+    channels, normalisation, start = None, {}, time.perf_counter()
+    for done, (ref, slices, error, seconds) in enumerate(results(refs, config.reader, config.prep,
+                                                                 config.workers), 1):
+        outcome = CaseOutcome(ref.case_id, ref.patient_id, dict(ref.paths), seconds=seconds,
+                              own_split=ref.extra.get("split"))
+        if slices is not None and channels not in (None, slices.images.shape[-1]):
+            slices, error = None, f"{ref.case_id}: {slices.images.shape[-1]} channels, others have {channels}"
+        if slices is not None:
+            channels = slices.images.shape[-1]
+            normalisation[ref.case_id] = slices.normalisation
+            outcome.staged = stage.save_case(len(outcomes), slices)
+            outcome.dropped = dict(slices.dropped)
+            outcome.slices = {"labels": slices.labels, "position": slices.position,
+                              "area_ratio": slices.area_ratio, "hash": slices.pixel_hash,
+                              "index": slices.slice_index, "has_mask": slices.has_mask}
+            outcome.tumor, outcome.normal = slices.n_tumor, slices.n_normal
+        outcome.error = error
+        outcomes.append(outcome)
+        status = f"error: {error}" if error else f"{outcome.tumor} tumor, {outcome.normal} normal candidate slices"
+        eta = (time.perf_counter() - start) / done * (len(refs) - done)
+        log(f"[{done}/{len(refs)}] {ref.case_id}: {status}  ({seconds:.1f} s, ETA {eta:.0f} s)")
+    converted = [o for o in outcomes if not o.error]
+    failed = [o for o in outcomes if o.error]
+    if not converted or sum(o.tumor + o.normal for o in converted) == 0:
+        raise ValueError(f"no case converted from {config.input_dir}; see "
+                         f"{os.path.join(config.output_dir, REPORT_NAME)}")
+    if config.strict and failed:
+        raise ValueError(f"--strict: {len(failed)} case(s) failed; first: {failed[0].error}")
+    return channels, normalisation
+
+
+def _write_dataset(config, stage, outcomes, channels, normalisation, cohort) -> dict:
+    """Second pass: duplicates, splits, anatomy, then shards, manifest, report and sheet."""
     from ssagan_tf.data import schema
 
     converted = [o for o in outcomes if not o.error]
-    settings = dataclasses.asdict(config)
+    keep = {id(o): np.ones(len(o.slices["labels"]), bool) for o in converted}
+    links = _duplicates(config, converted, keep, cohort)
+    _match_anatomy(config, converted, keep, cohort)
+    # Splits go to the patients that still contribute a slice, so none is an empty seat.
+    contributing = [o for o in converted if keep[id(o)].any()]
+    split_of = selection.assign_splits([o.patient_id for o in contributing],
+                                       {o.patient_id: o.own_split for o in contributing if o.own_split},
+                                       links, config.train_fraction, config.val_fraction, config.seed)
+    for o in converted:
+        o.split = split_of.get(o.patient_id, "")
+        if not keep[id(o)].any():
+            o.tumor = o.normal = 0      # every slice dropped (duplicates, anatomy): the report says why
+    _check_splits(config, contributing, cohort)
+    labelled = labelled_patients([p for p, s in split_of.items() if s == "train"], config.labelled_fraction,
+                                 config.seed)
+    writer = ShardedWriter(stage.dataset_dir, config.num_shards)
+    panels = _sheet_choice(config, contributing, keep)
+    sheet = []
+    try:
+        for o in contributing:
+            o.labelled = o.slices["has_mask"] and (o.split != "train" or o.patient_id in labelled)
+            data = stage.load_case(o.staged)
+            source = f"real:{_relative(next(iter(o.paths.values())), config.input_dir)}"
+            chosen = np.flatnonzero(keep[id(o)])
+            for j in chosen:
+                label = int(data["labels"][j])
+                writer.write(o.split, schema.DOMAINS[label], schema.serialize_slice(
+                    data["images"][j], data["masks"][j], o.labelled, label,
+                    o.case_id, source, int(data["slice_index"][j])))
+                if (id(o), j) in panels:
+                    sheet.append((panels[(id(o), j)], data["images"][j], data["masks"][j]))
+            labels = data["labels"][chosen]
+            o.tumor, o.normal = int((labels == 1).sum()), int((labels == 0).sum())
+        writer.close()
+    except BaseException:
+        writer.abort()
+        raise
+    _check_counts(config, writer.counts, cohort)
+    manifest = _manifest(config, outcomes, writer.counts, channels, normalisation, labelled, cohort)
+    _write_json_atomic(os.path.join(stage.dataset_dir, schema.MANIFEST_NAME), manifest)
+    write_report(config, outcomes, manifest, cohort, directory=stage.dataset_dir)
+    write_sheet(os.path.join(stage.dataset_dir, SHEET_NAME), sorted(sheet, key=lambda p: p[0]))
+    return manifest
+
+
+def _duplicates(config, converted, keep, cohort) -> list:
+    """Exact duplicate slices: report them; `group` links their patients (one split), `drop`
+    keeps the first occurrence only. Returns the patient links for the split."""
+    by_key = {i: o.slices["hash"] for i, o in enumerate(converted)}
+    groups = selection.duplicate_groups(by_key)   # found in every mode, so "off" still reports them
+    cross = sum(1 for g in groups if len({converted[i].patient_id for i, _ in g}) > 1)
+    links = []
+    if config.dedupe == "group":
+        links = [(converted[g[0][0]].patient_id, converted[i].patient_id) for g in groups for i, _ in g[1:]]
+        action = "each group kept in one split"
+    elif config.dedupe == "drop":
+        for g in groups:
+            for i, j in g[1:]:
+                if keep[id(converted[i])][j]:
+                    keep[id(converted[i])][j] = False
+                    converted[i].dropped["duplicate"] = converted[i].dropped.get("duplicate", 0) + 1
+        action = "only the first slice of each group kept"
+    else:
+        action = "nothing done (duplicates may straddle splits)"
+    cohort["duplicates"] = {"groups": len(groups), "slices": sum(len(g) for g in groups),
+                            "cross_patient": cross, "action": action}
+    return links
+
+
+def _match_anatomy(config, converted, keep, cohort) -> None:
+    """The anatomy window of the tumor slices (selection.AnatomyWindow); with --match_anatomy,
+    normal slices outside it are dropped. The distributions go to the report either way."""
+    def gather(label):
+        chosen = [(o.slices["labels"] == label) & keep[id(o)] for o in converted]
+        position = np.concatenate([o.slices["position"][c] for o, c in zip(converted, chosen)])
+        area = np.concatenate([o.slices["area_ratio"][c] for o, c in zip(converted, chosen)])
+        return position, area
+
+    tumor_pos, tumor_area = gather(1)
+    window = selection.anatomy_window(tumor_pos, tumor_area)
+    anatomy = {"tumor": _hists(tumor_pos, tumor_area), "normal_before": _hists(*gather(0)),
+               "window": dataclasses.asdict(window) if window else None}
+    if config.match_anatomy and window is not None:
+        for o in converted:
+            normal = (o.slices["labels"] == 0) & keep[id(o)]
+            out = normal & ~window.admits(o.slices["position"], o.slices["area_ratio"])
+            keep[id(o)] &= ~out
+            if out.any():
+                o.dropped["anatomy"] = int(out.sum())
+    anatomy["normal_after"] = _hists(*gather(0))
+    cohort["anatomy"] = anatomy
+
+
+def _hists(position, area) -> dict:
+    return {"position": selection.histogram(position), "area": selection.histogram(area)}
+
+
+def _check_splits(config, converted, cohort) -> None:
+    """Never write a dataset with an empty split: say how many patients there are and why."""
+    patients = {s: {o.patient_id for o in converted if o.split == s} for s in ("train", "val", "test")}
+    empty = [s for s, p in patients.items() if not p]
+    if empty:
+        n = len({o.patient_id for o in converted})
+        hint = ""
+        if config.format == "pairs":
+            hint = (f"; patients are the first --patient_level={config.reader.patient_level} folder(s) of each path "
+                    "under --input, so scans in one folder are one patient: lower it (0: each scan its own "
+                    "patient) only if the scans really are of different patients")
+        linked = cohort["duplicates"]["cross_patient"] if config.dedupe == "group" else 0
+        if linked:
+            hint += (f"; {linked} group(s) of exact duplicate images span several patients, and --dedupe=group "
+                     "keeps such patients in one split (--dedupe=drop removes the copies instead)")
+        raise ValueError(f"split {', '.join(empty)} would be empty: {n} patient(s) converted, and splits hold whole "
+                         f"patients (at least 3 are needed for train, val and test){hint}")
+
+
+def _check_counts(config, counts, cohort) -> None:
+    """An empty split fails; a split lacking one domain is written with a warning (a small
+    cohort's validation patients may have no tumor slice large enough, for instance)."""
+    empty = [s for s, c in counts.items() if sum(c.values()) == 0]
+    if empty:
+        raise ValueError(f"split {', '.join(empty)} has patients but no slice was kept for it; see the dropped "
+                         f"slices in {os.path.join(config.output_dir, REPORT_NAME)}")
+    cohort["warnings"] = [f"split {s} has no {d} slices" for s, c in counts.items() for d, n in c.items() if n == 0]
+
+
+def _sheet_choice(config, converted, keep) -> dict:
+    """(case, slice) -> row title for a few evenly spread tumor and normal slices of each split."""
+    rows: dict = {}
+    for o in converted:
+        for j in np.flatnonzero(keep[id(o)]):
+            label = int(o.slices["labels"][j])
+            rows.setdefault(f"{('train', 'val', 'test').index(o.split)}-{o.split}-{1 - label}", []).append((id(o), j))
+    chosen = {}
+    for title, items in rows.items():
+        picks = np.linspace(0, len(items) - 1, min(SHEET_PER_ROW, len(items))).round().astype(int)
+        for k in picks:
+            chosen[items[k]] = title
+    return chosen
+
+
+def _manifest(config, outcomes, counts, channels, normalisation, labelled, cohort) -> dict:
+    from ssagan_tf.data import schema
+
+    converted = [o for o in outcomes if not o.error]
     return {
         "schema_version": schema.SCHEMA_VERSION,
         "image_size": config.prep.image_size,
         "channels": int(channels),
-        "modalities": list(config.reader.modalities) if config.format == "brats" else ["image"] * int(channels),
+        "modalities": _modalities(config, channels),
         "counts": counts,
         "cases": {s: sorted(o.case_id for o in converted if o.split == s) for s in schema.SPLITS},
         "patients": {s: sorted({o.patient_id for o in converted if o.split == s}) for s in schema.SPLITS},
         "labelled_train_patients": sorted(labelled),
-        "normalisation": {"method": "per-volume percentile clip over brain voxels, scaled to [-1, 1]",
+        "normalisation": {"method": "per-volume percentile clip over head voxels, scaled to [-1, 1]",
                           "percentiles": list(config.prep.percentiles), "background": -1.0,
                           "per_case_bounds": {k: v["bounds"] for k, v in normalisation.items()}},
         "rejected": [{"case": o.case_id, "problem": o.error} for o in outcomes if o.error],
-        "settings": settings,
+        "dropped": {r: sum(o.dropped.get(r, 0) for o in outcomes) for r in preprocess.DROP_REASONS},
+        "duplicates": cohort.get("duplicates", {}),
+        "warnings": cohort.get("warnings", []),
+        "anatomy": cohort.get("anatomy", {}),
+        "settings": dataclasses.asdict(config),
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
 
 
-def _write_report(config, outcomes, manifest) -> None:
-    lines = ["# Conversion report", "", f"- input: `{config.input_dir}` (format `{config.format}`)",
-             f"- output: `{config.output_dir}`", f"- image size {config.prep.image_size}, "
-             f"min tumor pixels {config.prep.min_tumor_pixels}, normal margin {config.prep.normal_margin}", ""]
-    if manifest is None:
-        lines += ["**The conversion did not complete: no dataset was written.**", ""]
-    else:
-        lines += ["| split | normal slices | tumor slices |", "|---|---|---|"]
-        lines += [f"| {s} | {c['normal']} | {c['tumor']} |" for s, c in manifest["counts"].items()] + [""]
-    lines += ["| case | patient | split | tumor | normal | masks used | status |", "|---|---|---|---|---|---|---|"]
-    for o in outcomes:
-        status = f"rejected: {o.error}" if o.error else "converted"
-        lines.append(f"| {o.case_id} | {o.patient_id} | {o.split} | {o.tumor} | {o.normal} | "
-                     f"{'yes' if o.labelled else 'no'} | {status.replace('|', '/')} |")
-    os.makedirs(config.output_dir, exist_ok=True)
-    tmp = os.path.join(config.output_dir, REPORT_NAME + ".tmp")
+def _relative(path: str, root: str) -> str:
+    return os.path.relpath(path, root).replace(os.sep, "/")
+
+
+def _write_json_atomic(path: str, payload) -> None:
+    tmp = path + f".tmp-{os.getpid()}"
     with open(tmp, "w") as f:
-        f.write("\n".join(lines) + "\n")
-    os.replace(tmp, os.path.join(config.output_dir, REPORT_NAME))
+        json.dump(payload, f, indent=2, default=str)
+    os.replace(tmp, path)
+
+
+def _write_report_safely(config, outcomes, manifest, cohort) -> None:
+    """The failure report; on a full disk even it may not fit, which must not hide the cause."""
+    try:
+        write_report(config, outcomes, manifest, cohort)
+    except OSError as err:
+        print(f"convert: could not write the report: {err}", file=sys.stderr)
+
+
+def _terminate_as_interrupt():
+    """SIGTERM (a scheduler, `kill`, a container stop) cleans up as Ctrl-C does: it raises
+    KeyboardInterrupt in the main thread. Returns a function restoring the previous handler."""
+    if threading.current_thread() is not threading.main_thread():
+        return lambda: None
+
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    return lambda: signal.signal(signal.SIGTERM, previous)
 
 
 if __name__ == "__main__":

@@ -17,27 +17,60 @@ flags.DEFINE_enum("format", None, list(FORMATS),
                   "volumes matched by name: NIfTI, NRRD, MHA or DICOM series folders), folders (2-D class "
                   "folders or name.tif + name_mask.tif pairs), figshare (brain-tumor .mat files).")
 flags.DEFINE_string("output_dir", None, "Where shards, manifest.json and conversion_report.md are written.")
-flags.DEFINE_list("modalities", ["t1ce"], "brats: channels in order, from flair, t1, t1ce, t2 "
-                  "(e.g. flair,t1,t1ce,t2 for four channels).")
+flags.DEFINE_list("modalities", None, "Channels to write, in order. brats: from flair, t1, t1ce, t2 (default "
+                  "t1ce; flair,t1,t1ce,t2 for four channels). pairs: the --image_glob file's modality first, "
+                  "then any read by --modality_replace (default: one unnamed channel, 'image'). folders: "
+                  "names from --channel_names (default: all of them, in stored order).")
+flags.DEFINE_list("channel_names", [], "folders (figshare: one name): names of the channels stored in each image, "
+                  "in file order, "
+                  "e.g. t1,flair,t1ce for the LGG TIFFs (pre-contrast T1, FLAIR, post-contrast T1); "
+                  "--modalities picks and orders them. Images with several different channels are refused "
+                  "without it. 'rgb': mix colour pixels into one BT.709 luminance channel, only for colour "
+                  "photographs of films or screenshots (luminance of MR sequences is no MR contrast).")
+flags.DEFINE_list("modality_replace", [], "pairs: NAME=OLD:NEW per extra modality: its file is the image's "
+                  "path with OLD replaced by NEW (e.g. --modalities=t1ce,flair "
+                  "--modality_replace=flair=_t1ce:_flair).")
+flags.DEFINE_enum("stack_slices", "auto", ["auto", "on", "off"], "folders: stack the mask-paired slices "
+                  "<prefix>_<n> of one folder into one volume in numeric order (per-volume normalisation, "
+                  "brain extent, --slice_range). auto: when every paired image of the folder is so "
+                  "numbered; on: the numbered ones always; off: one case per image.")
+flags.DEFINE_bool("keep_splits", False, "pairs/folders: keep the dataset's own split: top-level folders "
+                  "train/Training, val/valid/validation, test/Testing (any case) go to train, val, test; "
+                  "cases outside them are split by the fractions.")
+flags.DEFINE_bool("match_anatomy", True, "Draw normal slices of 3-D and stacked cases from the levels "
+                  "where the cohort's tumor slices lie: a normal slice is kept when its position in the "
+                  "head's axial extent (0 first slice, 1 last) is within the 5th-95th percentile of the tumor "
+                  "slices' positions and its head area ratio (to the volume's largest head slice) is at least "
+                  "the tumor slices' 5th percentile. The report shows both distributions.")
+flags.DEFINE_enum("dedupe", "group", ["group", "drop", "off"], "Exact duplicate slices (same decoded pixels): "
+                  "group keeps the patients sharing one in the same split, drop keeps only the first "
+                  "occurrence, off only reports them.")
+flags.DEFINE_float("min_brain_ratio", 0.5, "Normal slices of a volume must lie in the head's main axial "
+                   "extent: the unbroken run of slices around the largest head slice with at least this "
+                   "fraction of its area (drops noise-only, scalp-top and neck slices).")
 flags.DEFINE_integer("image_size", 256, "Output slices are image_size x image_size: padded, or resized when "
                      "larger (masks by nearest neighbour).")
 flags.DEFINE_string("image_glob", "*", "pairs: glob of image files or DICOM folders, relative to --input.")
 flags.DEFINE_string("mask_replace", None, "pairs: OLD:NEW; a mask's path is its image's path with OLD "
                     "replaced by NEW (e.g. _Scan_T1:_Mask).")
 flags.DEFINE_integer("patient_level", 1, "pairs: the patient id is the first N path components under "
-                     "--input; scans of one patient never straddle two splits.")
-flags.DEFINE_bool("no_masks", False, "The scans have no tumor masks (healthy subjects).")
+                     "--input (below the split folder with --keep_splits); scans of one patient never straddle "
+                     "two splits. Fewer than 3 patients cannot fill train, val and test: the conversion stops "
+                     "and says so.")
+flags.DEFINE_bool("no_masks", False, "pairs/brats: the scans have no tumor masks (healthy subjects); needs "
+                  "--assume_normal.")
 flags.DEFINE_bool("assume_normal", False, "With --no_masks: every brain slice is a normal slice.")
 flags.DEFINE_list("class_folders", ["yes=1", "no=0"], "folders: class folder names and labels "
                   "(1 tumor, 0 normal), as NAME=LABEL.")
 flags.DEFINE_string("mask_suffix", "_mask", "folders: a mask is the image's name with this suffix.")
 flags.DEFINE_integer("min_tumor_pixels", 20, "A tumor slice has at least this many whole-tumor pixels "
-                     "(after resizing); slices with fewer but some tumor are dropped.")
+                     "(after resizing; 1 to image_size^2); slices with fewer but some tumor are dropped.")
 flags.DEFINE_integer("normal_margin", 0, "Normal slices must be at least this many slices away from any "
                      "slice with tumor.")
 flags.DEFINE_string("slice_range", None, "START:STOP, axial slices to consider (Python slice; either may be "
                     "empty), after reorientation.")
-flags.DEFINE_float("min_brain_fraction", 0.05, "Drop slices whose brain covers less than this fraction.")
+flags.DEFINE_float("min_brain_fraction", 0.05, "Drop slices of a volume whose head covers less than this "
+                   "fraction of the slice, in [0, 1).")
 flags.DEFINE_list("percentiles", ["0.5", "99.5"], "Per-volume intensity clip percentiles over brain voxels.")
 flags.DEFINE_float("train_fraction", 0.7, "Fraction of patients in the training split (the paper trains on "
                    "half the cases to simulate scarce data: 0.5).")
@@ -46,7 +79,7 @@ flags.DEFINE_float("labelled_fraction", 1.0, "Fraction of training patients whos
                    "(has_mask = 1); the others' are dropped, for semi-supervised runs. Val/test keep masks.")
 flags.DEFINE_integer("seed", 0, "Seed of the patient split and of the labelled subset.")
 flags.DEFINE_integer("num_shards", 8, "Shards per split and domain (fewer when there are fewer slices).")
-flags.DEFINE_integer("workers", 0, "Worker threads reading cases; 0 = one per CPU core.")
+flags.DEFINE_integer("workers", 0, "Worker threads reading cases (>= 0); 0 = one per CPU core.")
 flags.DEFINE_bool("strict", False, "Fail (exit non-zero) when any case fails.")
 flags.DEFINE_bool("overwrite", False, "Replace a dataset already in --output_dir.")
 
@@ -67,7 +100,8 @@ def _parse_slice_range(text):
             raise ValueError
         return tuple(int(p) if p else None for p in parts)
     except ValueError:
-        raise ValueError(f"--slice_range must be START:STOP with integers (either may be empty), got {text!r}") from None
+        raise ValueError(f"--slice_range must be START:STOP with integers (either may be empty), "
+                         f"got {text!r}") from None
 
 
 def _parse_class_folders(items) -> tuple:
@@ -78,6 +112,25 @@ def _parse_class_folders(items) -> tuple:
             raise ValueError(f"--class_folders labels must be 0 or 1, got {item!r}")
         pairs.append((name, int(label)))
     return tuple(pairs)
+
+
+def _modalities() -> tuple:
+    """--modalities, or the format's default when not given."""
+    if FLAGS.modalities:
+        return tuple(FLAGS.modalities)
+    if FLAGS.format == "brats":
+        return ("t1ce",)
+    if FLAGS.format == "folders" and FLAGS.channel_names and FLAGS.channel_names != ["rgb"]:
+        return tuple(FLAGS.channel_names)
+    return ("image",)
+
+
+def _parse_modality_replace(item: str) -> tuple:
+    name, _, rule = item.partition("=")
+    old, sep, new = rule.partition(":")
+    if not name or not old or not sep:
+        raise ValueError(f"--modality_replace items must be NAME=OLD:NEW, got {item!r}")
+    return name, old, new
 
 
 def config_from_flags():
@@ -94,23 +147,29 @@ def config_from_flags():
         raise ValueError(f"--percentiles must be two numbers, got {FLAGS.percentiles}") from None
     if len(percentiles) != 2:
         raise ValueError(f"--percentiles must be two numbers, got {FLAGS.percentiles}")
-    known = ("flair", "t1", "t1ce", "t2")
-    if any(m not in known for m in FLAGS.modalities) or not FLAGS.modalities:
-        raise ValueError(f"--modalities must be drawn from {', '.join(known)}, got {FLAGS.modalities}")
-    reader = ReaderOptions(
-        modalities=tuple(FLAGS.modalities), image_glob=FLAGS.image_glob,
-        mask_replace=_parse_pair(FLAGS.mask_replace, "mask_replace") if FLAGS.mask_replace else None,
-        patient_level=FLAGS.patient_level, no_masks=FLAGS.no_masks,
-        class_folders=_parse_class_folders(FLAGS.class_folders), mask_suffix=FLAGS.mask_suffix)
+    try:
+        reader = ReaderOptions(
+            modalities=_modalities(), image_glob=FLAGS.image_glob,
+            mask_replace=_parse_pair(FLAGS.mask_replace, "mask_replace") if FLAGS.mask_replace else None,
+            patient_level=FLAGS.patient_level, no_masks=FLAGS.no_masks,
+            class_folders=_parse_class_folders(FLAGS.class_folders), mask_suffix=FLAGS.mask_suffix,
+            channel_names=tuple(FLAGS.channel_names),
+            modality_replace=tuple(_parse_modality_replace(item) for item in FLAGS.modality_replace),
+            stack_slices=FLAGS.stack_slices, keep_splits=FLAGS.keep_splits)
+    except ValueError as err:
+        message = str(err)
+        raise ValueError(message if message.startswith("--") else f"--modalities/--channel_names: {message}") \
+            from None
     prep = preprocess.PrepOptions(
         image_size=FLAGS.image_size, min_tumor_pixels=FLAGS.min_tumor_pixels, normal_margin=FLAGS.normal_margin,
         slice_range=_parse_slice_range(FLAGS.slice_range), min_brain_fraction=FLAGS.min_brain_fraction,
-        percentiles=percentiles, assume_normal=FLAGS.assume_normal)
+        percentiles=percentiles, assume_normal=FLAGS.assume_normal, min_brain_ratio=FLAGS.min_brain_ratio)
     config = ConvertConfig(
         input_dir=FLAGS.input, format=FLAGS.format, output_dir=FLAGS.output_dir, reader=reader, prep=prep,
         train_fraction=FLAGS.train_fraction, val_fraction=FLAGS.val_fraction,
         labelled_fraction=FLAGS.labelled_fraction, seed=FLAGS.seed, num_shards=FLAGS.num_shards,
-        workers=FLAGS.workers, strict=FLAGS.strict, overwrite=FLAGS.overwrite)
+        workers=FLAGS.workers, strict=FLAGS.strict, overwrite=FLAGS.overwrite,
+        match_anatomy=FLAGS.match_anatomy, dedupe=FLAGS.dedupe)
     config.check()
     return config
 
@@ -138,9 +197,24 @@ def _run(argv) -> int:
     return 0
 
 
-def main() -> int:
+HELP_FLAGS = ("-h", "--help", "-help", "--helpshort", "-?")
+
+
+def print_help(doc: str, module) -> None:
+    """The module's docstring and every flag it defines. absl's own --help lists only the flags of
+    the file run as __main__ (none here: they live in this module) and exits 1."""
+    print(doc.strip() + "\n\nflags:\n\n" + FLAGS.module_help(module))
+
+
+def main(argv=None) -> int:
+    argv = list(sys.argv if argv is None else argv)
+    if any(arg in HELP_FLAGS for arg in argv[1:]):
+        from data_prep import convert
+
+        print_help(convert.__doc__, sys.modules[__name__])
+        return 0
     try:
-        app.run(lambda argv: sys.exit(_run(argv)))
+        app.run(lambda args: sys.exit(_run(args)), argv=argv)
     except SystemExit as exit_:
         return exit_.code if isinstance(exit_.code, int) else 1
     return 0

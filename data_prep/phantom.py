@@ -133,6 +133,12 @@ def main(argv=None) -> int:
     flags.DEFINE_integer("slices", 40, "Axial slices per volume.")
     flags.DEFINE_integer("seed", 0, "Seed; the same seed writes the same cohort.")
 
+    args = list(sys.argv if argv is None else argv)
+    if any(arg in ("-h", "--help", "-help", "--helpshort", "-?") for arg in args[1:]):
+        # absl's --help exits 1 and, with the flags defined here, may miss them: print them and exit 0.
+        print(__doc__.strip() + "\n\nflags:\n\n" + flags.FLAGS.module_help(sys.modules[__name__]))
+        return 0
+
     def run(argv):
         if len(argv) > 1:
             raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")

@@ -1,9 +1,12 @@
 """From a read scan to labelled 2-D slices (DESIGN.md section 3).
 
-Per volume: percentile intensity normalisation to [-1, 1] over the brain; per slice: drop
-near-empty slices, pad to `image_size` (or shrink larger slices, masks by nearest neighbour), and sort
-into tumor slices (at least `min_tumor_pixels` of whole tumor), normal slices (no tumor, and
-optionally `normal_margin` slices away from any tumor) and ambiguous slices (dropped).
+Per volume: find the head (`head_mask`: a background-noise threshold, holes filled, the largest
+connected component), percentile intensity normalisation to [-1, 1] over it; per slice: drop
+slices with little head, pad to `image_size` (or shrink larger slices, masks by nearest
+neighbour), and sort into tumor slices (at least `min_tumor_pixels` of whole tumor), normal
+slices (no tumor, optionally `normal_margin` slices away from any tumor, and inside the head's
+main axial extent: see `axial_extent`) and ambiguous slices (dropped). Every dropped slice is
+counted under its reason (DROP_REASONS).
 """
 
 from __future__ import annotations
@@ -11,6 +14,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+from scipy import ndimage
+from skimage.filters import threshold_triangle
 from skimage.transform import resize
 
 from data_prep.scan import CaseError, Scan
@@ -25,6 +30,10 @@ class PrepOptions:
     min_brain_fraction: float = 0.05
     percentiles: tuple = (0.5, 99.5)
     assume_normal: bool = False
+    min_brain_ratio: float = 0.5           # normal slices: head area >= this x the volume's largest
+
+
+DROP_REASONS = ("slice_range", "little_brain", "outside_brain_extent", "ambiguous", "anatomy", "duplicate")
 
 
 @dataclass
@@ -38,6 +47,10 @@ class SliceSet:
     slice_index: np.ndarray
     has_mask: bool
     normalisation: dict
+    position: np.ndarray = None      # (N,) place in the head's axial extent, 0 (first) .. 1; NaN for 2-D
+    area_ratio: np.ndarray = None    # (N,) head area / the volume's largest head slice; NaN for 2-D
+    pixel_hash: list = None          # (N,) hash of the slice's raw pixels, for duplicate detection
+    dropped: dict = None             # reason -> number of slices dropped
 
     @property
     def n_tumor(self) -> int:
@@ -55,6 +68,90 @@ def foreground(image: np.ndarray) -> np.ndarray:
     if image.shape[-1] == 1:
         return image[..., 0] > background[0]
     return (image > background).any(axis=-1)
+
+
+def head_mask(image: np.ndarray) -> np.ndarray:
+    """The head (or the brain, when skull-stripped): (Z, Y, X) bool. Voxels above a background
+    noise threshold (the triangle method on the histogram, whose tallest peak is the background:
+    it sits just above the noise, so dark CSF and skull marrow stay in), of the channels scaled to
+    their 99th percentile and combined by max; holes filled slice by slice (ventricles, sinuses);
+    then the largest 3-D connected component, which drops noise specks and background streaks.
+    A skull-stripped volume with an exact 0 background gives the brain itself. Slices of 128
+    pixels or more are processed at every second pixel and the mask repeated back: the mask sets
+    percentiles, areas and extents, none of which needs full resolution, and it is 4x faster."""
+    step = 2 if min(image.shape[1:3]) >= 128 else 1
+    small = image[:, ::step, ::step]
+    scaled = np.zeros(small.shape[:-1], np.float32)
+    for c in range(small.shape[-1]):
+        channel = small[..., c].astype(np.float32)
+        low = float(channel.min())
+        high = float(np.percentile(channel.ravel()[::max(1, channel.size // _PERCENTILE_SAMPLES)], 99.0))
+        np.maximum(scaled, (channel - low) / max(high - low, 1e-6), out=scaled)
+    values = scaled.ravel()[::max(1, scaled.size // _PERCENTILE_SAMPLES)]
+    if values.max() <= values.min():
+        return np.zeros(image.shape[:3], bool)
+    mask = scaled > threshold_triangle(values, nbins=256)
+    mask = ndimage.binary_opening(mask, structure=np.ones((1, 3, 3), bool))
+    mask = _fill_holes_per_slice(mask)
+    labels, count = ndimage.label(mask)
+    if count > 1:
+        sizes = np.bincount(labels.ravel())[1:]
+        mask = labels == (1 + int(np.argmax(sizes)))
+    if step > 1:
+        mask = mask.repeat(step, axis=1).repeat(step, axis=2)[:, :image.shape[1], :image.shape[2]]
+    return mask
+
+
+def reference_area(area: np.ndarray) -> float:
+    """The volume's largest head slice, robustly: the median of the five largest slice areas, so
+    one or two slices whose mask failed (a bright artefact filling the slice) do not set it."""
+    top = np.sort(area)[-5:]
+    return float(np.median(top)) if top.size else 0.0
+
+
+def _fill_holes_per_slice(mask: np.ndarray) -> np.ndarray:
+    """Fill each axial slice's holes: background pieces (4-connected within the slice) that do not
+    touch the slice's border. One labelling of the whole volume, several times faster than
+    `binary_fill_holes` slice by slice, which dilates iteratively."""
+    in_plane = np.zeros((3, 3, 3), bool)
+    in_plane[1] = ndimage.generate_binary_structure(2, 1)
+    labels, _ = ndimage.label(~mask, structure=in_plane)
+    border = np.unique(np.concatenate([labels[:, 0, :].ravel(), labels[:, -1, :].ravel(),
+                                       labels[:, :, 0].ravel(), labels[:, :, -1].ravel()]))
+    return mask | ((labels > 0) & ~np.isin(labels, border))
+
+
+def axial_extent(area: np.ndarray, min_ratio: float) -> np.ndarray:
+    """Slices in the head's main axial extent: the longest unbroken run (one-slice gaps bridged)
+    of slices whose area is between `min_ratio` and 1.5 x the reference area. This drops the
+    pure-noise and scalp-top slices and stops at the neck, where the cross-section narrows, and
+    at slices whose mask is far larger than any head slice; a face-level slice as wide as the
+    brain can still pass, which --match_anatomy then removes."""
+    inside = np.zeros(area.shape, bool)
+    ref = reference_area(area)
+    if ref <= 0:
+        return inside
+    big = (area >= min_ratio * ref) & (area <= 1.5 * ref)
+    bridged = big.copy()
+    bridged[1:-1] |= big[:-2] & big[2:]
+    best, start = (0, 0), None
+    for i, value in enumerate(np.append(bridged, False)):
+        if value and start is None:
+            start = i
+        elif not value and start is not None:
+            best = max(best, (i - start, -start))
+            start = None
+    length, first = best[0], -best[1]
+    inside[first:first + length] = True
+    return inside
+
+
+def pixel_hashes(image: np.ndarray) -> list:
+    """Per slice, a hash of its decoded raw pixels (dtype-independent: float32 values)."""
+    import hashlib
+
+    return [hashlib.blake2b(np.ascontiguousarray(s, np.float32).tobytes(), digest_size=16).hexdigest()
+            for s in image]
 
 
 # Percentiles of a regular subsample of this many brain voxels differ from the exact ones by far
@@ -149,31 +246,46 @@ def _main_path(scan: Scan) -> str:
 
 
 def prepare(scan: Scan, options: PrepOptions) -> SliceSet:
-    """Normalise, select, fit and label the slices of one scan."""
+    """Normalise, select, fit and label the slices of one scan, counting the dropped ones."""
     image = scan.image
     if image.ndim != 4:
         raise CaseError(_main_path(scan), f"expected a (Z, Y, X, C) image, got shape {image.shape}")
     mask = scan.mask if scan.mask is not None else np.zeros(image.shape[:3], np.uint8)
-    brain = foreground(image)
-    bounds = intensity_bounds(image, brain, options.percentiles)
-    keep = np.ones(image.shape[0], bool)
+    z = image.shape[0]
+    head = head_mask(image) if scan.is_3d else foreground(image)
+    bounds = intensity_bounds(image, head if head.any() else foreground(image), options.percentiles)
+    reason = np.full(z, "", object)
     if options.slice_range is not None:
-        start, stop = options.slice_range
-        keep[:] = False
-        keep[slice(start, stop)] = True
+        outside = np.ones(z, bool)
+        outside[slice(*options.slice_range)] = False
+        reason[outside] = "slice_range"
+    area = head.reshape(z, -1).sum(axis=1).astype(np.float64)
+    position = np.full(z, np.nan)
+    area_ratio = np.full(z, np.nan)
+    extent = np.ones(z, bool)
     if scan.is_3d:
-        brain_fraction = brain.reshape(brain.shape[0], -1).mean(axis=1)
-        keep &= brain_fraction >= options.min_brain_fraction
-    index = np.flatnonzero(keep)
-    # Scale only the slices kept: the bounds come from the whole brain, the work from what is used.
+        reason[(reason == "") & (area / head[0].size < options.min_brain_fraction)] = "little_brain"
+        extent = axial_extent(area, options.min_brain_ratio)
+        first, last = np.flatnonzero(extent)[[0, -1]] if extent.any() else (0, max(z - 1, 1))
+        position = (np.arange(z) - first) / max(last - first, 1)
+        area_ratio = area / max(reference_area(area), 1.0)
+    index = np.flatnonzero(reason == "")
+    # Scale only the slices kept: the bounds come from the whole head, the work from what is used.
     images, masks = fit_to_size(scale_to_unit(image[index], bounds), (mask[index] > 0).astype(np.uint8),
                                 options.image_size)
-    labels_all = np.full(image.shape[0], -1, np.int64)
-    fitted_masks = np.zeros((image.shape[0],) + masks.shape[1:], np.uint8)
+    fitted_masks = np.zeros((z,) + masks.shape[1:], np.uint8)
     fitted_masks[index] = masks
+    labels_all = np.full(z, -1, np.int64)
     labels_all[index] = slice_labels(scan, fitted_masks, options)[index]
+    reason[index[labels_all[index] < 0]] = "ambiguous"
+    outside = index[(labels_all[index] == 0) & ~extent[index]]
+    reason[outside] = "outside_brain_extent"
+    labels_all[outside] = -1
     chosen = labels_all[index] >= 0
-    return SliceSet(images=images[chosen], masks=masks[chosen], labels=labels_all[index][chosen],
-                    slice_index=index[chosen].astype(np.int64), has_mask=scan.mask is not None,
-                    normalisation={"percentiles": list(options.percentiles),
-                                   "bounds": [list(b) for b in bounds]})
+    kept = index[chosen]
+    hashes = pixel_hashes(image[kept])
+    return SliceSet(images=images[chosen], masks=masks[chosen], labels=labels_all[kept],
+                    slice_index=kept.astype(np.int64), has_mask=scan.mask is not None,
+                    normalisation={"percentiles": list(options.percentiles), "bounds": [list(b) for b in bounds]},
+                    position=position[kept], area_ratio=area_ratio[kept], pixel_hash=hashes,
+                    dropped={r: int((reason == r).sum()) for r in DROP_REASONS if (reason == r).any()})

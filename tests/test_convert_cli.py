@@ -18,13 +18,17 @@ def parse(tmp_path):
 
 
 def test_every_flag_lands_in_the_config(parse):
-    config = parse("--modalities=flair,t1ce", "--image_size=128", "--image_glob=*/*_img.nrrd", "--patient_level=2",
+    config = parse("--modalities=flair,t1ce", "--modality_replace=t1ce=_img:_t1ce", "--image_size=128",
+                   "--image_glob=*/*_img.nrrd", "--patient_level=2",
                    "--class_folders=tumor=1,healthy=0", "--mask_suffix=_seg", "--min_tumor_pixels=5",
                    "--normal_margin=3", "--slice_range=10:", "--min_brain_fraction=0.2", "--percentiles=1,99",
                    "--train_fraction=0.5", "--val_fraction=0.2", "--labelled_fraction=0.25", "--seed=7",
-                   "--num_shards=4", "--workers=1", "--strict", "--overwrite")
+                   "--num_shards=4", "--workers=1", "--strict", "--overwrite", "--nomatch_anatomy",
+                   "--dedupe=drop", "--keep_splits", "--min_brain_ratio=0.3")
     reader, prep = config.reader, config.prep
     assert reader.modalities == ("flair", "t1ce") and reader.image_glob == "*/*_img.nrrd"
+    assert reader.modality_replace == (("t1ce", "_img", "_t1ce"),) and reader.keep_splits
+    assert not config.match_anatomy and config.dedupe == "drop" and prep.min_brain_ratio == 0.3
     assert reader.mask_replace == ("_img", "_seg") and reader.patient_level == 2
     assert reader.class_folders == (("tumor", 1), ("healthy", 0)) and reader.mask_suffix == "_seg"
     assert prep.image_size == 128 and prep.min_tumor_pixels == 5 and prep.normal_margin == 3
@@ -43,7 +47,17 @@ def test_slice_range_forms(parse):
     (("--class_folders=yes=2",), "--class_folders"),
     (("--percentiles=1",), "--percentiles"),
     (("--percentiles=99,1",), "--percentiles"),
-    (("--modalities=dwi",), "--modalities"),
+    (("--modalities=t1ce,flair",), "--modality_replace"),
+    (("--modality_replace=flair=_img",), "--modality_replace"),
+    (("--channel_names=t1,flair",), "--channel_names"),
+    (("--workers=-1",), "--workers"),
+    (("--min_brain_fraction=1.5",), "--min_brain_fraction"),
+    (("--min_brain_fraction=-0.1",), "--min_brain_fraction"),
+    (("--slice_range=5:2",), "--slice_range"),
+    (("--slice_range=-3:",), "--slice_range"),
+    (("--min_tumor_pixels=0",), "--min_tumor_pixels"),
+    (("--min_tumor_pixels=70000",), "--min_tumor_pixels"),
+    (("--no_masks",), "--assume_normal"),
     (("--assume_normal",), "--assume_normal"),
     (("--labelled_fraction=1.5",), "--labelled_fraction"),
     (("--num_shards=0",), "--num_shards"),
@@ -51,3 +65,39 @@ def test_slice_range_forms(parse):
 def test_bad_values_are_refused(parse, extra, message):
     with pytest.raises(ValueError, match=message):
         parse(*extra)
+
+
+def test_default_modalities_follow_the_format(parse):
+    from data_prep.convert import _modalities
+
+    assert parse().reader.modalities == ("image",)
+    assert parse("--modalities=flair").reader.modalities == ("flair",)
+    folders = parse("--format=folders", "--channel_names=t1,flair,t1ce")
+    assert folders.reader.modalities == ("t1", "flair", "t1ce") and _modalities(folders, 3) == ["t1", "flair", "t1ce"]
+    assert _modalities(parse("--format=folders", "--channel_names=rgb"), 1) == ["image"]
+    assert _modalities(parse("--format=figshare", "--channel_names=t1ce"), 1) == ["t1ce"]
+    with pytest.raises(ValueError, match="--channel_names"):
+        parse("--format=figshare", "--channel_names=t1,flair")
+
+
+def _help(module):
+    import os
+    import subprocess
+    import sys
+
+    from conftest import REPO_ROOT
+
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
+    return subprocess.run([sys.executable, "-m", module, "--help"], cwd=REPO_ROOT, env=env, capture_output=True,
+                          text=True, timeout=300)
+
+
+def test_help_lists_every_flag_and_exits_0():
+    done = _help("data_prep.convert")
+    assert done.returncode == 0, done.stderr
+    for name in ("input", "format", "output_dir", "channel_names", "modalities", "stack_slices", "match_anatomy",
+                 "dedupe", "keep_splits", "modality_replace", "min_brain_ratio", "workers", "slice_range"):
+        assert f"--{name}:" in done.stdout or f"--[no]{name}:" in done.stdout, name
+    assert "5th-95th percentile" in done.stdout   # --match_anatomy says how it matches
+    phantom = _help("data_prep.phantom")
+    assert phantom.returncode == 0 and "--cases" in phantom.stdout and "--seed" in phantom.stdout

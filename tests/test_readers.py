@@ -99,7 +99,12 @@ def test_unknown_format_and_missing_input_raise_value_error(tmp_path):
     assert readers.FORMATS == ("brats", "pairs", "folders", "figshare")
 
 
-@pytest.mark.parametrize("bad", [dict(modalities=()), dict(modalities=("t1c",)), dict(modalities=("t1", "t1")),
+def test_brats_modalities_checked_for_the_format():
+    with pytest.raises(ValueError, match="--modalities"):
+        readers.check_for_format(ReaderOptions(modalities=("t1c",)), "brats")
+
+
+@pytest.mark.parametrize("bad", [dict(modalities=()), dict(stack_slices="maybe"), dict(modalities=("t1", "t1")),
                                  dict(mask_replace=("a",)), dict(mask_replace=("", "x")), dict(patient_level=-1),
                                  dict(class_folders=(("yes", 2),)), dict(mask_suffix="")])
 def test_bad_options_raise_at_construction(bad):

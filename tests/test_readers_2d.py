@@ -66,7 +66,7 @@ def test_rgb_and_rgba_become_one_luminance_channel(tmp_path):
     rgb = np.stack([ramp_image(), ramp_image()[::-1], np.full((H, W), 40, np.uint8)], axis=-1)
     save(tmp_path / "yes" / "rgb.png", rgb)
     save(tmp_path / "yes" / "rgba.png", np.concatenate([rgb, np.full((H, W, 1), 255, np.uint8)], axis=-1))
-    _, _, scans = load_all(tmp_path)
+    _, _, scans = load_all(tmp_path, channel_names=("rgb",), class_folders=(("yes", 1),))
     expected = rgb.astype(np.float32) @ LUMINANCE_WEIGHTS
     for name in ("yes/rgb", "yes/rgba"):
         assert scans[name].image.shape == (1, H, W, 1)
@@ -81,7 +81,7 @@ def test_tif_mask_pairs_label_from_mask_and_patient_from_folder(tmp_path):
     save(patient / "TCGA_CS_4941_19960909_2_mask.tif", disc_mask())
     save(tmp_path / "flat_7.tif", ramp_image())
     save(tmp_path / "flat_7_mask.tif", disc_mask(1))
-    cases, problems, scans = load_all(tmp_path)
+    cases, problems, scans = load_all(tmp_path, stack_slices="off")
     assert problems == [] and all(c.label is None for c in cases)
     assert [c.patient_id for c in cases] == ["TCGA_CS_4941_19960909"] * 2 + ["flat"]
     normal, tumor, flat = (scans[c.case_id] for c in cases)
@@ -111,10 +111,11 @@ def test_custom_class_folders_and_mask_suffix(tmp_path):
 
 def test_orphan_masks_and_unpaired_images_are_reported(tmp_path):
     save(tmp_path / "yes" / "ok.png", ramp_image())
+    save(tmp_path / "no" / "ok.png", ramp_image())
     save(tmp_path / "p" / "lonely_mask.tif", disc_mask())
     save(tmp_path / "p" / "unpaired.tif", ramp_image())
     cases, problems = readers.discover(str(tmp_path), "folders", ReaderOptions())
-    assert [c.case_id for c in cases] == ["yes/ok"]
+    assert [c.case_id for c in cases] == ["no/ok", "yes/ok"]
     assert [(os.path.relpath(p, tmp_path), why.split(" (")[0]) for p, why in problems] == [
         ("p/lonely_mask.tif", "mask without its image"), ("p/unpaired.tif", "not in a class folder")]
 

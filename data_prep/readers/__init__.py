@@ -33,6 +33,15 @@ class ReaderOptions:
     no_masks:      pairs/brats: the scans have no segmentation (healthy subjects): Scan.mask is None.
     class_folders: folders: class folder name -> label (0 normal, 1 tumor).
     mask_suffix:   folders: `name.tif` + `name<mask_suffix>.tif` pairs.
+    channel_names: folders (figshare: one name): names of the channels stored in each image, in file order (e.g.
+                   t1,flair,t1ce for the LGG TIFFs); `modalities` then picks and orders them.
+                   ("rgb",) mixes colour pixels into one luminance channel. Empty: grey images only.
+    modality_replace: pairs: ((name, OLD, NEW), ...): modality `name` is read from the image path
+                   with OLD replaced by NEW; the first of `modalities` is the image_glob's file.
+    stack_slices:  folders: "auto" (stack `<name>_<n>` slices of a folder into one volume when
+                   every image of the folder is so numbered), "on" (always), "off" (never).
+    keep_splits:   pairs/folders: top-level train/val/test folders (and their usual spellings)
+                   fix the split of what is under them.
     """
 
     modalities: tuple = ("t1ce",)
@@ -42,9 +51,15 @@ class ReaderOptions:
     no_masks: bool = False
     class_folders: tuple = (("yes", 1), ("no", 0))
     mask_suffix: str = "_mask"
+    channel_names: tuple = ()
+    modality_replace: tuple = ()
+    stack_slices: str = "auto"
+    keep_splits: bool = False
 
     def __post_init__(self):
         object.__setattr__(self, "modalities", tuple(self.modalities))
+        object.__setattr__(self, "channel_names", tuple(self.channel_names))
+        object.__setattr__(self, "modality_replace", tuple(tuple(item) for item in self.modality_replace))
         object.__setattr__(self, "class_folders", tuple(tuple(item) for item in self.class_folders))
         if self.mask_replace is not None:
             object.__setattr__(self, "mask_replace", tuple(self.mask_replace))
@@ -52,14 +67,18 @@ class ReaderOptions:
 
 
 def _validate(options: ReaderOptions) -> None:
+    """Checks that hold whatever the format; `check_for_format` adds the format's own."""
     if not options.modalities:
         raise ValueError("modalities is empty; choose from " + ", ".join(brats.MODALITIES))
-    unknown = [m for m in options.modalities if m not in brats.MODALITIES]
-    if unknown:
-        raise ValueError(f"unknown modalities {unknown}; choose from {', '.join(brats.MODALITIES)} "
-                         "(BraTS 2023 t1n, t1c, t2w, t2f are read as t1, t1ce, t2, flair)")
     if len(set(options.modalities)) != len(options.modalities):
         raise ValueError(f"modalities repeat a name: {options.modalities}")
+    if len(set(options.channel_names)) != len(options.channel_names) or "" in options.channel_names:
+        raise ValueError(f"channel_names must be distinct non-empty names, got {options.channel_names}")
+    if options.stack_slices not in ("auto", "on", "off"):
+        raise ValueError(f"stack_slices must be auto, on or off, got {options.stack_slices!r}")
+    for item in options.modality_replace:
+        if len(item) != 3 or not all(isinstance(s, str) for s in item) or not item[0] or not item[1]:
+            raise ValueError(f"modality_replace items must be (name, OLD, NEW) with a name and OLD, got {item!r}")
     if not options.image_glob:
         raise ValueError("image_glob is empty")
     if options.mask_replace is not None:
@@ -73,6 +92,36 @@ def _validate(options: ReaderOptions) -> None:
         raise ValueError(f"class_folders must be (name, label) pairs with label 0 or 1, got {options.class_folders!r}")
     if not options.mask_suffix:
         raise ValueError("mask_suffix is empty")
+
+
+def check_for_format(options: ReaderOptions, fmt: str) -> None:
+    """The modality names a format can honour, raising ValueError naming the flag."""
+    if fmt == "brats":
+        unknown = [m for m in options.modalities if m not in brats.MODALITIES]
+        if unknown:
+            raise ValueError(f"--modalities: unknown {unknown}; choose from {', '.join(brats.MODALITIES)} "
+                             "(BraTS 2023 t1n, t1c, t2w, t2f are read as t1, t1ce, t2, flair)")
+    if fmt == "pairs":
+        named = {item[0] for item in options.modality_replace}
+        missing = [m for m in options.modalities[1:] if m not in named]
+        if missing:
+            raise ValueError(f"--modalities: {missing} need --modality_replace NAME=OLD:NEW (the first modality, "
+                             f"{options.modalities[0]}, is the --image_glob file)")
+        stray = sorted(named - set(options.modalities[1:]))
+        if stray:
+            raise ValueError(f"--modality_replace names {stray}, which are not among --modalities after the first")
+    elif options.modality_replace:
+        raise ValueError("--modality_replace applies to --format=pairs only")
+    if fmt == "folders" and options.channel_names and options.channel_names != ("rgb",):
+        unknown = [m for m in options.modalities if m not in options.channel_names]
+        if unknown:
+            raise ValueError(f"--modalities {list(options.modalities)}: {unknown} not among --channel_names "
+                             f"{list(options.channel_names)}")
+    elif fmt == "figshare" and len(options.channel_names) > 1:
+        raise ValueError("--channel_names: figshare slices are grey (post-contrast T1); give at most one name")
+    elif fmt in ("brats", "pairs") and options.channel_names:
+        raise ValueError("--channel_names applies to --format=folders and figshare; brats and pairs volumes are "
+                         "named by --modalities")
 
 
 def discover(input_dir: str, fmt: str, options: ReaderOptions) -> tuple[list[CaseRef], list[tuple[str, str]]]:

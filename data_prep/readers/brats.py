@@ -22,6 +22,8 @@ from data_prep.scan import CaseError, CaseRef, Scan
 
 MODALITIES = ("t1", "t1ce", "t2", "flair")
 MSD_CHANNELS = ("flair", "t1", "t1ce", "t2")
+# Every BraTS release labels within 0-4 (2013/2015: 1-4; 2018-2021: 1, 2, 4; 2023 and MSD: 1-3).
+BRATS_LABELS = (0, 1, 2, 3, 4)
 
 _NIFTI_2021 = re.compile(r"^(?P<case>.+)_(?P<role>flair|t1ce|t1|t2|seg)\.nii(\.gz)?$", re.IGNORECASE)
 _NIFTI_2023 = re.compile(r"^(?P<case>.+)-(?P<role>t1c|t1n|t2f|t2w|seg)\.nii(\.gz)?$", re.IGNORECASE)
@@ -77,7 +79,7 @@ def load(ref: CaseRef, options) -> Scan:
             raise CaseError(ref.extra["case_dir"], "no segmentation file")
         seg = common.read_volume(ref.paths["seg"])
         common.check_same_grid(volumes[0], seg, "segmentation")
-        mask = common.whole_tumor(seg)
+        mask = common.whole_tumor(seg, allowed=BRATS_LABELS)
     return Scan(ref=ref, image=common.stack_channels(volumes), mask=mask,
                 spacing=volumes[0].spacing, is_3d=True)
 

@@ -149,15 +149,38 @@ def check_same_grid(reference: Volume, other: Volume, what: str) -> None:
                                     f"{_fmt(reference.spacing)} of {reference.path}")
 
 
-def whole_tumor(volume: Volume) -> np.ndarray:
+def whole_tumor(volume: Volume, allowed=None) -> np.ndarray:
     """Whole-tumor mask (uint8 0/1) from a label volume: any label > 0. Float label maps count a
-    voxel from 0.5 up, so interpolation noise around 0 is not tumor."""
+    voxel from 0.5 up, so interpolation noise around 0 is not tumor. Negative labels, and labels
+    outside `allowed` (a format's label set) when given, reject the case: read as "not tumor"
+    they would turn tumor slices into normal ones without a word."""
     labels = volume.array
+    if labels.dtype.kind == "f" and not np.isfinite(labels).all():
+        raise CaseError(volume.path, "NaN/Inf voxels in the segmentation")
+    check_labels(labels, volume.path, allowed)
     if labels.dtype.kind == "f":
-        if not np.isfinite(labels).all():
-            raise CaseError(volume.path, "NaN/Inf voxels in the segmentation")
         return (labels >= 0.5).astype(np.uint8)
     return (labels > 0).astype(np.uint8)
+
+
+def check_labels(labels: np.ndarray, path: str, allowed=None) -> None:
+    """Raise CaseError naming the unexpected labels: negative ones, or (when the format has a
+    label set `allowed`) ones above its largest. Only min and max scan the whole volume; the
+    labels are listed from the offending voxels alone."""
+    if not labels.size:
+        return
+    # Float label maps tolerate interpolation noise of less than half a label either way.
+    slack = 0.5 if labels.dtype.kind == "f" else 0
+    found = None
+    if labels.min() < -slack:
+        found = np.unique(labels[labels < -slack])
+    elif allowed is not None and labels.max() > max(allowed) + slack:
+        found = np.unique(labels[labels > max(allowed) + slack])
+    if found is not None:
+        shown = ", ".join(f"{v:g}" for v in found[:8].tolist()) + (" ..." if found.size > 8 else "")
+        expected = "labels >= 0" if allowed is None else "labels " + ", ".join(str(a) for a in sorted(allowed))
+        raise CaseError(path, f"unexpected mask labels {shown} (expected {expected}); refusing to read them "
+                              "as background")
 
 
 def stack_channels(volumes: list[Volume]) -> np.ndarray:
@@ -183,12 +206,34 @@ def is_hidden(name: str) -> bool:
 
 
 def walk_files(root: str):
-    """Yield (directory, file name) under `root` in a deterministic order, skipping hidden entries."""
-    for directory, subdirs, files in os.walk(root):
-        subdirs[:] = sorted(d for d in subdirs if not is_hidden(d))
+    """Yield (directory, file name) under `root` in a deterministic order, skipping hidden entries.
+    Symlinked folders are followed (datasets are often assembled from links), each real folder
+    once, so a link back up the tree cannot loop; a dangling link is skipped."""
+    seen = set()
+    for directory, subdirs, files in os.walk(root, followlinks=True):
+        real = os.path.realpath(directory)
+        if real in seen:
+            subdirs[:] = []
+            continue
+        seen.add(real)
+        subdirs[:] = sorted(d for d in subdirs if not is_hidden(d)
+                            and os.path.realpath(os.path.join(directory, d)) not in seen)
         for name in sorted(files):
-            if not is_hidden(name):
+            if not is_hidden(name) and os.path.exists(os.path.join(directory, name)):
                 yield directory, name
+
+
+# Top-level folder names that carry a dataset's own split (--keep_splits), lower-cased.
+SPLIT_FOLDERS = {"train": "train", "training": "train", "val": "val", "valid": "val", "validation": "val",
+                 "test": "test", "testing": "test"}
+
+
+def own_split(rel: str) -> tuple[str | None, str]:
+    """(our split, the rest of the path) when the first folder of `rel` names a split, else (None, rel)."""
+    first, _, rest = rel.partition("/")
+    if rest and first.lower() in SPLIT_FOLDERS:
+        return SPLIT_FOLDERS[first.lower()], rest
+    return None, rel
 
 
 def relative_id(path: str, root: str) -> str:

@@ -1,6 +1,18 @@
 """2-D image folders: class folders (`yes/`, `no/`, configurable) and `name.tif` + `name_mask.tif`
 pairs, in 8- or 16-bit PNG, TIFF, JPEG or BMP, read with SimpleITK. Each image is one scan with
-Z = 1; colour images become one luminance channel.
+Z = 1, except numbered slices of one folder, which are stacked into a volume (below).
+
+Channels: a grey image is one channel (an RGB file whose channels are equal is grey). Images with
+several different channels are refused unless `channel_names` names them (the LGG TIFFs hold
+pre-contrast T1, FLAIR and post-contrast T1: t1,flair,t1ce); `modalities` then picks and orders
+the channels. Only `channel_names=("rgb",)` mixes colour pixels into BT.709 luminance (colour
+photographs of films, screenshots): luminance of three MR sequences is no MR contrast.
+
+Stacking: the mask-paired images of one folder named `<prefix>_<n>` (same prefix, n a number)
+are the slices of one volume, in numeric order (LGG: `TCGA_CS_4941_19960909_1.tif` ...), so that
+normalisation, brain fraction and slice range work per volume as for 3-D scans.
+`stack_slices`: "auto" stacks a folder when every paired image in it is so numbered, "on" stacks
+the numbered ones whatever else is there, "off" keeps one case per image.
 
 Labels: an image in a class folder takes the folder's label; a pair outside class folders is
 tumor (1) when its mask has any tumor pixel, normal (0) otherwise.
@@ -27,24 +39,29 @@ LOSSY_EXTENSIONS = (".jpg", ".jpeg")
 # Same luminance weights as skimage.color.rgb2gray (ITU-R BT.709).
 LUMINANCE_WEIGHTS = np.array([0.2125, 0.7154, 0.0721], np.float32)
 _SLICE_NUMBER = re.compile(r"_\d+$")
+_NUMBERED = re.compile(r"^(?P<prefix>.+)_(?P<n>\d+)$")
 
 
 def discover(input_dir: str, options) -> tuple[list[CaseRef], list[tuple[str, str]]]:
     """Class-folder images and image/mask pairs under `input_dir`; masks without an image and
-    images that are neither in a class folder nor paired are reported."""
+    images that are neither in a class folder nor paired are reported. With keep_splits, a
+    top-level train/val/test folder (or Training, validation, Testing, ...) sets the split of
+    everything under it and the layout below it is read as usual."""
     files = [common.relative_id(os.path.join(d, name), input_dir)
              for d, name in common.walk_files(input_dir) if name.lower().endswith(IMAGE_EXTENSIONS)]
     if not files:
         raise ValueError(f"no images ({', '.join(IMAGE_EXTENSIONS)}) under {input_dir}")
     mask_of, orphan_masks = _pair_masks(files, options.mask_suffix)
     class_label = dict(options.class_folders)
+    _check_class_folders(input_dir, files, class_label, options.keep_splits)
     cases = []
     problems = [(os.path.join(input_dir, m), "mask without its image") for m in orphan_masks]
     masks = set(orphan_masks) | set(mask_of.values())
     for rel in files:
         if rel in masks:
             continue
-        top = _top(rel)
+        split, inner = common.own_split(rel) if options.keep_splits else (None, rel)
+        top = _top(inner)
         if top not in class_label and rel not in mask_of:
             problems.append((os.path.join(input_dir, rel), _unpaired_problem(rel, options)))
             continue
@@ -53,30 +70,101 @@ def discover(input_dir: str, options) -> tuple[list[CaseRef], list[tuple[str, st
             paths["mask"] = os.path.join(input_dir, mask_of[rel])
         case_id = os.path.splitext(rel)[0]
         in_class = top in class_label
-        cases.append(CaseRef(case_id=case_id, patient_id=_patient_of(rel, case_id, in_class), format="folders",
-                             paths=paths, label=class_label.get(top) if in_class else None))
+        patient = _patient_of(inner, os.path.splitext(inner)[0], in_class)
+        cases.append(CaseRef(case_id=case_id, patient_id=f"{split}/{patient}" if split else patient,
+                             format="folders", paths=paths, label=class_label.get(top) if in_class else None,
+                             extra={"split": split} if split else {}))
     if not cases and not mask_of and not any(_top(f) in class_label for f in files):
         raise ValueError(f"{len(files)} images under {input_dir}, but none in a class folder "
                          f"({', '.join(class_label)}) and no <name>{options.mask_suffix} mask pairs")
-    return cases, problems
+    return _stack(cases, input_dir, options.stack_slices), problems
+
+
+def _check_class_folders(input_dir: str, files: list, class_label: dict, keep_splits: bool) -> None:
+    """A class folder named in the options but absent while others are present would drop that
+    class without a word (`No=0` against `no/`): refuse, listing the folders that are there."""
+    tops = {_top(common.own_split(f)[1] if keep_splits else f) for f in files} - {None}
+    present = [name for name in class_label if name in tops]
+    missing = [name for name in class_label if name not in tops]
+    if present and missing:
+        raise ValueError(f"--class_folders: no folder named {', '.join(missing)} under {input_dir} "
+                         f"(folders present: {', '.join(sorted(tops))}); names are case-sensitive")
+
+
+def _stack(cases: list, input_dir: str, mode: str) -> list:
+    """Merge the numbered mask pairs of a folder into one case per (folder, prefix)."""
+    if mode == "off":
+        return cases
+    groups: dict = {}
+    for ref in cases:
+        folder, name = os.path.split(ref.case_id)
+        match = _NUMBERED.match(name)
+        if ref.label is None and "mask" in ref.paths and match:
+            groups.setdefault(folder, {}).setdefault(match["prefix"], []).append((int(match["n"]), ref))
+    merged, out = set(), []
+    for folder, by_prefix in groups.items():
+        in_folder = [r for r in cases if os.path.split(r.case_id)[0] == folder]
+        if mode == "auto" and (len(by_prefix) != 1 or sum(map(len, by_prefix.values())) != len(in_folder)):
+            continue
+        for prefix, numbered in by_prefix.items():
+            if len(numbered) < 2:
+                continue
+            numbered.sort(key=lambda item: item[0])
+            first = numbered[0][1]
+            case_id = f"{folder}/{prefix}" if folder else prefix
+            slices = tuple((r.paths["image"], r.paths["mask"]) for _, r in numbered)
+            out.append(CaseRef(case_id=case_id, patient_id=first.patient_id, format="folders",
+                               paths={"image": os.path.join(input_dir, case_id) + "_*"},
+                               extra={**first.extra, "slices": slices,
+                                      "numbers": tuple(n for n, _ in numbered)}))
+            merged.update(r.case_id for _, r in numbered)
+    return [r for r in cases if r.case_id not in merged] + out
 
 
 def load(ref: CaseRef, options) -> Scan:
-    """Read one 2-D image (and its mask). A pair's label, unknown at discovery, is set on the
-    returned scan's ref from its mask."""
-    image, spacing = read_slice(ref.paths["image"])
-    common.check_intensities(common.Volume(ref.paths["image"], image, spacing))
+    """Read one 2-D image (and its mask), or the numbered slices of a stacked case. A pair's
+    label, unknown at discovery, is set on the returned scan's ref from its mask."""
+    if "slices" in ref.extra:
+        return _load_stack(ref, options)
+    image, spacing = read_slice(ref.paths["image"], options)
     mask = None
     if "mask" in ref.paths:
-        mask = _read_mask(ref.paths["mask"], image.shape)
+        mask = _read_mask(ref.paths["mask"], image.shape[:2])
     if ref.label is None:
         ref = dataclasses.replace(ref, label=int(mask is not None and mask.any()))
-    return Scan(ref=ref, image=image[None, :, :, None], mask=None if mask is None else mask[None],
+    return Scan(ref=ref, image=image[None], mask=None if mask is None else mask[None],
                 spacing=(1.0,) + spacing, is_3d=False)
 
 
-def read_slice(path: str) -> tuple[np.ndarray, tuple]:
-    """(H, W) float32 raw intensities and (row, column) spacing of a single-slice image."""
+def _load_stack(ref: CaseRef, options) -> Scan:
+    """(Z, H, W, C) from the numbered slices, in numeric order; every slice must have one shape."""
+    images, masks, spacing = [], [], None
+    for image_path, mask_path in ref.extra["slices"]:
+        image, spacing_ = read_slice(image_path, options, check=False)
+        if images and image.shape != images[0].shape:
+            raise CaseError(image_path, f"slice shape {image.shape} differs from {images[0].shape} of "
+                                        f"{ref.extra['slices'][0][0]}; cannot stack the folder into one volume")
+        images.append(image)
+        masks.append(_read_mask(mask_path, image.shape[:2]))
+        spacing = spacing or spacing_
+    volume = np.stack(images)
+    common.check_intensities(common.Volume(ref.paths["image"], volume, (1.0,) + spacing))
+    return Scan(ref=ref, image=volume, mask=np.stack(masks), spacing=(1.0,) + spacing, is_3d=True)
+
+
+def read_slice(path: str, options, check: bool = True) -> tuple[np.ndarray, tuple]:
+    """(H, W, C) float32 raw intensities and (row, column) spacing of a single-slice image, with
+    the channels chosen as the module docstring says. `check` rejects a blank image (a slice of a
+    stack may be blank: the stack is checked as a whole)."""
+    array, spacing = _read_pixels(path)
+    array = _channels(array, path, options)
+    if check:
+        common.check_intensities(common.Volume(path, array, spacing))
+    return array.astype(np.float32, copy=False), spacing
+
+
+def _read_pixels(path: str) -> tuple[np.ndarray, tuple]:
+    """(H, W, C) as stored, and the (row, column) spacing."""
     image = common.read_image(path)
     if image.GetDimension() == 3 and image.GetSize()[2] == 1:
         image = image[:, :, 0]
@@ -84,29 +172,48 @@ def read_slice(path: str) -> tuple[np.ndarray, tuple]:
         raise CaseError(path, f"{image.GetDimension()}-D image of size {image.GetSize()}; "
                               "one 2-D slice per file is expected")
     array = sitk.GetArrayFromImage(image)
-    if array.ndim == 3:
-        array = _luminance(array, path)
-    return array.astype(np.float32, copy=False), tuple(reversed(image.GetSpacing()))
+    return (array if array.ndim == 3 else array[..., None]), tuple(reversed(image.GetSpacing()))
 
 
-def _luminance(array: np.ndarray, path: str) -> np.ndarray:
-    """One channel from grey+alpha, RGB or RGBA pixels; alpha is dropped."""
-    channels = array.shape[-1]
-    if channels == 2:
-        return array[..., 0]
-    if channels in (3, 4):
-        return array[..., :3].astype(np.float32) @ LUMINANCE_WEIGHTS
-    raise CaseError(path, f"{channels} components per pixel; grey, RGB or RGBA is expected")
+def _channels(array: np.ndarray, path: str, options) -> np.ndarray:
+    names = tuple(options.channel_names)
+    stored = array.shape[-1]
+    if names == ("rgb",):
+        if stored in (3, 4):
+            return (array[..., :3].astype(np.float32) @ LUMINANCE_WEIGHTS)[..., None]
+        return array[..., :1]
+    if names:
+        if stored != len(names):
+            raise CaseError(path, f"{stored} channel(s) per pixel, but --channel_names names {len(names)} "
+                                  f"({','.join(names)})")
+        return array[..., [names.index(m) for m in options.modalities]]
+    if stored == 2:          # grey + alpha
+        return array[..., :1]
+    if stored in (3, 4):
+        colour = array[..., :3].astype(np.float32)
+        spread = float(colour.max() - colour.min()) or 1.0
+        # Grey pixels saved as RGB (JPEG may shift the channels by a few levels) are one channel.
+        if np.abs(colour - colour[..., :1]).max() <= 0.02 * spread:
+            return array[..., :1]
+        raise CaseError(path, f"{stored} different channels per pixel: if they are MR sequences, name them "
+                              "with --channel_names (e.g. t1,flair,t1ce for the LGG TIFFs) and pick with "
+                              "--modalities; --channel_names=rgb mixes a colour photograph into luminance")
+    if stored != 1:
+        raise CaseError(path, f"{stored} components per pixel; grey, RGB or RGBA is expected, or name them "
+                              "with --channel_names")
+    return array
 
 
 def _read_mask(path: str, shape: tuple) -> np.ndarray:
     """Binary (H, W) uint8 mask. Lossless masks: any non-zero pixel is tumor. JPEG masks: from
     half of the 8-bit range up, because compression rings around the edges with small values."""
-    labels, _ = read_slice(path)
+    labels, _ = _read_pixels(path)
+    labels = labels.max(axis=-1)    # an RGB mask is tumor wherever any channel is
     if labels.shape != shape:
         raise CaseError(path, f"mask shape {labels.shape} differs from image shape {shape}")
-    if not np.isfinite(labels).all():
+    if labels.dtype.kind == "f" and not np.isfinite(labels).all():
         raise CaseError(path, "NaN/Inf pixels in the mask")
+    common.check_labels(labels, path)
     threshold = 127.5 if path.lower().endswith(LOSSY_EXTENSIONS) else 0.0
     return (labels > threshold).astype(np.uint8)
 

@@ -4,6 +4,11 @@ holding one DICOM series, found by a glob; each mask at the image's path with OL
 For the shared Brain-Tumor-Progression data:
     image_glob="*/*_Scan_T1.nii.gz", mask_replace=("_Scan_T1", "_Mask")
 gives `01/Pre_Scan_T1.nii.gz` + `01/Pre_Mask.nii.gz`, patient `01`.
+
+Several modalities: the glob finds the first of `modalities`; each other one is found the way
+the mask is, by `modality_replace` (name, OLD, NEW): e.g. modalities ("t1ce", "flair") with
+("flair", "_t1ce", "_flair") reads `a/x_t1ce.nii.gz` and `a/x_flair.nii.gz` as two channels.
+With keep_splits, a top-level train/val/test folder sets the split of the scans under it.
 """
 
 from __future__ import annotations
@@ -27,6 +32,8 @@ def discover(input_dir: str, options) -> tuple[list[CaseRef], list[tuple[str, st
                          f"{options.image_glob!r}")
     mask_of = {hit: _mask_relpath(hit, options) for hit in hits}
     masks = {mask for mask in mask_of.values() if mask}
+    # A broad glob also matches the other modalities' files: they are channels, not scans.
+    masks |= {hit.replace(old, new) for hit in hits for _, old, new in options.modality_replace if old in hit}
     cases, problems = [], []
     for hit in hits:
         if hit in masks:
@@ -39,23 +46,47 @@ def discover(input_dir: str, options) -> tuple[list[CaseRef], list[tuple[str, st
                 problems.append((image_path, problem))
                 continue
             paths["mask"] = os.path.join(input_dir, mask_of[hit])
+        problem = _modality_paths(input_dir, hit, options, paths)
+        if problem:
+            problems.append((image_path, problem))
+            continue
         # A DICOM folder's name is kept whole: its dots are not an extension.
         case_id = hit if os.path.isdir(image_path) else common.strip_extension(hit)
-        cases.append(CaseRef(case_id=case_id, patient_id=_patient_of(hit, case_id, options.patient_level),
-                             format="pairs", paths=paths))
+        split, inner = common.own_split(hit) if options.keep_splits else (None, hit)
+        patient = _patient_of(inner, case_id, options.patient_level)
+        cases.append(CaseRef(case_id=case_id, patient_id=f"{split}/{patient}" if split and patient != case_id
+                             else patient, format="pairs", paths=paths, extra={"split": split} if split else {}))
     return cases, problems
+
+
+def _modality_paths(input_dir: str, hit: str, options, paths: dict) -> str | None:
+    """Add the path of every modality after the first to `paths`; the problem when one is missing."""
+    for name, old, new in options.modality_replace:
+        if old not in hit:
+            return f"{old!r} does not occur in the path, so there is no {name} path to derive"
+        path = os.path.join(input_dir, hit.replace(old, new))
+        if not os.path.exists(path):
+            return f"{name} not found: {path}"
+        paths[name] = path
+    return None
 
 
 def load(ref: CaseRef, options) -> Scan:
     """Read the image and, unless the scans have no masks, its mask on the same grid."""
     image = common.read_volume(ref.paths["image"])
     common.check_intensities(image)
+    volumes = [image]
+    for name in options.modalities[1:]:
+        volume = common.read_volume(ref.paths[name])
+        common.check_intensities(volume)
+        common.check_same_grid(image, volume, name)
+        volumes.append(volume)
     mask = None
     if not options.no_masks and "mask" in ref.paths:
         labels = common.read_volume(ref.paths["mask"])
         common.check_same_grid(image, labels, "mask")
         mask = common.whole_tumor(labels)
-    return Scan(ref=ref, image=common.stack_channels([image]), mask=mask, spacing=image.spacing,
+    return Scan(ref=ref, image=common.stack_channels(volumes), mask=mask, spacing=image.spacing,
                 is_3d=True)
 
 

@@ -1,0 +1,111 @@
+"""What the converter leaves for a human: `conversion_report.md` (counts, every case, dropped
+slices by reason, duplicates, the anatomy of tumor and normal slices) and `conversion_sheet.png`
+(a few tumor and normal slices of each split with the tumor outlined), so the data is looked at
+before anyone trains on it."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+
+from data_prep.preprocess import DROP_REASONS
+
+REPORT_NAME = "conversion_report.md"
+SHEET_NAME = "conversion_sheet.png"
+_REASON_TEXT = {"slice_range": "outside --slice_range", "little_brain": "too little brain (--min_brain_fraction)",
+                "outside_brain_extent": "normal, outside the brain's axial extent (--min_brain_ratio)",
+                "ambiguous": "ambiguous (some tumor below --min_tumor_pixels, or within --normal_margin)",
+                "anatomy": "normal, outside the tumor levels (--match_anatomy)",
+                "duplicate": "exact duplicate of an earlier slice (--dedupe=drop)"}
+
+
+def write_report(config, outcomes, manifest, cohort: dict, directory: str | None = None) -> None:
+    """The report; `manifest` is None when the conversion failed, `cohort` holds what the
+    cohort-level steps found (duplicates, anatomy), possibly empty."""
+    prep = config.prep
+    lines = ["# Conversion report", "", f"- input: `{config.input_dir}` (format `{config.format}`)",
+             f"- output: `{config.output_dir}`", f"- image size {prep.image_size}, min tumor pixels "
+             f"{prep.min_tumor_pixels}, normal margin {prep.normal_margin}, min brain fraction "
+             f"{prep.min_brain_fraction}, min brain ratio {prep.min_brain_ratio}", ""]
+    if manifest is None:
+        lines += [f"**The conversion did not complete: no dataset was written.** {cohort.get('failure', '')}", ""]
+    else:
+        lines += ["| split | patients | normal slices | tumor slices |", "|---|---|---|---|"]
+        lines += [f"| {s} | {len(manifest['patients'][s])} | {c['normal']} | {c['tumor']} |"
+                  for s, c in manifest["counts"].items()] + [""]
+        lines += [f"**Warning: {w}.**" for w in cohort.get("warnings", [])] + [""] * bool(cohort.get("warnings"))
+        lines += [f"Look at `{SHEET_NAME}` (beside this report) before training: a few tumor and normal slices "
+                  "of each split, first channel, tumor outlined in red; rows train, val, test, tumor above normal.",
+                  ""]
+    totals = {r: sum(o.dropped.get(r, 0) for o in outcomes) for r in DROP_REASONS}
+    lines += ["## Dropped slices", "", "| reason | slices |", "|---|---|"]
+    lines += [f"| {_REASON_TEXT[r]} | {n} |" for r, n in totals.items()] + [""]
+    if "duplicates" in cohort:
+        d = cohort["duplicates"]
+        lines += ["## Exact duplicates", "", f"{d['groups']} group(s) of identical slices (hash of the decoded "
+                  f"pixels), {d['slices']} slices in them; {d['cross_patient']} group(s) span several patients; "
+                  f"mode `{config.dedupe}`: {d['action']}.", ""]
+    if "anatomy" in cohort:
+        lines += _anatomy_lines(cohort["anatomy"], config.match_anatomy)
+    lines += ["## Cases", "", "| case | patient | split | tumor | normal | dropped | masks used | status |",
+              "|---|---|---|---|---|---|---|---|"]
+    for o in outcomes:
+        status = f"rejected: {o.error}" if o.error else "converted"
+        dropped = ", ".join(f"{r} {n}" for r, n in o.dropped.items() if n) or "-"
+        lines.append(f"| {o.case_id} | {o.patient_id} | {o.split} | {o.tumor} | {o.normal} | {dropped} | "
+                     f"{'yes' if o.labelled else 'no'} | {status.replace('|', '/')} |")
+    directory = directory or config.output_dir
+    os.makedirs(directory, exist_ok=True)
+    tmp = os.path.join(directory, REPORT_NAME + f".tmp-{os.getpid()}")
+    with open(tmp, "w") as f:
+        f.write("\n".join(lines) + "\n")
+    os.replace(tmp, os.path.join(directory, REPORT_NAME))
+
+
+def _anatomy_lines(anatomy: dict, matched: bool) -> list:
+    window = anatomy.get("window")
+    lines = ["## Anatomy of the slices", "",
+             "Position: place in the head's main axial extent (0 = its first slice, 1 = its last; the order "
+             "of the volume's slices); area: head area / the volume's largest head slice. Counts in ten "
+             "bins from 0 to 1 (3-D and stacked cases only).", ""]
+    if window:
+        effect = "on: normal slices outside this window were dropped" if matched else "off: not applied"
+        lines += [f"Tumor slices lie at positions {window['low']:.2f}-{window['high']:.2f} (5th-95th "
+                  f"percentile of {window['tumor_slices']}) with area ratio >= {window['min_area_ratio']:.2f} "
+                  f"(5th percentile). --match_anatomy {effect}.", ""]
+    else:
+        lines += ["Fewer than 5 tumor slices of 3-D cases: no anatomy window, nothing matched.", ""]
+    lines += ["| slices | position histogram | area-ratio histogram |", "|---|---|---|"]
+    for name, key in (("tumor", "tumor"), ("normal, before matching", "normal_before"),
+                      ("normal, written", "normal_after")):
+        if key in anatomy:
+            lines.append(f"| {name} | {anatomy[key]['position']} | {anatomy[key]['area']} |")
+    return lines + [""]
+
+
+def write_sheet(path: str, panels: list) -> None:
+    """A grid of (title, image (S, S, C) in [-1, 1], mask (S, S)) panels: one row per split and
+    label, the first channel in grey with the mask's outline in red. Titles go to the report,
+    not the image: the row order is fixed (split, then tumor before normal)."""
+    from skimage import io as skio
+    from skimage.segmentation import find_boundaries
+
+    if not panels:
+        return
+    rows: dict = {}
+    for title, image, mask in panels:
+        rows.setdefault(title, []).append((image, mask))
+    size = panels[0][1].shape[0]
+    columns = max(len(r) for r in rows.values())
+    sheet = np.full((len(rows) * (size + 4), columns * (size + 4), 3), 255, np.uint8)
+    for r, row in enumerate(rows.values()):
+        for c, (image, mask) in enumerate(row):
+            grey = np.clip((image[..., 0] + 1.0) * 127.5, 0, 255).astype(np.uint8)
+            tile = np.repeat(grey[..., None], 3, axis=-1)
+            tile[find_boundaries(mask > 0, mode="inner")] = (255, 0, 0)
+            top, left = r * (size + 4) + 2, c * (size + 4) + 2
+            sheet[top:top + size, left:left + size] = tile
+    tmp = path + f".tmp-{os.getpid()}.png"
+    skio.imsave(tmp, sheet, check_contrast=False)
+    os.replace(tmp, path)
