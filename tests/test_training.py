@@ -381,3 +381,28 @@ def test_checkpoint_whose_pools_hold_no_attention_is_refused_for_resume(data_dir
     tf.train.CheckpointManager(old, str(tmp_path / "checkpoints"), max_to_keep=1).save(checkpoint_number=1)
     with pytest.raises(ValueError, match="image pools hold no attention maps"):
         quiet_train(dataclasses.replace(config, max_steps=2))
+
+
+def test_ssa_on_data_without_masks_warns_at_start(tmp_path):
+    import json
+
+    from ssagan_tf.data import schema
+    from ssagan_tf.training.loop import missing_masks_warning
+
+    data = write_tiny_dataset(str(tmp_path / "data"), labelled=False)
+    path = tmp_path / "data" / "manifest.json"
+    manifest = json.loads(path.read_text())
+    path.write_text(json.dumps({**manifest, "labelled_train_patients": []}))
+    config = tiny_config(data, tmp_path / "run")
+    warning = missing_masks_warning(config, schema.read_manifest(data))
+    assert "has no tumor masks in its train split" in warning and "--model=specatte_cyclegan" in warning
+    assert "trains as specatte_cyclegan" in warning
+    # Not for systems without the mask loss, nor for manifests that name labelled patients.
+    plain = dataclasses.replace(config, model=ModelConfig.for_system("specatte_cyclegan", image_size=32, channels=1))
+    assert missing_masks_warning(plain, schema.read_manifest(data)) is None
+    path.write_text(json.dumps({**manifest, "labelled_train_patients": ["p1"]}))
+    assert missing_masks_warning(config, schema.read_manifest(data)) is None
+    path.write_text(json.dumps({**manifest, "labelled_train_patients": []}))
+    log = io.StringIO()
+    train(dataclasses.replace(config, max_steps=1), stream=log)
+    assert "WARNING: --model=ssa_cyclegan" in log.getvalue().splitlines()[1]

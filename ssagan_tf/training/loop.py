@@ -72,6 +72,19 @@ def check_data(config: RunConfig):
     return manifest
 
 
+def missing_masks_warning(config: RunConfig, manifest) -> str | None:
+    """A warning when the model's mask loss has no mask to learn from: the converter records the
+    training patients whose tumor masks are kept (`labelled_train_patients`); with none, the
+    loss is 0 on every step and ssa_cyclegan trains as specatte_cyclegan."""
+    labelled = manifest.raw.get("labelled_train_patients")
+    if not config.model.mask_loss or labelled is None or labelled:
+        return None
+    return (f"WARNING: --model={config.model.system} but {config.data_dir} has no tumor masks in its train split "
+            "(no labelled training patient), so the semi-supervised mask loss is 0 on every step and this trains as "
+            "specatte_cyclegan. Convert again with masks (--labelled_fraction above 0, without --no_masks), or "
+            "train --model=specatte_cyclegan to say so.")
+
+
 def _prepare_model_dir(config: RunConfig, chief: bool, log):
     """Resume, start fresh, or refuse when model_dir holds a run of another architecture."""
     latest = checkpoints.latest_checkpoint(config.model_dir)
@@ -131,6 +144,9 @@ def train(config: RunConfig, stream=None) -> TrainResult:
     config.validate()
     log(f"Precision {config.precision}" + (f" ({config.precision_reason})" if config.precision_reason else ""))
     manifest = check_data(config)
+    warning = missing_masks_warning(config, manifest)
+    if warning:
+        log(warning)
     steps_per_epoch, total_steps, stop_step = plan(config, manifest)
     # The strategy comes first: multi_worker must configure collectives (and cpu_replicas the
     # devices) before TensorFlow runs anything.
