@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import collections
 import csv
+import json
 import os
 import subprocess
 import sys
@@ -257,6 +258,24 @@ def test_model_from_training_run(tiny_dataset, tmp_path):
     result = _augment(run, tiny_dataset, str(tmp_path / "aug"), format="tfrecord", contact_rows=0)
     assert result.model == "run/step-11"
     assert _rows(str(tmp_path / "aug"))[0]["model_version"] == "step-11"
+
+
+def test_precision_of_a_training_run_and_of_an_export(model_base, tiny_dataset, tmp_path):
+    """A training run is exported in the requested precision; an export computes in its own, and
+    asking for another one explicitly is refused before anything is written."""
+    from test_export import make_run_dir
+
+    run = str(tmp_path / "run")
+    make_run_dir(run, ModelConfig(image_size=SIZE, channels=1, ngf=8, ndf=8, n_res_blocks=1), step=3)
+    _augment(run, tiny_dataset, str(tmp_path / "bf16"), contact_rows=0, precision="bf16")
+    with open(os.path.join(str(tmp_path / "bf16"), ledger_lib.STATE_DIR, "plan.json")) as f:
+        assert json.load(f)["precision"] == "bf16"
+    _augment(model_base, tiny_dataset, str(tmp_path / "own"), contact_rows=0, precision="auto")
+    with pytest.raises(ValueError, match="this export computes in fp32, not bf16; export again with --precision=bf16"):
+        _augment(model_base, tiny_dataset, str(tmp_path / "refused"), contact_rows=0, precision="bf16")
+    assert not os.path.exists(tmp_path / "refused" / "manifest.csv")
+    with pytest.raises(ValueError, match="precision must be one of"):
+        AugmentConfig(model=model_base, data_dir=tiny_dataset, output_dir=str(tmp_path / "x"), precision="fp64")
 
 
 def test_command_line(model_base, tiny_dataset, tmp_path):

@@ -61,7 +61,8 @@ def evaluated(tmp_path_factory, tiny_dataset, exports):
     out = str(tmp_path_factory.mktemp("report"))
     config = EvaluationConfig(data_dir=tiny_dataset, output_dir=out, augmenters=tuple(exports.items()),
                               arms=("none", "classic", "synthetic", "synthetic+classic"), ratios=(1.0,),
-                              seeds=(0, 1), epochs=2, batch_size=8, patience=1, width=4, sample_count=2)
+                              seeds=(0, 1), epochs=2, batch_size=8, patience=1, width=4, sample_count=2,
+                              precision="fp32")
     return config, run_evaluation(config)
 
 

@@ -45,11 +45,12 @@ def export_dir(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def exported(run_dir, export_dir):
-    """Version 1, written by the command line (`python -m ssagan_tf.export`)."""
+    """Version 1, written by the command line (`python -m ssagan_tf.export`) in fp32."""
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONPATH": REPO_ROOT}
     result = subprocess.run([sys.executable, "-m", "ssagan_tf.export", f"--model_dir={run_dir}",
-                             f"--export_dir={export_dir}"], capture_output=True, text=True, timeout=300,
-                            cwd=REPO_ROOT, env=env)
+                             f"--export_dir={export_dir}", "--precision=fp32"], capture_output=True, text=True,
+                            timeout=300, cwd=REPO_ROOT, env=env)
+    assert result.stdout.startswith("Precision fp32 (--precision: as requested)"), result.stdout
     assert result.returncode == 0, result.stderr[-3000:]
     version_dir = result.stdout.strip().splitlines()[-1]
     assert version_dir == os.path.join(export_dir, "ssagan", "1")
@@ -75,6 +76,7 @@ def test_export_reload_matches_keras(exported, run_dir):
     assert info["source_model_dir"] == os.path.abspath(run_dir)
     assert info["model_config"]["ngf"] == 8 and info["has_attention"]
     assert max(info["verification"]["max_abs_diff"].values()) <= 1e-5
+    assert info["precision"] == "fp32" and info["verification"]["tolerance"] == 1e-5
     models, _, _ = restore_models(run_dir)
     loaded = tf.saved_model.load(exported)
     images = _batch()
@@ -185,3 +187,24 @@ def test_bad_flags_rejected_before_work(run_dir, argv, message):
     flag_values = export.define_flags(flags.FlagValues())
     with pytest.raises(flags.IllegalFlagValueError, match=message):
         flag_values(["export"] + [arg.format(run=run_dir) for arg in argv])
+
+
+def test_bf16_export_takes_and_returns_float32_and_matches_keras_within_its_tolerance(run_dir, tmp_path):
+    from ssagan_tf.training.checkpoints import restore_models
+
+    version_dir = export.export_models(run_dir, str(tmp_path), precision="bf16")
+    info = export.read_export_info(version_dir)
+    assert info["precision"] == "bf16" and info["verification"]["tolerance"] == export.TOLERANCES["bf16"]
+    assert max(info["verification"]["max_abs_diff"].values()) <= export.TOLERANCES["bf16"]
+    signature = tf.saved_model.load(version_dir).signatures["normal_to_tumor"]
+    assert signature.structured_input_signature[1]["images"].dtype == tf.float32
+    images = _batch()
+    out = signature(images=tf.constant(images))
+    assert out["image"].dtype == tf.float32 and out["attention"].dtype == tf.float32
+    bf16, cfg, _ = restore_models(run_dir, precision="bf16")
+    expected, _ = translate(bf16.normal_to_tumor, bf16.attention_normal, images, tau=0.25)
+    assert np.abs(out["image"].numpy() - expected.numpy()).max() <= export.TOLERANCES["bf16"]
+    fp32, _, _ = restore_models(run_dir)
+    reference, _ = translate(fp32.normal_to_tumor, fp32.attention_normal, images, tau=0.25)
+    difference = np.abs(out["image"].numpy() - reference.numpy()).max()
+    assert 0 < difference < 0.05           # computed in bfloat16, so close to fp32 but not equal

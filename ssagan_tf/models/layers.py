@@ -10,6 +10,7 @@ that bf16/fp16 compute (`ssagan_tf.precision`) keeps them accurate.
 from __future__ import annotations
 
 import keras
+import tensorflow as tf
 from keras import layers
 
 
@@ -74,11 +75,12 @@ class SpectralConv2D(layers.Layer):
         self.bias = (self.add_weight(shape=(self.filters,), initializer="zeros", name="bias", autocast=False)
                      if self.use_bias else None)
         # The power-iteration vectors depend on W alone (mirrored), so every replica computes the
-        # same update: keep the first replica's.
-        vector = dict(initializer=keras.initializers.RandomNormal(stddev=1.0), trainable=False, autocast=False,
-                      aggregation="only_first_replica")
-        self.u = self.add_weight(shape=(self.filters,), name="u", **vector)
-        self.v = self.add_weight(shape=(k * k * channels,), name="v", **vector)
+        # same update: each keeps its own copy (on_read: no cross-replica sync point inside the
+        # step, which an XLA-compiled step could not hold) and checkpoints save the first one's.
+        vector = dict(trainable=False, autocast=False, aggregation="only_first_replica", synchronization="on_read")
+        normal = keras.initializers.RandomNormal(stddev=1.0)
+        self.u = keras.Variable(normal, shape=(self.filters,), name="u", **vector)
+        self.v = keras.Variable(normal, shape=(k * k * channels,), name="v", **vector)
 
     def _normalize(self, x):
         return x / (keras.ops.norm(x) + self.epsilon)
@@ -101,7 +103,9 @@ class SpectralConv2D(layers.Layer):
         outputs = keras.ops.conv(inputs, keras.ops.cast(kernel, self.compute_dtype), strides=self.strides,
                                  padding=self.padding)
         if self.bias is not None:
-            outputs = outputs + keras.ops.cast(self.bias, self.compute_dtype)
+            # bias_add, not "+": grappler's remapper fuses conv + BiasAdd + activation, and on an
+            # Add it fails the fusion with an error line in the console.
+            outputs = tf.nn.bias_add(outputs, keras.ops.cast(self.bias, self.compute_dtype))
         return outputs
 
     def compute_output_shape(self, input_shape):
