@@ -50,11 +50,13 @@ def kernels(precision: str, n: int, size: int, ngf: int) -> dict:
     w = tf.Variable(tf.constant(rng.normal(size=(3, 3, c, c)) * 0.02, dtype))
     repeats = FLAGS.repeats
 
+    # Every repeat's input depends on the previous result (times 0): identical calls would otherwise
+    # be merged into one by grappler's common-subexpression elimination.
     @tf.function
     def matmul():
         out = a
         for _ in range(repeats):
-            out = tf.matmul(a, b) + out[:1, :1] * 0       # a data dependency stops the calls being merged
+            out = tf.matmul(a + out[0, 0] * 0, b)
         return out[0, 0]
 
     @tf.function
@@ -68,11 +70,12 @@ def kernels(precision: str, n: int, size: int, ngf: int) -> dict:
     def conv_step():
         total = tf.zeros((), tf.float32)
         for _ in range(repeats):
+            inputs = x + tf.cast(total, dtype) * 0
             with tf.GradientTape() as tape:
-                tape.watch(x)
-                y = tf.nn.conv2d(x, w, 1, "SAME")
-                loss = tf.reduce_sum(tf.cast(y, tf.float32))
-            gx, gw = tape.gradient(loss, [x, w])
+                tape.watch(inputs)
+                y = tf.nn.conv2d(inputs, w, 1, "SAME")
+                loss = tf.reduce_sum(tf.square(tf.cast(y, tf.float32)))   # upstream gradient 2y: new each repeat
+            gx, gw = tape.gradient(loss, [inputs, w])
             total += tf.cast(tf.reduce_sum(gx) + tf.reduce_sum(gw), tf.float32)
         return total
 
