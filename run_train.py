@@ -105,7 +105,7 @@ def config_from_flags(f):
              "pool_size", "flip", "strategy", "cpu_replicas", "jit_compile", "deterministic",
              "seed", "checkpoint_every", "keep_checkpoints", "log_every", "image_every", "fresh")
     return RunConfig(data_dir=f.data_dir, model_dir=f.model_dir, model=model,
-                     precision_reason=f"{f.precision}: {choice.reason}",
+                     precision_reason=choice.why,
                      **{n: getattr(f, n) for n in names}).validate()
 
 

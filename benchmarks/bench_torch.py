@@ -121,6 +121,8 @@ def build_torch_step(torch_path: str, size: int, system: str, phase: str, precis
         return image * (att >= tau).float() if masked else image
 
     def step():
+        for p in list(d_t.parameters()) + list(d_n.parameters()):      # as junyanz: no D gradients in G's step
+            p.requires_grad_(False)
         with autocast():
             fake_t, att_n = translate(g_n2t, a_n, x_n)
             rec_n, _ = translate(g_t2n, a_t, fake_t)
@@ -134,6 +136,8 @@ def build_torch_step(torch_path: str, size: int, system: str, phase: str, precis
         opt_g.zero_grad()
         loss_g.backward()
         opt_g.step()
+        for p in list(d_t.parameters()) + list(d_n.parameters()):
+            p.requires_grad_(True)
         with autocast():
             loss_d = 0.0
             for disc, real, real_att, fake, fake_att, key in (

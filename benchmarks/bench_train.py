@@ -124,19 +124,37 @@ def forward_flops(model) -> int:
 
 
 def step_flops(models, phase: str) -> int:
-    """FLOPs of one train step (batch 1), counted from the networks' forward FLOPs F: a pass with
-    backward costs 3F (forward, input and weight gradients), a pass whose weights get no gradient
-    2F (forward, input gradient), a pass whose input needs no gradient 2F (forward, weight
-    gradient). Per step: four generator passes (3F each); the discriminators twice in the
-    generator loss (2F) and twice each in their own loss (2F); with attention, the two networks on
-    real slices (2F warm-up, 1F frozen) and on fakes in the cycle (3F warm-up, 2F frozen)."""
+    """FLOPs of one train step (batch 1), counted from the networks' forward FLOPs F. A pass that
+    trains the network's weights costs 3F (forward, activation gradients, weight gradients); a pass
+    that only carries gradients through to its input costs 2F (forward, activation gradients); a
+    pass without any gradient costs F. (The first layer's input gradient, not needed when the
+    input is real data, is a small overcount.) Per step: the two generators twice each (3F);
+    each discriminator once in the generator loss (2F) and twice in its own loss (3F); with
+    attention, each attention network on a real slice (3F warm-up, F frozen) and on a fake in the
+    cycle (3F warm-up, 2F frozen)."""
     generator = forward_flops(models.normal_to_tumor)
     discriminator = forward_flops(models.disc_tumor)
-    total = 4 * 3 * generator + 2 * (2 + 2 * 2) * discriminator
+    total = 4 * 3 * generator + 2 * (2 + 2 * 3) * discriminator
     if models.attention_normal is not None:
         attention = forward_flops(models.attention_normal)
-        total += 2 * ((2 + 3) if phase == "warmup" else (1 + 2)) * attention
+        total += 2 * ((3 + 3) if phase == "warmup" else (1 + 2)) * attention
     return total
+
+
+def add_same_precision_ratios(rows: list) -> list:
+    """`vs_cyclegan_same_precision` for interleaved rows: the median (95% bootstrap interval) over
+    rounds of the step time over that of our `cyclegan` in the same precision and mode."""
+    import numpy as np
+
+    base = {(r["precision"], r["mode"], r["size"]): r["step_seconds"] for r in rows
+            if r.get("framework") == "tf" and r["system"] == "cyclegan" and "step_seconds" in r}
+    for r in rows:
+        reference = base.get((r.get("precision"), r.get("mode"), r.get("size")))
+        if r.get("framework") == "tf" and reference and "step_seconds" in r:
+            ratios = np.array(r["step_seconds"]) / np.array(reference)
+            (r["vs_cyclegan_same_precision"], r["vs_cyclegan_same_precision_low"],
+             r["vs_cyclegan_same_precision_high"]) = median_with_interval(ratios)
+    return rows
 
 
 def _row(size, system, mode, phase, ngf, n_res_blocks, model, steps, times, warmup_seconds, flops=None,
@@ -266,7 +284,7 @@ def measure_interleaved(size: int, configurations: list, steps: int, ngf: int, n
         row["step_seconds"] = times[c]                # per round, in round order
         row["interleaved"] = True
         rows.append(row)
-    return rows
+    return add_same_precision_ratios(rows)
 
 
 def _runner(built: dict, c: tuple):
@@ -291,12 +309,12 @@ def _percent(r: dict, key: str) -> str:
 
 def table(rows: list) -> str:
     lines = ["| size | system | mode | phase | step s (median) | slices/s | TFLOP/s | vs fp32 cyclegan [95%] | "
-             "vs faster PyTorch [95%] | peak RSS MB | trace+warm-up s |",
-             "|---:|---|---|---|---:|---:|---:|---:|---:|---:|---:|"]
+             "vs cyclegan, same precision [95%] | vs faster PyTorch [95%] | peak RSS MB | trace+warm-up s |",
+             "|---:|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for r in rows:
         if "error" in r:
             lines.append(f"| {r['size']} | {label(r)} | {r['mode']} | {r['phase']} | "
-                         f"failed: {r['error'][:60]} | | | | | | |")
+                         f"failed: {r['error'][:60]} | | | | | | | |")
             continue
         ratio = _percent(r, "vs_cyclegan")
         if r.get("system") == "cyclegan" and r.get("precision") == "fp32" and r.get("framework") == "tf" \
@@ -306,7 +324,8 @@ def table(rows: list) -> str:
             if r.get("vs_torch_best") is not None else "-"
         tflops = f"{r['tflops']:.3f}" if r.get("tflops") else "-"
         lines.append(f"| {r['size']} | {label(r)} | {r['mode']} | {r['phase']} | {r['step_seconds_median']:.3f} | "
-                     f"{r['slices_per_second']:.2f} | {tflops} | {ratio} | {torch} | {r['peak_rss_mb']:.0f} | "
+                     f"{r['slices_per_second']:.2f} | {tflops} | {ratio} | {_percent(r, 'vs_cyclegan_same_precision')} | "
+                     f"{torch} | {r['peak_rss_mb']:.0f} | "
                      f"{r['trace_and_warmup_seconds']:.1f} |")
     return "\n".join(lines)
 

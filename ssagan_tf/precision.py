@@ -37,9 +37,13 @@ class PrecisionChoice:
     requested: str
     reason: str
 
+    @property
+    def why(self) -> str:
+        """How the precision was set and why: `auto: <reason>` or `--precision: as requested`."""
+        return f"{'auto' if self.requested == 'auto' else '--precision'}: {self.reason}"
+
     def describe(self) -> str:
-        how = "auto" if self.requested == "auto" else "--precision"
-        return f"Precision {self.precision} ({how}: {self.reason})"
+        return f"Precision {self.precision} ({self.why})"
 
 
 def check_precision(name: str, allow_auto: bool = True) -> str:

@@ -208,3 +208,18 @@ def test_bf16_export_takes_and_returns_float32_and_matches_keras_within_its_tole
     reference, _ = translate(fp32.normal_to_tumor, fp32.attention_normal, images, tau=0.25)
     difference = np.abs(out["image"].numpy() - reference.numpy()).max()
     assert 0 < difference < 0.05           # computed in bfloat16, so close to fp32 but not equal
+
+
+def test_bf16_export_verifies_with_attention_at_tau(run_dir, tmp_path):
+    """With tau at the median attention half the pixels sit near the threshold, where bf16
+    rounding can flip it between the SavedModel and Keras; those pixels are left out of the
+    check (and counted), the rest must match within the bf16 tolerance."""
+    from ssagan_tf.training.checkpoints import restore_models
+
+    models, cfg, _ = restore_models(run_dir, precision="bf16")
+    images = np.random.default_rng(0).uniform(-1, 1, (2, 32, 32, 1)).astype(np.float32)   # verify_export's batch
+    tau = float(np.median(models.attention_normal(images).numpy()))
+    version_dir = export.export_models(run_dir, str(tmp_path), tau=tau, precision="bf16")
+    verification = export.read_export_info(version_dir)["verification"]
+    assert verification["near_tau_pixels_left_out"] > 0
+    assert max(verification["max_abs_diff"].values()) <= export.TOLERANCES["bf16"]

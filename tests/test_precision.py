@@ -52,6 +52,7 @@ def test_cpu_flags_are_read_from_cpuinfo(tmp_path):
 def saved_run(tmp_path, model_fields):
     os.makedirs(tmp_path / "checkpoints")
     (tmp_path / "checkpoints" / "checkpoint").write_text('model_checkpoint_path: "ckpt-1"\n')
+    (tmp_path / "checkpoints" / "ckpt-1.index").write_bytes(b"")
     (tmp_path / "config.json").write_text(json.dumps({"model": model_fields}))
     return str(tmp_path)
 
@@ -71,4 +72,11 @@ def test_a_run_saved_with_mixed_precision_resumes_as_fp16(tmp_path):
 
 
 def test_a_directory_without_checkpoints_decides_by_hardware(tmp_path):
+    assert resolve_precision("auto", str(tmp_path), gpus=[], flags=NO_BF16).precision == "fp32"
+
+
+def test_a_stale_checkpoint_index_without_files_is_no_saved_run(tmp_path):
+    os.makedirs(tmp_path / "checkpoints")
+    (tmp_path / "checkpoints" / "checkpoint").write_text('model_checkpoint_path: "ckpt-9"\n')
+    (tmp_path / "config.json").write_text(json.dumps({"model": {"precision": "fp16"}}))
     assert resolve_precision("auto", str(tmp_path), gpus=[], flags=NO_BF16).precision == "fp32"

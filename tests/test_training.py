@@ -442,3 +442,38 @@ def test_bf16_attention_dice_on_the_phantom_is_within_tolerance_of_fp32(phantom_
     assert fp32[0] == pytest.approx(bf16[0], abs=1e-3)          # same initial weights
     assert fp32[4] > fp32[0] + 0.1 and bf16[4] > bf16[0] + 0.1, results
     assert abs(fp32[4] - bf16[4]) <= 0.1, results
+
+
+@pytest.mark.parametrize("d_mode", ["full", "source_attention", "own_attention"])
+def test_after_the_warmup_d_sees_the_pooled_fake_masked_by_its_stored_attention(data_dir, tmp_path, d_mode):
+    """The step's routing by value: a (fake, attention) pair pooled earlier is drawn by a forced
+    swap, and D_t's loss equals a hand computation from the views `d_mode` prescribes: the pooled
+    fake masked by its stored (source) attention, the real masked by that same map
+    (source_attention) or by its own A_t (own_attention), nothing masked with full."""
+    model = ModelConfig.for_system("attention_cyclegan", image_size=32, channels=1, ngf=8, ndf=8, n_res_blocks=1)
+    config = tiny_config(data_dir, tmp_path, model=model, batch_size=1, d_mode=d_mode, tau=0.1)
+    train_step, models, (pools_tumor, _) = make_train_step(config, pool_size=1)
+    pool = pools_tumor[0]
+    rng = np.random.default_rng(7)
+    stored_fake = rng.uniform(-1, 1, (1, 32, 32, 1)).astype(np.float32)
+    stored_attention = np.where(np.arange(32)[None, :, None, None] < 16, 0.9, 0.02).repeat(32, 2).astype(np.float32)
+    stored_attention = np.transpose(stored_attention, (0, 2, 1, 3))            # left half attended
+    pool.images.assign(stored_fake)
+    pool.attention.assign(stored_attention)
+    pool.stored.assign(1)
+    query = next(q for q in range(100) if float(tf.random.stateless_uniform(
+        [2], seed=tf.constant([pool.seed, q], tf.int64))[0]) < 0.5)            # this draw swaps
+    pool.queries.assign(query)
+    batch = random_batch()
+    batch = {d: {k: v[:1] for k, v in batch[d].items()} for d in batch}
+    x_t = batch["tumor"]["image"].numpy()
+    own = models.attention_tumor(x_t).numpy()
+    source = stored_attention
+    real_mask = {"full": 1.0, "source_attention": source >= 0.1, "own_attention": own >= 0.1}[d_mode]
+    fake_mask = 1.0 if d_mode == "full" else source >= 0.1
+    expected = losses.discriminator_adversarial_loss(models.disc_tumor(x_t * real_mask),
+                                                     models.disc_tumor(stored_fake * fake_mask)).numpy()[0]
+    values = train_step(batch, False)
+    assert float(values["disc_tumor"]) == pytest.approx(float(expected), rel=1e-5)
+    # The routes differ on these inputs, so a swapped map could not pass.
+    assert np.any(own >= 0.1) and not np.all(source >= 0.1)

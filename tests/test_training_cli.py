@@ -122,20 +122,28 @@ def test_flagfile_run_killed_and_rerun_finishes(data_dir, tmp_path):
     assert list(export_dir.rglob("saved_model.pb")), "--export_dir wrote no SavedModel"
 
 
-def test_two_cpu_replicas_match_one_device(data_dir, tmp_path):
+@pytest.mark.parametrize("model,steps,rtol,atol,loose_share", [
+    ("attention_cyclegan", 2, 1e-4, 5e-5, 1e-4),
+    # Spectral norm's gradient through sigma (G/sigma - <G, W>/sigma^2 u v^T) cancels, which
+    # magnifies the batch-1 versus batch-2 rounding of the convolutions (measured: 3e-5 on Adam's
+    # first moments after one step; Adam's first, sign-like step then spreads it), so the default
+    # system is compared after one step, more loosely; spectral norm itself across replicas is
+    # in test_layers.py.
+    ("ssa_cyclegan", 1, 1e-3, 2e-4, 1e-3),
+])
+def test_two_cpu_replicas_match_one_device(data_dir, tmp_path, model, steps, rtol, atol, loose_share):
     # Pools large enough not to fill in 2 steps: a full pool swaps images at random, and one pool
-    # per replica fills at a different rate than a single one. attention_cyclegan: spectral norm's
-    # gradient through sigma (G/sigma - <G, W>/sigma^2 u v^T) cancels, which magnifies the batch-1
-    # versus batch-2 rounding of the convolutions beyond this tolerance within two Adam steps;
-    # its replica equivalence is tested on its own (test_layers.py).
-    common = [f"--data_dir={data_dir}", *TINY, "--pool_size=50", "--max_steps=2", "--flip=false", "--deterministic",
-              "--model=attention_cyclegan"]
+    # per replica fills at a different rate than a single one.
+    common = [f"--data_dir={data_dir}", *TINY, "--pool_size=50", f"--max_steps={steps}", "--flip=false",
+              "--deterministic", f"--model={model}"]
     procs = [subprocess.Popen(command(*common, f"--model_dir={tmp_path / name}", *extra), cwd=REPO_ROOT,
                               env=environment(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
              for name, extra in (("one", ["--strategy=one_device"]), ("two", ["--cpu_replicas=2"]))]
     outs = [p.communicate(timeout=400)[0] for p in procs]
     assert [p.returncode for p in procs] == [0, 0], outs
     assert "2 replica(s) (mirrored)" in outs[1]
+    losses = [[line.split("|")[1] for line in out.splitlines() if line.startswith("step ")] for out in outs]
+    assert losses[0] == losses[1] and len(losses[0]) == steps        # the same losses to 4 decimals
     one, two = model_variables(str(tmp_path / "one")), model_variables(str(tmp_path / "two"))
     assert one.keys() == two.keys()
     # Same global batch, same maths; only the order of the cross-replica gradient sum differs, which
@@ -144,10 +152,10 @@ def test_two_cpu_replicas_match_one_device(data_dir, tmp_path):
     for name in one:
         a, b = np.asarray(one[name]), np.asarray(two[name])
         if a.dtype.kind == "f":
-            np.testing.assert_allclose(a, b, rtol=1e-4, atol=5e-5, err_msg=name)
+            np.testing.assert_allclose(a, b, rtol=rtol, atol=atol, err_msg=name)
             total += a.size
             loose += int((np.abs(a - b) > 1e-5 + 1e-4 * np.abs(a)).sum())
-    assert loose <= total * 1e-4, f"{loose} of {total} values differ by more than 1e-5"
+    assert loose <= total * loose_share, f"{loose} of {total} values differ by more than 1e-5"
 
 
 def test_fp16_precision_scales_the_loss_and_cannot_resume_as_another(data_dir, tmp_path):

@@ -148,7 +148,9 @@ def load_config_dict(model_dir: str) -> dict:
 
 def saved_precision(model_dir: str) -> str | None:
     """The precision of the run saved in `model_dir` (None when it holds no checkpoint)."""
-    if not os.path.isfile(os.path.join(model_dir, "checkpoints", "checkpoint")):
+    import tensorflow as tf
+
+    if not tf.train.latest_checkpoint(os.path.join(model_dir, "checkpoints")):
         return None
     try:
         return ModelConfig.from_dict(load_config_dict(model_dir)["model"]).precision

@@ -53,7 +53,7 @@ class TrainStep:
     """Callable `(distributed_batch, warmup) -> {loss name: global mean}`.
 
     `warmup` (a Python bool) says whether the attention networks still train; after the warm-up
-    they are frozen and, for d_mode `paper`/`mejjati`, the discriminators see masked images.
+    they are frozen and, for every d_mode but `full`, the discriminators see masked images.
     Each value of `warmup` is one traced graph.
     """
 
