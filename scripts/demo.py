@@ -25,7 +25,7 @@ from absl import app, flags
 flags.DEFINE_string("output_dir", "runs/demo", "Where every demo output goes.")
 flags.DEFINE_integer("cases", 16, "Phantom cases (every fifth is tumor-free).")
 flags.DEFINE_integer("image_size", 64, "Slice size of the demo dataset.")
-flags.DEFINE_integer("epochs", 4, "Training epochs of the demo model.")
+flags.DEFINE_integer("epochs", 8, "Training epochs of the demo model.")
 FLAGS = flags.FLAGS
 
 
