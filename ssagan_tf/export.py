@@ -349,7 +349,7 @@ def _main(argv, flag_values):
 
 
 if __name__ == "__main__":
-    from absl import app
+    from ssagan_tf import cli
 
     _FLAGS = define_flags()
-    app.run(lambda argv: _main(argv, _FLAGS))
+    cli.run(lambda argv: _main(argv, _FLAGS), __doc__)
