@@ -7,6 +7,7 @@ import sys
 from absl import app, flags
 
 from data_prep import preprocess
+from ssagan_tf import cli
 from data_prep.readers import FORMATS, ReaderOptions
 
 FLAGS = flags.FLAGS
@@ -197,21 +198,13 @@ def _run(argv) -> int:
     return 0
 
 
-HELP_FLAGS = ("-h", "--help", "-help", "--helpshort", "-?")
-
-
-def print_help(doc: str, module) -> None:
-    """The module's docstring and every flag it defines. absl's own --help lists only the flags of
-    the file run as __main__ (none here: they live in this module) and exits 1."""
-    print(doc.strip() + "\n\nflags:\n\n" + FLAGS.module_help(module))
-
-
 def main(argv=None) -> int:
     argv = list(sys.argv if argv is None else argv)
-    if any(arg in HELP_FLAGS for arg in argv[1:]):
+    if cli.wants_help(argv):
         from data_prep import convert
 
-        print_help(convert.__doc__, sys.modules[__name__])
+        # The flags live in this module, not in the converter run as __main__.
+        print(cli.help_text(convert.__doc__, sys.modules[__name__]))
         return 0
     try:
         app.run(lambda args: sys.exit(_run(args)), argv=argv)

@@ -127,6 +127,8 @@ def write_cohort(output_dir: str, cases: int = 12, size: int = 64, slices: int =
 def main(argv=None) -> int:
     from absl import app, flags
 
+    from ssagan_tf import cli
+
     flags.DEFINE_string("output_dir", None, "Folder to write the cohort into (one folder per case).")
     flags.DEFINE_integer("cases", 12, "Number of cases; every fifth is tumor-free.")
     flags.DEFINE_integer("size", 64, "In-plane size of each volume (voxels).")
@@ -134,9 +136,8 @@ def main(argv=None) -> int:
     flags.DEFINE_integer("seed", 0, "Seed; the same seed writes the same cohort.")
 
     args = list(sys.argv if argv is None else argv)
-    if any(arg in ("-h", "--help", "-help", "--helpshort", "-?") for arg in args[1:]):
-        # absl's --help exits 1 and, with the flags defined here, may miss them: print them and exit 0.
-        print(__doc__.strip() + "\n\nflags:\n\n" + flags.FLAGS.module_help(sys.modules[__name__]))
+    if cli.wants_help(args):
+        print(cli.help_text(__doc__, sys.modules[__name__]))
         return 0
 
     def run(argv):
