@@ -477,3 +477,29 @@ def test_after_the_warmup_d_sees_the_pooled_fake_masked_by_its_stored_attention(
     assert float(values["disc_tumor"]) == pytest.approx(float(expected), rel=1e-5)
     # The routes differ on these inputs, so a swapped map could not pass.
     assert np.any(own >= 0.1) and not np.all(source >= 0.1)
+
+
+def test_non_finite_weights_are_never_saved(data_dir, two_step_run, tmp_path):
+    """The issue's reproduction: resume with a finite but huge learning rate and a checkpoint every
+    step. The weights blow up one step before a loss shows it; nothing non-finite is saved, the
+    message names the last finite checkpoint, and every checkpoint on disk is finite."""
+    shutil.copytree(two_step_run, tmp_path / "run")
+    with pytest.raises(NonFiniteLossError, match=r"non-finite .*last finite checkpoint|last good checkpoint") as error:
+        quiet_train(tiny_config(data_dir, tmp_path / "run", max_steps=12, learning_rate=3e38, checkpoint_every=1))
+    latest = checkpoints.latest_checkpoint(str(tmp_path / "run"))
+    assert latest in str(error.value)
+    for index in sorted((tmp_path / "run" / "checkpoints").glob("ckpt-*.index")):
+        values = checkpoint_values(str(index)[:-len(".index")])
+        bad = [n for n, v in values.items() if np.asarray(v).dtype.kind == "f" and not np.isfinite(v).all()]
+        assert not bad, (index.name, bad[:3])
+    # A rerun with a sane learning rate resumes from that checkpoint.
+    resumed = quiet_train(tiny_config(data_dir, tmp_path / "run", max_steps=int(latest.rsplit("-", 1)[1]) + 1))
+    assert resumed.resumed_from == int(latest.rsplit("-", 1)[1])
+
+
+def test_learning_rate_must_be_finite(data_dir, tmp_path):
+    from ssagan_tf.training.config import ConfigError
+
+    for bad in (float("inf"), float("nan"), 0.0):
+        with pytest.raises(ConfigError, match="learning_rate must be finite and > 0"):
+            tiny_config(data_dir, tmp_path, learning_rate=bad).validate()

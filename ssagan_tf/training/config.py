@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 from dataclasses import dataclass, field
 
@@ -85,7 +86,8 @@ class RunConfig:
         need(self.batch_size >= 1, f"batch_size must be >= 1, got {self.batch_size}")
         need(self.epochs >= 1, f"epochs must be >= 1, got {self.epochs}")
         need(self.max_steps >= 0, f"max_steps must be >= 0 (0 = no limit), got {self.max_steps}")
-        need(self.learning_rate > 0, f"learning_rate must be > 0, got {self.learning_rate}")
+        need(math.isfinite(self.learning_rate) and self.learning_rate > 0,
+             f"learning_rate must be finite and > 0, got {self.learning_rate}")
         need(0 <= self.beta_1 < 1 and 0 <= self.beta_2 < 1, f"betas must be in [0, 1), got {self.beta_1}, {self.beta_2}")
         need(0 <= self.decay_start_fraction <= 1,
              f"decay_start_fraction must be in [0, 1], got {self.decay_start_fraction}")

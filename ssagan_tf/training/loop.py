@@ -72,6 +72,22 @@ def check_data(config: RunConfig):
     return manifest
 
 
+def non_finite_state(models, optimizers, probe) -> list:
+    """What makes the training state unfit to save: the networks' and optimizers' float variables
+    holding NaN or Inf, and the networks whose output on `probe` (a fixed batch, the same on every
+    worker) is not finite. Weights can be finite yet so large that the next forward pass overflows
+    (a huge learning rate does that), so the outputs are checked too."""
+    variables = [v for m in models.named().values() for v in m.weights]
+    variables += [v for opt in optimizers for v in opt.variables]
+    bad = [getattr(v, "path", v.name) for v in variables
+           if tf.as_dtype(v.dtype).is_floating and not bool(tf.reduce_all(tf.math.is_finite(tf.convert_to_tensor(v))))]
+    for name, network in models.named().items():
+        output = tf.cast(network(probe, training=False), tf.float32)
+        if not bool(tf.reduce_all(tf.math.is_finite(output))):
+            bad.append(f"{name} output")
+    return bad
+
+
 def missing_masks_warning(config: RunConfig, manifest) -> str | None:
     """A warning when the model's mask loss has no mask to learn from: the converter records the
     training patients whose tumor masks are kept (`labelled_train_patients`); with none, the
@@ -223,6 +239,8 @@ def _run(config, strategy, chief, models, gen_opt, disc_opt, step, epoch, pools_
     attention_fn = (tf.function(lambda x: models.attention_tumor(x, training=False), reduce_retracing=True)
                     if models.attention_tumor is not None else None)
     slices_per_step = 2 * config.batch_size          # one normal and one tumor slice per example
+    size, channels = config.model.image_size, config.model.channels
+    probe = tf.constant(np.random.default_rng(0).uniform(-1, 1, (1, size, size, channels)), tf.float32)
 
     warned = []
 
@@ -278,6 +296,16 @@ def _run(config, strategy, chief, models, gen_opt, disc_opt, step, epoch, pools_
                 record_dice(current, current // steps_per_epoch)
         if current % config.checkpoint_every == 0 or current % steps_per_epoch == 0 or current == stop_step:
             if current != last_saved:
+                # The loss is checked before the update it drives: a blow-up shows in the weights one
+                # step before it shows in a loss, so the weights are checked before every save.
+                bad = non_finite_state(models, (gen_opt, disc_opt), probe)
+                if bad:
+                    raise NonFiniteLossError(
+                        f"non-finite training state after step {current} ({len(bad)} problems, e.g. "
+                        f"{', '.join(bad[:3])}). "
+                        f"Training stopped without saving them; the last finite checkpoint "
+                        f"({manager.latest_checkpoint or 'none'}) is the latest, and a rerun resumes from it. "
+                        "Try a lower --learning_rate, or --precision=fp32.")
                 manager.save(checkpoint_number=current)
                 last_saved = current
         board.flush()
