@@ -6,7 +6,8 @@ earlier step (which the new one replaces in the pool), else the new one; until t
 every image is stored and returned as is. Each translation is stored unmasked, with the attention
 map of its source (as Mejjati et al.'s pool does), and the step masks what the pool returns for the
 phase it is in: a translation pooled during the attention warm-up is shown masked after it, so the
-discriminator never compares an unmasked fake with masked reals. Randomness is stateless, keyed by (seed, number of
+discriminator never compares an unmasked fake with masked reals. Randomness is stateless, keyed
+by (seed, number of
 queries so far): the pool's own counter is its random state, so a restored pool continues with
 exactly the draws it would have made.
 """
