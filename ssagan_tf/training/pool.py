@@ -7,9 +7,8 @@ every image is stored and returned as is. Each translation is stored unmasked, w
 map of its source (as Mejjati et al.'s pool does), and the step masks what the pool returns for the
 phase it is in: a translation pooled during the attention warm-up is shown masked after it, so the
 discriminator never compares an unmasked fake with masked reals. Randomness is stateless, keyed
-by (seed, number of
-queries so far): the pool's own counter is its random state, so a restored pool continues with
-exactly the draws it would have made.
+by (seed, number of queries so far): the pool's own counter is its random state, so a restored
+pool continues with exactly the draws it would have made.
 """
 
 from __future__ import annotations
