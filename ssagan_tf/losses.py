@@ -16,7 +16,7 @@ GAN_LOSSES = ("lsgan", "vanilla")
 MASK_LOSS_TYPES = ("l1", "l1_dice")
 
 
-def _per_example_mean(x):
+def per_example_mean(x):
     """Mean over every axis but the batch axis."""
     x = tf.cast(x, tf.float32)
     return tf.reduce_mean(tf.reshape(x, [tf.shape(x)[0], -1]), axis=1)
@@ -33,8 +33,8 @@ def generator_adversarial_loss(fake_logits, gan_loss: str = "lsgan"):
     _check_gan_loss(gan_loss)
     fake_logits = tf.cast(fake_logits, tf.float32)
     if gan_loss == "lsgan":
-        return _per_example_mean(tf.square(fake_logits - 1.0))
-    return _per_example_mean(tf.nn.sigmoid_cross_entropy_with_logits(tf.ones_like(fake_logits), fake_logits))
+        return per_example_mean(tf.square(fake_logits - 1.0))
+    return per_example_mean(tf.nn.sigmoid_cross_entropy_with_logits(tf.ones_like(fake_logits), fake_logits))
 
 
 def discriminator_adversarial_loss(real_logits, fake_logits, gan_loss: str = "lsgan"):
@@ -44,28 +44,28 @@ def discriminator_adversarial_loss(real_logits, fake_logits, gan_loss: str = "ls
     real_logits = tf.cast(real_logits, tf.float32)
     fake_logits = tf.cast(fake_logits, tf.float32)
     if gan_loss == "lsgan":
-        real = _per_example_mean(tf.square(real_logits - 1.0))
-        fake = _per_example_mean(tf.square(fake_logits))
+        real = per_example_mean(tf.square(real_logits - 1.0))
+        fake = per_example_mean(tf.square(fake_logits))
     else:
-        real = _per_example_mean(tf.nn.sigmoid_cross_entropy_with_logits(tf.ones_like(real_logits), real_logits))
-        fake = _per_example_mean(tf.nn.sigmoid_cross_entropy_with_logits(tf.zeros_like(fake_logits), fake_logits))
+        real = per_example_mean(tf.nn.sigmoid_cross_entropy_with_logits(tf.ones_like(real_logits), real_logits))
+        fake = per_example_mean(tf.nn.sigmoid_cross_entropy_with_logits(tf.zeros_like(fake_logits), fake_logits))
     return 0.5 * (real + fake)
 
 
 def cycle_consistency_loss(real, reconstructed):
     """Paper Eq. 3, one direction: mean |x - F(G(x))| (L1), before the lambda_cyc weight."""
-    return _per_example_mean(tf.abs(tf.cast(real, tf.float32) - tf.cast(reconstructed, tf.float32)))
+    return per_example_mean(tf.abs(tf.cast(real, tf.float32) - tf.cast(reconstructed, tf.float32)))
 
 
 def identity_loss(real, mapped):
     """CycleGAN's identity term (not in the paper; weight lambda_idt * lambda_cyc, default 0):
     mean |y - G(y)| for a generator fed an image already of its target domain."""
-    return _per_example_mean(tf.abs(tf.cast(real, tf.float32) - tf.cast(mapped, tf.float32)))
+    return per_example_mean(tf.abs(tf.cast(real, tf.float32) - tf.cast(mapped, tf.float32)))
 
 
 def attention_mask_l1(attention, mask):
     """Per-example mean |A_t(x_t) - M(x_t)|: the term inside paper Eq. 4."""
-    return _per_example_mean(tf.abs(tf.cast(attention, tf.float32) - tf.cast(mask, tf.float32)))
+    return per_example_mean(tf.abs(tf.cast(attention, tf.float32) - tf.cast(mask, tf.float32)))
 
 
 def soft_dice_loss(attention, mask, smooth: float = 1.0):

@@ -302,6 +302,40 @@ def test_validation_attention_by_value(data_dir):
     assert summaries.validation_attention(None, data_dir, 0.1) is None
 
 
+def test_validation_normal_attention_by_value(data_dir):
+    from ssagan_tf.data.pipeline import load_split_arrays
+    from ssagan_tf.training import summaries
+
+    images = load_split_arrays(data_dir, "val", ("normal",))["image"].astype(np.float64)
+
+    def half_open(x):          # attention 0.5 on the left half, 0 elsewhere; translation = input + 0.25
+        attention = np.zeros(x.shape[:3] + (1,), np.float32)
+        attention[:, :, : x.shape[2] // 2] = 0.5
+        return x + 0.25, tf.constant(attention)
+
+    stats = summaries.validation_normal_attention(half_open, data_dir, 0.1)
+    assert stats == {"mean": pytest.approx(0.25), "max": 0.5, "attended": pytest.approx(0.5),
+                     "change": pytest.approx(0.25, rel=1e-6)}
+    # A collapsed A_n: exactly zero and no change, the state issue 13 describes.
+    shut = summaries.validation_normal_attention(lambda x: (x, tf.zeros_like(x[..., :1])), data_dir, 0.1)
+    assert shut == {"mean": 0.0, "max": 0.0, "attended": 0.0, "change": 0.0}
+    flipped = summaries.validation_normal_attention(lambda x: (-x, tf.ones_like(x[..., :1])), data_dir, 0.1)
+    assert flipped["change"] == pytest.approx(2 * np.abs(images).mean(), rel=1e-5)
+    assert summaries.validation_normal_attention(None, data_dir, 0.1) is None
+
+
+def test_training_reports_the_attention_of_both_directions(data_dir, tmp_path):
+    stream = io.StringIO()
+    result = train(tiny_config(data_dir, tmp_path / "run", max_steps=3, epochs=1, attention_epochs=1), stream=stream)
+    assert 0.0 <= result.losses["attention_normal_mean"] <= 1.0 and 0.0 <= result.losses["attention_tumor_mean"] <= 1.0
+    assert set(result.val_normal_attention) == {0, 1}
+    assert "validation normal->tumor: mean A_n" in stream.getvalue() and " A_n " in stream.getvalue()
+    plain = train(tiny_config(data_dir, tmp_path / "plain", max_steps=1, epochs=1, attention_epochs=0,
+                              model=ModelConfig.for_system("cyclegan", image_size=32, channels=1, ngf=8, ndf=8,
+                                                           n_res_blocks=1)), stream=io.StringIO())
+    assert "attention_normal_mean" not in plain.losses and plain.val_normal_attention == {}
+
+
 def test_failing_attention_is_reported_while_training_and_when_frozen(data_dir, tmp_path, monkeypatch):
     from ssagan_tf.training import summaries
 

@@ -22,7 +22,7 @@ import numpy as np
 import tensorflow as tf
 
 from ssagan_tf.data import pipeline, schema
-from ssagan_tf.models import ModelConfig, build_models
+from ssagan_tf.models import ModelConfig, build_models, translate
 from ssagan_tf.training import checkpoints, summaries
 from ssagan_tf.training.config import ConfigError, RunConfig, load_config_dict, save_config
 from ssagan_tf.training.pool import make_pools
@@ -44,6 +44,7 @@ class TrainResult:
     resumed_from: int | None
     losses: dict = field(default_factory=dict)
     val_dice: dict = field(default_factory=dict)   # epoch -> Dice of the thresholded tumor attention
+    val_normal_attention: dict = field(default_factory=dict)   # epoch -> validation_normal_attention stats
     checkpoint: str | None = None
     chief: bool = True                             # whether this process wrote the run directory
 
@@ -238,6 +239,8 @@ def _run(config, strategy, chief, models, gen_opt, disc_opt, step, epoch, pools_
     grid_inputs = summaries.sample_batch(config.data_dir) if chief else None
     attention_fn = (tf.function(lambda x: models.attention_tumor(x, training=False), reduce_retracing=True)
                     if models.attention_tumor is not None else None)
+    normal_fn = (tf.function(lambda x: translate(models.normal_to_tumor, models.attention_normal, x, training=False),
+                             reduce_retracing=True) if models.attention_normal is not None else None)
     slices_per_step = 2 * config.batch_size          # one normal and one tumor slice per example
     size, channels = config.model.image_size, config.model.channels
     probe = tf.constant(np.random.default_rng(0).uniform(-1, 1, (1, size, size, channels)), tf.float32)
@@ -251,6 +254,13 @@ def _run(config, strategy, chief, models, gen_opt, disc_opt, step, epoch, pools_
             board.scalars(at_step, {f"attention_tumor_{k}": v for k, v in stats.items()}, prefix="val/")
             log(f"epoch {at_epoch}: validation Dice of A_t >= {config.tau} vs mask = {stats['dice']:.4f} "
                 f"({100 * stats['attended']:.1f}% of pixels attended)")
+        normal = summaries.validation_normal_attention(normal_fn, config.data_dir, config.tau)
+        if normal is not None:
+            result.val_normal_attention[at_epoch] = normal
+            board.scalars(at_step, {f"attention_normal_{k}": v for k, v in normal.items()}, prefix="val/")
+            log(f"epoch {at_epoch}: validation normal->tumor: mean A_n {normal['mean']:.4f} (max {normal['max']:.3f}, "
+                f"{100 * normal['attended']:.1f}% of pixels >= tau), mean |change| {normal['change']:.4f}")
+        if stats is not None:
             # Warn once while the attention trains, and again if it is still failing when it freezes.
             frozen = at_epoch == config.attention_epochs
             if at_epoch >= 1 and summaries.attention_failing(stats) and (frozen or not warned):

@@ -18,6 +18,9 @@ from ssagan_tf.training.pool import replica_pool
 # One list drives what is computed, reported and logged (each is a global-batch mean).
 LOSS_NAMES = ("generator_total", "discriminator_total", "adversarial_normal_to_tumor", "adversarial_tumor_to_normal",
               "cycle_normal", "cycle_tumor", "identity", "attention_mask", "disc_tumor", "disc_normal")
+# Watched alongside the losses: the mean attention of each direction on the step's inputs (A_n on
+# the normal slices, A_t on the tumor slices). A_n at exactly 0 means normal->tumor is the identity.
+ATTENTION_NAMES = ("attention_normal_mean", "attention_tumor_mean")
 
 
 class LinearDecaySchedule(keras.optimizers.schedules.LearningRateSchedule):
@@ -156,4 +159,7 @@ class TrainStep:
         values = dict(zip(LOSS_NAMES, (
             gen_total, disc_total, mean(adv_n2t), mean(adv_t2n), mean(cyc_n), mean(cyc_t), mean(identity),
             attention_mask, mean(d_t), mean(d_n))))
+        if m.config.use_attention:
+            values.update(zip(ATTENTION_NAMES, (mean(losses.per_example_mean(att_n)),
+                                                mean(losses.per_example_mean(att_t)))))
         return gen_grads, disc_grads, values

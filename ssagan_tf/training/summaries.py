@@ -134,6 +134,29 @@ def validation_attention(attention_tumor, data_dir: str, tau: float, batch_size:
             "inside": float(inside / max(tumor_pixels, 1)), "outside": float(outside / max(other_pixels, 1))}
 
 
+def validation_normal_attention(normal_to_tumor, data_dir: str, tau: float, batch_size: int = 8):
+    """What the normal->tumor direction does to the validation normal slices. `normal_to_tumor`
+    maps images to (translation, attention A_n) (paper Eq. 1, no threshold). Returns {"mean": mean
+    A_n, "max": its largest value, "attended": fraction of pixels with A_n >= tau, "change": mean
+    |translation - input|}, or None when there is no attention network or no such slice. A_n
+    exactly 0 everywhere means every "synthetic tumor" equals its input."""
+    from ssagan_tf.data import schema
+
+    if normal_to_tumor is None or schema.read_manifest(data_dir).count("val", "normal") == 0:
+        return None
+    total = {"mean": 0.0, "attended": 0.0, "change": 0.0}
+    largest, count = 0.0, 0
+    for batch in pipeline.make_slice_dataset(data_dir, "val", "normal", batch_size):
+        images = batch["image"].numpy()
+        translated, attention = (np.asarray(t, np.float64) for t in normal_to_tumor(batch["image"]))
+        total["mean"] += float(attention.mean(axis=(1, 2, 3)).sum())
+        total["attended"] += float((attention >= tau).mean(axis=(1, 2, 3)).sum())
+        total["change"] += float(np.abs(translated - images).mean(axis=(1, 2, 3)).sum())
+        largest = max(largest, float(attention.max()))
+        count += len(images)
+    return {**{k: v / count for k, v in total.items()}, "max": largest}
+
+
 def attention_failing(stats: dict) -> bool:
     """The tumor attention does not find the tumors: no validation pixel reaches tau, or A_t is no
     stronger on the tumors than elsewhere (what the paper's L1 mask loss leads to when tumors are
@@ -165,7 +188,8 @@ class ProgressLine:
     """One console line per interval: step, epoch, the main losses, throughput and ETA."""
 
     SHOWN = (("G", "generator_total"), ("D", "discriminator_total"), ("cyc_n", "cycle_normal"),
-             ("cyc_t", "cycle_tumor"), ("mask", "attention_mask"))
+             ("cyc_t", "cycle_tumor"), ("mask", "attention_mask"), ("A_n", "attention_normal_mean"),
+             ("A_t", "attention_tumor_mean"))
 
     def __init__(self, total_steps: int, steps_per_epoch: int, stream=None):
         self.total_steps, self.steps_per_epoch = total_steps, steps_per_epoch
