@@ -51,6 +51,11 @@ flags.DEFINE_enum("d_mode", "own_attention", ["full", "source_attention", "own_a
                   "masked by the fake's source attention (source_attention, the paper's form; alias paper); or fakes "
                   "masked by their source attention and reals by their own attention (own_attention, Mejjati et "
                   "al.; alias mejjati).")
+flags.DEFINE_enum("cycle_attention", "recompute", ["recompute", "source"],
+                  "Attention of the cycle's way back. recompute (the paper, DESIGN.md): the other direction's "
+                  "attention network is run on the translation, so a change survives the cycle only where that "
+                  "network sees it. source: the way back changes the region the forward attention changed, "
+                  "reusing that map (docs/training.md, 'When normal->tumor draws nothing').")
 flags.DEFINE_integer("attention_epochs", 30, "Epochs during which the attention networks train; afterwards they "
                      "are frozen and (d_mode other than full) the discriminators see attended regions only.")
 flags.DEFINE_float("tau", 0.1, "Attention threshold: discriminator masks during training, and the inference "
@@ -100,7 +105,7 @@ def config_from_flags(f):
                                    attention_ngf=f.attention_ngf, ndf=f.ndf, n_res_blocks=f.n_res_blocks,
                                    precision=choice.precision)
     names = ("batch_size", "epochs", "max_steps", "learning_rate", "beta_1", "beta_2", "decay_start_fraction",
-             "gan_loss", "lambda_cycle", "lambda_identity", "lambda_mask", "mask_loss_type", "d_mode",
+             "gan_loss", "lambda_cycle", "lambda_identity", "lambda_mask", "mask_loss_type", "d_mode", "cycle_attention",
              "attention_epochs", "tau",
              "pool_size", "flip", "strategy", "cpu_replicas", "jit_compile", "deterministic",
              "seed", "checkpoint_every", "keep_checkpoints", "log_every", "image_every", "fresh")

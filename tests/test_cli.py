@@ -14,6 +14,7 @@ ENTRY_POINTS = {
     "run_evaluate.py": ["--augmenters", "--precision"],
     "-m ssagan_tf.export": ["--model_dir", "--export_dir", "--precision", "--tolerance"],
     "-m data_prep.convert": ["--input", "--channel_names", "--[no]match_anatomy"],
+    "-m ssagan_tf.evaluation.judge": ["--data_dir", "--output_dir", "--width", "--[no]classic"],
 }
 
 

@@ -66,6 +66,25 @@ def test_compose_attention_is_eq1_by_value():
     np.testing.assert_allclose(compose_attention(tf.constant(x), g, a).numpy(), a * g + (1 - a) * x)
 
 
+def test_reconstruct_reuses_or_recomputes_the_attention_by_value(ssa_models):
+    from ssagan_tf.models import reconstruct
+
+    images = tf.constant(np.random.default_rng(1).uniform(-1, 1, (2, 32, 32, 1)), tf.float32)
+    constant = lambda x, training=False: tf.fill(tf.shape(x), 0.5)      # a generator drawing 0.5 everywhere
+    ones = lambda x, training=False: tf.ones_like(x[..., :1])
+    source = np.zeros((2, 32, 32, 1), np.float32)
+    source[:, :16] = 0.25
+    # source: the forward map decides where the way back may change the image.
+    got = reconstruct(constant, ones, images, source, "source").numpy()
+    np.testing.assert_allclose(got, source * 0.5 + (1 - source) * images.numpy(), atol=1e-6)
+    # recompute: the attention network run on the translation decides (here: everywhere).
+    np.testing.assert_allclose(reconstruct(constant, ones, images, source, "recompute").numpy(), 0.5, atol=1e-6)
+    # Without attention networks it is the generator's output either way.
+    np.testing.assert_allclose(reconstruct(constant, None, images, source, "source").numpy(), 0.5, atol=1e-6)
+    with pytest.raises(ValueError, match="cycle_attention"):
+        reconstruct(constant, ones, images, source, "other")
+
+
 def test_tau_zeroes_attention_below_threshold(ssa_models):
     x = np.random.default_rng(4).uniform(-1, 1, (1, 32, 32, 1)).astype(np.float32)
     translated, attention_map = translate(ssa_models.normal_to_tumor, constant_attention(0.05), x, tau=0.1)

@@ -279,6 +279,28 @@ def test_train_step_attention_loss_is_the_configured_form(data_dir, tmp_path, ma
     assert float(values["attention_mask"]) == pytest.approx(2.0 * expected, rel=1e-4)
 
 
+@pytest.mark.parametrize("cycle_attention", ["recompute", "source"])
+def test_train_step_cycle_loss_follows_cycle_attention(data_dir, tmp_path, cycle_attention):
+    """cycle_normal equals lambda_cyc x mean |x_n - rec_n|, with rec_n computed by hand from the
+    weights before the step: the other direction's attention recomputed on the translation
+    (recompute), or the forward attention map reused (source)."""
+    from ssagan_tf.models import compose_attention
+
+    config = tiny_config(data_dir, tmp_path, cycle_attention=cycle_attention, lambda_cycle=3.0)
+    train_step, m, _ = make_train_step(config)
+    rng = np.random.default_rng(4)
+    x_n = rng.uniform(-1, 1, (2, 32, 32, 1)).astype(np.float32)
+    a_n = m.attention_normal(x_n, training=True).numpy()
+    fake_t = compose_attention(x_n, m.normal_to_tumor(x_n, training=True).numpy(), a_n)
+    back = a_n if cycle_attention == "source" else m.attention_tumor(fake_t, training=True).numpy()
+    rec_n = compose_attention(fake_t, m.tumor_to_normal(fake_t, training=True).numpy(), back)
+    expected = 3.0 * np.abs(x_n - rec_n).mean()
+    batch = {"normal": {"image": tf.constant(x_n)},
+             "tumor": {"image": tf.constant(rng.uniform(-1, 1, (2, 32, 32, 1)), tf.float32),
+                       "mask": tf.zeros((2, 32, 32, 1)), "has_mask": tf.zeros(2)}}
+    assert float(train_step(batch, True)["cycle_normal"]) == pytest.approx(expected, rel=1e-4)
+
+
 def test_validation_attention_by_value(data_dir):
     from ssagan_tf.data.pipeline import load_split_arrays
     from ssagan_tf.training import summaries

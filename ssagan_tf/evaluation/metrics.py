@@ -145,3 +145,72 @@ def outside_change(source_images, translated_images, attention, tau: float) -> n
     change = np.abs(translated - source) * outside
     count, total = _per_slice(outside).sum(axis=1), _per_slice(change).sum(axis=1)
     return np.where(count > 0, total / np.maximum(count, 1), np.nan)
+
+
+def class_rate(probabilities, tumor: bool, threshold: float = 0.5) -> float:
+    """Fraction of slices a classifier calls tumor (p >= threshold) when `tumor`, else normal
+    (p < threshold): the judge's "tumor rate" of synthetic tumors, or "normal rate" of synthetic
+    normal slices. NaN for no slices."""
+    p = np.asarray(probabilities, np.float64).ravel()
+    if p.size == 0:
+        return float("nan")
+    called = p >= threshold
+    return float(np.mean(called if tumor else ~called))
+
+
+def _polynomial_kernel(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """KID's kernel k(x, y) = (x . y / d + 1)^3 between the rows of a and b (d features)."""
+    return (a @ b.T / a.shape[1] + 1.0) ** 3
+
+
+def mmd2_unbiased(a, b) -> float:
+    """Unbiased squared MMD between feature sets a [m, d] and b [n, d] under the KID kernel:
+    mean k(a_i, a_j) over i != j + mean k(b_i, b_j) over i != j - 2 mean k(a_i, b_j)."""
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    m, n = len(a), len(b)
+    if m < 2 or n < 2:
+        raise ValueError(f"the unbiased MMD needs at least 2 samples per set, got {m} and {n}")
+    kaa, kbb, kab = _polynomial_kernel(a, a), _polynomial_kernel(b, b), _polynomial_kernel(a, b)
+    within_a = (kaa.sum() - np.trace(kaa)) / (m * (m - 1))
+    within_b = (kbb.sum() - np.trace(kbb)) / (n * (n - 1))
+    return float(within_a + within_b - 2.0 * kab.mean())
+
+
+def kernel_inception_distance(a, b, subsets: int = 100, subset_size: int = 1000, seed: int = 0) -> dict:
+    """KID (Binkowski et al. 2018) between feature sets a and b: the unbiased MMD^2 under the
+    cubic polynomial kernel, averaged over `subsets` random subsets of min(subset_size, m, n)
+    rows drawn without replacement from each set; returns {"mean", "std" (over subsets),
+    "subset_size", "subsets"}. 0 in expectation for samples of one distribution (single
+    estimates can be slightly negative). With sets no larger than `subset_size` every subset is
+    the whole set, and one is computed."""
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    if a.ndim != 2 or b.ndim != 2 or a.shape[1] != b.shape[1]:
+        raise ValueError(f"KID needs two [N, d] feature sets of one width, got {a.shape} and {b.shape}")
+    size = min(int(subset_size), len(a), len(b))
+    if size < 2:
+        return {"mean": float("nan"), "std": float("nan"), "subset_size": size, "subsets": 0}
+    if size == len(a) == len(b):
+        subsets = 1
+    rng = np.random.default_rng(seed)
+    values = []
+    for _ in range(max(int(subsets), 1)):
+        pick_a = a if size == len(a) else a[rng.choice(len(a), size, replace=False)]
+        pick_b = b if size == len(b) else b[rng.choice(len(b), size, replace=False)]
+        values.append(mmd2_unbiased(pick_a, pick_b))
+    values = np.asarray(values)
+    return {"mean": float(values.mean()), "std": float(values.std(ddof=1)) if len(values) > 1 else 0.0,
+            "subset_size": size, "subsets": len(values)}
+
+
+def split_by_case(case_ids, seed: int = 0) -> tuple:
+    """Two disjoint index sets over slices with the cases (patients) shuffled and dealt
+    alternately, so that no case is in both halves: the real-vs-real reference of a distance.
+    With one case, the slices themselves are halved."""
+    case_ids = np.asarray(case_ids)
+    cases = np.unique(case_ids)
+    if len(cases) < 2:
+        order = np.random.default_rng(seed).permutation(len(case_ids))
+        return np.sort(order[: len(order) // 2]), np.sort(order[len(order) // 2:])
+    shuffled = np.random.default_rng(seed).permutation(cases)
+    first = np.isin(case_ids, shuffled[0::2])
+    return np.flatnonzero(first), np.flatnonzero(~first)

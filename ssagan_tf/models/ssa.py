@@ -24,6 +24,10 @@ from ssagan_tf.models.attention import attention_network
 from ssagan_tf.models.discriminator import patch_discriminator
 from ssagan_tf.models.generator import resnet_generator
 
+# Where the cycle's way back may change the translation: "recompute" runs the other direction's
+# attention network on the translation (the paper); "source" reuses the forward attention map.
+CYCLE_ATTENTIONS = ("recompute", "source")
+
 # The systems of the paper's Table I, as overrides of the three switches that tell them apart.
 SYSTEMS = {
     "cyclegan": dict(use_attention=False, spectral_norm=False, mask_loss=False),
@@ -180,3 +184,21 @@ def translate(generator, attention, images, tau: float = 0.0, training: bool = F
     if tau > 0:
         attention_map = threshold_attention(attention_map, tau)
     return compose_attention(images, generated, attention_map), attention_map
+
+
+def reconstruct(generator, attention, translated, source_attention, cycle_attention: str = "recompute",
+                training: bool = False, tau: float = 0.0):
+    """The cycle's way back: `generator` (guided by `attention`, the other direction's network)
+    applied to `translated`, whose forward translation used `source_attention`.
+
+    recompute (the paper): ``A(y) * G(y) + (1 - A(y)) * y`` with A run on the translation y, so a
+    change survives the cycle only where that network sees it. source: ``A_src * G(y) + (1 - A_src)
+    * y``, the way back changes exactly the region the way there changed. Without attention
+    networks both are the generator's output. `tau` thresholds a recomputed attention."""
+    if cycle_attention not in CYCLE_ATTENTIONS:
+        raise ValueError(f"cycle_attention must be one of {CYCLE_ATTENTIONS}, got {cycle_attention!r}")
+    if attention is None or cycle_attention == "recompute":
+        return translate(generator, attention, translated, tau=tau, training=training)[0]
+    translated = tf.convert_to_tensor(translated, tf.float32)
+    generated = tf.cast(generator(translated, training=training), tf.float32)
+    return compose_attention(translated, generated, tf.cast(source_attention, tf.float32))

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 from ssagan_tf import precision as precisions
 from ssagan_tf.losses import D_MODE_ALIASES, D_MODES, GAN_LOSSES, MASK_LOSS_TYPES
-from ssagan_tf.models import ModelConfig
+from ssagan_tf.models import CYCLE_ATTENTIONS, ModelConfig
 
 CONFIG_NAME = "config.json"
 STRATEGIES = ("mirrored", "one_device", "multi_worker")
@@ -44,6 +44,7 @@ class RunConfig:
     lambda_mask: float = 1.0
     mask_loss_type: str = "l1"          # "l1" (paper Eq. 4) or "l1_dice"
     d_mode: str = "own_attention"      # losses.D_MODES; the old names paper/mejjati read as their new ones
+    cycle_attention: str = "recompute"  # CYCLE_ATTENTIONS: the cycle's attention, recomputed on the fake (paper)
     attention_epochs: int = 30
     tau: float = 0.1
     pool_size: int = 50
@@ -97,6 +98,8 @@ class RunConfig:
         need(self.mask_loss_type in MASK_LOSS_TYPES,
              f"mask_loss_type must be one of {MASK_LOSS_TYPES}, got {self.mask_loss_type!r}")
         need(self.d_mode in D_MODES, f"d_mode must be one of {D_MODES}, got {self.d_mode!r}")
+        need(self.cycle_attention in CYCLE_ATTENTIONS,
+             f"cycle_attention must be one of {CYCLE_ATTENTIONS}, got {self.cycle_attention!r}")
         need(self.attention_epochs >= 1 or not self.model.use_attention,
              f"attention_epochs must be >= 1 when the model has attention (0 would freeze untrained attention "
              f"networks), got {self.attention_epochs}")

@@ -297,7 +297,8 @@ def _run(config, strategy, chief, models, gen_opt, disc_opt, step, epoch, pools_
                                     "warmup": float(warmup)}, prefix="train/")
             interval_seconds, interval_steps = 0.0, 0
         if chief and (current % config.image_every == 0 or current == stop_step):
-            grid = summaries.translation_grid(models, *grid_inputs, tau=config.tau)
+            grid = summaries.translation_grid(models, *grid_inputs, tau=config.tau,
+                                                cycle_attention=config.cycle_attention)
             board.image(current, "translations", grid)
             summaries.write_png(os.path.join(config.model_dir, "samples", f"step_{current:08d}.png"), grid)
         if current % steps_per_epoch == 0:

@@ -12,7 +12,7 @@ import keras
 import tensorflow as tf
 
 from ssagan_tf import losses
-from ssagan_tf.models import translate
+from ssagan_tf.models import reconstruct, translate
 from ssagan_tf.training.pool import replica_pool
 
 # One list drives what is computed, reported and logged (each is a global-batch mean).
@@ -110,9 +110,9 @@ class TrainStep:
         masked = (not warmup) and c.masks_discriminator
         with tf.GradientTape(persistent=True) as tape:
             fake_t, att_n = translate(m.normal_to_tumor, m.attention_normal, x_n, training=True)
-            rec_n, _ = translate(m.tumor_to_normal, m.attention_tumor, fake_t, training=True)
+            rec_n = reconstruct(m.tumor_to_normal, m.attention_tumor, fake_t, att_n, c.cycle_attention, training=True)
             fake_n, att_t = translate(m.tumor_to_normal, m.attention_tumor, x_t, training=True)
-            rec_t, _ = translate(m.normal_to_tumor, m.attention_normal, fake_n, training=True)
+            rec_t = reconstruct(m.normal_to_tumor, m.attention_normal, fake_n, att_t, c.cycle_attention, training=True)
 
             # D_t judges tumor slices: real x_t (own attention A_t) against fakes from x_n (A_n).
             _, view_fake_t = losses.discriminator_views(c.d_mode, masked, x_t, fake_t, att_n, att_t, c.tau)

@@ -13,7 +13,7 @@ from tensorflow.core.framework.summary_pb2 import DataClass, SummaryMetadata
 
 from ssagan_tf import losses
 from ssagan_tf.data import pipeline
-from ssagan_tf.models import translate
+from ssagan_tf.models import reconstruct, translate
 
 # Columns of an image grid, for both directions (normal -> tumor row first).
 GRID_COLUMNS = ("input", "attention", "translation", "reconstruction")
@@ -61,9 +61,9 @@ def _display(images) -> np.ndarray:
     return np.clip((np.asarray(images)[..., :1] + 1.0) / 2.0, 0.0, 1.0)
 
 
-def translation_grid(models, normal, tumor, tau: float) -> np.ndarray:
+def translation_grid(models, normal, tumor, tau: float, cycle_attention: str = "recompute") -> np.ndarray:
     """[rows * H, 4 * W, 1] float image in [0, 1]: each row is input | attention | translation |
-    reconstruction (with the cycle's attention recomputed on the translation); normal -> tumor
+    reconstruction (the cycle's way back as training runs it, `cycle_attention`); normal -> tumor
     rows first, then tumor -> normal."""
     rows = []
     for images, forward, backward in ((normal, (models.normal_to_tumor, models.attention_normal),
@@ -71,7 +71,7 @@ def translation_grid(models, normal, tumor, tau: float) -> np.ndarray:
                                       (tumor, (models.tumor_to_normal, models.attention_tumor),
                                        (models.normal_to_tumor, models.attention_normal))):
         translated, attention = translate(*forward, images, tau=tau)
-        reconstructed, _ = translate(*backward, translated, tau=tau)
+        reconstructed = reconstruct(*backward, translated, attention, cycle_attention, tau=tau)
         columns = [_display(images), np.asarray(attention), _display(translated), _display(reconstructed)]
         rows.append(np.concatenate(columns, axis=2))
     grid = np.concatenate(rows, axis=0)          # [2B, H, 4W, 1]

@@ -1,0 +1,154 @@
+"""ssagan_tf/evaluation/judge.py and the judge's measures in metrics.py: tumor rate and KID by
+value on constructed inputs, and a judge trained, saved, reloaded and used end to end."""
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from conftest import REPO_ROOT, write_tiny_dataset
+from ssagan_tf.evaluation import metrics
+
+pytestmark = pytest.mark.timeout(600)
+
+
+def test_class_rate_by_value():
+    p = [0.1, 0.5, 0.7, 0.2]
+    assert metrics.class_rate(p, tumor=True) == 0.5            # 0.5 counts as tumor
+    assert metrics.class_rate(p, tumor=False) == 0.5
+    assert metrics.class_rate(p, tumor=True, threshold=0.6) == 0.25
+    assert np.isnan(metrics.class_rate([], tumor=True))
+
+
+def test_mmd2_unbiased_equals_a_hand_computation():
+    # d = 1, k(x, y) = (x y + 1)^3. Within a: k(0, 1) = 1; within b: k(1, 2) = 27;
+    # across: k(0,1) + k(0,2) + k(1,1) + k(1,2) = 1 + 1 + 8 + 27 = 37, mean 9.25.
+    a, b = np.array([[0.0], [1.0]]), np.array([[1.0], [2.0]])
+    assert metrics.mmd2_unbiased(a, b) == pytest.approx(1 + 27 - 2 * 9.25)
+    kid = metrics.kernel_inception_distance(a, b, subsets=50, subset_size=10)
+    assert kid == {"mean": pytest.approx(9.5), "std": 0.0, "subset_size": 2, "subsets": 1}
+    with pytest.raises(ValueError, match="at least 2"):
+        metrics.mmd2_unbiased(a[:1], b)
+
+
+def test_kid_is_near_zero_for_one_distribution_and_grows_with_a_shift():
+    rng = np.random.default_rng(0)
+    same = metrics.kernel_inception_distance(rng.normal(size=(400, 8)), rng.normal(size=(400, 8)),
+                                             subsets=20, subset_size=200)
+    shifted = metrics.kernel_inception_distance(rng.normal(size=(400, 8)), rng.normal(0.5, 1, size=(400, 8)),
+                                                subsets=20, subset_size=200)
+    further = metrics.kernel_inception_distance(rng.normal(size=(400, 8)), rng.normal(1.0, 1, size=(400, 8)),
+                                                subsets=20, subset_size=200)
+    assert same["subsets"] == 20 and same["subset_size"] == 200 and same["std"] > 0
+    assert abs(same["mean"]) < 3 * same["std"] / np.sqrt(20) + 0.01
+    assert shifted["mean"] > 10 * abs(same["mean"]) and further["mean"] > 2 * shifted["mean"]
+    # Subsets are the mean of separately computed unbiased estimates on random subsets.
+    a, b = rng.normal(size=(30, 4)), rng.normal(size=(30, 4))
+    kid = metrics.kernel_inception_distance(a, b, subsets=3, subset_size=10, seed=5)
+    draws = np.random.default_rng(5)
+    by_hand = [metrics.mmd2_unbiased(a[draws.choice(30, 10, replace=False)], b[draws.choice(30, 10, replace=False)])
+               for _ in range(3)]
+    assert kid["mean"] == pytest.approx(np.mean(by_hand)) and kid["std"] == pytest.approx(np.std(by_hand, ddof=1))
+
+
+def test_split_by_case_keeps_each_case_in_one_half():
+    cases = np.array(["a", "a", "b", "c", "c", "c", "d"])
+    first, second = metrics.split_by_case(cases, seed=1)
+    assert sorted(np.concatenate([first, second]).tolist()) == list(range(7))
+    assert not set(cases[first]) & set(cases[second]) and len(first) and len(second)
+    one, two = metrics.split_by_case(np.array(["x"] * 5))
+    assert len(one) == 2 and len(two) == 3
+
+
+@pytest.fixture(scope="module")
+def judge_dir(tmp_path_factory):
+    from ssagan_tf.evaluation.judge import JudgeConfig, train_judge
+
+    data = write_tiny_dataset(str(tmp_path_factory.mktemp("judge_data")), n_normal=8, n_tumor=8)
+    out = str(tmp_path_factory.mktemp("judges") / "judge")
+    info = train_judge(JudgeConfig(data_dir=data, output_dir=out, width=8, epochs=3, patience=3, batch_size=8,
+                                   precision="fp32"), log=lambda _: None)
+    assert info["dataset"]["slices"]["train"] == {"normal": 8, "tumor": 8}
+    return data, out
+
+
+def test_judge_is_saved_with_its_scores_and_reloads(judge_dir):
+    from ssagan_tf.evaluation.judge import Judge
+
+    data, path = judge_dir
+    assert sorted(os.listdir(path)) == ["judge.json", "judge.keras"]
+    assert not [n for n in os.listdir(os.path.dirname(path)) if n.startswith(".tmp-judge-")]
+    info = json.load(open(os.path.join(path, "judge.json")))
+    assert set(info["scores"]) == {"val", "test"} and 0 <= info["scores"]["test"]["auc"] <= 1
+    judge = Judge(path)
+    assert judge.image_shape == (32, 32, 1) and judge.test_auc == info["scores"]["test"]["auc"]
+    images = np.random.default_rng(0).uniform(-1, 1, (5, 32, 32, 1)).astype(np.float32)
+    p, features = judge.score(images, batch_size=2)
+    assert p.shape == (5,) and np.all((p >= 0) & (p <= 1)) and features.shape == (5, 64)   # width 8 x 8
+    p_one, _ = judge.score(images[:1])
+    assert p_one[0] == pytest.approx(p[0], abs=1e-5)
+    with pytest.raises(ValueError, match="takes slices"):
+        judge.score(np.zeros((1, 16, 16, 1)))
+
+
+def test_translation_measures_by_construction(judge_dir):
+    from ssagan_tf.data.pipeline import load_split_arrays
+    from ssagan_tf.evaluation.judge import Judge, translation_measures
+
+    data, path = judge_dir
+    judge = Judge(path)
+    test = load_split_arrays(data, "test")
+    normal, tumor = test["image"][test["label"] == 0], test["image"][test["label"] == 1]
+    p_normal, _ = judge.score(normal)
+    p_tumor, _ = judge.score(tumor)
+    # A translation that changes nothing scores exactly what its inputs score.
+    unchanged = translation_measures(judge, normal, normal, tumor, True, test["case_id"][test["label"] == 1])
+    assert unchanged["rate"]["synthetic"] == unchanged["rate"]["inputs"] == metrics.class_rate(p_normal, True)
+    assert unchanged["rate"]["real_target"] == metrics.class_rate(p_tumor, True)
+    assert unchanged["kid"]["synthetic"] == unchanged["kid"]["inputs"]
+    # One that returns the real target slices themselves scores the target's rate, and its KID is
+    # the unbiased MMD^2 of a set against itself: 2 (mean off-diagonal k - mean diagonal k) / n <= 0.
+    perfect = translation_measures(judge, tumor, normal, tumor, True)
+    assert perfect["rate"]["synthetic"] == perfect["rate"]["real_target"]
+    assert perfect["kid"]["synthetic"]["mean"] <= 1e-9
+    back = translation_measures(judge, normal, tumor, normal, False)
+    assert back["target"] == "normal" and back["rate"]["synthetic"] == metrics.class_rate(p_normal, False)
+
+
+def test_judge_output_folder_rules(judge_dir, tmp_path):
+    from ssagan_tf.evaluation.judge import JudgeConfig, check_output_dir, train_judge
+
+    data, _ = judge_dir
+    foreign = tmp_path / "foreign"
+    foreign.mkdir()
+    (foreign / "notes.txt").write_text("mine")
+    with pytest.raises(ValueError, match="not empty and holds no judge"):
+        train_judge(JudgeConfig(data_dir=data, output_dir=str(foreign), width=8, epochs=1, precision="fp32"))
+    assert (foreign / "notes.txt").read_text() == "mine"
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(ValueError, match="is a file"):
+        check_output_dir(str(tmp_path / "file"))
+    with pytest.raises(ValueError, match="learning_rate"):
+        JudgeConfig(data_dir=data, output_dir="x", learning_rate=float("nan"))
+
+
+def test_judge_command_line(judge_dir, tmp_path):
+    data, _ = judge_dir
+    out = tmp_path / "cli_judge"
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
+    done = subprocess.run([sys.executable, "-m", "ssagan_tf.evaluation.judge", f"--data_dir={data}",
+                           f"--output_dir={out}", "--width=8", "--epochs=1", "--precision=fp32"],
+                          cwd=REPO_ROOT, capture_output=True, text=True, env=env)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "judge:" in done.stdout and "test AUC" in done.stdout
+    assert (out / "judge.keras").is_file()
+    # Retraining replaces the earlier judge whole.
+    before = json.load(open(out / "judge.json"))
+    done = subprocess.run([sys.executable, "-m", "ssagan_tf.evaluation.judge", f"--data_dir={data}",
+                           f"--output_dir={out}", "--width=8", "--epochs=2", "--patience=5", "--precision=fp32"],
+                          cwd=REPO_ROOT, capture_output=True, text=True, env=env)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert json.load(open(out / "judge.json"))["config"]["epochs"] == 2 != before["config"]["epochs"]
