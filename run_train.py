@@ -51,6 +51,9 @@ flags.DEFINE_enum("d_mode", "own_attention", ["full", "source_attention", "own_a
                   "masked by the fake's source attention (source_attention, the paper's form; alias paper); or fakes "
                   "masked by their source attention and reals by their own attention (own_attention, Mejjati et "
                   "al.; alias mejjati).")
+flags.DEFINE_string("judge_dir", "", "A judge trained on this dataset (python -m ssagan_tf.evaluation.judge): each "
+                    "epoch it scores the validation translations (tumor rate of normal->tumor, normal rate of "
+                    "tumor->normal, KID against real slices). Empty = no judge.")
 flags.DEFINE_enum("cycle_attention", "recompute", ["recompute", "source"],
                   "Attention of the cycle's way back. recompute (the paper, DESIGN.md): the other direction's "
                   "attention network is run on the translation, so a change survives the cycle only where that "
@@ -105,7 +108,7 @@ def config_from_flags(f):
                                    attention_ngf=f.attention_ngf, ndf=f.ndf, n_res_blocks=f.n_res_blocks,
                                    precision=choice.precision)
     names = ("batch_size", "epochs", "max_steps", "learning_rate", "beta_1", "beta_2", "decay_start_fraction",
-             "gan_loss", "lambda_cycle", "lambda_identity", "lambda_mask", "mask_loss_type", "d_mode", "cycle_attention",
+             "gan_loss", "lambda_cycle", "lambda_identity", "lambda_mask", "mask_loss_type", "d_mode", "cycle_attention", "judge_dir",
              "attention_epochs", "tau",
              "pool_size", "flip", "strategy", "cpu_replicas", "jit_compile", "deterministic",
              "seed", "checkpoint_every", "keep_checkpoints", "log_every", "image_every", "fresh")

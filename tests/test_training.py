@@ -358,6 +358,48 @@ def test_training_reports_the_attention_of_both_directions(data_dir, tmp_path):
     assert "attention_normal_mean" not in plain.losses and plain.val_normal_attention == {}
 
 
+def test_a_judge_scores_each_epoch_and_a_mismatched_one_is_refused(data_dir, tmp_path):
+    from types import SimpleNamespace
+
+    from ssagan_tf.data.pipeline import load_split_arrays
+    from ssagan_tf.evaluation.judge import Judge, JudgeConfig, train_judge
+    from ssagan_tf.training import summaries
+    from ssagan_tf.training.config import ConfigError
+
+    judge_dir = str(tmp_path / "judge")
+    train_judge(JudgeConfig(data_dir=data_dir, output_dir=judge_dir, width=8, epochs=1, precision="fp32"),
+                log=lambda _: None)
+    stream = io.StringIO()
+    result = train(tiny_config(data_dir, tmp_path / "run", max_steps=3, epochs=1, attention_epochs=1,
+                               judge_dir=judge_dir), stream=stream)
+    assert set(result.val_judge) == {0, 1}
+    assert set(result.val_judge[1]) == {"normal_to_tumor", "tumor_to_normal"}
+    assert "judge normal->tumor: tumor rate" in stream.getvalue()
+    assert "judge tumor->normal: normal rate" in stream.getvalue()
+    # By construction: a direction whose attention is zero returns its inputs, so its rate is theirs.
+    judge, val = Judge(judge_dir), load_split_arrays(data_dir, "val")
+    shut = SimpleNamespace(normal_to_tumor=lambda x, training=False: tf.ones_like(x),
+                           attention_normal=lambda x, training=False: tf.zeros_like(x[..., :1]),
+                           tumor_to_normal=lambda x, training=False: -tf.ones_like(x),
+                           attention_tumor=lambda x, training=False: tf.ones_like(x[..., :1]))
+    measures = summaries.judge_measures(judge, shut, val, tau=0.1)
+    assert measures["normal_to_tumor"]["rate"]["synthetic"] == measures["normal_to_tumor"]["rate"]["inputs"]
+    assert measures["normal_to_tumor"]["kid"]["synthetic"] == measures["normal_to_tumor"]["kid"]["inputs"]
+    p_black, _ = judge.score(-np.ones((1, 32, 32, 1)))
+    called_normal = float(p_black[0] < judge.threshold)
+    assert measures["tumor_to_normal"]["rate"]["synthetic"] == called_normal       # every output is all -1
+    assert set(summaries.judge_scalars(measures)) >= {"judge_normal_to_tumor_rate_synthetic",
+                                                      "judge_tumor_to_normal_kid_real_halves"}
+    other = write_tiny_dataset(str(tmp_path / "data48"), size=48)
+    with pytest.raises(ConfigError, match="the judge takes 32"):
+        train(tiny_config(other, tmp_path / "run48", max_steps=1, judge_dir=judge_dir,
+                          model=ModelConfig.for_system("ssa_cyclegan", image_size=48, channels=1, ngf=8, ndf=8,
+                                                       n_res_blocks=1)), stream=io.StringIO())
+    with pytest.raises(ConfigError, match="is not a judge"):
+        train(tiny_config(data_dir, tmp_path / "run_nojudge", max_steps=1, judge_dir=str(tmp_path)),
+              stream=io.StringIO())
+
+
 def test_failing_attention_is_reported_while_training_and_when_frozen(data_dir, tmp_path, monkeypatch):
     from ssagan_tf.training import summaries
 

@@ -137,6 +137,22 @@ def train_judge(config: JudgeConfig, log=print) -> dict:
     return info
 
 
+def read_judge_info(path: str) -> dict:
+    """judge.json of the judge at `path`; ValueError naming what is missing."""
+    if not is_judge_dir(path):
+        raise ValueError(f"{path} is not a judge: it needs {JUDGE_MODEL} and {JUDGE_INFO} "
+                         "(make one with `python -m ssagan_tf.evaluation.judge`)")
+    try:
+        with open(os.path.join(path, JUDGE_INFO)) as f:
+            info = json.load(f)
+    except (OSError, ValueError) as err:
+        raise ValueError(f"{os.path.join(path, JUDGE_INFO)}: unreadable ({err})")
+    if info.get("format") != FORMAT:
+        raise ValueError(f"{os.path.join(path, JUDGE_INFO)}: format {info.get('format')!r}, this version reads "
+                         f"{FORMAT}; train the judge again")
+    return info
+
+
 class Judge:
     """A trained judge, loaded: `score(images)` -> (tumor probabilities [N], features [N, d])."""
 
@@ -144,12 +160,8 @@ class Judge:
         import keras
         import tensorflow as tf
 
-        if not is_judge_dir(path):
-            raise ValueError(f"{path} is not a judge: it needs {JUDGE_MODEL} and {JUDGE_INFO} "
-                             "(make one with `python -m ssagan_tf.evaluation.judge`)")
         self.path = path
-        with open(os.path.join(path, JUDGE_INFO)) as f:
-            self.info = json.load(f)
+        self.info = read_judge_info(path)
         model = keras.models.load_model(os.path.join(path, JUDGE_MODEL), compile=False)
         both = keras.Model(model.inputs, [model.outputs[0], model.get_layer(self.info["feature_layer"]).output])
         self._call = tf.function(lambda x: both(x, training=False), reduce_retracing=True)

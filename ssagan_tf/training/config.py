@@ -51,6 +51,7 @@ class RunConfig:
     flip: bool = True
     strategy: str = "mirrored"
     cpu_replicas: int = 0
+    judge_dir: str = ""                # a judge (python -m ssagan_tf.evaluation.judge) scoring each epoch; "" = none
     precision_reason: str = ""         # why model.precision was chosen (auto's reasoning), for the record
     jit_compile: bool = False
     deterministic: bool = False

@@ -45,6 +45,7 @@ class TrainResult:
     losses: dict = field(default_factory=dict)
     val_dice: dict = field(default_factory=dict)   # epoch -> Dice of the thresholded tumor attention
     val_normal_attention: dict = field(default_factory=dict)   # epoch -> validation_normal_attention stats
+    val_judge: dict = field(default_factory=dict)   # epoch -> summaries.judge_measures
     checkpoint: str | None = None
     chief: bool = True                             # whether this process wrote the run directory
 
@@ -70,6 +71,17 @@ def check_data(config: RunConfig):
     for domain in schema.DOMAINS:
         if manifest.count("train", domain) == 0:
             raise ConfigError(f"{config.data_dir}: the train split has no {domain} slices")
+    if config.judge_dir:
+        from ssagan_tf.evaluation.judge import read_judge_info
+
+        try:
+            info = read_judge_info(config.judge_dir)
+        except ValueError as err:
+            raise ConfigError(f"--judge_dir: {err}")
+        shape = info["dataset"]["image_size"], info["dataset"]["channels"]
+        if shape != (m.image_size, m.channels):
+            raise ConfigError(f"--judge_dir {config.judge_dir}: the judge takes {shape[0]}^2 x {shape[1]} channel "
+                              f"slices, the data are {m.image_size}^2 x {m.channels}")
     return manifest
 
 
@@ -246,6 +258,13 @@ def _run(config, strategy, chief, models, gen_opt, disc_opt, step, epoch, pools_
     probe = tf.constant(np.random.default_rng(0).uniform(-1, 1, (1, size, size, channels)), tf.float32)
 
     warned = []
+    judge = val_arrays = None
+    if chief and config.judge_dir:
+        from ssagan_tf.evaluation.judge import Judge
+
+        judge, val_arrays = Judge(config.judge_dir), pipeline.load_split_arrays(config.data_dir, "val")
+        log(f"Judge {config.judge_dir} (its test AUC {judge.test_auc:.3f}) scores the validation translations "
+            "each epoch")
 
     def record_dice(at_step: int, at_epoch: int):
         stats = summaries.validation_attention(attention_fn, config.data_dir, config.tau)
@@ -260,6 +279,13 @@ def _run(config, strategy, chief, models, gen_opt, disc_opt, step, epoch, pools_
             board.scalars(at_step, {f"attention_normal_{k}": v for k, v in normal.items()}, prefix="val/")
             log(f"epoch {at_epoch}: validation normal->tumor: mean A_n {normal['mean']:.4f} (max {normal['max']:.3f}, "
                 f"{100 * normal['attended']:.1f}% of pixels >= tau), mean |change| {normal['change']:.4f}")
+        if judge is not None:
+            measures = summaries.judge_measures(judge, models, val_arrays, tau=config.tau)
+            if measures:
+                result.val_judge[at_epoch] = measures
+                board.scalars(at_step, summaries.judge_scalars(measures), prefix="val/")
+                for line in summaries.describe_judge(measures):
+                    log(f"epoch {at_epoch}: {line}")
         if stats is not None:
             # Warn once while the attention trains, and again if it is still failing when it freezes.
             frozen = at_epoch == config.attention_epochs

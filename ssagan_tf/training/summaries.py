@@ -157,6 +157,52 @@ def validation_normal_attention(normal_to_tumor, data_dir: str, tau: float, batc
     return {**{k: v / count for k, v in total.items()}, "max": largest}
 
 
+def judge_measures(judge, models, arrays: dict, tau: float = 0.0, seed: int = 0) -> dict:
+    """The judge's view of both directions on a split's slices (`arrays` from
+    `pipeline.load_split_arrays`): {"normal_to_tumor": ..., "tumor_to_normal": ...}, each
+    `judge.translation_measures` of that direction's translations against the real slices of its
+    target class, translated with the inference threshold `tau` as augmentation does. A direction whose source or target class has fewer than 2 slices is left out."""
+    from ssagan_tf.evaluation.judge import translation_measures
+
+    labels = arrays["label"]
+    out = {}
+    for name, source, generator, attention in (
+            ("normal_to_tumor", 0, models.normal_to_tumor, models.attention_normal),
+            ("tumor_to_normal", 1, models.tumor_to_normal, models.attention_tumor)):
+        inputs, target = arrays["image"][labels == source], arrays["image"][labels != source]
+        if len(inputs) < 2 or len(target) < 2:
+            continue
+        translated = np.concatenate([np.asarray(translate(generator, attention, inputs[i:i + 16], tau=tau)[0])
+                                     for i in range(0, len(inputs), 16)])
+        out[name] = translation_measures(judge, translated, inputs, target, target_is_tumor=source == 0,
+                                         target_case_ids=arrays["case_id"][labels != source], seed=seed)
+    return out
+
+
+def judge_scalars(measures: dict) -> dict:
+    """Flat TensorBoard scalars of `judge_measures`."""
+    flat = {}
+    for direction, m in measures.items():
+        for key, value in m["rate"].items():
+            flat[f"judge_{direction}_rate_{key}"] = value
+        for key, value in m["kid"].items():
+            flat[f"judge_{direction}_kid_{key}"] = value["mean"]
+    return flat
+
+
+def describe_judge(measures: dict) -> list:
+    """One console line per direction of `judge_measures`."""
+    lines = []
+    for direction, m in measures.items():
+        rate, kid = m["rate"], m["kid"]
+        lines.append(
+            f"judge {direction.replace('_to_', '->')}: {m['target']} rate {rate['synthetic']:.3f} (inputs "
+            f"{rate['inputs']:.3f}, real {rate['real_target']:.3f}); KID vs real {m['target']} "
+            f"{kid['synthetic']['mean']:.4f} +- {kid['synthetic']['std']:.4f} (inputs {kid['inputs']['mean']:.4f}, "
+            f"real halves {kid['real_halves']['mean']:.4f})")
+    return lines
+
+
 def attention_failing(stats: dict) -> bool:
     """The tumor attention does not find the tumors: no validation pixel reaches tau, or A_t is no
     stronger on the tumors than elsewhere (what the paper's L1 mask loss leads to when tumors are
