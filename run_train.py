@@ -54,6 +54,11 @@ flags.DEFINE_enum("d_mode", "own_attention", ["full", "source_attention", "own_a
 flags.DEFINE_string("judge_dir", "", "A judge trained on this dataset (python -m ssagan_tf.evaluation.judge): each "
                     "epoch it scores the validation translations (tumor rate of normal->tumor, normal rate of "
                     "tumor->normal, KID against real slices). Empty = no judge.")
+flags.DEFINE_float("attention_area", 0.0, "Not in the paper. > 0: while the attention trains, a hinge loss keeps the "
+                   "normal->tumor attention A_n open over at least this fraction of the head (e.g. the median "
+                   "tumor area of the labelled slices), so it cannot close to 0 and make normal->tumor the "
+                   "identity (docs/training.md, 'When normal->tumor draws nothing'). 0 = off.")
+flags.DEFINE_float("lambda_attention_area", 1.0, "Weight of the --attention_area hinge (which lies in [0, 1]).")
 flags.DEFINE_enum("cycle_attention", "recompute", ["recompute", "source"],
                   "Attention of the cycle's way back. recompute (the paper, DESIGN.md): the other direction's "
                   "attention network is run on the translation, so a change survives the cycle only where that "
@@ -109,6 +114,7 @@ def config_from_flags(f):
                                    precision=choice.precision)
     names = ("batch_size", "epochs", "max_steps", "learning_rate", "beta_1", "beta_2", "decay_start_fraction",
              "gan_loss", "lambda_cycle", "lambda_identity", "lambda_mask", "mask_loss_type", "d_mode", "cycle_attention", "judge_dir",
+             "attention_area", "lambda_attention_area",
              "attention_epochs", "tau",
              "pool_size", "flip", "strategy", "cpu_replicas", "jit_compile", "deterministic",
              "seed", "checkpoint_every", "keep_checkpoints", "log_every", "image_every", "fresh")

@@ -92,6 +92,24 @@ def _mask_loss_fn(mask_loss_type: str):
     return attention_mask_l1 if mask_loss_type == "l1" else attention_mask_l1_dice
 
 
+# Pixels above this value (images in [-1, 1], background at -1 after conversion) count as head.
+HEAD_THRESHOLD = -0.98
+
+
+def attention_area_loss(attention, images, target: float):
+    """Per-example hinge keeping an attention map open over at least `target` of the head:
+    max(0, 1 - area / target), area = sum(A * head) / sum(head), head = first channel >
+    HEAD_THRESHOLD. 0 once the map covers the target fraction, 1 for an all-zero map, and its
+    gradient does not vanish as the map closes (unlike the adversarial and cycle terms, which
+    reach A_n only through G(x) - x). Not in the paper: `--attention_area` (docs/training.md)."""
+    if target <= 0:
+        raise ValueError(f"attention_area target must be > 0, got {target}")
+    attention = tf.cast(attention, tf.float32)
+    head = tf.cast(tf.cast(images, tf.float32)[..., :1] > HEAD_THRESHOLD, tf.float32)
+    area = tf.reduce_sum(attention * head, axis=[1, 2, 3]) / tf.maximum(tf.reduce_sum(head, axis=[1, 2, 3]), 1.0)
+    return tf.nn.relu(1.0 - area / target)
+
+
 def semi_supervised_attention_loss(attention, mask, has_mask, labelled_count=None, mask_loss_type: str = "l1"):
     """Paper Eq. 4, the semi-supervised attention loss: the L1 between the tumor attention and the
     whole-tumor mask, summed over the examples that carry a mask (`has_mask = 1`) and divided by

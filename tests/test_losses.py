@@ -127,6 +127,26 @@ def test_unlabelled_example_cannot_leak_nan(mask_loss_type):
     assert float(loss) == pytest.approx(0.5 if mask_loss_type == "l1" else 0.5 + 2 / 3, rel=1e-5)
 
 
+def test_attention_area_loss_by_value_and_its_gradient_survives_a_closed_map():
+    images = -np.ones((3, 4, 4, 1), np.float32)
+    images[:, :, :2] = 0.0                                   # head: the left half, 8 pixels
+    attention = np.zeros((3, 4, 4, 1), np.float32)
+    attention[1, :2, :2] = 1.0                               # 4 of 8 head pixels: area 0.5
+    attention[2, :, 2:] = 1.0                                # background only: area 0
+    attention[2, 0, 0] = 0.4                                 # 0.4 / 8 = 0.05
+    got = losses.attention_area_loss(attention, images, 0.25).numpy()
+    np.testing.assert_allclose(got, [1.0, 0.0, 1.0 - 0.05 / 0.25], atol=1e-6)
+    # The gradient at an all-zero map pushes every head pixel open, none of the background.
+    closed = tf.Variable(np.zeros((1, 4, 4, 1), np.float32))
+    with tf.GradientTape() as tape:
+        loss = losses.attention_area_loss(closed, images[:1], 0.25)
+    grad = tape.gradient(loss, closed).numpy()[0, ..., 0]
+    np.testing.assert_allclose(grad[:, :2], -1.0 / (8 * 0.25), atol=1e-6)
+    assert np.all(grad[:, 2:] == 0)
+    with pytest.raises(ValueError, match="> 0"):
+        losses.attention_area_loss(attention, images, 0.0)
+
+
 def test_attention_guided_input_and_dice():
     images = np.array([[[[0.5], [-0.5]]]], np.float32)        # [1, 1, 2, 1]
     attention = np.array([[[[0.2], [0.05]]]], np.float32)

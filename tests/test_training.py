@@ -301,6 +301,24 @@ def test_train_step_cycle_loss_follows_cycle_attention(data_dir, tmp_path, cycle
     assert float(train_step(batch, True)["cycle_normal"]) == pytest.approx(expected, rel=1e-4)
 
 
+def test_attention_area_term_trains_a_n_during_the_warmup_only(data_dir, tmp_path):
+    from ssagan_tf.models import compose_attention  # noqa: F401 (same build path as the step)
+
+    config = tiny_config(data_dir, tmp_path, attention_area=0.5, lambda_attention_area=2.0)
+    train_step, m, _ = make_train_step(config)
+    rng = np.random.default_rng(5)
+    x_n = rng.uniform(-0.5, 1, (2, 32, 32, 1)).astype(np.float32)        # all head
+    expected = 2.0 * np.mean(np.maximum(0.0, 1.0 - m.attention_normal(x_n, training=True).numpy().mean((1, 2, 3)) / 0.5))
+    batch = {"normal": {"image": tf.constant(x_n)},
+             "tumor": {"image": tf.constant(rng.uniform(-1, 1, (2, 32, 32, 1)), tf.float32),
+                       "mask": tf.zeros((2, 32, 32, 1)), "has_mask": tf.zeros(2)}}
+    assert float(train_step(batch, True)["attention_area"]) == pytest.approx(expected, rel=1e-4)
+    assert float(train_step(batch, False)["attention_area"]) == 0.0
+    assert tiny_config(data_dir, tmp_path).attention_area == 0.0        # the paper's default: off
+    with pytest.raises(Exception, match="attention_area must be in"):
+        tiny_config(data_dir, tmp_path, attention_area=1.5).validate()
+
+
 def test_validation_attention_by_value(data_dir):
     from ssagan_tf.data.pipeline import load_split_arrays
     from ssagan_tf.training import summaries

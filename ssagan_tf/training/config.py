@@ -44,6 +44,8 @@ class RunConfig:
     lambda_mask: float = 1.0
     mask_loss_type: str = "l1"          # "l1" (paper Eq. 4) or "l1_dice"
     d_mode: str = "own_attention"      # losses.D_MODES; the old names paper/mejjati read as their new ones
+    attention_area: float = 0.0        # > 0: A_n kept open over this fraction of the head (losses.attention_area_loss)
+    lambda_attention_area: float = 1.0
     cycle_attention: str = "recompute"  # CYCLE_ATTENTIONS: the cycle's attention, recomputed on the fake (paper)
     attention_epochs: int = 30
     tau: float = 0.1
@@ -94,7 +96,8 @@ class RunConfig:
         need(0 <= self.decay_start_fraction <= 1,
              f"decay_start_fraction must be in [0, 1], got {self.decay_start_fraction}")
         need(self.gan_loss in GAN_LOSSES, f"gan_loss must be one of {GAN_LOSSES}, got {self.gan_loss!r}")
-        for name in ("lambda_cycle", "lambda_identity", "lambda_mask"):
+        need(0 <= self.attention_area < 1, f"attention_area must be in [0, 1), got {self.attention_area}")
+        for name in ("lambda_cycle", "lambda_identity", "lambda_mask", "lambda_attention_area"):
             need(getattr(self, name) >= 0, f"{name} must be >= 0, got {getattr(self, name)}")
         need(self.mask_loss_type in MASK_LOSS_TYPES,
              f"mask_loss_type must be one of {MASK_LOSS_TYPES}, got {self.mask_loss_type!r}")

@@ -17,7 +17,8 @@ from ssagan_tf.training.pool import replica_pool
 
 # One list drives what is computed, reported and logged (each is a global-batch mean).
 LOSS_NAMES = ("generator_total", "discriminator_total", "adversarial_normal_to_tumor", "adversarial_tumor_to_normal",
-              "cycle_normal", "cycle_tumor", "identity", "attention_mask", "disc_tumor", "disc_normal")
+              "cycle_normal", "cycle_tumor", "identity", "attention_mask", "attention_area", "disc_tumor",
+              "disc_normal")
 # Watched alongside the losses: the mean attention of each direction on the step's inputs (A_n on
 # the normal slices, A_t on the tumor slices). A_n at exactly 0 means normal->tumor is the identity.
 ATTENTION_NAMES = ("attention_normal_mean", "attention_tumor_mean")
@@ -129,6 +130,11 @@ class TrainStep:
                     losses.identity_loss(x_t, m.normal_to_tumor(x_t, training=True))
                     + losses.identity_loss(x_n, m.tumor_to_normal(x_n, training=True)))
                 per_example += identity
+            if warmup and c.attention_area > 0 and m.config.use_attention:
+                area = c.lambda_attention_area * losses.attention_area_loss(att_n, x_n, c.attention_area)
+                per_example += area
+            else:
+                area = tf.zeros_like(cyc_n)
             attention_mask = tf.constant(0.0)
             if m.config.mask_loss:
                 attention_mask = c.lambda_mask * losses.semi_supervised_attention_loss(
@@ -158,7 +164,7 @@ class TrainStep:
         del tape
         values = dict(zip(LOSS_NAMES, (
             gen_total, disc_total, mean(adv_n2t), mean(adv_t2n), mean(cyc_n), mean(cyc_t), mean(identity),
-            attention_mask, mean(d_t), mean(d_n))))
+            attention_mask, mean(area), mean(d_t), mean(d_n))))
         if m.config.use_attention:
             values.update(zip(ATTENTION_NAMES, (mean(losses.per_example_mean(att_n)),
                                                 mean(losses.per_example_mean(att_t)))))
