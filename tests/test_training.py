@@ -302,8 +302,6 @@ def test_train_step_cycle_loss_follows_cycle_attention(data_dir, tmp_path, cycle
 
 
 def test_attention_area_term_trains_a_n_during_the_warmup_only(data_dir, tmp_path):
-    from ssagan_tf.models import compose_attention  # noqa: F401 (same build path as the step)
-
     config = tiny_config(data_dir, tmp_path, attention_area=0.5, lambda_attention_area=2.0)
     train_step, m, _ = make_train_step(config)
     rng = np.random.default_rng(5)
