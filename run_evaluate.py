@@ -48,6 +48,11 @@ flags.DEFINE_enum("precision", "auto", ["auto", "fp32", "bf16", "fp16"],
                   "stay float32; fp16 scales the loss). auto picks by hardware: bf16 on CPUs with AMX/AVX-512 BF16 "
                   "and GPUs of capability >= 8.0, fp16 on 7.x, else fp32. The augmenters compute in the precision "
                   "they were exported in.")
+flags.DEFINE_string("judge", "", "A judge trained on this dataset (python -m ssagan_tf.evaluation.judge): it scores "
+                    "each augmenter's test translations (tumor rate of normal->tumor, normal rate of "
+                    "tumor->normal, KID against real slices). Empty = no judge.")
+flags.DEFINE_float("tumor_fraction", 1.0, "Low-data regime: keep the tumor slices of only this fraction of the "
+                   "training cases (at least one, fixed seed); normal slices all stay. 1 = all.")
 flags.mark_flags_as_required(["data_dir", "output_dir"])
 
 
@@ -67,7 +72,7 @@ def config_from_flags() -> EvaluationConfig:
             seeds=_numbers("seeds", FLAGS.seeds, int), epochs=FLAGS.epochs, batch_size=FLAGS.batch_size,
             patience=FLAGS.patience, width=FLAGS.width, learning_rate=FLAGS.learning_rate, tau=FLAGS.tau,
             threshold=FLAGS.threshold, sample_count=FLAGS.sample_count, verbose=FLAGS.verbose,
-            precision=FLAGS.precision)
+            precision=FLAGS.precision, judge=FLAGS.judge, tumor_fraction=FLAGS.tumor_fraction)
     except ValueError as err:
         raise app.UsageError(str(err))
 

@@ -196,3 +196,44 @@ def test_cli_runs_and_prints_the_report_path(tmp_path):
     assert result.returncode == 0, result.stderr[-2000:]
     assert f"report: {out}/report.md" in result.stdout
     assert (out / "report.md").is_file() and (out / "results.json").is_file()
+
+
+def test_keep_tumor_cases_by_value():
+    from ssagan_tf.evaluation.arms import keep_tumor_cases
+
+    train = {"label": np.array([0, 1, 1, 0, 1, 1, 1]), "case_id": np.array([b"a", b"a", b"b", b"b", b"c", b"c", b"c"]),
+             "image": np.arange(7)}
+    kept, cases = keep_tumor_cases(train, 1 / 3, seed=0)
+    assert len(cases) == 1
+    tumor_cases = {c.decode() for c in kept["case_id"][kept["label"] == 1]}
+    assert tumor_cases == set(cases)
+    assert np.sum(kept["label"] == 0) == 2                          # every normal slice stays
+    whole, all_cases = keep_tumor_cases(train, 1.0)
+    assert whole is train and all_cases == ["a", "b", "c"]
+    assert len(keep_tumor_cases(train, 0.01)[1]) == 1               # never fewer than one case
+
+
+def test_judge_and_low_data_regime_in_the_evaluation(tmp_path, tiny_dataset, exports):
+    from ssagan_tf.evaluation.judge import JudgeConfig, train_judge
+
+    judge = str(tmp_path / "judge")
+    train_judge(JudgeConfig(data_dir=tiny_dataset, output_dir=judge, width=4, epochs=1, precision="fp32"),
+                log=lambda _: None)
+    out = str(tmp_path / "report")
+    config = EvaluationConfig(data_dir=tiny_dataset, output_dir=out, augmenters=tuple(exports.items()),
+                              arms=("none", "synthetic"), seeds=(0,), epochs=1, batch_size=8, width=4,
+                              sample_count=2, precision="fp32", judge=judge, tumor_fraction=0.5)
+    results = run_evaluation(config)
+    plain = results["judged"]["augmenters"]["plain"]
+    # The plain augmenter returns its inputs: its rates and KID are the inputs' exactly.
+    for direction in ("normal_to_tumor", "tumor_to_normal"):
+        assert plain[direction]["rate"]["synthetic"] == plain[direction]["rate"]["inputs"]
+        assert plain[direction]["kid"]["synthetic"] == plain[direction]["kid"]["inputs"]
+    assert set(results["judged"]["augmenters"]["ssa"]) == {"normal_to_tumor", "tumor_to_normal"}
+    low = results["low_data"]
+    assert len(low["kept_tumor_cases"]) == 1 and low["tumor_slices"] < low["tumor_slices_before"]
+    assert results["data"]["train"]["tumor"]["slices"] == low["tumor_slices"]
+    report = open(os.path.join(out, "report.md")).read()
+    assert "## The judge's view of the augmenters" in report and "low-data regime (--tumor_fraction=0.5)" in report
+    with pytest.raises(ValueError, match="tumor_fraction"):
+        EvaluationConfig(data_dir=tiny_dataset, output_dir=out, arms=("none",), tumor_fraction=0.0)

@@ -115,6 +115,21 @@ def eval_dataset(images: np.ndarray, labels: np.ndarray, batch_size: int) -> tf.
     return _as_tensors(images, labels).batch(batch_size).prefetch(tf.data.AUTOTUNE)
 
 
+def keep_tumor_cases(train: dict, fraction: float, seed: int = 0) -> tuple:
+    """The low-data regime: `train` with the tumor slices of only round(fraction x cases with tumor
+    slices) cases (at least one; cases drawn with `seed`). Normal slices all stay. Returns
+    (arrays, sorted kept case ids)."""
+    tumor = train["label"] == 1
+    cases = np.unique(train["case_id"][tumor])
+    if fraction >= 1.0 or len(cases) == 0:
+        return train, sorted(c.decode() if isinstance(c, bytes) else str(c) for c in cases)
+    count = max(1, int(round(fraction * len(cases))))
+    kept = np.random.default_rng(seed).permutation(cases)[:count]
+    keep = ~tumor | np.isin(train["case_id"], kept)
+    return ({k: v[keep] for k, v in train.items()},
+            sorted(c.decode() if isinstance(c, bytes) else str(c) for c in kept))
+
+
 def training_set(train: dict, arm: str, synthetic: tuple | None = None, ratio: float = 1.0,
                  seed: int = 0) -> tuple:
     """(images, labels, synthetic_selection) of one arm. `synthetic` is the pair

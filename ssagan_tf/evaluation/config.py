@@ -33,6 +33,11 @@ class EvaluationConfig:
     tau: attention threshold for the attention metrics (DESIGN.md section 2, default 0.1).
     precision: compute precision of the classifiers (`ssagan_tf.precision`; auto picks by hardware).
         The augmenters compute in the precision they were exported in.
+    judge: a judge directory (`python -m ssagan_tf.evaluation.judge`) that scores each augmenter's
+        test translations (tumor/normal rate, KID); "" = none.
+    tumor_fraction: the low-data regime: keep the tumor slices of only this fraction of the
+        training cases (at least one case, chosen with a fixed seed; their normal slices and every
+        other case's normal slices stay). 1 = all.
     """
 
     data_dir: str
@@ -51,6 +56,8 @@ class EvaluationConfig:
     sample_count: int = 4
     verbose: int = 0
     precision: str = "auto"
+    judge: str = ""
+    tumor_fraction: float = 1.0
 
     def __post_init__(self):
         check_values(self)
@@ -104,6 +111,8 @@ def check_values(config: EvaluationConfig) -> None:
         problems.append(f"tau={config.tau}: must be in (0, 1)")
     if not 0.0 < config.threshold < 1.0:
         problems.append(f"threshold={config.threshold}: must be in (0, 1)")
+    if not 0.0 < config.tumor_fraction <= 1.0:
+        problems.append(f"tumor_fraction={config.tumor_fraction}: must be in (0, 1]")
     if config.precision not in PRECISIONS:
         problems.append(f"precision={config.precision!r}: must be one of {', '.join(PRECISIONS)}")
     if problems:
@@ -144,3 +153,11 @@ def check_inputs(config: EvaluationConfig) -> None:
                                  "the evaluation needs both classes in train, val and test")
     for _, path in config.augmenters:
         resolve_saved_model_dir(path)
+    if config.judge:
+        from ssagan_tf.evaluation.judge import read_judge_info
+
+        info = read_judge_info(config.judge)
+        shape = (info["dataset"]["image_size"], info["dataset"]["channels"])
+        if shape != (manifest.image_size, manifest.channels):
+            raise ValueError(f"judge {config.judge} takes {shape[0]}^2 x {shape[1]} channel slices, "
+                             f"{config.data_dir} holds {manifest.image_size}^2 x {manifest.channels}")

@@ -151,6 +151,30 @@ def attention_section(results: dict) -> list:
     return lines + ["", f"tau = {results['config']['tau']}.", ""]
 
 
+def judge_section(results: dict) -> list:
+    judged = results.get("judged") or {}
+    if not judged:
+        return []
+    lines = ["## The judge's view of the augmenters (test split)", "",
+             f"The judge is a ResNet18 trained on the real training slices only ({judged['judge']}; its test AUC "
+             f"{judged['judge_test_auc']:.3f}). Rate: the fraction of translations it calls the target class; "
+             "the unchanged inputs are the floor and real slices of the target class the ceiling. KID (mean ± std "
+             "over subsets) between the translations and the real target slices in its feature "
+             "space; inputs vs target is what no translation scores, and two case-disjoint halves of the "
+             "real target slices what a perfect one scores.", ""]
+    body = []
+    for name, directions in judged["augmenters"].items():
+        for direction, m in directions.items():
+            rate, kid = m["rate"], m["kid"]
+            body.append([name, direction.replace("_to_", " -> "), f"{rate['synthetic']:.3f}",
+                         f"{rate['inputs']:.3f}", f"{rate['real_target']:.3f}",
+                         f"{kid['synthetic']['mean']:.4f} ± {kid['synthetic']['std']:.4f}",
+                         f"{kid['inputs']['mean']:.4f}", f"{kid['real_halves']['mean']:.4f}"])
+    lines += table(["Augmenter", "Direction", "Rate", "Rate of inputs", "Rate of real target", "KID",
+                    "KID inputs", "KID real halves"], body)
+    return lines + [""]
+
+
 def setup_section(results: dict) -> list:
     config, data = results["config"], results["data"]
     lines = ["## Setup", ""]
@@ -158,6 +182,12 @@ def setup_section(results: dict) -> list:
         d = data[split]
         lines.append(f"- {split}: {d['normal']['slices']} normal + {d['tumor']['slices']} tumor slices "
                      f"from {cases_and_patients(d)} ({d['tumor_with_mask']} tumor slices with a mask)")
+    low = results.get("low_data")
+    if low:
+        lines.append(f"- low-data regime (--tumor_fraction={low['tumor_fraction']:g}): training keeps the tumor "
+                     f"slices of {len(low['kept_tumor_cases'])} case(s) only ({low['tumor_slices']} of "
+                     f"{low['tumor_slices_before']}): {', '.join(low['kept_tumor_cases'])}; the train line above "
+                     "counts what remains")
     augmenters = ", ".join(f"`{name}` = `{path}`" for name, path in config["augmenters"]) or "none"
     lines += [f"- data: `{config['data_dir']}`, slices {'x'.join(map(str, results['image_shape']))}",
               f"- augmenters: {augmenters}",
@@ -193,6 +223,6 @@ def write_report(path: str, results: dict) -> None:
     results = to_json_safe(results)
     lines = ["# Classifier evaluation: does the augmentation help?", ""]
     lines += sample_size_section(results) + main_tables(results) + comparison_section(results)
-    lines += attention_section(results) + setup_section(results) + figures_section(results) + paper_section()
+    lines += attention_section(results) + judge_section(results) + setup_section(results) + figures_section(results) + paper_section()
     with open(path, "w") as f:
         f.write("\n".join(lines))

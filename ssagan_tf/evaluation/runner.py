@@ -87,6 +87,19 @@ def score_augmenter(augmenter: Augmenter, train: dict, test: dict, tau: float,
     return out
 
 
+def judge_augmenter(judge, translation: dict, test: dict) -> dict:
+    """The judge's measures of both directions of one augmenter on the test split (translations
+    from `score_augmenter`): rate of the target class and KID against the real target slices."""
+    from ssagan_tf.evaluation.judge import translation_measures
+
+    tumor = test["label"] == 1
+    return {
+        "normal_to_tumor": translation_measures(judge, translation["test_to_tumor"].image, test["image"][~tumor],
+                                                test["image"][tumor], True, test["case_id"][tumor]),
+        "tumor_to_normal": translation_measures(judge, translation["test_to_normal"].image, test["image"][tumor],
+                                                test["image"][~tumor], False, test["case_id"][~tumor])}
+
+
 def run_one(config: EvaluationConfig, classifier: Classifier, row: Row, seed: int, data: dict,
             synthetic) -> dict:
     """Train and test one classifier; returns its test metrics and predictions."""
@@ -162,9 +175,25 @@ def run_evaluation(config: EvaluationConfig) -> dict:
         augmenter.check_input_shape(image_shape)
     os.makedirs(config.output_dir, exist_ok=True)
     data = {split: load_split_arrays(config.data_dir, split) for split in schema.SPLITS}
+    low_data = None
+    if config.tumor_fraction < 1.0:
+        all_tumor = int(np.sum(data["train"]["label"] == 1))
+        data["train"], kept = arms.keep_tumor_cases(data["train"], config.tumor_fraction)
+        low_data = {"tumor_fraction": config.tumor_fraction, "kept_tumor_cases": kept,
+                    "tumor_slices": int(np.sum(data["train"]["label"] == 1)), "tumor_slices_before": all_tumor}
+        print(f"Low-data regime: the tumor slices of {len(kept)} training case(s) kept "
+              f"({low_data['tumor_slices']} of {all_tumor})", flush=True)
     need_synthetic = any(arm in SYNTHETIC_ARMS for arm in config.arms)
     translations = {a.name: score_augmenter(a, data["train"], data["test"], config.tau, need_synthetic)
                     for a in augmenters}
+    judged = {}
+    if config.judge:
+        from ssagan_tf.evaluation.judge import Judge
+
+        judge = Judge(config.judge)
+        judged = {"judge": config.judge, "judge_test_auc": judge.test_auc,
+                  "augmenters": {a.name: judge_augmenter(judge, translations[a.name], data["test"])
+                                 for a in augmenters}}
     rows = plan_rows(config)
     choice = choose_precision(config.precision)
     print(f"{choice.describe()} for the ResNet18 classifiers", flush=True)
@@ -185,6 +214,8 @@ def run_evaluation(config: EvaluationConfig) -> dict:
                       runs=runs[row.name]) for row in rows],
         "comparisons": compare_rows(rows, runs, config.baseline_arm),
         "attention": {name: t["attention"] for name, t in translations.items()},
+        "judged": judged,
+        "low_data": low_data,
     }
     figures = plots.write_figures(config.output_dir, results, translations, data["test"],
                                   REPORTED_METRICS, config.sample_count)
