@@ -28,6 +28,9 @@ flags.DEFINE_integer("attention_ngf", 0, "Filters of the attention networks' fir
                      "Systems with attention only.")
 flags.DEFINE_integer("ndf", 64, "Filters of the discriminators' first layer.")
 flags.DEFINE_integer("n_res_blocks", 9, "Residual blocks in each generator (9 in CycleGAN at 256^2).")
+flags.DEFINE_enum("upsample", "transpose", ["transpose", "resize"],
+                  "Generator decoder: stride-2 transposed convolutions (transpose, CycleGAN's) or nearest x2 + "
+                  "3x3 convolution (resize), which does not paint a checkerboard into filled regions.")
 flags.DEFINE_integer("batch_size", 1, "Global batch size (split evenly across replicas; the paper uses 1).")
 flags.DEFINE_integer("epochs", 100, "Epochs (passes over the longer training domain); the learning-rate schedule "
                      "spans all of them.")
@@ -111,6 +114,7 @@ def config_from_flags(f):
     choice = resolve_precision(f.precision, f.model_dir, f.fresh)
     model = ModelConfig.for_system(f.model, image_size=manifest.image_size, channels=manifest.channels, ngf=f.ngf,
                                    attention_ngf=f.attention_ngf, ndf=f.ndf, n_res_blocks=f.n_res_blocks,
+                                   upsample=f.upsample,
                                    precision=choice.precision)
     names = ("batch_size", "epochs", "max_steps", "learning_rate", "beta_1", "beta_2", "decay_start_fraction",
              "gan_loss", "lambda_cycle", "lambda_identity", "lambda_mask", "mask_loss_type", "d_mode", "cycle_attention", "judge_dir",

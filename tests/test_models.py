@@ -138,6 +138,19 @@ def test_systems_and_config_validation():
         ModelConfig.for_system("pix2pix")
 
 
+def test_resize_upsampling_builds_the_same_shapes_without_transposed_convolutions():
+    resize = build_models(ModelConfig(image_size=32, ngf=8, ndf=8, n_res_blocks=1, upsample="resize"))
+    transpose = build_models(ModelConfig(image_size=32, ngf=8, ndf=8, n_res_blocks=1))
+    kinds = lambda model: {type(layer).__name__ for layer in model.layers}
+    assert "Conv2DTranspose" in kinds(transpose.normal_to_tumor)
+    assert "Conv2DTranspose" not in kinds(resize.normal_to_tumor) and "UpSampling2D" in kinds(resize.normal_to_tumor)
+    x = tf.zeros((2, 32, 32, 1))
+    assert resize.normal_to_tumor(x).shape == transpose.normal_to_tumor(x).shape == (2, 32, 32, 1)
+    assert ModelConfig.from_dict({"image_size": 32}).upsample == "transpose"      # runs saved before the field
+    with pytest.raises(ValueError, match="upsample"):
+        ModelConfig(upsample="bilinear")
+
+
 def test_attention_width_defaults_to_ngf_and_follows_attention_ngf():
     def widths(models):
         return {name: models.named()[name].get_layer("enc1_conv").filters

@@ -22,7 +22,7 @@ import tensorflow as tf
 from ssagan_tf import precision as precisions
 from ssagan_tf.models.attention import attention_network
 from ssagan_tf.models.discriminator import patch_discriminator
-from ssagan_tf.models.generator import resnet_generator
+from ssagan_tf.models.generator import UPSAMPLING, resnet_generator
 
 # Where the cycle's way back may change the translation: "recompute" runs the other direction's
 # attention network on the translation (the paper); "source" reuses the forward attention map.
@@ -48,6 +48,7 @@ class ModelConfig:
     ndf: int = 64
     attention_ngf: int = 0             # filters of the attention networks' first layer; 0 = ngf
     n_res_blocks: int = 9
+    upsample: str = "transpose"        # generator decoder: transpose (CycleGAN) or resize (nearest + conv)
     use_attention: bool = True
     spectral_norm: bool = True
     mask_loss: bool = True
@@ -63,6 +64,8 @@ class ModelConfig:
                 raise ValueError(f"{field} must be >= 1, got {getattr(self, field)}")
         if self.attention_ngf < 0:
             raise ValueError(f"attention_ngf must be >= 0 (0 = ngf), got {self.attention_ngf}")
+        if self.upsample not in UPSAMPLING:
+            raise ValueError(f"upsample must be one of {UPSAMPLING}, got {self.upsample!r}")
         if self.n_res_blocks < 0:
             raise ValueError(f"n_res_blocks must be >= 0, got {self.n_res_blocks}")
         if self.mask_loss and not self.use_attention:
@@ -147,9 +150,9 @@ def build_models(cfg: ModelConfig) -> SSAModels:
     return SSAModels(
         config=cfg,
         normal_to_tumor=resnet_generator(size, channels, cfg.ngf, cfg.n_res_blocks, dtype=dtype,
-                                         name="normal_to_tumor"),
+                                         name="normal_to_tumor", upsampling=cfg.upsample),
         tumor_to_normal=resnet_generator(size, channels, cfg.ngf, cfg.n_res_blocks, dtype=dtype,
-                                         name="tumor_to_normal"),
+                                         name="tumor_to_normal", upsampling=cfg.upsample),
         attention_normal=attention["normal"],
         attention_tumor=attention["tumor"],
         disc_tumor=patch_discriminator(size, channels, cfg.ndf, cfg.spectral_norm, dtype=dtype, name="disc_tumor"),
