@@ -46,7 +46,7 @@ flags.DEFINE_float("lambda_cycle", 10.0, "Weight of each direction's L1 cycle lo
 flags.DEFINE_float("lambda_identity", 0.0, "Identity loss weight, relative to lambda_cycle (0 = none, as the paper).")
 flags.DEFINE_float("lambda_mask", 1.0, "Weight of the semi-supervised attention (mask) loss; ssa_cyclegan only.")
 flags.DEFINE_enum("mask_loss_type", "l1", ["l1", "l1_dice"],
-                  "Form of the attention (mask) loss; ssa_cyclegan only. l1 = paper Eq. 4; l1_dice adds a soft "
+                  "Form of the attention (mask) loss; ssa_cyclegan only. l1 = the paper's L1; l1_dice adds a soft "
                   "Dice term, for tumors covering a few percent of a slice or less, where L1 alone drives the "
                   "attention off the tumors (training warns when it does).")
 flags.DEFINE_enum("d_mode", "own_attention", ["full", "source_attention", "own_attention", "paper", "mejjati"],

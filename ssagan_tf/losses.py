@@ -11,7 +11,7 @@ from __future__ import annotations
 import tensorflow as tf
 
 GAN_LOSSES = ("lsgan", "vanilla")
-# Per-example forms of the semi-supervised attention loss: the paper's L1 (Eq. 4), or that L1 plus
+# Per-example forms of the semi-supervised attention loss: the paper's L1, or that L1 plus
 # a soft Dice term for masks too small for L1 alone (see `attention_mask_l1_dice`).
 MASK_LOSS_TYPES = ("l1", "l1_dice")
 
@@ -28,7 +28,7 @@ def _check_gan_loss(gan_loss: str):
 
 
 def generator_adversarial_loss(fake_logits, gan_loss: str = "lsgan"):
-    """Paper Eq. 2, generator side: how far D's patch outputs on translated images are from
+    """Adversarial loss, generator side: how far D's patch outputs on translated images are from
     "real". lsgan: mean (D(G(x)) - 1)^2; vanilla: mean -log sigmoid(D(G(x)))."""
     _check_gan_loss(gan_loss)
     fake_logits = tf.cast(fake_logits, tf.float32)
@@ -38,7 +38,7 @@ def generator_adversarial_loss(fake_logits, gan_loss: str = "lsgan"):
 
 
 def discriminator_adversarial_loss(real_logits, fake_logits, gan_loss: str = "lsgan"):
-    """Paper Eq. 2, discriminator side: 0.5 * (real term + fake term).
+    """Adversarial loss, discriminator side: 0.5 * (real term + fake term).
     lsgan: 0.5 * (mean (D(y) - 1)^2 + mean D(G(x))^2); vanilla: the same with log-loss."""
     _check_gan_loss(gan_loss)
     real_logits = tf.cast(real_logits, tf.float32)
@@ -53,7 +53,7 @@ def discriminator_adversarial_loss(real_logits, fake_logits, gan_loss: str = "ls
 
 
 def cycle_consistency_loss(real, reconstructed):
-    """Paper Eq. 3, one direction: mean |x - F(G(x))| (L1), before the lambda_cyc weight."""
+    """Cycle-consistency loss, one direction: mean |x - F(G(x))| (L1), before the lambda_cyc weight."""
     return per_example_mean(tf.abs(tf.cast(real, tf.float32) - tf.cast(reconstructed, tf.float32)))
 
 
@@ -64,7 +64,7 @@ def identity_loss(real, mapped):
 
 
 def attention_mask_l1(attention, mask):
-    """Per-example mean |A_t(x_t) - M(x_t)|: the term inside paper Eq. 4."""
+    """Per-example mean |A_t(x_t) - M(x_t)|: the term inside the paper's semi-supervised attention loss."""
     return per_example_mean(tf.abs(tf.cast(attention, tf.float32) - tf.cast(mask, tf.float32)))
 
 
@@ -82,7 +82,7 @@ def soft_dice_loss(attention, mask, smooth: float = 1.0):
 
 
 def attention_mask_l1_dice(attention, mask):
-    """Per-example L1 of paper Eq. 4 plus `soft_dice_loss`."""
+    """Per-example L1 of the paper's attention loss plus `soft_dice_loss`."""
     return attention_mask_l1(attention, mask) + soft_dice_loss(attention, mask)
 
 
@@ -111,7 +111,7 @@ def attention_area_loss(attention, images, target: float):
 
 
 def semi_supervised_attention_loss(attention, mask, has_mask, labelled_count=None, mask_loss_type: str = "l1"):
-    """Paper Eq. 4, the semi-supervised attention loss: the L1 between the tumor attention and the
+    """The paper's semi-supervised attention loss: the L1 between the tumor attention and the
     whole-tumor mask, summed over the examples that carry a mask (`has_mask = 1`) and divided by
     `labelled_count`, the number of such examples (in the global batch when distributed; by
     default those of this batch). A batch without masks gives 0 with zero gradient: unmasked
@@ -134,7 +134,7 @@ def binarize_attention(attention, tau: float):
 
 
 def attention_guided_input(images, attention, tau: float):
-    """Paper Eq. 5: the discriminator's view of an image after the attention warm-up, the image
+    """The attention-guided discriminator's view of an image after the attention warm-up, the image
     where the binarised attention is 1 and 0 elsewhere."""
     return tf.cast(images, tf.float32) * binarize_attention(attention, tau)
 
@@ -157,7 +157,7 @@ def canonical_d_mode(d_mode: str) -> str:
 
 
 def discriminator_views(d_mode: str, masked: bool, real, fake, fake_attention, real_attention, tau: float):
-    """Paper Eq. 5 routed by `d_mode`: the (real, fake) pair one discriminator compares.
+    """Attention-guided discriminator inputs routed by `d_mode`: the (real, fake) pair one discriminator compares.
 
     `fake` was translated from a slice whose attention is `fake_attention` (its source
     attention); `real` is a slice of the discriminator's own domain and `real_attention` the

@@ -42,7 +42,7 @@ class RunConfig:
     lambda_cycle: float = 10.0
     lambda_identity: float = 0.0
     lambda_mask: float = 1.0
-    mask_loss_type: str = "l1"          # "l1" (paper Eq. 4) or "l1_dice"
+    mask_loss_type: str = "l1"          # "l1" (the paper's attention loss) or "l1_dice"
     d_mode: str = "own_attention"      # losses.D_MODES; the old names paper/mejjati read as their new ones
     attention_area: float = 0.0        # > 0: A_n kept open over this fraction of the head (losses.attention_area_loss)
     lambda_attention_area: float = 1.0

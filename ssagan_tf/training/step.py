@@ -1,9 +1,10 @@
 """The inner train step: one simultaneous update of the generators (+ attention) and the
 discriminators on one global batch, run on every replica with `strategy.run`.
 
-The generator objective is paper Eq. 6: adversarial (Eq. 2) + lambda_cyc * cycle (Eq. 3)
-+ lambda_idt * lambda_cyc * identity + lambda_mask * semi-supervised attention loss (Eq. 4);
-the discriminators see attention-guided inputs (Eq. 5) once the attention warm-up is over.
+The generator objective (the losses of DESIGN.md section 2, "paper Eq. 2-6"): adversarial
++ lambda_cyc * cycle + lambda_idt * lambda_cyc * identity + lambda_mask * semi-supervised attention
+loss; the discriminators see attention-guided inputs once the attention warm-up is over. Terms are
+named, not numbered: DESIGN.md numbers the losses only as a group, and we do not have the paper.
 """
 
 from __future__ import annotations
