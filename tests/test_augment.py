@@ -19,7 +19,7 @@ from conftest import REPO_ROOT, write_tiny_dataset
 from ssagan_tf import export
 from ssagan_tf.augment import AugmentConfig, augment_dataset, parse_directions, parse_ratio
 from ssagan_tf.augment import ledger as ledger_lib
-from ssagan_tf.augment.plan import plan_direction, sample_positions, synthetic_count
+from ssagan_tf.augment.plan import plan_direction
 from ssagan_tf.augment.writers import safe_name
 from ssagan_tf.data import pipeline, schema
 from ssagan_tf.models import ModelConfig, build_models
@@ -49,21 +49,7 @@ def _files_below(root):
     return {os.path.relpath(os.path.join(d, n), root) for d, _, names in os.walk(root) for n in names}
 
 
-def test_ratio_arithmetic():
-    assert synthetic_count(1.0, real_target=4, sources=6) == 4
-    assert synthetic_count(2.5, real_target=4, sources=6) == 10
-    assert synthetic_count(0.5, real_target=5, sources=6) == 2      # round half to even, as Python does
-    assert synthetic_count(None, real_target=4, sources=6) == 6
-    rng = lambda: np.random.default_rng(3)  # noqa: E731
-    few = sample_positions(6, 4, rng())
-    assert len(set(few.tolist())) == 4 and list(few) == sorted(few)
-    many = sample_positions(6, 15, rng())
-    uses = np.bincount(many, minlength=6)
-    assert uses.sum() == 15 and set(uses.tolist()) == {2, 3}       # balanced: floor(15/6) or one more
-    np.testing.assert_array_equal(many, sample_positions(6, 15, rng()))
-    assert len(sample_positions(6, 0, rng())) == 0
-    with pytest.raises(ValueError, match="empty source domain"):
-        sample_positions(0, 3, rng())
+def test_plan_refuses_a_direction_without_sources():
     with pytest.raises(ValueError, match="no tumor slices to translate"):
         plan_direction("tumor_to_normal", refs=[], real_target=33, ratio=1.0, seed=0)
 

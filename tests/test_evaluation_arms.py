@@ -1,4 +1,5 @@
-"""ssagan_tf/evaluation/arms.py: ratio arithmetic, seeded selection, classic augmentation."""
+"""ssagan_tf/evaluation/arms.py: the arms' training sets and classic augmentation (the ratio arithmetic
+and the seeded selection are tested in test_synthetic.py)."""
 
 import numpy as np
 import pytest
@@ -11,27 +12,6 @@ def _translation(count, value, size=8):
     images = np.full((count, size, size, 1), value, np.float32)
     images[:, 0, 0, 0] = np.arange(count)   # tag each slice with its source index
     return Translation(source=images, image=images, attention=np.ones_like(images))
-
-
-@pytest.mark.parametrize("real, ratio, expected", [(4, 0.5, 2), (3, 0.5, 2), (4, 1.0, 4), (4, 2.0, 8), (5, 3.0, 15)])
-def test_synthetic_count_is_ratio_times_real_rounded_half_up(real, ratio, expected):
-    assert arms.synthetic_count(real, ratio) == expected
-
-
-def test_same_seed_same_selection_other_seed_other_selection():
-    first = arms.select_sources(50, 20, seed=3, stream=0)
-    assert np.array_equal(first, arms.select_sources(50, 20, seed=3, stream=0))
-    assert not np.array_equal(first, arms.select_sources(50, 20, seed=4, stream=0))
-    assert not np.array_equal(first, arms.select_sources(50, 20, seed=3, stream=1))
-
-
-def test_selection_repeats_sources_only_when_they_run_out():
-    assert len(np.unique(arms.select_sources(10, 10, seed=0, stream=0))) == 10
-    many = arms.select_sources(10, 30, seed=0, stream=0)
-    assert len(many) == 30 and many.max() < 10 and len(np.unique(many)) < 30
-    assert arms.select_sources(0, 0, seed=0, stream=0).size == 0
-    with pytest.raises(ValueError, match="empty source class"):
-        arms.select_sources(0, 3, seed=0, stream=0)
 
 
 def test_synthetic_slices_count_and_label_per_class():

@@ -3,7 +3,7 @@ translates real slices in batches and writes synthetic slices with labels, prove
 synthetic tumors) the thresholded attention as a pseudo-mask. See docs/export_and_serving.md."""
 
 from ssagan_tf.augment.config import DIRECTIONS, FORMATS, AugmentConfig, parse_directions, parse_ratio
-from ssagan_tf.augment.plan import sample_positions, synthetic_count
+from ssagan_tf.synthetic import sample_positions, synthetic_count
 from ssagan_tf.augment.run import AugmentResult, augment_dataset
 
 __all__ = ["DIRECTIONS", "FORMATS", "AugmentConfig", "AugmentResult", "augment_dataset", "parse_directions",

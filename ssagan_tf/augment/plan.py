@@ -2,13 +2,10 @@
 per class (`synthetic_count`), from which real slices (`sample_positions`), grouped into chunks
 that are committed, and skipped on a re-run, one at a time.
 
-Ratio arithmetic (synthetic:real per class, as in the paper's evaluation): a direction that makes
-class K from the other class's slices makes ``round(ratio * real_K)`` slices. When that is at most
-the number of source slices, distinct sources are drawn without replacement; beyond it every source
-is used ``floor(count / n)`` times and a random ``count mod n`` of them once more (seeded sampling
-with replacement, balanced so no source is left out while another repeats). The generator is
-deterministic, so repeats of a source are identical slices. With ratio None every source slice is
-translated exactly once.
+The ratio arithmetic and the sampler are `ssagan_tf.synthetic`'s, shared with the evaluation's
+synthetic arms, so `run_evaluate.py` at seed s trains on the slices `run_augment.py --seed=s`
+writes. The generator is deterministic, so repeats of a source are identical slices. With ratio
+None every source slice is translated exactly once.
 """
 
 from __future__ import annotations
@@ -17,7 +14,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ssagan_tf.augment.config import DIRECTIONS, SOURCE_DOMAIN, TARGET_DOMAIN
+from ssagan_tf.augment.config import SOURCE_DOMAIN, TARGET_DOMAIN
+from ssagan_tf.synthetic import STREAMS, select_sources, synthetic_count
 
 
 @dataclass(frozen=True)
@@ -52,35 +50,14 @@ class Chunk:
         return np.asarray([item.ref.position for item in self.items], np.int64)
 
 
-def synthetic_count(ratio, real_target: int, sources: int) -> int:
-    """Synthetic slices of a class: ``round(ratio * real_target)``, or every source once (ratio None)."""
-    if ratio is None:
-        return sources
-    return int(round(ratio * real_target))
-
-
-def sample_positions(sources: int, count: int, rng: np.random.Generator) -> np.ndarray:
-    """`count` source positions out of `sources`, sorted; balanced sampling with replacement
-    when count > sources (see the module docstring)."""
-    if count == 0:
-        return np.zeros(0, np.int64)
-    if sources == 0:
-        raise ValueError(f"{count} synthetic slices requested from an empty source domain")
-    repeats, remainder = divmod(count, sources)
-    positions = np.repeat(np.arange(sources, dtype=np.int64), repeats)
-    extra = rng.choice(sources, size=remainder, replace=False) if remainder else np.zeros(0, np.int64)
-    return np.sort(np.concatenate([positions, extra.astype(np.int64)]), kind="stable")
-
-
 def plan_direction(direction: str, refs: list, real_target: int, ratio, seed: int) -> list:
     """The items of one direction in source order (repeats adjacent)."""
-    rng = np.random.default_rng([seed, DIRECTIONS.index(direction)])
     count = synthetic_count(ratio, real_target, len(refs))
     if count and not refs:
         raise ValueError(f"{direction}: {count} synthetic {TARGET_DOMAIN[direction]} slices requested "
                          f"({ratio} x {real_target} real), but the input has no {SOURCE_DOMAIN[direction]} slices "
                          "to translate; leave this direction out (--directions)")
-    positions = sample_positions(len(refs), count, rng)
+    positions = select_sources(len(refs), count, seed, STREAMS[direction])
     items, previous, replicate = [], None, 0
     for position in positions.tolist():
         replicate = replicate + 1 if position == previous else 0

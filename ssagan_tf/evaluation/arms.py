@@ -15,6 +15,7 @@ import numpy as np
 import tensorflow as tf
 
 from ssagan_tf.evaluation.augmenters import Translation
+from ssagan_tf.synthetic import STREAMS, select_sources, synthetic_count
 
 # Classic augmentation ranges. The paper names the operations but not their ranges; these are
 # the mild ones common for brain MRI, which keep the whole brain in view.
@@ -25,23 +26,6 @@ MIN_CROP_FRACTION = 0.85      # a random square crop of 85-100% of the side, res
 BACKGROUND = -1.0             # the converted slices' background value
 
 
-def synthetic_count(real_count: int, ratio: float) -> int:
-    """How many synthetic slices a class receives: ratio x its real slices, rounded half up."""
-    return int(math.floor(ratio * real_count + 0.5))
-
-
-def select_sources(source_count: int, count: int, seed: int, stream: int) -> np.ndarray:
-    """Indices of the real source slices to translate, drawn with `seed`: without replacement
-    when the sources suffice, with replacement otherwise (ratios above 1 on balanced data).
-    `stream` separates the two classes' draws under one seed."""
-    if count == 0:
-        return np.zeros(0, np.int64)
-    if source_count == 0:
-        raise ValueError(f"{count} synthetic slices requested from an empty source class")
-    rng = np.random.default_rng([seed, stream])
-    return np.sort(rng.choice(source_count, size=count, replace=count > source_count))
-
-
 def synthetic_slices(synthetic_tumor: Translation, synthetic_normal: Translation,
                      real_labels: np.ndarray, ratio: float, seed: int) -> tuple:
     """Images, labels and source indices of the synthetic part of a training set.
@@ -50,11 +34,12 @@ def synthetic_slices(synthetic_tumor: Translation, synthetic_normal: Translation
     synthetic_normal: `tumor_to_normal` applied to every real train tumor slice (in order).
     Returns (images [M, H, W, C], labels [M], selected: {"tumor": idx, "normal": idx}).
     """
-    counts = {"tumor": synthetic_count(int(np.sum(real_labels == 1)), ratio),
-              "normal": synthetic_count(int(np.sum(real_labels == 0)), ratio)}
+    counts = {"tumor": synthetic_count(ratio, int(np.sum(real_labels == 1))),
+              "normal": synthetic_count(ratio, int(np.sum(real_labels == 0)))}
     pools = {"tumor": synthetic_tumor.image, "normal": synthetic_normal.image}
-    selected = {name: select_sources(len(pools[name]), counts[name], seed, stream)
-                for stream, name in enumerate(("tumor", "normal"))}
+    streams = {"tumor": STREAMS["normal_to_tumor"], "normal": STREAMS["tumor_to_normal"]}
+    selected = {name: select_sources(len(pools[name]), counts[name], seed, streams[name])
+                for name in ("tumor", "normal")}
     images = np.concatenate([pools["tumor"][selected["tumor"]], pools["normal"][selected["normal"]]])
     labels = np.r_[np.ones(counts["tumor"], np.int64), np.zeros(counts["normal"], np.int64)]
     return images.astype(np.float32), labels, selected
