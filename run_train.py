@@ -86,7 +86,8 @@ flags.DEFINE_enum("precision", "auto", ["auto", "fp32", "bf16", "fp16"],
                   "picks by hardware (and continues a saved run in its own precision); the choice and the reason "
                   "are printed first and stored in config.json.")
 flags.DEFINE_boolean("jit_compile", False, "Compile each replica's step with XLA.")
-flags.DEFINE_boolean("deterministic", False, "Seeded run with TF op determinism and a deterministic data order.")
+flags.DEFINE_boolean("deterministic", False, "TF op determinism, for bitwise-repeatable runs (slower). The data order "
+                     "and flips are deterministic from --seed either way.")
 flags.DEFINE_integer("seed", 0, "Seed of weights, data order and image pools.")
 flags.DEFINE_integer("checkpoint_every", 500, "Save a checkpoint every this many steps (and at every epoch end).")
 flags.DEFINE_integer("keep_checkpoints", 3, "Checkpoints kept on disk.")

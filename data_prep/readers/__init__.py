@@ -5,7 +5,7 @@
     scan = load(cases[0], options)      # CaseError(path, problem) on bad input
 
 `discover` is cheap and runs once; `load` runs per case, possibly in a worker thread or process (CaseRef
-and ReaderOptions are small and picklable). See docs/formats.md for the layouts on disk.
+and ReaderOptions are small, immutable values that reading threads share). See docs/formats.md for the layouts on disk.
 """
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
 """Writing one chunk of synthetic slices in each output format, into a staging directory; the
-caller moves the files into place (see `ledger.commit_chunk`).
+caller moves the files into place (see `ledger.Ledger.commit`).
 
     tfrecord  <split>/<domain>-<i>-of-<n>.tfrecord   schema version 1, as real data
     png       <split>/<domain>/<case>_s<slice>[_r<k>].png (16-bit) and, for synthetic tumors with

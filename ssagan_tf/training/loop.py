@@ -4,9 +4,9 @@ the step loop, checkpoints, summaries, samples and validation Dice.
 Epochs are counted in global batches over the longer training domain. The learning-rate
 schedule spans all `epochs`; `max_steps` only stops early, so a run stopped by it and resumed
 follows the same schedule as one that was never stopped. On resume the data stream is
-recreated from the seed and advanced by the steps already taken, so (without random flips,
-whose draws the pipeline does not tie to elements) a resumed run sees exactly the batches an
-uninterrupted one would have seen; `deterministic` adds TF op determinism for bitwise repeats.
+recreated from the seed and advanced by the steps already taken, so a resumed run sees exactly
+the batches an uninterrupted one would have seen (random flips are keyed on each element's
+position in the stream); `deterministic` adds TF op determinism for bitwise repeats.
 """
 
 from __future__ import annotations
