@@ -19,8 +19,8 @@ class CaseError(Exception):
 
 @dataclass(frozen=True)
 class CaseRef:
-    """A case found on disk, before reading: small and immutable, so reading threads can share it
-    process. `paths` maps a role ('t1ce', 'flair', 'seg', 'image', 'mask', ...) to a file or a
+    """A case found on disk, before reading: small and immutable, so reading threads can share it.
+    `paths` maps a role ('t1ce', 'flair', 'seg', 'image', 'mask', ...) to a file or a
     DICOM folder; `label` is set for 2-D class folders, where the folder says the class."""
 
     case_id: str

@@ -4,8 +4,8 @@
     cases, problems = discover("/data/BraTS2021", "brats", ReaderOptions(modalities=("t1ce",)))
     scan = load(cases[0], options)      # CaseError(path, problem) on bad input
 
-`discover` is cheap and runs once; `load` runs per case, possibly in a worker thread or process (CaseRef
-and ReaderOptions are small, immutable values that reading threads share). See docs/formats.md for the layouts on disk.
+`discover` is cheap and runs once; `load` runs per case, possibly in a worker thread (CaseRef and
+ReaderOptions are small, immutable values the threads share). See docs/formats.md for the layouts on disk.
 """
 
 from __future__ import annotations
