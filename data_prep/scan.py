@@ -6,15 +6,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from ssagan_tf.data.errors import CaseError
 
-class CaseError(Exception):
-    """Bad input for one case. The message names the file and the problem; conversion records it
-    in the report and goes on with the other cases."""
-
-    def __init__(self, path: str, problem: str):
-        super().__init__(f"{path}: {problem}")
-        self.path = path
-        self.problem = problem
+__all__ = ["CaseError", "CaseRef", "Scan"]
 
 
 @dataclass(frozen=True)

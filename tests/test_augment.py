@@ -201,6 +201,34 @@ def test_nifti_inputs_keep_geometry(model_base, tmp_path):
     assert all(" " not in row["output_path"] and ".." not in row["output_path"] for row in rows)
 
 
+def test_nifti_inputs_are_prepared_as_the_converter_prepares_them(tmp_path):
+    """One preparation for both: a FileSource slice of a NIfTI volume equals the converter's
+    (`data_prep.preprocess.prepare`) for the same volume, and a volume with NaN voxels is refused
+    naming the file (the converter's reader guards)."""
+    from data_prep.preprocess import PrepOptions, prepare
+    from data_prep.scan import CaseRef, Scan
+    from ssagan_tf.augment.sources import FileSource
+
+    path = tmp_path / "vols" / "normal" / "scan.nii.gz"
+    _write_volume(str(path), (6, 40, 48), (1.0, 1.0, 2.0), (0.0, 0.0, 0.0), 3)
+    source = FileSource(str(tmp_path / "vols"), (SIZE, SIZE, 1))
+    refs = source.refs("normal")
+    streamed = np.concatenate([batch for batch, _ in source.stream("normal", np.arange(len(refs)), 16)])
+    array = sitk.GetArrayFromImage(sitk.ReadImage(str(path))).astype(np.float32)[..., None]
+    ref = CaseRef(case_id="scan", patient_id="scan", format="pairs", paths={"image": str(path)})
+    prepared = prepare(Scan(ref=ref, image=array, mask=None, spacing=(2.0, 1.0, 1.0)),
+                       PrepOptions(image_size=SIZE, assume_normal=True, min_brain_ratio=0.0))
+    assert [r.slice_index for r in refs] == prepared.slice_index.tolist()
+    np.testing.assert_allclose(streamed, prepared.images, atol=1e-6)
+    bad = tmp_path / "nan" / "tumor" / "bad.nii.gz"
+    os.makedirs(bad.parent)
+    nan = np.ones((3, 20, 20), np.float32)
+    nan[1, 5, 5] = np.nan
+    sitk.WriteImage(sitk.GetImageFromArray(nan), str(bad))
+    with pytest.raises(ValueError, match=r"bad\.nii\.gz: 1 NaN/Inf voxels"):
+        FileSource(str(tmp_path / "nan"), (SIZE, SIZE, 1)).refs("tumor")
+
+
 def test_png_inputs(model_base, tmp_path):
     data = tmp_path / "pngs"
     rng = np.random.default_rng(0)

@@ -18,7 +18,7 @@ from data_prep import readers
 from data_prep.readers import ReaderOptions
 from data_prep.readers import common
 from data_prep.readers.common import read_image
-from data_prep.readers.nifti import read_float_nifti
+from ssagan_tf.data.nifti import read_float_nifti
 from data_prep.scan import CaseError
 
 SHAPE = (8, 16, 12)  # (Z, Y, X), small and non-square so that transpositions show
@@ -237,7 +237,7 @@ def test_nan_or_inf_voxels(tmp_path, poison, ext):
 @pytest.mark.parametrize("ext", ["nii", "nii.gz"])
 def test_nifti_nan_and_inf_are_counted_though_itk_zeroes_them(tmp_path, ext):
     """ITK's NIfTI library replaces NaN/Inf with 0 while reading (pinned here: that is why float
-    NIfTI payloads are read by data_prep.readers.nifti); the reader counts them all."""
+    NIfTI payloads are read by ssagan_tf.data.nifti); the reader counts them all."""
     image = ramp_volume().astype(np.float64) + 1
     image[0, 0, 0], image[3, 4, 5], image[7, 15, 11] = np.nan, np.inf, -np.inf
     path = write_volume(tmp_path / f"scan.{ext}", image)

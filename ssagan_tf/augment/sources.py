@@ -15,11 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 import tensorflow as tf
 
-from ssagan_tf.data import pipeline, schema
-
-CANONICAL_ORIENTATION = "LPS"      # as data_prep: axial slices along Z
-MIN_BRAIN_FRACTION = 0.05          # data_prep's default: near-empty volume slices are dropped
-PERCENTILES = (0.5, 99.5)          # data_prep's default percentile clip
+from ssagan_tf.data import pipeline, preprocess, schema, volumes
 _PNG = (".png",)
 _NIFTI = (".nii", ".nii.gz")
 
@@ -168,15 +164,18 @@ class FileSource:
         if path.lower().endswith(_PNG):
             return [0], None
         volume, geometry = _read_nifti(path)
-        return _kept_slices(volume).tolist(), _fitted_geometry(geometry, volume.shape[1:3], self.image_shape[0])
+        return preprocess.kept_slices(volume).tolist(), _fitted_geometry(geometry, volume.shape[1:3],
+                                                                         self.image_shape[0])
 
     def _read(self, path: str):
-        """[(slice_index, fitted image [H, W, 1])] of a file, preprocessed as data_prep does."""
+        """[(slice_index, fitted image [H, W, 1])] of a file, prepared as the converter prepares it
+        (`ssagan_tf.data.preprocess.volume_slices`)."""
         if path.lower().endswith(_PNG):
-            return [(0, _fit(_normalise(_read_png(path)[None]), self.image_shape[0])[0])]
+            _, images = preprocess.volume_slices(_read_png(path)[None], self.image_shape[0], is_3d=False)
+            return [(0, images[0])]
         volume, _ = _read_nifti(path)
-        kept = _kept_slices(volume)
-        return list(zip(kept.tolist(), _fit(_normalise(volume)[kept], self.image_shape[0])))
+        kept, images = preprocess.volume_slices(volume, self.image_shape[0])
+        return list(zip(kept.tolist(), images))
 
     def geometry(self, case_id: str):
         return self._geometry.get(case_id)
@@ -184,7 +183,7 @@ class FileSource:
     def description(self) -> dict:
         return {"kind": self.kind, "data_dir": os.path.abspath(self.data_dir), "modalities": ["image"],
                 "normalisation": {"method": "per-volume percentile clip over brain voxels, scaled to [-1, 1]",
-                                  "percentiles": list(PERCENTILES), "background": -1.0}}
+                                  "percentiles": list(preprocess.PERCENTILES), "background": -1.0}}
 
 
 def open_source(data_dir: str, split: str, image_shape: tuple):
@@ -231,45 +230,15 @@ def _read_png(path: str) -> np.ndarray:
 
 
 def _read_nifti(path: str):
-    """(Z, Y, X, 1) float32 in LPS orientation, and its Geometry."""
-    import SimpleITK as sitk
-
+    """(Z, Y, X, 1) float32 in LPS orientation, and its Geometry, read and checked (NaN/Inf,
+    truncation, empty volumes) as the converter reads volumes (`ssagan_tf.data.volumes`)."""
     try:
-        image = sitk.ReadImage(path)
-    except RuntimeError as err:
-        raise ValueError(f"{path}: unreadable NIfTI ({str(err).strip().splitlines()[-1]})") from None
-    if image.GetNumberOfComponentsPerPixel() != 1 or image.GetDimension() != 3:
-        raise ValueError(f"{path}: a 3-D scalar volume is needed, got {image.GetDimension()}-D with "
-                         f"{image.GetNumberOfComponentsPerPixel()} components per voxel")
-    image = sitk.DICOMOrient(image, CANONICAL_ORIENTATION)
-    volume = sitk.GetArrayFromImage(image).astype(np.float32)[..., None]
-    return volume, Geometry(tuple(image.GetSpacing()), tuple(image.GetOrigin()), tuple(image.GetDirection()))
-
-
-def _kept_slices(volume: np.ndarray) -> np.ndarray:
-    """Indices of the slices with at least MIN_BRAIN_FRACTION foreground (as data_prep drops the rest)."""
-    brain = _foreground(volume)
-    return np.flatnonzero(brain.reshape(brain.shape[0], -1).mean(axis=1) >= MIN_BRAIN_FRACTION)
-
-
-def _foreground(volume: np.ndarray) -> np.ndarray:
-    from data_prep.preprocess import foreground
-
-    return foreground(volume)
-
-
-def _normalise(volume: np.ndarray) -> np.ndarray:
-    from data_prep.preprocess import normalise_volume
-
-    scaled, _ = normalise_volume(volume, _foreground(volume), PERCENTILES)
-    return scaled
-
-
-def _fit(images: np.ndarray, size: int) -> np.ndarray:
-    from data_prep.preprocess import fit_to_size
-
-    fitted, _ = fit_to_size(images, np.zeros(images.shape[:3], np.uint8), size)
-    return fitted
+        volume = volumes.read_volume(path)
+        volumes.check_intensities(volume)
+    except volumes.CaseError as err:
+        raise ValueError(str(err)) from None
+    geometry = Geometry(tuple(reversed(volume.spacing)), volume.origin, volume.direction)
+    return np.asarray(volume.array, np.float32)[..., None], geometry
 
 
 def _fitted_geometry(geometry: Geometry, shape_yx: tuple, size: int) -> Geometry:

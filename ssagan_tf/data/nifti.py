@@ -20,9 +20,9 @@ import zlib
 import numpy as np
 import SimpleITK as sitk
 
-from data_prep.readers.nifti_check import (NiftiHeader, expected_length, parse_header, read_head,
+from ssagan_tf.data.nifti_check import (NiftiHeader, expected_length, parse_header, read_head,
                                            truncation_message)
-from data_prep.scan import CaseError
+from ssagan_tf.data.errors import CaseError
 
 try:  # optional: ISA-L inflates about twice as fast as zlib, which puts this reader below ITK's time
     from isal import isal_zlib as _inflater

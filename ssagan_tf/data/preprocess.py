@@ -1,0 +1,158 @@
+"""Slice preprocessing shared by the converter (`data_prep`) and augmentation's file inputs, so a
+slice augmented from a NIfTI volume or a PNG is prepared exactly as conversion prepares it: the
+head found per volume (`head_mask`), per-channel percentile normalisation over it to [-1, 1]
+(`normalise_volume`), slices with little head dropped, and each slice padded or shrunk to the
+model's size (`fit_to_size`). Plain numpy, scipy and scikit-image; no TensorFlow.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy import ndimage
+from skimage.filters import threshold_triangle
+from skimage.transform import resize
+
+PERCENTILES = (0.5, 99.5)          # the converter's default percentile clip
+MIN_BRAIN_FRACTION = 0.05          # the converter's default: slices with less head than this are dropped
+
+
+def foreground(image: np.ndarray) -> np.ndarray:
+    """Brain voxels: above the volume's background value in any channel. Skull-stripped MRI has
+    an exact background (usually 0); the minimum is used so that shifted backgrounds work too."""
+    background = image.reshape(-1, image.shape[-1]).min(axis=0)
+    if image.shape[-1] == 1:
+        return image[..., 0] > background[0]
+    return (image > background).any(axis=-1)
+
+
+# Percentiles of a regular subsample of this many brain voxels differ from the exact ones by far
+# less than the noise, at a fraction of the cost on BraTS-sized volumes.
+_PERCENTILE_SAMPLES = 1 << 18
+
+
+def intensity_bounds(image: np.ndarray, brain: np.ndarray, percentiles=(0.5, 99.5)) -> list:
+    """Per channel, the (low, high) intensity percentiles over brain voxels."""
+    bounds = []
+    for c in range(image.shape[-1]):
+        channel = image[..., c]
+        values = channel[brain] if brain.any() else channel.ravel()
+        values = values[::max(1, values.size // _PERCENTILE_SAMPLES)]
+        low, high = (float(v) for v in np.percentile(values, percentiles))
+        bounds.append((low, high if high > low else low + 1.0))
+    return bounds
+
+
+def scale_to_unit(image: np.ndarray, bounds) -> np.ndarray:
+    """Map each channel's [low, high] linearly onto [-1, 1] and clip (in place on a float32 copy)."""
+    out = np.array(image, dtype=np.float32)
+    for c, (low, high) in enumerate(bounds):
+        channel = out[..., c]
+        channel -= low
+        channel *= 2.0 / (high - low)
+        channel -= 1.0
+    return np.clip(out, -1.0, 1.0, out=out)
+
+
+def normalise_volume(image: np.ndarray, brain: np.ndarray, percentiles=(0.5, 99.5)):
+    """Per-channel percentile clip over brain voxels, then linear scaling to [-1, 1].
+    Returns the scaled volume and the (low, high) intensities used for each channel."""
+    bounds = intensity_bounds(image, brain, percentiles)
+    return scale_to_unit(image, bounds), bounds
+
+
+def fit_to_size(images: np.ndarray, masks: np.ndarray, size: int):
+    """Pad slices (N, Y, X, C) centrally with background (-1) to a square of at least `size`;
+    when that square is larger than `size`, shrink it (images linearly with anti-aliasing, masks
+    by nearest neighbour). Smaller slices are padded, never enlarged, so pixel spacing is kept
+    (BraTS 240^2 slices become 256^2 with an 8-pixel border)."""
+    n, height, width, channels = images.shape
+    side = max(height, width, size)
+    top, left = (side - height) // 2, (side - width) // 2
+    square = np.full((n, side, side, channels), -1.0, np.float32)
+    square[:, top:top + height, left:left + width] = images
+    square_masks = np.zeros((n, side, side), np.uint8)
+    square_masks[:, top:top + height, left:left + width] = masks
+    if side == size:
+        return square, square_masks
+    # One 2-D resize of all slices and channels stacked on the last axis: interpolating in 2-D
+    # only, not across slices, is both right and several times faster than a 4-D zoom.
+    stacked = square.transpose(1, 2, 0, 3).reshape(side, side, n * channels)
+    resized = resize(stacked, (size, size), order=1, anti_aliasing=True, preserve_range=True)
+    images = resized.reshape(size, size, n, channels).transpose(2, 0, 1, 3).astype(np.float32)
+    mask_stack = resize(square_masks.transpose(1, 2, 0), (size, size), order=0, anti_aliasing=False,
+                        preserve_range=True)
+    return np.clip(images, -1.0, 1.0), mask_stack.transpose(2, 0, 1).astype(np.uint8)
+
+
+def head_mask(image: np.ndarray) -> np.ndarray:
+    """The head (or the brain, when skull-stripped): (Z, Y, X) bool. Voxels above a background
+    noise threshold (the triangle method on the histogram, whose tallest peak is the background:
+    it sits just above the noise, so dark CSF and skull marrow stay in), of the channels scaled to
+    their 99th percentile and combined by max; holes filled slice by slice (ventricles, sinuses);
+    then the largest 3-D connected component, which drops noise specks and background streaks.
+    A skull-stripped volume with an exact 0 background gives the brain itself. Slices of 128
+    pixels or more are processed at every second pixel and the mask repeated back: the mask sets
+    percentiles, areas and extents, none of which needs full resolution, and it is 4x faster."""
+    step = 2 if min(image.shape[1:3]) >= 128 else 1
+    small = image[:, ::step, ::step]
+    scaled = np.zeros(small.shape[:-1], np.float32)
+    for c in range(small.shape[-1]):
+        channel = small[..., c].astype(np.float32)
+        low = float(channel.min())
+        high = float(np.percentile(channel.ravel()[::max(1, channel.size // _PERCENTILE_SAMPLES)], 99.0))
+        np.maximum(scaled, (channel - low) / max(high - low, 1e-6), out=scaled)
+    values = scaled.ravel()[::max(1, scaled.size // _PERCENTILE_SAMPLES)]
+    if values.max() <= values.min():
+        return np.zeros(image.shape[:3], bool)
+    mask = scaled > threshold_triangle(values, nbins=256)
+    mask = ndimage.binary_opening(mask, structure=np.ones((1, 3, 3), bool))
+    mask = _fill_holes_per_slice(mask)
+    labels, count = ndimage.label(mask)
+    if count > 1:
+        sizes = np.bincount(labels.ravel())[1:]
+        mask = labels == (1 + int(np.argmax(sizes)))
+    if step > 1:
+        mask = mask.repeat(step, axis=1).repeat(step, axis=2)[:, :image.shape[1], :image.shape[2]]
+    return mask
+
+
+def reference_area(area: np.ndarray) -> float:
+    """The volume's largest head slice, robustly: the median of the five largest slice areas, so
+    one or two slices whose mask failed (a bright artefact filling the slice) do not set it."""
+    top = np.sort(area)[-5:]
+    return float(np.median(top)) if top.size else 0.0
+
+
+def _fill_holes_per_slice(mask: np.ndarray) -> np.ndarray:
+    """Fill each axial slice's holes: background pieces (4-connected within the slice) that do not
+    touch the slice's border. One labelling of the whole volume, several times faster than
+    `binary_fill_holes` slice by slice, which dilates iteratively."""
+    in_plane = np.zeros((3, 3, 3), bool)
+    in_plane[1] = ndimage.generate_binary_structure(2, 1)
+    labels, _ = ndimage.label(~mask, structure=in_plane)
+    border = np.unique(np.concatenate([labels[:, 0, :].ravel(), labels[:, -1, :].ravel(),
+                                       labels[:, :, 0].ravel(), labels[:, :, -1].ravel()]))
+    return mask | ((labels > 0) & ~np.isin(labels, border))
+
+
+def volume_slices(volume: np.ndarray, size: int, is_3d: bool = True, percentiles=PERCENTILES,
+                  min_brain_fraction: float = MIN_BRAIN_FRACTION) -> tuple:
+    """A raw (Z, Y, X, C) volume (or a (1, Y, X, C) 2-D slice with `is_3d` False) prepared as the
+    converter prepares it: returns (kept slice indices, [N, size, size, C] float32 in [-1, 1]).
+    The head (`head_mask` for volumes, `foreground` for single slices) sets the intensity bounds;
+    volume slices with less head than `min_brain_fraction` of their area are dropped."""
+    head = head_mask(volume) if is_3d else foreground(volume)
+    bounds = intensity_bounds(volume, head if head.any() else foreground(volume), percentiles)
+    kept = _enough_head(head, min_brain_fraction) if is_3d else np.arange(volume.shape[0])
+    images, _ = fit_to_size(scale_to_unit(volume[kept], bounds), np.zeros((len(kept),) + volume.shape[1:3], np.uint8),
+                            size)
+    return kept, images
+
+
+def kept_slices(volume: np.ndarray, min_brain_fraction: float = MIN_BRAIN_FRACTION) -> np.ndarray:
+    """The indices of the (Z, Y, X, C) volume's slices that `volume_slices` keeps."""
+    return _enough_head(head_mask(volume), min_brain_fraction)
+
+
+def _enough_head(head: np.ndarray, min_brain_fraction: float) -> np.ndarray:
+    return np.flatnonzero(head.reshape(head.shape[0], -1).mean(axis=1) >= min_brain_fraction)
