@@ -6,6 +6,7 @@ Each step runs the same command a user runs, printed before it runs, with output
     phantom/   the synthetic BraTS-layout cohort        (python -m data_prep.phantom)
     data/      TFRecord shards + manifest + report      (python -m data_prep.convert)
     stream     a pass of the training pipeline          (ssagan_tf.data.pipeline)
+    judge/     the judge classifier                     (python -m ssagan_tf.evaluation.judge)
     train/     checkpoints, TensorBoard logs, samples   (python run_train.py --flagfile=demo.flags)
     export/    the TF Serving model directory           (python -m ssagan_tf.export)
     augmented/ synthetic slices + contact sheet         (python run_augment.py)
@@ -67,11 +68,14 @@ def main(argv) -> None:
          "--modalities=t1ce", f"--image_size={FLAGS.image_size}", "--train_fraction=0.6", "--val_fraction=0.15",
          "--num_shards=2", "--overwrite"])
     stream(data)
+    judge = os.path.join(out, "judge")
+    run("train the judge, a ResNet18 on the real training slices that scores the translations",
+        ["python", "-m", "ssagan_tf.evaluation.judge", f"--data_dir={data}", f"--output_dir={judge}", "--width=16"])
     train, export = os.path.join(out, "train"), os.path.join(out, "export")
     augmented, report = os.path.join(out, "augmented"), os.path.join(out, "report")
     run("train SSA-CycleGAN (resumes if run before)",
         ["python", "run_train.py", "--flagfile=demo.flags", f"--data_dir={data}", f"--model_dir={train}",
-         f"--epochs={FLAGS.epochs}"])
+         f"--epochs={FLAGS.epochs}", f"--judge_dir={judge}"])
     run("export the generators for TF Serving",
         ["python", "-m", "ssagan_tf.export", f"--model_dir={train}", f"--export_dir={export}", "--model_name=ssagan"])
     run("augment the training split 1:1 with synthetic slices",
@@ -80,7 +84,7 @@ def main(argv) -> None:
     run("evaluate: ResNet18 trained on real vs real + synthetic slices",
         ["python", "run_evaluate.py", f"--data_dir={data}", f"--augmenters=ssa={os.path.join(export, 'ssagan')}",
          f"--output_dir={report}", "--arms=none,classic,synthetic", "--seeds=0,1", "--epochs=6", "--patience=3",
-         "--width=16"])
+         "--width=16", f"--judge={judge}"])
     print(f"\ndemo finished in {time.perf_counter() - start:.0f} s; outputs under {out}/")
     print(f"   conversion report:  {os.path.join(data, 'conversion_report.md')}")
     print(f"   TensorBoard:        .venv/bin/tensorboard --logdir={train}")
