@@ -10,9 +10,9 @@ Every flag is checked, and the dataset and exported models located, before any t
 
 from __future__ import annotations
 
-
 from absl import app, flags, logging
 
+from ssagan_tf.data.integrity import DatasetMismatchError
 from ssagan_tf.evaluation.config import ARMS, ALLOWED_RATIOS, EvaluationConfig, check_inputs, parse_augmenters
 
 FLAGS = flags.FLAGS
@@ -78,6 +78,8 @@ def main(argv):
     config = config_from_flags()
     try:
         check_inputs(config)
+    except DatasetMismatchError:
+        raise                     # the data, not the flags, are at fault: one error line (ssagan_tf.cli)
     except (OSError, ValueError) as err:
         raise app.UsageError(str(err))
     logging.set_verbosity(logging.INFO)
