@@ -187,7 +187,7 @@ def test_manifest_counts_must_add_up_to_its_shards(tmp_path):
         pipeline.make_unpaired_dataset(data, "train", 1)
 
 
-@pytest.mark.parametrize("recorded, message", [(5, "holds at least 6 records but the manifest records 5"),
+@pytest.mark.parametrize("recorded, message", [(5, "holds 6 records but the manifest records 5"),
                                                (9, "holds 6 records but the manifest records 9")])
 def test_record_counts_are_checked_while_reading(tmp_path, recorded, message):
     """A manifest whose per-shard count and split count agree with each other but not with the

@@ -36,35 +36,21 @@ def _read_records(manifest: schema.Manifest, shards: list, deterministic: bool, 
                   seed) -> tf.data.Dataset:
     """(record, shard path) pairs of several shards, interleaved. Each shard is read by its own
     TFRecordDataset so that a corrupt or truncated one is named in the error (see
-    `shard_errors_named`), and its records are counted against the manifest as they pass."""
-    files = tf.data.Dataset.from_tensor_slices(
-        (shards, tf.constant(integrity.expected_records(manifest, shards), tf.int64)))
+    `shard_errors_named`), and, when the manifest records them, its records are counted against
+    the manifest as they pass (`assert_cardinality`: reading fails as soon as a shard proves to
+    hold more, or at its end fewer)."""
+    expected = integrity.expected_records(manifest, shards)
+    if min(expected, default=-1) >= 0:
+        files = tf.data.Dataset.from_tensor_slices((shards, tf.constant(expected, tf.int64)))
+        read = lambda path, count: tf.data.TFRecordDataset(path).apply(  # noqa: E731
+            tf.data.experimental.assert_cardinality(count)).map(lambda record: (record, path))
+    else:
+        files = tf.data.Dataset.from_tensor_slices(shards)
+        read = lambda path: tf.data.TFRecordDataset(path).map(lambda record: (record, path))  # noqa: E731
     if shuffle_files:
         files = files.shuffle(len(shards), seed=seed, reshuffle_each_iteration=True)
-    return files.interleave(_counted_records, cycle_length=min(len(shards), 8), num_parallel_calls=AUTOTUNE,
+    return files.interleave(read, cycle_length=min(len(shards), 8), num_parallel_calls=AUTOTUNE,
                             deterministic=deterministic)
-
-
-def _counted_records(path, expected):
-    """The records of one shard, paired with its path; reading fails (InvalidArgumentError naming
-    the shard) as soon as the shard proves to hold another number of records than `expected`
-    (-1: not recorded, not checked). A marker element after the last record carries the check
-    for too few."""
-    records = tf.data.TFRecordDataset(path).map(lambda record: (record, False))
-    marked = records.concatenate(tf.data.Dataset.from_tensors((tf.constant(b""), True)))
-
-    def count(seen, element):
-        record, end = element
-        ok = tf.logical_or(expected < 0, tf.where(end, tf.equal(seen, expected), tf.less(seen, expected)))
-        message = tf.strings.join([path, ": holds ", tf.where(end, "", "at least "),
-                                   tf.strings.as_string(tf.where(end, seen, seen + 1)),
-                                   " records but the manifest records ", tf.strings.as_string(expected),
-                                   "; the shard was changed after conversion (convert again)"])
-        with tf.control_dependencies([tf.debugging.Assert(ok, [message])]):
-            return seen + tf.where(end, tf.constant(0, tf.int64), 1), (record, end)
-
-    counted = marked.scan(tf.constant(0, tf.int64), count)
-    return counted.filter(lambda record, end: tf.logical_not(end)).map(lambda record, end: (record, path))
 
 
 class CorruptShardError(IOError):
@@ -89,15 +75,34 @@ def find_corrupt_shard(shards):
     return None
 
 
+def find_count_mismatch(data_dir: str):
+    """The first shard holding another number of records than the manifest records, as
+    (path, records, recorded), or None."""
+    manifest = schema.read_manifest(data_dir)
+    for name, entry in sorted((manifest.raw.get(integrity.SHARDS_KEY) or {}).items()):
+        path = os.path.join(data_dir, name)
+        records = sum(1 for _ in tf.data.TFRecordDataset(path))
+        if records != int(entry["records"]):
+            return path, records, int(entry["records"])
+    return None
+
+
 @contextlib.contextmanager
 def shard_errors_named(data_dir: str, shards=None):
     """Re-raise what goes wrong while reading `data_dir`'s shards as one clear error naming the
     shard: a tf.data DataLossError (whose own message says only 'truncated record at N', not
-    which file) as `CorruptShardError`, and a failed check of `parse_and_validate` or of the
-    record counts as `DataCheckError`. `shards` limits the search for the corrupt one (default:
+    which file) as `CorruptShardError`, and a failed check of `parse_and_validate` or of a
+    shard's record count as `DataCheckError`. `shards` limits the search for the corrupt one (default:
     every shard of the dataset)."""
     try:
         yield
+    except tf.errors.FailedPreconditionError as err:
+        found = find_count_mismatch(data_dir) if "expected to contain" in err.message else None
+        if found is None:
+            raise
+        path, actual, expected = found
+        raise DataCheckError(f"{path}: holds {actual} records but the manifest records {expected}; the shard was "
+                             "changed after conversion (convert again)") from err
     except (tf.errors.DataLossError, tf.errors.InvalidArgumentError) as err:
         message = check_message(err) if isinstance(err, tf.errors.InvalidArgumentError) else None
         if message is not None:
