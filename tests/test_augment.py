@@ -192,6 +192,38 @@ def test_interrupted_run_completes_without_duplicates(model_base, tiny_dataset, 
     assert len(_rows(out)) == 10 and len(_files_below(os.path.join(out, "train"))) == 4   # no 2-chunk shards left
 
 
+def test_run_killed_with_sigkill_completes_without_duplicates(model_base, tiny_dataset, tmp_path):
+    """kill -9 at any moment (here: once a few of 400 one-slice chunks are committed); the re-run
+    keeps what was committed, redoes the rest once, and holds every planned slice exactly once."""
+    import signal
+    import time
+
+    out = tmp_path / "aug"
+    args = [sys.executable, os.path.join(REPO_ROOT, "run_augment.py"), f"--model={model_base}",
+            f"--data_dir={tiny_dataset}", f"--output_dir={out}", "--ratio=100", "--chunk_size=1", "--contact_rows=0",
+            "--directions=normal_to_tumor"]
+    proc = subprocess.Popen(args, cwd=REPO_ROOT, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"},
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    records = out / ledger_lib.STATE_DIR / "chunks"
+    deadline = time.time() + 240
+    try:
+        while len(list(records.glob("*.json"))) < 3:
+            assert proc.poll() is None and time.time() < deadline, "the run ended before it was killed"
+            time.sleep(0.02)
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=60)
+    committed = {p.name for p in records.glob("*.json")}
+    assert 3 <= len(committed) < 400 and not (out / "manifest.csv").exists()
+    result = _augment(model_base, tiny_dataset, out, ratio=100.0, chunk_size=1, contact_rows=0,
+                      directions=("normal_to_tumor",))
+    assert result.chunks == 400 and result.chunks_skipped >= len(committed)
+    rows = _rows(str(out))
+    assert len(rows) == 400 and len({(r["output_path"], r["output_index"]) for r in rows}) == 400
+    assert len(_files_below(str(out / "train"))) == 400
+    assert len(pipeline.load_split_arrays(str(out), "train")["label"]) == 400
+
+
 def _write_volume(path, shape_zyx, spacing, origin, seed):
     rng = np.random.default_rng(seed)
     array = np.zeros(shape_zyx, np.int16)

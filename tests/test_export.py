@@ -129,6 +129,8 @@ def test_graph_loader_as_tf_serving_uses_it(exported):
     (np.zeros((32, 32, 1), np.float32), SHAPE_ERROR),
     (np.zeros((1, 64, 16, 1), np.float32), SHAPE_ERROR),
     (np.full((1, 32, 32, 1), 255.0, np.float32), "scaled to \\[-1, 1\\]"),
+    (np.where(np.arange(32 * 32).reshape(1, 32, 32, 1) == 5, np.nan, 0.0).astype(np.float32), "scaled to \\[-1, 1\\]"),
+    (np.where(np.arange(32 * 32).reshape(1, 32, 32, 1) == 5, -np.inf, 0.0).astype(np.float32), "scaled to \\[-1, 1\\]"),
     (np.zeros((1, 32, 32, 1), np.float64), "expected to be a float tensor but is a double"),
 ])
 def test_bad_input_rejected(normal_to_tumor_signature, bad, message):

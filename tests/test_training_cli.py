@@ -3,6 +3,7 @@ SIGKILL and rerun, two CPU replicas against one device, --precision, --jit_compi
 multi_worker with two local processes. The runs pin fp32 (what earlier results were computed in)
 unless a test is about another precision."""
 
+import io
 import json
 import os
 import re
@@ -16,6 +17,9 @@ import numpy as np
 import pytest
 
 from conftest import REPO_ROOT, write_tiny_dataset
+from ssagan_tf.models import ModelConfig
+from ssagan_tf.training.config import RunConfig
+from ssagan_tf.training.loop import train
 
 pytestmark = pytest.mark.timeout(420)
 
@@ -95,7 +99,7 @@ def test_flagfile_run_killed_and_rerun_finishes(data_dir, tmp_path):
     model_dir, export_dir = tmp_path / "run", tmp_path / "export"
     flagfile = tmp_path / "tiny.flags"
     flagfile.write_text("\n".join([f"--data_dir={data_dir}", f"--model_dir={model_dir}", *TINY, "--epochs=4",
-                                   "--attention_epochs=4", "--checkpoint_every=2", "--image_every=3",
+                                   "--attention_epochs=4", "--checkpoint_every=2", "--image_every=3", "--noflip",
                                    f"--export_dir={export_dir}"]) + "\n")
     proc = subprocess.Popen(command(f"--flagfile={flagfile}"), cwd=REPO_ROOT, env=environment(),
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
@@ -131,6 +135,15 @@ def test_flagfile_run_killed_and_rerun_finishes(data_dir, tmp_path):
             "val/attention_tumor_outside", "translations"} <= summary_tags(model_dir / "logs")
     assert (model_dir / "samples" / "step_00000012.png").exists()
     assert list(export_dir.rglob("saved_model.pb")), "--export_dir wrote no SavedModel"
+    # Bit-identical to a run never killed (flips off: their draws are not part of the state).
+    uninterrupted = tmp_path / "uninterrupted"
+    train(RunConfig(data_dir=data_dir, model_dir=str(uninterrupted), model=ModelConfig(
+        image_size=32, channels=1, ngf=8, ndf=8, n_res_blocks=1), batch_size=2, epochs=4, attention_epochs=4,
+        pool_size=2, flip=False, log_every=100, image_every=100, checkpoint_every=12), stream=io.StringIO())
+    resumed, straight = model_variables(str(model_dir)), model_variables(str(uninterrupted))
+    assert sorted(resumed) == sorted(straight)
+    different = [name for name in straight if not np.array_equal(resumed[name], straight[name])]
+    assert not different, different[:5]
 
 
 @pytest.mark.parametrize("model,steps,rtol,atol,loose_share", [
