@@ -8,6 +8,8 @@ The export is a `tf.Module` with explicit input signatures (as TF Model Garden's
 with `version` the next integer. A version is written under a temporary name, verified by reloading
 it and comparing every signature with the Keras models, and only then renamed to its number, so
 TF Serving (which watches `<export_dir>/<model_name>`) never sees a half-written or unverified one.
+Entries named like a version that are not folders (a stray file `2`) are stepped over; the
+temporary folders of exports that were killed are removed by the next export.
 
 Signatures (each takes the keyword `images`, float32 [None, H, W, C] in [-1, 1]):
 
@@ -30,7 +32,6 @@ Command line: ``python -m ssagan_tf.export --model_dir=RUN_DIR --export_dir=DIR`
 
 from __future__ import annotations
 
-import errno
 import json
 import os
 import re
@@ -41,8 +42,9 @@ import time
 import numpy as np
 import tensorflow as tf
 
-from ssagan_tf.export_layout import latest_version_dir, version_numbers  # noqa: F401  (public here too)
-from ssagan_tf.locking import DirectoryLock, is_held
+from ssagan_tf.export_layout import (STAGING_LOCK, STAGING_PREFIX, ExportError, commit_version,  # noqa: F401
+                                     latest_version_dir, remove_stale_staging, version_numbers)
+from ssagan_tf.locking import DirectoryLock
 from ssagan_tf.models import SSAModels, translate
 
 DEFAULT_MODEL_NAME = "ssagan"
@@ -60,12 +62,6 @@ INPUT_RANGE_TOLERANCE = 1e-3
 _MODEL_NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 # Slices a signature translates at once; a request of any size runs chunk by chunk (`_in_chunks`).
 SERVING_CHUNK = 16
-_TEMP_PREFIX = ".tmp-export-"
-_STAGING_LOCK = ".export.lock"
-
-
-class ExportError(RuntimeError):
-    """An export that could not be written or did not reproduce the Keras models."""
 
 
 class TranslationModule(tf.Module):
@@ -240,10 +236,10 @@ def write_export(models: SSAModels, export_dir: str, model_name: str = DEFAULT_M
         raise ExportError(f"{base}: is a file, not a folder; remove it or export under another --model_name")
     os.makedirs(base, exist_ok=True)
     remove_stale_staging(base)
-    staging = tempfile.mkdtemp(prefix=_TEMP_PREFIX, dir=base)
+    staging = tempfile.mkdtemp(prefix=STAGING_PREFIX, dir=base)
     # Held until the staging folder is renamed or removed: a later export removes the folder only
     # when its writer is gone (killed), never while it is being written.
-    staging_lock = DirectoryLock(staging, _STAGING_LOCK, "an export", "--export_dir").acquire()
+    staging_lock = DirectoryLock(staging, STAGING_LOCK, "an export", "--export_dir").acquire()
     try:
         module = TranslationModule(models, tau, chunk_size)
         tf.saved_model.save(module, staging, signatures=module.signatures())
@@ -257,36 +253,12 @@ def write_export(models: SSAModels, export_dir: str, model_name: str = DEFAULT_M
                             near_tau[0] if near_tau else 0)
         _write_json(os.path.join(staging, EXPORT_INFO_NAME), info)
         os.chmod(staging, 0o755)
-        version_dir = _commit_version(staging, base)
-        os.remove(os.path.join(version_dir, _STAGING_LOCK))
+        version_dir = commit_version(staging, base)
+        os.remove(os.path.join(version_dir, STAGING_LOCK))
         return version_dir
     finally:
         shutil.rmtree(staging, ignore_errors=True)
         staging_lock.release()
-
-
-def remove_stale_staging(base: str, min_age_seconds: float = 3600.0) -> list:
-    """Remove the staging folders (`.tmp-export-*`) that killed exports left in `base`: those
-    whose lock no live process holds. One without a lock file (killed before taking it, or
-    written by an older version) is removed once it is `min_age_seconds` old. Returns the paths
-    removed."""
-    removed = []
-    for name in sorted(os.listdir(base)):
-        path = os.path.join(base, name)
-        if not name.startswith(_TEMP_PREFIX) or not os.path.isdir(path):
-            continue
-        lock_path = os.path.join(path, _STAGING_LOCK)
-        try:
-            if os.path.exists(lock_path):
-                stale = not is_held(lock_path)
-            else:
-                stale = time.time() - os.path.getmtime(path) > min_age_seconds
-        except OSError:                   # renamed or removed by its writer meanwhile
-            continue
-        if stale:
-            shutil.rmtree(path, ignore_errors=True)
-            removed.append(path)
-    return removed
 
 
 def _export_info(models: SSAModels, tau: float, diffs: dict, tolerance: float, metadata: dict,
@@ -315,30 +287,6 @@ def _write_json(path: str, value: dict) -> None:
     with open(path, "w") as f:
         json.dump(value, f, indent=2, sort_keys=True)
         f.write("\n")
-
-
-def _commit_version(staging: str, base: str) -> str:
-    """Rename `staging` to the next free integer version: one above the highest version folder,
-    stepping over any other entry of that name (a stray file `2`, say). `os.rename` of a folder
-    fails when the target exists and is not empty, so two exports racing for one number cannot
-    overwrite each other: the loser takes the next number."""
-    number, skipped = max(version_numbers(base), default=0) + 1, []
-    for _ in range(100):
-        target = os.path.join(base, str(number))
-        if os.path.lexists(target):
-            if not os.path.isdir(target):
-                skipped.append(target)
-        else:
-            try:
-                os.rename(staging, target)
-                return target
-            except OSError as err:
-                if err.errno not in (errno.EEXIST, errno.ENOTEMPTY):
-                    raise ExportError(f"{base}: cannot rename the verified export to {target}: {err.strerror}") \
-                        from err
-        number = max(number + 1, max(version_numbers(base), default=0) + 1)
-    raise ExportError(f"{base}: could not claim a new version folder (up to {number - 1} taken"
-                      + (f"; not version folders: {', '.join(skipped[:3])}" if skipped else "") + ")")
 
 
 def export_models(model_dir: str, export_dir: str, model_name: str = DEFAULT_MODEL_NAME, tau: float | None = None,

@@ -286,12 +286,12 @@ def test_a_version_that_cannot_be_claimed_names_the_offender(tmp_path, monkeypat
         (base / str(number)).write_text("")
     with pytest.raises(export.ExportError, match=r"could not claim a new version folder .*not version folders: "
                                                  r"\S+ssagan/1, \S+ssagan/2, \S+ssagan/3"):
-        export._commit_version(str(staging), str(base))
+        export.commit_version(str(staging), str(base))
     for number in range(1, 101):
         (base / str(number)).unlink()
     monkeypatch.setattr(os, "rename", lambda *a: (_ for _ in ()).throw(PermissionError(13, "Permission denied")))
     with pytest.raises(export.ExportError, match=r"cannot rename the verified export to \S+ssagan/1: Permission"):
-        export._commit_version(str(staging), str(base))
+        export.commit_version(str(staging), str(base))
 
 
 def test_staging_folders_of_dead_exports_are_removed_and_live_ones_kept(tmp_path):
@@ -301,8 +301,8 @@ def test_staging_folders_of_dead_exports_are_removed_and_live_ones_kept(tmp_path
     dead, live, old, fresh = (base / f".tmp-export-{name}" for name in ("dead", "live", "old", "fresh"))
     for folder in (dead, live, old, fresh):
         folder.mkdir(parents=True)
-    DirectoryLock(str(dead), export._STAGING_LOCK, "an export", "--export_dir").acquire().release()
-    holder = DirectoryLock(str(live), export._STAGING_LOCK, "an export", "--export_dir").acquire()
+    DirectoryLock(str(dead), export.STAGING_LOCK, "an export", "--export_dir").acquire().release()
+    holder = DirectoryLock(str(live), export.STAGING_LOCK, "an export", "--export_dir").acquire()
     os.utime(old, (0, 0))                  # no lock file (an older version's), hours old
     try:
         assert sorted(export.remove_stale_staging(str(base))) == sorted([str(dead), str(old)])
