@@ -18,7 +18,8 @@ from ssagan_tf.evaluation.config import ARMS, ALLOWED_RATIOS, EvaluationConfig, 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("data_dir", None, "Converted dataset (the --output_dir of `python -m data_prep.convert`) "
                     "with train, val and test splits, each holding normal and tumor slices.")
-flags.DEFINE_string("output_dir", None, "Where report.md, results.json and the PNG figures are written.")
+flags.DEFINE_string("output_dir", None, "Where report.md, results.json and the PNG figures are written; "
+                    "not the dataset folder, nor inside it, nor a file.")
 flags.DEFINE_string("augmenters", "", "Comma-separated NAME=EXPORTED_DIR pairs, one per system compared, e.g. "
                     "ssa=exports/ssa_cyclegan,cyclegan=exports/cyclegan. EXPORTED_DIR is a TF Serving model "
                     "directory (its highest version is used) or one version directory. Needed by the "

@@ -3,7 +3,10 @@
     python run_train.py --flagfile=brain.flags
     python run_train.py --data_dir=DIR --model_dir=DIR [--model=ssa_cyclegan] [--strategy=mirrored] ...
 
-Resumes from the latest checkpoint in --model_dir unless --fresh. Exits non-zero on failure.
+Resumes from the latest checkpoint in --model_dir unless --fresh. One trainer per --model_dir: a
+second is refused, naming the first. The data's shards are checked against their manifest at start
+and as they are read. Errors end in one line and exit 1 (--debug: the traceback); a bad flag, one
+line and exit 2. See docs/reliability.md.
 """
 
 from __future__ import annotations
@@ -17,7 +20,8 @@ from ssagan_tf.data.integrity import DatasetMismatchError
 from ssagan_tf.models import SYSTEMS
 
 flags.DEFINE_string("data_dir", None, "Converted dataset (the --output_dir of `python -m data_prep.convert`).")
-flags.DEFINE_string("model_dir", None, "Run directory: config.json, checkpoints/, logs/ (TensorBoard), samples/.")
+flags.DEFINE_string("model_dir", None, "Run directory: config.json, checkpoints/, logs/ (TensorBoard), samples/; "
+                    "locked while a trainer runs (train.lock), so a second trainer there is refused.")
 flags.DEFINE_enum("model", "ssa_cyclegan", list(SYSTEMS),
                   "Which of the paper's five systems to train (Table I): plain CycleGAN, +spectral norm, "
                   "+attention, +both, or SSA-CycleGAN (attention, spectral norm and the semi-supervised mask loss).")
