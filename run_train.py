@@ -122,8 +122,8 @@ def unused_flags_warning(f, model) -> str | None:
     unused = unused_settings(model, [name for name in SYSTEM_SPECIFIC if f[name].present])
     if not unused:
         return None
-    return (f"WARNING: --model={model.system} does not use " + ", ".join(f"--{name} (only {who})" for name, who in unused)
-            + "; ignored")
+    named = ", ".join(f"--{name} (only {who})" for name, who in unused)
+    return f"WARNING: --model={model.system} does not use {named}; ignored"
 
 
 def main(argv):

@@ -32,6 +32,7 @@ Command line: ``python -m ssagan_tf.export --model_dir=RUN_DIR --export_dir=DIR`
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -254,7 +255,8 @@ def write_export(models: SSAModels, export_dir: str, model_name: str = DEFAULT_M
         _write_json(os.path.join(staging, EXPORT_INFO_NAME), info)
         os.chmod(staging, 0o755)
         version_dir = commit_version(staging, base)
-        os.remove(os.path.join(version_dir, STAGING_LOCK))
+        with contextlib.suppress(OSError):          # published already; the lock file is only litter
+            os.remove(os.path.join(version_dir, STAGING_LOCK))
         return version_dir
     finally:
         shutil.rmtree(staging, ignore_errors=True)

@@ -59,7 +59,8 @@ def _errors(data_dir, tmp):
         "run_augment.py": ([f"--model={tmp / 'not_a_model'}", f"--data_dir={data_dir}", f"--output_dir={tmp / 'aug'}"],
                            r"error: --model '\S+not_a_model' is neither an export version dir"),
         "-m ssagan_tf.export": ([f"--model_dir={tmp / 'run_without_checkpoint'}", f"--export_dir={tmp / 'x'}",
-                                 "--precision=fp32"], r"error: \S+run_without_checkpoint/config.json: no 'model' section"),
+                                 "--precision=fp32"],
+                                r"error: \S+run_without_checkpoint/config.json: no 'model' section"),
         "-m data_prep.convert": ([f"--input={tmp / 'empty'}", "--format=brats", f"--output_dir={tmp / 'out'}"],
                                  r"error: .*empty"),
     }

@@ -190,7 +190,8 @@ def test_cli_rejects_missing_inputs(tmp_path, tiny_dataset):
 
 def test_cli_refuses_to_write_into_the_dataset_or_over_a_file(tmp_path, tiny_dataset):
     before = sorted(os.listdir(tiny_dataset))
-    for output, message in ((tiny_dataset, "is the dataset"), (os.path.join(tiny_dataset, "report"), "is inside the dataset")):
+    inside = os.path.join(tiny_dataset, "report")
+    for output, message in ((tiny_dataset, "is the dataset"), (inside, "is inside the dataset")):
         result = _cli(f"--data_dir={tiny_dataset}", f"--output_dir={output}", "--arms=none")
         lines = [line for line in result.stderr.splitlines() if line.strip()]
         assert result.returncode == 2 and len(lines) == 1 and message in lines[0], result.stderr

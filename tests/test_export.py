@@ -258,12 +258,13 @@ def test_large_batches_are_translated_chunk_by_chunk(chunked):
     ops = {node.op for function in graph.library.function for node in function.node_def}
     assert ops & {"While", "StatelessWhile"}, sorted(ops)
     with tf.Graph().as_default(), tf.compat.v1.Session() as session:
-        signature = tf.compat.v1.saved_model.loader.load(session, ["serve"], version_dir).signature_def["serving_default"]
+        meta_graph = tf.compat.v1.saved_model.loader.load(session, ["serve"], version_dir)
+        signature = meta_graph.signature_def["serving_default"]
         fetch = signature.outputs["image"].name
         served = session.run(fetch, {signature.inputs["images"].name: images})
         empty = session.run(fetch, {signature.inputs["images"].name: images[:0]})
-    np.testing.assert_allclose(served, loaded.signatures["serving_default"](images=tf.constant(images))["image"].numpy(),
-                               atol=1e-5)
+    expected = loaded.signatures["serving_default"](images=tf.constant(images))["image"].numpy()
+    np.testing.assert_allclose(served, expected, atol=1e-5)
     assert empty.shape == (0, 32, 32, 1)
 
 

@@ -111,7 +111,8 @@ def test_record_disagreeing_with_manifest_is_rejected_naming_the_shard(tmp_path)
     with tf.io.TFRecordWriter(shard) as writer:
         writer.write(schema.serialize_slice(np.zeros((16, 16, 1)), None, False, 0, "c", "s", 0))
     with pytest.raises(pipeline.DataCheckError,
-                       match=r"normal-00000-of-00001.tfrecord: a record of shape 16x16x1 disagrees with the manifest \(32x32x1\)$"):
+                       match=r"normal-00000-of-00001.tfrecord: a record of shape 16x16x1 disagrees with "
+                             r"the manifest \(32x32x1\)$"):
         pipeline.load_split_arrays(data, "train", domains=("normal",))
 
 
@@ -120,7 +121,8 @@ def test_out_of_range_values_are_rejected(tmp_path):
     shard = os.path.join(data, "train", "normal-00000-of-00001.tfrecord")
     with tf.io.TFRecordWriter(shard) as writer:
         writer.write(schema.serialize_slice(np.full((32, 32, 1), 3.0), None, False, 0, "c", "s", 0))
-    with pytest.raises(pipeline.DataCheckError, match=r"normal-00000-of-00001.tfrecord: image values outside \[-1, 1\] \(magnitude 3"):
+    with pytest.raises(pipeline.DataCheckError,
+                       match=r"normal-00000-of-00001.tfrecord: image values outside \[-1, 1\] \(magnitude 3"):
         pipeline.load_split_arrays(data, "train", domains=("normal",))
 
 

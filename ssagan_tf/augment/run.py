@@ -105,9 +105,10 @@ def _check_output_dir(output_dir: str) -> None:
         return
     foreign = sorted(set(os.listdir(output_dir)) - {LOCK_NAME})
     if foreign and ledger_lib.STATE_DIR not in foreign:
+        listed = ", ".join(foreign[:3]) + (", ..." if len(foreign) > 3 else "")
         raise ValueError(f"--output_dir {output_dir} is not empty and holds no augmentation of ours (no "
-                         f"{ledger_lib.STATE_DIR}/; it has {', '.join(foreign[:3])}{', ...' if len(foreign) > 3 else ''}); "
-                         "choose a new or empty folder, nothing there is replaced")
+                         f"{ledger_lib.STATE_DIR}/; it has {listed}); choose a new or empty folder, nothing there "
+                         "is replaced")
 
 
 def _mask_threshold(config: AugmentConfig, translator) -> float:

@@ -124,6 +124,6 @@ def _check_complete_by_name(paths: list) -> None:
         missing = sorted(set(range(count)) - indices)
         if missing:
             domain = _SHARD_NAME.match(os.path.basename(paths[0]))["domain"]
-            raise DatasetMismatchError(f"{os.path.join(os.path.dirname(paths[0]), schema.shard_name(domain, missing[0], count))}"
-                                       f": missing ({len(missing)} of {count} shards missing); restore it, or convert "
-                                       "again")
+            path = os.path.join(os.path.dirname(paths[0]), schema.shard_name(domain, missing[0], count))
+            raise DatasetMismatchError(f"{path}: missing ({len(missing)} of {count} shards missing); restore it, or "
+                                       "convert again")

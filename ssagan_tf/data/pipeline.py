@@ -88,12 +88,11 @@ def find_count_mismatch(data_dir: str):
 
 
 @contextlib.contextmanager
-def shard_errors_named(data_dir: str, shards=None):
+def shard_errors_named(data_dir: str):
     """Re-raise what goes wrong while reading `data_dir`'s shards as one clear error naming the
     shard: a tf.data DataLossError (whose own message says only 'truncated record at N', not
     which file) as `CorruptShardError`, and a failed check of `parse_and_validate` or of a
-    shard's record count as `DataCheckError`. `shards` limits the search for the corrupt one (default:
-    every shard of the dataset)."""
+    shard's record count as `DataCheckError`."""
     try:
         yield
     except tf.errors.FailedPreconditionError as err:
@@ -107,9 +106,7 @@ def shard_errors_named(data_dir: str, shards=None):
         message = check_message(err) if isinstance(err, tf.errors.InvalidArgumentError) else None
         if message is not None:
             raise DataCheckError(message) from err
-        if shards is None:
-            shards = sorted(glob.glob(os.path.join(data_dir, "*", "*.tfrecord")))
-        found = find_corrupt_shard(shards)
+        found = find_corrupt_shard(sorted(glob.glob(os.path.join(data_dir, "*", "*.tfrecord"))))
         if found is None:
             raise
         path, message = found

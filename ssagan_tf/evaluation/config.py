@@ -144,7 +144,8 @@ def check_inputs(config: EvaluationConfig) -> None:
         raise ValueError(f"--output_dir {config.output_dir} is {'' if data == output else 'inside '}the dataset "
                          f"{config.data_dir}; write the report elsewhere (the dataset stays as converted)")
     if os.path.exists(config.output_dir) and not os.path.isdir(config.output_dir):
-        raise ValueError(f"--output_dir {config.output_dir}: is a file, not a folder; the report is not written over it")
+        raise ValueError(f"--output_dir {config.output_dir}: is a file, not a folder; the report is not written "
+                         "over it")
     for split in schema.SPLITS:
         for domain in schema.DOMAINS:
             if manifest.count(split, domain) <= 0 or not integrity.check_shards(manifest, split, domain):
