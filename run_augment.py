@@ -3,7 +3,8 @@ r"""Exported generators -> an augmented dataset (DESIGN.md sections 6 and 8).
     python run_augment.py --model=exports/ssagan --data_dir=data/brats --output_dir=runs/aug \
         --ratio=1.0 --format=tfrecord
 
-See docs/export_and_serving.md for the inputs, outputs and resuming.
+See docs/export_and_serving.md for the inputs, outputs and resuming, docs/reliability.md for what
+happens under faults. Errors end in one line and exit 1 (--debug: the traceback).
 """
 
 from __future__ import annotations
@@ -17,7 +18,9 @@ flags.DEFINE_string("model", None, "An exported model: its base dir <export_dir>
 flags.DEFINE_string("data_dir", None, "Real slices: a converted dataset (manifest.json + TFRecords), or class "
                     "folders normal/ and tumor/ of PNG slices or NIfTI volumes.")
 flags.DEFINE_string("output_dir", None, "Where the synthetic dataset goes; nothing is written outside it. "
-                    "Re-running with the same settings completes an interrupted run.")
+                    "Must be new, empty, or an earlier augmentation's (a folder holding other files, or inside "
+                    "--data_dir, is refused); one run at a time. Re-running with the same settings completes an "
+                    "interrupted (or killed) run.")
 flags.DEFINE_string("ratio", "1.0", "Synthetic:real slices per class (the paper's 1:1 is 1.0; above the "
                     "number of source slices, sources repeat), or 'all' to translate every input slice once.")
 flags.DEFINE_enum("format", "tfrecord", list(FORMATS), "Output: TFRecords in the real data's schema, 16-bit PNG "

@@ -10,15 +10,16 @@ Every flag is checked, and the dataset and exported models located, before any t
 
 from __future__ import annotations
 
-
 from absl import app, flags, logging
 
+from ssagan_tf.data.integrity import DatasetMismatchError
 from ssagan_tf.evaluation.config import ARMS, ALLOWED_RATIOS, EvaluationConfig, check_inputs, parse_augmenters
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("data_dir", None, "Converted dataset (the --output_dir of `python -m data_prep.convert`) "
                     "with train, val and test splits, each holding normal and tumor slices.")
-flags.DEFINE_string("output_dir", None, "Where report.md, results.json and the PNG figures are written.")
+flags.DEFINE_string("output_dir", None, "Where report.md, results.json and the PNG figures are written; "
+                    "not the dataset folder, nor inside it, nor a file.")
 flags.DEFINE_string("augmenters", "", "Comma-separated NAME=EXPORTED_DIR pairs, one per system compared, e.g. "
                     "ssa=exports/ssa_cyclegan,cyclegan=exports/cyclegan. EXPORTED_DIR is a TF Serving model "
                     "directory (its highest version is used) or one version directory. Needed by the "
@@ -83,6 +84,8 @@ def main(argv):
     config = config_from_flags()
     try:
         check_inputs(config)
+    except DatasetMismatchError:
+        raise                     # the data, not the flags, are at fault: one error line (ssagan_tf.cli)
     except (OSError, ValueError) as err:
         raise app.UsageError(str(err))
     logging.set_verbosity(logging.INFO)

@@ -3,7 +3,10 @@
     python run_train.py --flagfile=brain.flags
     python run_train.py --data_dir=DIR --model_dir=DIR [--model=ssa_cyclegan] [--strategy=mirrored] ...
 
-Resumes from the latest checkpoint in --model_dir unless --fresh. Exits non-zero on failure.
+Resumes from the latest checkpoint in --model_dir unless --fresh. One trainer per --model_dir: a
+second is refused, naming the first. The data's shards are checked against their manifest at start
+and as they are read. Errors end in one line and exit 1 (--debug: the traceback); a bad flag, one
+line and exit 2. See docs/reliability.md.
 """
 
 from __future__ import annotations
@@ -13,10 +16,12 @@ import sys
 
 from absl import app, flags
 
+from ssagan_tf.data.integrity import DatasetMismatchError
 from ssagan_tf.models import SYSTEMS
 
 flags.DEFINE_string("data_dir", None, "Converted dataset (the --output_dir of `python -m data_prep.convert`).")
-flags.DEFINE_string("model_dir", None, "Run directory: config.json, checkpoints/, logs/ (TensorBoard), samples/.")
+flags.DEFINE_string("model_dir", None, "Run directory: config.json, checkpoints/, logs/ (TensorBoard), samples/; "
+                    "locked while a trainer runs (train.lock), so a second trainer there is refused.")
 flags.DEFINE_enum("model", "ssa_cyclegan", list(SYSTEMS),
                   "Which of the paper's five systems to train (Table I): plain CycleGAN, +spectral norm, "
                   "+attention, +both, or SSA-CycleGAN (attention, spectral norm and the semi-supervised mask loss).")
@@ -128,29 +133,43 @@ def config_from_flags(f):
                      **{n: getattr(f, n) for n in names}).validate()
 
 
+def unused_flags_warning(f, model) -> str | None:
+    """A warning naming the flags set on the command line (or in a flagfile) that `model`'s system
+    does not use; None when there are none. Defaults are not named."""
+    from ssagan_tf.training.config import SYSTEM_SPECIFIC, unused_settings
+
+    unused = unused_settings(model, [name for name in SYSTEM_SPECIFIC if f[name].present])
+    if not unused:
+        return None
+    named = ", ".join(f"--{name} (only {who})" for name, who in unused)
+    return f"WARNING: --model={model.system} does not use {named}; ignored"
+
+
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     try:
         config = config_from_flags(FLAGS)
+        warning = unused_flags_warning(FLAGS, config.model)
+        if warning:
+            print(warning, file=sys.stderr, flush=True)
         from ssagan_tf.training.loop import check_data, plan
 
         plan(config, check_data(config))
+    except DatasetMismatchError:
+        raise                     # the data, not the flags, are at fault: one error line (ssagan_tf.cli)
     except (ValueError, FileNotFoundError) as err:
         raise app.UsageError(str(err)) from err
     if FLAGS.export_dir and importlib.util.find_spec("ssagan_tf.export") is None:
         raise app.UsageError("--export_dir needs the ssagan_tf.export module, which is not installed")
 
     from ssagan_tf.training.config import ConfigError
-    from ssagan_tf.training.loop import NonFiniteLossError, train
+    from ssagan_tf.training.loop import train
 
     try:
         result = train(config)
     except ConfigError as err:           # found once the devices or the run directory are known
         raise app.UsageError(str(err)) from err
-    except NonFiniteLossError as err:
-        print(f"ERROR: {err}", file=sys.stderr, flush=True)
-        return 1
     if FLAGS.export_dir and result.chief:          # one process of a multi-worker run exports
         from ssagan_tf.export import export_models
 

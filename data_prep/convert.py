@@ -242,6 +242,7 @@ def _write_dataset(config, stage, outcomes, channels, normalisation, cohort) -> 
         raise
     _check_counts(config, writer.counts, cohort)
     manifest = _manifest(config, outcomes, writer.counts, channels, normalisation, labelled, cohort)
+    manifest["shards"] = writer.shards
     _write_json_atomic(os.path.join(stage.dataset_dir, schema.MANIFEST_NAME), manifest)
     write_report(config, outcomes, manifest, cohort, directory=stage.dataset_dir)
     write_sheet(os.path.join(stage.dataset_dir, SHEET_NAME), sorted(sheet, key=lambda p: p[0]))

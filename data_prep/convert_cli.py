@@ -183,13 +183,8 @@ def _run(argv) -> int:
     try:
         config = config_from_flags()
     except ValueError as err:
-        print(f"convert: {err}", file=sys.stderr)
-        return 2
-    try:
-        manifest = convert(config, log=lambda line: print(line, flush=True))
-    except ValueError as err:
-        print(f"convert: {err}", file=sys.stderr)
-        return 1
+        raise app.UsageError(str(err)) from None
+    manifest = convert(config, log=lambda line: print(line, flush=True))
     counts = manifest["counts"]
     print(f"wrote {config.output_dir}: " + ", ".join(
         f"{s} {c['normal']} normal / {c['tumor']} tumor" for s, c in counts.items()))
@@ -199,15 +194,12 @@ def _run(argv) -> int:
 
 
 def main(argv=None) -> int:
-    argv = list(sys.argv if argv is None else argv)
-    if cli.wants_help(argv):
-        from data_prep import convert
+    """The command line (`ssagan_tf.cli`: one-line errors, `--help` listing this module's flags);
+    returns the exit code."""
+    from data_prep import convert
 
-        # The flags live in this module, not in the converter run as __main__.
-        print(cli.help_text(convert.__doc__, sys.modules[__name__]))
-        return 0
     try:
-        app.run(lambda args: sys.exit(_run(args)), argv=argv)
+        cli.run(_run, convert.__doc__, argv, help_module=sys.modules[__name__])
     except SystemExit as exit_:
-        return exit_.code if isinstance(exit_.code, int) else 1
+        return exit_.code if isinstance(exit_.code, int) else (0 if exit_.code is None else 1)
     return 0

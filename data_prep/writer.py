@@ -2,7 +2,8 @@
 
 A shard is written under a temporary name and renamed to
 `<split>/<domain>-<i>-of-<n>.tfrecord` only when the whole dataset is complete, so a reader never
-sees a half-written shard; `abort()` removes the temporary files.
+sees a half-written shard; `abort()` removes the temporary files. `shards` then describes each
+final shard (records, bytes, sha256) for the manifest (`ssagan_tf.data.integrity`).
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import os
 
 import numpy as np
 
-from ssagan_tf.data import schema
+from ssagan_tf.data import integrity, schema
 
 
 def split_patients(patients, train_fraction: float, val_fraction: float, seed: int) -> dict:
@@ -52,6 +53,8 @@ class ShardedWriter:
         self.output_dir = output_dir
         self.num_shards = num_shards
         self.counts = {s: {d: 0 for d in schema.DOMAINS} for s in schema.SPLITS}
+        self.shards = {}          # relative path -> integrity.describe_shard, filled by close()
+        self._records = {}
         self._writers = {}
         self._tmp_paths = {}
         self._tag = f".tmp-{os.getpid()}"
@@ -69,6 +72,7 @@ class ShardedWriter:
         index = self.counts[split][domain] % self.num_shards
         self._writer(split, domain, index).write(record)
         self.counts[split][domain] += 1
+        self._records[(split, domain, index)] = self._records.get((split, domain, index), 0) + 1
 
     def close(self) -> list:
         """Flush and rename every shard to its final name; returns the final paths."""
@@ -80,6 +84,8 @@ class ShardedWriter:
             path = os.path.join(self.output_dir, split, schema.shard_name(domain, index, used))
             os.replace(tmp, path)
             final.append(path)
+            self.shards[integrity.relative_name(self.output_dir, path)] = integrity.describe_shard(
+                path, self._records[(split, domain, index)])
         self._writers.clear()
         self._tmp_paths.clear()
         return final

@@ -8,6 +8,8 @@ The export is a `tf.Module` with explicit input signatures (as TF Model Garden's
 with `version` the next integer. A version is written under a temporary name, verified by reloading
 it and comparing every signature with the Keras models, and only then renamed to its number, so
 TF Serving (which watches `<export_dir>/<model_name>`) never sees a half-written or unverified one.
+Entries named like a version that are not folders (a stray file `2`) are stepped over; the
+temporary folders of exports that were killed are removed by the next export.
 
 Signatures (each takes the keyword `images`, float32 [None, H, W, C] in [-1, 1]):
 
@@ -16,7 +18,9 @@ Signatures (each takes the keyword `images`, float32 [None, H, W, C] in [-1, 1])
     serving_default   = normal_to_tumor
 
 `attention` is [None, H, W, 1]: the attention map with the inference threshold tau applied (all
-ones for systems without attention networks).
+ones for systems without attention networks). A request of any size is translated
+`SERVING_CHUNK` (16) slices at a time inside the signature, so its memory does not grow with the
+batch beyond the inputs and outputs themselves; an empty batch returns empty outputs.
 
 Precision (`--precision`, `ssagan_tf.precision`): the networks compute in fp32, bf16 or fp16, but
 every signature takes float32 `images` and returns float32 outputs. The reload check compares the
@@ -28,6 +32,7 @@ Command line: ``python -m ssagan_tf.export --model_dir=RUN_DIR --export_dir=DIR`
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -38,7 +43,9 @@ import time
 import numpy as np
 import tensorflow as tf
 
-from ssagan_tf.export_layout import latest_version_dir, version_numbers  # noqa: F401  (public here too)
+from ssagan_tf.export_layout import (STAGING_LOCK, STAGING_PREFIX, ExportError, commit_version,  # noqa: F401
+                                     latest_version_dir, remove_stale_staging, version_numbers)
+from ssagan_tf.locking import DirectoryLock
 from ssagan_tf.models import SSAModels, translate
 
 DEFAULT_MODEL_NAME = "ssagan"
@@ -54,11 +61,8 @@ TOLERANCES = {"fp32": DEFAULT_TOLERANCE, "bf16": 3e-2, "fp16": 5e-3}
 # Slack on the [-1, 1] input range, as in the data pipeline: resampling can overshoot by rounding.
 INPUT_RANGE_TOLERANCE = 1e-3
 _MODEL_NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
-_TEMP_PREFIX = ".tmp-export-"
-
-
-class ExportError(RuntimeError):
-    """An export that could not be written or did not reproduce the Keras models."""
+# Slices a signature translates at once; a request of any size runs chunk by chunk (`_in_chunks`).
+SERVING_CHUNK = 16
 
 
 class TranslationModule(tf.Module):
@@ -73,20 +77,21 @@ class TranslationModule(tf.Module):
     ("Could not find variable ..."; keras-team/keras#20095). `tf.saved_model.load` hides this.
     """
 
-    def __init__(self, models: SSAModels, tau: float):
+    def __init__(self, models: SSAModels, tau: float, chunk_size: int = SERVING_CHUNK):
         super().__init__(name="ssagan_translation")
         cfg = models.config
         self.image_shape = (cfg.image_size, cfg.image_size, cfg.channels)
         self.tau = float(tau)
+        self.chunk_size = int(chunk_size)
         networks = [n for n in (models.normal_to_tumor, models.tumor_to_normal, models.attention_normal,
                                 models.attention_tumor) if n is not None]
         self.network_variables = [weight.value for network in networks for weight in network.weights]
         spec = tf.TensorSpec((None,) + self.image_shape, tf.float32, name="images")
         self.normal_to_tumor = tf.function(
-            _translation(models.normal_to_tumor, models.attention_normal, self.image_shape, self.tau),
+            _translation(models.normal_to_tumor, models.attention_normal, self.image_shape, self.tau, chunk_size),
             input_signature=[spec])
         self.tumor_to_normal = tf.function(
-            _translation(models.tumor_to_normal, models.attention_tumor, self.image_shape, self.tau),
+            _translation(models.tumor_to_normal, models.attention_tumor, self.image_shape, self.tau, chunk_size),
             input_signature=[spec])
 
     def signatures(self) -> dict:
@@ -97,16 +102,39 @@ class TranslationModule(tf.Module):
                 "serving_default": normal_to_tumor}
 
 
-def _translation(generator, attention, image_shape: tuple, tau: float):
-    """images -> {"image", "attention"}: paper Eq. 1 with the inference threshold, inputs checked."""
+def _translation(generator, attention, image_shape: tuple, tau: float, chunk_size: int):
+    """images -> {"image", "attention"}: paper Eq. 1 with the inference threshold, inputs checked,
+    `chunk_size` slices at a time."""
 
     def translate_images(images):
         images = _checked_range(_checked_shape(images, image_shape))
-        translated, attention_map = translate(generator, attention, images, tau=tau)
+        translated, attention_map = _in_chunks(lambda part: translate(generator, attention, part, tau=tau), images,
+                                               chunk_size, image_shape)
         return {"image": tf.identity(translated, name="image"),
                 "attention": tf.identity(attention_map, name="attention")}
 
     return translate_images
+
+
+def _in_chunks(translate_part, images, chunk_size: int, image_shape: tuple):
+    """`translate_part` over `images` `chunk_size` slices at a time, one chunk after the other, so a
+    request's working memory is that of one chunk however many slices it holds (a batch of 1024
+    64^2 slices at once took 2.4 GB), and an empty batch gives empty outputs (the reflection
+    padding fails on a batch of 0). The outputs are the inputs' slices in order."""
+    height, width, channels = image_shape
+    chunks = (tf.shape(images)[0] + chunk_size - 1) // chunk_size
+    outputs = (tf.TensorArray(tf.float32, size=chunks, infer_shape=False,
+                              element_shape=tf.TensorShape([None, height, width, channels])),
+               tf.TensorArray(tf.float32, size=chunks, infer_shape=False,
+                              element_shape=tf.TensorShape([None, height, width, 1])))
+
+    def step(i, translated, attention_map):
+        part = translate_part(images[i * chunk_size:(i + 1) * chunk_size])
+        return i + 1, translated.write(i, part[0]), attention_map.write(i, part[1])
+
+    _, translated, attention_map = tf.while_loop(lambda i, *_: i < chunks, step, (tf.constant(0), *outputs),
+                                                 parallel_iterations=1)
+    return translated.concat(), attention_map.concat()
 
 
 def _checked_shape(images, image_shape):
@@ -187,24 +215,34 @@ def verify_export(saved_model_dir: str, models: SSAModels, tau: float, batch_siz
 
 
 def write_export(models: SSAModels, export_dir: str, model_name: str = DEFAULT_MODEL_NAME, tau: float = 0.0,
-                 metadata: dict | None = None, tolerance: float | None = None) -> str:
+                 metadata: dict | None = None, tolerance: float | None = None,
+                 chunk_size: int = SERVING_CHUNK) -> str:
     """Export `models` as the next version of `<export_dir>/<model_name>`; returns its directory.
 
     The version is saved and verified under a temporary name in the same directory and renamed
     only when every signature matches the Keras models within `tolerance`; otherwise nothing is
     left behind and `ExportError` is raised. `tolerance` defaults to the one of the models'
-    precision (`TOLERANCES`). `metadata` is merged into `export.json`.
+    precision (`TOLERANCES`). `metadata` is merged into `export.json`. The signatures translate
+    a request `chunk_size` slices at a time (`_in_chunks`).
     """
     validate_model_name(model_name)
     if tolerance is None:
         tolerance = TOLERANCES[models.config.precision]
     if not 0.0 <= tau < 1.0:
         raise ValueError(f"tau must be in [0, 1), got {tau}")
+    if chunk_size < 1:
+        raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
     base = os.path.join(export_dir, model_name)
+    if os.path.exists(base) and not os.path.isdir(base):
+        raise ExportError(f"{base}: is a file, not a folder; remove it or export under another --model_name")
     os.makedirs(base, exist_ok=True)
-    staging = tempfile.mkdtemp(prefix=_TEMP_PREFIX, dir=base)
+    remove_stale_staging(base)
+    staging = tempfile.mkdtemp(prefix=STAGING_PREFIX, dir=base)
+    # Held until the staging folder is renamed or removed: a later export removes the folder only
+    # when its writer is gone (killed), never while it is being written.
+    staging_lock = DirectoryLock(staging, STAGING_LOCK, "an export", "--export_dir").acquire()
     try:
-        module = TranslationModule(models, tau)
+        module = TranslationModule(models, tau, chunk_size)
         tf.saved_model.save(module, staging, signatures=module.signatures())
         near_tau = []
         diffs = verify_export(staging, models, tau, tolerance=tolerance, near_tau=near_tau)
@@ -212,12 +250,17 @@ def write_export(models: SSAModels, export_dir: str, model_name: str = DEFAULT_M
         if not worst <= tolerance:
             raise ExportError(f"export does not reproduce the Keras models: max abs difference {worst:.3g} "
                               f"> tolerance {tolerance:g} ({diffs}); nothing was written")
-        info = _export_info(models, tau, diffs, tolerance, metadata or {}, near_tau[0] if near_tau else 0)
+        info = _export_info(models, tau, diffs, tolerance, {"serving_chunk": chunk_size, **(metadata or {})},
+                            near_tau[0] if near_tau else 0)
         _write_json(os.path.join(staging, EXPORT_INFO_NAME), info)
         os.chmod(staging, 0o755)
-        return _commit_version(staging, base)
+        version_dir = commit_version(staging, base)
+        with contextlib.suppress(OSError):          # published already; the lock file is only litter
+            os.remove(os.path.join(version_dir, STAGING_LOCK))
+        return version_dir
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+        staging_lock.release()
 
 
 def _export_info(models: SSAModels, tau: float, diffs: dict, tolerance: float, metadata: dict,
@@ -246,23 +289,6 @@ def _write_json(path: str, value: dict) -> None:
     with open(path, "w") as f:
         json.dump(value, f, indent=2, sort_keys=True)
         f.write("\n")
-
-
-def _commit_version(staging: str, base: str) -> str:
-    """Rename `staging` to the next free integer version. `os.rename` of a directory fails when
-    the target exists and is not empty, so two exports racing for one number cannot overwrite each
-    other: the loser takes the next number."""
-    for _ in range(100):
-        versions = version_numbers(base)
-        target = os.path.join(base, str(versions[-1] + 1 if versions else 1))
-        if os.path.exists(target):
-            continue
-        try:
-            os.rename(staging, target)
-            return target
-        except OSError:
-            continue
-    raise ExportError(f"{base}: could not claim a new version directory")
 
 
 def export_models(model_dir: str, export_dir: str, model_name: str = DEFAULT_MODEL_NAME, tau: float | None = None,

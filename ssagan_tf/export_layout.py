@@ -1,11 +1,23 @@
 """The TF Serving model directory layout, `<export_dir>/<model_name>/<version>/saved_model.pb`,
-without importing TensorFlow (so entry points can check paths before any heavy import)."""
+without importing TensorFlow (so entry points can check paths before any heavy import): reading
+versions, and claiming the next one for an export (`ssagan_tf.export`)."""
 
 from __future__ import annotations
 
+import errno
 import os
+import shutil
+import time
+
+from ssagan_tf.locking import is_held
 
 SAVED_MODEL_FILE = "saved_model.pb"
+STAGING_PREFIX = ".tmp-export-"       # an export being written, beside the versions (TF Serving ignores it)
+STAGING_LOCK = ".export.lock"         # in a staging folder, held by its writer
+
+
+class ExportError(RuntimeError):
+    """An export that could not be written or did not reproduce the Keras models."""
 
 
 def version_numbers(model_base_dir: str) -> list:
@@ -34,3 +46,51 @@ def saved_model_dir(path: str) -> str:
     if not os.path.isdir(path):
         raise FileNotFoundError(f"{path}: no such exported model directory")
     return latest_version_dir(path)
+
+
+def commit_version(staging: str, base: str) -> str:
+    """Rename `staging` to the next free integer version: one above the highest version folder,
+    stepping over any other entry of that name (a stray file `2`, say). `os.rename` of a folder
+    fails when the target exists and is not empty, so two exports racing for one number cannot
+    overwrite each other: the loser takes the next number."""
+    number, skipped = max(version_numbers(base), default=0) + 1, []
+    for _ in range(100):
+        target = os.path.join(base, str(number))
+        if os.path.lexists(target):
+            if not os.path.isdir(target):
+                skipped.append(target)
+        else:
+            try:
+                os.rename(staging, target)
+                return target
+            except OSError as err:
+                if err.errno not in (errno.EEXIST, errno.ENOTEMPTY):
+                    raise ExportError(f"{base}: cannot rename the verified export to {target}: {err.strerror}") \
+                        from err
+        number = max(number + 1, max(version_numbers(base), default=0) + 1)
+    raise ExportError(f"{base}: could not claim a new version folder (up to {number - 1} taken"
+                      + (f"; not version folders: {', '.join(skipped[:3])}" if skipped else "") + ")")
+
+
+def remove_stale_staging(base: str, min_age_seconds: float = 3600.0) -> list:
+    """Remove the staging folders (`.tmp-export-*`) that killed exports left in `base`: those
+    whose lock no live process holds. One without a lock file (killed before taking it, or
+    written by an older version) is removed once it is `min_age_seconds` old. Returns the paths
+    removed."""
+    removed = []
+    for name in sorted(os.listdir(base)):
+        path = os.path.join(base, name)
+        if not name.startswith(STAGING_PREFIX) or not os.path.isdir(path):
+            continue
+        lock_path = os.path.join(path, STAGING_LOCK)
+        try:
+            if os.path.exists(lock_path):
+                stale = not is_held(lock_path)
+            else:
+                stale = time.time() - os.path.getmtime(path) > min_age_seconds
+        except OSError:                   # renamed or removed by its writer meanwhile
+            continue
+        if stale:
+            shutil.rmtree(path, ignore_errors=True)
+            removed.append(path)
+    return removed

@@ -17,16 +17,17 @@ REAL_DATA = os.path.join(SHARED_DATA, "brain_tumor_progression")
 
 
 def write_tiny_dataset(out_dir, size=32, channels=1, n_normal=6, n_tumor=4, splits=("train", "val", "test"),
-                       labelled=True, seed=0):
+                       labelled=True, seed=0, record_shards=True):
     """Write a converted dataset of blob images: tumor slices carry a bright disc and its mask.
-    Returns the data directory. Schema and layout are those of `data_prep.convert`."""
+    Returns the data directory. Schema and layout are those of `data_prep.convert`; without
+    `record_shards`, the manifest is one of an older version, without its shards' records."""
     import tensorflow as tf
 
-    from ssagan_tf.data import schema
+    from ssagan_tf.data import integrity, schema
 
     rng = np.random.default_rng(seed)
     yy, xx = np.mgrid[:size, :size]
-    counts, cases = {}, {}
+    counts, cases, shards = {}, {}, {}
     for split in splits:
         os.makedirs(os.path.join(out_dir, split), exist_ok=True)
         counts[split], cases[split] = {}, [f"{split}_case{i}" for i in range(2)]
@@ -45,10 +46,13 @@ def write_tiny_dataset(out_dir, size=32, channels=1, n_normal=6, n_tumor=4, spli
                         image, mask, has_mask, schema.LABELS[domain], cases[split][i % 2],
                         f"real:tiny/{split}/{i}", i))
             counts[split][domain] = n
+            shards[f"{split}/{os.path.basename(path)}"] = integrity.describe_shard(path, n)
     manifest = {"schema_version": schema.SCHEMA_VERSION, "image_size": size, "channels": channels,
                 "modalities": ["t1ce"] if channels == 1 else ["flair", "t1", "t1ce", "t2"][:channels],
                 "counts": counts, "cases": cases, "normalisation": {"method": "percentile", "range": [-1, 1]},
                 "settings": {"format": "tiny"}}
+    if record_shards:
+        manifest["shards"] = shards
     with open(os.path.join(out_dir, schema.MANIFEST_NAME), "w") as f:
         json.dump(manifest, f, indent=2)
     return str(out_dir)

@@ -21,7 +21,9 @@ from ssagan_tf.augment import AugmentConfig, augment_dataset, parse_directions, 
 from ssagan_tf.augment import ledger as ledger_lib
 from ssagan_tf.augment.plan import plan_direction
 from ssagan_tf.augment.writers import safe_name
-from ssagan_tf.data import pipeline, schema
+from ssagan_tf.augment import run as run_lib
+from ssagan_tf.data import integrity, pipeline, schema
+from ssagan_tf.locking import DirectoryLock, DirectoryLockedError
 from ssagan_tf.models import ModelConfig, build_models
 
 SIZE = 32
@@ -76,6 +78,11 @@ def test_tfrecord_output_reads_like_real_data(model_base, tiny_dataset, tmp_path
         assert sum(1 for _ in tf.data.TFRecordDataset(os.path.join(out, shard))) == count
     manifest = schema.read_manifest(out)
     assert manifest.count("train", "tumor") == 4 and manifest.count("train", "normal") == 6
+    # Each shard recorded as the converter records them, so readers check it the same way.
+    assert {name: entry["records"] for name, entry in manifest.raw["shards"].items()} == dict(shards)
+    assert all(entry["bytes"] == os.path.getsize(os.path.join(out, name))
+               for name, entry in manifest.raw["shards"].items())
+    assert integrity.verify_checksums(manifest) == []
     arrays = pipeline.load_split_arrays(out, "train")
     assert sorted(arrays["label"].tolist()) == [0] * 6 + [1] * 4
     np.testing.assert_array_equal(arrays["has_mask"], arrays["label"].astype(np.float32))
@@ -171,6 +178,38 @@ def test_interrupted_run_completes_without_duplicates(model_base, tiny_dataset, 
     assert len(_rows(out)) == 10 and len(_files_below(os.path.join(out, "train"))) == 4   # no 2-chunk shards left
 
 
+def test_run_killed_with_sigkill_completes_without_duplicates(model_base, tiny_dataset, tmp_path):
+    """kill -9 at any moment (here: once a few of 400 one-slice chunks are committed); the re-run
+    keeps what was committed, redoes the rest once, and holds every planned slice exactly once."""
+    import signal
+    import time
+
+    out = tmp_path / "aug"
+    args = [sys.executable, os.path.join(REPO_ROOT, "run_augment.py"), f"--model={model_base}",
+            f"--data_dir={tiny_dataset}", f"--output_dir={out}", "--ratio=100", "--chunk_size=1", "--contact_rows=0",
+            "--directions=normal_to_tumor"]
+    proc = subprocess.Popen(args, cwd=REPO_ROOT, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"},
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    records = out / ledger_lib.STATE_DIR / "chunks"
+    deadline = time.time() + 240
+    try:
+        while len(list(records.glob("*.json"))) < 3:
+            assert proc.poll() is None and time.time() < deadline, "the run ended before it was killed"
+            time.sleep(0.02)
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=60)
+    committed = {p.name for p in records.glob("*.json")}
+    assert 3 <= len(committed) < 400 and not (out / "manifest.csv").exists()
+    result = _augment(model_base, tiny_dataset, out, ratio=100.0, chunk_size=1, contact_rows=0,
+                      directions=("normal_to_tumor",))
+    assert result.chunks == 400 and result.chunks_skipped >= len(committed)
+    rows = _rows(str(out))
+    assert len(rows) == 400 and len({(r["output_path"], r["output_index"]) for r in rows}) == 400
+    assert len(_files_below(str(out / "train"))) == 400
+    assert len(pipeline.load_split_arrays(str(out), "train")["label"]) == 400
+
+
 def _write_volume(path, shape_zyx, spacing, origin, seed):
     rng = np.random.default_rng(seed)
     array = np.zeros(shape_zyx, np.int16)
@@ -259,9 +298,37 @@ def test_output_paths_stay_inside(tmp_path):
 def test_refuses_to_write_into_real_data(model_base, tiny_dataset, tmp_path):
     with pytest.raises(ValueError, match="output_dir must differ"):
         AugmentConfig(model=model_base, data_dir=tiny_dataset, output_dir=tiny_dataset)
+    with pytest.raises(ValueError, match="output_dir must differ .* is inside the input dataset"):
+        AugmentConfig(model=model_base, data_dir=tiny_dataset, output_dir=os.path.join(tiny_dataset, "train", "aug"))
     other = write_tiny_dataset(str(tmp_path / "real"), splits=("train",))
     with pytest.raises(ValueError, match="holds a real converted dataset"):
         _augment(model_base, tiny_dataset, other)
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(ValueError, match="output_dir .*file': is a file, not a folder"):
+        AugmentConfig(model=model_base, data_dir=tiny_dataset, output_dir=str(tmp_path / "file"))
+
+
+def test_refuses_a_folder_holding_files_it_did_not_write(model_base, tiny_dataset, tmp_path):
+    """A user's shard under one of the names an augmentation writes stays as it was, even with
+    --overwrite (which removes only an earlier augmentation's files)."""
+    out = tmp_path / "aug"
+    (out / "train").mkdir(parents=True)
+    mine = out / "train" / "tumor-00000-of-00001.tfrecord"
+    mine.write_bytes(b"the user's own shard")
+    for overwrite in (False, True):
+        with pytest.raises(ValueError, match="is not empty and holds no augmentation of ours .* it has train"):
+            _augment(model_base, tiny_dataset, out, overwrite=overwrite)
+    assert mine.read_bytes() == b"the user's own shard" and sorted(os.listdir(out)) == ["train"]
+
+
+def test_one_augmentation_per_output_folder(model_base, tiny_dataset, tmp_path):
+    out = tmp_path / "aug"
+    with DirectoryLock(str(out), run_lib.LOCK_NAME, "an augmentation run", "--output_dir"):
+        with pytest.raises(DirectoryLockedError, match=f"aug is in use by an augmentation run \\(pid {os.getpid()} "):
+            _augment(model_base, tiny_dataset, out, format="png", directions=("tumor_to_normal",), contact_rows=0)
+    assert sorted(os.listdir(out)) == [run_lib.LOCK_NAME]                 # nothing written meanwhile
+    result = _augment(model_base, tiny_dataset, out, format="png", directions=("tumor_to_normal",), contact_rows=0)
+    assert result.counts["normal"] == 6                                   # free again once released
 
 
 def test_model_from_training_run(tiny_dataset, tmp_path):

@@ -1,6 +1,9 @@
-"""ssagan_tf/cli.py: every entry point's --help lists its own flags and exits 0 (absl's exits 1)."""
+"""ssagan_tf/cli.py: every entry point's --help lists its own flags and exits 0 (absl's exits 1);
+the project's own errors end in one line and exit 1 (--debug shows the traceback); a usage error
+is one line with a --help hint, exit 2."""
 
 import os
+import re
 import subprocess
 import sys
 
@@ -25,3 +28,71 @@ def test_help_lists_the_flags_and_exits_0(entry_point):
     assert done.returncode == 0, done.stderr[-2000:]
     for flag in ENTRY_POINTS[entry_point]:
         assert f"{flag}:" in done.stdout or f"{flag}=" in done.stdout, (flag, done.stdout[-2000:])
+
+
+def _run(*args, timeout=300):
+    return subprocess.run([sys.executable, *args], cwd=REPO_ROOT, capture_output=True, text=True, timeout=timeout,
+                          env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"))
+
+
+def _our_lines(stderr, program):
+    """The lines we wrote (TensorFlow's C++ start-up lines aside)."""
+    return [line for line in stderr.splitlines() if line.startswith(program + ":")]
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory):
+    from conftest import write_tiny_dataset
+
+    return write_tiny_dataset(str(tmp_path_factory.mktemp("cli_data")), splits=("train", "val"))
+
+
+def _errors(data_dir, tmp):
+    """entry point -> (arguments that fail in the library, the one line expected)."""
+    (tmp / "a_file").write_text("x")
+    (tmp / "run_without_checkpoint").mkdir()
+    (tmp / "run_without_checkpoint" / "config.json").write_text("{}")
+    (tmp / "empty").mkdir()
+    (tmp / "not_a_model").mkdir()
+    return {
+        "run_train.py": ([f"--data_dir={data_dir}", f"--model_dir={tmp / 'a_file'}", "--precision=fp32"],
+                         r"error: --model_dir \S+a_file: is a file, not a folder$"),
+        "run_augment.py": ([f"--model={tmp / 'not_a_model'}", f"--data_dir={data_dir}", f"--output_dir={tmp / 'aug'}"],
+                           r"error: --model '\S+not_a_model' is neither an export version dir"),
+        "-m ssagan_tf.export": ([f"--model_dir={tmp / 'run_without_checkpoint'}", f"--export_dir={tmp / 'x'}",
+                                 "--precision=fp32"],
+                                r"error: \S+run_without_checkpoint/config.json: no 'model' section"),
+        "-m data_prep.convert": ([f"--input={tmp / 'empty'}", "--format=brats", f"--output_dir={tmp / 'out'}"],
+                                 r"error: .*empty"),
+    }
+
+
+@pytest.mark.parametrize("entry_point", ["run_train.py", "run_augment.py", "-m ssagan_tf.export",
+                                         "-m data_prep.convert"])
+def test_project_errors_are_one_line_and_exit_1(entry_point, data_dir, tmp_path):
+    args, expected = _errors(data_dir, tmp_path)[entry_point]
+    done = _run(*entry_point.split(), *args)
+    program = "python -m " + entry_point[3:] if entry_point.startswith("-m ") else entry_point
+    assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr[-3000:]
+    lines = _our_lines(done.stderr, program)
+    assert len(lines) == 1 and re.search(expected, lines[0]), done.stderr[-3000:]
+
+
+def test_debug_shows_the_traceback(data_dir, tmp_path):
+    args, _ = _errors(data_dir, tmp_path)["run_augment.py"]
+    done = _run("run_augment.py", *args, "--debug")
+    assert done.returncode == 1 and "Traceback (most recent call last)" in done.stderr
+    assert "ValueError: --model" in done.stderr
+
+
+@pytest.mark.parametrize("args, expected", [
+    (["--epochs=many"], r"flag --epochs=many: invalid literal for int\(\)"),
+    (["--no_such_flag=1"], r"Unknown command line flag 'no_such_flag'"),
+    (["--data_dir=/nonexistent"], r"flag --output_dir=None: Flag --output_dir must have a value other than None"),
+])
+def test_usage_errors_are_one_line_with_a_help_hint(args, expected):
+    done = _run("run_evaluate.py", *args)
+    assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr
+    lines = [line for line in done.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("run_evaluate.py: ") and lines[0].endswith("(try --help)"), lines
+    assert re.search(expected, lines[0]), lines

@@ -15,7 +15,7 @@ from data_prep import phantom
 from data_prep.convert import ConvertConfig, convert
 from data_prep.preprocess import PrepOptions
 from data_prep.readers import ReaderOptions
-from ssagan_tf.data import pipeline, schema
+from ssagan_tf.data import integrity, pipeline, schema
 
 
 @pytest.fixture(scope="module")
@@ -41,6 +41,13 @@ def test_phantom_cohort_converts_with_counts_cases_and_report(cohort, tmp_path):
             n = sum(1 for shard in on_disk.shards(split, domain)
                     for _ in pipeline.tf.data.TFRecordDataset(shard))
             assert n == on_disk.count(split, domain)
+            # Each shard is in the manifest with its own record count and size (swapped into place intact).
+            for shard in on_disk.shards(split, domain):
+                entry = on_disk.raw["shards"][os.path.relpath(shard, tmp_path / "out")]
+                assert entry["records"] == sum(1 for _ in pipeline.tf.data.TFRecordDataset(shard))
+                assert entry["bytes"] == os.path.getsize(shard)
+    assert len(on_disk.raw["shards"]) == sum(len(on_disk.shards(s, d)) for s in schema.SPLITS for d in schema.DOMAINS)
+    assert integrity.verify_checksums(on_disk) == []
     assert sum(on_disk.count(s, "tumor") for s in schema.SPLITS) > 10
     report = open(tmp_path / "out" / "conversion_report.md").read()
     assert "Phantom_004" in report and "converted" in report

@@ -203,8 +203,9 @@ def test_sigterm_cleans_up_like_ctrl_c(cohort_dir, tmp_path):
         time.sleep(0.1)
     assert glob.glob(str(out / ".staging-*" / "cases" / "*.npz")), "the conversion never started staging"
     proc.send_signal(signal.SIGTERM)
-    proc.communicate(timeout=120)
-    assert proc.returncode != 0
+    _, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 130 and "Traceback" not in stderr, stderr[-2000:]
+    assert stderr.strip().splitlines()[-1] == "convert: interrupted"
     assert not glob.glob(str(out / ".staging-*")) and not glob.glob(str(out / "**" / "*.tmp-*"), recursive=True)
     assert not (out / "manifest.json").exists() and (out / "conversion_report.md").exists()
 

@@ -188,6 +188,20 @@ def test_cli_rejects_missing_inputs(tmp_path, tiny_dataset):
     assert result.returncode != 0 and "no such exported" in result.stderr
 
 
+def test_cli_refuses_to_write_into_the_dataset_or_over_a_file(tmp_path, tiny_dataset):
+    before = sorted(os.listdir(tiny_dataset))
+    inside = os.path.join(tiny_dataset, "report")
+    for output, message in ((tiny_dataset, "is the dataset"), (inside, "is inside the dataset")):
+        result = _cli(f"--data_dir={tiny_dataset}", f"--output_dir={output}", "--arms=none")
+        lines = [line for line in result.stderr.splitlines() if line.strip()]
+        assert result.returncode == 2 and len(lines) == 1 and message in lines[0], result.stderr
+    assert sorted(os.listdir(tiny_dataset)) == before
+    (tmp_path / "report.md").write_text("mine")
+    result = _cli(f"--data_dir={tiny_dataset}", f"--output_dir={tmp_path / 'report.md'}", "--arms=none")
+    assert result.returncode == 2 and "report.md: is a file, not a folder" in result.stderr
+    assert (tmp_path / "report.md").read_text() == "mine"
+
+
 def test_cli_runs_and_prints_the_report_path(tmp_path):
     data = write_tiny_dataset(str(tmp_path / "data"), n_normal=4, n_tumor=4)
     out = tmp_path / "report"

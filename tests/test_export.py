@@ -129,6 +129,8 @@ def test_graph_loader_as_tf_serving_uses_it(exported):
     (np.zeros((32, 32, 1), np.float32), SHAPE_ERROR),
     (np.zeros((1, 64, 16, 1), np.float32), SHAPE_ERROR),
     (np.full((1, 32, 32, 1), 255.0, np.float32), "scaled to \\[-1, 1\\]"),
+    (np.where(np.arange(32 * 32).reshape(1, 32, 32, 1) == 5, np.nan, 0.0).astype(np.float32), "scaled to \\[-1, 1\\]"),
+    (np.where(np.arange(32 * 32).reshape(1, 32, 32, 1) == 5, -np.inf, 0.0).astype(np.float32), "scaled to \\[-1, 1\\]"),
     (np.zeros((1, 32, 32, 1), np.float64), "expected to be a float tensor but is a double"),
 ])
 def test_bad_input_rejected(normal_to_tumor_signature, bad, message):
@@ -223,3 +225,111 @@ def test_bf16_export_verifies_with_attention_at_tau(run_dir, tmp_path):
     verification = export.read_export_info(version_dir)["verification"]
     assert verification["near_tau_pixels_left_out"] > 0
     assert max(verification["max_abs_diff"].values()) <= export.TOLERANCES["bf16"]
+
+
+@pytest.fixture(scope="module")
+def chunked(tmp_path_factory):
+    """An export translating 4 slices at a time, and the Keras models it came from."""
+    models = build_models(ModelConfig(**TINY))
+    return models, export.write_export(models, str(tmp_path_factory.mktemp("chunked")), tau=0.25, chunk_size=4)
+
+
+def test_empty_batch_gives_empty_outputs(normal_to_tumor_signature, exported):
+    loaded, _ = normal_to_tumor_signature
+    for name in export.SIGNATURE_NAMES:
+        out = loaded.signatures[name](images=tf.zeros((0, 32, 32, 1)))
+        assert out["image"].shape == (0, 32, 32, 1) and out["attention"].shape == (0, 32, 32, 1), name
+
+
+def test_large_batches_are_translated_chunk_by_chunk(chunked):
+    """9 slices through a 4-slice chunk loop (4 + 4 + 1) equal the Keras models slice by slice,
+    in order; the loop is in the saved graph, so TF Serving runs it too."""
+    models, version_dir = chunked
+    assert export.read_export_info(version_dir)["serving_chunk"] == 4
+    images = _batch(9, seed=4)
+    loaded = tf.saved_model.load(version_dir)
+    for name, (generator, attention) in {"normal_to_tumor": (models.normal_to_tumor, models.attention_normal),
+                                         "tumor_to_normal": (models.tumor_to_normal, models.attention_tumor)}.items():
+        out = loaded.signatures[name](images=tf.constant(images))
+        expected_image, expected_attention = translate(generator, attention, images, tau=0.25)
+        np.testing.assert_allclose(out["image"].numpy(), expected_image.numpy(), atol=1e-5)
+        np.testing.assert_allclose(out["attention"].numpy(), expected_attention.numpy(), atol=1e-5)
+    graph = loaded.signatures["normal_to_tumor"].graph.as_graph_def()
+    ops = {node.op for function in graph.library.function for node in function.node_def}
+    assert ops & {"While", "StatelessWhile"}, sorted(ops)
+    with tf.Graph().as_default(), tf.compat.v1.Session() as session:
+        meta_graph = tf.compat.v1.saved_model.loader.load(session, ["serve"], version_dir)
+        signature = meta_graph.signature_def["serving_default"]
+        fetch = signature.outputs["image"].name
+        served = session.run(fetch, {signature.inputs["images"].name: images})
+        empty = session.run(fetch, {signature.inputs["images"].name: images[:0]})
+    expected = loaded.signatures["serving_default"](images=tf.constant(images))["image"].numpy()
+    np.testing.assert_allclose(served, expected, atol=1e-5)
+    assert empty.shape == (0, 32, 32, 1)
+
+
+def test_a_stray_file_named_like_a_version_is_stepped_over(chunked, tmp_path):
+    models, _ = chunked
+    base = tmp_path / "ssagan"
+    base.mkdir()
+    (base / "1").write_text("a note someone left")
+    version_dir = export.write_export(models, str(tmp_path), tau=0.25)
+    assert version_dir == str(base / "2") and export.latest_version_dir(str(base)) == version_dir
+    assert (base / "1").read_text() == "a note someone left"
+
+
+def test_a_version_that_cannot_be_claimed_names_the_offender(tmp_path, monkeypatch):
+    base = tmp_path / "ssagan"
+    staging = base / ".tmp-export-x"
+    staging.mkdir(parents=True)
+    (staging / "saved_model.pb").write_text("")
+    for number in range(1, 101):
+        (base / str(number)).write_text("")
+    with pytest.raises(export.ExportError, match=r"could not claim a new version folder .*not version folders: "
+                                                 r"\S+ssagan/1, \S+ssagan/2, \S+ssagan/3"):
+        export.commit_version(str(staging), str(base))
+    for number in range(1, 101):
+        (base / str(number)).unlink()
+    monkeypatch.setattr(os, "rename", lambda *a: (_ for _ in ()).throw(PermissionError(13, "Permission denied")))
+    with pytest.raises(export.ExportError, match=r"cannot rename the verified export to \S+ssagan/1: Permission"):
+        export.commit_version(str(staging), str(base))
+
+
+def test_staging_folders_of_dead_exports_are_removed_and_live_ones_kept(tmp_path):
+    from ssagan_tf.locking import DirectoryLock
+
+    base = tmp_path / "ssagan"
+    dead, live, old, fresh = (base / f".tmp-export-{name}" for name in ("dead", "live", "old", "fresh"))
+    for folder in (dead, live, old, fresh):
+        folder.mkdir(parents=True)
+    DirectoryLock(str(dead), export.STAGING_LOCK, "an export", "--export_dir").acquire().release()
+    holder = DirectoryLock(str(live), export.STAGING_LOCK, "an export", "--export_dir").acquire()
+    os.utime(old, (0, 0))                  # no lock file (an older version's), hours old
+    try:
+        assert sorted(export.remove_stale_staging(str(base))) == sorted([str(dead), str(old)])
+    finally:
+        holder.release()
+    assert sorted(os.listdir(base)) == [".tmp-export-fresh", ".tmp-export-live"]
+
+
+def test_staging_folder_of_an_export_killed_with_sigkill_is_removed_by_the_next(run_dir, tmp_path):
+    import signal
+    import time
+
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONPATH": REPO_ROOT}
+    proc = subprocess.Popen([sys.executable, "-m", "ssagan_tf.export", f"--model_dir={run_dir}",
+                             f"--export_dir={tmp_path}", "--precision=fp32"], cwd=REPO_ROOT, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    base = tmp_path / "ssagan"
+    deadline = time.time() + 240
+    try:
+        while not list(base.glob(".tmp-export-*/variables")):
+            assert proc.poll() is None and time.time() < deadline, "the export ended before it was caught staging"
+            time.sleep(0.05)
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=60)
+    staged = list(base.glob(".tmp-export-*"))
+    assert len(staged) == 1 and export.version_numbers(str(base)) == []
+    version_dir = export.export_models(run_dir, str(tmp_path))
+    assert version_dir == str(base / "1") and not staged[0].exists()

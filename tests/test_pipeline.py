@@ -1,3 +1,4 @@
+import json
 import os
 import shutil
 
@@ -6,7 +7,7 @@ import pytest
 import tensorflow as tf
 
 from conftest import write_tiny_dataset
-from ssagan_tf.data import pipeline, schema
+from ssagan_tf.data import integrity, pipeline, schema
 
 
 def _batches(ds, n):
@@ -83,8 +84,8 @@ def test_load_split_arrays_orders_normal_then_tumor(tiny_dataset):
     assert list(arrays["label"]) == [0] * 6 + [1] * 4
 
 
-def test_truncated_shard_is_named(tmp_path):
-    data = write_tiny_dataset(str(tmp_path / "d"), splits=("train",))
+def test_truncated_shard_of_an_old_manifest_is_named_when_read(tmp_path):
+    data = write_tiny_dataset(str(tmp_path / "d"), splits=("train",), record_shards=False)
     shard = os.path.join(data, "train", "tumor-00000-of-00001.tfrecord")
     with open(shard, "rb") as f:
         payload = f.read()
@@ -105,27 +106,30 @@ def test_corrupted_bytes_are_named(tmp_path):
 
 
 def test_record_disagreeing_with_manifest_is_rejected_naming_the_shard(tmp_path):
-    data = write_tiny_dataset(str(tmp_path / "d"), splits=("train",))
+    data = write_tiny_dataset(str(tmp_path / "d"), splits=("train",), record_shards=False)
     shard = os.path.join(data, "train", "normal-00000-of-00001.tfrecord")
     with tf.io.TFRecordWriter(shard) as writer:
         writer.write(schema.serialize_slice(np.zeros((16, 16, 1)), None, False, 0, "c", "s", 0))
-    with pytest.raises(tf.errors.InvalidArgumentError, match="normal-00000-of-00001"):
+    with pytest.raises(pipeline.DataCheckError,
+                       match=r"normal-00000-of-00001.tfrecord: a record of shape 16x16x1 disagrees with "
+                             r"the manifest \(32x32x1\)$"):
         pipeline.load_split_arrays(data, "train", domains=("normal",))
 
 
 def test_out_of_range_values_are_rejected(tmp_path):
-    data = write_tiny_dataset(str(tmp_path / "d"), splits=("train",))
+    data = write_tiny_dataset(str(tmp_path / "d"), splits=("train",), record_shards=False)
     shard = os.path.join(data, "train", "normal-00000-of-00001.tfrecord")
     with tf.io.TFRecordWriter(shard) as writer:
         writer.write(schema.serialize_slice(np.full((32, 32, 1), 3.0), None, False, 0, "c", "s", 0))
-    with pytest.raises(tf.errors.InvalidArgumentError, match="outside"):
+    with pytest.raises(pipeline.DataCheckError,
+                       match=r"normal-00000-of-00001.tfrecord: image values outside \[-1, 1\] \(magnitude 3"):
         pipeline.load_split_arrays(data, "train", domains=("normal",))
 
 
 def test_missing_shards_are_reported(tmp_path):
-    data = write_tiny_dataset(str(tmp_path / "d"), splits=("train",))
+    data = write_tiny_dataset(str(tmp_path / "d"), splits=("train",), record_shards=False)
     shutil.rmtree(os.path.join(data, "train"))
-    with pytest.raises(FileNotFoundError, match="train/normal"):
+    with pytest.raises(integrity.DatasetMismatchError, match="no train/normal shards, but .* counts 6"):
         pipeline.make_unpaired_dataset(data, "train", 1)
 
 
@@ -134,3 +138,102 @@ def test_flips_are_keyed_on_stream_position_so_skipping_resumes_exactly(tiny_dat
         ds = pipeline.make_unpaired_dataset(tiny_dataset, "train", 2, seed=9, deterministic=True, flip=True)
         return [b["tumor"]["image"].tobytes() for b in _batches(ds.skip(skip), 6)]
     assert stream(0)[3:] == stream(3)[:3]
+
+
+def _truncate(path, by=50):
+    payload = open(path, "rb").read()
+    open(path, "wb").write(payload[:-by])
+
+
+def _edit_manifest(data, edit):
+    path = os.path.join(data, schema.MANIFEST_NAME)
+    manifest = json.load(open(path))
+    edit(manifest)
+    json.dump(manifest, open(path, "w"))
+
+
+def test_truncated_shard_is_named_before_reading(tmp_path):
+    data = write_tiny_dataset(str(tmp_path / "d"), splits=("train",))
+    _truncate(os.path.join(data, "train", "tumor-00000-of-00001.tfrecord"))
+    with pytest.raises(integrity.DatasetMismatchError,
+                       match=r"train/tumor-00000-of-00001.tfrecord: \d+ bytes, but .*manifest.json records \d+"):
+        pipeline.make_unpaired_dataset(data, "train", 1)
+
+
+def test_missing_and_unlisted_shards_are_named(tmp_path):
+    data = write_tiny_dataset(str(tmp_path / "d"), splits=("train",))
+    tumor = os.path.join(data, "train", "tumor-00000-of-00001.tfrecord")
+    os.rename(tumor, tumor + ".moved")
+    with pytest.raises(integrity.DatasetMismatchError, match="tumor-00000-of-00001.tfrecord: missing; .* 4 records"):
+        pipeline.make_unpaired_dataset(data, "train", 1)
+    os.rename(tumor + ".moved", tumor)
+    shutil.copy(tumor, os.path.join(data, "train", "tumor-00001-of-00002.tfrecord"))
+    with pytest.raises(integrity.DatasetMismatchError, match="tumor-00001-of-00002.tfrecord: not listed in"):
+        pipeline.make_slice_dataset(data, "train", "tumor", 2)
+
+
+def test_deleted_shard_of_an_old_manifest_is_found_by_its_name(tmp_path):
+    data = write_tiny_dataset(str(tmp_path / "d"), splits=("train",), record_shards=False)
+    tumor = os.path.join(data, "train", "tumor-00000-of-00001.tfrecord")
+    os.rename(tumor, os.path.join(data, "train", "tumor-00001-of-00002.tfrecord"))
+    with pytest.raises(integrity.DatasetMismatchError, match=r"tumor-00000-of-00002.tfrecord: missing \(1 of 2"):
+        pipeline.make_unpaired_dataset(data, "train", 1)
+    assert "does not record its shards" in integrity.legacy_warning(schema.read_manifest(data))
+    assert integrity.legacy_warning(schema.read_manifest(write_tiny_dataset(str(tmp_path / "new")))) is None
+
+
+def test_manifest_counts_must_add_up_to_its_shards(tmp_path):
+    data = write_tiny_dataset(str(tmp_path / "d"), splits=("train",))
+    _edit_manifest(data, lambda m: m["counts"]["train"].update(normal=5000))
+    with pytest.raises(integrity.DatasetMismatchError, match="counts 5000 train/normal slices but its shards hold 6"):
+        pipeline.make_unpaired_dataset(data, "train", 1)
+
+
+@pytest.mark.parametrize("recorded, message", [(5, "holds 6 records but the manifest records 5"),
+                                               (9, "holds 6 records but the manifest records 9")])
+def test_record_counts_are_checked_while_reading(tmp_path, recorded, message):
+    """A manifest whose per-shard count and split count agree with each other but not with the
+    shard stops the first pass over it, naming the shard."""
+    data = write_tiny_dataset(str(tmp_path / "d"), splits=("train",))
+
+    def edit(manifest):
+        manifest["counts"]["train"]["normal"] = recorded
+        manifest["shards"]["train/normal-00000-of-00001.tfrecord"]["records"] = recorded
+
+    _edit_manifest(data, edit)
+    with pytest.raises(pipeline.DataCheckError, match="normal-00000-of-00001.tfrecord: " + message):
+        pipeline.load_split_arrays(data, "train", domains=("normal",))
+    ds = pipeline.make_unpaired_dataset(data, "train", 2, seed=0, deterministic=True)
+    with pytest.raises(pipeline.DataCheckError, match="normal-00000-of-00001.tfrecord: " + message):
+        with pipeline.shard_errors_named(data):
+            _batches(ds, 20)
+
+
+def test_checksums_find_a_changed_shard(tmp_path):
+    data = write_tiny_dataset(str(tmp_path / "d"), splits=("train",))
+    assert integrity.verify_checksums(schema.read_manifest(data)) == []
+    shard = os.path.join(data, "train", "normal-00000-of-00001.tfrecord")
+    payload = bytearray(open(shard, "rb").read())
+    payload[300] ^= 0xFF
+    open(shard, "wb").write(bytes(payload))
+    assert integrity.verify_checksums(schema.read_manifest(data)) == [(shard, "sha256 differs from the manifest's")]
+
+
+def test_garbage_shard_of_the_recorded_size_is_named_when_read(tmp_path):
+    """Random bytes under a shard's name and size pass the size check; reading names the shard."""
+    data = write_tiny_dataset(str(tmp_path / "d"), splits=("train",))
+    shard = os.path.join(data, "train", "tumor-00000-of-00001.tfrecord")
+    size = os.path.getsize(shard)
+    open(shard, "wb").write(np.random.default_rng(0).integers(0, 256, size, dtype=np.uint8).tobytes())
+    with pytest.raises(pipeline.CorruptShardError, match="tumor-00000-of-00001.tfrecord: corrupt, truncated"):
+        pipeline.load_split_arrays(data, "train")
+
+
+def test_records_that_are_not_slices_are_named(tmp_path):
+    """Well-framed records holding something else than slices: the scan names the shard."""
+    data = write_tiny_dataset(str(tmp_path / "d"), splits=("train",), record_shards=False)
+    shard = os.path.join(data, "train", "normal-00000-of-00001.tfrecord")
+    with tf.io.TFRecordWriter(shard) as writer:
+        writer.write(b"not an example")
+    with pytest.raises(pipeline.CorruptShardError, match="normal-00000-of-00001.tfrecord: corrupt, truncated"):
+        pipeline.load_split_arrays(data, "train", domains=("normal",))

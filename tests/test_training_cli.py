@@ -3,6 +3,7 @@ SIGKILL and rerun, two CPU replicas against one device, --precision, --jit_compi
 multi_worker with two local processes. The runs pin fp32 (what earlier results were computed in)
 unless a test is about another precision."""
 
+import io
 import json
 import os
 import re
@@ -16,6 +17,9 @@ import numpy as np
 import pytest
 
 from conftest import REPO_ROOT, write_tiny_dataset
+from ssagan_tf.models import ModelConfig
+from ssagan_tf.training.config import RunConfig
+from ssagan_tf.training.loop import train
 
 pytestmark = pytest.mark.timeout(420)
 
@@ -95,7 +99,7 @@ def test_flagfile_run_killed_and_rerun_finishes(data_dir, tmp_path):
     model_dir, export_dir = tmp_path / "run", tmp_path / "export"
     flagfile = tmp_path / "tiny.flags"
     flagfile.write_text("\n".join([f"--data_dir={data_dir}", f"--model_dir={model_dir}", *TINY, "--epochs=4",
-                                   "--attention_epochs=4", "--checkpoint_every=2", "--image_every=3",
+                                   "--attention_epochs=4", "--checkpoint_every=2", "--image_every=3", "--noflip",
                                    f"--export_dir={export_dir}"]) + "\n")
     proc = subprocess.Popen(command(f"--flagfile={flagfile}"), cwd=REPO_ROOT, env=environment(),
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
@@ -103,7 +107,18 @@ def test_flagfile_run_killed_and_rerun_finishes(data_dir, tmp_path):
     while not (model_dir / "checkpoints" / "ckpt-4.index").exists():
         assert proc.poll() is None and time.time() < deadline, "first run ended before two checkpoints"
         time.sleep(0.2)
-    proc.send_signal(signal.SIGKILL)
+    # A second trainer on the same run directory (the first paused, so that it still runs) is
+    # refused with one line naming the first; killing the first frees the directory.
+    proc.send_signal(signal.SIGSTOP)
+    try:
+        second = subprocess.run(command(f"--flagfile={flagfile}"), cwd=REPO_ROOT, env=environment(),
+                                capture_output=True, text=True, timeout=300)
+    finally:
+        proc.send_signal(signal.SIGKILL)
+    assert second.returncode == 1 and "Traceback" not in second.stderr, second.stderr[-3000:]
+    assert re.search(rf"^run_train.py: error: {re.escape(str(model_dir))} is in use by a training run "
+                     rf"\(pid {proc.pid} on [^,]+, started [^)]+\); .* choose another --model_dir", second.stderr, re.M)
+    assert not list(model_dir.glob("checkpoints/ckpt-1[0-9].index"))
     out, _ = proc.communicate(timeout=60)
     reached = max(int(s) for s in re.findall(r"^step (\d+)/", out, re.M))
 
@@ -120,6 +135,15 @@ def test_flagfile_run_killed_and_rerun_finishes(data_dir, tmp_path):
             "val/attention_tumor_outside", "translations"} <= summary_tags(model_dir / "logs")
     assert (model_dir / "samples" / "step_00000012.png").exists()
     assert list(export_dir.rglob("saved_model.pb")), "--export_dir wrote no SavedModel"
+    # Bit-identical to a run never killed (flips off: their draws are not part of the state).
+    uninterrupted = tmp_path / "uninterrupted"
+    train(RunConfig(data_dir=data_dir, model_dir=str(uninterrupted), model=ModelConfig(
+        image_size=32, channels=1, ngf=8, ndf=8, n_res_blocks=1), batch_size=2, epochs=4, attention_epochs=4,
+        pool_size=2, flip=False, log_every=100, image_every=100, checkpoint_every=12), stream=io.StringIO())
+    resumed, straight = model_variables(str(model_dir)), model_variables(str(uninterrupted))
+    assert sorted(resumed) == sorted(straight)
+    different = [name for name in straight if not np.array_equal(resumed[name], straight[name])]
+    assert not different, different[:5]
 
 
 @pytest.mark.parametrize("model,steps,rtol,atol,loose_share", [
@@ -230,6 +254,34 @@ def test_multi_worker_two_local_processes(data_dir, tmp_path):
                 p.kill()
     assert [p.returncode for p in procs] == [0, 0], outs
     assert "2 replica(s) (multi_worker)" in outs[0]
+    # Only the chief took the run directory's lock (the other worker would have been refused).
+    assert json.loads((model_dir / "train.lock").read_text())["pid"] == procs[0].pid
     assert sorted(p.name for p in (model_dir / "checkpoints").glob("*.index")) == ["ckpt-2.index", "ckpt-3.index"]
     # The non-chief saved into its temporary directory and removed it.
     assert not [p for p in temps[1].iterdir() if p.name.startswith("ssagan_")]
+
+
+def test_garbage_shard_stops_training_with_one_line_naming_it(tmp_path):
+    """Random bytes of a shard's recorded size pass the start check; the first read fails with one
+    line naming the shard, no traceback, exit 1."""
+    data = write_tiny_dataset(str(tmp_path / "data"), splits=("train", "val"))
+    shard = os.path.join(data, "train", "normal-00000-of-00001.tfrecord")
+    garbage = np.random.default_rng(0).integers(0, 256, os.path.getsize(shard), dtype=np.uint8).tobytes()
+    with open(shard, "wb") as f:
+        f.write(garbage)
+    code, out = run(f"--data_dir={data}", f"--model_dir={tmp_path / 'run'}", *TINY, "--max_steps=2")
+    assert code == 1 and "Traceback" not in out, out[-3000:]
+    assert re.search(r"^run_train.py: error: \S+train/normal-00000-of-00001.tfrecord: corrupt, truncated.*$", out, re.M)
+    assert not (tmp_path / "run" / "checkpoints").exists()
+
+
+def test_flags_the_system_does_not_use_are_named(data_dir, tmp_path):
+    """Set on the command line or in a flagfile: named; left at their defaults: not named."""
+    flagfile = tmp_path / "more.flags"
+    flagfile.write_text("--tau=0.2\n")
+    code, out = run(f"--data_dir={data_dir}", f"--model_dir={tmp_path / 'run'}", "--model=cyclegan",
+                    "--lambda_mask=5", "--d_mode=full", f"--flagfile={flagfile}", "--batch_size=1000", timeout=120)
+    warning = [line for line in out.splitlines() if line.startswith("WARNING: --model=cyclegan")]
+    assert warning == ["WARNING: --model=cyclegan does not use --lambda_mask (only ssa_cyclegan), --d_mode (only the "
+                       "systems with attention), --tau (only the systems with attention); ignored"], out[-2000:]
+    assert code == 2 and "batch_size 1000 is larger than the training set" in out

@@ -1,3 +1,4 @@
+import hashlib
 import os
 
 import numpy as np
@@ -47,6 +48,13 @@ def test_shards_appear_only_on_close_and_are_named_with_their_count(tmp_path):
     assert os.listdir(tmp_path / "val") == [schema.shard_name("tumor", 0, 1)]
     total = sum(1 for p in (tmp_path / "train").iterdir() for _ in tf.data.TFRecordDataset(str(p)))
     assert total == 6 and writer.counts["train"]["normal"] == 6
+    # Each shard is described for the manifest: records, size and checksum of the final file.
+    assert sorted(writer.shards) == [f"train/{schema.shard_name('normal', i, 4)}" for i in range(4)] + \
+        [f"val/{schema.shard_name('tumor', 0, 1)}"]
+    assert [writer.shards[f"train/{schema.shard_name('normal', i, 4)}"]["records"] for i in range(4)] == [2, 2, 1, 1]
+    first = tmp_path / "train" / schema.shard_name("normal", 0, 4)
+    assert writer.shards[f"train/{first.name}"]["bytes"] == first.stat().st_size
+    assert writer.shards[f"train/{first.name}"]["sha256"] == hashlib.sha256(first.read_bytes()).hexdigest()
 
 
 def test_abort_leaves_nothing(tmp_path):

@@ -86,8 +86,12 @@ class AugmentConfig:
         need(os.path.isdir(self.model), f"model {self.model!r}: no such directory")
         need(bool(self.data_dir) and os.path.isdir(self.data_dir), f"data_dir {self.data_dir!r}: no such directory")
         need(bool(self.output_dir), "output_dir is required")
-        need(os.path.realpath(self.output_dir) != os.path.realpath(self.data_dir),
-             "output_dir must differ from data_dir: synthetic shards would mix with the real ones")
+        data, output = os.path.realpath(self.data_dir), os.path.realpath(self.output_dir)
+        need(os.path.commonpath([data, output]) != data,
+             f"output_dir must differ from data_dir and lie outside it ({self.output_dir!r} is "
+             f"{'' if output == data else 'inside '}the input dataset): synthetic slices would mix with the real ones")
+        need(not os.path.exists(self.output_dir) or os.path.isdir(self.output_dir),
+             f"output_dir {self.output_dir!r}: is a file, not a folder")
         need(self.ratio is None or self.ratio > 0, f"ratio must be > 0 or None (all), got {self.ratio}")
         need(self.format in FORMATS, f"format must be one of {FORMATS}, got {self.format!r}")
         need(bool(_SPLIT_PATTERN.match(self.split or "")),

@@ -26,9 +26,11 @@ from ssagan_tf.augment.plan import build_plan
 from ssagan_tf.augment.sources import open_source
 from ssagan_tf.augment.translator import load_translator
 from ssagan_tf.augment.writers import WRITERS, WriteContext
-from ssagan_tf.data import schema
+from ssagan_tf.data import integrity, schema
+from ssagan_tf.locking import DirectoryLock
 
 CONTACT_SHEET_NAME = "contact_sheet.png"
+LOCK_NAME = ".augment.lock"     # in output_dir, held while a run writes there (ssagan_tf.locking)
 SUMMARY_NAME = "augment.json"
 _MAX_QUEUED_CHUNKS = 2
 _PROGRESS_SECONDS = 10.0
@@ -92,11 +94,21 @@ def _read_ahead(iterator, depth: int = 2):
 
 
 def _check_output_dir(output_dir: str) -> None:
+    """Refuse a folder holding anything but an augmentation of ours (recognised by its state
+    directory): a re-run replaces files of the names it writes, and must never replace a user's."""
     path = os.path.join(output_dir, schema.MANIFEST_NAME)
     if os.path.isfile(path):
         with open(path) as f:
             if "synthetic" not in json.load(f):
                 raise ValueError(f"{output_dir} holds a real converted dataset ({path}); choose another --output_dir")
+    if not os.path.isdir(output_dir):
+        return
+    foreign = sorted(set(os.listdir(output_dir)) - {LOCK_NAME})
+    if foreign and ledger_lib.STATE_DIR not in foreign:
+        listed = ", ".join(foreign[:3]) + (", ..." if len(foreign) > 3 else "")
+        raise ValueError(f"--output_dir {output_dir} is not empty and holds no augmentation of ours (no "
+                         f"{ledger_lib.STATE_DIR}/; it has {listed}); choose a new or empty folder, nothing there "
+                         "is replaced")
 
 
 def _mask_threshold(config: AugmentConfig, translator) -> float:
@@ -202,15 +214,30 @@ def _dataset_manifest(config, translator, source, rows: list, mask_threshold: fl
             "modalities": description.get("modalities") or ["image"] * channels, "counts": counts,
             "cases": {config.split: sorted({row["source_case"] for row in rows})},
             "normalisation": description.get("normalisation", {}),
+            "shards": _shard_records(config.output_dir, rows),
             "synthetic": {"model": translator.label, "model_path": translator.path, "tau": translator.tau,
                           "mask_threshold": mask_threshold, "ratio": config.ratio, "seed": config.seed,
                           "directions": list(config.directions), "source": description},
             "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
 
 
+def _shard_records(output_dir: str, rows: list) -> dict:
+    """The manifest's `shards` entry (`ssagan_tf.data.integrity`): each shard's records, size and
+    checksum, so that readers check the synthetic set as they check a converted one."""
+    records = collections.Counter(row["output_path"] for row in rows)
+    return {name: integrity.describe_shard(os.path.join(output_dir, name), count)
+            for name, count in sorted(records.items())}
+
+
 def augment_dataset(config: AugmentConfig) -> AugmentResult:
-    """Run (or complete) the augmentation `config` describes; see the package docstring."""
+    """Run (or complete) the augmentation `config` describes; see the package docstring. One run
+    at a time per output folder: a second raises `locking.DirectoryLockedError` naming the first."""
     _check_output_dir(config.output_dir)
+    with DirectoryLock(config.output_dir, LOCK_NAME, "an augmentation run", "--output_dir"):
+        return _augment(config)
+
+
+def _augment(config: AugmentConfig) -> AugmentResult:
     translator = load_translator(config.model, scratch_dir=os.path.join(config.output_dir, ledger_lib.STATE_DIR),
                                  precision=config.precision)
     logging.info("Precision %s (--precision=%s)", translator.precision, config.precision)

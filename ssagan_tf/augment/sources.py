@@ -14,8 +14,10 @@ from dataclasses import dataclass
 
 import numpy as np
 import tensorflow as tf
+from absl import logging
 
-from ssagan_tf.data import pipeline, preprocess, schema, volumes
+from ssagan_tf.data import integrity, pipeline, preprocess, schema, volumes
+
 _PNG = (".png",)
 _NIFTI = (".nii", ".nii.gz")
 
@@ -61,6 +63,8 @@ class TFRecordSource:
         self.data_dir = data_dir
         self.split = split
         self.manifest = schema.read_manifest(data_dir)
+        if integrity.legacy_warning(self.manifest):
+            logging.warning(integrity.legacy_warning(self.manifest))
         self.image_shape = (self.manifest.image_size, self.manifest.image_size, self.manifest.channels)
         self._refs = {}
 
@@ -70,7 +74,7 @@ class TFRecordSource:
         return self._refs[domain]
 
     def _read_refs(self, domain: str) -> list:
-        if not self.manifest.shards(self.split, domain):
+        if not integrity.check_shards(self.manifest, self.split, domain):
             return []
         refs = []
         keys = ("case_id", "slice_index", "source")

@@ -15,7 +15,7 @@ import re
 import numpy as np
 import tensorflow as tf
 
-from ssagan_tf.data import schema
+from ssagan_tf.data import integrity, schema
 
 AUTOTUNE = tf.data.AUTOTUNE
 # Slack on the [-1, 1] range: resizing with antialiasing can overshoot by float rounding.
@@ -23,7 +23,8 @@ _RANGE_TOLERANCE = 1e-3
 
 
 def _shards(manifest: schema.Manifest, split: str, domain: str) -> list:
-    shards = manifest.shards(split, domain)
+    """The split's shards of one domain, checked against the manifest (`integrity.check_shards`)."""
+    shards = integrity.check_shards(manifest, split, domain)
     if not shards:
         raise FileNotFoundError(
             f"{manifest.data_dir}: no {split}/{domain} shards (manifest counts "
@@ -31,46 +32,99 @@ def _shards(manifest: schema.Manifest, split: str, domain: str) -> list:
     return shards
 
 
-def _read_records(shards: list, deterministic: bool, shuffle_files: bool, seed) -> tf.data.Dataset:
-    """Records of several shards, interleaved. Each shard is read by its own TFRecordDataset so
-    that a corrupt or truncated one is named in the error (see `_name_shard_errors`)."""
-    files = tf.data.Dataset.from_tensor_slices(shards)
+def _read_records(manifest: schema.Manifest, shards: list, deterministic: bool, shuffle_files: bool,
+                  seed) -> tf.data.Dataset:
+    """(record, shard path) pairs of several shards, interleaved. Each shard is read by its own
+    TFRecordDataset so that a corrupt or truncated one is named in the error (see
+    `shard_errors_named`), and, when the manifest records them, its records are counted against
+    the manifest as they pass (`assert_cardinality`: reading fails as soon as a shard proves to
+    hold more, or at its end fewer)."""
+    expected = integrity.expected_records(manifest, shards)
+    if min(expected, default=-1) >= 0:
+        files = tf.data.Dataset.from_tensor_slices((shards, tf.constant(expected, tf.int64)))
+        read = lambda path, count: tf.data.TFRecordDataset(path).apply(  # noqa: E731
+            tf.data.experimental.assert_cardinality(count)).map(lambda record: (record, path))
+    else:
+        files = tf.data.Dataset.from_tensor_slices(shards)
+        read = lambda path: tf.data.TFRecordDataset(path).map(lambda record: (record, path))  # noqa: E731
     if shuffle_files:
         files = files.shuffle(len(shards), seed=seed, reshuffle_each_iteration=True)
-    return files.interleave(
-        lambda path: tf.data.TFRecordDataset(path).map(lambda rec: (rec, path)),
-        cycle_length=min(len(shards), 8), num_parallel_calls=AUTOTUNE, deterministic=deterministic)
+    return files.interleave(read, cycle_length=min(len(shards), 8), num_parallel_calls=AUTOTUNE,
+                            deterministic=deterministic)
 
 
 class CorruptShardError(IOError):
     """A shard that cannot be read to its end (truncated, or failing its CRC)."""
 
 
+class DataCheckError(ValueError):
+    """A record or shard that fails a check while it is read (shape, range, record count); the
+    message names the shard."""
+
+
 def find_corrupt_shard(shards):
-    """The first shard that does not read cleanly to its end, with the reader's message, or None."""
+    """The first shard that does not read and decode cleanly to its end, with the reader's
+    message, or None."""
     for path in shards:
         try:
-            for _ in tf.data.TFRecordDataset(path).batch(1024):
+            for _ in tf.data.TFRecordDataset(path).map(schema.decode_slice).batch(1024):
                 pass
-        except tf.errors.DataLossError as err:
-            return path, re.sub(r"\{\{.*?\}\}\s*", "", err.message.split("[Op:")[0]).strip()
+        except (tf.errors.DataLossError, tf.errors.InvalidArgumentError) as err:
+            lines = re.sub(r"\{\{.*?\}\}\s*", "", err.message.split("[Op:")[0]).strip().splitlines()
+            return path, lines[0][:200] if lines else type(err).__name__
+    return None
+
+
+def find_count_mismatch(data_dir: str):
+    """The first shard holding another number of records than the manifest records, as
+    (path, records, recorded), or None."""
+    manifest = schema.read_manifest(data_dir)
+    for name, entry in sorted((manifest.raw.get(integrity.SHARDS_KEY) or {}).items()):
+        path = os.path.join(data_dir, name)
+        records = sum(1 for _ in tf.data.TFRecordDataset(path))
+        if records != int(entry["records"]):
+            return path, records, int(entry["records"])
     return None
 
 
 @contextlib.contextmanager
 def shard_errors_named(data_dir: str):
-    """Re-raise a tf.data DataLossError as a `CorruptShardError` naming the bad shard: tf.data's
-    own message says only 'truncated record at N', not which file."""
+    """Re-raise what goes wrong while reading `data_dir`'s shards as one clear error naming the
+    shard: a tf.data DataLossError (whose own message says only 'truncated record at N', not
+    which file) as `CorruptShardError`, and a failed check of `parse_and_validate` or of a
+    shard's record count as `DataCheckError`."""
     try:
         yield
-    except tf.errors.DataLossError as err:
-        shards = sorted(glob.glob(os.path.join(data_dir, "*", "*.tfrecord")))
-        found = find_corrupt_shard(shards)
+    except tf.errors.FailedPreconditionError as err:
+        found = find_count_mismatch(data_dir) if "expected to contain" in err.message else None
+        if found is None:
+            raise
+        path, actual, expected = found
+        raise DataCheckError(f"{path}: holds {actual} records but the manifest records {expected}; the shard was "
+                             "changed after conversion (convert again)") from err
+    except (tf.errors.DataLossError, tf.errors.InvalidArgumentError) as err:
+        message = check_message(err) if isinstance(err, tf.errors.InvalidArgumentError) else None
+        if message is not None:
+            raise DataCheckError(message) from err
+        found = find_corrupt_shard(sorted(glob.glob(os.path.join(data_dir, "*", "*.tfrecord"))))
         if found is None:
             raise
         path, message = found
-        raise CorruptShardError(f"{path}: corrupt or truncated shard ({message}); "
+        raise CorruptShardError(f"{path}: corrupt, truncated, or not a TFRecord of slices ({message}); "
                                 "re-run the conversion for this dataset") from err
+
+
+def check_message(err) -> str | None:
+    """The message of a failed data check (ours name a shard), without TensorFlow's decoration;
+    None for any other error."""
+    lines = [line.strip() for line in re.sub(r"\{\{.*?\}\}", "", err.message).splitlines() if line.strip()]
+    if not lines or ".tfrecord" not in lines[0]:
+        return None
+    line = lines[0]
+    if line.startswith("assertion failed: ["):
+        line = line[len("assertion failed: ["):]
+        line = line[:-1] if line.endswith("]") else line
+    return line
 
 
 def parse_and_validate(manifest: schema.Manifest):
@@ -82,13 +136,15 @@ def parse_and_validate(manifest: schema.Manifest):
     def parse(record, path):
         ex = schema.decode_slice(record)
         image, mask = ex["image"], ex["mask"]
+        shape = tf.shape(image)
+        largest = tf.reduce_max(tf.abs(image))
         checks = [
-            tf.debugging.assert_equal(tf.shape(image), [size, size, channels], message=tf.strings.join(
-                ["record shape disagrees with manifest ", str([size, size, channels]), " in shard ", path])),
-            tf.debugging.assert_less_equal(tf.reduce_max(tf.abs(image)), 1.0 + _RANGE_TOLERANCE,
-                                           message=tf.strings.join(["image values outside [-1, 1] in shard ", path])),
-            tf.debugging.assert_less_equal(tf.reduce_max(mask), 1.0,
-                                           message=tf.strings.join(["mask values above 1 in shard ", path])),
+            _check(tf.reduce_all(tf.equal(shape, [size, size, channels])), path, "a record of shape ",
+                   tf.strings.reduce_join(tf.strings.as_string(shape), separator="x"),
+                   f" disagrees with the manifest ({size}x{size}x{channels})"),
+            _check(largest <= 1.0 + _RANGE_TOLERANCE, path, "image values outside [-1, 1] (magnitude ",
+                   tf.strings.as_string(largest), ")"),
+            _check(tf.reduce_max(mask) <= 1.0, path, "mask values above 1"),
         ]
         with tf.control_dependencies(checks):
             ex["image"] = tf.ensure_shape(tf.identity(image), [size, size, channels])
@@ -96,6 +152,11 @@ def parse_and_validate(manifest: schema.Manifest):
         return ex
 
     return parse
+
+
+def _check(ok, path, *message):
+    """An assertion whose message is `<shard path>: <message>` (see `check_message`)."""
+    return tf.debugging.Assert(ok, [tf.strings.join([path, ": ", *message])])
 
 
 def _random_flip(index, ex: dict, seed: int) -> dict:
@@ -111,7 +172,7 @@ def _random_flip(index, ex: dict, seed: int) -> dict:
 
 def _domain_dataset(manifest, split, domain, shuffle, flip, seed, deterministic, repeat):
     shards = _shards(manifest, split, domain)
-    ds = _read_records(shards, deterministic, shuffle_files=shuffle, seed=seed)
+    ds = _read_records(manifest, shards, deterministic, shuffle_files=shuffle, seed=seed)
     ds = ds.map(parse_and_validate(manifest), num_parallel_calls=AUTOTUNE, deterministic=deterministic)
     if repeat:
         ds = ds.repeat()
@@ -162,7 +223,7 @@ def make_slice_dataset(data_dir: str, split: str, domain: str, batch_size: int, 
     `schema.decode_slice` dicts (image, mask, has_mask, label, case_id, source, slice_index)."""
     manifest = schema.read_manifest(data_dir)
     shards = _shards(manifest, split, domain)
-    ds = _read_records(shards, deterministic=True, shuffle_files=False, seed=None)
+    ds = _read_records(manifest, shards, deterministic=True, shuffle_files=False, seed=None)
     ds = ds.map(parse_and_validate(manifest), num_parallel_calls=AUTOTUNE)
     return ds.batch(batch_size, drop_remainder=drop_remainder).prefetch(AUTOTUNE)
 

@@ -6,6 +6,7 @@ in a fraction of a second.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 
 from ssagan_tf import export_layout
@@ -142,13 +143,21 @@ def resolve_saved_model_dir(path: str) -> str:
 
 
 def check_inputs(config: EvaluationConfig) -> None:
-    """Check that the dataset and every exported model exist, before any training starts."""
-    from ssagan_tf.data import schema
+    """Check that the dataset and every exported model exist, and that the output folder can be
+    written without touching the dataset or a file, before any training starts."""
+    from ssagan_tf.data import integrity, schema
 
     manifest = schema.read_manifest(config.data_dir)
+    data, output = os.path.realpath(config.data_dir), os.path.realpath(config.output_dir)
+    if os.path.commonpath([data, output]) == data:
+        raise ValueError(f"--output_dir {config.output_dir} is {'' if data == output else 'inside '}the dataset "
+                         f"{config.data_dir}; write the report elsewhere (the dataset stays as converted)")
+    if os.path.exists(config.output_dir) and not os.path.isdir(config.output_dir):
+        raise ValueError(f"--output_dir {config.output_dir}: is a file, not a folder; the report is not written "
+                         "over it")
     for split in schema.SPLITS:
         for domain in schema.DOMAINS:
-            if manifest.count(split, domain) <= 0 or not manifest.shards(split, domain):
+            if manifest.count(split, domain) <= 0 or not integrity.check_shards(manifest, split, domain):
                 raise ValueError(f"{config.data_dir}: split {split!r} has no {domain} slices; "
                                  "the evaluation needs both classes in train, val and test")
     for _, path in config.augmenters:

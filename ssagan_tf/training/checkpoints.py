@@ -68,6 +68,9 @@ def restore_models(model_dir: str, precision: str = "fp32", discriminators: bool
     trained in (variables are float32 in every precision). The discriminators keep their initial
     weights unless `discriminators` (export and augmentation do not need them)."""
     run_config = load_config_dict(model_dir)
+    if not isinstance(run_config.get("model"), dict):
+        raise ValueError(f"{os.path.join(model_dir, 'config.json')}: no 'model' section; not the config.json of a "
+                         "training run (run_train.py writes it)")
     cfg = ModelConfig.from_dict({**run_config["model"], "precision": precision})
     path = latest_checkpoint(model_dir)
     if path is None:

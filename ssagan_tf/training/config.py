@@ -20,6 +20,28 @@ CONFIG_NAME = "config.json"
 STRATEGIES = ("mirrored", "one_device", "multi_worker")
 
 
+# Settings that only some of the systems use: name -> (the ModelConfig switch they need, who has it).
+SYSTEM_SPECIFIC = {
+    "lambda_mask": ("mask_loss", "ssa_cyclegan"),
+    "mask_loss_type": ("mask_loss", "ssa_cyclegan"),
+    "attention_epochs": ("use_attention", "the systems with attention"),
+    "d_mode": ("use_attention", "the systems with attention"),
+    "attention_ngf": ("use_attention", "the systems with attention"),
+    "tau": ("use_attention", "the systems with attention"),
+    "cycle_attention": ("use_attention", "the systems with attention"),
+    "attention_area": ("use_attention", "the systems with attention"),
+    "lambda_attention_area": ("use_attention", "the systems with attention"),
+}
+
+
+def unused_settings(model: ModelConfig, names) -> list:
+    """The settings among `names` (those the user set) that `model`'s system does not use, as
+    (name, who uses it) pairs, in `SYSTEM_SPECIFIC` order."""
+    names = set(names)
+    return [(name, who) for name, (switch, who) in SYSTEM_SPECIFIC.items()
+            if name in names and not getattr(model, switch)]
+
+
 class ConfigError(ValueError):
     """A setting that cannot work (with this data or this machine); raised before any training."""
 

@@ -11,6 +11,7 @@ position in the stream); `deterministic` adds TF op determinism for bitwise repe
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import sys
@@ -21,15 +22,17 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from ssagan_tf.data import pipeline, schema
+from ssagan_tf.data import integrity, pipeline, schema
+from ssagan_tf.locking import DirectoryLock
 from ssagan_tf.models import ModelConfig, build_models, translate
 from ssagan_tf.training import checkpoints, summaries
 from ssagan_tf.training.config import ConfigError, RunConfig, load_config_dict, save_config
 from ssagan_tf.training.pool import make_pools
 from ssagan_tf.training.step import TrainStep, make_optimizers
-from ssagan_tf.training.strategy import cleanup_write_dir, is_chief, make_strategy, write_dir
+from ssagan_tf.training.strategy import cleanup_write_dir, is_chief, is_chief_process, make_strategy, write_dir
 
 OWNED_SUBDIRS = ("checkpoints", "logs", "samples")
+LOCK_NAME = "train.lock"          # in model_dir; held while a trainer runs (ssagan_tf.locking)
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -71,6 +74,10 @@ def check_data(config: RunConfig):
     for domain in schema.DOMAINS:
         if manifest.count("train", domain) == 0:
             raise ConfigError(f"{config.data_dir}: the train split has no {domain} slices")
+    # Shards present, none extra, sizes as recorded; record counts are checked on the first pass.
+    for split in ("train", "val"):
+        for domain in schema.DOMAINS:
+            integrity.check_shards(manifest, split, domain)
     if config.judge_dir:
         from ssagan_tf.evaluation.judge import read_judge_info
 
@@ -173,9 +180,18 @@ def train(config: RunConfig, stream=None) -> TrainResult:
     config.validate()
     log(f"Precision {config.precision}" + (f" ({config.precision_reason})" if config.precision_reason else ""))
     manifest = check_data(config)
-    warning = missing_masks_warning(config, manifest)
-    if warning:
-        log(warning)
+    # One trainer per run directory: two would write checkpoints under the same names. Only the
+    # process that writes model_dir locks it (multi-worker peers save into temporary folders).
+    lock = (DirectoryLock(config.model_dir, LOCK_NAME, "a training run", "--model_dir")
+            if is_chief_process(config.strategy) else contextlib.nullcontext())
+    with lock:
+        return _train(config, manifest, log, stream)
+
+
+def _train(config: RunConfig, manifest, log, stream) -> TrainResult:
+    for warning in (missing_masks_warning(config, manifest), integrity.legacy_warning(manifest)):
+        if warning:
+            log(warning)
     steps_per_epoch, total_steps, stop_step = plan(config, manifest)
     # The strategy comes first: multi_worker must configure collectives (and cpu_replicas the
     # devices) before TensorFlow runs anything.
@@ -248,7 +264,8 @@ def _run(config, strategy, chief, models, gen_opt, disc_opt, step, epoch, pools_
     train_step = TrainStep(strategy, models, config, gen_opt, disc_opt, pools_tumor, pools_normal, step)
     start = int(step.numpy())
     iterator = iter(strategy.experimental_distribute_dataset(_dataset(config, skip=start)))
-    grid_inputs = summaries.sample_batch(config.data_dir) if chief else None
+    with pipeline.shard_errors_named(config.data_dir):
+        grid_inputs = summaries.sample_batch(config.data_dir) if chief else None
     attention_fn = (tf.function(lambda x: models.attention_tumor(x, training=False), reduce_retracing=True)
                     if models.attention_tumor is not None else None)
     normal_fn = (tf.function(lambda x: translate(models.normal_to_tumor, models.attention_normal, x, training=False),
@@ -267,6 +284,10 @@ def _run(config, strategy, chief, models, gen_opt, disc_opt, step, epoch, pools_
             "each epoch")
 
     def record_dice(at_step: int, at_epoch: int):
+        with pipeline.shard_errors_named(config.data_dir):
+            _record_dice(at_step, at_epoch)
+
+    def _record_dice(at_step: int, at_epoch: int):
         stats = summaries.validation_attention(attention_fn, config.data_dir, config.tau)
         if stats is not None:
             result.val_dice[at_epoch] = stats["dice"]
@@ -301,7 +322,9 @@ def _run(config, strategy, chief, models, gen_opt, disc_opt, step, epoch, pools_
     while current < stop_step:
         warmup = models.config.use_attention and current // steps_per_epoch < config.attention_epochs
         began = time.perf_counter()
-        values = train_step(next(iterator), warmup)
+        with pipeline.shard_errors_named(config.data_dir):     # a bad shard: one error naming it
+            batch = next(iterator)
+        values = train_step(batch, warmup)
         values = {k: float(v) for k, v in values.items()}
         interval_seconds += time.perf_counter() - began
         current += 1

@@ -8,6 +8,7 @@ collectively), so non-chief workers save into a temporary directory that they de
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import tempfile
@@ -63,11 +64,29 @@ def is_chief(strategy: tf.distribute.Strategy) -> bool:
     resolver = getattr(strategy, "cluster_resolver", None)
     if resolver is None or not resolver.cluster_spec().as_dict():
         return True
-    task_type, task_id = resolver.task_type, resolver.task_id
+    return _chief_task(resolver.task_type, resolver.task_id, resolver.cluster_spec().as_dict())
+
+
+def is_chief_process(strategy_name: str, environ=None) -> bool:
+    """`is_chief` before any strategy exists, from `TF_CONFIG`: whether this process will write
+    the run directory (and so must hold its lock). Creating a multi-worker strategy waits for
+    every worker, so a run refused for its directory should be refused before that."""
+    environ = os.environ if environ is None else environ
+    if strategy_name != "multi_worker" or not environ.get("TF_CONFIG"):
+        return True
+    tf_config = json.loads(environ["TF_CONFIG"])
+    cluster = tf_config.get("cluster") or {}
+    if not cluster:
+        return True
+    task = tf_config.get("task") or {}
+    return _chief_task(task.get("type"), task.get("index", 0), cluster)
+
+
+def _chief_task(task_type, task_id, cluster: dict) -> bool:
+    """The chief is the `chief` task, or worker 0 of a cluster without one (TensorFlow's rule)."""
     if task_type == "chief":
         return True
-    has_chief = "chief" in resolver.cluster_spec().as_dict()
-    return task_type == "worker" and task_id == 0 and not has_chief
+    return task_type == "worker" and int(task_id or 0) == 0 and "chief" not in cluster
 
 
 def write_dir(model_dir: str, strategy: tf.distribute.Strategy) -> str:
