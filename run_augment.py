@@ -43,6 +43,9 @@ flags.DEFINE_enum("precision", "auto", ["auto", "fp32", "bf16", "fp16"],
                   "on CPUs with AMX/AVX-512 BF16 and GPUs of capability >= 8.0, fp16 on 7.x, else fp32). An export "
                   "computes in the precision it was exported in (python -m ssagan_tf.export --precision); asking "
                   "for another one is refused.")
+flags.DEFINE_string("judge", "", "A judge trained on this dataset (python -m ssagan_tf.evaluation.judge): it scores up "
+                    "to 256 of the planned synthetic slices per direction (tumor rate, normal rate, KID against the "
+                    "input's real slices of the target class) into augment.json. Empty = no judge.")
 flags.mark_flags_as_required(["model", "data_dir", "output_dir"])
 flags.register_validator("ratio", lambda v: _valid(parse_ratio, v), "--ratio must be a positive number or 'all'")
 flags.register_validator("directions", lambda v: _valid(parse_directions, v),
@@ -65,7 +68,8 @@ def config_from_flags() -> AugmentConfig:
                          ratio=parse_ratio(FLAGS.ratio), format=FLAGS.format, split=FLAGS.split,
                          batch_size=FLAGS.batch_size, directions=parse_directions(FLAGS.directions), seed=FLAGS.seed,
                          mask_threshold=FLAGS.mask_threshold, chunk_size=FLAGS.chunk_size,
-                         contact_rows=FLAGS.contact_rows, overwrite=FLAGS.overwrite, precision=FLAGS.precision)
+                         contact_rows=FLAGS.contact_rows, overwrite=FLAGS.overwrite, precision=FLAGS.precision,
+                         judge=FLAGS.judge)
 
 
 def main(argv):

@@ -373,3 +373,26 @@ def test_command_line(model_base, tiny_dataset, tmp_path):
     rows = _rows(str(tmp_path / "aug"))
     assert len(rows) == 6 and {row["direction"] for row in rows} == {"tumor_to_normal"}
     assert all(row["output_path"].startswith("val/normal/") for row in rows)
+
+
+def test_judge_scores_the_synthetic_slices_into_the_summary(model_base, tiny_dataset, tmp_path):
+    """With --judge, augment.json holds the judge's measures of the planned synthetic slices; the
+    measured translations are those written (the generator is deterministic)."""
+    import json
+
+    from ssagan_tf.evaluation.judge import Judge, JudgeConfig, train_judge
+    from ssagan_tf.evaluation import metrics
+
+    judge_dir = str(tmp_path / "judge")
+    train_judge(JudgeConfig(data_dir=tiny_dataset, output_dir=judge_dir, width=4, epochs=1, precision="fp32"),
+                log=lambda _: None)
+    out = str(tmp_path / "aug")
+    _augment(model_base, tiny_dataset, out, format="tfrecord", ratio=None, judge=judge_dir, contact_rows=0)
+    judged = json.load(open(os.path.join(out, "augment.json")))["judge"]
+    assert judged["judge"] == judge_dir and set(judged["directions"]) == {"normal_to_tumor", "tumor_to_normal"}
+    written = pipeline.load_split_arrays(out, "train")
+    p_tumor, _ = Judge(judge_dir).score(written["image"][written["label"] == 1])
+    n2t = judged["directions"]["normal_to_tumor"]
+    assert n2t["slices"] == 6 and n2t["rate"]["synthetic"] == pytest.approx(metrics.class_rate(p_tumor, True))
+    with pytest.raises(ValueError, match="is not a judge"):
+        AugmentConfig(model=model_base, data_dir=tiny_dataset, output_dir=str(tmp_path / "x"), judge=str(tmp_path))

@@ -60,6 +60,8 @@ class AugmentConfig:
     precision      compute precision (`ssagan_tf.precision`): a training run given as `model` is
                    exported in it (`auto`: by hardware); an export computes in the precision it was
                    exported in, and another explicit precision is refused
+    judge          a judge (`python -m ssagan_tf.evaluation.judge`) that scores up to `judge_slices`
+                   planned synthetic slices per direction (rate and KID, in augment.json); "" = none
     """
 
     model: str
@@ -76,6 +78,8 @@ class AugmentConfig:
     contact_rows: int = 4
     overwrite: bool = False
     precision: str = "auto"
+    judge: str = ""
+    judge_slices: int = 256
 
     def __post_init__(self):
         def need(ok, message):
@@ -104,3 +108,8 @@ class AugmentConfig:
         need(self.chunk_size >= 1, f"chunk_size must be >= 1, got {self.chunk_size}")
         need(self.contact_rows >= 0, f"contact_rows must be >= 0, got {self.contact_rows}")
         need(self.precision in PRECISIONS, f"precision must be one of {PRECISIONS}, got {self.precision!r}")
+        need(self.judge_slices >= 2, f"judge_slices must be >= 2, got {self.judge_slices}")
+        if self.judge:
+            from ssagan_tf.evaluation.judge import read_judge_info
+
+            read_judge_info(self.judge)

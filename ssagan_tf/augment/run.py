@@ -188,6 +188,45 @@ def _translate_direction(direction: str, chunks: list, source, translator, write
     return translated_count
 
 
+def _judge_sample(config, plan: list, source, translator) -> dict:
+    """The judge's measures (`judge.translation_measures`) of up to `config.judge_slices` planned
+    source slices per direction, translated again (the generator is deterministic, so these are the
+    slices written), against real slices of the target class from the input: the other
+    direction's sources, whether or not that direction was augmented."""
+    from ssagan_tf.evaluation.judge import Judge, translation_measures
+
+    judge = Judge(config.judge)
+    judge.check_shape(translator.image_shape)
+    rng = np.random.default_rng(config.seed)
+
+    def sample(domain: str, wanted=None) -> tuple:
+        refs = source.refs(domain)
+        positions = sorted(wanted) if wanted is not None else range(len(refs))
+        positions = np.asarray(positions, np.int64)
+        if len(positions) > config.judge_slices:
+            positions = np.sort(rng.choice(positions, config.judge_slices, replace=False))
+        parts = list(source.stream(domain, positions, config.batch_size))
+        images = np.concatenate([p[0] for p in parts]) if parts else np.zeros((0,) + translator.image_shape)
+        cases = np.asarray([refs[int(p)].case_id for part in parts for p in part[1]])
+        return images, cases
+
+    out = {}
+    for direction in config.directions:
+        planned = {item.ref.position for chunk in plan if chunk.direction == direction for item in chunk.items}
+        inputs, _ = sample(SOURCE_DOMAIN[direction], planned)
+        target, target_cases = sample(TARGET_DOMAIN[direction])
+        if len(inputs) < 2 or len(target) < 2:
+            continue
+        translated = np.concatenate([translator(direction, inputs[i:i + config.batch_size])[0]
+                                     for i in range(0, len(inputs), config.batch_size)])
+        out[direction] = translation_measures(judge, translated, inputs, target, TARGET_DOMAIN[direction] == "tumor",
+                                              target_cases, seed=config.seed)
+        rate = out[direction]["rate"]
+        logging.info("Judge, %s: %.3f called %s (inputs %.3f, real %.3f) over %d slices", direction,
+                     rate["synthetic"], TARGET_DOMAIN[direction], rate["inputs"], rate["real_target"], len(inputs))
+    return {"judge": config.judge, "judge_test_auc": judge.test_auc, "directions": out}
+
+
 def _write_contact_sheet(path: str, plan: list, source, translator, rows: int, directions) -> str | None:
     groups = []
     for direction in directions:
@@ -292,6 +331,7 @@ def _finish(config, translator, source, plan, ledger, mask_threshold, skipped, t
         sheet_path = _write_contact_sheet(os.path.join(config.output_dir, CONTACT_SHEET_NAME), plan, source,
                                           translator, config.contact_rows, config.directions)
     counts = {d: sum(1 for row in rows if TARGET_DOMAIN[row["direction"]] == d) for d in schema.DOMAINS}
+    judged = _judge_sample(config, plan, source, translator) if config.judge else None
     result = AugmentResult(config.output_dir, translator.label, counts, len(plan), skipped, translated, seconds,
                            cpu_seconds, manifest_csv, sheet_path)
     ledger_lib.write_json(os.path.join(config.output_dir, SUMMARY_NAME), {
@@ -301,7 +341,8 @@ def _finish(config, translator, source, plan, ledger, mask_threshold, skipped, t
         "counts": counts, "chunks": len(plan), "chunks_skipped": skipped,
         "last_run": {"slices_translated": translated, "seconds": round(seconds, 3),
                      "cpu_seconds": round(cpu_seconds, 3),
-                     "slices_per_second": round(result.slices_per_second, 2)}})
+                     "slices_per_second": round(result.slices_per_second, 2)},
+        "judge": judged})
     logging.info("Wrote %s synthetic slices to %s (%d chunks, %d from an earlier run)", counts, config.output_dir,
                  len(plan), skipped)
     return result
