@@ -5,11 +5,12 @@ PY := $(VENV)/bin/python
 DEMO_DIR ?= runs/demo
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 
-.PHONY: help venv demo test bench clean
+.PHONY: help venv demo test test-fast bench clean
 
 help:
 	@echo "make demo   end to end on the synthetic phantom cohort (outputs under $(DEMO_DIR)/)"
 	@echo "make test   the whole test suite (what CI runs)"
+	@echo "make test-fast  the fast tier, without end-to-end training and subprocess tests (edit-test loop)"
 	@echo "make bench  the data benchmark (JSON + table); README lists the training and augmentation ones"
 
 $(VENV)/.installed: requirements.txt requirements-test.txt
@@ -21,6 +22,9 @@ venv: $(VENV)/.installed
 
 test: venv
 	$(PY) -m pytest -q tests
+
+test-fast: venv
+	$(PY) -m pytest -q -m "not slow" tests
 
 demo: venv
 	$(PY) -m scripts.demo --output_dir=$(DEMO_DIR)

@@ -11,6 +11,10 @@ import pytest
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+# A guard against hangs, never a speed assertion: subprocesses a test starts get this long, as long
+# as pytest-timeout gives a whole test (pytest.ini), so a loaded machine slows tests down without
+# failing them.
+HANG_TIMEOUT = 900
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SHARED_DATA = os.path.join(REPO_ROOT, "..", "shared", "data")
 REAL_DATA = os.path.join(SHARED_DATA, "brain_tumor_progression")
@@ -69,3 +73,18 @@ def real_data_dir():
     if not os.path.isdir(REAL_DATA):
         pytest.skip(f"real data not found at {os.path.normpath(REAL_DATA)} (../shared/data beside the repo)")
     return REAL_DATA
+
+
+# The modules `make test-fast` leaves out: they train GANs end to end in-process or start the entry
+# points as subprocesses, and take most of the suite's time. Everything else (losses, layers,
+# models, data, readers, metrics, the classifier pieces) is the fast tier for the edit-test loop.
+SLOW_MODULES = {"test_training", "test_training_cli", "test_training_faults", "test_augment", "test_export",
+                "test_evaluation", "test_evaluation_judge", "test_cli", "test_convert_cohort", "test_convert_cli",
+                "test_locking"}
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if item.module.__name__.rpartition(".")[2] in SLOW_MODULES:
+            item.add_marker(pytest.mark.slow)
+

@@ -15,7 +15,7 @@ import pytest
 import SimpleITK as sitk
 import tensorflow as tf
 
-from conftest import REPO_ROOT, write_tiny_dataset
+from conftest import HANG_TIMEOUT, REPO_ROOT, write_tiny_dataset
 from ssagan_tf import export
 from ssagan_tf.augment import AugmentConfig, augment_dataset, parse_directions, parse_ratio
 from ssagan_tf.augment import ledger as ledger_lib
@@ -198,7 +198,7 @@ def test_run_killed_with_sigkill_completes_without_duplicates(model_base, tiny_d
             time.sleep(0.02)
     finally:
         proc.send_signal(signal.SIGKILL)
-        proc.wait(timeout=60)
+        proc.wait(timeout=HANG_TIMEOUT)
     committed = {p.name for p in records.glob("*.json")}
     assert 3 <= len(committed) < 400 and not (out / "manifest.csv").exists()
     result = _augment(model_base, tiny_dataset, out, ratio=100.0, chunk_size=1, contact_rows=0,
@@ -364,11 +364,11 @@ def test_command_line(model_base, tiny_dataset, tmp_path):
     script = os.path.join(REPO_ROOT, "run_augment.py")
     common = [f"--model={model_base}", f"--data_dir={tiny_dataset}", f"--output_dir={tmp_path / 'aug'}"]
     bad = subprocess.run([sys.executable, script, *common, "--ratio=-1"], capture_output=True, text=True,
-                         timeout=120, env=env, cwd=REPO_ROOT)
+                         timeout=HANG_TIMEOUT, env=env, cwd=REPO_ROOT)
     assert bad.returncode != 0 and "--ratio must be a positive number or 'all'" in bad.stderr
     assert not os.path.exists(tmp_path / "aug")
     good = subprocess.run([sys.executable, script, *common, "--format=png", "--directions=tumor_to_normal",
-                           "--split=val"], capture_output=True, text=True, timeout=300, env=env, cwd=REPO_ROOT)
+                           "--split=val"], capture_output=True, text=True, timeout=HANG_TIMEOUT, env=env, cwd=REPO_ROOT)
     assert good.returncode == 0, good.stderr[-3000:]
     rows = _rows(str(tmp_path / "aug"))
     assert len(rows) == 6 and {row["direction"] for row in rows} == {"tumor_to_normal"}

@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from conftest import REPO_ROOT
+from conftest import HANG_TIMEOUT, REPO_ROOT
 
 ENTRY_POINTS = {
     "run_train.py": ["--data_dir", "--model_dir", "--precision", "--d_mode"],
@@ -30,7 +30,7 @@ def test_help_lists_the_flags_and_exits_0(entry_point):
         assert f"{flag}:" in done.stdout or f"{flag}=" in done.stdout, (flag, done.stdout[-2000:])
 
 
-def _run(*args, timeout=300):
+def _run(*args, timeout=HANG_TIMEOUT):
     return subprocess.run([sys.executable, *args], cwd=REPO_ROOT, capture_output=True, text=True, timeout=timeout,
                           env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"))
 

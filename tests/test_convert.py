@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from conftest import REPO_ROOT
+from conftest import HANG_TIMEOUT, REPO_ROOT
 from data_prep import phantom
 from data_prep.convert import ConvertConfig, convert
 from data_prep.preprocess import PrepOptions
@@ -124,7 +124,7 @@ def test_existing_dataset_is_not_overwritten_without_the_flag(cohort, tmp_path):
 
 def _cli(*args):
     return subprocess.run([sys.executable, "-m", "data_prep.convert", *args], cwd=REPO_ROOT,
-                          capture_output=True, text=True, timeout=300)
+                          capture_output=True, text=True, timeout=HANG_TIMEOUT)
 
 
 def test_cli_rejects_bad_flags_before_work(tmp_path):

@@ -85,11 +85,11 @@ def _help(module):
     import subprocess
     import sys
 
-    from conftest import REPO_ROOT
+    from conftest import HANG_TIMEOUT, REPO_ROOT
 
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
     return subprocess.run([sys.executable, "-m", module, "--help"], cwd=REPO_ROOT, env=env, capture_output=True,
-                          text=True, timeout=300)
+                          text=True, timeout=HANG_TIMEOUT)
 
 
 def test_help_lists_every_flag_and_exits_0():

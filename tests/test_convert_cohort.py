@@ -18,7 +18,7 @@ import pytest
 import SimpleITK as sitk
 from skimage import io as skio
 
-from conftest import REPO_ROOT
+from conftest import HANG_TIMEOUT, REPO_ROOT
 from data_prep import phantom, writer
 from data_prep.convert import ConvertConfig, convert
 from data_prep.preprocess import PrepOptions
@@ -203,7 +203,7 @@ def test_sigterm_cleans_up_like_ctrl_c(cohort_dir, tmp_path):
         time.sleep(0.1)
     assert glob.glob(str(out / ".staging-*" / "cases" / "*.npz")), "the conversion never started staging"
     proc.send_signal(signal.SIGTERM)
-    _, stderr = proc.communicate(timeout=120)
+    _, stderr = proc.communicate(timeout=HANG_TIMEOUT)
     assert proc.returncode == 130 and "Traceback" not in stderr, stderr[-2000:]
     assert stderr.strip().splitlines()[-1] == "convert: interrupted"
     assert not glob.glob(str(out / ".staging-*")) and not glob.glob(str(out / "**" / "*.tmp-*"), recursive=True)

@@ -9,7 +9,7 @@ import sys
 import numpy as np
 import pytest
 
-from conftest import REPO_ROOT, write_tiny_dataset
+from conftest import HANG_TIMEOUT, REPO_ROOT, write_tiny_dataset
 
 from ssagan_tf.evaluation import EvaluationConfig, run_evaluation
 from ssagan_tf.evaluation.augmenters import Translation
@@ -163,7 +163,7 @@ def test_augmenter_for_another_slice_shape_is_refused(exports):
 
 def _cli(*flags):
     return subprocess.run([sys.executable, os.path.join(REPO_ROOT, "run_evaluate.py"), *flags],
-                          capture_output=True, text=True, cwd=REPO_ROOT, timeout=300)
+                          capture_output=True, text=True, cwd=REPO_ROOT, timeout=HANG_TIMEOUT)
 
 
 @pytest.mark.parametrize("flags, message", [

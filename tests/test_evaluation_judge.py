@@ -12,7 +12,6 @@ import pytest
 from conftest import REPO_ROOT, write_tiny_dataset
 from ssagan_tf.evaluation import metrics
 
-pytestmark = pytest.mark.timeout(600)
 
 
 def test_class_rate_by_value():

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from conftest import REPO_ROOT
+from conftest import HANG_TIMEOUT, REPO_ROOT
 from ssagan_tf import export
 from ssagan_tf.models import ModelConfig, build_models, translate
 from ssagan_tf.training.checkpoints import checkpoint_dir, model_checkpoint
@@ -49,7 +49,7 @@ def exported(run_dir, export_dir):
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONPATH": REPO_ROOT}
     result = subprocess.run([sys.executable, "-m", "ssagan_tf.export", f"--model_dir={run_dir}",
                              f"--export_dir={export_dir}", "--precision=fp32"], capture_output=True, text=True,
-                            timeout=300, cwd=REPO_ROOT, env=env)
+                            timeout=HANG_TIMEOUT, cwd=REPO_ROOT, env=env)
     assert result.stdout.startswith("Precision fp32 (--precision: as requested)"), result.stdout
     assert result.returncode == 0, result.stderr[-3000:]
     version_dir = result.stdout.strip().splitlines()[-1]
@@ -95,7 +95,7 @@ def test_export_reload_matches_keras(exported, run_dir):
 
 def test_saved_model_cli_reports_signatures(exported):
     cli = os.path.join(os.path.dirname(sys.executable), "saved_model_cli")
-    result = subprocess.run([cli, "show", "--all", "--dir", exported], capture_output=True, text=True, timeout=120,
+    result = subprocess.run([cli, "show", "--all", "--dir", exported], capture_output=True, text=True, timeout=HANG_TIMEOUT,
                             env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
     assert result.returncode == 0, result.stderr
     blocks = dict(re.findall(r"signature_def\['(\w+)'\]:(.*?)Method name is", result.stdout, re.S))
@@ -328,7 +328,7 @@ def test_staging_folder_of_an_export_killed_with_sigkill_is_removed_by_the_next(
             time.sleep(0.05)
     finally:
         proc.send_signal(signal.SIGKILL)
-        proc.wait(timeout=60)
+        proc.wait(timeout=HANG_TIMEOUT)
     staged = list(base.glob(".tmp-export-*"))
     assert len(staged) == 1 and export.version_numbers(str(base)) == []
     version_dir = export.export_models(run_dir, str(tmp_path))

@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from conftest import REPO_ROOT
+from conftest import HANG_TIMEOUT, REPO_ROOT
 from ssagan_tf.locking import DirectoryLock, DirectoryLockedError, is_held, read_holder
 
 
@@ -51,6 +51,6 @@ def test_lock_of_a_process_killed_with_sigkill_is_free_at_once(tmp_path):
             _lock(tmp_path / "run").acquire()
     finally:
         holder.send_signal(signal.SIGKILL)
-        holder.wait(timeout=60)
+        holder.wait(timeout=HANG_TIMEOUT)
     with _lock(tmp_path / "run") as taken:
         assert read_holder(taken.path)["pid"] == os.getpid()

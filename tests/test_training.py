@@ -19,7 +19,6 @@ from ssagan_tf.training.loop import NonFiniteLossError, train
 from ssagan_tf.training.pool import ImagePool
 from ssagan_tf.training.step import LinearDecaySchedule
 
-pytestmark = pytest.mark.timeout(300)
 
 
 @pytest.fixture(scope="module")

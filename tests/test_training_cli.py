@@ -16,12 +16,11 @@ import time
 import numpy as np
 import pytest
 
-from conftest import REPO_ROOT, write_tiny_dataset
+from conftest import HANG_TIMEOUT, REPO_ROOT, write_tiny_dataset
 from ssagan_tf.models import ModelConfig
 from ssagan_tf.training.config import RunConfig
 from ssagan_tf.training.loop import train
 
-pytestmark = pytest.mark.timeout(420)
 
 TINY = ["--ngf=8", "--ndf=8", "--n_res_blocks=1", "--batch_size=2", "--log_every=1", "--pool_size=2",
         "--precision=fp32"]
@@ -40,7 +39,7 @@ def environment(**extra):
     return dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", **extra)
 
 
-def run(*args, timeout=300, **env):
+def run(*args, timeout=HANG_TIMEOUT, **env):
     done = subprocess.run(command(*args), cwd=REPO_ROOT, env=environment(**env), capture_output=True, text=True,
                           timeout=timeout)
     return done.returncode, done.stdout + done.stderr
@@ -73,12 +72,12 @@ def summary_tags(log_dir):
 
 
 def test_bad_flags_fail_before_work(data_dir, tmp_path):
-    code, out = run(f"--data_dir={data_dir}", f"--model_dir={tmp_path}", "--batch_size=0", timeout=120)
+    code, out = run(f"--data_dir={data_dir}", f"--model_dir={tmp_path}", "--batch_size=0", timeout=HANG_TIMEOUT)
     assert code != 0 and "batch_size must be >= 1" in out
-    code, out = run(f"--data_dir={data_dir}", f"--model_dir={tmp_path}", "--image_size=64", timeout=120)
+    code, out = run(f"--data_dir={data_dir}", f"--model_dir={tmp_path}", "--image_size=64", timeout=HANG_TIMEOUT)
     assert code != 0 and "--image_size=64 but" in out
     code, out = run(f"--data_dir={data_dir}", f"--model_dir={tmp_path}", "--batch_size=3", "--cpu_replicas=2",
-                    timeout=120)
+                    timeout=HANG_TIMEOUT)
     assert code != 0 and "not divisible by cpu_replicas 2" in out
     assert not os.path.exists(tmp_path / "config.json") and not os.path.exists(tmp_path / "checkpoints")
 
@@ -89,7 +88,7 @@ def test_shipped_flagfiles_parse(data_dir, tmp_path, flagfile):
     check, which refuses the tiny 32^2 dataset for the flagfile's (or the given) image size."""
     size = ["--image_size=64"] if flagfile == "demo.flags" else []        # the others fix their size
     code, out = run(f"--flagfile={os.path.join(REPO_ROOT, flagfile)}", f"--data_dir={data_dir}",
-                    f"--model_dir={tmp_path}", *size, timeout=120)
+                    f"--model_dir={tmp_path}", *size, timeout=HANG_TIMEOUT)
     assert "Unknown command line flag" not in out
     assert code != 0 and re.search(r"--image_size=(64|128|256) but .* holds 32\^2 slices", out), out
     assert not os.path.exists(tmp_path / "config.json")
@@ -112,14 +111,14 @@ def test_flagfile_run_killed_and_rerun_finishes(data_dir, tmp_path):
     proc.send_signal(signal.SIGSTOP)
     try:
         second = subprocess.run(command(f"--flagfile={flagfile}"), cwd=REPO_ROOT, env=environment(),
-                                capture_output=True, text=True, timeout=300)
+                                capture_output=True, text=True, timeout=HANG_TIMEOUT)
     finally:
         proc.send_signal(signal.SIGKILL)
     assert second.returncode == 1 and "Traceback" not in second.stderr, second.stderr[-3000:]
     assert re.search(rf"^run_train.py: error: {re.escape(str(model_dir))} is in use by a training run "
                      rf"\(pid {proc.pid} on [^,]+, started [^)]+\); .* choose another --model_dir", second.stderr, re.M)
     assert not list(model_dir.glob("checkpoints/ckpt-1[0-9].index"))
-    out, _ = proc.communicate(timeout=60)
+    out, _ = proc.communicate(timeout=HANG_TIMEOUT)
     reached = max(int(s) for s in re.findall(r"^step (\d+)/", out, re.M))
 
     code, out = run(f"--flagfile={flagfile}")
@@ -163,7 +162,7 @@ def test_two_cpu_replicas_match_one_device(data_dir, tmp_path, model, steps, rto
     procs = [subprocess.Popen(command(*common, f"--model_dir={tmp_path / name}", *extra), cwd=REPO_ROOT,
                               env=environment(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
              for name, extra in (("one", ["--strategy=one_device"]), ("two", ["--cpu_replicas=2"]))]
-    outs = [p.communicate(timeout=400)[0] for p in procs]
+    outs = [p.communicate(timeout=HANG_TIMEOUT)[0] for p in procs]
     assert [p.returncode for p in procs] == [0, 0], outs
     assert "2 replica(s) (mirrored)" in outs[1]
     losses = [[line.split("|")[1] for line in out.splitlines() if line.startswith("step ")] for out in outs]
@@ -196,7 +195,7 @@ def test_fp16_precision_scales_the_loss_and_cannot_resume_as_another(data_dir, t
 def test_auto_precision_says_what_it_picked_first_and_in_config(data_dir, tmp_path):
     done = subprocess.run(command(f"--data_dir={data_dir}", f"--model_dir={tmp_path}",
                                   *[a for a in TINY if not a.startswith("--precision")], "--max_steps=1"),
-                          cwd=REPO_ROOT, env=environment(), capture_output=True, text=True, timeout=300)
+                          cwd=REPO_ROOT, env=environment(), capture_output=True, text=True, timeout=HANG_TIMEOUT)
     assert done.returncode == 0, done.stdout + done.stderr
     first = done.stdout.splitlines()[0]
     from ssagan_tf.precision import choose_precision
@@ -247,7 +246,7 @@ def test_multi_worker_two_local_processes(data_dir, tmp_path):
                     "--checkpoint_every=2", "--strategy=multi_worker"),
             cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
     try:
-        outs = [p.communicate(timeout=400)[0] for p in procs]
+        outs = [p.communicate(timeout=HANG_TIMEOUT)[0] for p in procs]
     finally:
         for p in procs:
             if p.poll() is None:
@@ -280,7 +279,7 @@ def test_flags_the_system_does_not_use_are_named(data_dir, tmp_path):
     flagfile = tmp_path / "more.flags"
     flagfile.write_text("--tau=0.2\n")
     code, out = run(f"--data_dir={data_dir}", f"--model_dir={tmp_path / 'run'}", "--model=cyclegan",
-                    "--lambda_mask=5", "--d_mode=full", f"--flagfile={flagfile}", "--batch_size=1000", timeout=120)
+                    "--lambda_mask=5", "--d_mode=full", f"--flagfile={flagfile}", "--batch_size=1000", timeout=HANG_TIMEOUT)
     warning = [line for line in out.splitlines() if line.startswith("WARNING: --model=cyclegan")]
     assert warning == ["WARNING: --model=cyclegan does not use --lambda_mask (only ssa_cyclegan), --d_mode (only the "
                        "systems with attention), --tau (only the systems with attention); ignored"], out[-2000:]

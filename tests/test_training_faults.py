@@ -16,7 +16,6 @@ from ssagan_tf.training import loop, strategy
 from ssagan_tf.training.config import unused_settings
 from test_training import quiet_train, tiny_config
 
-pytestmark = pytest.mark.timeout(300)
 
 
 def _edit_manifest(data, edit):
