@@ -163,10 +163,6 @@ def check_inputs(config: EvaluationConfig) -> None:
     for _, path in config.augmenters:
         resolve_saved_model_dir(path)
     if config.judge:
-        from ssagan_tf.evaluation.judge import read_judge_info
+        from ssagan_tf.evaluation.judge import check_judge_for
 
-        info = read_judge_info(config.judge)
-        shape = (info["dataset"]["image_size"], info["dataset"]["channels"])
-        if shape != (manifest.image_size, manifest.channels):
-            raise ValueError(f"judge {config.judge} takes {shape[0]}^2 x {shape[1]} channel slices, "
-                             f"{config.data_dir} holds {manifest.image_size}^2 x {manifest.channels}")
+        check_judge_for(config.judge, manifest.image_size, manifest.channels)

@@ -153,6 +153,17 @@ def read_judge_info(path: str) -> dict:
     return info
 
 
+def check_judge_for(path: str, image_size: int, channels: int) -> dict:
+    """judge.json of the judge at `path`, which must take `image_size`^2 x `channels` slices;
+    ValueError otherwise."""
+    info = read_judge_info(path)
+    shape = info["dataset"]["image_size"], info["dataset"]["channels"]
+    if shape != (image_size, channels):
+        raise ValueError(f"{path}: the judge takes {shape[0]}^2 x {shape[1]} channel slices, the data are "
+                         f"{image_size}^2 x {channels}; train a judge on this dataset")
+    return info
+
+
 class Judge:
     """A trained judge, loaded: `score(images)` -> (tumor probabilities [N], features [N, d])."""
 
@@ -215,6 +226,22 @@ def translation_measures(judge: Judge, synthetic, inputs, real_target, target_is
                                                             subset_size, seed)}
     return {"target": "tumor" if target_is_tumor else "normal", "slices": int(len(p_synthetic)),
             "rate": rate, "kid": kid}
+
+
+def both_directions(judge: Judge, arrays: dict, to_tumor, to_normal, seed: int = 0) -> dict:
+    """`translation_measures` of both directions on one split's slices (`arrays` as from
+    `pipeline.load_split_arrays`): `to_tumor` are the translations of its normal slices (in order),
+    `to_normal` those of its tumor slices. A direction whose source or target class has fewer than 2
+    slices is left out."""
+    tumor = np.asarray(arrays["label"]) == 1
+    out = {}
+    for name, synthetic, source in (("normal_to_tumor", to_tumor, ~tumor), ("tumor_to_normal", to_normal, tumor)):
+        if source.sum() < 2 or (~source).sum() < 2:
+            continue
+        out[name] = translation_measures(judge, synthetic, arrays["image"][source], arrays["image"][~source],
+                                         target_is_tumor=name == "normal_to_tumor",
+                                         target_case_ids=arrays["case_id"][~source], seed=seed)
+    return out
 
 
 def main(argv):

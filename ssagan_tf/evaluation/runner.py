@@ -87,19 +87,6 @@ def score_augmenter(augmenter: Augmenter, train: dict, test: dict, tau: float,
     return out
 
 
-def judge_augmenter(judge, translation: dict, test: dict) -> dict:
-    """The judge's measures of both directions of one augmenter on the test split (translations
-    from `score_augmenter`): rate of the target class and KID against the real target slices."""
-    from ssagan_tf.evaluation.judge import translation_measures
-
-    tumor = test["label"] == 1
-    return {
-        "normal_to_tumor": translation_measures(judge, translation["test_to_tumor"].image, test["image"][~tumor],
-                                                test["image"][tumor], True, test["case_id"][tumor]),
-        "tumor_to_normal": translation_measures(judge, translation["test_to_normal"].image, test["image"][tumor],
-                                                test["image"][~tumor], False, test["case_id"][~tumor])}
-
-
 def run_one(config: EvaluationConfig, classifier: Classifier, row: Row, seed: int, data: dict,
             synthetic) -> dict:
     """Train and test one classifier; returns its test metrics and predictions."""
@@ -188,12 +175,12 @@ def run_evaluation(config: EvaluationConfig) -> dict:
                     for a in augmenters}
     judged = {}
     if config.judge:
-        from ssagan_tf.evaluation.judge import Judge
+        from ssagan_tf.evaluation.judge import Judge, both_directions
 
         judge = Judge(config.judge)
-        judged = {"judge": config.judge, "judge_test_auc": judge.test_auc,
-                  "augmenters": {a.name: judge_augmenter(judge, translations[a.name], data["test"])
-                                 for a in augmenters}}
+        judged = {"judge": config.judge, "judge_test_auc": judge.test_auc, "augmenters": {
+            a.name: both_directions(judge, data["test"], translations[a.name]["test_to_tumor"].image,
+                                    translations[a.name]["test_to_normal"].image) for a in augmenters}}
     rows = plan_rows(config)
     choice = choose_precision(config.precision)
     print(f"{choice.describe()} for the ResNet18 classifiers", flush=True)

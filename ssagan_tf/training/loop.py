@@ -79,16 +79,12 @@ def check_data(config: RunConfig):
         for domain in schema.DOMAINS:
             integrity.check_shards(manifest, split, domain)
     if config.judge_dir:
-        from ssagan_tf.evaluation.judge import read_judge_info
+        from ssagan_tf.evaluation.judge import check_judge_for
 
         try:
-            info = read_judge_info(config.judge_dir)
+            check_judge_for(config.judge_dir, m.image_size, m.channels)
         except ValueError as err:
             raise ConfigError(f"--judge_dir: {err}")
-        shape = info["dataset"]["image_size"], info["dataset"]["channels"]
-        if shape != (m.image_size, m.channels):
-            raise ConfigError(f"--judge_dir {config.judge_dir}: the judge takes {shape[0]}^2 x {shape[1]} channel "
-                              f"slices, the data are {m.image_size}^2 x {m.channels}")
     return manifest
 
 

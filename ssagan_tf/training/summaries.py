@@ -159,24 +159,20 @@ def validation_normal_attention(normal_to_tumor, data_dir: str, tau: float, batc
 
 def judge_measures(judge, models, arrays: dict, tau: float = 0.0, seed: int = 0) -> dict:
     """The judge's view of both directions on a split's slices (`arrays` from
-    `pipeline.load_split_arrays`): {"normal_to_tumor": ..., "tumor_to_normal": ...}, each
-    `judge.translation_measures` of that direction's translations against the real slices of its
-    target class, translated with the inference threshold `tau` as augmentation does. A direction whose source or target class has fewer than 2 slices is left out."""
-    from ssagan_tf.evaluation.judge import translation_measures
+    `pipeline.load_split_arrays`), translated with the inference threshold `tau` as augmentation
+    does: `judge.both_directions`."""
+    from ssagan_tf.evaluation.judge import both_directions
 
-    labels = arrays["label"]
-    out = {}
-    for name, source, generator, attention in (
-            ("normal_to_tumor", 0, models.normal_to_tumor, models.attention_normal),
-            ("tumor_to_normal", 1, models.tumor_to_normal, models.attention_tumor)):
-        inputs, target = arrays["image"][labels == source], arrays["image"][labels != source]
-        if len(inputs) < 2 or len(target) < 2:
-            continue
-        translated = np.concatenate([np.asarray(translate(generator, attention, inputs[i:i + 16], tau=tau)[0])
-                                     for i in range(0, len(inputs), 16)])
-        out[name] = translation_measures(judge, translated, inputs, target, target_is_tumor=source == 0,
-                                         target_case_ids=arrays["case_id"][labels != source], seed=seed)
-    return out
+    def translated(generator, attention, images):
+        parts = [np.asarray(translate(generator, attention, images[i:i + 16], tau=tau)[0])
+                 for i in range(0, len(images), 16)]
+        return np.concatenate(parts) if parts else np.zeros_like(images)
+
+    tumor = arrays["label"] == 1
+    return both_directions(judge, arrays,
+                           translated(models.normal_to_tumor, models.attention_normal, arrays["image"][~tumor]),
+                           translated(models.tumor_to_normal, models.attention_tumor, arrays["image"][tumor]),
+                           seed=seed)
 
 
 def judge_scalars(measures: dict) -> dict:
