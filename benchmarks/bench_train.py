@@ -71,23 +71,21 @@ def build_step(strategy, size: int, system: str, mode: str, ngf: int, ndf: int, 
     import numpy as np
     import tensorflow as tf
 
-    from ssagan_tf.models import ModelConfig, build_models
+    from ssagan_tf.models import ModelConfig
     from ssagan_tf.training.config import RunConfig
-    from ssagan_tf.training.pool import make_pools
-    from ssagan_tf.training.step import TrainStep, make_optimizers
+    from ssagan_tf.training.schedule import Schedule
+    from ssagan_tf.training.state import TrainingState
+    from ssagan_tf.training.step import TrainStep
 
     model = ModelConfig.for_system(system, image_size=size, channels=1, ngf=ngf, ndf=ndf, n_res_blocks=n_res_blocks,
                                    attention_ngf=attention_ngf, precision=precision)
-    config = RunConfig(data_dir="synthetic", model_dir="unused", model=model, batch_size=1, jit_compile=mode == "xla")
-    with strategy.scope():
-        models = build_models(model)
-        gen_opt, disc_opt = make_optimizers(config, total_steps=1000)
-        gen_opt.build(models.generator_variables + models.attention_variables)
-        disc_opt.build(models.discriminator_variables)
-        step = tf.Variable(0, dtype=tf.int64, trainable=False)
-    shape = (size, size, 1)
-    pools = [make_pools(strategy, config.pool_size, shape, 0, name) for name in ("pool_tumor", "pool_normal")]
-    train_step = TrainStep(strategy, models, config, gen_opt, disc_opt, *pools, step)
+    config = RunConfig(data_dir="synthetic", model_dir="unused", model=model, batch_size=1, jit_compile=mode == "xla",
+                       epochs=1, attention_epochs=1)
+    # One epoch of 1000 steps, all of it warm-up: step 0 is in the warm-up, step 1000 after it.
+    schedule = Schedule.from_config(config, steps_per_epoch=1000)
+    state = TrainingState.build(config, strategy, schedule)
+    models, shape = state.models, (size, size, 1)
+    train_step = TrainStep(strategy, state, config)
     rng = np.random.default_rng(0)
     mask = np.zeros((1, size, size, 1), np.float32)
     mask[:, size // 3: size // 2, size // 3: size // 2] = 1
@@ -96,7 +94,7 @@ def build_step(strategy, size: int, system: str, mode: str, ngf: int, ndf: int, 
                        "has_mask": tf.constant([1.0])}}
 
     def run(phase: str):
-        float(train_step(batch, phase == "warmup")["generator_total"])
+        float(train_step(batch, schedule.phase(0 if phase == "warmup" else 1000))["generator_total"])
 
     return run, model, models
 

@@ -17,7 +17,7 @@ from ssagan_tf.training import checkpoints
 from ssagan_tf.training.config import RunConfig
 from ssagan_tf.training.loop import NonFiniteLossError, train
 from ssagan_tf.training.pool import ImagePool
-from ssagan_tf.training.step import LinearDecaySchedule
+from ssagan_tf.training.schedule import LinearDecaySchedule, Phase, Schedule
 
 
 
@@ -191,6 +191,26 @@ def test_learning_rate_constant_then_linear_to_zero():
                                [2e-4, 2e-4, 2e-4, 1e-4, 0.0, 0.0], rtol=1e-6, atol=1e-12)
 
 
+def test_schedule_gives_each_step_its_phase_epoch_and_learning_rate(tmp_path):
+    """The one place that decides the warm-up: 3 steps an epoch, 2 warm-up epochs, 4 epochs."""
+    config = tiny_config("data", tmp_path, attention_epochs=2, epochs=4, max_steps=10, decay_start_fraction=0.5)
+    schedule = Schedule.from_config(config, steps_per_epoch=3)
+    assert (schedule.total_steps, schedule.stop_step, schedule.freeze_epoch) == (12, 10, 2)
+    warm, frozen = Phase(train_attention=True, mask_discriminators=False), Phase(False, True)
+    assert [schedule.phase(s) for s in range(9)] == [warm] * 6 + [frozen] * 3
+    assert [schedule.epoch_of(s) for s in (0, 2, 3, 11)] == [0, 0, 1, 3]
+    assert [s for s in range(13) if schedule.ends_epoch(s)] == [0, 3, 6, 9, 12]
+    full = Schedule.from_config(dataclasses.replace(config, d_mode="full"), steps_per_epoch=3)
+    assert full.phase(5) == warm and full.phase(6) == Phase(False, False)      # frozen, D sees full images
+    cyclegan = dataclasses.replace(config, model=ModelConfig.for_system(
+        "cyclegan", image_size=32, channels=1, ngf=8, ndf=8, n_res_blocks=1))
+    plain = Schedule.from_config(cyclegan, steps_per_epoch=3)
+    assert plain.phase(0) == Phase(False, False) and plain.freeze_epoch is None
+    rate = schedule.learning_rate_schedule()
+    assert (rate.base, rate.decay_start, rate.total) == (config.learning_rate, 6, 12)
+    assert Schedule.from_config(dataclasses.replace(config, max_steps=0), 3).stop_step == 12
+
+
 def test_image_pool_fills_then_mixes_and_restores_exactly(tmp_path):
     pool = ImagePool(2, (1, 1, 1), seed=3)
 
@@ -213,18 +233,18 @@ def test_image_pool_fills_then_mixes_and_restores_exactly(tmp_path):
 
 
 def make_train_step(config, pool_size=2):
-    from ssagan_tf.training.pool import make_pools
-    from ssagan_tf.training.step import TrainStep, make_optimizers
+    from ssagan_tf.training.state import TrainingState
+    from ssagan_tf.training.step import TrainStep
 
+    config = dataclasses.replace(config, pool_size=pool_size)
     strategy = tf.distribute.OneDeviceStrategy("/cpu:0")
-    with strategy.scope():
-        models = build_models(config.model)
-        gen_opt, disc_opt = make_optimizers(config, total_steps=10)
-        gen_opt.build(models.generator_variables + models.attention_variables)
-        disc_opt.build(models.discriminator_variables)
-        step = tf.Variable(0, dtype=tf.int64, trainable=False)
-    pools = [make_pools(strategy, pool_size, (32, 32, 1), 0, name) for name in ("pool_tumor", "pool_normal")]
-    return TrainStep(strategy, models, config, gen_opt, disc_opt, *pools, step), models, pools
+    state = TrainingState.build(config, strategy, Schedule.from_config(config, steps_per_epoch=3))
+    return TrainStep(strategy, state, config), state.models, (state.pools_tumor, state.pools_normal)
+
+
+def phase(config, warmup: bool) -> Phase:
+    """The phase `config`'s schedule gives a step of the warm-up, or one after it."""
+    return Schedule.from_config(config, steps_per_epoch=1).phase(0 if warmup else config.attention_epochs)
 
 
 def random_batch(seed=3):
@@ -248,7 +268,7 @@ def test_pools_store_unmasked_fakes_with_their_source_attention_after_the_warmup
     x_n, x_t = batch["normal"]["image"], batch["tumor"]["image"]
     fake_t, att_n = translate(models.normal_to_tumor, models.attention_normal, x_n, training=True)
     fake_n, att_t = translate(models.tumor_to_normal, models.attention_tumor, x_t, training=True)
-    train_step(batch, False)                         # a masked (post-warm-up) step, pools filling
+    train_step(batch, phase(config, False))                         # a masked (post-warm-up) step, pools filling
     for pool, fake, attention in ((pools_tumor[0], fake_t, att_n), (pools_normal[0], fake_n, att_t)):
         np.testing.assert_allclose(pool.images.numpy(), fake.numpy(), atol=1e-5)
         np.testing.assert_allclose(pool.attention.numpy(), attention.numpy(), atol=1e-6)
@@ -274,7 +294,7 @@ def test_train_step_attention_loss_is_the_configured_form(data_dir, tmp_path, ma
         expected += 1 - (2 * (a * m).sum() + 1) / (a.sum() + m.sum() + 1)
     batch = {"normal": {"image": tf.constant(rng.uniform(-1, 1, (2, 32, 32, 1)), tf.float32)},
              "tumor": {"image": tf.constant(x_t), "mask": tf.constant(mask), "has_mask": tf.constant(has_mask)}}
-    values = train_step(batch, True)
+    values = train_step(batch, phase(config, True))
     assert float(values["attention_mask"]) == pytest.approx(2.0 * expected, rel=1e-4)
 
 
@@ -297,7 +317,7 @@ def test_train_step_cycle_loss_follows_cycle_attention(data_dir, tmp_path, cycle
     batch = {"normal": {"image": tf.constant(x_n)},
              "tumor": {"image": tf.constant(rng.uniform(-1, 1, (2, 32, 32, 1)), tf.float32),
                        "mask": tf.zeros((2, 32, 32, 1)), "has_mask": tf.zeros(2)}}
-    assert float(train_step(batch, True)["cycle_normal"]) == pytest.approx(expected, rel=1e-4)
+    assert float(train_step(batch, phase(config, True))["cycle_normal"]) == pytest.approx(expected, rel=1e-4)
 
 
 def test_attention_area_term_trains_a_n_during_the_warmup_only(data_dir, tmp_path):
@@ -309,8 +329,8 @@ def test_attention_area_term_trains_a_n_during_the_warmup_only(data_dir, tmp_pat
     batch = {"normal": {"image": tf.constant(x_n)},
              "tumor": {"image": tf.constant(rng.uniform(-1, 1, (2, 32, 32, 1)), tf.float32),
                        "mask": tf.zeros((2, 32, 32, 1)), "has_mask": tf.zeros(2)}}
-    assert float(train_step(batch, True)["attention_area"]) == pytest.approx(expected, rel=1e-4)
-    assert float(train_step(batch, False)["attention_area"]) == 0.0
+    assert float(train_step(batch, phase(config, True))["attention_area"]) == pytest.approx(expected, rel=1e-4)
+    assert float(train_step(batch, phase(config, False))["attention_area"]) == 0.0
     assert tiny_config(data_dir, tmp_path).attention_area == 0.0        # the paper's default: off
     with pytest.raises(Exception, match="attention_area must be in"):
         tiny_config(data_dir, tmp_path, attention_area=1.5).validate()
@@ -318,30 +338,30 @@ def test_attention_area_term_trains_a_n_during_the_warmup_only(data_dir, tmp_pat
 
 def test_validation_attention_by_value(data_dir):
     from ssagan_tf.data.pipeline import load_split_arrays
-    from ssagan_tf.training import summaries
+    from ssagan_tf.training import validation
 
     val = load_split_arrays(data_dir, "val", ("tumor",))
     masks = val["mask"].reshape(4, -1)
-    zero = summaries.validation_attention(lambda x: tf.zeros_like(x[..., :1]), data_dir, 0.1)
+    zero = validation.validation_attention(lambda x: tf.zeros_like(x[..., :1]), data_dir, 0.1)
     assert zero == {"dice": pytest.approx(0.0, abs=1e-6), "attended": 0.0, "inside": 0.0, "outside": 0.0}
-    assert summaries.attention_failing(zero)
-    full = summaries.validation_attention(lambda x: tf.ones_like(x[..., :1]), data_dir, 0.1)
+    assert validation.attention_failing(zero)
+    full = validation.validation_attention(lambda x: tf.ones_like(x[..., :1]), data_dir, 0.1)
     expected = np.mean(2 * masks.sum(1) / (masks.shape[1] + masks.sum(1)))
     assert full["attended"] == 1.0 and full["dice"] == pytest.approx(expected, rel=1e-5)
     # The tiny dataset's tumors are bright discs (0.9) on a darker background: an attention equal to
     # (image + 1) / 2 is stronger inside them, and its complement is stronger outside.
-    bright = summaries.validation_attention(lambda x: (x[..., :1] + 1) / 2, data_dir, 0.1)
+    bright = validation.validation_attention(lambda x: (x[..., :1] + 1) / 2, data_dir, 0.1)
     tumor = val["mask"] > 0.5
     assert bright["inside"] == pytest.approx(0.95, rel=1e-5)
     assert bright["outside"] == pytest.approx(((val["image"][~tumor] + 1) / 2).mean(), rel=1e-4)
-    assert not summaries.attention_failing(bright)
-    assert summaries.attention_failing(summaries.validation_attention(lambda x: (1 - x[..., :1]) / 2, data_dir, 0.1))
-    assert summaries.validation_attention(None, data_dir, 0.1) is None
+    assert not validation.attention_failing(bright)
+    assert validation.attention_failing(validation.validation_attention(lambda x: (1 - x[..., :1]) / 2, data_dir, 0.1))
+    assert validation.validation_attention(None, data_dir, 0.1) is None
 
 
 def test_validation_normal_attention_by_value(data_dir):
     from ssagan_tf.data.pipeline import load_split_arrays
-    from ssagan_tf.training import summaries
+    from ssagan_tf.training import validation
 
     images = load_split_arrays(data_dir, "val", ("normal",))["image"].astype(np.float64)
 
@@ -350,15 +370,15 @@ def test_validation_normal_attention_by_value(data_dir):
         attention[:, :, : x.shape[2] // 2] = 0.5
         return x + 0.25, tf.constant(attention)
 
-    stats = summaries.validation_normal_attention(half_open, data_dir, 0.1)
+    stats = validation.validation_normal_attention(half_open, data_dir, 0.1)
     assert stats == {"mean": pytest.approx(0.25), "max": 0.5, "attended": pytest.approx(0.5),
                      "change": pytest.approx(0.25, rel=1e-6)}
     # A collapsed A_n: exactly zero and no change, the state issue 13 describes.
-    shut = summaries.validation_normal_attention(lambda x: (x, tf.zeros_like(x[..., :1])), data_dir, 0.1)
+    shut = validation.validation_normal_attention(lambda x: (x, tf.zeros_like(x[..., :1])), data_dir, 0.1)
     assert shut == {"mean": 0.0, "max": 0.0, "attended": 0.0, "change": 0.0}
-    flipped = summaries.validation_normal_attention(lambda x: (-x, tf.ones_like(x[..., :1])), data_dir, 0.1)
+    flipped = validation.validation_normal_attention(lambda x: (-x, tf.ones_like(x[..., :1])), data_dir, 0.1)
     assert flipped["change"] == pytest.approx(2 * np.abs(images).mean(), rel=1e-5)
-    assert summaries.validation_normal_attention(None, data_dir, 0.1) is None
+    assert validation.validation_normal_attention(None, data_dir, 0.1) is None
 
 
 def test_training_reports_the_attention_of_both_directions(data_dir, tmp_path):
@@ -378,7 +398,7 @@ def test_a_judge_scores_each_epoch_and_a_mismatched_one_is_refused(data_dir, tmp
 
     from ssagan_tf.data.pipeline import load_split_arrays
     from ssagan_tf.evaluation.judge import Judge, JudgeConfig, train_judge
-    from ssagan_tf.training import summaries
+    from ssagan_tf.training import validation
     from ssagan_tf.training.config import ConfigError
 
     judge_dir = str(tmp_path / "judge")
@@ -397,13 +417,13 @@ def test_a_judge_scores_each_epoch_and_a_mismatched_one_is_refused(data_dir, tmp
                            attention_normal=lambda x, training=False: tf.zeros_like(x[..., :1]),
                            tumor_to_normal=lambda x, training=False: -tf.ones_like(x),
                            attention_tumor=lambda x, training=False: tf.ones_like(x[..., :1]))
-    measures = summaries.judge_measures(judge, shut, val, tau=0.1)
+    measures = validation.judge_measures(judge, shut, val, tau=0.1)
     assert measures["normal_to_tumor"]["rate"]["synthetic"] == measures["normal_to_tumor"]["rate"]["inputs"]
     assert measures["normal_to_tumor"]["kid"]["synthetic"] == measures["normal_to_tumor"]["kid"]["inputs"]
     p_black, _ = judge.score(-np.ones((1, 32, 32, 1)))
     called_normal = float(p_black[0] < judge.threshold)
     assert measures["tumor_to_normal"]["rate"]["synthetic"] == called_normal       # every output is all -1
-    assert set(summaries.judge_scalars(measures)) >= {"judge_normal_to_tumor_rate_synthetic",
+    assert set(validation.judge_scalars(measures)) >= {"judge_normal_to_tumor_rate_synthetic",
                                                       "judge_tumor_to_normal_kid_real_halves"}
     other = write_tiny_dataset(str(tmp_path / "data48"), size=48)
     with pytest.raises(ConfigError, match="the judge takes 32"):
@@ -416,10 +436,10 @@ def test_a_judge_scores_each_epoch_and_a_mismatched_one_is_refused(data_dir, tmp
 
 
 def test_failing_attention_is_reported_while_training_and_when_frozen(data_dir, tmp_path, monkeypatch):
-    from ssagan_tf.training import summaries
+    from ssagan_tf.training import validation
 
     stats = {"dice": 0.0, "attended": 0.03, "inside": 0.003, "outside": 0.016}
-    monkeypatch.setattr(summaries, "validation_attention", lambda *args, **kwargs: stats)
+    monkeypatch.setattr(validation, "validation_attention", lambda *args, **kwargs: stats)
     out = io.StringIO()
     # 3 steps an epoch: epochs 0 (baseline), 1, 2 (attention frozen from here) and 3.
     train(tiny_config(data_dir, tmp_path, max_steps=9, attention_epochs=2, checkpoint_every=100), stream=out)
@@ -431,13 +451,13 @@ def test_failing_attention_is_reported_while_training_and_when_frozen(data_dir, 
     assert "0.003 inside the tumors vs 0.016 outside" in warnings[0] and "--mask_loss_type=l1_dice" in warnings[0]
     assert "(3.0% of pixels attended)" in text
     config = tiny_config(data_dir, tmp_path)
-    assert "--lambda_mask is 0" in summaries.collapse_warning(dataclasses.replace(config, lambda_mask=0.0), stats, 1,
-                                                              False)
-    assert "higher --lambda_mask" in summaries.collapse_warning(dataclasses.replace(config, mask_loss_type="l1_dice"),
-                                                                stats, 1, False)
+    assert "--lambda_mask is 0" in validation.collapse_warning(dataclasses.replace(config, lambda_mask=0.0), stats, 1,
+                                                               False, 2)
+    assert "higher --lambda_mask" in validation.collapse_warning(dataclasses.replace(config, mask_loss_type="l1_dice"),
+                                                                 stats, 1, False, 2)
     unsupervised = dataclasses.replace(config, model=ModelConfig.for_system(
         "attention_cyclegan", image_size=32, channels=1, ngf=8, ndf=8, n_res_blocks=1))
-    assert "--model=ssa_cyclegan" in summaries.collapse_warning(unsupervised, stats, 1, False)
+    assert "--model=ssa_cyclegan" in validation.collapse_warning(unsupervised, stats, 1, False, 2)
 
 
 def test_config_validation_messages(data_dir, tmp_path):
@@ -586,7 +606,7 @@ def test_after_the_warmup_d_sees_the_pooled_fake_masked_by_its_stored_attention(
     fake_mask = 1.0 if d_mode == "full" else source >= 0.1
     expected = losses.discriminator_adversarial_loss(models.disc_tumor(x_t * real_mask),
                                                      models.disc_tumor(stored_fake * fake_mask)).numpy()[0]
-    values = train_step(batch, False)
+    values = train_step(batch, phase(config, False))
     assert float(values["disc_tumor"]) == pytest.approx(float(expected), rel=1e-5)
     # The routes differ on these inputs, so a swapped map could not pass.
     assert np.any(own >= 0.1) and not np.all(source >= 0.1)

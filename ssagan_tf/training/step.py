@@ -15,93 +15,53 @@ import tensorflow as tf
 from ssagan_tf import losses
 from ssagan_tf.models import reconstruct, translate
 from ssagan_tf.training.pool import replica_pool
-
-# One list drives what is computed, reported and logged (each is a global-batch mean).
-LOSS_NAMES = ("generator_total", "discriminator_total", "adversarial_normal_to_tumor", "adversarial_tumor_to_normal",
-              "cycle_normal", "cycle_tumor", "identity", "attention_mask", "attention_area", "disc_tumor",
-              "disc_normal")
-# Watched alongside the losses: the mean attention of each direction on the step's inputs (A_n on
-# the normal slices, A_t on the tumor slices). A_n at exactly 0 means normal->tumor is the identity.
-ATTENTION_NAMES = ("attention_normal_mean", "attention_tumor_mean")
-
-
-class LinearDecaySchedule(keras.optimizers.schedules.LearningRateSchedule):
-    """Constant `base` for the first `decay_start` steps, then linear decay to 0 at `total`."""
-
-    def __init__(self, base: float, decay_start: int, total: int):
-        self.base, self.decay_start, self.total = float(base), int(decay_start), int(total)
-
-    def __call__(self, step):
-        step = tf.cast(step, tf.float32)
-        span = max(self.total - self.decay_start, 1)
-        fraction = tf.clip_by_value((step - self.decay_start) / span, 0.0, 1.0)
-        return self.base * (1.0 - fraction)
-
-    def get_config(self):
-        return {"base": self.base, "decay_start": self.decay_start, "total": self.total}
-
-
-def make_optimizers(config, total_steps: int):
-    """Adam for generators+attention and Adam for discriminators, each wrapped for loss scaling
-    under fp16 (one loss scale per player; bf16 has float32's range and needs none)."""
-    schedule = LinearDecaySchedule(config.learning_rate, int(total_steps * config.decay_start_fraction), total_steps)
-    made = []
-    for name in ("generator_adam", "discriminator_adam"):
-        opt = keras.optimizers.Adam(schedule, beta_1=config.beta_1, beta_2=config.beta_2, name=name)
-        if config.precision == "fp16":
-            opt = keras.optimizers.LossScaleOptimizer(opt, name=f"{name}_loss_scale")
-        made.append(opt)
-    return made
+from ssagan_tf.training.schedule import Phase
 
 
 class TrainStep:
-    """Callable `(distributed_batch, warmup) -> {loss name: global mean}`.
+    """Callable `(distributed_batch, phase) -> {loss name: global mean}` over a `TrainingState`.
 
-    `warmup` (a Python bool) says whether the attention networks still train; after the warm-up
-    they are frozen and, for every d_mode but `full`, the discriminators see masked images.
-    Each value of `warmup` is one traced graph.
+    `phase` (a `schedule.Phase`) says whether the attention networks train and whether the
+    discriminators see attention-guided views; each phase is one traced graph.
     """
 
-    def __init__(self, strategy, models, config, gen_optimizer, disc_optimizer, pools_tumor, pools_normal, step):
-        self.strategy, self.models, self.config = strategy, models, config
-        self.gen_optimizer, self.disc_optimizer = gen_optimizer, disc_optimizer
-        self.pools_tumor, self.pools_normal, self.step = pools_tumor, pools_normal, step
+    def __init__(self, strategy, state, config):
+        self.strategy, self.state, self.config = strategy, state, config
+        self.models = state.models
         # XLA compiles the per-replica maths only: the gradient all-reduce and the optimizer
         # update (merge_call) cannot live inside an XLA cluster.
         self._compute = tf.function(self._losses_and_gradients, jit_compile=True) if config.jit_compile \
             else self._losses_and_gradients
         self._functions = {}
 
-    def __call__(self, batch, warmup: bool):
-        warmup = bool(warmup)
-        if warmup not in self._functions:
-            self._functions[warmup] = tf.function(lambda b: self._distributed_step(b, warmup))
-        return self._functions[warmup](batch)
+    def __call__(self, batch, phase: Phase):
+        if phase not in self._functions:
+            self._functions[phase] = tf.function(lambda b: self._distributed_step(b, phase))
+        return self._functions[phase](batch)
 
-    def _distributed_step(self, batch, warmup):
-        per_replica = self.strategy.run(self._replica_step, args=(batch, warmup))
-        self.step.assign_add(1)
+    def _distributed_step(self, batch, phase):
+        per_replica = self.strategy.run(self._replica_step, args=(batch, phase))
+        self.state.step.assign_add(1)
         return {k: self.strategy.reduce(tf.distribute.ReduceOp.SUM, v, axis=None) for k, v in per_replica.items()}
 
-    def trainable_generator_variables(self, warmup: bool) -> list:
-        train_attention = warmup and self.models.config.use_attention
-        return self.models.generator_variables + (self.models.attention_variables if train_attention else [])
+    def trainable_generator_variables(self, phase: Phase) -> list:
+        return self.models.generator_variables + (self.models.attention_variables if phase.train_attention else [])
 
-    def _replica_step(self, batch, warmup):
+    def _replica_step(self, batch, phase):
         labelled = tf.constant(0.0)
         if self.models.config.mask_loss:
             # The attention loss averages over the labelled examples of the *global* batch.
             labelled = tf.distribute.get_replica_context().all_reduce(
                 tf.distribute.ReduceOp.SUM, tf.reduce_sum(tf.cast(batch["tumor"]["has_mask"], tf.float32)))
-        gen_grads, disc_grads, values = self._compute(batch, labelled, warmup)
-        self.gen_optimizer.apply_gradients(zip(gen_grads, self.trainable_generator_variables(warmup)))
-        self.disc_optimizer.apply_gradients(zip(disc_grads, self.models.discriminator_variables))
+        gen_grads, disc_grads, values = self._compute(batch, labelled, phase)
+        self.state.generator_optimizer.apply_gradients(zip(gen_grads, self.trainable_generator_variables(phase)))
+        self.state.discriminator_optimizer.apply_gradients(zip(disc_grads, self.models.discriminator_variables))
         return values
 
     def _scaled(self, optimizer, loss):
         return optimizer.scale_loss(loss) if isinstance(optimizer, keras.optimizers.LossScaleOptimizer) else loss
 
-    def _losses_and_gradients(self, batch, labelled, warmup):
+    def _losses_and_gradients(self, batch, labelled, phase):
         m, c = self.models, self.config
         x_n, x_t = batch["normal"]["image"], batch["tumor"]["image"]
         global_batch = c.batch_size
@@ -109,7 +69,7 @@ class TrainStep:
         def mean(per_example):
             return tf.nn.compute_average_loss(per_example, global_batch_size=global_batch)
 
-        masked = (not warmup) and c.masks_discriminator
+        masked = phase.mask_discriminators
         with tf.GradientTape(persistent=True) as tape:
             fake_t, att_n = translate(m.normal_to_tumor, m.attention_normal, x_n, training=True)
             rec_n = reconstruct(m.tumor_to_normal, m.attention_tumor, fake_t, att_n, c.cycle_attention, training=True)
@@ -131,7 +91,7 @@ class TrainStep:
                     losses.identity_loss(x_t, m.normal_to_tumor(x_t, training=True))
                     + losses.identity_loss(x_n, m.tumor_to_normal(x_n, training=True)))
                 per_example += identity
-            if warmup and c.attention_area > 0 and m.config.use_attention:
+            if phase.train_attention and c.attention_area > 0 and m.config.use_attention:
                 area = c.lambda_attention_area * losses.attention_area_loss(att_n, x_n, c.attention_area)
                 per_example += area
             else:
@@ -144,9 +104,9 @@ class TrainStep:
 
             # The pools hold unmasked fakes with their source attention; the phase's masking is
             # applied to what they return.
-            pooled_t, pooled_att_n = replica_pool(self.pools_tumor).query(tf.stop_gradient(fake_t),
+            pooled_t, pooled_att_n = replica_pool(self.state.pools_tumor).query(tf.stop_gradient(fake_t),
                                                                           tf.stop_gradient(att_n))
-            pooled_n, pooled_att_t = replica_pool(self.pools_normal).query(tf.stop_gradient(fake_n),
+            pooled_n, pooled_att_t = replica_pool(self.state.pools_normal).query(tf.stop_gradient(fake_n),
                                                                            tf.stop_gradient(att_t))
             real_t, pooled_t = losses.discriminator_views(c.d_mode, masked, x_t, pooled_t, pooled_att_n,
                                                           tf.stop_gradient(att_t), c.tau)
@@ -157,16 +117,21 @@ class TrainStep:
             d_n = losses.discriminator_adversarial_loss(m.disc_normal(real_n, training=True),
                                                         m.disc_normal(pooled_n, training=True), c.gan_loss)
             disc_total = mean(d_t + d_n)
-            gen_scaled = self._scaled(self.gen_optimizer, gen_total)
-            disc_scaled = self._scaled(self.disc_optimizer, disc_total)
+            gen_scaled = self._scaled(self.state.generator_optimizer, gen_total)
+            disc_scaled = self._scaled(self.state.discriminator_optimizer, disc_total)
 
-        gen_grads = tape.gradient(gen_scaled, self.trainable_generator_variables(warmup))
+        gen_grads = tape.gradient(gen_scaled, self.trainable_generator_variables(phase))
         disc_grads = tape.gradient(disc_scaled, m.discriminator_variables)
         del tape
-        values = dict(zip(LOSS_NAMES, (
-            gen_total, disc_total, mean(adv_n2t), mean(adv_t2n), mean(cyc_n), mean(cyc_t), mean(identity),
-            attention_mask, mean(area), mean(d_t), mean(d_n))))
+        # Every value is a global-batch mean; these names drive the console, TensorBoard and results.
+        values = {"generator_total": gen_total, "discriminator_total": disc_total,
+                  "adversarial_normal_to_tumor": mean(adv_n2t), "adversarial_tumor_to_normal": mean(adv_t2n),
+                  "cycle_normal": mean(cyc_n), "cycle_tumor": mean(cyc_t), "identity": mean(identity),
+                  "attention_mask": attention_mask, "attention_area": mean(area),
+                  "disc_tumor": mean(d_t), "disc_normal": mean(d_n)}
         if m.config.use_attention:
-            values.update(zip(ATTENTION_NAMES, (mean(losses.per_example_mean(att_n)),
-                                                mean(losses.per_example_mean(att_t)))))
+            # The mean attention of each direction on the step's inputs (A_n on the normal slices, A_t
+            # on the tumor slices): A_n at exactly 0 means normal->tumor is the identity.
+            values["attention_normal_mean"] = mean(losses.per_example_mean(att_n))
+            values["attention_tumor_mean"] = mean(losses.per_example_mean(att_t))
         return gen_grads, disc_grads, values

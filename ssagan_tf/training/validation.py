@@ -1,0 +1,197 @@
+"""The end-of-epoch validation of a training run: how well the tumor attention A_t finds the
+validation tumors (Dice of its pseudo-mask), what normal->tumor does to the validation normal
+slices, the judge's view of both directions (with --judge_dir), and the warning a user gets when
+the attention collapses. `Validation` is the periodic action the training loop runs."""
+
+from __future__ import annotations
+
+import numpy as np
+import tensorflow as tf
+
+from ssagan_tf import losses
+from ssagan_tf.data import pipeline
+from ssagan_tf.models import translate
+
+
+def validation_attention(attention_tumor, data_dir: str, tau: float, batch_size: int = 8):
+    """How well the tumor attention A_t finds the tumor on the validation tumor slices that carry a
+    mask. Returns {"dice": mean Dice of A_t >= tau (the pseudo-mask augmentation writes) against
+    the true whole-tumor mask, "attended": fraction of their pixels with A_t >= tau, "inside" /
+    "outside": mean A_t over their tumor / non-tumor pixels}, or None when there is no attention
+    network or no such slice. `attention_tumor` maps images to attention (a model, or a
+    tf.function around one)."""
+    from ssagan_tf.data import schema
+
+    if attention_tumor is None or schema.read_manifest(data_dir).count("val", "tumor") == 0:
+        return None
+    dice_sum, attended_sum, count = 0.0, 0.0, 0
+    inside = outside = tumor_pixels = other_pixels = 0.0
+    for batch in pipeline.make_slice_dataset(data_dir, "val", "tumor", batch_size):
+        keep = batch["has_mask"].numpy() > 0
+        if not keep.any():
+            continue
+        attention = np.asarray(attention_tumor(batch["image"]))[keep].astype(np.float64)
+        mask = batch["mask"].numpy()[keep] > 0.5
+        binary = losses.binarize_attention(attention, tau)
+        dice_sum += float(losses.dice_coefficient(binary, mask).numpy().sum())
+        attended_sum += float((attention >= tau).mean(axis=(1, 2, 3)).sum())
+        inside, tumor_pixels = inside + attention[mask].sum(), tumor_pixels + mask.sum()
+        outside, other_pixels = outside + attention[~mask].sum(), other_pixels + (~mask).sum()
+        count += int(keep.sum())
+    if not count:
+        return None
+    return {"dice": dice_sum / count, "attended": attended_sum / count,
+            "inside": float(inside / max(tumor_pixels, 1)), "outside": float(outside / max(other_pixels, 1))}
+
+
+def validation_normal_attention(normal_to_tumor, data_dir: str, tau: float, batch_size: int = 8):
+    """What the normal->tumor direction does to the validation normal slices. `normal_to_tumor`
+    maps images to (translation, attention A_n) (paper Eq. 1, no threshold). Returns {"mean": mean
+    A_n, "max": its largest value, "attended": fraction of pixels with A_n >= tau, "change": mean
+    |translation - input|}, or None when there is no attention network or no such slice. A_n
+    exactly 0 everywhere means every "synthetic tumor" equals its input."""
+    from ssagan_tf.data import schema
+
+    if normal_to_tumor is None or schema.read_manifest(data_dir).count("val", "normal") == 0:
+        return None
+    total = {"mean": 0.0, "attended": 0.0, "change": 0.0}
+    largest, count = 0.0, 0
+    for batch in pipeline.make_slice_dataset(data_dir, "val", "normal", batch_size):
+        images = batch["image"].numpy()
+        translated, attention = (np.asarray(t, np.float64) for t in normal_to_tumor(batch["image"]))
+        total["mean"] += float(attention.mean(axis=(1, 2, 3)).sum())
+        total["attended"] += float((attention >= tau).mean(axis=(1, 2, 3)).sum())
+        total["change"] += float(np.abs(translated - images).mean(axis=(1, 2, 3)).sum())
+        largest = max(largest, float(attention.max()))
+        count += len(images)
+    return {**{k: v / count for k, v in total.items()}, "max": largest}
+
+
+def judge_measures(judge, models, arrays: dict, tau: float = 0.0, seed: int = 0) -> dict:
+    """The judge's view of both directions on a split's slices (`arrays` from
+    `pipeline.load_split_arrays`), translated with the inference threshold `tau` as augmentation
+    does: `judge.both_directions`."""
+    from ssagan_tf.evaluation.judge import both_directions
+
+    def translated(generator, attention, images):
+        parts = [np.asarray(translate(generator, attention, images[i:i + 16], tau=tau)[0])
+                 for i in range(0, len(images), 16)]
+        return np.concatenate(parts) if parts else np.zeros_like(images)
+
+    tumor = arrays["label"] == 1
+    return both_directions(judge, arrays,
+                           translated(models.normal_to_tumor, models.attention_normal, arrays["image"][~tumor]),
+                           translated(models.tumor_to_normal, models.attention_tumor, arrays["image"][tumor]),
+                           seed=seed)
+
+
+def judge_scalars(measures: dict) -> dict:
+    """Flat TensorBoard scalars of `judge_measures`."""
+    flat = {}
+    for direction, m in measures.items():
+        for key, value in m["rate"].items():
+            flat[f"judge_{direction}_rate_{key}"] = value
+        for key, value in m["kid"].items():
+            flat[f"judge_{direction}_kid_{key}"] = value["mean"]
+    return flat
+
+
+def describe_judge(measures: dict) -> list:
+    """One console line per direction of `judge_measures`."""
+    lines = []
+    for direction, m in measures.items():
+        rate, kid = m["rate"], m["kid"]
+        lines.append(
+            f"judge {direction.replace('_to_', '->')}: {m['target']} rate {rate['synthetic']:.3f} (inputs "
+            f"{rate['inputs']:.3f}, real {rate['real_target']:.3f}); KID vs real {m['target']} "
+            f"{kid['synthetic']['mean']:.4f} +- {kid['synthetic']['std']:.4f} (inputs {kid['inputs']['mean']:.4f}, "
+            f"real halves {kid['real_halves']['mean']:.4f})")
+    return lines
+
+
+def attention_failing(stats: dict) -> bool:
+    """The tumor attention does not find the tumors: no validation pixel reaches tau, or A_t is no
+    stronger on the tumors than elsewhere (what the paper's L1 mask loss leads to when tumors are
+    small: A_t near 0 everywhere, or left on the background)."""
+    return stats["attended"] == 0.0 or stats["inside"] <= stats["outside"]
+
+
+def collapse_warning(config, stats: dict, epoch: int, frozen: bool, freeze_epoch: int) -> str:
+    """What to tell a user whose tumor attention does not find the tumors after `epoch`; the
+    attention networks freeze at `freeze_epoch` (`Schedule.freeze_epoch`)."""
+    if not config.model.mask_loss:
+        advice = ("this system learns the attention without masks; --model=ssa_cyclegan supervises it with the "
+                  "tumor masks")
+    elif config.lambda_mask == 0:
+        advice = "--lambda_mask is 0, so the tumor masks are not used; set it to 1 (the paper's weight)"
+    elif config.mask_loss_type == "l1":
+        advice = ("with small tumors the paper's L1 mask loss drives it there; train with --mask_loss_type=l1_dice "
+                  "(docs/training.md, 'When the attention collapses')")
+    else:
+        advice = "check the masks of the labelled slices, or train with a higher --lambda_mask"
+    state = ("The attention networks are now frozen like this, so translations will change the wrong region "
+             "or nothing." if frozen else "If this persists to the end of the attention warm-up "
+             f"(epoch {freeze_epoch}), translations will change the wrong region or nothing.")
+    return (f"WARNING: after epoch {epoch} the tumor attention A_t does not find the validation tumors (Dice "
+            f"{stats['dice']:.3f}, {100 * stats['attended']:.1f}% of pixels >= tau, mean A_t {stats['inside']:.3f} "
+            f"inside the tumors vs {stats['outside']:.3f} outside). {state} {advice[0].upper()}{advice[1:]}.")
+
+
+class Validation:
+    """The chief's validation at the end of every epoch (and of epoch 0, the untrained baseline):
+    records each measure in `result` (a `TrainResult`) by epoch, writes it to `board` under
+    `val/` and logs it. Warns once if the tumor attention fails while it trains, and again if it
+    still fails when the schedule freezes it."""
+
+    def __init__(self, config, schedule, models, board, result, log):
+        self.config, self.schedule, self.models = config, schedule, models
+        self.board, self.result, self.log = board, result, log
+        self.attention_fn = (tf.function(lambda x: models.attention_tumor(x, training=False), reduce_retracing=True)
+                             if models.attention_tumor is not None else None)
+        self.normal_fn = (tf.function(lambda x: translate(models.normal_to_tumor, models.attention_normal, x,
+                                                          training=False), reduce_retracing=True)
+                          if models.attention_normal is not None else None)
+        self.warned = []
+        self.judge = self.val_arrays = None
+        if config.judge_dir:
+            from ssagan_tf.evaluation.judge import Judge
+
+            self.judge = Judge(config.judge_dir)
+            self.val_arrays = pipeline.load_split_arrays(config.data_dir, "val")
+            log(f"Judge {config.judge_dir} (its test AUC {self.judge.test_auc:.3f}) scores the validation "
+                "translations each epoch")
+
+    def due(self, step: int) -> bool:
+        return self.schedule.ends_epoch(step)
+
+    def __call__(self, step: int, values=None):
+        with pipeline.shard_errors_named(self.config.data_dir):
+            self._validate(step, self.schedule.epoch_of(step))
+
+    def _validate(self, at_step: int, at_epoch: int):
+        config, board, result, log = self.config, self.board, self.result, self.log
+        stats = validation_attention(self.attention_fn, config.data_dir, config.tau)
+        if stats is not None:
+            result.val_dice[at_epoch] = stats["dice"]
+            board.scalars(at_step, {f"attention_tumor_{k}": v for k, v in stats.items()}, prefix="val/")
+            log(f"epoch {at_epoch}: validation Dice of A_t >= {config.tau} vs mask = {stats['dice']:.4f} "
+                f"({100 * stats['attended']:.1f}% of pixels attended)")
+        normal = validation_normal_attention(self.normal_fn, config.data_dir, config.tau)
+        if normal is not None:
+            result.val_normal_attention[at_epoch] = normal
+            board.scalars(at_step, {f"attention_normal_{k}": v for k, v in normal.items()}, prefix="val/")
+            log(f"epoch {at_epoch}: validation normal->tumor: mean A_n {normal['mean']:.4f} (max {normal['max']:.3f}, "
+                f"{100 * normal['attended']:.1f}% of pixels >= tau), mean |change| {normal['change']:.4f}")
+        if self.judge is not None:
+            measures = judge_measures(self.judge, self.models, self.val_arrays, tau=config.tau)
+            if measures:
+                result.val_judge[at_epoch] = measures
+                board.scalars(at_step, judge_scalars(measures), prefix="val/")
+                for line in describe_judge(measures):
+                    log(f"epoch {at_epoch}: {line}")
+        if stats is not None:
+            # Warn once while the attention trains, and again if it is still failing when it freezes.
+            frozen = at_epoch == self.schedule.freeze_epoch
+            if at_epoch >= 1 and attention_failing(stats) and (frozen or not self.warned):
+                self.warned.append(at_epoch)
+                log(collapse_warning(config, stats, at_epoch, frozen, self.schedule.freeze_epoch))
