@@ -77,6 +77,7 @@ def main(argv):
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     try:
         config = config_from_flags()
+        config.check_inputs()
     except ValueError as err:
         raise app.UsageError(str(err)) from None
 

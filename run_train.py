@@ -11,13 +11,16 @@ line and exit 2. See docs/reliability.md.
 
 from __future__ import annotations
 
-import importlib.util
 import sys
 
 from absl import app, flags
 
+# Only plain-Python modules here: --help and a bad flag are answered before TensorFlow loads.
+from ssagan_tf.choices import CYCLE_ATTENTIONS, D_MODE_ALIASES, D_MODES, GAN_LOSSES, MASK_LOSS_TYPES, SYSTEMS, UPSAMPLING
 from ssagan_tf.data.integrity import DatasetMismatchError
-from ssagan_tf.models import SYSTEMS
+from ssagan_tf.precision import PRECISIONS
+from ssagan_tf.training.config import STRATEGIES, SYSTEM_SPECIFIC, ConfigError, build_run_config, \
+    unused_settings_warning
 
 flags.DEFINE_string("data_dir", None, "Converted dataset (the --output_dir of `python -m data_prep.convert`).")
 flags.DEFINE_string("model_dir", None, "Run directory: config.json, checkpoints/, logs/ (TensorBoard), samples/; "
@@ -33,7 +36,7 @@ flags.DEFINE_integer("attention_ngf", 0, "Filters of the attention networks' fir
                      "Systems with attention only.")
 flags.DEFINE_integer("ndf", 64, "Filters of the discriminators' first layer.")
 flags.DEFINE_integer("n_res_blocks", 9, "Residual blocks in each generator (9 in CycleGAN at 256^2).")
-flags.DEFINE_enum("upsample", "transpose", ["transpose", "resize"],
+flags.DEFINE_enum("upsample", "transpose", list(UPSAMPLING),
                   "Generator decoder: stride-2 transposed convolutions (transpose, CycleGAN's) or nearest x2 + "
                   "3x3 convolution (resize), which does not paint a checkerboard into filled regions.")
 flags.DEFINE_integer("batch_size", 1, "Global batch size (split evenly across replicas; the paper uses 1).")
@@ -46,15 +49,15 @@ flags.DEFINE_float("beta_1", 0.5, "Adam beta_1.")
 flags.DEFINE_float("beta_2", 0.999, "Adam beta_2.")
 flags.DEFINE_float("decay_start_fraction", 0.5, "Fraction of the steps at constant learning rate before the "
                    "linear decay to 0.")
-flags.DEFINE_enum("gan_loss", "lsgan", ["lsgan", "vanilla"], "Adversarial loss: least squares or log-loss.")
+flags.DEFINE_enum("gan_loss", "lsgan", list(GAN_LOSSES), "Adversarial loss: least squares or log-loss.")
 flags.DEFINE_float("lambda_cycle", 10.0, "Weight of each direction's L1 cycle loss.")
 flags.DEFINE_float("lambda_identity", 0.0, "Identity loss weight, relative to lambda_cycle (0 = none, as the paper).")
 flags.DEFINE_float("lambda_mask", 1.0, "Weight of the semi-supervised attention (mask) loss; ssa_cyclegan only.")
-flags.DEFINE_enum("mask_loss_type", "l1", ["l1", "l1_dice"],
+flags.DEFINE_enum("mask_loss_type", "l1", list(MASK_LOSS_TYPES),
                   "Form of the attention (mask) loss; ssa_cyclegan only. l1 = the paper's L1; l1_dice adds a soft "
                   "Dice term, for tumors covering a few percent of a slice or less, where L1 alone drives the "
                   "attention off the tumors (training warns when it does).")
-flags.DEFINE_enum("d_mode", "own_attention", ["full", "source_attention", "own_attention", "paper", "mejjati"],
+flags.DEFINE_enum("d_mode", "own_attention", list(D_MODES) + list(D_MODE_ALIASES),
                   "What the discriminators see after the attention warm-up: full images (full); real and fake both "
                   "masked by the fake's source attention (source_attention, the paper's form; alias paper); or fakes "
                   "masked by their source attention and reals by their own attention (own_attention, Mejjati et "
@@ -67,7 +70,7 @@ flags.DEFINE_float("attention_area", 0.0, "Not in the paper. > 0: while the atte
                    "tumor area of the labelled slices), so it cannot close to 0 and make normal->tumor the "
                    "identity (docs/training.md, 'When normal->tumor draws nothing'). 0 = off.")
 flags.DEFINE_float("lambda_attention_area", 1.0, "Weight of the --attention_area hinge (which lies in [0, 1]).")
-flags.DEFINE_enum("cycle_attention", "recompute", ["recompute", "source"],
+flags.DEFINE_enum("cycle_attention", "recompute", list(CYCLE_ATTENTIONS),
                   "Attention of the cycle's way back. recompute (the paper, DESIGN.md): the other direction's "
                   "attention network is run on the translation, so a change survives the cycle only where that "
                   "network sees it. source: the way back changes the region the forward attention changed, "
@@ -78,12 +81,12 @@ flags.DEFINE_float("tau", 0.1, "Attention threshold: discriminator masks during 
                    "threshold stored in config.json for export and augmentation.")
 flags.DEFINE_integer("pool_size", 50, "Image history pool size per replica (0 = no pool).")
 flags.DEFINE_boolean("flip", True, "Random left-right flips of training slices.")
-flags.DEFINE_enum("strategy", "mirrored", ["mirrored", "one_device", "multi_worker"],
+flags.DEFINE_enum("strategy", "mirrored", list(STRATEGIES),
                   "mirrored: all local GPUs (or the CPU); one_device: the first GPU (or the CPU); multi_worker: "
                   "MultiWorkerMirroredStrategy across machines, configured by TF_CONFIG.")
 flags.DEFINE_integer("cpu_replicas", 0, "Split the CPU into this many logical devices, one replica each "
                      "(tests the distributed path without GPUs; 0 = off).")
-flags.DEFINE_enum("precision", "auto", ["auto", "fp32", "bf16", "fp16"],
+flags.DEFINE_enum("precision", "auto", list(PRECISIONS),
                   "Compute precision. fp32: float32 (reproduces earlier results exactly); bf16: mixed bfloat16 "
                   "(CPUs with AMX/AVX-512 BF16, GPUs of compute capability >= 8.0; ~2x faster on such CPUs); "
                   "fp16: mixed float16 with loss scaling (GPUs of capability 7.x). Normalisation, losses, Eq. 1, "
@@ -103,78 +106,34 @@ flags.DEFINE_string("export_dir", None, "After training, export the generators f
                     "(`ssagan_tf.export`).")
 
 FLAGS = flags.FLAGS
-
-
-def config_from_flags(f):
-    """Flags -> the frozen, validated RunConfig (image size and channels from the manifest)."""
-    from ssagan_tf.data import schema
-    from ssagan_tf.models import ModelConfig
-    from ssagan_tf.training.config import RunConfig, resolve_precision
-
-    if not f.data_dir or not f.model_dir:
-        raise ValueError("--data_dir and --model_dir are required")
-    manifest = schema.read_manifest(f.data_dir)
-    if f.image_size and f.image_size != manifest.image_size:
-        raise ValueError(f"--image_size={f.image_size} but {f.data_dir} holds {manifest.image_size}^2 slices "
-                         "(convert again with --image_size, or leave this flag at 0)")
-    choice = resolve_precision(f.precision, f.model_dir, f.fresh)
-    model = ModelConfig.for_system(f.model, image_size=manifest.image_size, channels=manifest.channels, ngf=f.ngf,
-                                   attention_ngf=f.attention_ngf, ndf=f.ndf, n_res_blocks=f.n_res_blocks,
-                                   upsample=f.upsample,
-                                   precision=choice.precision)
-    names = ("batch_size", "epochs", "max_steps", "learning_rate", "beta_1", "beta_2", "decay_start_fraction",
-             "gan_loss", "lambda_cycle", "lambda_identity", "lambda_mask", "mask_loss_type", "d_mode", "cycle_attention", "judge_dir",
-             "attention_area", "lambda_attention_area",
-             "attention_epochs", "tau",
-             "pool_size", "flip", "strategy", "cpu_replicas", "jit_compile", "deterministic",
-             "seed", "checkpoint_every", "keep_checkpoints", "log_every", "image_every", "fresh")
-    return RunConfig(data_dir=f.data_dir, model_dir=f.model_dir, model=model,
-                     precision_reason=choice.why,
-                     **{n: getattr(f, n) for n in names}).validate()
-
-
-def unused_flags_warning(f, model) -> str | None:
-    """A warning naming the flags set on the command line (or in a flagfile) that `model`'s system
-    does not use; None when there are none. Defaults are not named."""
-    from ssagan_tf.training.config import SYSTEM_SPECIFIC, unused_settings
-
-    unused = unused_settings(model, [name for name in SYSTEM_SPECIFIC if f[name].present])
-    if not unused:
-        return None
-    named = ", ".join(f"--{name} (only {who})" for name, who in unused)
-    return f"WARNING: --model={model.system} does not use {named}; ignored"
+# The library's settings, by flag name (every flag above but the entry point's own --debug).
+SETTINGS = ("data_dir", "model_dir", "model", "image_size", "precision", "ngf", "attention_ngf", "ndf",
+            "n_res_blocks", "upsample", "batch_size", "epochs", "max_steps", "learning_rate", "beta_1", "beta_2",
+            "decay_start_fraction", "gan_loss", "lambda_cycle", "lambda_identity", "lambda_mask", "mask_loss_type",
+            "d_mode", "cycle_attention", "judge_dir", "attention_area", "lambda_attention_area", "attention_epochs",
+            "tau", "pool_size", "flip", "strategy", "cpu_replicas", "jit_compile", "deterministic", "seed",
+            "checkpoint_every", "keep_checkpoints", "log_every", "image_every", "fresh", "export_dir")
 
 
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     try:
-        config = config_from_flags(FLAGS)
-        warning = unused_flags_warning(FLAGS, config.model)
-        if warning:
-            print(warning, file=sys.stderr, flush=True)
-        from ssagan_tf.training.loop import check_data, plan
-
-        plan(config, check_data(config))
-    except DatasetMismatchError:
-        raise                     # the data, not the flags, are at fault: one error line (ssagan_tf.cli)
-    except (ValueError, FileNotFoundError) as err:
+        config = build_run_config(**{name: FLAGS[name].value for name in SETTINGS})
+    except ConfigError as err:
         raise app.UsageError(str(err)) from err
-    if FLAGS.export_dir and importlib.util.find_spec("ssagan_tf.export") is None:
-        raise app.UsageError("--export_dir needs the ssagan_tf.export module, which is not installed")
+    warning = unused_settings_warning(config.model, [name for name in SYSTEM_SPECIFIC if FLAGS[name].present])
+    if warning:
+        print(warning, file=sys.stderr, flush=True)
 
-    from ssagan_tf.training.config import ConfigError
     from ssagan_tf.training.loop import train
 
     try:
-        result = train(config)
-    except ConfigError as err:           # found once the devices or the run directory are known
+        train(config)
+    except DatasetMismatchError:
+        raise                     # the data, not the flags, are at fault: one error line (ssagan_tf.cli)
+    except ConfigError as err:    # the data, devices or run directory refuse these settings
         raise app.UsageError(str(err)) from err
-    if FLAGS.export_dir and result.chief:          # one process of a multi-worker run exports
-        from ssagan_tf.export import export_models
-
-        export_models(config.model_dir, FLAGS.export_dir, precision=config.precision)
-        print(f"Exported to {FLAGS.export_dir}", flush=True)
     return 0
 
 

@@ -10,10 +10,7 @@ from __future__ import annotations
 
 import tensorflow as tf
 
-GAN_LOSSES = ("lsgan", "vanilla")
-# Per-example forms of the semi-supervised attention loss: the paper's L1, or that L1 plus
-# a soft Dice term for masks too small for L1 alone (see `attention_mask_l1_dice`).
-MASK_LOSS_TYPES = ("l1", "l1_dice")
+from ssagan_tf.choices import D_MODE_ALIASES, D_MODES, GAN_LOSSES, MASK_LOSS_TYPES, canonical_d_mode  # noqa: F401
 
 
 def per_example_mean(x):
@@ -137,23 +134,6 @@ def attention_guided_input(images, attention, tau: float):
     """The attention-guided discriminator's view of an image after the attention warm-up, the image
     where the binarised attention is 1 and 0 elsewhere."""
     return tf.cast(images, tf.float32) * binarize_attention(attention, tau)
-
-
-# What the discriminators see after the attention warm-up (DESIGN.md section 2, `--d_mode`):
-#   full              never masked
-#   source_attention  real and fake both masked by the fake's source attention (the paper's form)
-#   own_attention     fake masked by its source attention, real by its own (Mejjati et al.)
-D_MODES = ("full", "source_attention", "own_attention")
-D_MODE_ALIASES = {"paper": "source_attention", "mejjati": "own_attention"}
-
-
-def canonical_d_mode(d_mode: str) -> str:
-    """A d_mode by its descriptive name (the old names `paper` and `mejjati` are aliases)."""
-    d_mode = D_MODE_ALIASES.get(d_mode, d_mode)
-    if d_mode not in D_MODES:
-        raise ValueError(f"unknown d_mode {d_mode!r}; choose one of {D_MODES} "
-                         f"(or the aliases {sorted(D_MODE_ALIASES)})")
-    return d_mode
 
 
 def discriminator_views(d_mode: str, masked: bool, real, fake, fake_attention, real_attention, tau: float):

@@ -297,15 +297,16 @@ def test_output_paths_stay_inside(tmp_path):
 
 def test_refuses_to_write_into_real_data(model_base, tiny_dataset, tmp_path):
     with pytest.raises(ValueError, match="output_dir must differ"):
-        AugmentConfig(model=model_base, data_dir=tiny_dataset, output_dir=tiny_dataset)
+        AugmentConfig(model=model_base, data_dir=tiny_dataset, output_dir=tiny_dataset).check_inputs()
     with pytest.raises(ValueError, match="output_dir must differ .* is inside the input dataset"):
-        AugmentConfig(model=model_base, data_dir=tiny_dataset, output_dir=os.path.join(tiny_dataset, "train", "aug"))
+        AugmentConfig(model=model_base, data_dir=tiny_dataset,
+                      output_dir=os.path.join(tiny_dataset, "train", "aug")).check_inputs()
     other = write_tiny_dataset(str(tmp_path / "real"), splits=("train",))
     with pytest.raises(ValueError, match="holds a real converted dataset"):
         _augment(model_base, tiny_dataset, other)
     (tmp_path / "file").write_text("x")
     with pytest.raises(ValueError, match="output_dir .*file': is a file, not a folder"):
-        AugmentConfig(model=model_base, data_dir=tiny_dataset, output_dir=str(tmp_path / "file"))
+        AugmentConfig(model=model_base, data_dir=tiny_dataset, output_dir=str(tmp_path / "file")).check_inputs()
 
 
 def test_refuses_a_folder_holding_files_it_did_not_write(model_base, tiny_dataset, tmp_path):
@@ -395,4 +396,5 @@ def test_judge_scores_the_synthetic_slices_into_the_summary(model_base, tiny_dat
     n2t = judged["directions"]["normal_to_tumor"]
     assert n2t["slices"] == 6 and n2t["rate"]["synthetic"] == pytest.approx(metrics.class_rate(p_tumor, True))
     with pytest.raises(ValueError, match="is not a judge"):
-        AugmentConfig(model=model_base, data_dir=tiny_dataset, output_dir=str(tmp_path / "x"), judge=str(tmp_path))
+        AugmentConfig(model=model_base, data_dir=tiny_dataset, output_dir=str(tmp_path / "x"),
+                      judge=str(tmp_path)).check_inputs()

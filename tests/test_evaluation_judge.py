@@ -132,6 +132,8 @@ def test_judge_output_folder_rules(judge_dir, tmp_path):
         check_output_dir(str(tmp_path / "file"))
     with pytest.raises(ValueError, match="learning_rate"):
         JudgeConfig(data_dir=data, output_dir="x", learning_rate=float("nan"))
+    with pytest.raises(ValueError, match="width must be >= 1, got 0; precision must be one of auto, fp32, bf16, fp16"):
+        JudgeConfig(data_dir=data, output_dir="x", width=0, precision="fp64")
 
 
 def test_judge_command_line(judge_dir, tmp_path):

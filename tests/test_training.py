@@ -14,7 +14,7 @@ from conftest import write_tiny_dataset
 from ssagan_tf import losses
 from ssagan_tf.models import ModelConfig, build_models
 from ssagan_tf.training import checkpoints
-from ssagan_tf.training.config import RunConfig
+from ssagan_tf.training.config import ConfigError, RunConfig
 from ssagan_tf.training.loop import NonFiniteLossError, train
 from ssagan_tf.training.pool import ImagePool
 from ssagan_tf.training.schedule import LinearDecaySchedule, Phase, Schedule
@@ -333,7 +333,7 @@ def test_attention_area_term_trains_a_n_during_the_warmup_only(data_dir, tmp_pat
     assert float(train_step(batch, phase(config, False))["attention_area"]) == 0.0
     assert tiny_config(data_dir, tmp_path).attention_area == 0.0        # the paper's default: off
     with pytest.raises(Exception, match="attention_area must be in"):
-        tiny_config(data_dir, tmp_path, attention_area=1.5).validate()
+        tiny_config(data_dir, tmp_path, attention_area=1.5)
 
 
 def test_validation_attention_by_value(data_dir):
@@ -460,16 +460,26 @@ def test_failing_attention_is_reported_while_training_and_when_frozen(data_dir, 
     assert "--model=ssa_cyclegan" in validation.collapse_warning(unsupervised, stats, 1, False, 2)
 
 
-def test_config_validation_messages(data_dir, tmp_path):
+def test_config_validation_messages(data_dir, tmp_path, monkeypatch):
+    """Values are checked at construction, every problem in one message; the environment
+    (TF_CONFIG) and the data by check_inputs()."""
     good = tiny_config(data_dir, tmp_path)
     assert RunConfig.from_dict(good.to_dict()) == good
     for change, message in ((dict(batch_size=0), "batch_size must be >= 1"), (dict(d_mode="x"), "d_mode must be"),
                             (dict(tau=1.5), "tau must be in"), (dict(attention_epochs=0), "attention_epochs"),
                             (dict(gan_loss="wgan"), "gan_loss must be"), (dict(strategy="tpu"), "strategy must be"),
-                            (dict(strategy="multi_worker"), "TF_CONFIG"),
                             (dict(mask_loss_type="bce"), "mask_loss_type must be one of")):
         with pytest.raises(ValueError, match=message):
-            dataclasses.replace(good, **change).validate()
+            dataclasses.replace(good, **change)
+    with pytest.raises(ConfigError, match=r"batch_size must be >= 1.*; tau must be in.*; log_every must be >= 1"):
+        dataclasses.replace(good, batch_size=0, tau=1.5, log_every=0)
+    monkeypatch.delenv("TF_CONFIG", raising=False)
+    multi_worker = dataclasses.replace(good, strategy="multi_worker")        # a value that can work
+    with pytest.raises(ConfigError, match="TF_CONFIG"):
+        multi_worker.check_inputs()
+    assert good.check_inputs().image_size == 32
+    with pytest.raises(ConfigError, match="32\\^2 x 1 channels but the model is configured for 64\\^2"):
+        dataclasses.replace(good, model=dataclasses.replace(good.model, image_size=64)).check_inputs()
 
 
 def test_checkpoint_of_keras_spectral_norm_exports_but_does_not_resume(data_dir, two_step_run, tmp_path):
@@ -635,4 +645,4 @@ def test_learning_rate_must_be_finite(data_dir, tmp_path):
 
     for bad in (float("inf"), float("nan"), 0.0):
         with pytest.raises(ConfigError, match="learning_rate must be finite and > 0"):
-            tiny_config(data_dir, tmp_path, learning_rate=bad).validate()
+            tiny_config(data_dir, tmp_path, learning_rate=bad)

@@ -61,7 +61,7 @@ def test_shards_disagreeing_with_the_manifest_stop_training_at_start(tmp_path, f
         shard = os.path.join(data, "train", "normal-00000-of-00001.tfrecord")
         open(shard, "r+b").truncate(os.path.getsize(shard) - 100)
     with pytest.raises(integrity.DatasetMismatchError, match=message):
-        loop.check_data(tiny_config(data, tmp_path / "run"))
+        tiny_config(data, tmp_path / "run").check_inputs()
     with pytest.raises(integrity.DatasetMismatchError, match=message):
         quiet_train(tiny_config(data, tmp_path / "run", max_steps=1))
     assert not os.path.exists(tmp_path / "run" / "checkpoints")
@@ -77,7 +77,7 @@ def test_record_counts_are_checked_on_the_first_pass(tmp_path):
         manifest["shards"]["train/normal-00000-of-00001.tfrecord"]["records"] = 7
 
     _edit_manifest(data, edit)
-    loop.check_data(tiny_config(data, tmp_path / "run"))                 # presence and sizes agree
+    tiny_config(data, tmp_path / "run").check_inputs()                 # presence and sizes agree
     with pytest.raises(pipeline.DataCheckError,
                        match="train/normal-00000-of-00001.tfrecord: holds 6 records but the manifest records 7"):
         quiet_train(tiny_config(data, tmp_path / "run", max_steps=3))

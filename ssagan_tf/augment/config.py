@@ -82,20 +82,16 @@ class AugmentConfig:
     judge_slices: int = 256
 
     def __post_init__(self):
+        """Check the values (every problem in one ValueError); `check_inputs` checks the folders."""
+        problems = []
+
         def need(ok, message):
             if not ok:
-                raise ValueError(message)
+                problems.append(message)
 
         need(bool(self.model), "model is required")
-        need(os.path.isdir(self.model), f"model {self.model!r}: no such directory")
-        need(bool(self.data_dir) and os.path.isdir(self.data_dir), f"data_dir {self.data_dir!r}: no such directory")
+        need(bool(self.data_dir), "data_dir is required")
         need(bool(self.output_dir), "output_dir is required")
-        data, output = os.path.realpath(self.data_dir), os.path.realpath(self.output_dir)
-        need(os.path.commonpath([data, output]) != data,
-             f"output_dir must differ from data_dir and lie outside it ({self.output_dir!r} is "
-             f"{'' if output == data else 'inside '}the input dataset): synthetic slices would mix with the real ones")
-        need(not os.path.exists(self.output_dir) or os.path.isdir(self.output_dir),
-             f"output_dir {self.output_dir!r}: is a file, not a folder")
         need(self.ratio is None or self.ratio > 0, f"ratio must be > 0 or None (all), got {self.ratio}")
         need(self.format in FORMATS, f"format must be one of {FORMATS}, got {self.format!r}")
         need(bool(_SPLIT_PATTERN.match(self.split or "")),
@@ -109,6 +105,23 @@ class AugmentConfig:
         need(self.contact_rows >= 0, f"contact_rows must be >= 0, got {self.contact_rows}")
         need(self.precision in PRECISIONS, f"precision must be one of {PRECISIONS}, got {self.precision!r}")
         need(self.judge_slices >= 2, f"judge_slices must be >= 2, got {self.judge_slices}")
+        if problems:
+            raise ValueError("; ".join(problems))
+
+    def check_inputs(self) -> None:
+        """The folders exist and the output is not the input dataset, a folder inside it, or a file;
+        the judge, if any, is one. Raises ValueError before any work."""
+        if not os.path.isdir(self.model):
+            raise ValueError(f"model {self.model!r}: no such directory")
+        if not os.path.isdir(self.data_dir):
+            raise ValueError(f"data_dir {self.data_dir!r}: no such directory")
+        data, output = os.path.realpath(self.data_dir), os.path.realpath(self.output_dir)
+        if os.path.commonpath([data, output]) == data:
+            raise ValueError(f"output_dir must differ from data_dir and lie outside it ({self.output_dir!r} is "
+                             f"{'' if output == data else 'inside '}the input dataset): synthetic slices would mix "
+                             "with the real ones")
+        if os.path.exists(self.output_dir) and not os.path.isdir(self.output_dir):
+            raise ValueError(f"output_dir {self.output_dir!r}: is a file, not a folder")
         if self.judge:
             from ssagan_tf.evaluation.judge import read_judge_info
 

@@ -271,6 +271,7 @@ def _shard_records(output_dir: str, rows: list) -> dict:
 def augment_dataset(config: AugmentConfig) -> AugmentResult:
     """Run (or complete) the augmentation `config` describes; see the package docstring. One run
     at a time per output folder: a second raises `locking.DirectoryLockedError` naming the first."""
+    config.check_inputs()
     _check_output_dir(config.output_dir)
     with DirectoryLock(config.output_dir, LOCK_NAME, "an augmentation run", "--output_dir"):
         return _augment(config)

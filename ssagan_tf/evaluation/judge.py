@@ -28,6 +28,8 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
+from ssagan_tf.precision import PRECISIONS
+
 JUDGE_MODEL = "judge.keras"
 JUDGE_INFO = "judge.json"
 FEATURE_LAYER = "pool"
@@ -49,15 +51,19 @@ class JudgeConfig:
     precision: str = "auto"
 
     def __post_init__(self):
-        for name in ("width", "epochs", "batch_size"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        """Check the values, every problem in one ValueError (`check_output_dir` checks the folder)."""
+        problems = [f"{name} must be >= 1, got {getattr(self, name)}" for name in ("width", "epochs", "batch_size")
+                    if getattr(self, name) < 1]
         if self.patience < 0:
-            raise ValueError(f"patience must be >= 0, got {self.patience}")
+            problems.append(f"patience must be >= 0, got {self.patience}")
         if not (np.isfinite(self.learning_rate) and self.learning_rate > 0):
-            raise ValueError(f"learning_rate must be finite and > 0, got {self.learning_rate}")
+            problems.append(f"learning_rate must be finite and > 0, got {self.learning_rate}")
         if not 0.0 < self.threshold < 1.0:
-            raise ValueError(f"threshold must be in (0, 1), got {self.threshold}")
+            problems.append(f"threshold must be in (0, 1), got {self.threshold}")
+        if self.precision not in PRECISIONS:
+            problems.append(f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
+        if problems:
+            raise ValueError("; ".join(problems))
 
 
 def is_judge_dir(path: str) -> bool:

@@ -1,8 +1,21 @@
 """SSA-CycleGAN networks (DESIGN.md section 2): generators, attention networks, PatchGAN
-discriminators, and the attention composition of paper Eq. 1."""
+discriminators, and the attention composition of paper Eq. 1.
 
-from ssagan_tf.models.ssa import (CYCLE_ATTENTIONS, SYSTEMS, ModelConfig, SSAModels, build_models,
-                                  compose_attention, reconstruct, threshold_attention, translate)
+Names are loaded on first use: `ModelConfig` and the choices come without TensorFlow (so configs
+are checked before it loads), the networks and Eq. 1 (`ssa`) with it.
+"""
 
-__all__ = ["CYCLE_ATTENTIONS", "SYSTEMS", "ModelConfig", "SSAModels", "build_models", "compose_attention",
-           "reconstruct", "threshold_attention", "translate"]
+import importlib
+
+_HOMES = {"CYCLE_ATTENTIONS": "ssagan_tf.choices", "SYSTEMS": "ssagan_tf.choices",
+          "ModelConfig": "ssagan_tf.models.config"}
+_HOMES.update({name: "ssagan_tf.models.ssa" for name in (
+    "SSAModels", "build_models", "compose_attention", "reconstruct", "threshold_attention", "translate")})
+
+__all__ = sorted(_HOMES)
+
+
+def __getattr__(name):
+    if name not in _HOMES:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(_HOMES[name]), name)

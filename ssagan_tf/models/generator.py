@@ -12,6 +12,7 @@ from __future__ import annotations
 import keras
 from keras import layers
 
+from ssagan_tf.choices import UPSAMPLING
 from ssagan_tf.models.layers import ReflectionPadding2D, conv, conv_init, norm_relu, residual_block
 
 
@@ -19,9 +20,6 @@ def downsample(x, filters: int, name: str, dtype=None):
     """d_k: 3x3 stride-2 convolution, IN, ReLU."""
     x = conv(filters, 3, f"{name}_conv", strides=2, use_bias=False, dtype=dtype)(x)
     return norm_relu(x, name, dtype=dtype)
-
-
-UPSAMPLING = ("transpose", "resize")
 
 
 def upsample(x, filters: int, name: str, dtype=None, mode: str = "transpose"):

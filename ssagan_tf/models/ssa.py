@@ -13,97 +13,16 @@ Code names and paper names:
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
 
 import keras
 import tensorflow as tf
 
-from ssagan_tf import precision as precisions
+from ssagan_tf.choices import CYCLE_ATTENTIONS, SYSTEMS  # noqa: F401  (re-exported by ssagan_tf.models)
 from ssagan_tf.models.attention import attention_network
+from ssagan_tf.models.config import ModelConfig
 from ssagan_tf.models.discriminator import patch_discriminator
-from ssagan_tf.models.generator import UPSAMPLING, resnet_generator
-
-# Where the cycle's way back may change the translation: "recompute" runs the other direction's
-# attention network on the translation (the paper); "source" reuses the forward attention map.
-CYCLE_ATTENTIONS = ("recompute", "source")
-
-# The systems of the paper's Table I, as overrides of the three switches that tell them apart.
-SYSTEMS = {
-    "cyclegan": dict(use_attention=False, spectral_norm=False, mask_loss=False),
-    "spec_cyclegan": dict(use_attention=False, spectral_norm=True, mask_loss=False),
-    "attention_cyclegan": dict(use_attention=True, spectral_norm=False, mask_loss=False),
-    "specatte_cyclegan": dict(use_attention=True, spectral_norm=True, mask_loss=False),
-    "ssa_cyclegan": dict(use_attention=True, spectral_norm=True, mask_loss=True),
-}
-
-
-@dataclass(frozen=True)
-class ModelConfig:
-    """Everything needed to rebuild the six networks (stored in the run's `config.json`)."""
-
-    image_size: int = 256
-    channels: int = 1
-    ngf: int = 64
-    ndf: int = 64
-    attention_ngf: int = 0             # filters of the attention networks' first layer; 0 = ngf
-    n_res_blocks: int = 9
-    upsample: str = "transpose"        # generator decoder: transpose (CycleGAN) or resize (nearest + conv)
-    use_attention: bool = True
-    spectral_norm: bool = True
-    mask_loss: bool = True
-    system: str = "ssa_cyclegan"
-    precision: str = "fp32"            # compute precision, resolved: fp32, bf16 or fp16 (never auto)
-
-    def __post_init__(self):
-        if self.image_size < 32 or self.image_size % 4:
-            raise ValueError(f"image_size must be a multiple of 4 (the generators downsample twice) and at "
-                             f"least 32 (the PatchGAN downsamples by 8), got {self.image_size}")
-        for field in ("channels", "ngf", "ndf"):
-            if getattr(self, field) < 1:
-                raise ValueError(f"{field} must be >= 1, got {getattr(self, field)}")
-        if self.attention_ngf < 0:
-            raise ValueError(f"attention_ngf must be >= 0 (0 = ngf), got {self.attention_ngf}")
-        if self.upsample not in UPSAMPLING:
-            raise ValueError(f"upsample must be one of {UPSAMPLING}, got {self.upsample!r}")
-        if self.n_res_blocks < 0:
-            raise ValueError(f"n_res_blocks must be >= 0, got {self.n_res_blocks}")
-        if self.mask_loss and not self.use_attention:
-            raise ValueError("mask_loss needs use_attention: the mask supervises the tumor attention")
-        if self.system not in SYSTEMS:
-            raise ValueError(f"unknown system {self.system!r}; choose one of {sorted(SYSTEMS)}")
-        precisions.check_precision(self.precision, allow_auto=False)
-
-    @classmethod
-    def for_system(cls, system: str, **kwargs) -> "ModelConfig":
-        """The configuration of one of the paper's five systems (`SYSTEMS`), with sizes from kwargs."""
-        if system not in SYSTEMS:
-            raise ValueError(f"unknown system {system!r}; choose one of {sorted(SYSTEMS)}")
-        return cls(system=system, **{**kwargs, **SYSTEMS[system]})
-
-    @classmethod
-    def from_dict(cls, values: dict) -> "ModelConfig":
-        """Read a stored config; runs saved before `precision` existed stored `mixed_precision`
-        (True meant mixed_float16, i.e. fp16)."""
-        values = dict(values)
-        if "precision" not in values and "mixed_precision" in values:
-            values["precision"] = "fp16" if values["mixed_precision"] else "fp32"
-        names = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: v for k, v in values.items() if k in names})
-
-    def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
-
-    @property
-    def attention_filters(self) -> int:
-        """Width of the attention networks: attention_ngf, or ngf when that is 0 (DESIGN.md)."""
-        return self.attention_ngf or self.ngf
-
-    @property
-    def dtype_policy(self) -> str:
-        """The Keras dtype policy every layer is built with (`ssagan_tf.precision`)."""
-        return precisions.dtype_policy(self.precision)
-
+from ssagan_tf.models.generator import resnet_generator
 
 @dataclass
 class SSAModels:

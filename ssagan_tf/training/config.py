@@ -1,7 +1,10 @@
 """The frozen configuration of one training run, written to `<model_dir>/config.json`.
 
-Built once (by `run_train.py` from its flags, or directly in tests); the library reads only this
-object. `validate` fails before any work with a message naming the bad value.
+Built once (`build_run_config` from `run_train.py`'s flags and the dataset's manifest, or directly
+in tests); the library reads only this object. As every config of the project: its values are
+checked at construction, every problem named in one `ConfigError`; what lies outside it (the data,
+the judge, `TF_CONFIG`) is checked by `check_inputs()`. No TensorFlow is imported here until the
+precision is resolved, so a bad flag is refused at once.
 """
 
 from __future__ import annotations
@@ -13,8 +16,9 @@ import os
 from dataclasses import dataclass, field
 
 from ssagan_tf import precision as precisions
-from ssagan_tf.losses import D_MODE_ALIASES, D_MODES, GAN_LOSSES, MASK_LOSS_TYPES
-from ssagan_tf.models import CYCLE_ATTENTIONS, ModelConfig
+from ssagan_tf.choices import CYCLE_ATTENTIONS, D_MODE_ALIASES, D_MODES, GAN_LOSSES, MASK_LOSS_TYPES
+from ssagan_tf.data import integrity, schema
+from ssagan_tf.models.config import ModelConfig
 
 CONFIG_NAME = "config.json"
 STRATEGIES = ("mirrored", "one_device", "multi_worker")
@@ -85,9 +89,14 @@ class RunConfig:
     log_every: int = 50
     image_every: int = 500
     fresh: bool = False
+    export_dir: str = ""               # after training, the chief exports the generators here; "" = no export
 
     def __post_init__(self):
         object.__setattr__(self, "d_mode", D_MODE_ALIASES.get(self.d_mode, self.d_mode))
+        object.__setattr__(self, "export_dir", self.export_dir or "")
+        problems = self.problems()
+        if problems:
+            raise ConfigError("; ".join(problems))
 
     def to_dict(self) -> dict:
         values = dataclasses.asdict(self)
@@ -101,11 +110,13 @@ class RunConfig:
         values["model"] = ModelConfig.from_dict(values.get("model", {}))
         return cls(**values)
 
-    def validate(self) -> "RunConfig":
-        """Raise ConfigError on the first bad value; return self."""
+    def problems(self) -> list:
+        """Every value that cannot work, one message each (pure: no file or environment is read)."""
+        problems = []
+
         def need(ok, message):
             if not ok:
-                raise ConfigError(message)
+                problems.append(message)
 
         need(bool(self.data_dir), "data_dir is required")
         need(bool(self.model_dir), "model_dir is required")
@@ -139,24 +150,44 @@ class RunConfig:
              "cpu_replicas splits the CPU for a mirrored or multi_worker strategy; one_device uses one device")
         for name in ("checkpoint_every", "keep_checkpoints", "log_every", "image_every"):
             need(getattr(self, name) >= 1, f"{name} must be >= 1, got {getattr(self, name)}")
+        return problems
+
+    def check_inputs(self) -> schema.Manifest:
+        """What the values cannot tell: the data agree with the model and their shards with their
+        manifest, the judge fits the data, and TF_CONFIG describes a multi_worker cluster. Raises
+        ConfigError (or `integrity.DatasetMismatchError` for shards that disagree with their
+        manifest) before any work; returns the manifest."""
         if self.strategy == "multi_worker":
-            need("TF_CONFIG" in os.environ, "strategy=multi_worker needs the TF_CONFIG environment variable "
-                 "(cluster spec and this process's task)")
+            if "TF_CONFIG" not in os.environ:
+                raise ConfigError("strategy=multi_worker needs the TF_CONFIG environment variable "
+                                  "(cluster spec and this process's task)")
             try:
                 json.loads(os.environ["TF_CONFIG"])
             except json.JSONDecodeError as err:
                 raise ConfigError(f"TF_CONFIG is not valid JSON: {err}") from err
-        return self
+        try:
+            manifest = schema.read_manifest(self.data_dir)
+        except (FileNotFoundError, ValueError) as err:
+            raise ConfigError(str(err)) from err
+        m = self.model
+        if (manifest.image_size, manifest.channels) != (m.image_size, m.channels):
+            raise ConfigError(f"{self.data_dir}: data are {manifest.image_size}^2 x {manifest.channels} channels but "
+                              f"the model is configured for {m.image_size}^2 x {m.channels}")
+        for domain in schema.DOMAINS:
+            if manifest.count("train", domain) == 0:
+                raise ConfigError(f"{self.data_dir}: the train split has no {domain} slices")
+        # Shards present, none extra, sizes as recorded; record counts are checked on the first pass.
+        for split in ("train", "val"):
+            for domain in schema.DOMAINS:
+                integrity.check_shards(manifest, split, domain)
+        if self.judge_dir:
+            from ssagan_tf.evaluation.judge import check_judge_for
 
-    @property
-    def precision(self) -> str:
-        """The compute precision (fp32, bf16 or fp16); it lives in the model config."""
-        return self.model.precision
-
-    @property
-    def masks_discriminator(self) -> bool:
-        """Whether this run ever shows discriminators attention-masked images."""
-        return self.model.use_attention and self.d_mode != "full"
+            try:
+                check_judge_for(self.judge_dir, m.image_size, m.channels)
+            except ValueError as err:
+                raise ConfigError(f"--judge_dir: {err}") from err
+        return manifest
 
 
 def save_config(config: RunConfig, directory: str) -> str:
@@ -197,3 +228,44 @@ def resolve_precision(requested: str, model_dir: str, fresh: bool = False, **har
     if requested == "auto" and saved:
         return precisions.PrecisionChoice(saved, requested, f"resuming a run trained in {saved}")
     return precisions.choose_precision(requested, **hardware)
+
+
+MODEL_SETTINGS = ("ngf", "attention_ngf", "ndf", "n_res_blocks", "upsample")
+
+
+def build_run_config(data_dir: str, model_dir: str, model: str = "ssa_cyclegan", image_size: int = 0,
+                     precision: str = "auto", **settings) -> RunConfig:
+    """The RunConfig of `run_train.py`'s settings (its flags by name): `model` names one of the
+    paper's systems, `settings` holds the `MODEL_SETTINGS` and RunConfig's own fields. Image size
+    and channels come from the dataset's manifest (`image_size`, when not 0, must match it). Every
+    value is checked before `precision` is resolved (`auto`, and resuming, read the hardware and
+    the run directory through TensorFlow), so a bad one costs no TensorFlow import."""
+    if not data_dir or not model_dir:
+        raise ConfigError("--data_dir and --model_dir are required")
+    try:
+        manifest = schema.read_manifest(data_dir)
+    except (FileNotFoundError, ValueError) as err:
+        raise ConfigError(str(err)) from err
+    if image_size and image_size != manifest.image_size:
+        raise ConfigError(f"--image_size={image_size} but {data_dir} holds {manifest.image_size}^2 slices "
+                          "(convert again with --image_size, or leave this flag at 0)")
+    try:
+        precisions.check_precision(precision)
+        network = ModelConfig.for_system(model, image_size=manifest.image_size, channels=manifest.channels,
+                                         **{k: settings.pop(k) for k in MODEL_SETTINGS if k in settings})
+    except ValueError as err:
+        raise ConfigError(str(err)) from err
+    config = RunConfig(data_dir=data_dir, model_dir=model_dir, model=network, **settings)
+    choice = resolve_precision(precision, model_dir, config.fresh)
+    return dataclasses.replace(config, model=dataclasses.replace(network, precision=choice.precision),
+                               precision_reason=choice.why)
+
+
+def unused_settings_warning(model: ModelConfig, names) -> str | None:
+    """A warning naming the settings among `names` (those the user set) that `model`'s system does
+    not use; None when there are none."""
+    unused = unused_settings(model, names)
+    if not unused:
+        return None
+    named = ", ".join(f"--{name} (only {who})" for name, who in unused)
+    return f"WARNING: --model={model.system} does not use {named}; ignored"

@@ -24,7 +24,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from ssagan_tf.data import integrity, pipeline, schema
+from ssagan_tf.data import integrity, pipeline
 from ssagan_tf.locking import DirectoryLock
 from ssagan_tf.models import ModelConfig
 from ssagan_tf.training import checkpoints, summaries
@@ -52,30 +52,7 @@ class TrainResult:
     val_judge: dict = field(default_factory=dict)   # epoch -> validation.judge_measures
     checkpoint: str | None = None
     chief: bool = True                             # whether this process wrote the run directory
-
-
-def check_data(config: RunConfig):
-    """Fail before any work when the data and the model disagree."""
-    manifest = schema.read_manifest(config.data_dir)
-    m = config.model
-    if (manifest.image_size, manifest.channels) != (m.image_size, m.channels):
-        raise ConfigError(f"{config.data_dir}: data are {manifest.image_size}^2 x {manifest.channels} channels but the "
-                         f"model is configured for {m.image_size}^2 x {m.channels}")
-    for domain in schema.DOMAINS:
-        if manifest.count("train", domain) == 0:
-            raise ConfigError(f"{config.data_dir}: the train split has no {domain} slices")
-    # Shards present, none extra, sizes as recorded; record counts are checked on the first pass.
-    for split in ("train", "val"):
-        for domain in schema.DOMAINS:
-            integrity.check_shards(manifest, split, domain)
-    if config.judge_dir:
-        from ssagan_tf.evaluation.judge import check_judge_for
-
-        try:
-            check_judge_for(config.judge_dir, m.image_size, m.channels)
-        except ValueError as err:
-            raise ConfigError(f"--judge_dir: {err}")
-    return manifest
+    export: str | None = None                      # the version directory written for export_dir
 
 
 def missing_masks_warning(config: RunConfig, manifest) -> str | None:
@@ -104,9 +81,9 @@ def _prepare_model_dir(config: RunConfig, chief: bool, log):
     if latest is None:
         return None
     saved_model = ModelConfig.from_dict(load_config_dict(config.model_dir)["model"])
-    if (saved_model.precision == "fp16") != (config.precision == "fp16"):
+    if (saved_model.precision == "fp16") != (config.model.precision == "fp16"):
         raise ConfigError(f"{config.model_dir} holds a run trained in {saved_model.precision}, this one is "
-                          f"{config.precision}: fp16 runs keep loss-scaled optimizers that other precisions do not "
+                          f"{config.model.precision}: fp16 runs keep loss-scaled optimizers that other precisions do not "
                           f"have; resume with --precision={saved_model.precision}, or use --fresh")
     saved = _architecture(saved_model)
     wanted = _architecture(config.model)
@@ -147,16 +124,23 @@ def train(config: RunConfig, stream=None) -> TrainResult:
     def log(message):
         print(message, file=stream, flush=True)
 
-    config.validate()
-    log(f"Precision {config.precision}" + (f" ({config.precision_reason})" if config.precision_reason else ""))
-    manifest = check_data(config)
+    log(f"Precision {config.model.precision}"
+        + (f" ({config.precision_reason})" if config.precision_reason else ""))
+    manifest = config.check_inputs()
     schedule = Schedule.for_run(config, manifest)
     # One trainer per run directory: two would write checkpoints under the same names. Only the
     # process that writes model_dir locks it (multi-worker peers save into temporary folders).
     lock = (DirectoryLock(config.model_dir, LOCK_NAME, "a training run", "--model_dir")
             if is_chief_process(config.strategy) else contextlib.nullcontext())
     with lock:
-        return _train(config, manifest, schedule, log, stream)
+        result = _train(config, manifest, schedule, log, stream)
+    if config.export_dir and result.chief:          # one process of a multi-worker run exports
+        # Imported here: export reads what training writes, a floor above it.
+        from ssagan_tf.export import export_models
+
+        result.export = export_models(config.model_dir, config.export_dir, precision=config.model.precision)
+        log(f"Exported to {config.export_dir}")
+    return result
 
 
 def _train(config: RunConfig, manifest, schedule: Schedule, log, stream) -> TrainResult:

@@ -23,7 +23,7 @@ def make_optimizers(config, schedule: Schedule):
     made = []
     for name in ("generator_adam", "discriminator_adam"):
         opt = keras.optimizers.Adam(learning_rate, beta_1=config.beta_1, beta_2=config.beta_2, name=name)
-        if config.precision == "fp16":
+        if config.model.precision == "fp16":
             opt = keras.optimizers.LossScaleOptimizer(opt, name=f"{name}_loss_scale")
         made.append(opt)
     return made

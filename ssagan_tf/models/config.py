@@ -1,0 +1,82 @@
+"""The model configuration: everything needed to rebuild the six networks, stored in a run's
+`config.json`. Plain Python (no TensorFlow), so that it is checked before TensorFlow loads."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+from ssagan_tf import precision as precisions
+from ssagan_tf.choices import SYSTEMS, UPSAMPLING
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Everything needed to rebuild the six networks; its values are checked at construction,
+    every problem named in one ValueError."""
+
+    image_size: int = 256
+    channels: int = 1
+    ngf: int = 64
+    ndf: int = 64
+    attention_ngf: int = 0             # filters of the attention networks' first layer; 0 = ngf
+    n_res_blocks: int = 9
+    upsample: str = "transpose"        # generator decoder: transpose (CycleGAN) or resize (nearest + conv)
+    use_attention: bool = True
+    spectral_norm: bool = True
+    mask_loss: bool = True
+    system: str = "ssa_cyclegan"
+    precision: str = "fp32"            # compute precision, resolved: fp32, bf16 or fp16 (never auto)
+
+    def __post_init__(self):
+        problems = []
+        if self.image_size < 32 or self.image_size % 4:
+            problems.append(f"image_size must be a multiple of 4 (the generators downsample twice) and at "
+                            f"least 32 (the PatchGAN downsamples by 8), got {self.image_size}")
+        for field in ("channels", "ngf", "ndf"):
+            if getattr(self, field) < 1:
+                problems.append(f"{field} must be >= 1, got {getattr(self, field)}")
+        if self.attention_ngf < 0:
+            problems.append(f"attention_ngf must be >= 0 (0 = ngf), got {self.attention_ngf}")
+        if self.upsample not in UPSAMPLING:
+            problems.append(f"upsample must be one of {UPSAMPLING}, got {self.upsample!r}")
+        if self.n_res_blocks < 0:
+            problems.append(f"n_res_blocks must be >= 0, got {self.n_res_blocks}")
+        if self.mask_loss and not self.use_attention:
+            problems.append("mask_loss needs use_attention: the mask supervises the tumor attention")
+        if self.system not in SYSTEMS:
+            problems.append(f"unknown system {self.system!r}; choose one of {sorted(SYSTEMS)}")
+        if self.precision not in precisions.PRECISIONS[1:]:
+            problems.append(f"precision must be one of {', '.join(precisions.PRECISIONS[1:])}, got {self.precision!r}")
+        if problems:
+            raise ValueError("; ".join(problems))
+
+    @classmethod
+    def for_system(cls, system: str, **kwargs) -> "ModelConfig":
+        """The configuration of one of the paper's five systems (`SYSTEMS`), with sizes from kwargs."""
+        if system not in SYSTEMS:
+            raise ValueError(f"unknown system {system!r}; choose one of {sorted(SYSTEMS)}")
+        return cls(system=system, **{**kwargs, **SYSTEMS[system]})
+
+    @classmethod
+    def from_dict(cls, values: dict) -> "ModelConfig":
+        """Read a stored config; runs saved before `precision` existed stored `mixed_precision`
+        (True meant mixed_float16, i.e. fp16)."""
+        values = dict(values)
+        if "precision" not in values and "mixed_precision" in values:
+            values["precision"] = "fp16" if values["mixed_precision"] else "fp32"
+        names = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in values.items() if k in names})
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @property
+    def attention_filters(self) -> int:
+        """Width of the attention networks: attention_ngf, or ngf when that is 0 (DESIGN.md)."""
+        return self.attention_ngf or self.ngf
+
+    @property
+    def dtype_policy(self) -> str:
+        """The Keras dtype policy every layer is built with (`ssagan_tf.precision`)."""
+        return precisions.dtype_policy(self.precision)

@@ -1,0 +1,74 @@
+"""run_train.py without training: flags -> `training.config.build_run_config` -> RunConfig, and
+--help and a bad flag answered before TensorFlow is imported (it takes ~9 s to load)."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from conftest import HANG_TIMEOUT, REPO_ROOT
+from ssagan_tf.training.config import ConfigError, build_run_config
+
+# Runs run_train.py as __main__ with the given arguments, then reports its exit code and whether
+# TensorFlow was imported, as one JSON line after its own output.
+PROBE = """
+import json, runpy, sys
+sys.argv = ["run_train.py"] + json.loads(sys.argv[1])
+code = 0
+try:
+    runpy.run_path("run_train.py", run_name="__main__")
+except SystemExit as end:
+    code = end.code
+print(json.dumps({"code": code, "tensorflow": "tensorflow" in sys.modules}))
+"""
+
+
+def probe(args):
+    done = subprocess.run([sys.executable, "-c", PROBE, json.dumps(args)], cwd=REPO_ROOT, capture_output=True,
+                          text=True, timeout=HANG_TIMEOUT)
+    return json.loads(done.stdout.strip().splitlines()[-1]), done.stdout + done.stderr
+
+
+@pytest.mark.parametrize("args, code, expected", [
+    (["--help"], 0, "--attention_epochs"),
+    (["--model=nope"], 2, "--model"),                                           # refused by the flag parser
+    (["--batch_size=0", "--tau=2", "--data_dir={data}", "--model_dir={run}"], 2,  # by RunConfig, both named
+     "batch_size must be >= 1, got 0; tau must be in [0, 1), got 2.0"),
+    (["--data_dir={run}", "--model_dir={run}"], 2, "no manifest"),
+])
+def test_help_and_bad_flags_do_not_import_tensorflow(tiny_dataset, tmp_path, args, code, expected):
+    args = [a.format(data=tiny_dataset, run=tmp_path / "run") for a in args]
+    result, out = probe(args)
+    assert result == {"code": code, "tensorflow": False}, out
+    assert expected in out
+
+
+def test_build_run_config_takes_size_from_the_manifest_and_checks_values_first(tiny_dataset, tmp_path):
+    config = build_run_config(data_dir=tiny_dataset, model_dir=str(tmp_path), model="attention_cyclegan",
+                              precision="fp32", ngf=8, attention_ngf=4, batch_size=2, export_dir=None,
+                              d_mode="mejjati")
+    assert (config.model.image_size, config.model.channels, config.model.ngf) == (32, 1, 8)
+    assert (config.model.system, config.model.mask_loss, config.model.attention_filters) == ("attention_cyclegan",
+                                                                                            False, 4)
+    assert (config.model.precision, config.precision_reason) == ("fp32", "--precision: as requested")
+    assert config.export_dir == "" and config.d_mode == "own_attention" and config.batch_size == 2
+    with pytest.raises(ConfigError, match=r"--image_size=64 but .* holds 32\^2 slices"):
+        build_run_config(data_dir=tiny_dataset, model_dir=str(tmp_path), image_size=64)
+    with pytest.raises(ConfigError, match="ngf must be >= 1, got 0; ndf must be >= 1, got -1"):
+        build_run_config(data_dir=tiny_dataset, model_dir=str(tmp_path), ngf=0, ndf=-1)
+    with pytest.raises(ConfigError, match="required"):
+        build_run_config(data_dir="", model_dir=str(tmp_path))
+
+
+def test_old_config_json_without_the_newer_fields_still_loads(tiny_dataset, tmp_path):
+    """config.json files saved before export_dir (and precision) existed read as the defaults."""
+    from ssagan_tf.training.config import RunConfig
+
+    values = build_run_config(data_dir=tiny_dataset, model_dir=str(tmp_path), precision="fp32").to_dict()
+    for name in ("export_dir", "precision_reason"):
+        values.pop(name)
+    values["model"].pop("precision")
+    values["model"]["mixed_precision"] = False
+    old = RunConfig.from_dict(json.loads(json.dumps(values)))
+    assert old.export_dir == "" and old.model.precision == "fp32"
