@@ -1,10 +1,10 @@
 """ssagan_tf: SSA-CycleGAN (Xu, Qi, Xu, IEEE BIBM 2019) in TensorFlow/Keras, for data augmentation
 on brain MRI."""
 
-import os as _os
+from ssagan_tf import console as _console
 
-# TensorFlow's C++ start-up chatter (oneDNN, CUDA probing) buries our own progress lines; users
-# can still ask for it by setting the variable themselves.
-_os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+# TensorFlow's start-up chatter (oneDNN, CUDA probing, absl INFO lines) buries our own progress
+# lines; its errors stay visible, and users who set TF_CPP_MIN_LOG_LEVEL themselves see it all.
+_console.install()
 
 __version__ = "0.1.0"

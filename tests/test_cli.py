@@ -97,3 +97,44 @@ def test_usage_errors_are_one_line_with_a_help_hint(args, expected):
     lines = [line for line in done.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and lines[0].startswith("run_evaluate.py: ") and lines[0].endswith("(try --help)"), lines
     assert re.search(expected, lines[0]), lines
+
+
+QUIET_PROBE = """
+import sys
+from ssagan_tf import cli
+
+
+def main(argv):
+    import tensorflow as tf
+
+    from ssagan_tf.training.strategy import make_strategy
+
+    strategy = make_strategy("mirrored")
+    with strategy.scope():
+        variable = tf.Variable(1.0)
+    tf.train.Checkpoint(v=variable).save(sys.argv[1])
+    raise ValueError("the real problem")
+
+
+cli.run(main, "probe", argv=["probe"])
+"""
+NOISE = ("failed call to cuInit", "oneDNN custom operations", "Could not find cuda drivers",
+         "Using MirroredStrategy with devices", "Sharding callback duration", "absl::InitializeLog")
+
+
+@pytest.mark.parametrize("level", [None, "0"])
+def test_tensorflow_start_up_chatter_is_quiet_and_real_errors_show(tmp_path, level):
+    """A command that imports TensorFlow, makes the strategy and saves a checkpoint: none of
+    TensorFlow's start-up or INFO lines, and the error in one line. A user who sets
+    TF_CPP_MIN_LOG_LEVEL=0 gets TensorFlow's lines back."""
+    env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
+    if level is not None:
+        env["TF_CPP_MIN_LOG_LEVEL"] = level
+    done = subprocess.run([sys.executable, "-c", QUIET_PROBE, str(tmp_path / "ckpt")], cwd=REPO_ROOT, env=env,
+                          capture_output=True, text=True, timeout=HANG_TIMEOUT)
+    out = done.stdout + done.stderr
+    assert done.returncode == 1 and "probe: error: the real problem" in done.stderr, out
+    if level is None:
+        assert not [word for word in NOISE if word in out], out
+    else:
+        assert "Using MirroredStrategy with devices" in out and "oneDNN custom operations" in out, out
