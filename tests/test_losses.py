@@ -191,18 +191,37 @@ def test_d_mode_names():
         losses.canonical_d_mode("both")
 
 
-def test_golden_values_on_fixed_inputs():
-    """Pinned numbers (TF-GAN style): a change of any formula or reduction changes them."""
-    x = np.linspace(-1, 1, 8, dtype=np.float32).reshape(2, 2, 2, 1)
-    y = np.cos(np.arange(8, dtype=np.float32)).reshape(2, 2, 2, 1)
-    a = np.linspace(0, 1, 8, dtype=np.float32).reshape(2, 2, 2, 1)
-    m = np.array([0, 1, 1, 0, 0, 0, 1, 1], np.float32).reshape(2, 2, 2, 1)
-    golden = {
-        "lsgan_g": (losses.generator_adversarial_loss(x, "lsgan"), [2.571429, 0.285714]),
-        "vanilla_g": (losses.generator_adversarial_loss(x, "vanilla"), [1.030840, 0.459411]),
-        "lsgan_d": (losses.discriminator_adversarial_loss(x, y, "lsgan"), [1.591363, 0.392608]),
-        "cycle": (losses.cycle_consistency_loss(x, y), [1.028537, 0.358348]),
-        "l1_dice": (losses.attention_mask_l1_dice(a, m), [1.018518, 0.589701]),
-    }
-    for name, (value, expected) in golden.items():
-        np.testing.assert_allclose(value.numpy(), expected, rtol=1e-5, err_msg=name)
+# Fixed small inputs for the golden values: two examples of 2x2 pixels.
+X = np.linspace(-1, 1, 8, dtype=np.float32).reshape(2, 2, 2, 1)       # images; X[0] has one background pixel
+Y = np.cos(np.arange(8, dtype=np.float32)).reshape(2, 2, 2, 1)
+A = np.linspace(0, 1, 8, dtype=np.float32).reshape(2, 2, 2, 1)         # an attention map: k/7
+M = np.array([0, 1, 1, 0, 0, 0, 1, 1], np.float32).reshape(2, 2, 2, 1)  # a tumor mask
+HAS_MASK = np.array([1, 0], np.float32)
+
+# One pinned number per loss (TF-GAN style), written out rather than re-derived, so that a change of
+# any formula or reduction - or a misconception shared with a numpy re-derivation - shows. Where a
+# value is a simple fraction it is given as one: e.g. the L1 of A[0] = (0, 1/7, 2/7, 3/7) against
+# M[0] = (0, 1, 1, 0) is (0 + 6/7 + 5/7 + 3/7) / 4 = 1/2.
+GOLDEN = {
+    "generator lsgan": (lambda: losses.generator_adversarial_loss(X, "lsgan"), [2.571429, 0.285714]),
+    "generator vanilla": (lambda: losses.generator_adversarial_loss(X, "vanilla"), [1.030840, 0.459411]),
+    "discriminator lsgan": (lambda: losses.discriminator_adversarial_loss(X, Y, "lsgan"), [1.591363, 0.392608]),
+    "discriminator vanilla": (lambda: losses.discriminator_adversarial_loss(X, Y, "vanilla"), [0.907313, 0.690660]),
+    "cycle": (lambda: losses.cycle_consistency_loss(X, Y), [1.028537, 0.358348]),
+    "identity": (lambda: losses.identity_loss(Y, X), [1.028537, 0.358348]),
+    "attention mask l1": (lambda: losses.attention_mask_l1(A, M), [1 / 2, 5 / 14]),
+    "soft dice": (lambda: losses.soft_dice_loss(A, M), [14 / 27, 0.232558]),
+    "attention mask l1_dice": (lambda: losses.attention_mask_l1_dice(A, M), [1 / 2 + 14 / 27, 0.589701]),
+    # X[0]'s head is its last 3 pixels, where A covers (1+2+3)/7/3 = 2/7: 1 - (2/7) / 0.5 = 3/7.
+    "attention area": (lambda: losses.attention_area_loss(A, X, 0.5), [3 / 7, 0.0]),
+    "semi-supervised l1": (lambda: losses.semi_supervised_attention_loss(A, M, HAS_MASK), [1 / 2]),
+    "semi-supervised l1_dice, 2 labelled globally": (
+        lambda: losses.semi_supervised_attention_loss(A, M, HAS_MASK, 2, "l1_dice"), [(1 / 2 + 14 / 27) / 2]),
+    "dice of A >= 0.5": (lambda: losses.dice_coefficient(losses.binarize_attention(A, 0.5), M), [0.0, 2 / 3]),
+}
+
+
+@pytest.mark.parametrize("name", sorted(GOLDEN))
+def test_golden_value(name):
+    compute, expected = GOLDEN[name]
+    np.testing.assert_allclose(np.atleast_1d(compute().numpy()), expected, rtol=1e-5, atol=1e-6)
