@@ -1,5 +1,5 @@
 """The training loop in-process on tiny data: exact resume, attention freezing after the warm-up,
-non-finite losses, restore_models, the schedule, the image pool and config validation.
+non-finite losses, restore_models, the train step by value, the image pool and config validation.
 (Multi-process behaviour - replicas, workers, SIGKILL, flags - is in test_training_cli.py.)"""
 
 import dataclasses
@@ -17,7 +17,7 @@ from ssagan_tf.training import checkpoints
 from ssagan_tf.training.config import ConfigError, RunConfig
 from ssagan_tf.training.loop import NonFiniteLossError, train
 from ssagan_tf.training.pool import ImagePool
-from ssagan_tf.training.schedule import LinearDecaySchedule, Phase, Schedule
+from ssagan_tf.training.schedule import Phase, Schedule
 
 
 
@@ -183,32 +183,6 @@ def test_light_attention_run_restores_at_its_width(data_dir, tmp_path):
     assert cfg.attention_ngf == 4
     assert models.attention_tumor.get_layer("enc1_conv").filters == 4
     assert models.normal_to_tumor.get_layer("stem_conv").filters == 8
-
-
-def test_learning_rate_constant_then_linear_to_zero():
-    schedule = LinearDecaySchedule(2e-4, decay_start=50, total=100)
-    np.testing.assert_allclose([float(schedule(s)) for s in (0, 49, 50, 75, 100, 120)],
-                               [2e-4, 2e-4, 2e-4, 1e-4, 0.0, 0.0], rtol=1e-6, atol=1e-12)
-
-
-def test_schedule_gives_each_step_its_phase_epoch_and_learning_rate(tmp_path):
-    """The one place that decides the warm-up: 3 steps an epoch, 2 warm-up epochs, 4 epochs."""
-    config = tiny_config("data", tmp_path, attention_epochs=2, epochs=4, max_steps=10, decay_start_fraction=0.5)
-    schedule = Schedule.from_config(config, steps_per_epoch=3)
-    assert (schedule.total_steps, schedule.stop_step, schedule.freeze_epoch) == (12, 10, 2)
-    warm, frozen = Phase(train_attention=True, mask_discriminators=False), Phase(False, True)
-    assert [schedule.phase(s) for s in range(9)] == [warm] * 6 + [frozen] * 3
-    assert [schedule.epoch_of(s) for s in (0, 2, 3, 11)] == [0, 0, 1, 3]
-    assert [s for s in range(13) if schedule.ends_epoch(s)] == [0, 3, 6, 9, 12]
-    full = Schedule.from_config(dataclasses.replace(config, d_mode="full"), steps_per_epoch=3)
-    assert full.phase(5) == warm and full.phase(6) == Phase(False, False)      # frozen, D sees full images
-    cyclegan = dataclasses.replace(config, model=ModelConfig.for_system(
-        "cyclegan", image_size=32, channels=1, ngf=8, ndf=8, n_res_blocks=1))
-    plain = Schedule.from_config(cyclegan, steps_per_epoch=3)
-    assert plain.phase(0) == Phase(False, False) and plain.freeze_epoch is None
-    rate = schedule.learning_rate_schedule()
-    assert (rate.base, rate.decay_start, rate.total) == (config.learning_rate, 6, 12)
-    assert Schedule.from_config(dataclasses.replace(config, max_steps=0), 3).stop_step == 12
 
 
 def test_image_pool_fills_then_mixes_and_restores_exactly(tmp_path):
