@@ -1,7 +1,7 @@
 """The outer training loop (DESIGN.md section 5): preflight, strategy, the training state
 (`state.TrainingState`), resume, and the step loop: each step in the phase the schedule
 (`schedule.Schedule`) gives it, then the periodic actions that are due (`actions`: log, images,
-validation, checkpoint).
+validation, checkpoint); at the end, with `export_dir`, the chief exports the generators.
 
 Epochs are counted in global batches over the longer training domain. The learning-rate
 schedule spans all `epochs`; `max_steps` only stops early, so a run stopped by it and resumed
