@@ -21,7 +21,7 @@ import subprocess
 import sys
 import time
 
-from absl import app, flags
+from absl import flags
 
 flags.DEFINE_string("output_dir", "runs/demo", "Where every demo output goes.")
 flags.DEFINE_integer("cases", 16, "Phantom cases (every fifth is tumor-free).")
@@ -94,4 +94,6 @@ def main(argv) -> None:
 
 
 if __name__ == "__main__":
-    app.run(main)
+    from ssagan_tf import cli
+
+    cli.run(main, __doc__)

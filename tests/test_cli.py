@@ -13,12 +13,14 @@ from conftest import HANG_TIMEOUT, REPO_ROOT
 
 ENTRY_POINTS = {
     "run_train.py": ["--data_dir", "--model_dir", "--precision", "--d_mode", "--judge_dir", "--cycle_attention",
-                     "--attention_area", "--lambda_attention_area", "--upsample"],
+                     "--attention_area", "--lambda_attention_area", "--upsample", "--export_dir"],
     "run_augment.py": ["--model", "--output_dir", "--precision", "--judge"],
     "run_evaluate.py": ["--augmenters", "--precision", "--judge", "--tumor_fraction"],
     "-m ssagan_tf.export": ["--model_dir", "--export_dir", "--precision", "--tolerance"],
     "-m data_prep.convert": ["--input", "--channel_names", "--[no]match_anatomy"],
     "-m ssagan_tf.evaluation.judge": ["--data_dir", "--output_dir", "--width", "--[no]classic"],
+    "-m data_prep.phantom": ["--output_dir", "--cases", "--size", "--slices", "--seed"],
+    "-m scripts.demo": ["--output_dir", "--cases", "--image_size", "--epochs"],
 }
 
 
