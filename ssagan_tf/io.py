@@ -1,0 +1,81 @@
+"""Files that survive a power cut: write to a temporary file, fsync it, rename it into place, fsync
+the folder.
+
+`os.replace` alone is atomic against a crash of the process (`kill -9`), not of the machine: the
+rename can reach the disk before the file's data, and a power cut then leaves an empty or partial
+file under the final name. Flushing the data before the rename, and the folder after it (the
+rename is an entry of the folder), closes that window.
+
+Temporary files are written where the caller says: beside the final file by default, or in a
+folder of the caller's own (a staging folder), so that a temporary left by a killed process is
+never mistaken for, nor confused with, a user's file.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+
+
+def fsync_file(path: str) -> None:
+    """Flush a written file's data to the disk."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def fsync_dir(path: str) -> None:
+    """Flush a folder's entries (a rename into it, a new file) to the disk. A file system that
+    cannot sync folders (some network and FUSE mounts) is let be: it gives no such guarantee."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def replace_durably(source: str, target: str) -> None:
+    """`os.replace(source, target)` after flushing `source` (a file or a folder), then flush the
+    folders whose entries changed."""
+    if os.path.isdir(source):
+        fsync_dir(source)
+    else:
+        fsync_file(source)
+    os.replace(source, target)
+    fsync_dir(os.path.dirname(os.path.abspath(target)))
+    source_parent = os.path.dirname(os.path.abspath(source))
+    if source_parent != os.path.dirname(os.path.abspath(target)):
+        fsync_dir(source_parent)
+
+
+def temporary_path(path: str, temp_dir: str | None = None) -> str:
+    """A fresh name for the temporary file of `path`: in `temp_dir` when given (a folder on the
+    same file system), else beside `path`."""
+    directory = temp_dir or os.path.dirname(os.path.abspath(path))
+    return os.path.join(directory, f"{os.path.basename(path)}.tmp-{uuid.uuid4().hex[:12]}")
+
+
+def atomic_write(path: str, data, temp_dir: str | None = None) -> str:
+    """Write `data` (str or bytes) to `path` so that `path` holds either its old content or all of
+    the new, even after a power cut. Returns `path`."""
+    temp = temporary_path(path, temp_dir)
+    mode = "wb" if isinstance(data, (bytes, bytearray, memoryview)) else "w"
+    try:
+        with open(temp, mode, **({} if mode == "wb" else {"encoding": "utf-8"})) as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(temp, path)
+    except BaseException:
+        if os.path.lexists(temp):
+            os.remove(temp)
+        raise
+    fsync_dir(os.path.dirname(os.path.abspath(path)))
+    return path
