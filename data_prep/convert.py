@@ -16,19 +16,18 @@ import dataclasses
 import errno
 import json
 import os
-import signal
 import sys
-import threading
 import time
 from dataclasses import dataclass, field
 
 import numpy as np
 
-from data_prep import preprocess, selection
+from data_prep import ownership, preprocess, selection
 from data_prep.readers import FORMATS, ReaderOptions, check_for_format, discover
-from data_prep.report import REPORT_NAME, SHEET_NAME, write_report, write_sheet
-from data_prep.stage import Stage, clean_stale, results, swap_into_place
+from data_prep.report import FAILED_REPORT_NAME, REPORT_NAME, SHEET_NAME, write_report, write_sheet
+from data_prep.stage import Stage, results, signals_deferred, swap_into_place, terminate_as_interrupt
 from data_prep.writer import ShardedWriter, labelled_patients
+from ssagan_tf import io as durable
 
 DEDUPE_MODES = ("group", "drop", "off")
 SHEET_PER_ROW = 4
@@ -94,10 +93,7 @@ class ConvertConfig:
             raise ValueError("--no_masks needs --assume_normal: without masks no slice can be labelled tumor, "
                              "so every brain slice is taken as normal only when you say so")
         check_for_format(self.reader, self.format)
-        manifest = os.path.join(self.output_dir, "manifest.json")
-        if os.path.exists(manifest) and not self.overwrite:
-            raise ValueError(f"--output_dir: {self.output_dir} already holds a converted dataset; "
-                             "pass --overwrite to replace it")
+        ownership.check_output(self.input_dir, self.output_dir, self.overwrite, "manifest.json")
 
 
 @dataclass
@@ -137,31 +133,34 @@ def convert(config: ConvertConfig, log=print) -> dict:
         raise ValueError(f"--input: no usable {config.format} case found in {config.input_dir}"
                          + "".join(f"\n  {p}: {why}" for p, why in problems))
     os.makedirs(config.output_dir, exist_ok=True)
-    for removed in clean_stale(config.output_dir):
+    for removed in ownership.clean_stale(config.output_dir):
         log(f"removed {removed}, left by an interrupted conversion")
     outcomes = [CaseOutcome(case_id=_relative(p, config.input_dir), patient_id="", paths={"": p},
                             error=f"{p}: {why}") for p, why in problems]
     cohort: dict = {}
     stage = Stage(config.output_dir)
-    restore = _terminate_as_interrupt()
+    restore = terminate_as_interrupt()
     try:
         channels, normalisation = _read_cases(config, refs, stage, outcomes, log)
         manifest = _write_dataset(config, stage, outcomes, channels, normalisation, cohort)
         for warning in cohort["warnings"]:
             log(f"warning: {warning}")
-        swap_into_place(stage.dataset_dir, config.output_dir)
+        with signals_deferred() as caught:
+            swap_into_place(stage.dataset_dir, config.output_dir)
     except BaseException as err:
-        stage.remove()
         if isinstance(err, OSError) and err.errno in (errno.ENOSPC, errno.EDQUOT):
             cohort["failure"] = f"The disk is full: {err}."
-        _write_report_safely(config, outcomes, None, cohort)
+        report = _write_report_safely(config, outcomes, cohort, stage)
+        stage.remove()
         if "failure" in cohort:
             raise ValueError(f"{cohort['failure']} Nothing of this run was kept; free space and convert again "
-                             f"(see {os.path.join(config.output_dir, REPORT_NAME)})") from None
+                             f"(see {report})") from None
         raise
     finally:
         restore()
     stage.remove()
+    if caught:      # the new dataset is complete and in place; the interruption still ends the run
+        raise KeyboardInterrupt(f"signal {caught[0]}")
     return manifest
 
 
@@ -376,31 +375,22 @@ def _relative(path: str, root: str) -> str:
 
 
 def _write_json_atomic(path: str, payload) -> None:
-    tmp = path + f".tmp-{os.getpid()}"
-    with open(tmp, "w") as f:
-        json.dump(payload, f, indent=2, default=str)
-    os.replace(tmp, path)
+    durable.atomic_write(path, json.dumps(payload, indent=2, default=str))
 
 
-def _write_report_safely(config, outcomes, manifest, cohort) -> None:
-    """The failure report; on a full disk even it may not fit, which must not hide the cause."""
+def _write_report_safely(config, outcomes, cohort, stage) -> str:
+    """The failure report, recorded as the converter's before it is written. Beside a dataset
+    already in place (an interrupted or failed `--overwrite`) it is `conversion_failed.md`, so the
+    intact dataset keeps its own report. On a full disk even it may not fit, which must not hide
+    the cause. Returns its path."""
+    name = FAILED_REPORT_NAME if os.path.isfile(os.path.join(config.output_dir, "manifest.json")) else REPORT_NAME
     try:
-        write_report(config, outcomes, manifest, cohort)
-    except OSError as err:
+        owned = ownership.read_record(config.output_dir) or set()
+        ownership.write_record(config.output_dir, owned | {name}, temp_dir=stage.root)
+        write_report(config, outcomes, None, cohort, name=name, temp_dir=stage.root)
+    except (OSError, ValueError) as err:
         print(f"convert: could not write the report: {err}", file=sys.stderr)
-
-
-def _terminate_as_interrupt():
-    """SIGTERM (a scheduler, `kill`, a container stop) cleans up as Ctrl-C does: it raises
-    KeyboardInterrupt in the main thread. Returns a function restoring the previous handler."""
-    if threading.current_thread() is not threading.main_thread():
-        return lambda: None
-
-    def interrupt(signum, frame):
-        raise KeyboardInterrupt(f"signal {signum}")
-
-    previous = signal.signal(signal.SIGTERM, interrupt)
-    return lambda: signal.signal(signal.SIGTERM, previous)
+    return os.path.join(config.output_dir, name)
 
 
 if __name__ == "__main__":
