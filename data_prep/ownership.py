@@ -58,38 +58,16 @@ def is_staging(path: str) -> bool:
 
 def present_files(output_dir: str) -> list:
     """Every file, link and empty folder under `output_dir` (relative paths), except the record and
-    staging folders; links are listed, never followed."""
-    found = []
-    for directory, subdirs, files in os.walk(output_dir):
-        rel = os.path.relpath(directory, output_dir)
-        if rel == ".":
-            subdirs[:] = [d for d in subdirs if not is_staging(os.path.join(directory, d))]
-            files = [f for f in files if f != RECORD_NAME]
-        for name in subdirs:
-            if os.path.islink(os.path.join(directory, name)):
-                found.append(os.path.normpath(os.path.join(rel, name)))
-        if rel != "." and not subdirs and not files:
-            found.append(rel + "/")
-        found += [os.path.normpath(os.path.join(rel, name)) for name in files]
-    return sorted(p.replace(os.sep, "/") for p in found)
+    staging folders."""
+    return durable.entries_under(output_dir, lambda name: name == RECORD_NAME
+                                 or is_staging(os.path.join(output_dir, name)))
 
 
 def foreign_files(output_dir: str) -> list:
     """What lies in `output_dir` that the converter did not record as written."""
     if not os.path.isdir(output_dir):
         return []
-    owned = read_record(output_dir) or set()
-    return [p for p in present_files(output_dir) if p not in owned and p.rstrip("/") not in _folders_of(owned)]
-
-
-def _folders_of(files) -> set:
-    folders = set()
-    for name in files:
-        parent = os.path.dirname(name)
-        while parent:
-            folders.add(parent)
-            parent = os.path.dirname(parent)
-    return folders
+    return durable.not_owned(present_files(output_dir), read_record(output_dir) or set())
 
 
 def check_output(input_dir: str, output_dir: str, overwrite: bool, manifest_name: str) -> None:

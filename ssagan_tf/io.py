@@ -79,3 +79,56 @@ def atomic_write(path: str, data, temp_dir: str | None = None) -> str:
         raise
     fsync_dir(os.path.dirname(os.path.abspath(path)))
     return path
+
+
+def entries_under(root: str, skip_top=lambda name: False) -> list:
+    """Every file, link and empty folder under `root`, as sorted '/'-separated relative paths
+    (empty folders end in '/'); links are listed, never followed. Top-level names for which
+    `skip_top` is true are left out (a program's own state, lock or staging)."""
+    found = []
+    for directory, subdirs, files in os.walk(root):
+        rel = os.path.relpath(directory, root)
+        if rel == ".":
+            subdirs[:] = [d for d in subdirs if not skip_top(d)]
+            files = [f for f in files if not skip_top(f)]
+        for name in subdirs:
+            if os.path.islink(os.path.join(directory, name)):
+                found.append(os.path.normpath(os.path.join(rel, name)))
+        if rel != "." and not subdirs and not files:
+            found.append(rel + "/")
+        found += [os.path.normpath(os.path.join(rel, name)) for name in files]
+    return sorted(p.replace(os.sep, "/") for p in found)
+
+
+def not_owned(entries, owned) -> list:
+    """The `entries_under` paths that are neither in `owned` (relative file paths) nor one of
+    their folders."""
+    owned = set(owned)
+    folders = set()
+    for name in owned:
+        parent = os.path.dirname(name)
+        while parent:
+            folders.add(parent)
+            parent = os.path.dirname(parent)
+    return [p for p in entries if p not in owned and p.rstrip("/") not in folders]
+
+
+def remove_owned(root: str, owned) -> int:
+    """Remove the plain files of `owned` (relative paths) under `root`, then the folders that held
+    them once empty; a link, or anything else, is left. Returns the number of files removed."""
+    removed, folders = 0, set()
+    for name in sorted(set(owned)):
+        path = os.path.join(root, name)
+        if os.path.isfile(path) and not os.path.islink(path):
+            os.remove(path)
+            removed += 1
+        parent = os.path.dirname(name)
+        while parent:
+            folders.add(parent)
+            parent = os.path.dirname(parent)
+    for folder in sorted(folders, key=lambda f: -f.count("/")):
+        try:
+            os.rmdir(os.path.join(root, folder))
+        except OSError:
+            pass                                   # not empty: it holds something else
+    return removed
