@@ -13,7 +13,6 @@ With keep_splits, a top-level train/val/test folder sets the split of the scans 
 
 from __future__ import annotations
 
-import glob
 import os
 
 from data_prep.readers import common
@@ -91,10 +90,9 @@ def load(ref: CaseRef, options) -> Scan:
 
 
 def _glob_hits(input_dir: str, pattern: str) -> list[str]:
-    """Sorted hits relative to `input_dir` ('/' separators); brackets in `input_dir` are literal."""
-    found = glob.glob(os.path.join(glob.escape(input_dir), pattern), recursive=True)
-    hits = (common.relative_id(path, input_dir) for path in found)
-    return sorted(hit for hit in hits if not any(common.is_hidden(part) for part in hit.split("/")))
+    """Sorted hits relative to `input_dir` ('/' separators), by a loop-safe walk (a symbolic link
+    back up the tree, with a `**` glob, would otherwise never end); hidden entries never match."""
+    return common.glob_relative(input_dir, pattern)
 
 
 def _mask_relpath(hit: str, options) -> str | None:
