@@ -8,6 +8,7 @@ import errno
 import os
 import shutil
 
+from ssagan_tf import io as durable
 from ssagan_tf.locking import is_stale
 
 SAVED_MODEL_FILE = "saved_model.pb"
@@ -52,6 +53,7 @@ def commit_version(staging: str, base: str) -> str:
     stepping over any other entry of that name (a stray file `2`, say). `os.rename` of a folder
     fails when the target exists and is not empty, so two exports racing for one number cannot
     overwrite each other: the loser takes the next number."""
+    durable.fsync_tree(staging)          # a power cut after the rename must not leave empty files
     number, skipped = max(version_numbers(base), default=0) + 1, []
     for _ in range(100):
         target = os.path.join(base, str(number))
@@ -61,6 +63,7 @@ def commit_version(staging: str, base: str) -> str:
         else:
             try:
                 os.rename(staging, target)
+                durable.fsync_dir(base)
                 return target
             except OSError as err:
                 if err.errno not in (errno.EEXIST, errno.ENOTEMPTY):

@@ -41,6 +41,16 @@ def fsync_dir(path: str) -> None:
         os.close(fd)
 
 
+def fsync_tree(root: str) -> None:
+    """Flush every file and folder under `root` (a staging folder about to be renamed whole)."""
+    for directory, _, files in os.walk(root):
+        for name in files:
+            path = os.path.join(directory, name)
+            if os.path.isfile(path) and not os.path.islink(path):
+                fsync_file(path)
+        fsync_dir(directory)
+
+
 def replace_durably(source: str, target: str) -> None:
     """`os.replace(source, target)` after flushing `source` (a file or a folder), then flush the
     folders whose entries changed."""
