@@ -17,7 +17,9 @@ flags.DEFINE_enum("format", None, list(FORMATS),
                   "Input layout: brats (BraTS 2013-2023 and MSD Task01 case folders), pairs (image + mask "
                   "volumes matched by name: NIfTI, NRRD, MHA or DICOM series folders), folders (2-D class "
                   "folders or name.tif + name_mask.tif pairs), figshare (brain-tumor .mat files).")
-flags.DEFINE_string("output_dir", None, "Where shards, manifest.json and conversion_report.md are written.")
+flags.DEFINE_string("output_dir", None, "Where shards, manifest.json and conversion_report.md are written: a new "
+                    "or empty folder, or one the converter wrote before; never --input, a folder inside it or "
+                    "holding it.")
 flags.DEFINE_list("modalities", None, "Channels to write, in order. brats: from flair, t1, t1ce, t2 (default "
                   "t1ce; flair,t1,t1ce,t2 for four channels). pairs: the --image_glob file's modality first, "
                   "then any read by --modality_replace (default: one unnamed channel, 'image'). folders: "
@@ -82,7 +84,9 @@ flags.DEFINE_integer("seed", 0, "Seed of the patient split and of the labelled s
 flags.DEFINE_integer("num_shards", 8, "Shards per split and domain (fewer when there are fewer slices).")
 flags.DEFINE_integer("workers", 0, "Worker threads reading cases (>= 0); 0 = one per CPU core.")
 flags.DEFINE_bool("strict", False, "Fail (exit non-zero) when any case fails.")
-flags.DEFINE_bool("overwrite", False, "Replace a dataset already in --output_dir.")
+flags.DEFINE_bool("overwrite", False, "Replace a dataset the converter wrote in --output_dir, removing only the "
+                  "files its record (.conversion-files.json) lists. A folder holding anything else, or the input "
+                  "itself, is refused with or without it.")
 
 
 def _parse_pair(text: str, flag: str, sep: str = ":") -> tuple:

@@ -90,19 +90,6 @@ def test_output_equal_to_inside_or_holding_the_input_is_refused_and_the_input_ke
     assert snapshot(tmp_path) == before and len(before) == 12
 
 
-def test_cli_refuses_the_input_as_output_with_one_line(tmp_path):
-    from conftest import REPO_ROOT
-
-    data = write_keep_splits_pairs(tmp_path / "in")
-    before = snapshot(data)
-    proc = subprocess.run([sys.executable, "-m", "data_prep.convert", f"--input={data}", "--format=pairs",
-                           f"--output_dir={data}", "--image_glob=*/*/scan_flair.nii.gz", "--mask_replace=_flair:_seg",
-                           "--keep_splits", "--overwrite", "--image_size=24"], cwd=REPO_ROOT, capture_output=True,
-                          text=True, env=dict(os.environ, PYTHONPATH=REPO_ROOT))
-    assert proc.returncode != 0 and "is --input" in proc.stderr and "Traceback" not in proc.stderr
-    assert snapshot(data) == before
-
-
 @pytest.mark.parametrize("planted", ["notes.txt", "train/mine.tfrecord", "x.tmp-123", ".staging-999/keep.txt",
                                      "empty_folder/"])
 def test_a_folder_holding_anything_else_is_refused_with_or_without_overwrite(tmp_path, planted):
