@@ -133,6 +133,7 @@ def convert(config: ConvertConfig, log=print) -> dict:
         raise ValueError(f"--input: no usable {config.format} case found in {config.input_dir}"
                          + "".join(f"\n  {p}: {why}" for p, why in problems))
     os.makedirs(config.output_dir, exist_ok=True)
+    ownership.check_not_in_use(config.output_dir)
     for removed in ownership.clean_stale(config.output_dir):
         log(f"removed {removed}, left by an interrupted conversion")
     outcomes = [CaseOutcome(case_id=_relative(p, config.input_dir), patient_id="", paths={"": p},

@@ -16,7 +16,7 @@ import os
 import shutil
 
 from ssagan_tf import io as durable
-from ssagan_tf.locking import DirectoryLock, is_stale
+from ssagan_tf.locking import DirectoryLock, is_held, is_stale, read_holder
 
 RECORD_NAME = ".conversion-files.json"
 STAGING_PREFIX = ".staging-"
@@ -104,6 +104,17 @@ def clean_stale(output_dir: str) -> list:
             shutil.rmtree(path, ignore_errors=True)
             removed.append(path)
     return removed
+
+
+def check_not_in_use(output_dir: str) -> None:
+    """Refuse a folder another conversion of this machine is writing (its staging lock is held)."""
+    for name in sorted(os.listdir(output_dir)) if os.path.isdir(output_dir) else []:
+        lock = os.path.join(output_dir, name, STAGING_LOCK)
+        if is_staging(os.path.join(output_dir, name)) and is_held(lock):
+            holder = read_holder(lock)
+            raise ValueError(f"--output_dir {output_dir} is in use by a conversion (pid {holder.get('pid', '?')} on "
+                             f"{holder.get('host', '?')}, started {holder.get('started', '?')}); wait for it to "
+                             "finish, stop it, or choose another --output_dir")
 
 
 def staging_lock(root: str) -> DirectoryLock:

@@ -490,3 +490,25 @@ def test_unknown_split_is_refused_and_a_failed_run_leaves_nothing(model_base, ti
     with pytest.raises(ValueError, match="no such split"):
         _augment(model_base, tiny_dataset, out, split="tset")
     assert out.is_dir() and os.listdir(out) == []
+
+
+def test_a_chunk_cut_short_after_its_files_moved_is_still_owned(model_base, tiny_dataset, tmp_path, monkeypatch):
+    """Killed between moving a chunk's files into place and recording it: the files were claimed
+    first, so the re-run neither refuses them as a user's nor loses track of them."""
+    out = tmp_path / "aug"
+    real_replace = ledger_lib.durable.replace_durably
+
+    def cut(staged, final):
+        real_replace(staged, final)
+        raise KeyboardInterrupt("cut after the first file moved")
+
+    monkeypatch.setattr(ledger_lib.durable, "replace_durably", cut)
+    with pytest.raises(KeyboardInterrupt):
+        _augment(model_base, tiny_dataset, out, chunk_size=3, contact_rows=0)
+    monkeypatch.undo()
+    moved = {p for p in _files_below(out) if p.startswith("train")}
+    assert moved and moved <= ledger_lib.Ledger(str(out)).owned()     # (two chunks may be in flight)
+    result = _augment(model_base, tiny_dataset, out, chunk_size=3, contact_rows=0)
+    assert result.chunks_skipped == 0 and len(_rows(str(out))) == 10
+    ledger_lib.clear_previous(str(out))
+    assert sorted(os.listdir(out)) == [run_lib.LOCK_NAME]

@@ -150,8 +150,9 @@ def _plant_staging(out, name, host, pid):
 
 
 def test_staging_is_recognised_by_its_lock_not_its_name(tmp_path):
-    """A dead conversion of this machine leaves a staging folder that the next run removes; a
-    live one's and another machine's are left alone (and do not make the folder foreign)."""
+    """A live conversion's staging folder (its lock held) makes a second conversion refused; a
+    dead conversion of this machine leaves one that the next run removes; another machine's is
+    left alone (and does not make the folder foreign)."""
     data = write_class_folders(tmp_path / "in")
     out = tmp_path / "out"
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
@@ -161,10 +162,13 @@ def test_staging_is_recognised_by_its_lock_not_its_name(tmp_path):
     live = _plant_staging(out, ".staging-1-live", socket.gethostname(), 1)
     holder = ownership.staging_lock(str(live))         # held: a live conversion
     try:
-        convert(folders_config(data, out), **QUIET)
+        with pytest.raises(ValueError, match=f"is in use by a conversion \\(pid {os.getpid()} on "):
+            convert(folders_config(data, out), **QUIET)
+        assert stale.exists() and remote.exists() and live.exists() and not (out / "manifest.json").exists()
     finally:
-        holder.release()
-    assert not stale.exists() and remote.exists() and live.exists()
+        holder.release()                               # now it is a dead conversion's too
+    convert(folders_config(data, out), **QUIET)
+    assert not stale.exists() and not live.exists() and remote.exists()
     assert (out / "manifest.json").exists()
 
 

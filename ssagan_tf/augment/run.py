@@ -20,6 +20,7 @@ from dataclasses import dataclass
 import numpy as np
 from absl import logging
 
+from ssagan_tf import io as durable
 from ssagan_tf.augment import ledger as ledger_lib
 from ssagan_tf.augment import sheet
 from ssagan_tf.augment.config import SOURCE_DOMAIN, TARGET_DOMAIN, AugmentConfig
@@ -301,8 +302,9 @@ def augment_dataset(config: AugmentConfig) -> AugmentResult:
 def _remove_if_nothing_committed(output_dir: str, created: list) -> None:
     """After a failure: when no output file is in place, remove what this run created (never a
     state folder or lock file that an earlier run left)."""
-    if ledger_lib.Ledger(output_dir).committed_any() or ledger_lib.foreign_files(output_dir, LOCK_NAME):
-        return
+    outputs = durable.entries_under(output_dir, lambda name: name in (ledger_lib.STATE_DIR, LOCK_NAME))
+    if ledger_lib.Ledger(output_dir).committed_any() or outputs:
+        return                   # files in place (even of a chunk cut short): its state must stay
     state_dir, lock = os.path.join(output_dir, ledger_lib.STATE_DIR), os.path.join(output_dir, LOCK_NAME)
     if state_dir in created:
         shutil.rmtree(state_dir, ignore_errors=True)
