@@ -50,10 +50,12 @@ def write_record(output_dir: str, files, temp_dir: str | None = None) -> None:
 
 
 def is_staging(path: str) -> bool:
-    """A conversion's staging folder: a real folder holding the converter's lock file."""
+    """A conversion's staging folder: a real folder holding the converter's lock file, or still
+    empty (a conversion stopped between creating it and taking its lock; it holds nothing)."""
+    if not os.path.basename(path).startswith(STAGING_PREFIX) or os.path.islink(path) or not os.path.isdir(path):
+        return False
     lock = os.path.join(path, STAGING_LOCK)
-    return (os.path.basename(path).startswith(STAGING_PREFIX) and os.path.isdir(path) and not os.path.islink(path)
-            and os.path.isfile(lock) and not os.path.islink(lock))
+    return (os.path.isfile(lock) and not os.path.islink(lock)) or not os.listdir(path)
 
 
 def present_files(output_dir: str) -> list:
@@ -100,9 +102,17 @@ def clean_stale(output_dir: str) -> list:
     removed = []
     for name in sorted(os.listdir(output_dir)) if os.path.isdir(output_dir) else []:
         path = os.path.join(output_dir, name)
-        if is_staging(path) and is_stale(os.path.join(path, STAGING_LOCK)):
+        if not is_staging(path):
+            continue
+        if is_stale(os.path.join(path, STAGING_LOCK)):
             shutil.rmtree(path, ignore_errors=True)
             removed.append(path)
+        elif not os.path.lexists(os.path.join(path, STAGING_LOCK)):
+            try:
+                os.rmdir(path)           # empty: removing it loses nothing, whoever made it
+                removed.append(path)
+            except OSError:
+                pass
     return removed
 
 

@@ -160,6 +160,7 @@ def test_staging_is_recognised_by_its_lock_not_its_name(tmp_path):
     stale = _plant_staging(out, f".staging-{dead.pid}-abc", socket.gethostname(), dead.pid)
     remote = _plant_staging(out, ".staging-4242-xyz", "another-machine", 4242)
     live = _plant_staging(out, ".staging-1-live", socket.gethostname(), 1)
+    os.makedirs(out / ".staging-77-empty")           # created, killed before its lock: holds nothing
     holder = ownership.staging_lock(str(live))         # held: a live conversion
     try:
         with pytest.raises(ValueError, match=f"is in use by a conversion \\(pid {os.getpid()} on "):
@@ -169,7 +170,7 @@ def test_staging_is_recognised_by_its_lock_not_its_name(tmp_path):
         holder.release()                               # now it is a dead conversion's too
     convert(folders_config(data, out), **QUIET)
     assert not stale.exists() and not live.exists() and remote.exists()
-    assert (out / "manifest.json").exists()
+    assert not (out / ".staging-77-empty").exists() and (out / "manifest.json").exists()
 
 
 def test_an_interrupted_overwrite_keeps_the_old_dataset_and_its_report(tmp_path, monkeypatch):
