@@ -106,6 +106,8 @@ def train(config: RunConfig, stream=None) -> TrainResult:
     log(f"Precision {config.model.precision}"
         + (f" ({config.precision_reason})" if config.precision_reason else ""))
     manifest = config.check_inputs()
+    if config.fresh:
+        resume.check_fresh(config.model_dir)        # before the lock: a refused folder is left as it was
     schedule = Schedule.for_run(config, manifest)
     # One trainer per run directory: two would write checkpoints under the same names. Only the
     # process that writes model_dir locks it (multi-worker peers save into temporary folders).

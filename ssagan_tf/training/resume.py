@@ -30,11 +30,10 @@ WRITTEN = {
 WRITTEN_FILES = (CONFIG_NAME, CONFIG_NAME + ".tmp")
 
 
-def start_fresh(model_dir: str, log) -> None:
-    """`--fresh`: delete what training wrote in `model_dir` (its config.json, checkpoints, event
-    files and sample grids) and nothing else. A folder whose config.json is not a training run's,
-    or that holds `checkpoints/`, `logs/` or `samples/` content without any config.json, is not
-    proven to be a run: refused before anything is deleted."""
+def check_fresh(model_dir: str) -> None:
+    """Refuse `--fresh` (ConfigError) for a folder not proven to be a training run: its config.json
+    is not a run's, or it holds `checkpoints/`, `logs/` or `samples/` content without one. Reads
+    only; run before the run directory is locked (so a refused folder gets no lock file)."""
     if not os.path.isdir(model_dir):
         return
     config_path = os.path.join(model_dir, CONFIG_NAME)
@@ -51,6 +50,14 @@ def start_fresh(model_dir: str, log) -> None:
             raise ConfigError(f"--fresh refused, nothing was deleted: {model_dir} holds {', '.join(occupied)}/ but no "
                               f"{CONFIG_NAME}, so it is not a training run of run_train.py. Choose another "
                               "--model_dir, or clear this one yourself")
+
+
+def start_fresh(model_dir: str, log) -> None:
+    """`--fresh`: delete what training wrote in `model_dir` (its config.json, checkpoints, event
+    files and sample grids: `WRITTEN`) and nothing else, once `check_fresh` allows it."""
+    check_fresh(model_dir)
+    if not os.path.isdir(model_dir):
+        return
     removed, kept = 0, []
     for sub, pattern in WRITTEN.items():
         folder = os.path.join(model_dir, sub)
