@@ -3,10 +3,13 @@
     python run_train.py --flagfile=brain.flags
     python run_train.py --data_dir=DIR --model_dir=DIR [--model=ssa_cyclegan] [--strategy=mirrored] ...
 
-Resumes from the latest checkpoint in --model_dir unless --fresh. One trainer per --model_dir: a
-second is refused, naming the first. The data's shards are checked against their manifest at start
-and as they are read. Errors end in one line and exit 1 (--debug: the traceback); a bad flag, one
-line and exit 2. See docs/reliability.md.
+Resumes from the newest intact checkpoint in --model_dir unless --fresh, with the settings the run
+was trained with: a change that alters the result (data, seed, schedule, batch, tau, losses,
+precision, ...) is refused, naming each, unless --allow_changes names it. One trainer per
+--model_dir: a second is refused, naming the first. The data's shards are checked against their
+manifest at start and as they are read. Ctrl-C or SIGTERM saves a checkpoint of the last finished
+step, prints "interrupted" and exits 130. Errors end in one line and exit 1 (--debug: the
+traceback); a bad flag, one line and exit 2. See docs/reliability.md.
 """
 
 from __future__ import annotations
@@ -19,8 +22,8 @@ from absl import app, flags
 from ssagan_tf.choices import CYCLE_ATTENTIONS, D_MODE_ALIASES, D_MODES, GAN_LOSSES, MASK_LOSS_TYPES, SYSTEMS, UPSAMPLING
 from ssagan_tf.data.integrity import DatasetMismatchError
 from ssagan_tf.precision import PRECISIONS
-from ssagan_tf.training.config import STRATEGIES, SYSTEM_SPECIFIC, ConfigError, build_run_config, \
-    unused_settings_warning
+from ssagan_tf.training.config import FREE_ON_RESUME, RESUME_GUARDED, STRATEGIES, SYSTEM_SPECIFIC, ConfigError, \
+    build_run_config, unused_settings_warning
 
 flags.DEFINE_string("data_dir", None, "Converted dataset (the --output_dir of `python -m data_prep.convert`).")
 flags.DEFINE_string("model_dir", None, "Run directory: config.json, checkpoints/, logs/ (TensorBoard), samples/; "
@@ -101,9 +104,15 @@ flags.DEFINE_integer("checkpoint_every", 500, "Save a checkpoint every this many
 flags.DEFINE_integer("keep_checkpoints", 3, "Checkpoints kept on disk.")
 flags.DEFINE_integer("log_every", 50, "Console line and TensorBoard scalars every this many steps.")
 flags.DEFINE_integer("image_every", 500, "TensorBoard image grid and samples/step_*.png every this many steps.")
-flags.DEFINE_boolean("fresh", False, "Start over: delete this run's checkpoints, logs and samples in --model_dir.")
+flags.DEFINE_boolean("fresh", False, "Start over: delete what training wrote in --model_dir (config.json, "
+                     "checkpoints, TensorBoard event files, sample grids), nothing else; refused for a folder that "
+                     "is not a training run.")
+flags.DEFINE_list("allow_changes", [], "On resume, the settings that may differ from the saved run's (comma-separated "
+                  "names among " + ", ".join(RESUME_GUARDED) + "; data = the dataset's checksum). These may always "
+                  "change: " + ", ".join(n for n in FREE_ON_RESUME if n not in ("fresh", "allow_changes",
+                                                                                 "precision_reason")) + ".")
 flags.DEFINE_string("export_dir", None, "After training, export the generators for TF Serving here "
-                    "(`ssagan_tf.export`).")
+                    "(`ssagan_tf.export`, computing in float32); checked before training starts.")
 
 FLAGS = flags.FLAGS
 # The library's settings, by flag name (every flag above but the entry point's own --debug).
@@ -112,7 +121,8 @@ SETTINGS = ("data_dir", "model_dir", "model", "image_size", "precision", "ngf", 
             "decay_start_fraction", "gan_loss", "lambda_cycle", "lambda_identity", "lambda_mask", "mask_loss_type",
             "d_mode", "cycle_attention", "judge_dir", "attention_area", "lambda_attention_area", "attention_epochs",
             "tau", "pool_size", "flip", "strategy", "cpu_replicas", "jit_compile", "deterministic", "seed",
-            "checkpoint_every", "keep_checkpoints", "log_every", "image_every", "fresh", "export_dir")
+            "checkpoint_every", "keep_checkpoints", "log_every", "image_every", "fresh", "export_dir",
+            "allow_changes")
 
 
 def main(argv):
