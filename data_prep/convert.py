@@ -26,6 +26,7 @@ import numpy as np
 
 from data_prep import preprocess, selection
 from data_prep.readers import FORMATS, ReaderOptions, check_for_format, discover
+from data_prep.scan import LayoutError
 from data_prep.report import REPORT_NAME, SHEET_NAME, write_report, write_sheet
 from data_prep.stage import Stage, clean_stale, results, swap_into_place
 from data_prep.writer import ShardedWriter, labelled_patients
@@ -132,10 +133,15 @@ def convert(config: ConvertConfig, log=print) -> dict:
     """Convert a dataset; returns the manifest dict. Raises ValueError on bad settings, when no
     case converted, when a split would be empty or the disk is full (after writing the report)."""
     config.check()
-    refs, problems = discover(config.input_dir, config.format, config.reader)
+    try:
+        refs, problems = discover(config.input_dir, config.format, config.reader)
+    except LayoutError:
+        raise
+    except ValueError as err:     # nothing of the format under --input: the flags point elsewhere
+        raise LayoutError(str(err)) from None
     if not refs:
-        raise ValueError(f"--input: no usable {config.format} case found in {config.input_dir}"
-                         + "".join(f"\n  {p}: {why}" for p, why in problems))
+        raise LayoutError(f"--input: no usable {config.format} case found in {config.input_dir}"
+                          + "".join(f"\n  {p}: {why}" for p, why in problems))
     os.makedirs(config.output_dir, exist_ok=True)
     for removed in clean_stale(config.output_dir):
         log(f"removed {removed}, left by an interrupted conversion")
@@ -308,7 +314,10 @@ def _check_splits(config, converted, cohort) -> None:
     if empty:
         n = len({o.patient_id for o in converted})
         hint = ""
-        if config.format == "pairs":
+        if config.format == "pairs" and config.reader.patient_level == 0:
+            hint = ("; with --patient_level=0 every scan is already its own patient, so the dataset holds too few "
+                    "scans (or too few that converted: see the rejected cases in the report)")
+        elif config.format == "pairs":
             hint = (f"; patients are the first --patient_level={config.reader.patient_level} folder(s) of each path "
                     "under --input, so scans in one folder are one patient: lower it (0: each scan its own "
                     "patient) only if the scans really are of different patients")

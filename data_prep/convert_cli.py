@@ -177,6 +177,7 @@ def config_from_flags():
 
 def _run(argv) -> int:
     from data_prep.convert import REPORT_NAME, convert
+    from data_prep.scan import LayoutError
 
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
@@ -184,7 +185,10 @@ def _run(argv) -> int:
         config = config_from_flags()
     except ValueError as err:
         raise app.UsageError(str(err)) from None
-    manifest = convert(config, log=lambda line: print(line, flush=True))
+    try:
+        manifest = convert(config, log=lambda line: print(line, flush=True))
+    except LayoutError as err:     # the flags do not fit the layout on disk: a bad flag value, exit 2
+        raise app.UsageError(str(err)) from None
     counts = manifest["counts"]
     print(f"wrote {config.output_dir}: " + ", ".join(
         f"{s} {c['normal']} normal / {c['tumor']} tumor" for s, c in counts.items()))

@@ -32,7 +32,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from data_prep.readers import common
-from data_prep.scan import CaseError, CaseRef, Scan
+from data_prep.scan import CaseError, CaseRef, LayoutError, Scan
 
 IMAGE_EXTENSIONS = (".png", ".tif", ".tiff", ".jpg", ".jpeg", ".bmp")
 LOSSY_EXTENSIONS = (".jpg", ".jpeg")
@@ -54,6 +54,8 @@ def discover(input_dir: str, options) -> tuple[list[CaseRef], list[tuple[str, st
     mask_of, orphan_masks = _pair_masks(files, options.mask_suffix)
     class_label = dict(options.class_folders)
     _check_class_folders(input_dir, files, class_label, options.keep_splits)
+    _check_unlisted_folders(input_dir, files, set(mask_of) | set(mask_of.values()) | set(orphan_masks),
+                            class_label, options)
     cases = []
     problems = [(os.path.join(input_dir, m), "mask without its image") for m in orphan_masks]
     masks = set(orphan_masks) | set(mask_of.values())
@@ -75,8 +77,7 @@ def discover(input_dir: str, options) -> tuple[list[CaseRef], list[tuple[str, st
                              format="folders", paths=paths, label=class_label.get(top) if in_class else None,
                              extra={"split": split} if split else {}))
     if not cases and not mask_of and not any(_top(f) in class_label for f in files):
-        raise ValueError(f"{len(files)} images under {input_dir}, but none in a class folder "
-                         f"({', '.join(class_label)}) and no <name>{options.mask_suffix} mask pairs")
+        raise LayoutError(_nothing_found(input_dir, files, class_label, options))
     return _stack(cases, input_dir, options.stack_slices), problems
 
 
@@ -87,8 +88,60 @@ def _check_class_folders(input_dir: str, files: list, class_label: dict, keep_sp
     present = [name for name in class_label if name in tops]
     missing = [name for name in class_label if name not in tops]
     if present and missing:
-        raise ValueError(f"--class_folders: no folder named {', '.join(missing)} under {input_dir} "
+        raise LayoutError(f"--class_folders: no folder named {', '.join(missing)} under {input_dir} "
                          f"(folders present: {', '.join(sorted(tops))}); names are case-sensitive")
+
+
+def _folder_counts(files: list, keep_splits: bool) -> dict:
+    """Top-level folder (below a split folder with keep_splits) -> images in it."""
+    counts: dict = {}
+    for rel in files:
+        top = _top(common.own_split(rel)[1] if keep_splits else rel)
+        if top is not None:
+            counts[top] = counts.get(top, 0) + 1
+    return counts
+
+
+def _check_unlisted_folders(input_dir: str, files: list, paired: set, class_label: dict, options) -> None:
+    """Class folders beside the listed ones but left out of --class_folders (a 4-class set read
+    with two of its classes) would reject every image in them one line each: refuse once,
+    naming them. A folder holding mask pairs is a patient folder, not a class folder."""
+    inner = {rel: common.own_split(rel)[1] if options.keep_splits else rel for rel in files}
+    tops = {_top(i) for i in inner.values()}
+    if not any(name in tops for name in class_label):
+        return
+    with_pairs = {_top(inner[rel]) for rel in paired}
+    counts = _folder_counts(files, options.keep_splits)
+    unlisted = sorted(t for t in counts if t not in class_label and t not in with_pairs)
+    if unlisted:
+        listed = ",".join(f"{name}={label}" for name, label in class_label.items())
+        raise LayoutError(
+            f"--class_folders={listed}: folder(s) " + ", ".join(f"{t}/ ({counts[t]} images)" for t in unlisted)
+            + f" under {input_dir} are not listed and hold no <name>{options.mask_suffix} mask pairs; add each "
+            f"with its label (1 tumor, 0 normal), e.g. --class_folders={listed},"
+            + ",".join(f"{t}=1" for t in unlisted) + ", or move them out of --input")
+
+
+def _nothing_found(input_dir: str, files: list, class_label: dict, options) -> str:
+    """Why no image is usable: which folders there are, where class folders must sit, and where
+    the listed ones were found when they sit deeper."""
+    counts = _folder_counts(files, options.keep_splits)
+    found = ", ".join(f"{t}/ ({n})" for t, n in sorted(counts.items())) or "none (every image is directly in it)"
+    where = f"directly under --input ({os.path.join(input_dir, next(iter(class_label)))}/)"
+    if options.keep_splits:
+        where += " or directly under its split folders (train/, test/, ...)"
+    deeper = sorted({"/".join(rel.split("/")[:k + 1]) for rel in files for k, part in enumerate(rel.split("/")[:-1])
+                     if part in class_label and k > 0})
+    hint = ""
+    if deeper:
+        parent = os.path.join(input_dir, deeper[0].rsplit("/", 1)[0])
+        hint = f"; found {', '.join(d + '/' for d in deeper[:4])} deeper down: give --input={parent}"
+    if counts and not hint:
+        hint = ("; if these are the classes, name them with their labels (1 tumor, 0 normal): --class_folders="
+                + ",".join(f"{t}=LABEL" for t in sorted(counts)))
+    return (f"{len(files)} images under {input_dir}, but none in a class folder and no <name>{options.mask_suffix} "
+            f"mask pairs: --class_folders names {', '.join(class_label)}, which must sit {where}; folders found "
+            f"there: {found}{hint}")
 
 
 def _stack(cases: list, input_dir: str, mode: str) -> list:
