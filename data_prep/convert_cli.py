@@ -37,7 +37,9 @@ flags.DEFINE_enum("stack_slices", "auto", ["auto", "on", "off"], "folders: stack
                   "numbered; on: the numbered ones always; off: one case per image.")
 flags.DEFINE_bool("keep_splits", False, "pairs/folders: keep the dataset's own split: top-level folders "
                   "train/Training, val/valid/validation, test/Testing (any case) go to train, val, test; "
-                  "cases outside them are split by the fractions.")
+                  "without a validation folder (Training/ + Testing/), validation is --val_fraction of the "
+                  "dataset's training patients; cases outside such folders are split by the fractions. The "
+                  "layout is checked before any image is read.")
 flags.DEFINE_bool("match_anatomy", True, "Draw normal slices of 3-D and stacked cases from the levels "
                   "where the cohort's tumor slices lie: a normal slice is kept when its position in the "
                   "head's axial extent (0 first slice, 1 last) is within the 5th-95th percentile of the tumor "
@@ -75,7 +77,9 @@ flags.DEFINE_float("min_brain_fraction", 0.05, "Drop slices of a volume whose he
 flags.DEFINE_list("percentiles", ["0.5", "99.5"], "Per-volume intensity clip percentiles over brain voxels.")
 flags.DEFINE_float("train_fraction", 0.7, "Fraction of patients in the training split (the paper trains on "
                    "half the cases to simulate scarce data: 0.5).")
-flags.DEFINE_float("val_fraction", 0.1, "Fraction of patients in the validation split; the rest is test.")
+flags.DEFINE_float("val_fraction", 0.1, "Fraction of patients in the validation split; the rest is test. "
+                   "With --keep_splits and no validation folder: the fraction of the dataset's training "
+                   "patients drawn for validation.")
 flags.DEFINE_float("labelled_fraction", 1.0, "Fraction of training patients whose tumor masks are kept "
                    "(has_mask = 1); the others' are dropped, for semi-supervised runs. Val/test keep masks.")
 flags.DEFINE_integer("seed", 0, "Seed of the patient split and of the labelled subset.")

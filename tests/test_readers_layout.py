@@ -4,6 +4,7 @@ command line exits 2 as for any bad flag value, before any image is read."""
 
 from __future__ import annotations
 
+import dataclasses
 import os
 
 import numpy as np
@@ -127,3 +128,58 @@ def test_no_images_of_the_format_exit_2_before_any_output(tmp_path, capsys):
     (tmp_path / "in" / "notes.txt").write_text("x")
     code = run_cli(f"--input={tmp_path / 'in'}", "--format=folders", f"--output_dir={tmp_path / 'out'}")
     assert code == 2 and "no images" in capsys.readouterr().err and not (tmp_path / "out").exists()
+
+
+# --- a dataset's own split: Training/ + Testing/ only ----------------------------------------
+
+def write_training_testing(root, n_train=10, n_test=3):
+    for top, n, seed in (("Training", n_train, 0), ("Testing", n_test, 500)):
+        write_images(root / top / "yes", n, seed)
+        write_images(root / top / "no", n, seed + 100)
+
+
+def test_keep_splits_with_training_and_testing_draws_validation_from_training_patients(tmp_path):
+    write_training_testing(tmp_path / "in")
+    lines = []
+    config = ConvertConfig(input_dir=str(tmp_path / "in"), format="folders", output_dir=str(tmp_path / "out"),
+                           reader=ReaderOptions(keep_splits=True), prep=PrepOptions(image_size=24, min_tumor_pixels=1),
+                           workers=1, num_shards=1, val_fraction=0.25)
+    manifest = convert(config, log=lines.append)
+    cases = manifest["cases"]
+    assert all(c.startswith("Testing/") for c in cases["test"]) and len(cases["test"]) == 6
+    assert all(c.startswith("Training/") for c in cases["train"] + cases["val"])
+    assert len(cases["val"]) == 5 and len(cases["train"]) == 15          # 25% of the 20 training patients
+    assert manifest["own_splits"]["val_patients"] == 5
+    assert any("no validation folder" in line for line in lines)
+    again = convert(dataclasses.replace(config, output_dir=str(tmp_path / "again")), **QUIET)
+    assert again["cases"]["val"] == cases["val"]                           # seeded
+
+
+@pytest.mark.parametrize("layout, message", [
+    ("Training", r"has no test/ or Testing/ folder"),
+    ("none", r"no top-level split folder.*folders there: no, yes"),
+])
+def test_keep_splits_layout_is_checked_before_any_image_is_read(tmp_path, monkeypatch, layout, message):
+    from data_prep import stage
+
+    if layout == "Training":
+        write_images(tmp_path / "in" / "Training" / "yes", 3)
+        write_images(tmp_path / "in" / "Training" / "no", 3, 50)
+    else:
+        write_images(tmp_path / "in" / "yes", 3)
+        write_images(tmp_path / "in" / "no", 3, 50)
+    monkeypatch.setattr(stage, "load", lambda *a: pytest.fail("an image was read"))
+    config = ConvertConfig(input_dir=str(tmp_path / "in"), format="folders", output_dir=str(tmp_path / "out"),
+                           reader=ReaderOptions(keep_splits=True), prep=PrepOptions(image_size=24), workers=1)
+    with pytest.raises(LayoutError, match=message):
+        convert(config, **QUIET)
+    assert not (tmp_path / "out").exists()
+
+
+def test_keep_splits_without_validation_needs_a_val_fraction(tmp_path):
+    write_training_testing(tmp_path / "in", n_train=2, n_test=1)
+    config = ConvertConfig(input_dir=str(tmp_path / "in"), format="folders", output_dir=str(tmp_path / "out"),
+                           reader=ReaderOptions(keep_splits=True), prep=PrepOptions(image_size=24), workers=1,
+                           val_fraction=0.0)
+    with pytest.raises(LayoutError, match=r"needs --val_fraction > 0"):
+        convert(config, **QUIET)

@@ -14,7 +14,7 @@ import os
 from dataclasses import dataclass
 
 from data_prep.readers import brats, figshare, folders, pairs
-from data_prep.scan import CaseRef, Scan
+from data_prep.scan import CaseRef, LayoutError, Scan
 
 FORMATS = ("brats", "pairs", "folders", "figshare")
 _READERS = {"brats": brats, "pairs": pairs, "folders": folders, "figshare": figshare}
@@ -134,6 +134,36 @@ def discover(input_dir: str, fmt: str, options: ReaderOptions) -> tuple[list[Cas
         raise ValueError(f"input directory not found: {input_dir}")
     cases, problems = reader.discover(os.path.normpath(input_dir), options)
     return sorted(cases, key=lambda ref: ref.case_id), sorted(problems)
+
+
+def check_own_splits(refs: list, input_dir: str, val_fraction: float) -> bool:
+    """With --keep_splits, before any image is read: the dataset's own split folders must give
+    train and test (cases outside them are split by the fractions and may fill the rest). Returns
+    whether validation is to be drawn from the dataset's training patients (no validation
+    folder, as in the common Training/ + Testing/ layout). Raises LayoutError naming the fix."""
+    own = {ref.extra.get("split") for ref in refs} - {None}
+    free = [ref for ref in refs if not ref.extra.get("split")]
+    leave_out = "leave out --keep_splits to split the patients by --train_fraction and --val_fraction"
+    if not own:
+        tops = sorted({ref.case_id.split("/")[0] for ref in refs if "/" in ref.case_id})
+        raise LayoutError(f"--keep_splits: no top-level split folder (train/Training, val/valid/validation, "
+                          f"test/Testing, any case) under {input_dir}; folders there: {', '.join(tops) or 'none'}; "
+                          f"{leave_out}")
+    if free:
+        return False
+    missing = [name for name in ("train", "test") if name not in own]
+    if missing:
+        folder = {"train": "train/ or Training/", "test": "test/ or Testing/"}
+        raise LayoutError(f"--keep_splits: {input_dir} has no {' and no '.join(folder[m] for m in missing)} folder, "
+                          f"so that split would be empty; {leave_out}")
+    if "val" in own:
+        return False
+    train_patients = {ref.patient_id for ref in refs if ref.extra.get("split") == "train"}
+    if val_fraction <= 0 or len(train_patients) < 2:
+        raise LayoutError(f"--keep_splits: {input_dir} has no validation folder, and validation is drawn from "
+                          f"the dataset's training patients by --val_fraction, which needs --val_fraction > 0 and "
+                          f"at least 2 training patients (got {val_fraction} and {len(train_patients)})")
+    return True
 
 
 def load(ref: CaseRef, options: ReaderOptions) -> Scan:
