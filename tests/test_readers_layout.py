@@ -183,3 +183,55 @@ def test_keep_splits_without_validation_needs_a_val_fraction(tmp_path):
                            val_fraction=0.0)
     with pytest.raises(LayoutError, match=r"needs --val_fraction > 0"):
         convert(config, **QUIET)
+
+
+# --- split-named folders where patients are expected -----------------------------------------
+
+def write_split_pairs(root):
+    import SimpleITK as sitk
+
+    rng = np.random.default_rng(1)
+    for split in ("train", "validation", "test"):
+        for p in range(2):
+            folder = root / split / f"P{p}"
+            os.makedirs(folder)
+            image = rng.uniform(50, 100, (4, 8, 8)).astype(np.float32)
+            sitk.WriteImage(sitk.GetImageFromArray(image), str(folder / "scan_img.nii.gz"))
+            sitk.WriteImage(sitk.GetImageFromArray((image > 90).astype(np.uint8)), str(folder / "scan_seg.nii.gz"))
+
+
+def test_split_folders_read_as_patients_are_refused_with_both_fixes(tmp_path):
+    write_split_pairs(tmp_path / "in")
+    options = dict(image_glob="**/scan_img.nii.gz", mask_replace=("_img", "_seg"))
+    with pytest.raises(LayoutError) as err:
+        discover(str(tmp_path / "in"), "pairs", ReaderOptions(**options))
+    message = str(err.value)
+    assert "split folders test/ (2 scans), train/ (2 scans), validation/ (2 scans)" in message
+    assert "--keep_splits" in message and "--patient_level=2" in message
+    # both fixes work
+    kept, _ = discover(str(tmp_path / "in"), "pairs", ReaderOptions(**options, keep_splits=True))
+    assert {c.patient_id for c in kept} == {f"{s}/P{p}" for s in ("train", "val", "test") for p in range(2)}
+    level2, _ = discover(str(tmp_path / "in"), "pairs", ReaderOptions(**options, patient_level=2))
+    assert len({c.patient_id for c in level2}) == 6
+
+
+def test_split_folders_one_level_down_name_the_input_for_keep_splits(tmp_path):
+    write_split_pairs(tmp_path / "in" / "site")
+    with pytest.raises(LayoutError, match=r"site/train/.*--input=.*in/site --keep_splits.*--patient_level=3"):
+        discover(str(tmp_path / "in"), "pairs", ReaderOptions(image_glob="**/scan_img.nii.gz",
+                                                               mask_replace=("_img", "_seg"), patient_level=2))
+
+
+def test_split_folders_inside_or_around_class_folders_are_refused(tmp_path):
+    for split in ("train", "test"):
+        write_images(tmp_path / "inside" / "yes" / split, 2)
+        write_images(tmp_path / "inside" / "no" / split, 2, 50)
+        write_images(tmp_path / "around" / split / "yes", 2)
+        write_images(tmp_path / "around" / split / "no", 2, 50)
+    with pytest.raises(LayoutError, match=r"split folders no/test/ \(2 images\).*yes/train/ \(2 images\).*"
+                                          r"--keep_splits"):
+        discover(str(tmp_path / "inside"), "folders", ReaderOptions())
+    with pytest.raises(LayoutError, match=r"test/, train/ under .* are the dataset's split folders.*--keep_splits"):
+        discover(str(tmp_path / "around"), "folders", ReaderOptions())
+    cases, _ = discover(str(tmp_path / "around"), "folders", ReaderOptions(keep_splits=True))
+    assert len(cases) == 8

@@ -133,7 +133,39 @@ def discover(input_dir: str, fmt: str, options: ReaderOptions) -> tuple[list[Cas
     if not os.path.isdir(input_dir):
         raise ValueError(f"input directory not found: {input_dir}")
     cases, problems = reader.discover(os.path.normpath(input_dir), options)
+    if not options.keep_splits and fmt in ("pairs", "folders"):
+        _refuse_split_folders_as_patients(cases, input_dir, fmt, options)
     return sorted(cases, key=lambda ref: ref.case_id), sorted(problems)
+
+
+def _refuse_split_folders_as_patients(cases: list, input_dir: str, fmt: str, options) -> None:
+    """A dataset's train/validation/test folders where patients are expected (`train/P01/...`
+    read at --patient_level=1) would become three "patients", shuffled so that the dataset's train
+    folder may land in our test split. Refuse, with the two ways out."""
+    from data_prep.readers.common import SPLIT_FOLDERS
+
+    found: dict = {}
+    for ref in cases:
+        parts = ref.patient_id.split("/")
+        if parts[-1].lower() in SPLIT_FOLDERS and ref.patient_id != ref.case_id:
+            found[ref.patient_id] = found.get(ref.patient_id, 0) + 1
+    if not found:
+        return
+    named = ", ".join(f"{p}/ ({n} {'scans' if fmt == 'pairs' else 'images'})" for p, n in sorted(found.items()))
+    depth = len(next(iter(found)).split("/")) - 1
+    parent = os.path.join(input_dir, *next(iter(found)).split("/")[:-1])
+    keep = "--keep_splits" if depth == 0 else f"--input={parent} --keep_splits"
+    if fmt == "pairs":
+        fixes = (f"keep the dataset's split with {keep} (the folders below them are then the patients), or split "
+                 f"by patient with --patient_level={depth + 2} (the folders below them are the patients; the "
+                 "dataset's split is ignored)")
+        what = f"--patient_level={options.patient_level} makes"
+    else:
+        fixes = ("keep the dataset's split: put the class folders inside the split folders (train/yes/, test/no/) "
+                 "and pass --keep_splits; or split by patient: move the images out of the split folders")
+        what = "the subfolders of class folders make"
+    raise LayoutError(f"{what} the dataset's split folders {named} into patients, so its split would be shuffled "
+                      f"into ours; {fixes}")
 
 
 def check_own_splits(refs: list, input_dir: str, val_fraction: float) -> bool:

@@ -126,6 +126,12 @@ def _nothing_found(input_dir: str, files: list, class_label: dict, options) -> s
     """Why no image is usable: which folders there are, where class folders must sit, and where
     the listed ones were found when they sit deeper."""
     counts = _folder_counts(files, options.keep_splits)
+    splits = sorted(t for t in counts if t.lower() in common.SPLIT_FOLDERS)
+    if splits and not options.keep_splits:
+        return (f"{', '.join(t + '/' for t in splits)} under {input_dir} are the dataset's split folders, and "
+                "class folders are read directly under --input: keep the dataset's split with --keep_splits "
+                "(class folders inside each split folder), or split by patient: move the class folders out of the "
+                "split folders")
     found = ", ".join(f"{t}/ ({n})" for t, n in sorted(counts.items())) or "none (every image is directly in it)"
     where = f"directly under --input ({os.path.join(input_dir, next(iter(class_label)))}/)"
     if options.keep_splits:
