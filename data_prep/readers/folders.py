@@ -67,6 +67,7 @@ def discover(input_dir: str, options) -> tuple[list[CaseRef], list[tuple[str, st
     cases = []
     problems = [(os.path.join(input_dir, m), "mask without its image") for m in orphan_masks]
     masks = set(orphan_masks) | set(mask_of.values())
+    ids = common.case_ids([rel for rel in files if rel not in masks], lambda rel: os.path.splitext(rel)[0])
     for rel in files:
         if rel in masks:
             continue
@@ -78,9 +79,9 @@ def discover(input_dir: str, options) -> tuple[list[CaseRef], list[tuple[str, st
         paths = {"image": os.path.join(input_dir, rel)}
         if rel in mask_of:
             paths["mask"] = os.path.join(input_dir, mask_of[rel])
-        case_id = os.path.splitext(rel)[0]
+        case_id = ids[rel]
         in_class = top in class_label
-        patient = _patient_of(inner, os.path.splitext(inner)[0], in_class)
+        patient = _patient_of(inner, case_id[len(rel) - len(inner):], in_class)
         cases.append(CaseRef(case_id=case_id, patient_id=f"{split}/{patient}" if split else patient,
                              format="folders", paths=paths, label=class_label.get(top) if in_class else None,
                              extra={"split": split} if split else {}))
