@@ -23,8 +23,9 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from data_prep import ownership, preprocess, selection
-from data_prep.readers import FORMATS, ReaderOptions, check_for_format, discover
+from data_prep.readers import FORMATS, ReaderOptions, check_for_format, check_own_splits, discover
 from data_prep.report import FAILED_REPORT_NAME, REPORT_NAME, SHEET_NAME, write_report, write_sheet
+from data_prep.scan import LayoutError
 from data_prep.stage import Stage, results, signals_deferred, swap_into_place, terminate_as_interrupt
 from data_prep.writer import ShardedWriter, labelled_patients
 from ssagan_tf import io as durable
@@ -128,17 +129,26 @@ def convert(config: ConvertConfig, log=print) -> dict:
     """Convert a dataset; returns the manifest dict. Raises ValueError on bad settings, when no
     case converted, when a split would be empty or the disk is full (after writing the report)."""
     config.check()
-    refs, problems = discover(config.input_dir, config.format, config.reader)
+    cohort: dict = {}
+    try:
+        refs, problems = discover(config.input_dir, config.format, config.reader)
+    except LayoutError:
+        raise
+    except ValueError as err:     # nothing of the format under --input: the flags point elsewhere
+        raise LayoutError(str(err)) from None
     if not refs:
-        raise ValueError(f"--input: no usable {config.format} case found in {config.input_dir}"
-                         + "".join(f"\n  {p}: {why}" for p, why in problems))
+        raise LayoutError(f"--input: no usable {config.format} case found in {config.input_dir}"
+                          + "".join(f"\n  {p}: {why}" for p, why in problems))
+    if config.reader.keep_splits and check_own_splits(refs, config.input_dir, config.val_fraction):
+        cohort["val_from_train"] = True
+        log(f"--keep_splits: {config.input_dir} has no validation folder; validation takes "
+            f"--val_fraction={config.val_fraction} of the dataset's training patients")
     os.makedirs(config.output_dir, exist_ok=True)
     ownership.check_not_in_use(config.output_dir)
     for removed in ownership.clean_stale(config.output_dir):
         log(f"removed {removed}, left by an interrupted conversion")
     outcomes = [CaseOutcome(case_id=_relative(p, config.input_dir), patient_id="", paths={"": p},
                             error=f"{p}: {why}") for p, why in problems]
-    cohort: dict = {}
     stage = Stage(config.output_dir)
     restore = terminate_as_interrupt()
     try:
@@ -210,7 +220,13 @@ def _write_dataset(config, stage, outcomes, channels, normalisation, cohort) -> 
     contributing = [o for o in converted if keep[id(o)].any()]
     split_of = selection.assign_splits([o.patient_id for o in contributing],
                                        {o.patient_id: o.own_split for o in contributing if o.own_split},
-                                       links, config.train_fraction, config.val_fraction, config.seed)
+                                       links, config.train_fraction, config.val_fraction, config.seed,
+                                       val_from_train=cohort.get("val_from_train", False))
+    if cohort.get("val_from_train"):
+        drawn = sorted({o.patient_id for o in contributing if o.own_split == "train"
+                        and split_of.get(o.patient_id) == "val"})
+        cohort["own_splits"] = {"validation": f"drawn from the dataset's training patients (--val_fraction="
+                                              f"{config.val_fraction})", "val_patients": len(drawn)}
     for o in converted:
         o.split = split_of.get(o.patient_id, "")
         if not keep[id(o)].any():
@@ -308,7 +324,10 @@ def _check_splits(config, converted, cohort) -> None:
     if empty:
         n = len({o.patient_id for o in converted})
         hint = ""
-        if config.format == "pairs":
+        if config.format == "pairs" and config.reader.patient_level == 0:
+            hint = ("; with --patient_level=0 every scan is already its own patient, so the dataset holds too few "
+                    "scans (or too few that converted: see the rejected cases in the report)")
+        elif config.format == "pairs":
             hint = (f"; patients are the first --patient_level={config.reader.patient_level} folder(s) of each path "
                     "under --input, so scans in one folder are one patient: lower it (0: each scan its own "
                     "patient) only if the scans really are of different patients")
@@ -364,6 +383,7 @@ def _manifest(config, outcomes, counts, channels, normalisation, labelled, cohor
         "rejected": [{"case": o.case_id, "problem": o.error} for o in outcomes if o.error],
         "dropped": {r: sum(o.dropped.get(r, 0) for o in outcomes) for r in preprocess.DROP_REASONS},
         "duplicates": cohort.get("duplicates", {}),
+        "own_splits": cohort.get("own_splits", {}),
         "warnings": cohort.get("warnings", []),
         "anatomy": cohort.get("anatomy", {}),
         "settings": dataclasses.asdict(config),
