@@ -75,6 +75,11 @@ class ConvertConfig:
             raise ValueError(f"--min_brain_fraction must be in [0, 1), got {prep.min_brain_fraction}")
         if not 0.0 <= prep.min_brain_ratio <= 1.0:
             raise ValueError(f"--min_brain_ratio must be in [0, 1], got {prep.min_brain_ratio}")
+        if prep.brain_length_mm < 0:
+            raise ValueError(f"--brain_length_mm must be >= 0 (0: no bound), got {prep.brain_length_mm}")
+        if prep.field_of_view not in preprocess.FIELDS_OF_VIEW:
+            raise ValueError(f"--field_of_view must be one of {', '.join(preprocess.FIELDS_OF_VIEW)}, "
+                             f"got {prep.field_of_view!r}")
         if prep.min_tumor_pixels < 1 or prep.min_tumor_pixels > prep.image_size ** 2:
             raise ValueError(f"--min_tumor_pixels must be in [1, image_size^2 = {prep.image_size ** 2}], "
                              f"got {prep.min_tumor_pixels}")
@@ -181,6 +186,7 @@ def _read_cases(config, refs, stage, outcomes, log):
             outcome.dropped = dict(slices.dropped)
             outcome.slices = {"labels": slices.labels, "position": slices.position,
                               "area_ratio": slices.area_ratio, "hash": slices.pixel_hash,
+                              "outside_extent": slices.outside_extent,
                               "index": slices.slice_index, "has_mask": slices.has_mask}
             outcome.tumor, outcome.normal = slices.n_tumor, slices.n_normal
         outcome.error = error
@@ -274,27 +280,47 @@ def _duplicates(config, converted, keep, cohort) -> list:
 
 
 def _match_anatomy(config, converted, keep, cohort) -> None:
-    """The anatomy window of the tumor slices (selection.AnatomyWindow); with --match_anatomy,
-    normal slices outside it are dropped. The distributions go to the report either way."""
-    def gather(label):
-        chosen = [(o.slices["labels"] == label) & keep[id(o)] for o in converted]
-        position = np.concatenate([o.slices["position"][c] for o, c in zip(converted, chosen)])
-        area = np.concatenate([o.slices["area_ratio"][c] for o, c in zip(converted, chosen)])
-        return position, area
+    """With --match_anatomy, normal slices of 3-D cases are drawn to the tumor slices' anatomy:
+    those below the tumors' area-ratio floor (selection.AnatomyWindow) are dropped, and the rest
+    sampled per position bin in proportion to the tumors' position histogram (seeded). The
+    distributions and their Kolmogorov-Smirnov distance go to the report either way; a distance
+    still above selection.KS_WARNING after matching is a warning."""
+    def gather(label, what):
+        return np.concatenate([o.slices[what][(o.slices["labels"] == label) & keep[id(o)]] for o in converted])
 
-    tumor_pos, tumor_area = gather(1)
+    tumor_pos, tumor_area = gather(1, "position"), gather(1, "area_ratio")
     window = selection.anatomy_window(tumor_pos, tumor_area)
-    anatomy = {"tumor": _hists(tumor_pos, tumor_area), "normal_before": _hists(*gather(0)),
-               "window": dataclasses.asdict(window) if window else None}
+    outside = int(sum((o.slices["outside_extent"] & (o.slices["labels"] == 1) & keep[id(o)]).sum()
+                      for o in converted))
+    anatomy = {"tumor": _hists(tumor_pos, tumor_area), "normal_before": _hists(gather(0, "position"),
+                                                                               gather(0, "area_ratio")),
+               "window": dataclasses.asdict(window) if window else None, "tumor_outside_extent": outside,
+               "ks_before": selection.position_difference(tumor_pos, gather(0, "position"))}
     if config.match_anatomy and window is not None:
+        before = {id(o): keep[id(o)].copy() for o in converted}
         for o in converted:
             normal = (o.slices["labels"] == 0) & keep[id(o)]
-            out = normal & ~window.admits(o.slices["position"], o.slices["area_ratio"])
-            keep[id(o)] &= ~out
-            if out.any():
-                o.dropped["anatomy"] = int(out.sum())
-    anatomy["normal_after"] = _hists(*gather(0))
+            keep[id(o)] &= ~(normal & ~window.admits(o.slices["position"], o.slices["area_ratio"]))
+        where = [(o, j) for o in converted for j in np.flatnonzero((o.slices["labels"] == 0) & keep[id(o)])]
+        chosen = selection.match_positions(tumor_pos, np.array([o.slices["position"][j] for o, j in where], float),
+                                           config.seed)
+        for (o, j), kept in zip(where, chosen):
+            keep[id(o)][j] = kept
+        for o in converted:
+            dropped = int((before[id(o)] & ~keep[id(o)]).sum())
+            if dropped:
+                o.dropped["anatomy"] = dropped
+    anatomy["normal_after"] = _hists(gather(0, "position"), gather(0, "area_ratio"))
+    anatomy["ks_after"] = selection.position_difference(tumor_pos, gather(0, "position"))
+    anatomy["histogram_distance"] = selection.histogram_distance(anatomy["tumor"]["position"],
+                                                                 anatomy["normal_after"]["position"])
     cohort["anatomy"] = anatomy
+    cohort["warnings"] = []
+    if config.match_anatomy and window is not None and (anatomy["ks_after"] or 0.0) > selection.KS_WARNING:
+        cohort["warnings"].append(
+            f"the written normal slices' axial positions still differ from the tumor slices' (Kolmogorov-Smirnov "
+            f"statistic {anatomy['ks_after']:.2f} > {selection.KS_WARNING}): too few normal slices at the tumors' "
+            "levels; see the anatomy histograms in the report")
 
 
 def _hists(position, area) -> dict:
@@ -327,7 +353,8 @@ def _check_counts(config, counts, cohort) -> None:
     if empty:
         raise ValueError(f"split {', '.join(empty)} has patients but no slice was kept for it; see the dropped "
                          f"slices in {os.path.join(config.output_dir, REPORT_NAME)}")
-    cohort["warnings"] = [f"split {s} has no {d} slices" for s, c in counts.items() for d, n in c.items() if n == 0]
+    cohort["warnings"] = cohort.get("warnings", []) + [f"split {s} has no {d} slices" for s, c in counts.items()
+                                                       for d, n in c.items() if n == 0]
 
 
 def _sheet_choice(config, converted, keep) -> dict:

@@ -1,9 +1,11 @@
 """Cohort-level choices made once every case is read: exact duplicates, the patient split among
-the cases that converted, and the anatomical window normal slices are drawn from.
+the cases that converted, and the anatomy normal slices are drawn from.
 
     groups = duplicate_groups(hashes_by_case)          # [[(case, slice), ...], ...]
     split_of = assign_splits(patients, fixed, links, 0.7, 0.1, seed)
     window = anatomy_window(tumor_positions, tumor_area_ratios)
+    keep = match_positions(tumor_positions, normal_positions, seed)   # normals sampled to the tumors' histogram
+    if position_difference(tumor_positions, kept_positions) > KS_WARNING: warn
 """
 
 from __future__ import annotations
@@ -75,12 +77,18 @@ def _first_split(splits) -> str:
     return splits[0]
 
 
+POSITION_BINS = 10       # bins of the position histogram over [0, 1], matched and reported
+MATCH_TOLERANCE = 0.05   # histogram distance (total variation) the sampling may accept to keep more normals
+KS_WARNING = 0.15        # two-sample Kolmogorov-Smirnov statistic of the positions above which to warn
+
+
 @dataclass(frozen=True)
 class AnatomyWindow:
-    """Normal slices of 3-D cases are kept when their position in the head's axial extent lies in
-    [low, high] and their head area ratio is at least `min_area_ratio`: the 5th-95th percentiles
-    of the tumor slices' positions and the 5th percentile of their area ratios, over every
-    converted case, so that normal slices come from the levels where tumors are."""
+    """What the tumor slices of 3-D cases span, over every converted case: positions in the
+    brain's axial extent from `low` to `high` (5th-95th percentile, for the report) and head area
+    ratios from `min_area_ratio` up (5th percentile). A normal slice with a smaller area ratio
+    (the thin top or bottom of the head) is not admitted; positions are matched by
+    `match_positions`, as a distribution rather than a window."""
 
     low: float
     high: float
@@ -88,8 +96,7 @@ class AnatomyWindow:
     tumor_slices: int
 
     def admits(self, position: np.ndarray, area_ratio: np.ndarray) -> np.ndarray:
-        inside = (position >= self.low) & (position <= self.high) & (area_ratio >= self.min_area_ratio)
-        return np.isnan(position) | inside   # 2-D images have no axial position: left alone
+        return np.isnan(position) | (area_ratio >= self.min_area_ratio)   # 2-D images: left alone
 
 
 def anatomy_window(positions: np.ndarray, area_ratios: np.ndarray) -> AnatomyWindow | None:
@@ -102,7 +109,74 @@ def anatomy_window(positions: np.ndarray, area_ratios: np.ndarray) -> AnatomyWin
     return AnatomyWindow(float(low), float(high), float(np.percentile(area_ratios[finite], 5.0)), int(finite.sum()))
 
 
-def histogram(values: np.ndarray, bins: int = 10) -> list:
+def _bin_of(positions: np.ndarray, bins: int) -> np.ndarray:
+    return np.minimum((np.clip(positions, 0.0, 1.0) * bins).astype(int), bins - 1)
+
+
+def histogram_distance(counts_a, counts_b) -> float:
+    """Total-variation distance between two histograms (0 alike .. 1 disjoint)."""
+    a, b = np.asarray(counts_a, float), np.asarray(counts_b, float)
+    if a.sum() == 0 or b.sum() == 0:
+        return 1.0
+    return float(0.5 * np.abs(a / a.sum() - b / b.sum()).sum())
+
+
+def bin_quotas(tumor_counts, normal_counts, tolerance: float = MATCH_TOLERANCE) -> np.ndarray:
+    """How many normal slices to take from each position bin so that their histogram follows the
+    tumor slices' one: quota_b = min(available_b, round(s * p_b)) for tumor fractions p_b, at the
+    scale s giving the most slices whose histogram distance to the tumors' is within `tolerance`
+    of the least any scale reaches (bins without normal slices, or with few, keep it above 0)."""
+    tumor = np.asarray(tumor_counts, float)
+    normal = np.asarray(normal_counts, int)
+    usable = (tumor > 0) & (normal > 0)
+    if not usable.any():
+        return np.zeros(normal.shape, int)
+    share = tumor / tumor.sum()
+    # Every scale at which a bin's quota saturates, and a fine grid up to the last: the best is among them.
+    limits = normal[usable] / share[usable]
+    scales = np.unique(np.concatenate([limits, np.linspace(0.0, limits.max(), 400)[1:]]))
+    quotas = [np.minimum(normal, np.round(scale * share).astype(int)) for scale in scales]
+    quotas = [q for q in quotas if q.sum() > 0]
+    distances = np.array([histogram_distance(tumor, q) for q in quotas])
+    admissible = np.flatnonzero(distances <= distances.min() + tolerance)
+    return quotas[max(admissible, key=lambda i: quotas[i].sum())]
+
+
+def match_positions(tumor_positions: np.ndarray, normal_positions: np.ndarray, seed: int,
+                    bins: int = POSITION_BINS, tolerance: float = MATCH_TOLERANCE) -> np.ndarray:
+    """Which normal slices to keep (bool, aligned with `normal_positions`) so that their positions
+    follow the tumor slices' histogram (`bin_quotas`); within a bin the kept ones are a seeded
+    random choice. Slices without a position (NaN: 2-D images) are kept."""
+    keep = ~np.isfinite(normal_positions)
+    tumor = tumor_positions[np.isfinite(tumor_positions)]
+    finite = np.flatnonzero(np.isfinite(normal_positions))
+    if not tumor.size:
+        return np.ones(normal_positions.shape, bool)
+    if not finite.size:
+        return keep
+    normal_bin = _bin_of(normal_positions[finite], bins)
+    quotas = bin_quotas(np.bincount(_bin_of(tumor, bins), minlength=bins),
+                        np.bincount(normal_bin, minlength=bins), tolerance)
+    rng = np.random.default_rng(seed)
+    for b, quota in enumerate(quotas):
+        members = finite[normal_bin == b]
+        if quota:
+            keep[np.sort(rng.choice(members, size=quota, replace=False))] = True
+    return keep
+
+
+def position_difference(tumor_positions: np.ndarray, normal_positions: np.ndarray) -> float | None:
+    """The two-sample Kolmogorov-Smirnov statistic of the tumor and normal slices' positions (0
+    the same distribution .. 1 disjoint), or None when either has none."""
+    from scipy.stats import ks_2samp
+
+    tumor, normal = (p[np.isfinite(p)] for p in (tumor_positions, normal_positions))
+    if not tumor.size or not normal.size:
+        return None
+    return float(ks_2samp(tumor, normal).statistic)
+
+
+def histogram(values: np.ndarray, bins: int = POSITION_BINS) -> list:
     """Counts of finite values in `bins` equal bins over [0, 1] (positions and area ratios)."""
     values = values[np.isfinite(values)]
     return np.histogram(np.clip(values, 0.0, 1.0), bins=bins, range=(0.0, 1.0))[0].astype(int).tolist()
