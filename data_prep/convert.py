@@ -311,16 +311,22 @@ def _match_anatomy(config, converted, keep, cohort) -> None:
             if dropped:
                 o.dropped["anatomy"] = dropped
     anatomy["normal_after"] = _hists(gather(0, "position"), gather(0, "area_ratio"))
-    anatomy["ks_after"] = selection.position_difference(tumor_pos, gather(0, "position"))
+    anatomy["ks_after"], anatomy["ks_p_value"] = selection.position_test(tumor_pos, gather(0, "position"))
     anatomy["histogram_distance"] = selection.histogram_distance(anatomy["tumor"]["position"],
                                                                  anatomy["normal_after"]["position"])
     cohort["anatomy"] = anatomy
     cohort["warnings"] = []
-    if config.match_anatomy and window is not None and (anatomy["ks_after"] or 0.0) > selection.KS_WARNING:
+    if not (config.match_anatomy and window is not None):
+        return
+    if selection.positions_differ(anatomy["ks_after"], anatomy["ks_p_value"]):
         cohort["warnings"].append(
             f"the written normal slices' axial positions still differ from the tumor slices' (Kolmogorov-Smirnov "
-            f"statistic {anatomy['ks_after']:.2f} > {selection.KS_WARNING}): too few normal slices at the tumors' "
-            "levels; see the anatomy histograms in the report")
+            f"statistic {anatomy['ks_after']:.2f} > {selection.KS_WARNING}, p = {anatomy['ks_p_value']:.2g}): too "
+            "few normal slices at the tumors' levels; see the anatomy histograms in the report")
+    elif anatomy["ks_after"] is None and sum(anatomy["normal_before"]["position"]):
+        cohort["warnings"].append(
+            "no normal slice of a 3-D case lies at the tumor slices' levels, so --match_anatomy dropped all "
+            f"{sum(anatomy['normal_before']['position'])}; add tumor-free scans, or convert with --nomatch_anatomy")
 
 
 def _hists(position, area) -> dict:

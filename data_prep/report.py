@@ -66,7 +66,7 @@ def write_report(config, outcomes, manifest, cohort: dict, directory: str | None
 
 
 def _anatomy_lines(anatomy: dict, matched: bool) -> list:
-    from data_prep.selection import KS_WARNING, MATCH_TOLERANCE
+    from data_prep.selection import KS_P_VALUE, KS_WARNING, MATCH_TOLERANCE
 
     window = anatomy.get("window")
     lines = ["## Anatomy of the slices", "",
@@ -93,8 +93,9 @@ def _anatomy_lines(anatomy: dict, matched: bool) -> list:
     if anatomy.get("ks_after") is not None:
         before = anatomy.get("ks_before")
         lines += [f"Kolmogorov-Smirnov statistic of tumor against normal positions: "
-                  f"{'-' if before is None else f'{before:.2f}'} before matching, {anatomy['ks_after']:.2f} written (a warning above "
-                  f"{KS_WARNING}); histogram distance written {anatomy['histogram_distance']:.2f}.", ""]
+                  f"{'-' if before is None else f'{before:.2f}'} before matching, {anatomy['ks_after']:.2f} written "
+                  f"(p = {anatomy['ks_p_value']:.2g}; with --match_anatomy a warning above {KS_WARNING} when p < "
+                  f"{KS_P_VALUE}); histogram distance written {anatomy['histogram_distance']:.2f}.", ""]
     return lines
 
 

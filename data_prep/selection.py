@@ -79,7 +79,8 @@ def _first_split(splits) -> str:
 
 POSITION_BINS = 10       # bins of the position histogram over [0, 1], matched and reported
 MATCH_TOLERANCE = 0.05   # histogram distance (total variation) the sampling may accept to keep more normals
-KS_WARNING = 0.15        # two-sample Kolmogorov-Smirnov statistic of the positions above which to warn
+KS_WARNING = 0.15        # two-sample Kolmogorov-Smirnov statistic of the positions above which to warn,
+KS_P_VALUE = 0.05        # when its p-value is below this too (a few slices differ by chance alone)
 
 
 @dataclass(frozen=True)
@@ -165,15 +166,27 @@ def match_positions(tumor_positions: np.ndarray, normal_positions: np.ndarray, s
     return keep
 
 
-def position_difference(tumor_positions: np.ndarray, normal_positions: np.ndarray) -> float | None:
-    """The two-sample Kolmogorov-Smirnov statistic of the tumor and normal slices' positions (0
-    the same distribution .. 1 disjoint), or None when either has none."""
+def position_test(tumor_positions: np.ndarray, normal_positions: np.ndarray):
+    """(statistic, p-value) of the two-sample Kolmogorov-Smirnov test of the tumor and normal
+    slices' positions (statistic 0: the same distribution .. 1: disjoint), or (None, None) when
+    either has none."""
     from scipy.stats import ks_2samp
 
     tumor, normal = (p[np.isfinite(p)] for p in (tumor_positions, normal_positions))
     if not tumor.size or not normal.size:
-        return None
-    return float(ks_2samp(tumor, normal).statistic)
+        return None, None
+    result = ks_2samp(tumor, normal)
+    return float(result.statistic), float(result.pvalue)
+
+
+def position_difference(tumor_positions: np.ndarray, normal_positions: np.ndarray) -> float | None:
+    """The Kolmogorov-Smirnov statistic of `position_test`."""
+    return position_test(tumor_positions, normal_positions)[0]
+
+
+def positions_differ(statistic, p_value) -> bool:
+    """The warning's rule: a statistic above KS_WARNING with a p-value below KS_P_VALUE."""
+    return statistic is not None and statistic > KS_WARNING and p_value < KS_P_VALUE
 
 
 def histogram(values: np.ndarray, bins: int = POSITION_BINS) -> list:

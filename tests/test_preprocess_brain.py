@@ -138,3 +138,21 @@ def test_pad_reproduces_the_stored_field_of_view():
     square = np.pad(scaled, ((0, 0), (0, 0), (5, 5), (0, 0)), constant_values=-1.0)
     expected = np.stack([resize(s, (32, 32), order=1, anti_aliasing=True, preserve_range=True) for s in square])
     np.testing.assert_allclose(slices.images, np.clip(expected, -1.0, 1.0), atol=1e-5)
+
+
+def test_positions_lie_in_0_1_of_the_brain_extent_even_for_tumor_slices_beyond_it():
+    spacing = (2.0, 4.0, 4.0)
+    image, brain = synthetic_head(spacing)
+    mask = np.zeros(brain.shape, np.uint8)
+    mask[28:32, 20:30, 20:30] = 1      # z = 56-64 mm: in the neck, below the brain's extent (tumors stay)
+    mask[73:77, 20:30, 20:30] = 1      # z = 146-154 mm: in the brain
+    slices = preprocess.prepare(Scan(ref=CaseRef("head", "p", "test", {"image": "/data/head.nii.gz"}), image=image,
+                                     mask=mask, spacing=spacing, is_3d=True),
+                                preprocess.PrepOptions(image_size=64, min_tumor_pixels=5))
+    assert np.all((slices.position >= 0.0) & (slices.position <= 1.0))
+    tumor = slices.labels == 1
+    low = tumor & (slices.slice_index < 40)
+    assert low.sum() == 4 and np.all(slices.position[low] == 0.0) and slices.outside_extent[low].all()
+    high = tumor & (slices.slice_index >= 40)
+    assert high.sum() == 4 and np.all((slices.position[high] > 0.2) & (slices.position[high] < 0.6))
+    assert not slices.outside_extent[high].any() and not slices.outside_extent[slices.labels == 0].any()
