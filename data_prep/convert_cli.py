@@ -43,8 +43,8 @@ flags.DEFINE_bool("match_anatomy", True, "Draw normal slices of 3-D and stacked 
                   "largest head slice) is below the tumor slices' 5th percentile are dropped, and the rest are "
                   "sampled (seeded by --seed) per tenth of the brain's axial extent in proportion to the tumor "
                   "slices' positions. A warning (console and report) when the written normals' positions still "
-                  "differ from the tumors' by a Kolmogorov-Smirnov statistic above 0.15. The report shows both "
-                  "distributions.")
+                  "differ from the tumors' by a Kolmogorov-Smirnov statistic above 0.15 (p < 0.05). The report "
+                  "shows both distributions.")
 flags.DEFINE_enum("dedupe", "group", ["group", "drop", "off"], "Exact duplicate slices (same decoded pixels): "
                   "group keeps the patients sharing one in the same split, drop keeps only the first "
                   "occurrence, off only reports them.")

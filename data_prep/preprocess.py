@@ -97,18 +97,22 @@ def axial_extent(area: np.ndarray, min_ratio: float, window: np.ndarray | None =
 
 
 def below_vertex(area: np.ndarray, spacing_z: float, length_mm: float) -> np.ndarray:
-    """Slices at most `length_mm` below the vertex (the highest slice, Z running inferior to
-    superior, whose head area is VERTEX_AREA of the largest): the brain spans about 110-130 mm
-    from the vertex's inner table in adults, so slices farther down hold skull base, face, neck
-    and shoulders. Every slice when `length_mm` is 0, when the volume holds no head, or when the
-    head is cut at the top (the top slice has CUT_TOP_AREA of the largest head area: no vertex to
-    measure from)."""
+    """Slices at most `length_mm` below the vertex, Z running inferior to superior: the brain
+    spans about 110-130 mm from the vertex's inner table in adults, so slices farther down hold
+    skull base, face, neck and shoulders. The vertex is the highest slice whose head area is
+    VERTEX_AREA of the largest head slice within `length_mm` of the volume's top (shoulders below
+    cannot set it). Every slice when `length_mm` is 0, when the volume holds no head, or when the
+    head is cut at the top (the highest head slice has CUT_TOP_AREA of that largest area or more,
+    blank padding slices above it or not: there is no vertex to measure from)."""
     everything = np.ones(area.shape, bool)
-    largest = float(area.max()) if area.size else 0.0
-    if length_mm <= 0 or largest <= 0 or area[-1] >= CUT_TOP_AREA * largest:
+    if length_mm <= 0 or not area.size:
         return everything
-    vertex = int(np.flatnonzero(area >= VERTEX_AREA * largest)[-1])
-    depth_mm = (vertex - np.arange(area.size)) * float(spacing_z)
+    depth_from_top = (area.size - 1 - np.arange(area.size)) * float(spacing_z)
+    largest = float(area[depth_from_top <= length_mm].max())
+    headed = np.flatnonzero(area >= VERTEX_AREA * largest) if largest > 0 else []
+    if not len(headed) or area[headed[-1]] >= CUT_TOP_AREA * largest:
+        return everything
+    depth_mm = (headed[-1] - np.arange(area.size)) * float(spacing_z)
     return depth_mm <= length_mm
 
 

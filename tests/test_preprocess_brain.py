@@ -73,6 +73,10 @@ def test_below_vertex_measures_from_the_top_of_the_head_in_millimetres():
     assert preprocess.below_vertex(area, 2.0, 0.0).all()                  # 0: no bound
     cut = np.array([90, 95, 100, 100, 98, 90], float)                     # head cut at the top: no vertex
     assert preprocess.below_vertex(cut, 2.0, 4.0).all()
+    assert preprocess.below_vertex(np.append(cut, [0, 0]), 2.0, 4.0).all()   # blank padding above the cut
+    # shoulders twice the head's area far below do not hide the vertex
+    shoulders = np.array([200, 200, 60, 90, 100, 100, 98, 90, 70, 40, 10, 0], float)
+    assert np.flatnonzero(~preprocess.below_vertex(shoulders, 10.0, 60.0)).tolist() == [0, 1, 2, 3]
 
 
 def _head_width(image, threshold=-0.5):
