@@ -280,57 +280,14 @@ def _duplicates(config, converted, keep, cohort) -> list:
 
 
 def _match_anatomy(config, converted, keep, cohort) -> None:
-    """With --match_anatomy, normal slices of 3-D cases are drawn to the tumor slices' anatomy:
-    those below the tumors' area-ratio floor (selection.AnatomyWindow) are dropped, and the rest
-    sampled per position bin in proportion to the tumors' position histogram (seeded). The
-    distributions and their Kolmogorov-Smirnov distance go to the report either way; a distance
-    still above selection.KS_WARNING after matching is a warning."""
-    def gather(label, what):
-        return np.concatenate([o.slices[what][(o.slices["labels"] == label) & keep[id(o)]] for o in converted])
-
-    tumor_pos, tumor_area = gather(1, "position"), gather(1, "area_ratio")
-    window = selection.anatomy_window(tumor_pos, tumor_area)
-    outside = int(sum((o.slices["outside_extent"] & (o.slices["labels"] == 1) & keep[id(o)]).sum()
-                      for o in converted))
-    anatomy = {"tumor": _hists(tumor_pos, tumor_area), "normal_before": _hists(gather(0, "position"),
-                                                                               gather(0, "area_ratio")),
-               "window": dataclasses.asdict(window) if window else None, "tumor_outside_extent": outside,
-               "ks_before": selection.position_difference(tumor_pos, gather(0, "position"))}
-    if config.match_anatomy and window is not None:
-        before = {id(o): keep[id(o)].copy() for o in converted}
-        for o in converted:
-            normal = (o.slices["labels"] == 0) & keep[id(o)]
-            keep[id(o)] &= ~(normal & ~window.admits(o.slices["position"], o.slices["area_ratio"]))
-        where = [(o, j) for o in converted for j in np.flatnonzero((o.slices["labels"] == 0) & keep[id(o)])]
-        chosen = selection.match_positions(tumor_pos, np.array([o.slices["position"][j] for o, j in where], float),
-                                           config.seed)
-        for (o, j), kept in zip(where, chosen):
-            keep[id(o)][j] = kept
-        for o in converted:
-            dropped = int((before[id(o)] & ~keep[id(o)]).sum())
-            if dropped:
-                o.dropped["anatomy"] = dropped
-    anatomy["normal_after"] = _hists(gather(0, "position"), gather(0, "area_ratio"))
-    anatomy["ks_after"], anatomy["ks_p_value"] = selection.position_test(tumor_pos, gather(0, "position"))
-    anatomy["histogram_distance"] = selection.histogram_distance(anatomy["tumor"]["position"],
-                                                                 anatomy["normal_after"]["position"])
-    cohort["anatomy"] = anatomy
-    cohort["warnings"] = []
-    if not (config.match_anatomy and window is not None):
-        return
-    if selection.positions_differ(anatomy["ks_after"], anatomy["ks_p_value"]):
-        cohort["warnings"].append(
-            f"the written normal slices' axial positions still differ from the tumor slices' (Kolmogorov-Smirnov "
-            f"statistic {anatomy['ks_after']:.2f} > {selection.KS_WARNING}, p = {anatomy['ks_p_value']:.2g}): too "
-            "few normal slices at the tumors' levels; see the anatomy histograms in the report")
-    elif anatomy["ks_after"] is None and sum(anatomy["normal_before"]["position"]):
-        cohort["warnings"].append(
-            "no normal slice of a 3-D case lies at the tumor slices' levels, so --match_anatomy dropped all "
-            f"{sum(anatomy['normal_before']['position'])}; add tumor-free scans, or convert with --nomatch_anatomy")
-
-
-def _hists(position, area) -> dict:
-    return {"position": selection.histogram(position), "area": selection.histogram(area)}
+    """--match_anatomy over the converted cases (selection.match_anatomy): the normal slices it
+    drops are counted per case; the distributions and any warning go to the report."""
+    anatomy, dropped, warnings = selection.match_anatomy([o.slices for o in converted], [keep[id(o)] for o in converted],
+                                                         config.match_anatomy, config.seed)
+    for o, n in zip(converted, dropped):
+        if n:
+            o.dropped["anatomy"] = n
+    cohort["anatomy"], cohort["warnings"] = anatomy, warnings
 
 
 def _check_splits(config, converted, cohort) -> None:

@@ -4,12 +4,14 @@ the cases that converted, and the anatomy normal slices are drawn from.
     groups = duplicate_groups(hashes_by_case)          # [[(case, slice), ...], ...]
     split_of = assign_splits(patients, fixed, links, 0.7, 0.1, seed)
     window = anatomy_window(tumor_positions, tumor_area_ratios)
-    keep = match_positions(tumor_positions, normal_positions, seed)   # normals sampled to the tumors' histogram
-    if position_difference(tumor_positions, kept_positions) > KS_WARNING: warn
+    anatomy, dropped, warnings = match_anatomy(case_slices, keep, True, seed)
+        # normals sampled per position bin to the tumors' histogram (match_positions), a warning when
+        # their positions still differ (positions_differ)
 """
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import numpy as np
@@ -187,6 +189,55 @@ def position_difference(tumor_positions: np.ndarray, normal_positions: np.ndarra
 def positions_differ(statistic, p_value) -> bool:
     """The warning's rule: a statistic above KS_WARNING with a p-value below KS_P_VALUE."""
     return statistic is not None and statistic > KS_WARNING and p_value < KS_P_VALUE
+
+
+def match_anatomy(cases: list, keep: list, match: bool, seed: int):
+    """Normal slices of 3-D cases drawn to the tumor slices' anatomy. `cases`: per case its slice
+    arrays (`labels`, `position`, `area_ratio`, `outside_extent`); `keep`: per case the slices
+    still kept, updated in place. With `match`, normal slices below the tumors' area-ratio floor
+    (`AnatomyWindow`) are dropped and the rest sampled to the tumors' position histogram
+    (`match_positions`, seeded). Returns (the anatomy for report and manifest: histograms, window,
+    Kolmogorov-Smirnov statistics; per case the normal slices dropped; warnings)."""
+    def gather(label, what):
+        return np.concatenate([c[what][(c["labels"] == label) & k] for c, k in zip(cases, keep)])
+
+    tumor_pos, tumor_area = gather(1, "position"), gather(1, "area_ratio")
+    window = anatomy_window(tumor_pos, tumor_area)
+    anatomy = {"tumor": _histograms(tumor_pos, tumor_area),
+               "normal_before": _histograms(gather(0, "position"), gather(0, "area_ratio")),
+               "window": dataclasses.asdict(window) if window else None,
+               "tumor_outside_extent": int(sum((c["outside_extent"] & (c["labels"] == 1) & k).sum()
+                                               for c, k in zip(cases, keep))),
+               "ks_before": position_difference(tumor_pos, gather(0, "position"))}
+    dropped = [0] * len(cases)
+    if match and window is not None:
+        before = [k.copy() for k in keep]
+        for c, k in zip(cases, keep):
+            k &= ~((c["labels"] == 0) & k & ~window.admits(c["position"], c["area_ratio"]))
+        where = [(i, j) for i, (c, k) in enumerate(zip(cases, keep)) for j in np.flatnonzero((c["labels"] == 0) & k)]
+        chosen = match_positions(tumor_pos, np.array([cases[i]["position"][j] for i, j in where], float), seed)
+        for (i, j), kept in zip(where, chosen):
+            keep[i][j] = kept
+        dropped = [int((b & ~k).sum()) for b, k in zip(before, keep)]
+    anatomy["normal_after"] = _histograms(gather(0, "position"), gather(0, "area_ratio"))
+    anatomy["ks_after"], anatomy["ks_p_value"] = position_test(tumor_pos, gather(0, "position"))
+    anatomy["histogram_distance"] = histogram_distance(anatomy["tumor"]["position"],
+                                                       anatomy["normal_after"]["position"])
+    warnings = []
+    if match and window is not None and positions_differ(anatomy["ks_after"], anatomy["ks_p_value"]):
+        warnings.append(f"the written normal slices' axial positions still differ from the tumor slices' "
+                        f"(Kolmogorov-Smirnov statistic {anatomy['ks_after']:.2f} > {KS_WARNING}, p = "
+                        f"{anatomy['ks_p_value']:.2g}): too few normal slices at the tumors' levels; see the "
+                        "anatomy histograms in the report")
+    elif match and window is not None and anatomy["ks_after"] is None and sum(anatomy["normal_before"]["position"]):
+        warnings.append("no normal slice of a 3-D case lies at the tumor slices' levels, so --match_anatomy dropped "
+                        f"all {sum(anatomy['normal_before']['position'])}; add tumor-free scans, or convert with "
+                        "--nomatch_anatomy")
+    return anatomy, dropped, warnings
+
+
+def _histograms(position, area) -> dict:
+    return {"position": histogram(position), "area": histogram(area)}
 
 
 def histogram(values: np.ndarray, bins: int = POSITION_BINS) -> list:

@@ -8,7 +8,7 @@ import pytest
 import SimpleITK as sitk
 
 from data_prep import report, selection
-from data_prep.convert import CaseOutcome, ConvertConfig, _match_anatomy, convert
+from data_prep.convert import ConvertConfig, convert
 from data_prep.preprocess import PrepOptions
 from data_prep.readers import ReaderOptions
 
@@ -40,12 +40,10 @@ def test_match_positions_samples_normals_to_the_tumor_distribution_seeded():
     assert (keep != selection.match_positions(tumor, normal, seed=4)).any()
 
 
-def _outcome(name, labels, positions):
-    outcome = CaseOutcome(case_id=name, patient_id=name, paths={})
+def _case(labels, positions):
     labels = np.asarray(labels)
-    outcome.slices = {"labels": labels, "position": np.asarray(positions, float),
-                      "area_ratio": np.ones(labels.size), "outside_extent": np.zeros(labels.size, bool)}
-    return outcome
+    return {"labels": labels, "position": np.asarray(positions, float), "area_ratio": np.ones(labels.size),
+            "outside_extent": np.zeros(labels.size, bool)}
 
 
 @pytest.mark.parametrize("normals_at_tumor_levels, warned", [(150, False), (5, True)])
@@ -56,17 +54,16 @@ def test_a_difference_left_after_matching_is_a_warning_above_the_threshold(norma
     normal = np.concatenate([rng.uniform(0.0, 0.3, 200), rng.uniform(0.6, 0.9, normals_at_tumor_levels)])
     # the few at the tumors' levels sit in one bin (0.6-0.7), the tumors spread over three
     normal[200:] = np.minimum(normal[200:], 0.69) if warned else normal[200:]
-    converted = [_outcome("a", [1] * 200 + [0] * normal.size, np.concatenate([tumor, normal]))]
-    keep = {id(converted[0]): np.ones(200 + normal.size, bool)}
-    cohort = {}
-    config = ConvertConfig(input_dir=".", format="pairs", output_dir="out", seed=0)
-    _match_anatomy(config, converted, keep, cohort)
-    ks, p_value = cohort["anatomy"]["ks_after"], cohort["anatomy"]["ks_p_value"]
+    keep = [np.ones(200 + normal.size, bool)]
+    anatomy, dropped, warnings = selection.match_anatomy([_case([1] * 200 + [0] * normal.size,
+                                                                np.concatenate([tumor, normal]))], keep, True, 0)
+    ks, p_value = anatomy["ks_after"], anatomy["ks_p_value"]
     assert (ks > selection.KS_WARNING and p_value < selection.KS_P_VALUE) == warned
-    assert cohort["anatomy"]["ks_before"] > 0.5
-    assert len(cohort["warnings"]) == int(warned)
-    assert all("Kolmogorov-Smirnov statistic" in w for w in cohort["warnings"])
-    lines = "\n".join(report._anatomy_lines(cohort["anatomy"], True))
+    assert anatomy["ks_before"] > 0.5 and dropped == [normal.size - int(keep[0][200:].sum())]
+    assert keep[0][:200].all() and sum(anatomy["normal_after"]["position"]) == keep[0][200:].sum()
+    assert len(warnings) == int(warned)
+    assert all("Kolmogorov-Smirnov statistic" in w for w in warnings)
+    lines = "\n".join(report._anatomy_lines(anatomy, True))
     assert f"{ks:.2f} written (p = {p_value:.2g}; with --match_anatomy a warning above 0.15 when p < 0.05)" in lines
 
 

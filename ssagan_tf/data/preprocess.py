@@ -1,8 +1,12 @@
 """Slice preprocessing shared by the converter (`data_prep`) and augmentation's file inputs, so a
-slice augmented from a NIfTI volume or a PNG is prepared exactly as conversion prepares it: the
+slice augmented from a NIfTI volume or a PNG is prepared as conversion with `--field_of_view=pad`
+prepares it: the
 head found per volume (`head_mask`), per-channel percentile normalisation over it to [-1, 1]
-(`normalise_volume`), slices with little head dropped, and each slice padded or shrunk to the
-model's size (`fit_to_size`). Plain numpy, scipy and scikit-image; no TensorFlow.
+(`normalise_volume`), slices with little head dropped, and each slice brought to the model's
+frame (`frame_slices`: the converter's default `fit_field_of_view` scales the head's bounding box
+to a fixed fraction of the frame; `fit_to_size`, the `pad` field of view, pads or shrinks as
+stored). Augmentation's file inputs use `pad` (`volume_slices`). Plain numpy, scipy and
+scikit-image; no TensorFlow.
 """
 
 from __future__ import annotations
