@@ -75,6 +75,11 @@ class ConvertConfig:
             raise ValueError(f"--min_brain_fraction must be in [0, 1), got {prep.min_brain_fraction}")
         if not 0.0 <= prep.min_brain_ratio <= 1.0:
             raise ValueError(f"--min_brain_ratio must be in [0, 1], got {prep.min_brain_ratio}")
+        if prep.brain_length_mm < 0:
+            raise ValueError(f"--brain_length_mm must be >= 0 (0: no bound), got {prep.brain_length_mm}")
+        if prep.field_of_view not in preprocess.FIELDS_OF_VIEW:
+            raise ValueError(f"--field_of_view must be one of {', '.join(preprocess.FIELDS_OF_VIEW)}, "
+                             f"got {prep.field_of_view!r}")
         if prep.min_tumor_pixels < 1 or prep.min_tumor_pixels > prep.image_size ** 2:
             raise ValueError(f"--min_tumor_pixels must be in [1, image_size^2 = {prep.image_size ** 2}], "
                              f"got {prep.min_tumor_pixels}")
@@ -191,6 +196,7 @@ def _read_cases(config, refs, stage, outcomes, log):
             outcome.dropped = dict(slices.dropped)
             outcome.slices = {"labels": slices.labels, "position": slices.position,
                               "area_ratio": slices.area_ratio, "hash": slices.pixel_hash,
+                              "outside_extent": slices.outside_extent,
                               "index": slices.slice_index, "has_mask": slices.has_mask}
             outcome.tumor, outcome.normal = slices.n_tumor, slices.n_normal
         outcome.error = error
@@ -290,31 +296,14 @@ def _duplicates(config, converted, keep, cohort) -> list:
 
 
 def _match_anatomy(config, converted, keep, cohort) -> None:
-    """The anatomy window of the tumor slices (selection.AnatomyWindow); with --match_anatomy,
-    normal slices outside it are dropped. The distributions go to the report either way."""
-    def gather(label):
-        chosen = [(o.slices["labels"] == label) & keep[id(o)] for o in converted]
-        position = np.concatenate([o.slices["position"][c] for o, c in zip(converted, chosen)])
-        area = np.concatenate([o.slices["area_ratio"][c] for o, c in zip(converted, chosen)])
-        return position, area
-
-    tumor_pos, tumor_area = gather(1)
-    window = selection.anatomy_window(tumor_pos, tumor_area)
-    anatomy = {"tumor": _hists(tumor_pos, tumor_area), "normal_before": _hists(*gather(0)),
-               "window": dataclasses.asdict(window) if window else None}
-    if config.match_anatomy and window is not None:
-        for o in converted:
-            normal = (o.slices["labels"] == 0) & keep[id(o)]
-            out = normal & ~window.admits(o.slices["position"], o.slices["area_ratio"])
-            keep[id(o)] &= ~out
-            if out.any():
-                o.dropped["anatomy"] = int(out.sum())
-    anatomy["normal_after"] = _hists(*gather(0))
-    cohort["anatomy"] = anatomy
-
-
-def _hists(position, area) -> dict:
-    return {"position": selection.histogram(position), "area": selection.histogram(area)}
+    """--match_anatomy over the converted cases (selection.match_anatomy): the normal slices it
+    drops are counted per case; the distributions and any warning go to the report."""
+    anatomy, dropped, warnings = selection.match_anatomy([o.slices for o in converted], [keep[id(o)] for o in converted],
+                                                         config.match_anatomy, config.seed)
+    for o, n in zip(converted, dropped):
+        if n:
+            o.dropped["anatomy"] = n
+    cohort["anatomy"], cohort["warnings"] = anatomy, warnings
 
 
 def _check_splits(config, converted, cohort) -> None:
@@ -346,7 +335,8 @@ def _check_counts(config, counts, cohort) -> None:
     if empty:
         raise ValueError(f"split {', '.join(empty)} has patients but no slice was kept for it; see the dropped "
                          f"slices in {os.path.join(config.output_dir, REPORT_NAME)}")
-    cohort["warnings"] = [f"split {s} has no {d} slices" for s, c in counts.items() for d, n in c.items() if n == 0]
+    cohort["warnings"] = cohort.get("warnings", []) + [f"split {s} has no {d} slices" for s, c in counts.items()
+                                                       for d, n in c.items() if n == 0]
 
 
 def _sheet_choice(config, converted, keep) -> dict:
