@@ -12,10 +12,13 @@ from dataclasses import dataclass
 from ssagan_tf import export_layout
 from ssagan_tf.precision import PRECISIONS
 
-# The paper's four training arms: real only, real + classic augmentation, real + synthetic,
-# real + synthetic + classic.
-ARMS = ("none", "classic", "synthetic", "synthetic+classic")
+# The paper's four training arms (real only, real + classic augmentation, real + synthetic,
+# real + synthetic + classic) and the cheap baselines MixUp and CutMix, alone or after classic.
+PAPER_ARMS = ("none", "classic", "synthetic", "synthetic+classic")
+ARMS = PAPER_ARMS + ("mixup", "mixup+classic", "cutmix", "cutmix+classic")
 SYNTHETIC_ARMS = ("synthetic", "synthetic+classic")
+# Augmenters built in (ssagan_tf.evaluation.controls), named without a path in --augmenters.
+CONTROL_AUGMENTERS = ("copy_paste", "identity")
 # Synthetic:real ratios the paper tried (section IV); 1:1 was its best.
 ALLOWED_RATIOS = (0.5, 1.0, 2.0, 3.0)
 
