@@ -23,7 +23,9 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from ssagan_tf.data import folds
 from ssagan_tf.evaluation.augmenters import Translation
+from ssagan_tf.evaluation.config import CLASSIC_IMPLEMENTATIONS
 from ssagan_tf.synthetic import STREAMS, select_sources, synthetic_count
 
 # Classic augmentation ranges. The paper names the operations but not their ranges; these are
@@ -33,7 +35,6 @@ MAX_ROTATION_DEGREES = 15.0
 MAX_TRANSLATION = 0.1         # fraction of the side
 MIN_CROP_FRACTION = 0.85      # a random square crop of 85-100% of the side, resized back
 BACKGROUND = -1.0             # the converted slices' background value
-CLASSIC_IMPLEMENTATIONS = ("warp", "keras")
 MIXUP_ALPHA = 0.2             # Zhang et al. 2018's ImageNet value, Keras' default
 CUTMIX_FACTOR = 1.0           # Yun et al. 2019: the box area ratio drawn from Beta(1, 1), Keras' default
 MIXING = ("mixup", "cutmix")
@@ -182,14 +183,12 @@ def keep_tumor_cases(train: dict, fraction: float, seed: int = 0) -> tuple:
     slices) cases (at least one; cases drawn with `seed`). Normal slices all stay. Returns
     (arrays, sorted kept case ids)."""
     tumor = train["label"] == 1
-    cases = np.unique(train["case_id"][tumor])
-    if fraction >= 1.0 or len(cases) == 0:
-        return train, sorted(c.decode() if isinstance(c, bytes) else str(c) for c in cases)
-    count = max(1, int(round(fraction * len(cases))))
-    kept = np.random.default_rng(seed).permutation(cases)[:count]
-    keep = ~tumor | np.isin(train["case_id"], kept)
-    return ({k: v[keep] for k, v in train.items()},
-            sorted(c.decode() if isinstance(c, bytes) else str(c) for c in kept))
+    names = np.array([c.decode() if isinstance(c, bytes) else str(c) for c in train["case_id"]], dtype=object)
+    kept = folds.kept_tumor_cases(names[tumor], fraction, seed)
+    if fraction >= 1.0 or not kept:
+        return train, kept
+    keep = ~tumor | np.isin(names, kept)
+    return {k: v[keep] for k, v in train.items()}, kept
 
 
 def training_set(train: dict, arm: str, synthetic: tuple | None = None, ratio: float = 1.0,
