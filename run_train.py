@@ -111,6 +111,16 @@ flags.DEFINE_list("allow_changes", [], "On resume, the settings that may differ 
                   "names among " + ", ".join(RESUME_GUARDED) + "; data = the dataset's checksum). These may always "
                   "change: " + ", ".join(n for n in FREE_ON_RESUME if n not in ("fresh", "allow_changes",
                                                                                  "precision_reason")) + ".")
+flags.DEFINE_integer("folds", 0, "Patient-level cross-validation: train on fold --fold's training patients of K "
+                     "folds (the patients of all of --data_dir's splits pooled, as run_evaluate.py --folds=K deals "
+                     "them); their data are written once to --model_dir/fold_data, the fold's test patients never. "
+                     "0 = the dataset's own train split.")
+flags.DEFINE_integer("fold", 0, "With --folds: which fold's training patients to train on (0..K-1).")
+flags.DEFINE_integer("fold_seed", 0, "With --folds: the seed of the patients' fold assignment (the evaluation's "
+                     "--fold_seed must be the same).")
+flags.DEFINE_float("tumor_fraction", 1.0, "With --folds: the low-data regime; keep the tumor slices of only this "
+                   "fraction of the fold's training cases, the same ones run_evaluate.py --tumor_fraction keeps "
+                   "for the fold's classifiers. 1 = all.")
 flags.DEFINE_string("export_dir", None, "After training, export the generators for TF Serving here "
                     "(`ssagan_tf.export`, computing in float32); checked before training starts.")
 
@@ -125,11 +135,42 @@ SETTINGS = ("data_dir", "model_dir", "model", "image_size", "precision", "ngf", 
             "allow_changes")
 
 
+def fold_settings() -> dict:
+    """With --folds: the fold's cohort record and its training data folder (written here, once)."""
+    used = [name for name in ("fold", "fold_seed", "tumor_fraction") if FLAGS[name].present]
+    if not FLAGS.folds:
+        if used:
+            raise app.UsageError(f"--{', --'.join(used)} need --folds (cross-validation)")
+        return {}
+    if FLAGS.folds < 2:
+        raise app.UsageError(f"--folds={FLAGS.folds}: need at least 2 (or 0 for no cross-validation)")
+    if not 0.0 < FLAGS.tumor_fraction <= 1.0:
+        raise app.UsageError(f"--tumor_fraction={FLAGS.tumor_fraction}: must be in (0, 1]")
+    if not FLAGS.data_dir or not FLAGS.model_dir:
+        raise app.UsageError("--data_dir and --model_dir are required")
+    import os
+
+    from ssagan_tf.data import folds
+
+    try:
+        cohort = folds.cohort_record(FLAGS.data_dir, FLAGS.folds, FLAGS.fold, FLAGS.fold_seed, FLAGS.tumor_fraction)
+        data_dir = folds.write_fold_dataset(FLAGS.data_dir, os.path.join(FLAGS.model_dir, folds.FOLD_DATA_NAME),
+                                            cohort)
+    except (FileNotFoundError, ValueError) as err:
+        raise app.UsageError(str(err)) from err
+    print(f"Fold {FLAGS.fold} of {FLAGS.folds}: training on {len(cohort['train_patients'])} patients, validating on "
+          f"{len(cohort['val_patients'])}; its {len(cohort['test_patients'])} test patients are not in {data_dir}",
+          flush=True)
+    return {"data_dir": data_dir, "cohort": cohort}
+
+
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    settings = {name: FLAGS[name].value for name in SETTINGS}
+    settings.update(fold_settings())
     try:
-        config = build_run_config(**{name: FLAGS[name].value for name in SETTINGS})
+        config = build_run_config(**settings)
     except ConfigError as err:
         raise app.UsageError(str(err)) from err
     warning = unused_settings_warning(config.model, [name for name in SYSTEM_SPECIFIC if FLAGS[name].present])

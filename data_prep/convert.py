@@ -366,6 +366,8 @@ def _manifest(config, outcomes, counts, channels, normalisation, labelled, cohor
         "counts": counts,
         "cases": {s: sorted(o.case_id for o in converted if o.split == s) for s in schema.SPLITS},
         "patients": {s: sorted({o.patient_id for o in converted if o.split == s}) for s in schema.SPLITS},
+        # Which scan is whose: cross-validation folds patients, never scans (ssagan_tf.data.folds).
+        "case_patients": {o.case_id: o.patient_id for o in sorted(converted, key=lambda o: o.case_id)},
         "labelled_train_patients": sorted(labelled),
         "normalisation": {"method": "per-volume percentile clip over head voxels, scaled to [-1, 1]",
                           "percentiles": list(config.prep.percentiles), "background": -1.0,

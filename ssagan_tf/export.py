@@ -305,8 +305,11 @@ def export_models(model_dir: str, export_dir: str, model_name: str = DEFAULT_MOD
     path = newest_intact_checkpoint(model_dir, log)
     models, _, run_config = restore_models(model_dir, precision=precision, checkpoint=path)
     tau = run_tau(run_config) if tau is None else float(tau)
+    from ssagan_tf.data.folds import training_cohort
+
+    # The patients it saw: the evaluation refuses an augmenter that saw the patients it tests on.
     metadata = {"source_model_dir": os.path.abspath(model_dir), "step": restored_step(path),
-                "checkpoint": os.path.basename(path)}
+                "checkpoint": os.path.basename(path), "cohort": training_cohort(run_config)}
     return write_export(models, export_dir, model_name, tau, metadata, tolerance)
 
 

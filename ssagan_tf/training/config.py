@@ -105,6 +105,9 @@ class RunConfig:
     fresh: bool = False
     export_dir: str = ""               # after training, the chief exports the generators here; "" = no export
     allow_changes: tuple = ()          # settings (RESUME_GUARDED) a resume may change from the saved run
+    # The patients of a cross-validation fold's run (ssagan_tf.data.folds.cohort_record); {} = the
+    # whole train split of data_dir. Recorded here and in the export's export.json.
+    cohort: dict = field(default_factory=dict)
 
     def __post_init__(self):
         object.__setattr__(self, "d_mode", D_MODE_ALIASES.get(self.d_mode, self.d_mode))
