@@ -102,6 +102,10 @@ flags.DEFINE_integer("keep_checkpoints", 3, "Checkpoints kept on disk.")
 flags.DEFINE_integer("log_every", 50, "Console line and TensorBoard scalars every this many steps.")
 flags.DEFINE_integer("image_every", 500, "TensorBoard image grid and samples/step_*.png every this many steps.")
 flags.DEFINE_boolean("fresh", False, "Start over: delete this run's checkpoints, logs and samples in --model_dir.")
+flags.DEFINE_float("ema_decay", 0.0, "Not in the paper. > 0: keep an exponential moving average of the generators' "
+                   "and attention networks' weights (e.g. 0.999: about the last 1000 steps), checkpointed with the "
+                   "run; validation, samples, export and augmentation use it, the raw weights train "
+                   "(docs/training.md, 'Levers'). 0 = off.")
 flags.DEFINE_string("export_dir", None, "After training, export the generators for TF Serving here "
                     "(`ssagan_tf.export`).")
 
@@ -112,7 +116,7 @@ SETTINGS = ("data_dir", "model_dir", "model", "image_size", "precision", "ngf", 
             "decay_start_fraction", "gan_loss", "lambda_cycle", "lambda_identity", "lambda_mask", "mask_loss_type",
             "d_mode", "cycle_attention", "judge_dir", "attention_area", "lambda_attention_area", "attention_epochs",
             "tau", "pool_size", "flip", "strategy", "cpu_replicas", "jit_compile", "deterministic", "seed",
-            "checkpoint_every", "keep_checkpoints", "log_every", "image_every", "fresh", "export_dir")
+            "checkpoint_every", "keep_checkpoints", "log_every", "image_every", "fresh", "export_dir", "ema_decay")
 
 
 def main(argv):

@@ -297,11 +297,14 @@ def export_models(model_dir: str, export_dir: str, model_name: str = DEFAULT_MOD
     `<export_dir>/<model_name>`, computing in `precision` (fp32, bf16 or fp16; resolve `auto`
     with `ssagan_tf.precision.choose_precision` first); returns the version directory. `tau`
     defaults to the run's inference threshold, `tolerance` to the precision's."""
-    from ssagan_tf.training.checkpoints import restore_models
+    from ssagan_tf.training.checkpoints import latest_checkpoint, restore_models, uses_average
 
-    models, _, run_config = restore_models(model_dir, precision=precision)
+    path = latest_checkpoint(model_dir)
+    models, _, run_config = restore_models(model_dir, precision=precision, path=path)
     tau = run_tau(run_config) if tau is None else float(tau)
-    metadata = {"source_model_dir": os.path.abspath(model_dir), "step": restored_step(model_dir)}
+    # "average": the checkpoint's moving average of the weights (--ema_decay), else the raw weights.
+    metadata = {"source_model_dir": os.path.abspath(model_dir), "step": restored_step(model_dir),
+                "weights": "average" if path and uses_average(path) else "raw"}
     return write_export(models, export_dir, model_name, tau, metadata, tolerance)
 
 

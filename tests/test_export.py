@@ -333,3 +333,25 @@ def test_staging_folder_of_an_export_killed_with_sigkill_is_removed_by_the_next(
     assert len(staged) == 1 and export.version_numbers(str(base)) == []
     version_dir = export.export_models(run_dir, str(tmp_path))
     assert version_dir == str(base / "1") and not staged[0].exists()
+
+
+def test_export_of_a_run_with_a_weight_average_serves_the_averaged_weights(tmp_path):
+    """The export of a checkpoint holding a weight average (--ema_decay) translates exactly as the
+    networks with the averaged weights do, not as the raw ones, and says so in export.json."""
+    from ssagan_tf.training.averaging import CHECKPOINT_KEY, WeightAverage
+
+    cfg = ModelConfig(**TINY)
+    path = str(tmp_path / "run")
+    save_config(RunConfig(data_dir="unused", model_dir=path, model=cfg, tau=0.25, ema_decay=0.9), path)
+    raw = build_models(cfg)
+    averaged = build_models(cfg)              # other initial weights: the shadows start as these
+    average = WeightAverage(averaged, 0.9)
+    checkpoint = model_checkpoint(raw, step=tf.Variable(5, dtype=tf.int64), **{CHECKPOINT_KEY: average.trackable()})
+    tf.train.CheckpointManager(checkpoint, checkpoint_dir(path), max_to_keep=1).save()
+    version = export.export_models(path, str(tmp_path / "export"))
+    assert export.read_export_info(version)["weights"] == "average"
+    served = tf.saved_model.load(version).signatures["normal_to_tumor"](images=tf.constant(_batch()))
+    expected, _ = translate(averaged.normal_to_tumor, averaged.attention_normal, _batch(), tau=0.25)
+    not_expected, _ = translate(raw.normal_to_tumor, raw.attention_normal, _batch(), tau=0.25)
+    np.testing.assert_allclose(served["image"].numpy(), expected.numpy(), atol=1e-5)
+    assert np.abs(served["image"].numpy() - not_expected.numpy()).max() > 1e-3

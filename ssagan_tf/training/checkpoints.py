@@ -13,6 +13,7 @@ import os
 import tensorflow as tf
 
 from ssagan_tf.models import ModelConfig, SSAModels, build_models
+from ssagan_tf.training import averaging
 from ssagan_tf.training.config import load_config_dict
 
 CHECKPOINT_SUBDIR = "checkpoints"
@@ -29,9 +30,13 @@ def model_checkpoint(models: SSAModels, **extra) -> tf.train.Checkpoint:
 
 
 def training_checkpoint(models: SSAModels, gen_optimizer, disc_optimizer, step, epoch, pools_tumor,
-                        pools_normal) -> tf.train.Checkpoint:
+                        pools_normal, average=None) -> tf.train.Checkpoint:
+    """The whole training state; the weight average (`averaging.WeightAverage`, with `--ema_decay`)
+    only when there is one, so runs without it keep their checkpoint layout."""
+    extra = {averaging.CHECKPOINT_KEY: average.trackable()} if average is not None else {}
     return model_checkpoint(models, generator_optimizer=gen_optimizer, discriminator_optimizer=disc_optimizer,
-                            step=step, epoch=epoch, pools_tumor=list(pools_tumor), pools_normal=list(pools_normal))
+                            step=step, epoch=epoch, pools_tumor=list(pools_tumor), pools_normal=list(pools_normal),
+                            **extra)
 
 
 def latest_checkpoint(model_dir: str):
@@ -61,18 +66,21 @@ def check_format(path: str, need_discriminators: bool = True, need_pools: bool =
             "resume exactly; start over with --fresh")
 
 
-def restore_models(model_dir: str, precision: str = "fp32", discriminators: bool = False):
-    """Build the networks of the run in `model_dir` from its `config.json` and load the latest
-    checkpoint's weights. Returns ``(SSAModels, ModelConfig, run_config_dict)``; the run config
-    holds `tau`, the inference threshold. The models compute in `precision` whatever the run
-    trained in (variables are float32 in every precision). The discriminators keep their initial
-    weights unless `discriminators` (export and augmentation do not need them)."""
+def restore_models(model_dir: str, precision: str = "fp32", discriminators: bool = False, path: str | None = None,
+                   average: bool = True):
+    """Build the networks of the run in `model_dir` from its `config.json` and load the weights of
+    the checkpoint at `path` (default: the latest). Returns ``(SSAModels, ModelConfig,
+    run_config_dict)``; the run config holds `tau`, the inference threshold. The models compute in
+    `precision` whatever the run trained in (variables are float32 in every precision). The
+    discriminators keep their initial weights unless `discriminators` (export and augmentation do
+    not need them). When the checkpoint holds a weight average (`--ema_decay`) and `average`, the
+    generators and attention networks get the averaged weights (`uses_average` tells)."""
     run_config = load_config_dict(model_dir)
     if not isinstance(run_config.get("model"), dict):
         raise ValueError(f"{os.path.join(model_dir, 'config.json')}: no 'model' section; not the config.json of a "
                          "training run (run_train.py writes it)")
     cfg = ModelConfig.from_dict({**run_config["model"], "precision": precision})
-    path = latest_checkpoint(model_dir)
+    path = path or latest_checkpoint(model_dir)
     if path is None:
         raise FileNotFoundError(f"{checkpoint_dir(model_dir)}: no checkpoint; has this run saved one yet?")
     check_format(path, need_discriminators=discriminators)
@@ -81,4 +89,11 @@ def restore_models(model_dir: str, precision: str = "fp32", discriminators: bool
     if not discriminators:
         named = {k: v for k, v in named.items() if not k.startswith("disc_")}
     tf.train.Checkpoint(**named).restore(path).expect_partial().assert_existing_objects_matched()
+    if average and uses_average(path):
+        averaging.load_average_into(models, path)
     return models, cfg, run_config
+
+
+def uses_average(path: str) -> bool:
+    """Whether `restore_models` gives the checkpoint at `path` its averaged weights."""
+    return averaging.has_average(path)

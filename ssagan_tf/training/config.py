@@ -90,6 +90,7 @@ class RunConfig:
     image_every: int = 500
     fresh: bool = False
     export_dir: str = ""               # after training, the chief exports the generators here; "" = no export
+    ema_decay: float = 0.0             # > 0: average of the translation networks' weights (training.averaging)
 
     def __post_init__(self):
         object.__setattr__(self, "d_mode", D_MODE_ALIASES.get(self.d_mode, self.d_mode))
@@ -148,6 +149,7 @@ class RunConfig:
              f"batch_size {self.batch_size} is not divisible by cpu_replicas {self.cpu_replicas}")
         need(not (self.cpu_replicas and self.strategy == "one_device"),
              "cpu_replicas splits the CPU for a mirrored or multi_worker strategy; one_device uses one device")
+        need(0 <= self.ema_decay < 1, f"ema_decay must be in [0, 1) (0 = no average), got {self.ema_decay}")
         for name in ("checkpoint_every", "keep_checkpoints", "log_every", "image_every"):
             need(getattr(self, name) >= 1, f"{name} must be >= 1, got {getattr(self, name)}")
         return problems

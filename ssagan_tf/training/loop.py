@@ -26,8 +26,8 @@ import tensorflow as tf
 
 from ssagan_tf.data import integrity, pipeline
 from ssagan_tf.locking import DirectoryLock
-from ssagan_tf.models import ModelConfig
-from ssagan_tf.training import checkpoints, summaries
+from ssagan_tf.models import ModelConfig, build_models
+from ssagan_tf.training import averaging, checkpoints, summaries
 from ssagan_tf.training.actions import LogProgress, NonFiniteLossError, SaveCheckpoint, Throughput, WriteImages
 from ssagan_tf.training.config import ConfigError, RunConfig, load_config_dict, save_config
 from ssagan_tf.training.schedule import Schedule
@@ -194,8 +194,15 @@ def _restore(ckpt, state: TrainingState, path: str, log):
     saved_pools = sum(1 for name, _ in tf.train.list_variables(path)
                       if name.startswith("pools_tumor/") and "/images/" in name)
     status = ckpt.restore(path)
+    start_average = state.average is not None and not averaging.has_average(path)
+    if start_average:
+        # --ema_decay added to a run saved without it: the average starts from the restored weights.
+        status.expect_partial()
+        state.average.reset()
+        log("Note: the checkpoint holds no weight average; --ema_decay starts one from its weights")
     if saved_pools == len(state.pools_tumor):
-        status.assert_existing_objects_matched()
+        if not start_average:
+            status.assert_existing_objects_matched()
     else:
         # Resuming on another number of replicas: pools are per replica, so the extra ones
         # start empty (or the surplus saved ones are dropped); everything else must match.
@@ -214,8 +221,13 @@ def _run(config, schedule, strategy, chief, state, manager, result, log, stream)
     if chief:
         with pipeline.shard_errors_named(config.data_dir):
             grid_inputs = summaries.sample_batch(config.data_dir)
-        validation = Validation(config, schedule, state.models, board, result, log)
-        actions += [WriteImages(config, schedule, state.models, board, grid_inputs), validation]
+        # With --ema_decay, validation and the samples show the averaged weights (what export uses).
+        shown = state.models if state.average is None else build_models(config.model)
+        validation = Validation(config, schedule, shown, board, result, log)
+        shown_actions = [WriteImages(config, schedule, shown, board, grid_inputs), validation]
+        if state.average is not None:
+            shown_actions.insert(0, averaging.ShowAverage(state.average, shown, shown_actions))
+        actions += shown_actions
     actions.append(SaveCheckpoint(config, schedule, state, manager, start))
 
     if validation is not None and start == 0:
