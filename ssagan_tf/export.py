@@ -292,18 +292,20 @@ def _write_json(path: str, value: dict) -> None:
 
 
 def export_models(model_dir: str, export_dir: str, model_name: str = DEFAULT_MODEL_NAME, tau: float | None = None,
-                  tolerance: float | None = None, precision: str = "fp32") -> str:
-    """Export the latest checkpoint of the training run in `model_dir` as the next version of
+                  tolerance: float | None = None, precision: str = "fp32", checkpoint: str = "auto") -> str:
+    """Export a checkpoint of the training run in `model_dir` as the next version of
     `<export_dir>/<model_name>`, computing in `precision` (fp32, bf16 or fp16; resolve `auto`
-    with `ssagan_tf.precision.choose_precision` first); returns the version directory. `tau`
-    defaults to the run's inference threshold, `tolerance` to the precision's."""
-    from ssagan_tf.training.checkpoints import latest_checkpoint, restore_models, uses_average
+    with `ssagan_tf.precision.choose_precision` first); returns the version directory. `checkpoint`
+    is `latest`, `best` (the one `--select_best` kept) or `auto` (best when there is one, else
+    latest). `tau` defaults to the run's inference threshold, `tolerance` to the precision's."""
+    from ssagan_tf.training.checkpoints import chosen_checkpoint, latest_checkpoint, restore_models, uses_average
 
-    path = latest_checkpoint(model_dir)
+    path = chosen_checkpoint(model_dir, checkpoint)
     models, _, run_config = restore_models(model_dir, precision=precision, path=path)
     tau = run_tau(run_config) if tau is None else float(tau)
     # "average": the checkpoint's moving average of the weights (--ema_decay), else the raw weights.
-    metadata = {"source_model_dir": os.path.abspath(model_dir), "step": restored_step(model_dir),
+    metadata = {"source_model_dir": os.path.abspath(model_dir), "step": restored_step(model_dir, path),
+                "checkpoint": "latest" if path == latest_checkpoint(model_dir) else "best",
                 "weights": "average" if path and uses_average(path) else "raw"}
     return write_export(models, export_dir, model_name, tau, metadata, tolerance)
 
@@ -315,11 +317,12 @@ def run_tau(run_config: dict) -> float:
     return float(run_config["tau"])
 
 
-def restored_step(model_dir: str) -> int | None:
-    """The global step of the run's latest checkpoint (None when the checkpoint has none)."""
+def restored_step(model_dir: str, path: str | None = None) -> int | None:
+    """The global step of the checkpoint at `path` (default: the run's latest; None when the
+    checkpoint has none)."""
     from ssagan_tf.training.checkpoints import latest_checkpoint
 
-    path = latest_checkpoint(model_dir)
+    path = path or latest_checkpoint(model_dir)
     try:
         return int(tf.train.load_variable(path, "step/.ATTRIBUTES/VARIABLE_VALUE"))
     except (tf.errors.NotFoundError, ValueError, TypeError):
@@ -349,6 +352,9 @@ def define_flags(flag_values=None):
                       "this machine's hardware (bf16 on CPUs with AMX/AVX-512 BF16 and GPUs of capability >= 8.0, "
                       "fp16 on 7.x, else fp32): export on, or for, the kind of machine that will serve it.",
                       **define)
+    flags.DEFINE_enum("checkpoint", "auto", ["auto", "best", "latest"],
+                      "Which checkpoint to export: latest, best (the one --select_best kept in "
+                      "<model_dir>/selection/), or auto (best when the run kept one, else latest).", **define)
     flags.mark_flags_as_required(["model_dir", "export_dir"], **define)
     flags.register_validator("model_name", lambda v: bool(_MODEL_NAME_PATTERN.match(v or "")),
                              "--model_name: use letters, digits, '.', '_' or '-', starting with a letter or "
@@ -370,10 +376,12 @@ def _main(argv, flag_values):
     choice = choose_precision(flag_values.precision)
     print(choice.describe(), flush=True)
     version_dir = export_models(flag_values.model_dir, flag_values.export_dir, flag_values.model_name,
-                                tau=flag_values.tau, tolerance=flag_values.tolerance, precision=choice.precision)
+                                tau=flag_values.tau, tolerance=flag_values.tolerance, precision=choice.precision,
+                                checkpoint=flag_values.checkpoint)
     info = read_export_info(version_dir)
-    logging.info("Exported %s (tau %g, step %s, %s); max abs difference vs Keras %s", version_dir, info["tau"],
-                 info.get("step"), info["precision"], info["verification"]["max_abs_diff"])
+    logging.info("Exported %s (tau %g, step %s, %s checkpoint, %s weights, %s); max abs difference vs Keras %s",
+                 version_dir, info["tau"], info.get("step"), info["checkpoint"], info["weights"], info["precision"],
+                 info["verification"]["max_abs_diff"])
     print(version_dir)
 
 

@@ -718,3 +718,45 @@ def test_a_run_with_a_weight_average_validates_with_it(data_dir, tmp_path):
     assert result.val_dice[1] == pytest.approx(expected["dice"], abs=1e-6)
     assert not np.allclose(averaged.attention_tumor.weights[0].numpy(), raw.attention_tumor.weights[0].numpy())
     assert other is not None
+
+
+@pytest.fixture(scope="module")
+def tiny_judge(data_dir, tmp_path_factory):
+    from ssagan_tf.evaluation.judge import JudgeConfig, train_judge
+
+    judge_dir = str(tmp_path_factory.mktemp("judge"))
+    train_judge(JudgeConfig(data_dir=data_dir, output_dir=judge_dir, width=8, epochs=1, precision="fp32"),
+                log=lambda _: None)
+    return judge_dir
+
+
+def test_selection_and_a_validation_ended_warmup_end_to_end(data_dir, tiny_judge, tmp_path):
+    """--warmup_patience=1 with a min_delta no rise can pass ends the warm-up after epoch 1 (cap
+    3): the attention is frozen from then on and the checkpoint says so; --select_best scores
+    every epoch, keeps the best checkpoint, and export uses it."""
+    import os
+
+    from ssagan_tf import export
+    from ssagan_tf.training import selection
+
+    config = tiny_config(data_dir, tmp_path, epochs=3, attention_epochs=3, judge_dir=tiny_judge, select_best=True,
+                         warmup_patience=1, warmup_min_delta=1.0, keep_checkpoints=2, checkpoint_every=100)
+    stream = io.StringIO()
+    result = train(config, stream=stream)
+    assert result.step == 9
+    assert "the attention warm-up ends here" in stream.getvalue()
+    scores = selection.read_scores(str(tmp_path))
+    assert [r["epoch"] for r in scores["records"]] == [0, 1, 2, 3] and scores["warmup_ended_at_epoch"] == 1
+    assert tf.train.load_variable(result.checkpoint, "attention_end_epoch/.ATTRIBUTES/VARIABLE_VALUE") == 1
+    best = selection.best_record(scores["records"])
+    assert scores["best"]["step"] == best["checkpoint_step"]
+    kept = checkpoints.chosen_checkpoint(str(tmp_path), "best")
+    assert kept and os.path.isfile(kept + ".index")
+    assert int(tf.train.load_variable(kept, "step/.ATTRIBUTES/VARIABLE_VALUE")) == best["checkpoint_step"]
+    # The attention trained in epoch 0 (steps 1-3) only: steps 6 and 9 hold the same A_n, not the same G.
+    w = {s: model_weights(os.path.join(str(tmp_path), "checkpoints", f"ckpt-{s}"), config) for s in (6, 9)}
+    assert all(np.array_equal(a, b) for a, b in zip(w[6]["attention_normal"], w[9]["attention_normal"]))
+    assert not all(np.array_equal(a, b) for a, b in zip(w[6]["normal_to_tumor"], w[9]["normal_to_tumor"]))
+    version = export.export_models(str(tmp_path), str(tmp_path / "export"), checkpoint="best")
+    info = export.read_export_info(version)
+    assert info["checkpoint"] == "best" and info["step"] == best["checkpoint_step"]

@@ -30,10 +30,13 @@ def model_checkpoint(models: SSAModels, **extra) -> tf.train.Checkpoint:
 
 
 def training_checkpoint(models: SSAModels, gen_optimizer, disc_optimizer, step, epoch, pools_tumor,
-                        pools_normal, average=None) -> tf.train.Checkpoint:
+                        pools_normal, average=None, warmup_end=None) -> tf.train.Checkpoint:
     """The whole training state; the weight average (`averaging.WeightAverage`, with `--ema_decay`)
-    only when there is one, so runs without it keep their checkpoint layout."""
+    and the epoch the warm-up ends (with `--warmup_patience`) only when there are, so runs
+    without them keep their checkpoint layout."""
     extra = {averaging.CHECKPOINT_KEY: average.trackable()} if average is not None else {}
+    if warmup_end is not None:
+        extra["attention_end_epoch"] = warmup_end
     return model_checkpoint(models, generator_optimizer=gen_optimizer, discriminator_optimizer=disc_optimizer,
                             step=step, epoch=epoch, pools_tumor=list(pools_tumor), pools_normal=list(pools_normal),
                             **extra)
@@ -42,6 +45,23 @@ def training_checkpoint(models: SSAModels, gen_optimizer, disc_optimizer, step, 
 def latest_checkpoint(model_dir: str):
     """The newest checkpoint prefix under `model_dir`, or None."""
     return tf.train.latest_checkpoint(checkpoint_dir(model_dir))
+
+
+CHECKPOINT_CHOICES = ("auto", "best", "latest")
+
+
+def chosen_checkpoint(model_dir: str, which: str = "latest"):
+    """The checkpoint prefix export reads: `latest`, `best` (the one `--select_best` kept;
+    FileNotFoundError without one) or `auto` (best when the run kept one, else latest)."""
+    from ssagan_tf.training.selection import best_checkpoint, selection_dir
+
+    if which not in CHECKPOINT_CHOICES:
+        raise ValueError(f"checkpoint must be one of {CHECKPOINT_CHOICES}, got {which!r}")
+    best = best_checkpoint(model_dir) if which != "latest" else None
+    if which == "best" and best is None:
+        raise FileNotFoundError(f"{selection_dir(model_dir)}: no best checkpoint; train with --select_best and "
+                                "--judge_dir, or export --checkpoint=latest")
+    return best or latest_checkpoint(model_dir)
 
 
 class IncompatibleCheckpointError(ValueError):

@@ -27,7 +27,7 @@ import tensorflow as tf
 from ssagan_tf.data import integrity, pipeline
 from ssagan_tf.locking import DirectoryLock
 from ssagan_tf.models import ModelConfig, build_models
-from ssagan_tf.training import averaging, checkpoints, summaries
+from ssagan_tf.training import averaging, checkpoints, selection, summaries
 from ssagan_tf.training.actions import LogProgress, NonFiniteLossError, SaveCheckpoint, Throughput, WriteImages
 from ssagan_tf.training.config import ConfigError, RunConfig, load_config_dict, save_config
 from ssagan_tf.training.schedule import Schedule
@@ -36,7 +36,7 @@ from ssagan_tf.training.step import TrainStep
 from ssagan_tf.training.validation import Validation
 from ssagan_tf.training.strategy import cleanup_write_dir, is_chief, is_chief_process, make_strategy, write_dir
 
-OWNED_SUBDIRS = ("checkpoints", "logs", "samples")
+OWNED_SUBDIRS = ("checkpoints", "logs", "samples", selection.SELECTION_SUBDIR)
 LOCK_NAME = "train.lock"          # in model_dir; held while a trainer runs (ssagan_tf.locking)
 
 
@@ -194,14 +194,20 @@ def _restore(ckpt, state: TrainingState, path: str, log):
     saved_pools = sum(1 for name, _ in tf.train.list_variables(path)
                       if name.startswith("pools_tumor/") and "/images/" in name)
     status = ckpt.restore(path)
-    start_average = state.average is not None and not averaging.has_average(path)
-    if start_average:
-        # --ema_decay added to a run saved without it: the average starts from the restored weights.
-        status.expect_partial()
+    saved = {name.split("/")[0] for name, _ in tf.train.list_variables(path)}
+    # Levers added to a run saved without them: the average starts from the restored weights, the
+    # warm-up's end from the fixed schedule.
+    added = [name for name, part in ((averaging.CHECKPOINT_KEY, state.average),
+                                     ("attention_end_epoch", state.warmup_end)) if part is not None and name not in saved]
+    if averaging.CHECKPOINT_KEY in added:
         state.average.reset()
         log("Note: the checkpoint holds no weight average; --ema_decay starts one from its weights")
+    if "attention_end_epoch" in added:
+        log("Note: the checkpoint has no warm-up end; --warmup_patience starts from the fixed schedule")
     if saved_pools == len(state.pools_tumor):
-        if not start_average:
+        if added:
+            status.expect_partial()
+        else:
             status.assert_existing_objects_matched()
     else:
         # Resuming on another number of replicas: pools are per replica, so the extra ones
@@ -228,7 +234,11 @@ def _run(config, schedule, strategy, chief, state, manager, result, log, stream)
         if state.average is not None:
             shown_actions.insert(0, averaging.ShowAverage(state.average, shown, shown_actions))
         actions += shown_actions
+        if config.select_best or config.warmup_patience:
+            actions.append(selection.RecordValidation(config, schedule, result, log))
     actions.append(SaveCheckpoint(config, schedule, state, manager, start))
+    if chief and config.select_best:
+        actions.append(selection.KeepBest(config, schedule, checkpoints.checkpoint_dir(config.model_dir), log))
 
     if validation is not None and start == 0:
         validation(0)                                # the untrained baseline

@@ -41,6 +41,7 @@ class TrainingState:
     pools_tumor: list
     pools_normal: list
     average: WeightAverage | None = None      # with ema_decay > 0
+    warmup_end: tf.Variable | None = None     # with warmup_patience > 0: the epoch the warm-up ends
 
     @classmethod
     def build(cls, config, strategy, schedule: Schedule) -> "TrainingState":
@@ -56,10 +57,16 @@ class TrainingState:
             step = tf.Variable(0, dtype=tf.int64, trainable=False, name="step")
             epoch = tf.Variable(0, dtype=tf.int64, trainable=False, name="epoch")
             average = WeightAverage(models, config.ema_decay) if config.ema_decay > 0 else None
+            warmup_end = None
+            if config.warmup_patience and config.model.use_attention:
+                # Where --warmup_patience ended the warm-up, checkpointed (schedule.WarmupEnd).
+                warmup_end = tf.Variable(config.attention_epochs, dtype=tf.int64, trainable=False,
+                                         name="attention_end_epoch")
+                schedule.warmup_end.variable = warmup_end
         shape = (config.model.image_size, config.model.image_size, config.model.channels)
         pools_tumor = make_pools(strategy, config.pool_size, shape, config.seed, "pool_tumor")
         pools_normal = make_pools(strategy, config.pool_size, shape, config.seed + 1, "pool_normal")
-        return cls(models, gen_opt, disc_opt, step, epoch, pools_tumor, pools_normal, average)
+        return cls(models, gen_opt, disc_opt, step, epoch, pools_tumor, pools_normal, average, warmup_end)
 
     @property
     def optimizers(self) -> tuple:
@@ -68,4 +75,4 @@ class TrainingState:
     def checkpoint(self) -> tf.train.Checkpoint:
         return checkpoints.training_checkpoint(self.models, self.generator_optimizer, self.discriminator_optimizer,
                                                self.step, self.epoch, self.pools_tumor, self.pools_normal,
-                                               average=self.average)
+                                               average=self.average, warmup_end=self.warmup_end)
