@@ -16,9 +16,10 @@ REPORT_NAME = "conversion_report.md"
 SHEET_NAME = "conversion_sheet.png"
 FAILED_REPORT_NAME = "conversion_failed.md"   # a failed run's report beside an intact dataset
 _REASON_TEXT = {"slice_range": "outside --slice_range", "little_brain": "too little brain (--min_brain_fraction)",
-                "outside_brain_extent": "normal, outside the brain's axial extent (--min_brain_ratio)",
+                "outside_brain_extent": "normal, outside the brain's axial extent (--min_brain_ratio, "
+                                        "--brain_length_mm)",
                 "ambiguous": "ambiguous (some tumor below --min_tumor_pixels, or within --normal_margin)",
-                "anatomy": "normal, outside the tumor levels (--match_anatomy)",
+                "anatomy": "normal, not drawn to the tumors' levels (--match_anatomy)",
                 "duplicate": "exact duplicate of an earlier slice (--dedupe=drop)"}
 
 
@@ -30,7 +31,8 @@ def write_report(config, outcomes, manifest, cohort: dict, directory: str | None
     lines = ["# Conversion report", "", f"- input: `{config.input_dir}` (format `{config.format}`)",
              f"- output: `{config.output_dir}`", f"- image size {prep.image_size}, min tumor pixels "
              f"{prep.min_tumor_pixels}, normal margin {prep.normal_margin}, min brain fraction "
-             f"{prep.min_brain_fraction}, min brain ratio {prep.min_brain_ratio}", ""]
+             f"{prep.min_brain_fraction}, min brain ratio {prep.min_brain_ratio}, brain length "
+             f"{prep.brain_length_mm:g} mm below the vertex, field of view `{prep.field_of_view}`", ""]
     if manifest is None:
         kept = ("The dataset already in the output folder is unchanged (its own report is "
                 f"`{REPORT_NAME}`). " if name == FAILED_REPORT_NAME else "")
@@ -67,16 +69,22 @@ def write_report(config, outcomes, manifest, cohort: dict, directory: str | None
 
 
 def _anatomy_lines(anatomy: dict, matched: bool) -> list:
+    from data_prep.selection import KS_P_VALUE, KS_WARNING, MATCH_TOLERANCE
+
     window = anatomy.get("window")
     lines = ["## Anatomy of the slices", "",
-             "Position: place in the head's main axial extent (0 = its first slice, 1 = its last; the order "
-             "of the volume's slices); area: head area / the volume's largest head slice. Counts in ten "
-             "bins from 0 to 1 (3-D and stacked cases only).", ""]
+             "Position: place in the brain's axial extent, the slices normal ones may come from (0 = its first "
+             "slice, 1 = its last, in the volume's slice order; a tumor slice beyond either end counts at that "
+             "end); area: head area / the extent's largest head slice. Counts in ten bins from 0 to 1 (3-D and "
+             "stacked cases only).", ""]
     if window:
-        effect = "on: normal slices outside this window were dropped" if matched else "off: not applied"
+        effect = (f"on: normal slices below that area ratio were dropped and the rest drawn per position bin in "
+                  f"proportion to the tumor slices (histogram distance within {MATCH_TOLERANCE} of the least "
+                  f"reachable)" if matched else "off: not applied")
         lines += [f"Tumor slices lie at positions {window['low']:.2f}-{window['high']:.2f} (5th-95th "
                   f"percentile of {window['tumor_slices']}) with area ratio >= {window['min_area_ratio']:.2f} "
-                  f"(5th percentile). --match_anatomy {effect}.", ""]
+                  f"(5th percentile); {anatomy.get('tumor_outside_extent', 0)} of them lie beyond the brain's "
+                  f"extent. --match_anatomy {effect}.", ""]
     else:
         lines += ["Fewer than 5 tumor slices of 3-D cases: no anatomy window, nothing matched.", ""]
     lines += ["| slices | position histogram | area-ratio histogram |", "|---|---|---|"]
@@ -84,7 +92,14 @@ def _anatomy_lines(anatomy: dict, matched: bool) -> list:
                       ("normal, written", "normal_after")):
         if key in anatomy:
             lines.append(f"| {name} | {anatomy[key]['position']} | {anatomy[key]['area']} |")
-    return lines + [""]
+    lines.append("")
+    if anatomy.get("ks_after") is not None:
+        before = anatomy.get("ks_before")
+        lines += [f"Kolmogorov-Smirnov statistic of tumor against normal positions: "
+                  f"{'-' if before is None else f'{before:.2f}'} before matching, {anatomy['ks_after']:.2f} written "
+                  f"(p = {anatomy['ks_p_value']:.2g}; with --match_anatomy a warning above {KS_WARNING} when p < "
+                  f"{KS_P_VALUE}); histogram distance written {anatomy['histogram_distance']:.2f}.", ""]
+    return lines
 
 
 def write_sheet(path: str, panels: list) -> None:

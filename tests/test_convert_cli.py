@@ -25,11 +25,13 @@ def test_every_flag_lands_in_the_config(parse):
                    "--normal_margin=3", "--slice_range=10:", "--min_brain_fraction=0.2", "--percentiles=1,99",
                    "--train_fraction=0.5", "--val_fraction=0.2", "--labelled_fraction=0.25", "--seed=7",
                    "--num_shards=4", "--workers=1", "--strict", "--overwrite", "--nomatch_anatomy",
-                   "--dedupe=drop", "--keep_splits", "--min_brain_ratio=0.3")
+                   "--dedupe=drop", "--keep_splits", "--min_brain_ratio=0.3", "--brain_length_mm=100",
+                   "--field_of_view=pad")
     reader, prep = config.reader, config.prep
     assert reader.modalities == ("flair", "t1ce") and reader.image_glob == "*/*_img.nrrd"
     assert reader.modality_replace == (("t1ce", "_img", "_t1ce"),) and reader.keep_splits
     assert not config.match_anatomy and config.dedupe == "drop" and prep.min_brain_ratio == 0.3
+    assert prep.brain_length_mm == 100.0 and prep.field_of_view == "pad"
     assert reader.mask_replace == ("_img", "_seg") and reader.patient_level == 2
     assert reader.class_folders == (("tumor", 1), ("healthy", 0)) and reader.mask_suffix == "_seg"
     assert prep.image_size == 128 and prep.min_tumor_pixels == 5 and prep.normal_margin == 3
@@ -62,10 +64,17 @@ def test_slice_range_forms(parse):
     (("--assume_normal",), "--assume_normal"),
     (("--labelled_fraction=1.5",), "--labelled_fraction"),
     (("--num_shards=0",), "--num_shards"),
+    (("--brain_length_mm=-5",), "--brain_length_mm"),
 ])
 def test_bad_values_are_refused(parse, extra, message):
     with pytest.raises(ValueError, match=message):
         parse(*extra)
+
+
+def test_field_of_view_defaults_to_fit_and_refuses_other_values(parse):
+    assert parse().prep.field_of_view == "fit" and parse().prep.brain_length_mm == 120.0
+    with pytest.raises(flags.IllegalFlagValueError):
+        parse("--field_of_view=zoom")
 
 
 def test_default_modalities_follow_the_format(parse):
@@ -97,9 +106,12 @@ def test_help_lists_every_flag_and_exits_0():
     done = _help("data_prep.convert")
     assert done.returncode == 0, done.stderr
     for name in ("input", "format", "output_dir", "channel_names", "modalities", "stack_slices", "match_anatomy",
-                 "dedupe", "keep_splits", "modality_replace", "min_brain_ratio", "workers", "slice_range"):
+                 "dedupe", "keep_splits", "modality_replace", "min_brain_ratio", "workers", "slice_range",
+                 "brain_length_mm", "field_of_view"):
         assert f"--{name}:" in done.stdout or f"--[no]{name}:" in done.stdout, name
-    assert "5th-95th percentile" in done.stdout   # --match_anatomy says how it matches
+    text = " ".join(done.stdout.split())
+    assert "in proportion to the tumor slices' positions" in text   # --match_anatomy says how it matches
+    assert "0.9 of the frame" in text and "the earlier behaviour" in text   # --field_of_view
     phantom = _help("data_prep.phantom")
     assert phantom.returncode == 0 and "--cases" in phantom.stdout and "--seed" in phantom.stdout
 

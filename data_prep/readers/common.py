@@ -80,6 +80,17 @@ def strip_extension(name: str) -> str:
     return os.path.splitext(name)[0]
 
 
+def case_ids(paths, strip=None) -> dict:
+    """path -> case id: the path without its extension, or the whole path where two paths would
+    lose their extensions to one id (`yes/Y92.jpg` and `yes/Y92.png` are different images, and
+    must stay different cases and patients)."""
+    strip = strip or strip_extension
+    stems: dict = {}
+    for path in paths:
+        stems.setdefault(strip(path), []).append(path)
+    return {path: stem if len(group) == 1 else path for stem, group in stems.items() for path in group}
+
+
 def is_hidden(name: str) -> bool:
     """Dot files, including the macOS `._name` forks that ship inside the MSD archives."""
     return name.startswith(".")

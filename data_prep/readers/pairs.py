@@ -34,6 +34,9 @@ def discover(input_dir: str, options) -> tuple[list[CaseRef], list[tuple[str, st
     # A broad glob also matches the other modalities' files: they are channels, not scans.
     masks |= {hit.replace(old, new) for hit in hits for _, old, new in options.modality_replace if old in hit}
     cases, problems = [], []
+    # A DICOM folder's name is kept whole: its dots are not an extension.
+    ids = common.case_ids([hit for hit in hits if hit not in masks],
+                          lambda hit: hit if os.path.isdir(os.path.join(input_dir, hit)) else common.strip_extension(hit))
     for hit in hits:
         if hit in masks:
             continue
@@ -49,8 +52,7 @@ def discover(input_dir: str, options) -> tuple[list[CaseRef], list[tuple[str, st
         if problem:
             problems.append((image_path, problem))
             continue
-        # A DICOM folder's name is kept whole: its dots are not an extension.
-        case_id = hit if os.path.isdir(image_path) else common.strip_extension(hit)
+        case_id = ids[hit]
         split, inner = common.own_split(hit) if options.keep_splits else (None, hit)
         patient = _patient_of(inner, case_id, options.patient_level)
         cases.append(CaseRef(case_id=case_id, patient_id=f"{split}/{patient}" if split and patient != case_id
