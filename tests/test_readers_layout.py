@@ -107,14 +107,16 @@ def test_too_few_scans_at_patient_level_0_do_not_say_lower_it(tmp_path):
     import SimpleITK as sitk
 
     rng = np.random.default_rng(0)
+    data = tmp_path / "in"                   # the output lies beside the input, never inside it
+    data.mkdir()
     for i in range(2):
         image = np.zeros((6, 24, 24), np.float32)
         image[:, 4:20, 4:20] = rng.uniform(50, 100, (6, 16, 16))
         mask = np.zeros((6, 24, 24), np.uint8)
         mask[2:4, 8:14, 8:14] = 1
-        sitk.WriteImage(sitk.GetImageFromArray(image), str(tmp_path / f"s{i}_img.nii.gz"))
-        sitk.WriteImage(sitk.GetImageFromArray(mask), str(tmp_path / f"s{i}_seg.nii.gz"))
-    config = ConvertConfig(input_dir=str(tmp_path), format="pairs", output_dir=str(tmp_path / "out"), workers=1,
+        sitk.WriteImage(sitk.GetImageFromArray(image), str(data / f"s{i}_img.nii.gz"))
+        sitk.WriteImage(sitk.GetImageFromArray(mask), str(data / f"s{i}_seg.nii.gz"))
+    config = ConvertConfig(input_dir=str(data), format="pairs", output_dir=str(tmp_path / "out"), workers=1,
                            reader=ReaderOptions(image_glob="*_img.nii.gz", mask_replace=("_img", "_seg"),
                                                 patient_level=0),
                            prep=PrepOptions(image_size=24, min_tumor_pixels=1))
