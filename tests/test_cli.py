@@ -140,3 +140,64 @@ def test_tensorflow_start_up_chatter_is_quiet_and_real_errors_show(tmp_path, lev
         assert not [word for word in NOISE if word in out], out
     else:
         assert "Using MirroredStrategy with devices" in out and "oneDNN custom operations" in out, out
+
+
+SLEEP_PROBE = """
+import pathlib, sys, time
+from ssagan_tf import cli
+
+
+def main(argv):
+    pathlib.Path(sys.argv[1]).write_text("ready")
+    time.sleep(600)
+
+
+cli.run(main, "probe", argv=["probe"])
+"""
+
+
+def _wait_for(condition, proc, what, seconds=240):
+    import time
+
+    deadline = time.time() + seconds
+    while not condition():
+        assert proc.poll() is None, f"ended before {what}: {proc.communicate()[1][-3000:]}"
+        assert time.time() < deadline, f"no {what} after {seconds} s"
+        time.sleep(0.05)
+
+
+@pytest.mark.parametrize("name", ["SIGTERM", "SIGINT"])
+def test_sigterm_and_ctrl_c_end_a_command_with_one_line_and_exit_130(tmp_path, name):
+    """What every entry point shares (ssagan_tf.cli): SIGTERM ends as Ctrl-C does, never with -15."""
+    import signal
+
+    ready = tmp_path / "ready"
+    proc = subprocess.Popen([sys.executable, "-c", SLEEP_PROBE, str(ready)], cwd=REPO_ROOT, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    _wait_for(ready.exists, proc, "the probe started")
+    proc.send_signal(getattr(signal, name))
+    out, err = proc.communicate(timeout=HANG_TIMEOUT)
+    assert proc.returncode == 130 and err.strip().splitlines() == ["probe: interrupted"], (proc.returncode, err)
+
+
+def test_augmentation_stopped_with_sigterm_says_interrupted_and_exits_130(data_dir, tmp_path):
+    import signal
+
+    from ssagan_tf import export
+    from ssagan_tf.locking import is_held
+    from ssagan_tf.models import ModelConfig, build_models
+
+    models = build_models(ModelConfig(image_size=32, channels=1, ngf=8, ndf=8, n_res_blocks=1))
+    model = os.path.dirname(export.write_export(models, str(tmp_path / "export"), tau=0.1))
+    out = tmp_path / "aug"
+    proc = subprocess.Popen([sys.executable, "run_augment.py", f"--model={model}", f"--data_dir={data_dir}",
+                             f"--output_dir={out}", "--ratio=100", "--chunk_size=1", "--contact_rows=0",
+                             "--directions=normal_to_tumor"], cwd=REPO_ROOT, text=True, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"))
+    _wait_for(lambda: len(list((out / ".augment" / "chunks").glob("*.json"))) >= 2, proc, "two committed chunks")
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=HANG_TIMEOUT)
+    assert proc.returncode == 130 and "Traceback" not in err, (proc.returncode, err[-3000:])
+    assert _our_lines(err, "run_augment.py") == ["run_augment.py: interrupted"], err[-3000:]
+    lock = out / ".augment.lock"
+    assert not (out / "manifest.csv").exists() and lock.exists() and not is_held(str(lock))

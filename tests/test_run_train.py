@@ -36,6 +36,8 @@ def probe(args):
     (["--batch_size=0", "--tau=2", "--data_dir={data}", "--model_dir={run}"], 2,  # by RunConfig, both named
      "batch_size must be >= 1, got 0; tau must be in [0, 1), got 2.0"),
     (["--data_dir={run}", "--model_dir={run}"], 2, "no manifest"),
+    (["--lambda_cycle=inf", "--data_dir={data}", "--model_dir={run}"], 2, "lambda_cycle must be finite, got inf"),
+    (["--allow_changes=ngf", "--data_dir={data}", "--model_dir={run}"], 2, "allow_changes: 'ngf' cannot be named"),
 ])
 def test_help_and_bad_flags_do_not_import_tensorflow(tiny_dataset, tmp_path, args, code, expected):
     args = [a.format(data=tiny_dataset, run=tmp_path / "run") for a in args]
@@ -79,3 +81,43 @@ def test_fold_flags_need_folds_and_are_refused_before_tensorflow(tiny_dataset, t
     assert result == {"code": 2, "tensorflow": False} and "--fold need --folds" in out
     result, out = probe([f"--data_dir={tiny_dataset}", f"--model_dir={tmp_path / 'run'}", "--folds=1"])
     assert result["code"] == 2 and "--folds=1: need at least 2" in out
+
+
+@pytest.mark.parametrize("text, problem", [
+    ("{not json", r"not valid JSON \(Expecting property name"),
+    ("[1, 2]", "holds a JSON list, not an object"),
+    ('{"model": {}}', "missing data_dir, model_dir, tau, model.system"),
+    (None, r"wrong types: tau is \"0.1\" \(wants float\), model.ngf is 8.5 \(wants int\)"),
+    (None, "lambda_cycle must be finite, got inf"),
+])
+def test_a_corrupt_or_foreign_config_json_is_named_with_its_problem(tiny_dataset, tmp_path, text, problem):
+    from ssagan_tf.training.config import RunConfigFileError, load_config_dict, save_config
+
+    config = build_run_config(data_dir=tiny_dataset, model_dir=str(tmp_path), precision="fp32", ngf=8)
+    path = save_config(config, str(tmp_path))
+    assert load_config_dict(str(tmp_path))["model"]["ngf"] == 8
+    if text is None:
+        values = json.loads(open(path).read())
+        if "wrong types" in problem:
+            values["tau"], values["model"]["ngf"] = "0.1", 8.5
+        else:
+            values["lambda_cycle"] = float("inf")         # json writes Infinity
+        text = json.dumps(values)
+    with open(path, "w") as f:
+        f.write(text)
+    with pytest.raises(RunConfigFileError, match=problem) as error:
+        load_config_dict(str(tmp_path))
+    assert str(error.value).startswith(path + ": ") and "\n" not in str(error.value)
+
+
+def test_an_export_dir_that_cannot_be_written_is_refused_before_training(tiny_dataset, tmp_path):
+    (tmp_path / "a_file").write_text("mine")
+    for export_dir, problem in ((tmp_path / "a_file", "is a file, not a folder"),
+                                (tmp_path / "a_file" / "below", "a_file is a file, not a folder")):
+        config = build_run_config(data_dir=tiny_dataset, model_dir=str(tmp_path / "run"), precision="fp32",
+                                  export_dir=str(export_dir))
+        with pytest.raises(ConfigError, match=f"--export_dir {export_dir}: .*{problem}.*before training"):
+            config.check_inputs()
+    assert (tmp_path / "a_file").read_text() == "mine" and not (tmp_path / "run").exists()
+    build_run_config(data_dir=tiny_dataset, model_dir=str(tmp_path / "run"), precision="fp32",
+                     export_dir=str(tmp_path / "new" / "export")).check_inputs()      # to be created: fine

@@ -1,5 +1,5 @@
 """run_train.py as users run it, in subprocesses: flag checking, a --flagfile run killed with
-SIGKILL and rerun, two CPU replicas against one device, --precision, --jit_compile and
+SIGKILL and rerun, one stopped with SIGTERM and rerun, two CPU replicas against one device, --precision, --jit_compile and
 multi_worker with two local processes. The runs pin fp32 (what earlier results were computed in)
 unless a test is about another precision."""
 
@@ -140,6 +140,43 @@ def test_flagfile_run_killed_and_rerun_finishes(data_dir, tmp_path):
         image_size=32, channels=1, ngf=8, ndf=8, n_res_blocks=1), batch_size=2, epochs=4, attention_epochs=4,
         pool_size=2, flip=False, log_every=100, image_every=100, checkpoint_every=12), stream=io.StringIO())
     resumed, straight = model_variables(str(model_dir)), model_variables(str(uninterrupted))
+    assert sorted(resumed) == sorted(straight)
+    different = [name for name in straight if not np.array_equal(resumed[name], straight[name])]
+    assert not different, different[:5]
+
+
+def test_sigterm_saves_the_last_step_exits_130_and_the_rerun_matches_an_uninterrupted_run(data_dir, tmp_path):
+    """SIGTERM (a scheduler, `kill`, `docker stop`) mid-run: a checkpoint of the last finished step
+    (checkpoint_every is far away), one line saying so, `interrupted`, exit 130; the rerun ends
+    bit-identical to a --deterministic run never stopped."""
+    flags = [f"--data_dir={data_dir}", *TINY, "--epochs=2", "--attention_epochs=2", "--checkpoint_every=100",
+             "--image_every=100", "--noflip", "--deterministic"]
+    model_dir = tmp_path / "run"
+    with open(tmp_path / "stderr", "w") as stderr:
+        proc = subprocess.Popen(command(*flags, f"--model_dir={model_dir}"), cwd=REPO_ROOT, env=environment(),
+                                stdout=subprocess.PIPE, stderr=stderr, text=True, bufsize=1)
+        lines = []
+        for line in proc.stdout:
+            lines.append(line)
+            if line.startswith("step 1/"):
+                proc.send_signal(signal.SIGTERM)
+                break
+        lines += proc.stdout.readlines()
+        proc.wait(timeout=HANG_TIMEOUT)
+    out, err = "".join(lines), (tmp_path / "stderr").read_text()
+    assert proc.returncode == 130, (proc.returncode, out[-2000:], err[-2000:])
+    assert err.strip().splitlines()[-1] == "run_train.py: interrupted" and "Traceback" not in err, err[-2000:]
+    said = re.search(r"^SIGTERM after step (\d+): checkpoint (\S+) holds it; run the same command again", out, re.M)
+    assert said, out
+    stopped = int(said.group(1))
+    assert 1 <= stopped < 6 and said.group(2).endswith(f"ckpt-{stopped}")
+    assert int(load(str(model_dir), "step/.ATTRIBUTES/VARIABLE_VALUE")) == stopped
+
+    code, out = run(*flags, f"--model_dir={model_dir}")
+    assert code == 0 and f"Resuming from step {stopped}" in out and "Done at step 6" in out, out
+    code, out = run(*flags, f"--model_dir={tmp_path / 'straight'}")
+    assert code == 0, out
+    resumed, straight = model_variables(str(model_dir)), model_variables(str(tmp_path / "straight"))
     assert sorted(resumed) == sorted(straight)
     different = [name for name in straight if not np.array_equal(resumed[name], straight[name])]
     assert not different, different[:5]

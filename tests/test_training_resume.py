@@ -74,7 +74,7 @@ def data_file(run_dir, number):
     return next((run_dir / "checkpoints").glob(f"ckpt-{number}.data-*"))
 
 
-@pytest.mark.parametrize("state", ["missing", "garbage"])
+@pytest.mark.parametrize("state", ["missing", "garbage", "binary"])
 def test_a_missing_or_garbage_state_file_resumes_from_the_newest_checkpoint(data_dir, three_checkpoints, tmp_path,
                                                                              state):
     """TensorFlow alone would restart at step 0 here, over ckpt-1..3; the run continues from
@@ -83,9 +83,12 @@ def test_a_missing_or_garbage_state_file_resumes_from_the_newest_checkpoint(data
     state_file = run_dir / "checkpoints" / "checkpoint"
     if state == "missing":
         state_file.unlink()
-    else:
-        state_file.write_bytes(b"\x00\xffnot a checkpoint state {{{")
-    assert tf.train.latest_checkpoint(str(run_dir / "checkpoints")) is None
+    elif state == "garbage":                             # TensorFlow: "Checkpoint ignored"
+        state_file.write_text("model_checkpoint_path: {{{ not a state\n")
+    else:                                                # TensorFlow: UnicodeDecodeError
+        state_file.write_bytes(b"\x00\xff\xfe garbage")
+    if state != "binary":
+        assert tf.train.latest_checkpoint(str(run_dir / "checkpoints")) is None
     before = {k: v for k, v in contents(run_dir / "checkpoints").items() if k.startswith("ckpt-")}
     result, _ = run(tiny_config(data_dir, run_dir, max_steps=4, keep_checkpoints=3))
     assert result.resumed_from == 3 and result.step == 4

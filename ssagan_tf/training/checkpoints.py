@@ -139,17 +139,28 @@ def highest_checkpoint_number(model_dir: str) -> int:
 
 def record_resume_point(model_dir: str, prefix: str) -> None:
     """Make TensorFlow's state file name `prefix` as the latest and every readable checkpoint up to
-    it as kept, so that `tf.train.CheckpointManager` continues from there and rotates the old ones
-    as usual (with a missing or garbage state file it would know none of them and keep them all
-    forever). Unreadable ones stay out of the list and on disk."""
+    it as kept (with their file times), so that `tf.train.CheckpointManager` continues from there
+    and rotates the old ones as usual (with a missing or garbage state file it would know none of
+    them and keep them all forever). Unreadable ones stay out of the list and on disk."""
+    # The manager's own writer: the public v1 `update_checkpoint_state` writes no timestamps, and
+    # the manager keeps forever the checkpoints listed without one.
+    from tensorflow.python.checkpoint import checkpoint_management
+
     number = int(prefix.rsplit("-", 1)[1])
-    kept = [c.name for c in list_checkpoints(model_dir) if c.number < number and checkpoint_problem(c.prefix) is None]
-    state = tf.train.get_checkpoint_state(checkpoint_dir(model_dir))
-    listed = [os.path.basename(p) for p in state.all_model_checkpoint_paths] if state else None
-    wanted = kept + [os.path.basename(prefix)]
-    if state and os.path.basename(state.model_checkpoint_path) == wanted[-1] and listed == wanted:
+    kept = [c for c in list_checkpoints(model_dir) if c.number < number and checkpoint_problem(c.prefix) is None]
+    wanted = [c.name for c in kept] + [os.path.basename(prefix)]
+    try:
+        state = tf.train.get_checkpoint_state(checkpoint_dir(model_dir))
+    except Exception:  # noqa: BLE001 - binary garbage raises UnicodeDecodeError; rewritten below
+        state = None
+    if state and [os.path.basename(p) for p in state.all_model_checkpoint_paths] == wanted \
+            and os.path.basename(state.model_checkpoint_path) == wanted[-1] \
+            and len(state.all_model_checkpoint_timestamps) == len(wanted):
         return
-    tf.compat.v1.train.update_checkpoint_state(checkpoint_dir(model_dir), wanted[-1], all_model_checkpoint_paths=wanted)
+    times = [os.path.getmtime(prefix + ".index") for prefix in [c.prefix for c in kept] + [prefix]]
+    checkpoint_management.update_checkpoint_state_internal(
+        checkpoint_dir(model_dir), wanted[-1], all_model_checkpoint_paths=wanted, save_relative_paths=True,
+        all_model_checkpoint_timestamps=times, last_preserved_timestamp=min(times) - 1)
 
 
 def _to_stderr(message: str) -> None:
