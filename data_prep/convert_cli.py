@@ -45,9 +45,10 @@ flags.DEFINE_bool("match_anatomy", True, "Draw normal slices of 3-D and stacked 
                   "head's axial extent (0 first slice, 1 last) is within the 5th-95th percentile of the tumor "
                   "slices' positions and its head area ratio (to the volume's largest head slice) is at least "
                   "the tumor slices' 5th percentile. The report shows both distributions.")
-flags.DEFINE_enum("dedupe", "group", ["group", "drop", "off"], "Exact duplicate slices (same decoded pixels): "
-                  "group keeps the patients sharing one in the same split, drop keeps only the first "
-                  "occurrence, off only reports them.")
+flags.DEFINE_enum("dedupe", "group", ["group", "drop", "off"], "Exact duplicate slices (same decoded pixels) "
+                  "and, among single 2-D images, near duplicates (the same scan at another size or JPEG "
+                  "quality: perceptual hashes at most 24 of 143 bits apart and thumbnails correlating >= 0.95): group keeps the patients sharing one in the same split, drop "
+                  "keeps only the first occurrence, off only reports them.")
 flags.DEFINE_float("min_brain_ratio", 0.5, "Normal slices of a volume must lie in the head's main axial "
                    "extent: the unbroken run of slices around the largest head slice with at least this "
                    "fraction of its area (drops noise-only, scalp-top and neck slices).")
