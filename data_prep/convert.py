@@ -197,6 +197,7 @@ def _read_cases(config, refs, stage, outcomes, log):
             outcome.slices = {"labels": slices.labels, "position": slices.position,
                               "area_ratio": slices.area_ratio, "hash": slices.pixel_hash,
                               "outside_extent": slices.outside_extent,
+                              "near": selection.near_signatures(slices.images) if _single_image(ref) else None,
                               "index": slices.slice_index, "has_mask": slices.has_mask}
             outcome.tumor, outcome.normal = slices.n_tumor, slices.n_normal
         outcome.error = error
@@ -272,27 +273,46 @@ def _write_dataset(config, stage, outcomes, channels, normalisation, cohort) -> 
 
 
 def _duplicates(config, converted, keep, cohort) -> list:
-    """Exact duplicate slices: report them; `group` links their patients (one split), `drop`
-    keeps the first occurrence only. Returns the patient links for the split."""
-    by_key = {i: o.slices["hash"] for i, o in enumerate(converted)}
-    groups = selection.duplicate_groups(by_key)   # found in every mode, so "off" still reports them
-    cross = sum(1 for g in groups if len({converted[i].patient_id for i, _ in g}) > 1)
+    """Exact duplicate slices and near duplicates among single 2-D images
+    (`selection.near_duplicate_pairs`: the same scan at another size or JPEG quality), joined into one set of groups: reported either way; `group`
+    links their patients (one split), `drop` keeps the first slice of each group only. Returns the
+    patient links for the split."""
+    groups = selection.duplicate_groups({i: o.slices["hash"] for i, o in enumerate(converted)})
+    near = selection.near_duplicate_pairs({i: o.slices["near"] for i, o in enumerate(converted)
+                                           if o.slices["near"] is not None})
+    joined = selection.duplicate_components(groups, near)   # found in every mode, so "off" still reports them
+    patients = lambda members: {converted[i].patient_id for i, _ in members}  # noqa: E731
     links = []
     if config.dedupe == "group":
-        links = [(converted[g[0][0]].patient_id, converted[i].patient_id) for g in groups for i, _ in g[1:]]
+        links = [(converted[m[0][0]].patient_id, converted[i].patient_id) for m, _ in joined for i, _ in m[1:]]
         action = "each group kept in one split"
     elif config.dedupe == "drop":
-        for g in groups:
-            for i, j in g[1:]:
+        for members, _ in joined:
+            for i, j in members[1:]:
                 if keep[id(converted[i])][j]:
                     keep[id(converted[i])][j] = False
                     converted[i].dropped["duplicate"] = converted[i].dropped.get("duplicate", 0) + 1
         action = "only the first slice of each group kept"
     else:
         action = "nothing done (duplicates may straddle splits)"
-    cohort["duplicates"] = {"groups": len(groups), "slices": sum(len(g) for g in groups),
-                            "cross_patient": cross, "action": action}
+    near_groups = [m for m, has_near in joined if has_near]
+    cohort["duplicates"] = {
+        "groups": len(groups), "slices": sum(len(g) for g in groups),
+        "cross_patient": sum(1 for g in groups if len(patients(g)) > 1),
+        "near_groups": len(near_groups), "near_slices": sum(len(m) for m in near_groups),
+        "near_pairs": len(near), "near_cross_patient": sum(1 for m in near_groups if len(patients(m)) > 1),
+        "near_threshold_bits": selection.NEAR_DUPLICATE_BITS,
+        "linked_cross_patient": sum(1 for m, _ in joined if len(patients(m)) > 1), "action": action}
     return links
+
+
+def _single_image(ref) -> bool:
+    """A case read from one 2-D image, whose slice may be the same picture as another case's at
+    another size or JPEG quality (2-D collections travel between websites so). Slices of volumes
+    are compared exactly only: the same level of different patients' brains looks alike by
+    nature (the demo's phantom brains correlate above NEAR_CORRELATION), and volumes are not
+    re-saved lossily."""
+    return ref.format in ("folders", "figshare") and "slices" not in ref.extra
 
 
 def _match_anatomy(config, converted, keep, cohort) -> None:
@@ -320,10 +340,10 @@ def _check_splits(config, converted, cohort) -> None:
             hint = (f"; patients are the first --patient_level={config.reader.patient_level} folder(s) of each path "
                     "under --input, so scans in one folder are one patient: lower it (0: each scan its own "
                     "patient) only if the scans really are of different patients")
-        linked = cohort["duplicates"]["cross_patient"] if config.dedupe == "group" else 0
+        linked = cohort["duplicates"]["linked_cross_patient"] if config.dedupe == "group" else 0
         if linked:
-            hint += (f"; {linked} group(s) of exact duplicate images span several patients, and --dedupe=group "
-                     "keeps such patients in one split (--dedupe=drop removes the copies instead)")
+            hint += (f"; {linked} group(s) of exact or near duplicate images span several patients, and "
+                     "--dedupe=group keeps such patients in one split (--dedupe=drop removes the copies instead)")
         raise ValueError(f"split {', '.join(empty)} would be empty: {n} patient(s) converted, and splits hold whole "
                          f"patients (at least 3 are needed for train, val and test){hint}")
 

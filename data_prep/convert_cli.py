@@ -49,7 +49,9 @@ flags.DEFINE_bool("match_anatomy", True, "Draw normal slices of 3-D and stacked 
                   "slices' positions. A warning (console and report) when the written normals' positions still "
                   "differ from the tumors' by a Kolmogorov-Smirnov statistic above 0.15 (p < 0.05). The report "
                   "shows both distributions.")
-flags.DEFINE_enum("dedupe", "group", ["group", "drop", "off"], "Exact duplicate slices (same decoded pixels): "
+flags.DEFINE_enum("dedupe", "group", ["group", "drop", "off"], "Exact duplicate slices (same decoded pixels) "
+                  "and, among single 2-D images, near duplicates (the same scan at another size or JPEG "
+                  "quality: perceptual hashes at most 24 of 143 bits apart and thumbnails correlating >= 0.95): "
                   "group keeps the patients sharing one in the same split, drop keeps only the first "
                   "occurrence, off only reports them.")
 flags.DEFINE_float("min_brain_ratio", 0.5, "Normal slices of a volume must lie in the brain's axial "

@@ -20,7 +20,7 @@ _REASON_TEXT = {"slice_range": "outside --slice_range", "little_brain": "too lit
                                         "--brain_length_mm)",
                 "ambiguous": "ambiguous (some tumor below --min_tumor_pixels, or within --normal_margin)",
                 "anatomy": "normal, not drawn to the tumors' levels (--match_anatomy)",
-                "duplicate": "exact duplicate of an earlier slice (--dedupe=drop)"}
+                "duplicate": "exact or near duplicate of an earlier slice (--dedupe=drop)"}
 
 
 def write_report(config, outcomes, manifest, cohort: dict, directory: str | None = None, name: str = REPORT_NAME,
@@ -51,9 +51,13 @@ def write_report(config, outcomes, manifest, cohort: dict, directory: str | None
     lines += [f"| {_REASON_TEXT[r]} | {n} |" for r, n in totals.items()] + [""]
     if "duplicates" in cohort:
         d = cohort["duplicates"]
-        lines += ["## Exact duplicates", "", f"{d['groups']} group(s) of identical slices (hash of the decoded "
-                  f"pixels), {d['slices']} slices in them; {d['cross_patient']} group(s) span several patients; "
-                  f"mode `{config.dedupe}`: {d['action']}.", ""]
+        lines += ["## Duplicates", "", f"Exact: {d['groups']} group(s) of identical slices (hash of the decoded "
+                  f"pixels), {d['slices']} slices in them; {d['cross_patient']} group(s) span several patients.", "",
+                  f"Near, among single 2-D images (the same scan at another size or JPEG quality: perceptual "
+                  f"hashes at most {d.get('near_threshold_bits', '?')} of 143 bits apart, thumbnails correlating "
+                  f"at least 0.95): {d.get('near_groups', 0)} group(s), "
+                  f"{d.get('near_slices', 0)} slices in them; {d.get('near_cross_patient', 0)} group(s) span several "
+                  f"patients.", "", f"Mode `{config.dedupe}`, for exact and near duplicates alike: {d['action']}.", ""]
     if "anatomy" in cohort:
         lines += _anatomy_lines(cohort["anatomy"], config.match_anatomy)
     lines += ["## Cases", "", "| case | patient | split | tumor | normal | dropped | masks used | status |",

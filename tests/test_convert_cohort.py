@@ -275,7 +275,7 @@ def test_duplicates_linking_every_patient_explain_the_empty_split(tmp_path):
     write_class_folders(tmp_path / "in", n=2, duplicate=False)
     for name in ("yes/yes0.png", "yes/yes1.png", "no/no0.png", "no/no1.png"):
         skio.imsave(str(tmp_path / "in" / name), disc_slice(7), check_contrast=False)    # all identical
-    with pytest.raises(ValueError, match="exact duplicate images span several patients"):
+    with pytest.raises(ValueError, match="exact or near duplicate images span several patients"):
         convert(folders_config(tmp_path / "in", tmp_path / "out"), **QUIET)
     write_class_folders(tmp_path / "more", n=4, duplicate=False, seed=50)
     for name in ("yes/yes0.png", "yes/yes1.png", "no/no0.png", "no/no1.png"):
