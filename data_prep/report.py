@@ -10,9 +10,11 @@ import os
 import numpy as np
 
 from data_prep.preprocess import DROP_REASONS
+from ssagan_tf import io as durable
 
 REPORT_NAME = "conversion_report.md"
 SHEET_NAME = "conversion_sheet.png"
+FAILED_REPORT_NAME = "conversion_failed.md"   # a failed run's report beside an intact dataset
 _REASON_TEXT = {"slice_range": "outside --slice_range", "little_brain": "too little brain (--min_brain_fraction)",
                 "outside_brain_extent": "normal, outside the brain's axial extent (--min_brain_ratio, "
                                         "--brain_length_mm)",
@@ -21,7 +23,8 @@ _REASON_TEXT = {"slice_range": "outside --slice_range", "little_brain": "too lit
                 "duplicate": "exact duplicate of an earlier slice (--dedupe=drop)"}
 
 
-def write_report(config, outcomes, manifest, cohort: dict, directory: str | None = None) -> None:
+def write_report(config, outcomes, manifest, cohort: dict, directory: str | None = None, name: str = REPORT_NAME,
+                 temp_dir: str | None = None) -> None:
     """The report; `manifest` is None when the conversion failed, `cohort` holds what the
     cohort-level steps found (duplicates, anatomy), possibly empty."""
     prep = config.prep
@@ -31,7 +34,10 @@ def write_report(config, outcomes, manifest, cohort: dict, directory: str | None
              f"{prep.min_brain_fraction}, min brain ratio {prep.min_brain_ratio}, brain length "
              f"{prep.brain_length_mm:g} mm below the vertex, field of view `{prep.field_of_view}`", ""]
     if manifest is None:
-        lines += [f"**The conversion did not complete: no dataset was written.** {cohort.get('failure', '')}", ""]
+        kept = ("The dataset already in the output folder is unchanged (its own report is "
+                f"`{REPORT_NAME}`). " if name == FAILED_REPORT_NAME else "")
+        lines += [f"**The conversion did not complete: no dataset was written.** {kept}{cohort.get('failure', '')}",
+                  ""]
     else:
         lines += ["| split | patients | normal slices | tumor slices |", "|---|---|---|---|"]
         lines += [f"| {s} | {len(manifest['patients'][s])} | {c['normal']} | {c['tumor']} |"
@@ -59,10 +65,7 @@ def write_report(config, outcomes, manifest, cohort: dict, directory: str | None
                      f"{'yes' if o.labelled else 'no'} | {status.replace('|', '/')} |")
     directory = directory or config.output_dir
     os.makedirs(directory, exist_ok=True)
-    tmp = os.path.join(directory, REPORT_NAME + f".tmp-{os.getpid()}")
-    with open(tmp, "w") as f:
-        f.write("\n".join(lines) + "\n")
-    os.replace(tmp, os.path.join(directory, REPORT_NAME))
+    durable.atomic_write(os.path.join(directory, name), "\n".join(lines) + "\n", temp_dir=temp_dir)
 
 
 def _anatomy_lines(anatomy: dict, matched: bool) -> list:
@@ -121,6 +124,6 @@ def write_sheet(path: str, panels: list) -> None:
             tile[find_boundaries(mask > 0, mode="inner")] = (255, 0, 0)
             top, left = r * (size + 4) + 2, c * (size + 4) + 2
             sheet[top:top + size, left:left + size] = tile
-    tmp = path + f".tmp-{os.getpid()}.png"
+    tmp = durable.temporary_path(path) + ".png"   # the suffix tells imsave the format
     skio.imsave(tmp, sheet, check_contrast=False)
-    os.replace(tmp, path)
+    durable.replace_durably(tmp, path)

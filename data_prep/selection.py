@@ -46,10 +46,13 @@ class _UnionFind:
             self.parent[max(ra, rb)] = min(ra, rb)
 
 
-def assign_splits(patients, fixed: dict, links, train_fraction: float, val_fraction: float, seed: int) -> dict:
+def assign_splits(patients, fixed: dict, links, train_fraction: float, val_fraction: float, seed: int,
+                  val_from_train: bool = False) -> dict:
     """patient -> split. Patients joined by `links` (pairs sharing a duplicate image) form one unit
     that goes to one split; a unit holding a patient with a `fixed` split (--keep_splits) goes
-    there; the other units are split by `split_patients` (a seeded shuffle of their sorted ids)."""
+    there; the other units are split by `split_patients` (a seeded shuffle of their sorted ids).
+    `val_from_train` (a dataset's own split without a validation folder): `val_fraction` of the
+    units fixed to train (at least one, never all) go to val instead, by a seeded draw."""
     union = _UnionFind()
     for p in patients:
         union.find(p)
@@ -68,7 +71,19 @@ def assign_splits(patients, fixed: dict, links, train_fraction: float, val_fract
             free.append(root)
     if free:
         split_of_unit.update(split_patients(free, train_fraction, val_fraction, seed))
+    if val_from_train:
+        split_of_unit.update(_draw_validation(sorted(r for r, s in split_of_unit.items() if s == "train"),
+                                              val_fraction, seed))
     return {p: split_of_unit[root] for root, members in units.items() for p in members}
+
+
+def _draw_validation(train_units: list, val_fraction: float, seed: int) -> dict:
+    """unit -> "val" for a seeded `val_fraction` of the training units, at least one, never all."""
+    if len(train_units) < 2:
+        return {}
+    count = min(max(int(round(val_fraction * len(train_units))), 1), len(train_units) - 1)
+    order = np.random.default_rng(seed + 2).permutation(len(train_units))
+    return {train_units[i]: "val" for i in order[:count]}
 
 
 def _first_split(splits) -> str:

@@ -22,8 +22,9 @@ ones for systems without attention networks). A request of any size is translate
 `SERVING_CHUNK` (16) slices at a time inside the signature, so its memory does not grow with the
 batch beyond the inputs and outputs themselves; an empty batch returns empty outputs.
 
-Precision (`--precision`, `ssagan_tf.precision`): the networks compute in fp32, bf16 or fp16, but
-every signature takes float32 `images` and returns float32 outputs. The reload check compares the
+Precision (`--precision`, `ssagan_tf.precision`): the networks compute in fp32 (the default,
+whatever precision the run trained in), bf16 or fp16, but every signature takes float32 `images`
+and returns float32 outputs. The reload check compares the
 SavedModel with the Keras models computing in the same precision, within a tolerance that fits it
 (`TOLERANCES`); `export.json` records the precision and the tolerance used.
 
@@ -292,16 +293,27 @@ def _write_json(path: str, value: dict) -> None:
 
 
 def export_models(model_dir: str, export_dir: str, model_name: str = DEFAULT_MODEL_NAME, tau: float | None = None,
-                  tolerance: float | None = None, precision: str = "fp32") -> str:
-    """Export the latest checkpoint of the training run in `model_dir` as the next version of
-    `<export_dir>/<model_name>`, computing in `precision` (fp32, bf16 or fp16; resolve `auto`
-    with `ssagan_tf.precision.choose_precision` first); returns the version directory. `tau`
-    defaults to the run's inference threshold, `tolerance` to the precision's."""
-    from ssagan_tf.training.checkpoints import restore_models
+                  tolerance: float | None = None, precision: str = "fp32", checkpoint: str = "auto", log=None) -> str:
+    """Export a checkpoint of the training run in `model_dir` as the next version of
+    `<export_dir>/<model_name>`, computing in `precision` (fp32 by default, what serving wants;
+    bf16 or fp16 when asked; resolve `auto` with `ssagan_tf.precision.choose_precision` first);
+    returns the version directory. `checkpoint` is `latest` (the newest intact one: unreadable
+    newer checkpoints are skipped and named through `log`), `best` (the one `--select_best` kept)
+    or `auto` (best when there is one, else latest). `tau` defaults to the run's inference
+    threshold, `tolerance` to the precision's."""
+    from ssagan_tf.data.folds import training_cohort
+    from ssagan_tf.training.checkpoints import chosen_checkpoint, restore_models, uses_average
+    from ssagan_tf.training.selection import best_checkpoint
 
-    models, _, run_config = restore_models(model_dir, precision=precision)
+    path = chosen_checkpoint(model_dir, checkpoint, log)
+    models, _, run_config = restore_models(model_dir, precision=precision, checkpoint=path)
     tau = run_tau(run_config) if tau is None else float(tau)
-    metadata = {"source_model_dir": os.path.abspath(model_dir), "step": restored_step(model_dir)}
+    # "average": the checkpoint's moving average of the weights (--ema_decay), else the raw weights.
+    # "cohort": the patients it saw; the evaluation refuses an augmenter that saw the patients it tests on.
+    metadata = {"source_model_dir": os.path.abspath(model_dir), "step": restored_step(path),
+                "checkpoint": "best" if path == best_checkpoint(model_dir) else "latest",
+                "checkpoint_file": os.path.basename(path), "weights": "average" if uses_average(path) else "raw",
+                "cohort": training_cohort(run_config)}
     return write_export(models, export_dir, model_name, tau, metadata, tolerance)
 
 
@@ -312,13 +324,10 @@ def run_tau(run_config: dict) -> float:
     return float(run_config["tau"])
 
 
-def restored_step(model_dir: str) -> int | None:
-    """The global step of the run's latest checkpoint (None when the checkpoint has none)."""
-    from ssagan_tf.training.checkpoints import latest_checkpoint
-
-    path = latest_checkpoint(model_dir)
+def restored_step(checkpoint_path: str) -> int | None:
+    """The global step held by the checkpoint at `checkpoint_path` (None when it has none)."""
     try:
-        return int(tf.train.load_variable(path, "step/.ATTRIBUTES/VARIABLE_VALUE"))
+        return int(tf.train.load_variable(checkpoint_path, "step/.ATTRIBUTES/VARIABLE_VALUE"))
     except (tf.errors.NotFoundError, ValueError, TypeError):
         return None
 
@@ -341,11 +350,14 @@ def define_flags(flag_values=None):
     flags.DEFINE_float("tolerance", None, "Largest allowed max-abs difference between the reloaded SavedModel and "
                        "the Keras models; the export fails above it. Default: by precision, "
                        + ", ".join(f"{k} {v:g}" for k, v in TOLERANCES.items()) + ".", **define)
-    flags.DEFINE_enum("precision", "auto", ["auto", "fp32", "bf16", "fp16"],
-                      "Compute precision of the exported signatures (inputs and outputs stay float32). auto picks by "
-                      "this machine's hardware (bf16 on CPUs with AMX/AVX-512 BF16 and GPUs of capability >= 8.0, "
-                      "fp16 on 7.x, else fp32): export on, or for, the kind of machine that will serve it.",
-                      **define)
+    flags.DEFINE_enum("precision", "fp32", ["auto", "fp32", "bf16", "fp16"],
+                      "Compute precision of the exported signatures (inputs, outputs and weights stay float32). fp32, "
+                      "the default, serves the same on every machine; bf16 (CPUs with AMX/AVX-512 BF16, GPUs of "
+                      "capability >= 8.0) or fp16 (GPUs of capability 7.x) are faster there, within their "
+                      "tolerance; auto picks by this machine's hardware.", **define)
+    flags.DEFINE_enum("checkpoint", "auto", ["auto", "best", "latest"],
+                      "Which checkpoint to export: latest (the newest intact one), best (the one --select_best kept "
+                      "in <model_dir>/selection/), or auto (best when the run kept one, else latest).", **define)
     flags.mark_flags_as_required(["model_dir", "export_dir"], **define)
     flags.register_validator("model_name", lambda v: bool(_MODEL_NAME_PATTERN.match(v or "")),
                              "--model_name: use letters, digits, '.', '_' or '-', starting with a letter or "
@@ -367,10 +379,12 @@ def _main(argv, flag_values):
     choice = choose_precision(flag_values.precision)
     print(choice.describe(), flush=True)
     version_dir = export_models(flag_values.model_dir, flag_values.export_dir, flag_values.model_name,
-                                tau=flag_values.tau, tolerance=flag_values.tolerance, precision=choice.precision)
+                                tau=flag_values.tau, tolerance=flag_values.tolerance, precision=choice.precision,
+                                checkpoint=flag_values.checkpoint, log=print)
     info = read_export_info(version_dir)
-    logging.info("Exported %s (tau %g, step %s, %s); max abs difference vs Keras %s", version_dir, info["tau"],
-                 info.get("step"), info["precision"], info["verification"]["max_abs_diff"])
+    logging.info("Exported %s (tau %g, step %s, %s checkpoint, %s weights, %s); max abs difference vs Keras %s",
+                 version_dir, info["tau"], info.get("step"), info["checkpoint"], info["weights"], info["precision"],
+                 info["verification"]["max_abs_diff"])
     print(version_dir)
 
 

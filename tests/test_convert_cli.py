@@ -10,7 +10,8 @@ from data_prep import convert_cli
 def parse(tmp_path):
     def _parse(*extra):
         flags.FLAGS.unparse_flags()
-        flags.FLAGS(["convert", f"--input={tmp_path}", "--format=pairs", f"--output_dir={tmp_path / 'out'}",
+        (tmp_path / "in").mkdir(exist_ok=True)      # the output lies beside the input, never inside it
+        flags.FLAGS(["convert", f"--input={tmp_path / 'in'}", "--format=pairs", f"--output_dir={tmp_path / 'out'}",
                      "--mask_replace=_img:_seg", *extra])
         return convert_cli.config_from_flags()
     yield _parse
@@ -113,3 +114,23 @@ def test_help_lists_every_flag_and_exits_0():
     assert "0.9 of the frame" in text and "the earlier behaviour" in text   # --field_of_view
     phantom = _help("data_prep.phantom")
     assert phantom.returncode == 0 and "--cases" in phantom.stdout and "--seed" in phantom.stdout
+
+
+def test_cli_refuses_the_input_as_output_with_one_line(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    from conftest import REPO_ROOT
+    from test_convert_ownership import snapshot, write_keep_splits_pairs
+
+    data = write_keep_splits_pairs(tmp_path / "in")
+    before = snapshot(data)
+    proc = subprocess.run([sys.executable, "-m", "data_prep.convert", f"--input={data}", "--format=pairs",
+                           f"--output_dir={data}", "--image_glob=*/*/scan_flair.nii.gz", "--mask_replace=_flair:_seg",
+                           "--keep_splits", "--overwrite", "--image_size=24"], cwd=REPO_ROOT, capture_output=True,
+                          text=True, env=dict(os.environ, PYTHONPATH=REPO_ROOT))
+    lines = proc.stderr.strip().splitlines()      # refused before any work: a usage error, exit 2
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr and len(lines) == 1, proc.stderr
+    assert "--output_dir" in lines[0] and "is --input" in lines[0]
+    assert snapshot(data) == before
