@@ -79,7 +79,8 @@ def test_lgg_three_channels_without_names_are_refused(tmp_path):
     with pytest.raises(ValueError, match="would be empty: 1 patient"):
         convert(config, log=lambda _: None)
     report = open(tmp_path / "out" / "conversion_report.md").read()
-    assert report.count("different channels per pixel: if they are MR sequences, name them with --channel_names") == 31
+    assert report.count("different channels per pixel (") == 31
+    assert report.count("if they are MR sequences, name them with --channel_names") == 31
 
 
 def test_brain_tumor_progression_with_and_without_matched_anatomy(tmp_path):
