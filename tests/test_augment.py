@@ -242,7 +242,8 @@ def test_nifti_inputs_keep_geometry(model_base, tmp_path):
 
 def test_nifti_inputs_are_prepared_as_the_converter_prepares_them(tmp_path):
     """One preparation for both: a FileSource slice of a NIfTI volume equals the converter's
-    (`data_prep.preprocess.prepare`) for the same volume, and a volume with NaN voxels is refused
+    (`data_prep.preprocess.prepare`, with the `pad` field of view that file inputs use) for the
+    same volume, and a volume with NaN voxels is refused
     naming the file (the converter's reader guards)."""
     from data_prep.preprocess import PrepOptions, prepare
     from data_prep.scan import CaseRef, Scan
@@ -256,7 +257,7 @@ def test_nifti_inputs_are_prepared_as_the_converter_prepares_them(tmp_path):
     array = sitk.GetArrayFromImage(sitk.ReadImage(str(path))).astype(np.float32)[..., None]
     ref = CaseRef(case_id="scan", patient_id="scan", format="pairs", paths={"image": str(path)})
     prepared = prepare(Scan(ref=ref, image=array, mask=None, spacing=(2.0, 1.0, 1.0)),
-                       PrepOptions(image_size=SIZE, assume_normal=True, min_brain_ratio=0.0))
+                       PrepOptions(image_size=SIZE, assume_normal=True, min_brain_ratio=0.0, field_of_view="pad"))
     assert [r.slice_index for r in refs] == prepared.slice_index.tolist()
     np.testing.assert_allclose(streamed, prepared.images, atol=1e-6)
     bad = tmp_path / "nan" / "tumor" / "bad.nii.gz"

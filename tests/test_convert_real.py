@@ -95,3 +95,8 @@ def test_brain_tumor_progression_with_and_without_matched_anatomy(tmp_path):
         assert manifest["modalities"] == ["t1ce"] and not manifest["rejected"]
         assert all(sum(manifest["counts"][s].values()) for s in schema.SPLITS)
     assert counts == {True: (144, 105), False: (144, 260)}
+    # --field_of_view=pad is the earlier framing: the earlier 141 tumor slices at 64^2
+    manifest = convert(ConvertConfig(input_dir=BTP, format="pairs", output_dir=str(tmp_path / "pad"), reader=reader,
+                                     prep=PrepOptions(image_size=64, min_tumor_pixels=5, field_of_view="pad"),
+                                     workers=2, match_anatomy=False), log=lambda _: None)
+    assert _totals(manifest) == (141, 260)
