@@ -89,7 +89,8 @@ def measure(width: int, size: int, precision: str) -> dict:
     gpu_seconds = FLAGS.epochs * (batch_s(FLAGS.train_slices, 3) + batch_s(FLAGS.val_slices, 1) + FLAGS.gpu_epoch_s)
     return {"width": width, "size": size, "precision": precision, "parameters": int(model.count_params()),
             "forward_gflops_per_slice": round(flops / 1e9, 4), "train_slices_per_s": round(train_rate, 1),
-            "inference_slices_per_s": round(infer_rate, 1), "cpu_tflops_achieved": round(3 * flops * train_rate / 1e12, 4),
+            "inference_slices_per_s": round(infer_rate, 1),
+            "cpu_tflops_achieved": round(3 * flops * train_rate / 1e12, 4),
             "seconds_per_classifier": round(per_classifier, 1),
             "classifiers_per_hour": round(3600 / per_classifier, 2),
             "gpu_estimate_classifiers_per_hour": round(3600 / gpu_seconds, 1)}
