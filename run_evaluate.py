@@ -13,7 +13,8 @@ from __future__ import annotations
 from absl import app, flags, logging
 
 from ssagan_tf.data.integrity import DatasetMismatchError
-from ssagan_tf.evaluation.config import ARMS, ALLOWED_RATIOS, PAPER_ARMS, EvaluationConfig, check_inputs, parse_augmenters
+from ssagan_tf.evaluation.config import (ALLOWED_RATIOS, ARMS, PAPER_ARMS, EvaluationConfig, check_inputs,
+                                         parse_augmenters)
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("data_dir", None, "Converted dataset (the --output_dir of `python -m data_prep.convert`) "

@@ -61,9 +61,12 @@ def commands(data_dir: str, out: str) -> list:
             if FLAGS.train_flagfile:
                 args.insert(2, f"--flagfile={FLAGS.train_flagfile}")
             steps.append(args + shlex.split(FLAGS.train_flags))
-    augmenters = [f"{NAMES.get(s, s)}={os.path.join(out, 'fold{fold}', f'export_{s}', 'ssagan')}" for s in FLAGS.systems]
-    steps.append(["python", os.path.join(REPO_ROOT, "run_evaluate.py"), f"--data_dir={data_dir}", f"--output_dir={os.path.join(out, 'report')}",
-                  f"--folds={FLAGS.folds}", f"--fold_seed={FLAGS.fold_seed}", f"--tumor_fraction={FLAGS.tumor_fraction}",
+    # {fold} stays literal: run_evaluate.py fills in each fold's index.
+    augmenters = [f"{NAMES.get(s, s)}={os.path.join(out, 'fold{fold}', f'export_{s}', 'ssagan')}"
+                  for s in FLAGS.systems]
+    steps.append(["python", os.path.join(REPO_ROOT, "run_evaluate.py"), f"--data_dir={data_dir}",
+                  f"--output_dir={os.path.join(out, 'report')}", f"--folds={FLAGS.folds}",
+                  f"--fold_seed={FLAGS.fold_seed}", f"--tumor_fraction={FLAGS.tumor_fraction}",
                   f"--augmenters={','.join(augmenters + ['copy_paste', 'identity'])}", f"--arms={FLAGS.arms}"]
                  + shlex.split(FLAGS.evaluate_flags))
     return steps

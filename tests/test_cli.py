@@ -13,14 +13,19 @@ from conftest import HANG_TIMEOUT, REPO_ROOT
 
 ENTRY_POINTS = {
     "run_train.py": ["--data_dir", "--model_dir", "--precision", "--d_mode", "--judge_dir", "--cycle_attention",
-                     "--attention_area", "--lambda_attention_area", "--upsample", "--export_dir"],
+                     "--attention_area", "--lambda_attention_area", "--upsample", "--export_dir", "--folds", "--fold",
+                     "--fold_seed", "--tumor_fraction"],
     "run_augment.py": ["--model", "--output_dir", "--precision", "--judge"],
-    "run_evaluate.py": ["--augmenters", "--precision", "--judge", "--tumor_fraction"],
+    "run_evaluate.py": ["--augmenters", "--precision", "--judge", "--tumor_fraction", "--folds", "--fold_seed",
+                        "--weight_decay", "--lr_schedule", "--classic_impl", "--classic_strength",
+                        "--bootstrap_resamples"],
     "-m ssagan_tf.export": ["--model_dir", "--export_dir", "--precision", "--tolerance"],
     "-m data_prep.convert": ["--input", "--channel_names", "--[no]match_anatomy"],
     "-m ssagan_tf.evaluation.judge": ["--data_dir", "--output_dir", "--width", "--[no]classic"],
     "-m data_prep.phantom": ["--output_dir", "--cases", "--size", "--slices", "--seed"],
     "-m scripts.demo": ["--output_dir", "--cases", "--image_size", "--epochs"],
+    "-m scripts.crossval": ["--data_dir", "--output_dir", "--folds", "--systems", "--train_flagfile",
+                            "--tumor_fraction", "--evaluate_flags"],
 }
 
 

@@ -158,6 +158,10 @@ def test_real_data_converts_through_the_pair_reader(real_data_dir, tmp_path):
     for split in schema.SPLITS:  # both exams of a patient land in the same split
         for case in manifest["cases"][split]:
             assert case.split("/")[0] in patients[split]
+    # Which scan is whose, for cross-validation by patient: both exams of each of the 11 patients.
+    owners = manifest["case_patients"]
+    assert owners == {case: case.split("/")[0] for s in schema.SPLITS for case in manifest["cases"][s]}
+    assert len(set(owners.values())) == 11 and len(owners) == 22
     tumor = sum(manifest["counts"][s]["tumor"] for s in schema.SPLITS)
     normal = sum(manifest["counts"][s]["normal"] for s in schema.SPLITS)
     # 273 normal slices before the head extent and --match_anatomy (see test_convert_real.py), 138 with

@@ -15,7 +15,13 @@ def _config(**overrides):
 
 
 @pytest.mark.parametrize("overrides, message", [
-    ({"arms": ("none", "mixup")}, "unknown arm"),
+    ({"arms": ("none", "mixip")}, "unknown arm"),
+    ({"folds": 1}, "folds=1"),
+    ({"folds": 2, "judge": "J"}, "--judge with --folds"),
+    ({"weight_decay": 1.0}, "weight_decay"),
+    ({"lr_schedule": "step"}, "lr_schedule"),
+    ({"classic_impl": "torch"}, "classic_impl"),
+    ({"bootstrap_resamples": 10}, "bootstrap_resamples"),
     ({"arms": ()}, "at least one arm"),
     ({"augmenters": ()}, "synthetic arms need"),
     ({"ratios": (1.5,)}, "ratios"),
@@ -39,9 +45,11 @@ def test_real_only_arms_need_no_augmenter_and_baseline_follows_the_arms():
 def test_parse_augmenters():
     assert parse_augmenters("ssa=/e/ssa, cyclegan=/e/cg,") == (("ssa", "/e/ssa"), ("cyclegan", "/e/cg"))
     assert parse_augmenters("") == ()
-    for bad in ("ssa", "=/e/ssa", "ssa=", "s s=/x"):
+    for bad in ("ssa", "=/e/ssa", "ssa=", "s s=/x", "identity=/e/x"):
         with pytest.raises(ValueError):
             parse_augmenters(bad)
+    assert parse_augmenters("ssa=/e/{fold},copy_paste,identity") == (
+        ("ssa", "/e/{fold}"), ("copy_paste", ""), ("identity", ""))
 
 
 def test_resolve_saved_model_dir_picks_the_highest_version(tmp_path):

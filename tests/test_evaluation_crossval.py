@@ -125,6 +125,16 @@ def test_a_leaking_or_mismatched_augmenter_is_refused(tmp_path, tiny_dataset):
                   tumor_fraction=0.5)
     with pytest.raises(ValueError, match="same --tumor_fraction"):
         run_evaluation(low)
+    # An older export without `cohort`: its training run's config.json says which dataset it read,
+    # whose train and val patients include some fold's test patients.
+    run = tmp_path / "old_run"
+    run.mkdir()
+    (run / "config.json").write_text(json.dumps({"data_dir": tiny_dataset}))
+    old = save_fake_augmenter(tmp_path / "old")
+    with open(os.path.join(old, "1", "export.json"), "w") as f:
+        json.dump({"source_model_dir": str(run)}, f)
+    with pytest.raises(ValueError, match="trained on 2 of the test patients"):
+        run_evaluation(_config(tiny_dataset, tmp_path / "old_out", (("ssa", old),), arms=("synthetic",)))
     # No record of its patients: cross-validation cannot rule out a leak.
     bare = save_fake_augmenter(tmp_path / "bare")
     with pytest.raises(ValueError, match="does not say which patients"):

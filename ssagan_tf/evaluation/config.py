@@ -170,7 +170,8 @@ def parse_augmenters(text: str) -> tuple:
             pairs.append((name, ""))           # built in: no exported model
             continue
         if not sep or not name or not path:
-            raise ValueError(f"augmenter {item!r}: expected NAME=EXPORTED_DIR, or one of {', '.join(CONTROL_AUGMENTERS)}")
+            raise ValueError(f"augmenter {item!r}: expected NAME=EXPORTED_DIR, or one of "
+                             f"{', '.join(CONTROL_AUGMENTERS)}")
         if name in CONTROL_AUGMENTERS:
             raise ValueError(f"augmenter name {name!r} is the built-in control's; name the export otherwise")
         if not name.replace("_", "").replace("-", "").isalnum():

@@ -65,11 +65,22 @@ def augmenter_path(path: str, fold) -> str:
 
 
 def export_cohort(version_dir: str) -> dict | None:
-    """The `cohort` an export recorded in its export.json (None for an older or foreign export)."""
+    """The `cohort` an export recorded in its export.json; for an export written before it did, the
+    patients read from its training run's config.json (`source_model_dir`) when that is still
+    there; None when neither says."""
     try:
         with open(os.path.join(version_dir, "export.json")) as f:
-            return json.load(f).get("cohort")
-    except (OSError, ValueError, AttributeError):
+            info = json.load(f)
+    except (OSError, ValueError):
+        return None
+    if not isinstance(info, dict):
+        return None
+    if info.get("cohort"):
+        return info["cohort"]
+    try:
+        with open(os.path.join(info.get("source_model_dir") or "", "config.json")) as f:
+            return folding.training_cohort(json.load(f))
+    except (OSError, ValueError, TypeError, AttributeError):
         return None
 
 

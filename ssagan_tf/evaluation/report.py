@@ -88,7 +88,8 @@ def sample_size_section(results: dict) -> list:
         "training seeds (the ± below) or a cohort unlike this one. A paired difference's CI uses the same "
         "resamples for both rows: a CI wholly above 0 means the row beats its reference on these patients "
         "beyond what the choice of patients explains.",
-        f"- The test {'folds have' if cv.get('folds') else 'split has'} {tumor} tumor and {normal} normal slices from {cases_and_patients(test)} "
+        f"- The test {'folds have' if cv.get('folds') else 'split has'} {tumor} tumor and {normal} normal slices "
+        f"from {cases_and_patients(test)} "
         f"({test['tumor']['cases']} cases with tumor slices). Slices of one patient are correlated, so the "
         f"effective sample size is closer to the number of {unit} than to the number of slices.",
         f"- Even counting slices as independent, a sensitivity near 75% carries a standard error of "
@@ -97,8 +98,13 @@ def sample_size_section(results: dict) -> list:
         "training randomness (initialisation, batch order, augmentation draws) on one fixed test set, "
         "not the sampling uncertainty of the test set."
         + (" With one seed no spread can be given." if seeds < 2 else ""),
-        f"- The sign test over {seeds} paired seeds cannot give a two-sided p below "
-        f"{2.0 ** (1 - seeds):.3g}; below 6 seeds no difference can reach p < 0.05, whatever its size.",
+        (f"- The sign test over {seeds} paired seeds cannot give a two-sided p below "
+         f"{2.0 ** (1 - seeds):.3g}; below 6 seeds no difference can reach p < 0.05, whatever its size."
+         if not cv.get("folds") else
+         f"- The paired tests run over {cv['folds']} folds x {seeds} seed(s) = {cv['folds'] * seeds} units; the "
+         f"sign test cannot give a two-sided p below {2.0 ** (1 - cv['folds'] * seeds):.3g} (below 6 units no "
+         "difference can reach p < 0.05). Units share patients across seeds, so the CIs, not these p-values, "
+         "carry the claim."),
         "- The paper's differences (about 8-11 points, Table I) were measured on thousands of BraTS "
         "slices; a difference of a few points here is within noise.", ""]
     return lines
@@ -239,15 +245,21 @@ def setup_section(results: dict) -> list:
                      f"from {cases_and_patients(d)} ({d['tumor_with_mask']} tumor slices with a mask)")
     low = results.get("low_data")
     if low:
-        lines.append(f"- low-data regime (--tumor_fraction={low['tumor_fraction']:g}): training keeps the tumor "
+        fold = " in fold 0 (each fold keeps its own)" if config.get("folds") else ""
+        lines.append(f"- low-data regime (--tumor_fraction={low['tumor_fraction']:g}){fold}: training keeps the tumor "
                      f"slices of {len(low['kept_tumor_cases'])} case(s) only ({low['tumor_slices']} of "
                      f"{low['tumor_slices_before']}): {', '.join(low['kept_tumor_cases'])}; the train line above "
                      "counts what remains")
-    augmenters = ", ".join(f"`{name}` = `{path}`" for name, path in config["augmenters"]) or "none"
+    optimizer = f"AdamW (weight decay {config['weight_decay']})" if config.get("weight_decay") else "Adam"
+    augmenters = ", ".join(f"`{name}` = `{path}`" if path else f"`{name}` (built in)"
+                           for name, path in config["augmenters"]) or "none"
     lines += [f"- data: `{config['data_dir']}`, slices {'x'.join(map(str, results['image_shape']))}",
               f"- augmenters: {augmenters}",
               f"- classifier: ResNet18, base width {config['width']} (the paper's is 64), trained from "
-              f"scratch with Adam (lr {config['learning_rate']}), batch {config['batch_size']}, at most "
+              f"scratch with {optimizer} "
+              f"(lr {config['learning_rate']}, {config.get('lr_schedule', 'constant')}), classic augmentation "
+              f"{config.get('classic_impl', 'warp')} at strength {config.get('classic_strength', 1.0):g}, "
+              f"batch {config['batch_size']}, at most "
               f"{config['epochs']} epochs, early stopping on validation loss (patience {config['patience']}, "
               f"best weights kept); tumor predicted when p >= {config['threshold']}; computed in "
               f"{results.get('precision', {}).get('classifier', 'fp32')}",
@@ -278,7 +290,8 @@ def write_report(path: str, results: dict) -> None:
     results = to_json_safe(results)
     lines = ["# Classifier evaluation: does the augmentation help?", ""]
     lines += sample_size_section(results) + pooled_section(results) + main_tables(results) + comparison_section(results)
-    lines += attention_section(results) + judge_section(results) + setup_section(results) + figures_section(results) + paper_section()
+    lines += attention_section(results) + judge_section(results) + setup_section(results)
+    lines += figures_section(results) + paper_section()
     from ssagan_tf.evaluation.ledger import write_atomic
 
     write_atomic(path, "\n".join(lines))
