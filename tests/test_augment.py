@@ -398,3 +398,31 @@ def test_judge_scores_the_synthetic_slices_into_the_summary(model_base, tiny_dat
     with pytest.raises(ValueError, match="is not a judge"):
         AugmentConfig(model=model_base, data_dir=tiny_dataset, output_dir=str(tmp_path / "x"),
                       judge=str(tmp_path)).check_inputs()
+
+
+def test_lesion_masks_are_the_masks_written_with_each_synthetic_tumor(model_base, tiny_dataset, tmp_path):
+    """--lesion_masks: every synthetic tumor's mask is exactly the lesion mask transplanted onto its
+    source slice (inside the head), the slice is unchanged outside it, and a re-run draws the same."""
+    from ssagan_tf import lesions
+    from ssagan_tf.augment.lesion_masks import LesionMasks
+
+    out = str(tmp_path / "aug")
+    _augment(model_base, tiny_dataset, out, format="tfrecord", directions=("normal_to_tumor",), lesion_masks=True,
+             ratio=None, seed=3, batch_size=4)
+    normal = pipeline.load_split_arrays(tiny_dataset, "train", domains=("normal",))
+    expected = LesionMasks(tiny_dataset, "train", seed=3)(normal["image"], np.arange(len(normal["image"])))
+    assert (expected.sum(axis=(1, 2, 3)) > 0).all()
+    head = lesions.head_mask(normal["image"]).numpy()
+    assert not (expected * (1 - head)).any()
+    synthetic = pipeline.load_split_arrays(out, "train")
+    assert len(synthetic["image"]) == len(normal["image"]) and (synthetic["label"] == 1).all()
+    position = {(c, int(s)): i for i, (c, s) in enumerate(zip(normal["case_id"], normal["slice_index"]))}
+    for k in range(len(synthetic["image"])):
+        i = position[(synthetic["case_id"][k], int(synthetic["slice_index"][k]))]
+        assert synthetic["has_mask"][k] == 1
+        np.testing.assert_array_equal(synthetic["mask"][k], expected[i])
+        outside = expected[i][..., 0] == 0
+        np.testing.assert_array_equal(synthetic["image"][k][outside], normal["image"][i][outside])
+    # Another batch size draws the same masks (they depend on the slice, not the batch).
+    again = LesionMasks(tiny_dataset, "train", seed=3)(normal["image"][1:3], np.arange(1, 3))
+    np.testing.assert_array_equal(again, expected[1:3])
