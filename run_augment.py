@@ -47,6 +47,10 @@ flags.DEFINE_enum("precision", "auto", ["auto", "fp32", "bf16", "fp16"],
 flags.DEFINE_string("judge", "", "A judge trained on this dataset (python -m ssagan_tf.evaluation.judge): it scores up "
                     "to 256 of the planned synthetic slices per direction (tumor rate, normal rate, KID against the "
                     "input's real slices of the target class) into augment.json. Empty = no judge.")
+flags.DEFINE_bool("lesion_masks", False, "Synthetic tumors are drawn inside real lesion masks transplanted from the "
+                  "split's labelled tumor slices (inside the head, rotated and scaled within limits; "
+                  "ssagan_tf/lesions.py) instead of where A_n points, and each written mask is exactly the mask the "
+                  "model was asked to fill. Converted TFRecord input only.")
 flags.mark_flags_as_required(["model", "data_dir", "output_dir"])
 flags.register_validator("ratio", lambda v: _valid(parse_ratio, v), "--ratio must be a positive number or 'all'")
 flags.register_validator("directions", lambda v: _valid(parse_directions, v),
@@ -70,7 +74,7 @@ def config_from_flags() -> AugmentConfig:
                          batch_size=FLAGS.batch_size, directions=parse_directions(FLAGS.directions), seed=FLAGS.seed,
                          mask_threshold=FLAGS.mask_threshold, chunk_size=FLAGS.chunk_size,
                          contact_rows=FLAGS.contact_rows, overwrite=FLAGS.overwrite, precision=FLAGS.precision,
-                         judge=FLAGS.judge)
+                         judge=FLAGS.judge, lesion_masks=FLAGS.lesion_masks)
 
 
 def main(argv):

@@ -135,6 +135,13 @@ flags.DEFINE_integer("warmup_patience", 0, "Not in the paper. > 0: end the atten
                      "--attention_epochs is the cap). 0 = the fixed --attention_epochs.")
 flags.DEFINE_float("warmup_min_delta", 0.02, "The rise of a validation measure that counts as progress for "
                    "--warmup_patience.")
+flags.DEFINE_float("lesion_guidance", 0.0, "Not in the paper. > 0: while the attention trains, each normal slice "
+                   "gets the whole-tumor mask of the batch's labelled tumor slice transplanted onto it (inside the "
+                   "head, rotated and scaled within limits; ssagan_tf/lesions.py), and A_n is pulled towards it by "
+                   "the --mask_loss_type loss with this weight. 0 = off.")
+flags.DEFINE_float("lambda_fill", 0.0, "Not in the paper. > 0: weight of a self-supervised healthy-fill term: a "
+                   "real lesion is pasted into a normal slice and tumor->normal, given its mask as attention, must "
+                   "restore the original (L1 inside the mask). 0 = off.")
 flags.DEFINE_string("export_dir", None, "After training, export the generators for TF Serving here "
                     "(`ssagan_tf.export`, computing in float32); checked before training starts.")
 
@@ -146,7 +153,8 @@ SETTINGS = ("data_dir", "model_dir", "model", "image_size", "precision", "ngf", 
             "d_mode", "cycle_attention", "judge_dir", "attention_area", "lambda_attention_area", "attention_epochs",
             "tau", "pool_size", "flip", "strategy", "cpu_replicas", "jit_compile", "deterministic", "seed",
             "checkpoint_every", "keep_checkpoints", "log_every", "image_every", "fresh", "export_dir",
-            "allow_changes", "ema_decay", "select_best", "warmup_patience", "warmup_min_delta")
+            "allow_changes", "ema_decay", "select_best", "warmup_patience", "warmup_min_delta",
+            "lesion_guidance", "lambda_fill")
 
 
 def fold_settings() -> dict:

@@ -16,6 +16,9 @@ Signatures (each takes the keyword `images`, float32 [None, H, W, C] in [-1, 1])
     normal_to_tumor   paper Eq. 1 with G_n2t and A_n -> {"image", "attention"}
     tumor_to_normal   paper Eq. 1 with G_t2n and A_t -> {"image", "attention"}
     serving_default   = normal_to_tumor
+    normal_to_tumor_in_masks   G_n2t with the caller's `masks` (float32 [None, H, W, 1] in [0, 1])
+                      in A_n's place (Eq. 1) -> {"image", "attention" = the masks}: a synthetic
+                      tumor where the caller says (`run_augment.py --lesion_masks`)
 
 `attention` is [None, H, W, 1]: the attention map with the inference threshold tau applied (all
 ones for systems without attention networks). A request of any size is translated
@@ -47,13 +50,14 @@ import tensorflow as tf
 from ssagan_tf.export_layout import (STAGING_LOCK, STAGING_PREFIX, ExportError, commit_version,  # noqa: F401
                                      latest_version_dir, remove_stale_staging, version_numbers)
 from ssagan_tf.locking import DirectoryLock
-from ssagan_tf.models import SSAModels, translate
+from ssagan_tf.models import SSAModels, compose_attention, translate
 
 DEFAULT_MODEL_NAME = "ssagan"
 EXPORT_INFO_NAME = "export.json"
 EXPORT_FORMAT_VERSION = 1
 DIRECTIONS = ("normal_to_tumor", "tumor_to_normal")
 SIGNATURE_NAMES = DIRECTIONS + ("serving_default",)
+IN_MASKS = "normal_to_tumor_in_masks"      # its input `masks` takes A_n's place
 DEFAULT_TOLERANCE = 1e-5
 # Reload-check tolerances (max abs difference on outputs in [-1, 1]) by compute precision: the
 # SavedModel runs the same graph as Keras, but graph optimisation may fuse and reorder reduced-
@@ -94,13 +98,33 @@ class TranslationModule(tf.Module):
         self.tumor_to_normal = tf.function(
             _translation(models.tumor_to_normal, models.attention_tumor, self.image_shape, self.tau, chunk_size),
             input_signature=[spec])
+        generator, channels = models.normal_to_tumor, self.image_shape[-1]
+
+        def in_masks(images, masks):
+            images = _checked_range(_checked_shape(images, self.image_shape))
+            masks = tf.ensure_shape(masks, (None,) + self.image_shape[:2] + (1,), name="check_masks_shape")
+            check = tf.debugging.assert_equal(tf.reduce_all((masks >= 0.0) & (masks <= 1.0)), True,
+                                              message="masks must lie in [0, 1]")
+            with tf.control_dependencies([check]):
+                stacked = tf.concat([images, masks], axis=-1)
+            # The masks ride along as an extra channel, so `_in_chunks` splits both alike.
+            translated, attention_map = _in_chunks(
+                lambda part: (compose_attention(part[..., :channels], tf.cast(generator(part[..., :channels]),
+                                                                              tf.float32), part[..., channels:]),
+                              part[..., channels:]), stacked, chunk_size, self.image_shape)
+            return {"image": tf.identity(translated, name="image"), "attention": tf.identity(attention_map,
+                                                                                              name="attention")}
+
+        self.normal_to_tumor_in_masks = tf.function(in_masks, input_signature=[
+            spec, tf.TensorSpec((None,) + self.image_shape[:2] + (1,), tf.float32, name="masks")])
 
     def signatures(self) -> dict:
         """Signature name -> concrete function, for `tf.saved_model.save`."""
         normal_to_tumor = self.normal_to_tumor.get_concrete_function()
         return {"normal_to_tumor": normal_to_tumor,
                 "tumor_to_normal": self.tumor_to_normal.get_concrete_function(),
-                "serving_default": normal_to_tumor}
+                "serving_default": normal_to_tumor,
+                IN_MASKS: self.normal_to_tumor_in_masks.get_concrete_function()}
 
 
 def _translation(generator, attention, image_shape: tuple, tau: float, chunk_size: int):
@@ -196,7 +220,7 @@ def verify_export(saved_model_dir: str, models: SSAModels, tau: float, batch_siz
     keras_pairs = {"normal_to_tumor": (models.normal_to_tumor, models.attention_normal),
                    "tumor_to_normal": (models.tumor_to_normal, models.attention_tumor)}
     keras_pairs["serving_default"] = keras_pairs["normal_to_tumor"]
-    missing = set(SIGNATURE_NAMES) - set(loaded.signatures)
+    missing = (set(SIGNATURE_NAMES) | {IN_MASKS}) - set(loaded.signatures)
     if missing:
         raise ExportError(f"{saved_model_dir}: signatures {sorted(missing)} missing after reload")
     diffs, left_out = {}, 0
@@ -210,6 +234,12 @@ def verify_export(saved_model_dir: str, models: SSAModels, tau: float, batch_siz
         image_diff = tf.where(compared, tf.abs(served["image"] - expected_image), 0.0)
         attention_diff = tf.where(compared, tf.abs(served["attention"] - expected_attention), 0.0)
         diffs[name] = max(float(tf.reduce_max(image_diff)), float(tf.reduce_max(attention_diff)))
+    masks = tf.cast(tf.random.stateless_uniform((batch_size, cfg.image_size, cfg.image_size, 1), [seed, 1]) > 0.7,
+                    tf.float32)
+    expected = compose_attention(images, tf.cast(models.normal_to_tumor(images), tf.float32), masks)
+    served = loaded.signatures[IN_MASKS](images=images, masks=masks)
+    diffs[IN_MASKS] = max(float(tf.reduce_max(tf.abs(served["image"] - expected))),
+                          float(tf.reduce_max(tf.abs(served["attention"] - masks))))
     if near_tau is not None:
         near_tau.append(left_out)
     return diffs
@@ -277,6 +307,8 @@ def _export_info(models: SSAModels, tau: float, diffs: dict, tolerance: float, m
                               "outputs": {"image": ["float32", [None, cfg.image_size, cfg.image_size, cfg.channels]],
                                           "attention": ["float32", [None, cfg.image_size, cfg.image_size, 1]]}}
                        for name in SIGNATURE_NAMES},
+        # normal_to_tumor_in_masks: inputs images and masks [None, H, W, 1], the outputs above.
+        "masked_signature": IN_MASKS,
         "verification": {"max_abs_diff": diffs, "tolerance": tolerance,
                          # attention within `tolerance` of tau: the threshold may fall either way there
                          "near_tau_pixels_left_out": near_tau_pixels},

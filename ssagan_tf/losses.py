@@ -125,6 +125,22 @@ def semi_supervised_attention_loss(attention, mask, has_mask, labelled_count=Non
     return tf.reduce_sum(masked) / tf.maximum(tf.cast(labelled_count, tf.float32), 1.0)
 
 
+def healthy_fill_loss(filled, original, mask, placed, placed_count=None):
+    """`--lambda_fill`'s self-supervised fill term: the L1 between a healthy region restored by
+    tumor->normal (`filled`, with a transplanted lesion `mask` as its attention) and the real
+    normal slice (`original`), averaged per example over the masked pixels and channels, summed
+    over the examples with a lesion placed (`placed = 1`) and divided by `placed_count` (in the
+    global batch when distributed; by default those of this batch). Scalar; 0 without lesions."""
+    mask = tf.cast(mask, tf.float32)
+    channels = tf.cast(tf.shape(original)[-1], tf.float32)
+    error = tf.reduce_sum(tf.abs(tf.cast(filled, tf.float32) - tf.cast(original, tf.float32)) * mask, axis=[1, 2, 3])
+    per_example = error / tf.maximum(tf.reduce_sum(mask, axis=[1, 2, 3]) * channels, 1.0)
+    placed = tf.cast(placed, tf.float32)
+    if placed_count is None:
+        placed_count = tf.reduce_sum(placed)
+    return tf.reduce_sum(tf.where(placed > 0, per_example, 0.0)) / tf.maximum(tf.cast(placed_count, tf.float32), 1.0)
+
+
 def binarize_attention(attention, tau: float):
     """1 where attention >= tau, else 0: the region an attention-guided discriminator sees."""
     return tf.cast(tf.cast(attention, tf.float32) >= tau, tf.float32)

@@ -513,3 +513,31 @@ def test_a_chunk_cut_short_after_its_files_moved_is_still_owned(model_base, tiny
     assert result.chunks_skipped == 0 and len(_rows(str(out))) == 10
     ledger_lib.clear_previous(str(out))
     assert sorted(os.listdir(out)) == [run_lib.LOCK_NAME]
+
+
+def test_lesion_masks_are_the_masks_written_with_each_synthetic_tumor(model_base, tiny_dataset, tmp_path):
+    """--lesion_masks: every synthetic tumor's mask is exactly the lesion mask transplanted onto its
+    source slice (inside the head), the slice is unchanged outside it, and a re-run draws the same."""
+    from ssagan_tf import lesions
+    from ssagan_tf.augment.lesion_masks import LesionMasks
+
+    out = str(tmp_path / "aug")
+    _augment(model_base, tiny_dataset, out, format="tfrecord", directions=("normal_to_tumor",), lesion_masks=True,
+             ratio=None, seed=3, batch_size=4)
+    normal = pipeline.load_split_arrays(tiny_dataset, "train", domains=("normal",))
+    expected = LesionMasks(tiny_dataset, "train", seed=3)(normal["image"], np.arange(len(normal["image"])))
+    assert (expected.sum(axis=(1, 2, 3)) > 0).all()
+    head = lesions.head_mask(normal["image"]).numpy()
+    assert not (expected * (1 - head)).any()
+    synthetic = pipeline.load_split_arrays(out, "train")
+    assert len(synthetic["image"]) == len(normal["image"]) and (synthetic["label"] == 1).all()
+    position = {(c, int(s)): i for i, (c, s) in enumerate(zip(normal["case_id"], normal["slice_index"]))}
+    for k in range(len(synthetic["image"])):
+        i = position[(synthetic["case_id"][k], int(synthetic["slice_index"][k]))]
+        assert synthetic["has_mask"][k] == 1
+        np.testing.assert_array_equal(synthetic["mask"][k], expected[i])
+        outside = expected[i][..., 0] == 0
+        np.testing.assert_array_equal(synthetic["image"][k][outside], normal["image"][i][outside])
+    # Another batch size draws the same masks (they depend on the slice, not the batch).
+    again = LesionMasks(tiny_dataset, "train", seed=3)(normal["image"][1:3], np.arange(1, 3))
+    np.testing.assert_array_equal(again, expected[1:3])

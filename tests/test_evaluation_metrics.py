@@ -120,3 +120,24 @@ def test_attention_metrics_accept_no_slices():
     empty = np.zeros((0, 4, 4, 1))
     assert metrics.outside_change(empty, empty, empty, 0.1).shape == (0,)
     assert metrics.summarize(dice)["n"] == 0
+
+
+def test_fill_scores_inside_the_mask_by_hand():
+    original = np.zeros((3, 16, 16, 1))
+    mask = np.zeros((3, 16, 16), bool)
+    mask[:, 4:6, 4:8] = True                                 # 8 pixels
+    filled = original.copy()
+    filled[0, 4:6, 4:6] = 0.5                                # half the mask off by 0.5, half by 0.1
+    filled[0, 4:6, 6:8] = 0.1
+    filled[0, 12, 12] = 1.0                                  # outside the mask: not counted in L1 / PSNR
+    filled[1] = 0.2                                          # a uniform shift everywhere
+    scores = metrics.fill_scores(original, filled, mask[..., None] * 1.0)
+    assert scores["l1"][0] == pytest.approx(0.3)
+    assert scores["psnr"][0] == pytest.approx(10 * math.log10(4 / ((0.25 + 0.01) / 2)))
+    # Constant windows: SSIM is its luminance term (2 mu_x mu_y + C1) / (mu_x^2 + mu_y^2 + C1), C1 = (0.01 x 2)^2.
+    assert scores["ssim"][1] == pytest.approx(4e-4 / (0.04 + 4e-4), rel=1e-6)
+    assert scores["l1"][1] == pytest.approx(0.2)
+    empty = metrics.fill_scores(original[:1], original[:1], np.zeros((1, 16, 16)))
+    assert math.isnan(empty["l1"][0]) and math.isnan(empty["ssim"][0])
+    same = metrics.fill_scores(original[:1], original[:1], mask[:1])
+    assert same["l1"][0] == 0 and same["psnr"][0] == float("inf") and same["ssim"][0] == pytest.approx(1.0)

@@ -225,3 +225,23 @@ GOLDEN = {
 def test_golden_value(name):
     compute, expected = GOLDEN[name]
     np.testing.assert_allclose(np.atleast_1d(compute().numpy()), expected, rtol=1e-5, atol=1e-6)
+
+
+def test_healthy_fill_loss_by_value():
+    """Per example the mean |filled - original| over the masked pixels, averaged over the examples
+    with a lesion placed; an example without one contributes nothing."""
+    original = np.zeros((3, 4, 4, 1), np.float32)
+    filled = original.copy()
+    mask = np.zeros((3, 4, 4, 1), np.float32)
+    mask[0, :2, :2] = 1                     # 4 pixels, errors 0.4 each
+    filled[0, :2, :2] = 0.4
+    mask[1, 0, 0] = 1                       # 1 pixel, error 1.0
+    filled[1, 0, 0] = -1.0
+    filled[1, 3, 3] = 5.0                   # outside the mask: ignored
+    filled[2] = 9.0                         # not placed: ignored
+    mask[2] = 1
+    got = losses.healthy_fill_loss(filled, original, mask, placed=[1.0, 1.0, 0.0])
+    assert float(got) == pytest.approx((0.4 + 1.0) / 2)
+    assert float(losses.healthy_fill_loss(filled, original, mask, [1.0, 1.0, 0.0], placed_count=4)) == \
+        pytest.approx(1.4 / 4)
+    assert float(losses.healthy_fill_loss(filled, original, mask, [0.0, 0.0, 0.0])) == 0.0

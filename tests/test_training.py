@@ -763,3 +763,62 @@ def test_selection_and_a_validation_ended_warmup_end_to_end(data_dir, tiny_judge
     version = export.export_models(str(tmp_path), str(tmp_path / "export"), checkpoint="best")
     info = export.read_export_info(version)
     assert info["checkpoint"] == "best" and info["step"] == best["checkpoint_step"]
+
+
+def test_train_step_lesion_guidance_and_healthy_fill_by_value(data_dir, tmp_path):
+    """With --lesion_guidance and --lambda_fill the step's two terms equal, computed by hand from
+    the weights before the step and the transplants the step's seed draws: the mask loss of A_n
+    against the transplanted masks, and the L1 inside them between tumor->normal's fill of the
+    lesioned slice and the real one."""
+    from ssagan_tf import lesions
+    from ssagan_tf.models import compose_attention
+
+    config = tiny_config(data_dir, tmp_path, lesion_guidance=2.0, lambda_fill=3.0, mask_loss_type="l1_dice")
+    train_step, m, _ = make_train_step(config)
+    yy, xx = np.mgrid[:32, :32]
+    rng = np.random.default_rng(6)
+    x_n = np.where(((yy - 16) ** 2 + (xx - 16) ** 2 <= 196)[None, ..., None], rng.uniform(-0.5, 0.5, (2, 32, 32, 1)),
+                   -1.0).astype(np.float32)
+    x_t = rng.uniform(-1, 1, (2, 32, 32, 1)).astype(np.float32)
+    mask = np.zeros((2, 32, 32, 1), np.float32)
+    mask[:, 10:15, 12:18] = 1
+    has_mask = np.array([1.0, 0.0], np.float32)
+    lesioned, moved, placed = (t.numpy() for t in lesions.transplant(x_n, x_t, mask, has_mask,
+                                                                     tf.constant([0, 0], tf.int64)))
+    assert placed.tolist() == [1.0, 0.0] and moved[0].sum() > 0
+    a, mm = m.attention_normal(x_n, training=True).numpy()[0].ravel(), moved[0].ravel()
+    guidance = np.abs(a - mm).mean() + 1 - (2 * (a * mm).sum() + 1) / (a.sum() + mm.sum() + 1)
+    filled = np.asarray(compose_attention(lesioned, m.tumor_to_normal(lesioned, training=True).numpy(), moved))
+    inside = moved[0] > 0
+    fill = np.abs(filled[0] - x_n[0])[inside].mean()
+    batch = {"normal": {"image": tf.constant(x_n)},
+             "tumor": {"image": tf.constant(x_t), "mask": tf.constant(mask), "has_mask": tf.constant(has_mask)}}
+    values = train_step(batch, phase(config, True))
+    assert float(values["lesion_guidance"]) == pytest.approx(2.0 * guidance, rel=1e-4)
+    assert float(values["healthy_fill"]) == pytest.approx(3.0 * fill, rel=1e-4)
+    # After the warm-up A_n no longer trains: no guidance; the fill term stays.
+    values = train_step(batch, phase(config, False))
+    assert float(values["lesion_guidance"]) == 0.0 and float(values["healthy_fill"]) > 0
+
+
+def test_healthy_fill_measures_compare_the_fill_inside_transplanted_masks(data_dir):
+    """Every validation normal slice gets a lesion from a labelled validation tumor slice; a
+    tumor->normal that paints a constant scores as fill_scores says it does, inside the masks."""
+    from ssagan_tf.data.pipeline import load_split_arrays
+    from ssagan_tf.evaluation.metrics import fill_scores
+    from ssagan_tf.training.validation import healthy_fill_measures, transplanted_pairs
+
+    arrays = load_split_arrays(data_dir, "val")
+    originals, lesioned, masks = transplanted_pairs(arrays, seed=0)
+    assert len(originals) == int((arrays["label"] == 0).sum())
+    assert (masks.sum(axis=(1, 2, 3)) > 0).all()
+    again = transplanted_pairs(arrays, seed=0)
+    np.testing.assert_array_equal(again[2], masks)                  # the same set every epoch
+    measured = healthy_fill_measures(lambda x, training=False: tf.fill(tf.shape(x), -0.6),
+                                     (originals, lesioned, masks))
+    filled = np.where(masks > 0, -0.6, lesioned)
+    expected = fill_scores(originals, filled, masks)
+    assert measured["slices"] == len(originals)
+    for name in ("l1", "psnr", "ssim"):
+        assert measured[name] == pytest.approx(float(np.mean(expected[name])), rel=1e-5)
+    assert transplanted_pairs({**arrays, "has_mask": np.zeros_like(arrays["has_mask"])}) is None

@@ -62,6 +62,9 @@ class AugmentConfig:
                    exported in, and another explicit precision is refused
     judge          a judge (`python -m ssagan_tf.evaluation.judge`) that scores up to `judge_slices`
                    planned synthetic slices per direction (rate and KID, in augment.json); "" = none
+    lesion_masks   synthetic tumors are drawn inside real lesion masks transplanted from the
+                   split's labelled tumor slices (`ssagan_tf.lesions`), in A_n's place, and each
+                   written mask is the mask it was asked to fill (converted TFRecord input only)
     """
 
     model: str
@@ -80,6 +83,7 @@ class AugmentConfig:
     precision: str = "auto"
     judge: str = ""
     judge_slices: int = 256
+    lesion_masks: bool = False
 
     def __post_init__(self):
         """Check the values (every problem in one ValueError); `check_inputs` checks the folders."""
@@ -126,6 +130,9 @@ class AugmentConfig:
                              "choose an output_dir outside the data")
         if os.path.exists(self.output_dir) and not os.path.isdir(self.output_dir):
             raise ValueError(f"output_dir {self.output_dir!r}: is a file, not a folder")
+        if self.lesion_masks and not os.path.isfile(os.path.join(self.data_dir, "manifest.json")):
+            raise ValueError(f"--lesion_masks takes its lesions from the tumor masks of a converted dataset; "
+                             f"{self.data_dir} has no manifest.json")
         if self.judge:
             from ssagan_tf.evaluation.judge import read_judge_info
 

@@ -132,7 +132,8 @@ def _settings(config: AugmentConfig, translator, source, mask_threshold: float) 
             "source": source.kind, "split": config.split, "format": config.format, "ratio": config.ratio,
             "seed": config.seed, "directions": list(config.directions), "chunk_size": config.chunk_size,
             "mask_threshold": mask_threshold, "precision": translator.precision,
-            "real_slices": {d: len(source.refs(d)) for d in schema.DOMAINS}}
+            "real_slices": {d: len(source.refs(d)) for d in schema.DOMAINS},
+            **({"lesion_masks": True} if config.lesion_masks else {})}
 
 
 def _relative_to(path: str, start: str) -> str:
@@ -171,10 +172,19 @@ class _ChunkWriter:
             self.executor.shutdown(wait=True, cancel_futures=True)
 
 
+def _translate(translator, direction: str, images, positions, lesion_masks=None):
+    """(translated, attention) of a batch of source slices at split `positions`; with
+    `lesion_masks`, normal->tumor draws inside the masks it gives (and returns them)."""
+    if lesion_masks is not None and direction == "normal_to_tumor":
+        return translator.in_masks(images, lesion_masks(images, positions))
+    return translator(direction, images)
+
+
 def _translate_direction(direction: str, chunks: list, source, translator, writer: _ChunkWriter,
-                         batch_size: int, progress: _Progress) -> int:
+                         batch_size: int, progress: _Progress, lesion_masks=None) -> int:
     """Translate every source slice the pending `chunks` of one direction need, once each, and hand
-    each chunk to the writer when its last slice is in; returns the number of translations."""
+    each chunk to the writer when its last slice is in; returns the number of translations. With
+    `lesion_masks` (`lesion_masks.LesionMasks`) normal->tumor draws inside the masks it gives."""
     slots = collections.defaultdict(list)
     for chunk in chunks:
         for slot, item in enumerate(chunk.items):
@@ -184,7 +194,7 @@ def _translate_direction(direction: str, chunks: list, source, translator, write
     positions = np.asarray(sorted(slots), np.int64)
     translated_count = 0
     for images, batch_positions in _read_ahead(source.stream(SOURCE_DOMAIN[direction], positions, batch_size)):
-        translated, attention = translator(direction, images)
+        translated, attention = _translate(translator, direction, images, batch_positions, lesion_masks)
         translated_count += len(images)
         filled = 0
         for k, position in enumerate(batch_positions.tolist()):
@@ -201,7 +211,7 @@ def _translate_direction(direction: str, chunks: list, source, translator, write
     return translated_count
 
 
-def _judge_sample(config, plan: list, source, translator) -> dict:
+def _judge_sample(config, plan: list, source, translator, lesion_masks=None) -> dict:
     """The judge's measures (`judge.translation_measures`) of up to `config.judge_slices` planned
     source slices per direction, translated again (the generator is deterministic, so these are the
     slices written), against real slices of the target class from the input: the other
@@ -221,17 +231,19 @@ def _judge_sample(config, plan: list, source, translator) -> dict:
         parts = list(source.stream(domain, positions, config.batch_size))
         images = np.concatenate([p[0] for p in parts]) if parts else np.zeros((0,) + translator.image_shape)
         cases = np.asarray([refs[int(p)].case_id for part in parts for p in part[1]])
-        return images, cases
+        read = np.concatenate([p[1] for p in parts]) if parts else np.zeros(0, np.int64)
+        return images, cases, read
 
     out = {}
     for direction in config.directions:
         planned = {item.ref.position for chunk in plan if chunk.direction == direction for item in chunk.items}
-        inputs, _ = sample(SOURCE_DOMAIN[direction], planned)
-        target, target_cases = sample(TARGET_DOMAIN[direction])
+        inputs, _, positions = sample(SOURCE_DOMAIN[direction], planned)
+        target, target_cases, _ = sample(TARGET_DOMAIN[direction])
         if len(inputs) < 2 or len(target) < 2:
             continue
-        translated = np.concatenate([translator(direction, inputs[i:i + config.batch_size])[0]
-                                     for i in range(0, len(inputs), config.batch_size)])
+        step = config.batch_size
+        translated = np.concatenate([_translate(translator, direction, inputs[i:i + step], positions[i:i + step],
+                                                lesion_masks)[0] for i in range(0, len(inputs), step)])
         out[direction] = translation_measures(judge, translated, inputs, target, TARGET_DOMAIN[direction] == "tumor",
                                               target_cases, seed=config.seed)
         rate = out[direction]["rate"]
@@ -240,13 +252,14 @@ def _judge_sample(config, plan: list, source, translator) -> dict:
     return {"judge": config.judge, "judge_test_auc": judge.test_auc, "directions": out}
 
 
-def _write_contact_sheet(ledger, plan: list, source, translator, rows: int, directions) -> str | None:
+def _write_contact_sheet(ledger, plan: list, source, translator, rows: int, directions,
+                         lesion_masks=None) -> str | None:
     groups = []
     for direction in directions:
         firsts = sorted({item.ref.position for c in plan if c.direction == direction for item in c.items})[:rows]
         group = []
-        for images, _ in source.stream(SOURCE_DOMAIN[direction], np.asarray(firsts, np.int64), max(rows, 1)):
-            translated, attention = translator(direction, images)
+        for images, positions in source.stream(SOURCE_DOMAIN[direction], np.asarray(firsts, np.int64), max(rows, 1)):
+            translated, attention = _translate(translator, direction, images, positions, lesion_masks)
             group += [sheet.sheet_row(images[i], attention[i], translated[i]) for i in range(len(images))]
         groups.append(group)
     if not any(groups):
@@ -334,7 +347,8 @@ def _augment(config: AugmentConfig) -> AugmentResult:
                      config.output_dir)
     ledger = ledger_lib.Ledger(config.output_dir)
     ledger.start(_settings(config, translator, source, mask_threshold))
-    ctx = WriteContext(config.split, translator.name, translator.version, mask_threshold, translator.has_attention,
+    ctx = WriteContext(config.split, translator.name, translator.version, mask_threshold,
+                       translator.has_attention or config.lesion_masks,
                        _ambiguous(source, config.directions), source.geometry)
     pending = [chunk for chunk in plan if ledger.rows(chunk) is None]
     logging.info("Augmenting with %s: %d chunks planned, %d already committed", translator.label, len(plan),
@@ -343,20 +357,28 @@ def _augment(config: AugmentConfig) -> AugmentResult:
     progress = _Progress(sum(len(chunk.items) for chunk in pending))
     writer = _ChunkWriter(ledger, ctx, config.format)
     translated = 0
+    masks = None
+    if config.lesion_masks and "normal_to_tumor" in config.directions:
+        from ssagan_tf.augment.lesion_masks import LesionMasks
+
+        masks = LesionMasks(config.data_dir, config.split, config.seed)
     try:
         for direction in config.directions:
             chunks = [chunk for chunk in pending if chunk.direction == direction]
             translated += _translate_direction(direction, chunks, source, translator, writer, config.batch_size,
-                                               progress)
+                                               progress, masks)
     finally:
         writer.close()
+    if masks is not None and masks.unplaced:
+        logging.warning("--lesion_masks: no lesion fitted inside the head of %d normal slices; their synthetic "
+                        "tumors are unchanged inputs with empty masks", masks.unplaced)
     seconds, cpu_seconds = time.perf_counter() - start, time.process_time() - cpu_start
     return _finish(config, translator, source, plan, ledger, mask_threshold, len(plan) - len(pending), translated,
-                   seconds, cpu_seconds)
+                   seconds, cpu_seconds, masks)
 
 
 def _finish(config, translator, source, plan, ledger, mask_threshold, skipped, translated, seconds,
-            cpu_seconds) -> AugmentResult:
+            cpu_seconds, lesion_masks=None) -> AugmentResult:
     rows = []
     for chunk in plan:
         committed = ledger.rows(chunk)
@@ -369,15 +391,17 @@ def _finish(config, translator, source, plan, ledger, mask_threshold, skipped, t
                             ledger_lib.json_text(_dataset_manifest(config, translator, source, rows, mask_threshold)))
     sheet_path = None
     if config.contact_rows:
-        sheet_path = _write_contact_sheet(ledger, plan, source, translator, config.contact_rows, config.directions)
+        sheet_path = _write_contact_sheet(ledger, plan, source, translator, config.contact_rows, config.directions,
+                                          lesion_masks)
     counts = {d: sum(1 for row in rows if TARGET_DOMAIN[row["direction"]] == d) for d in schema.DOMAINS}
-    judged = _judge_sample(config, plan, source, translator) if config.judge else None
+    judged = _judge_sample(config, plan, source, translator, lesion_masks) if config.judge else None
     result = AugmentResult(config.output_dir, translator.label, counts, len(plan), skipped, translated, seconds,
                            cpu_seconds, manifest_csv, sheet_path)
     ledger.write_output(SUMMARY_NAME, ledger_lib.json_text({
         "model": translator.label, "model_path": translator.path, "tau": translator.tau,
         "mask_threshold": mask_threshold, "format": config.format, "split": config.split, "ratio": config.ratio,
         "seed": config.seed, "directions": list(config.directions), "source": source.description(),
+        **({"lesion_masks": True} if config.lesion_masks else {}),
         "counts": counts, "chunks": len(plan), "chunks_skipped": skipped,
         "last_run": {"slices_translated": translated, "seconds": round(seconds, 3),
                      "cpu_seconds": round(cpu_seconds, 3),

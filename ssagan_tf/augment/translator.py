@@ -54,6 +54,17 @@ class Translator:
         out = self.functions[direction](images=tf.constant(images, tf.float32))
         return out["image"].numpy(), out["attention"].numpy()
 
+    def in_masks(self, images: np.ndarray, masks: np.ndarray):
+        """normal->tumor drawn inside `masks` [B, H, W, 1] (in A_n's place) -> (translated, masks)."""
+        if export.IN_MASKS not in self.functions:
+            raise ValueError(f"{self.path}: this export has no {export.IN_MASKS} signature (written by an older "
+                             "version); export the training run again to use --lesion_masks")
+        if images.shape[1:] != self.image_shape:
+            raise ValueError(f"images of shape {images.shape[1:]} given to a model of {self.image_shape}")
+        out = self.functions[export.IN_MASKS](images=tf.constant(images, tf.float32),
+                                             masks=tf.constant(masks, tf.float32))
+        return out["image"].numpy(), out["attention"].numpy()
+
 
 def _is_version_dir(path: str) -> bool:
     return os.path.isfile(os.path.join(path, "saved_model.pb"))
@@ -78,7 +89,7 @@ def model_kind(path: str) -> str:
 def load_version(version_dir: str, name: str | None = None, version: str | None = None) -> Translator:
     info = export.read_export_info(version_dir)
     loaded = tf.saved_model.load(version_dir)
-    functions = {d: loaded.signatures[d] for d in export.DIRECTIONS}
+    functions = {d: loaded.signatures[d] for d in export.DIRECTIONS + (export.IN_MASKS,) if d in loaded.signatures}
     version_dir = os.path.abspath(version_dir)
     return Translator(name=name or os.path.basename(os.path.dirname(version_dir)),
                       version=version or os.path.basename(version_dir), path=version_dir, info=info,

@@ -143,6 +143,34 @@ def outside_change(source_images, translated_images, attention, tau: float) -> n
     return np.where(count > 0, total / np.maximum(count, 1), np.nan)
 
 
+def fill_scores(original_images, filled_images, masks, data_range: float = 2.0) -> dict:
+    """How well a fill restores the real tissue inside `masks`, per slice, as the BraTS 2023
+    inpainting task scores it (inside the inpainted region only): {"l1": mean |filled - original|
+    over the masked pixels and channels, "psnr": 10 log10(data_range^2 / their mean squared
+    error) (inf when equal), "ssim": the mean of skimage's SSIM map (Wang et al. 2004, 7x7
+    windows, `data_range`, over channels) over the masked pixels}. Images [N, H, W, C] in the
+    data's [-1, 1] (data_range 2: the same PSNR as [0, 1] images with range 1); masks [N, H, W]
+    or [N, H, W, 1]. NaN for a slice with an empty mask."""
+    from skimage.metrics import structural_similarity
+
+    original = np.asarray(original_images, np.float64)
+    filled = np.asarray(filled_images, np.float64)
+    inside = np.asarray(masks).reshape(original.shape[:3]) > 0.5
+    scores = {"l1": [], "psnr": [], "ssim": []}
+    for real, fill, mask in zip(original, filled, inside):
+        if not mask.any():
+            for values in scores.values():
+                values.append(float("nan"))
+            continue
+        error = (fill - real)[mask]
+        mse = float(np.mean(error ** 2))
+        scores["l1"].append(float(np.mean(np.abs(error))))
+        scores["psnr"].append(float("inf") if mse == 0 else 10.0 * math.log10(data_range ** 2 / mse))
+        _, ssim_map = structural_similarity(real, fill, data_range=data_range, channel_axis=-1, full=True)
+        scores["ssim"].append(float(ssim_map.mean(axis=-1)[mask].mean()))
+    return {name: np.asarray(values) for name, values in scores.items()}
+
+
 def class_rate(probabilities, tumor: bool, threshold: float = 0.5) -> float:
     """Fraction of slices a classifier calls tumor (p >= threshold) when `tumor`, else normal
     (p < threshold): the judge's "tumor rate" of synthetic tumors, or "normal rate" of synthetic

@@ -37,6 +37,7 @@ SYSTEM_SPECIFIC = {
     "attention_area": ("use_attention", "the systems with attention"),
     "lambda_attention_area": ("use_attention", "the systems with attention"),
     "warmup_patience": ("use_attention", "the systems with attention"),
+    "lesion_guidance": ("use_attention", "the systems with attention"),
     "warmup_min_delta": ("use_attention", "the systems with attention"),
 }
 
@@ -114,6 +115,8 @@ class RunConfig:
     select_best: bool = False          # keep the checkpoint the validation judge scores best (training.selection)
     warmup_patience: int = 0           # > 0: end the warm-up when validation plateaus this many epochs; 0 = fixed
     warmup_min_delta: float = 0.02     # the rise that counts as progress for warmup_patience
+    lesion_guidance: float = 0.0       # > 0: weight of A_n's loss against transplanted lesion masks (warm-up)
+    lambda_fill: float = 0.0           # > 0: weight of tumor->normal's self-supervised healthy fill
 
     def __post_init__(self):
         object.__setattr__(self, "d_mode", D_MODE_ALIASES.get(self.d_mode, self.d_mode))
@@ -155,7 +158,8 @@ class RunConfig:
              f"decay_start_fraction must be in [0, 1], got {self.decay_start_fraction}")
         need(self.gan_loss in GAN_LOSSES, f"gan_loss must be one of {GAN_LOSSES}, got {self.gan_loss!r}")
         need(0 <= self.attention_area < 1, f"attention_area must be in [0, 1), got {self.attention_area}")
-        for name in ("lambda_cycle", "lambda_identity", "lambda_mask", "lambda_attention_area"):
+        for name in ("lambda_cycle", "lambda_identity", "lambda_mask", "lambda_attention_area", "lesion_guidance",
+                     "lambda_fill"):
             need(getattr(self, name) >= 0, f"{name} must be >= 0, got {getattr(self, name)}")
         need(self.mask_loss_type in MASK_LOSS_TYPES,
              f"mask_loss_type must be one of {MASK_LOSS_TYPES}, got {self.mask_loss_type!r}")
@@ -227,6 +231,9 @@ class RunConfig:
         for split in ("train", "val"):
             for domain in schema.DOMAINS:
                 integrity.check_shards(manifest, split, domain)
+        if (self.lesion_guidance or self.lambda_fill) and not manifest.raw.get("labelled_train_patients", True):
+            raise ConfigError(f"{self.data_dir}: no tumor masks in the train split, so there are no lesions to "
+                              "transplant for --lesion_guidance / --lambda_fill")
         if self.select_best or self.warmup_patience:
             few = [d for d in schema.DOMAINS if manifest.count("val", d) < 2]
             if few:

@@ -49,6 +49,7 @@ class TrainResult:
     val_dice: dict = field(default_factory=dict)   # epoch -> Dice of the thresholded tumor attention
     val_normal_attention: dict = field(default_factory=dict)   # epoch -> validation_normal_attention stats
     val_judge: dict = field(default_factory=dict)   # epoch -> validation.judge_measures
+    val_fill: dict = field(default_factory=dict)    # epoch -> validation.healthy_fill_measures (lesion levers)
     checkpoint: str | None = None
     chief: bool = True                             # whether this process wrote the run directory
     export: str | None = None                      # the version directory written for export_dir

@@ -12,8 +12,8 @@ from __future__ import annotations
 import keras
 import tensorflow as tf
 
-from ssagan_tf import losses
-from ssagan_tf.models import reconstruct, translate
+from ssagan_tf import lesions, losses
+from ssagan_tf.models import compose_attention, reconstruct, translate
 from ssagan_tf.training.pool import replica_pool
 from ssagan_tf.training.schedule import Phase
 
@@ -56,10 +56,25 @@ class TrainStep:
             # The attention loss averages over the labelled examples of the *global* batch.
             labelled = tf.distribute.get_replica_context().all_reduce(
                 tf.distribute.ReduceOp.SUM, tf.reduce_sum(tf.cast(batch["tumor"]["has_mask"], tf.float32)))
+        if self.config.lesion_guidance > 0 or self.config.lambda_fill > 0:
+            batch = self._with_lesions(batch)
         gen_grads, disc_grads, values = self._compute(batch, labelled, phase)
         self.state.generator_optimizer.apply_gradients(zip(gen_grads, self.trainable_generator_variables(phase)))
         self.state.discriminator_optimizer.apply_gradients(zip(disc_grads, self.models.discriminator_variables))
         return values
+
+    def _with_lesions(self, batch):
+        """The batch plus each normal slice with the lesion of the labelled tumor slice beside it
+        transplanted (`lesions.transplant`), seeded by the run's seed, the step and the replica,
+        so a resumed run draws the same ones."""
+        context = tf.distribute.get_replica_context()
+        replica = tf.cast(context.replica_id_in_sync_group, tf.int64)
+        seed = tf.stack([tf.constant(self.config.seed, tf.int64) * 1024 + replica, tf.cast(self.state.step, tf.int64)])
+        tumor = batch["tumor"]
+        lesioned, masks, placed = lesions.transplant(batch["normal"]["image"], tumor["image"], tumor["mask"],
+                                                     tumor["has_mask"], seed)
+        count = context.all_reduce(tf.distribute.ReduceOp.SUM, tf.reduce_sum(placed))
+        return {**batch, "lesion": {"image": lesioned, "mask": masks, "placed": placed, "count": count}}
 
     def _scaled(self, optimizer, loss):
         return optimizer.scale_loss(loss) if isinstance(optimizer, keras.optimizers.LossScaleOptimizer) else loss
@@ -103,7 +118,18 @@ class TrainStep:
             if m.config.mask_loss:
                 attention_mask = c.lambda_mask * losses.semi_supervised_attention_loss(
                     att_t, batch["tumor"]["mask"], batch["tumor"]["has_mask"], labelled, c.mask_loss_type)
-            gen_total = mean(per_example) + attention_mask
+            guidance = fill = tf.constant(0.0)
+            if c.lesion_guidance > 0 and phase.train_attention and m.config.use_attention:
+                lesion = batch["lesion"]
+                guidance = c.lesion_guidance * losses.semi_supervised_attention_loss(
+                    att_n, lesion["mask"], lesion["placed"], lesion["count"], c.mask_loss_type)
+            if c.lambda_fill > 0:
+                lesion = batch["lesion"]
+                filled = compose_attention(lesion["image"], tf.cast(m.tumor_to_normal(lesion["image"], training=True),
+                                                                    tf.float32), lesion["mask"])
+                fill = c.lambda_fill * losses.healthy_fill_loss(filled, x_n, lesion["mask"], lesion["placed"],
+                                                                lesion["count"])
+            gen_total = mean(per_example) + attention_mask + guidance + fill
 
             # The pools hold unmasked fakes with their source attention; the phase's masking is
             # applied to what they return.
@@ -132,6 +158,10 @@ class TrainStep:
                   "cycle_normal": mean(cyc_n), "cycle_tumor": mean(cyc_t), "identity": mean(identity),
                   "attention_mask": attention_mask, "attention_area": mean(area),
                   "disc_tumor": mean(d_t), "disc_normal": mean(d_n)}
+        if c.lesion_guidance > 0:
+            values["lesion_guidance"] = guidance
+        if c.lambda_fill > 0:
+            values["healthy_fill"] = fill
         if m.config.use_attention:
             # The mean attention of each direction on the step's inputs (A_n on the normal slices, A_t
             # on the tumor slices): A_n at exactly 0 means normal->tumor is the identity.

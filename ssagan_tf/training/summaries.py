@@ -102,7 +102,7 @@ class ProgressLine:
 
     SHOWN = (("G", "generator_total"), ("D", "discriminator_total"), ("cyc_n", "cycle_normal"),
              ("cyc_t", "cycle_tumor"), ("mask", "attention_mask"), ("A_n", "attention_normal_mean"),
-             ("A_t", "attention_tumor_mean"))
+             ("A_t", "attention_tumor_mean"), ("guide", "lesion_guidance"), ("fill", "healthy_fill"))
 
     def __init__(self, total_steps: int, steps_per_epoch: int, stream=None):
         self.total_steps, self.steps_per_epoch = total_steps, steps_per_epoch

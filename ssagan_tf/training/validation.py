@@ -67,6 +67,47 @@ def validation_normal_attention(normal_to_tumor, data_dir: str, tau: float, batc
     return {**{k: v / count for k, v in total.items()}, "max": largest}
 
 
+def transplanted_pairs(arrays: dict, seed: int = 0):
+    """The healthy-fill test set of a split's slices (`arrays` from `pipeline.load_split_arrays`):
+    every normal slice with a lesion transplanted from a tumor slice with a mask (the k-th normal
+    slice takes the (k mod n)-th of the n such tumor slices; `lesions.transplant`, seeded, so
+    every call gives the same set). Returns ``(originals, lesioned, masks)`` as numpy arrays (the
+    slices where no lesion could be placed left out), or None without either kind of slice."""
+    from ssagan_tf import lesions
+
+    normal = arrays["image"][arrays["label"] == 0]
+    labelled = (arrays["label"] == 1) & (arrays["has_mask"] > 0) & (arrays["mask"].sum(axis=(1, 2, 3)) > 0)
+    if not len(normal) or not labelled.any():
+        return None
+    donors = np.flatnonzero(labelled)[np.arange(len(normal)) % int(labelled.sum())]
+    lesioned, masks, placed = (np.asarray(t) for t in lesions.transplant(
+        normal, arrays["image"][donors], arrays["mask"][donors], np.ones(len(normal), np.float32),
+        tf.constant([seed, 0], tf.int64)))
+    keep = placed > 0
+    return (normal[keep], lesioned[keep], masks[keep]) if keep.any() else None
+
+
+def healthy_fill_measures(tumor_to_normal, pairs) -> dict | None:
+    """How tumor->normal fills a lesion with brain where the truth is known: on `pairs`
+    (`transplanted_pairs`), G_t2n translates each lesioned normal slice with the transplanted mask
+    as its attention (paper Eq. 1 with the mask in place of A_t), and `metrics.fill_scores`
+    compares what it paints inside the mask with the real tissue there. Returns the mean L1,
+    PSNR and SSIM and the number of slices, or None without pairs."""
+    from ssagan_tf.evaluation.metrics import fill_scores
+    from ssagan_tf.models import compose_attention
+
+    if pairs is None:
+        return None
+    originals, lesioned, masks = pairs
+    filled = np.concatenate([np.asarray(compose_attention(
+        lesioned[i:i + 16], tf.cast(tumor_to_normal(lesioned[i:i + 16], training=False), tf.float32),
+        masks[i:i + 16])) for i in range(0, len(lesioned), 16)])
+    scores = fill_scores(originals, filled, masks)
+    finite = {k: v[np.isfinite(v)] for k, v in scores.items()}
+    return {**{k: float(v.mean()) if v.size else float("nan") for k, v in finite.items()},
+            "slices": int(len(originals))}
+
+
 def judge_measures(judge, models, arrays: dict, tau: float = 0.0, seed: int = 0) -> dict:
     """The judge's view of both directions on a split's slices (`arrays` from
     `pipeline.load_split_arrays`), translated with the inference threshold `tau` as augmentation
@@ -152,7 +193,10 @@ class Validation:
                                                           training=False), reduce_retracing=True)
                           if models.attention_normal is not None else None)
         self.warned = []
-        self.judge = self.val_arrays = None
+        self.judge = self.val_arrays = self.fill_pairs = None
+        if config.lesion_guidance > 0 or config.lambda_fill > 0:
+            # The same transplants every epoch, so the healthy-fill figures compare across epochs.
+            self.fill_pairs = transplanted_pairs(pipeline.load_split_arrays(config.data_dir, "val"), config.seed)
         if config.judge_dir:
             from ssagan_tf.evaluation.judge import Judge
 
@@ -182,6 +226,12 @@ class Validation:
             board.scalars(at_step, {f"attention_normal_{k}": v for k, v in normal.items()}, prefix="val/")
             log(f"epoch {at_epoch}: validation normal->tumor: mean A_n {normal['mean']:.4f} (max {normal['max']:.3f}, "
                 f"{100 * normal['attended']:.1f}% of pixels >= tau), mean |change| {normal['change']:.4f}")
+        if self.fill_pairs is not None:
+            fill = healthy_fill_measures(self.models.tumor_to_normal, self.fill_pairs)
+            result.val_fill[at_epoch] = fill
+            board.scalars(at_step, {f"healthy_fill_{k}": v for k, v in fill.items()}, prefix="val/")
+            log(f"epoch {at_epoch}: validation healthy fill inside {fill['slices']} transplanted lesion masks: L1 "
+                f"{fill['l1']:.4f}, PSNR {fill['psnr']:.2f} dB, SSIM {fill['ssim']:.4f}")
         if self.judge is not None:
             measures = judge_measures(self.judge, self.models, self.val_arrays, tau=config.tau)
             if measures:
