@@ -11,6 +11,10 @@ import numpy as np
 
 from data_prep.preprocess import DROP_REASONS
 
+# A group of cases whose healthy in-head tissue differs in mean normalised intensity ([-1, 1]) from
+# the other cases' by more than this is a shortcut a classifier can learn (tumor-free cases that
+# all come out brighter, one site darker than the rest): the report warns.
+INTENSITY_GAP = 0.15
 REPORT_NAME = "conversion_report.md"
 SHEET_NAME = "conversion_sheet.png"
 _REASON_TEXT = {"slice_range": "outside --slice_range", "little_brain": "too little brain (--min_brain_fraction)",
@@ -46,6 +50,8 @@ def write_report(config, outcomes, manifest, cohort: dict, directory: str | None
         lines += ["## Exact duplicates", "", f"{d['groups']} group(s) of identical slices (hash of the decoded "
                   f"pixels), {d['slices']} slices in them; {d['cross_patient']} group(s) span several patients; "
                   f"mode `{config.dedupe}`: {d['action']}.", ""]
+    if cohort.get("intensity"):
+        lines += _intensity_lines(cohort["intensity"])
     if "anatomy" in cohort:
         lines += _anatomy_lines(cohort["anatomy"], config.match_anatomy)
     lines += ["## Cases", "", "| case | patient | split | tumor | normal | dropped | masks used | status |",
@@ -61,6 +67,61 @@ def write_report(config, outcomes, manifest, cohort: dict, directory: str | None
     with open(tmp, "w") as f:
         f.write("\n".join(lines) + "\n")
     os.replace(tmp, os.path.join(directory, REPORT_NAME))
+
+
+def healthy_intensity(images: np.ndarray, masks: np.ndarray) -> float:
+    """Mean normalised intensity (all channels) of a case's written slices over head pixels at
+    least 2 pixels away from any tumor; NaN when there are none. Background is -1 after
+    normalisation, so the head is what lies above it."""
+    from scipy import ndimage
+
+    if not len(images):
+        return float("nan")
+    near_tumor = ndimage.binary_dilation(masks > 0, structure=np.ones((1, 5, 5), bool))
+    healthy = (images.max(axis=-1) > -1.0 + 1e-3) & ~near_tumor
+    return float(images[healthy].mean()) if healthy.any() else float("nan")
+
+
+def intensity_groups(cases: list) -> list:
+    """Each group of cases (the tumor-free cases; each source folder, when the input's top-level
+    folders hold several patients each) against the other cases: `cases` are dicts with case,
+    patient, tumor_free, folder and mean (`healthy_intensity`). A group needs 2 cases on each side;
+    a warning when the means differ by more than INTENSITY_GAP."""
+    cases = [c for c in cases if np.isfinite(c["mean"])]
+    groups = [("tumor-free cases", [c["tumor_free"] for c in cases])]
+    folders = sorted({c["folder"] for c in cases})
+    patients = {c["patient"] for c in cases}
+    if 1 < len(folders) < len(patients):
+        groups += [(f"cases under {folder}/", [c["folder"] == folder for c in cases]) for folder in folders]
+    out = []
+    for name, member in groups:
+        member = np.asarray(member, bool)
+        if member.sum() < 2 or (~member).sum() < 2:
+            continue
+        means = np.array([c["mean"] for c in cases])
+        inside, rest = float(means[member].mean()), float(means[~member].mean())
+        group = {"group": name, "cases": int(member.sum()), "mean": inside, "rest_cases": int((~member).sum()),
+                 "rest_mean": rest}
+        if abs(inside - rest) > INTENSITY_GAP:
+            group["warning"] = (f"{name} ({group['cases']}) differ in healthy in-head intensity from the other "
+                                f"{group['rest_cases']} cases: mean {inside:+.2f} against {rest:+.2f} on the [-1, 1] "
+                                f"scale (more than {INTENSITY_GAP}); a classifier can tell them apart by brightness "
+                                "alone: check their scanner, sequence and normalisation (--percentiles)")
+        out.append(group)
+    return out
+
+
+def _intensity_lines(groups: list) -> list:
+    lines = ["## In-head intensity by group", "",
+             "Mean normalised intensity ([-1, 1]) of the written slices' head pixels at least 2 pixels from any "
+             f"tumor, per case, averaged over a group's cases. A gap above {INTENSITY_GAP} is warned about: the "
+             "group could be told apart by brightness alone.", "",
+             "| group | cases | mean | other cases | their mean | gap |", "|---|---|---|---|---|---|"]
+    for g in groups:
+        gap = f"{g['mean'] - g['rest_mean']:+.2f}" + (" **(warning)**" if g.get("warning") else "")
+        lines.append(f"| {g['group']} | {g['cases']} | {g['mean']:+.2f} | {g['rest_cases']} | {g['rest_mean']:+.2f} "
+                     f"| {gap} |")
+    return lines + [""]
 
 
 def _anatomy_lines(anatomy: dict, matched: bool) -> list:
