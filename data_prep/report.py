@@ -40,7 +40,7 @@ def write_report(config, outcomes, manifest, cohort: dict, directory: str | None
                   for s, c in manifest["counts"].items()] + [""]
         lines += [f"**Warning: {w}.**" for w in cohort.get("warnings", [])] + [""] * bool(cohort.get("warnings"))
         lines += [f"Look at `{SHEET_NAME}` (beside this report) before training: a few tumor and normal slices "
-                  "of each split, first channel, tumor outlined in red; rows train, val, test, tumor above normal.",
+                  "of each split, first channel, tumor outlined in red; each row labelled with its split and class.",
                   ""]
     totals = {r: sum(o.dropped.get(r, 0) for o in outcomes) for r in DROP_REASONS}
     lines += ["## Dropped slices", "", "| reason | slices |", "|---|---|"]
@@ -145,28 +145,27 @@ def _anatomy_lines(anatomy: dict, matched: bool) -> list:
     return lines + [""]
 
 
-def write_sheet(path: str, panels: list) -> None:
-    """A grid of (title, image (S, S, C) in [-1, 1], mask (S, S)) panels: one row per split and
-    label, the first channel in grey with the mask's outline in red. Titles go to the report,
-    not the image: the row order is fixed (split, then tumor before normal)."""
-    from skimage import io as skio
-    from skimage.segmentation import find_boundaries
+def sheet_figure(panels: list):
+    """The conversion sheet as a labelled figure: `panels` are (row key, image (S, S, C) in [-1, 1],
+    mask (S, S)) with row keys `<i>-<split>-<0 tumor | 1 normal>`, sorted; one row per split and
+    class, labelled so, the first channel in grey with the tumor outlined in red."""
+    from ssagan_tf import figures
 
-    if not panels:
-        return
     rows: dict = {}
-    for title, image, mask in panels:
-        rows.setdefault(title, []).append((image, mask))
-    size = panels[0][1].shape[0]
-    columns = max(len(r) for r in rows.values())
-    sheet = np.full((len(rows) * (size + 4), columns * (size + 4), 3), 255, np.uint8)
-    for r, row in enumerate(rows.values()):
-        for c, (image, mask) in enumerate(row):
-            grey = np.clip((image[..., 0] + 1.0) * 127.5, 0, 255).astype(np.uint8)
-            tile = np.repeat(grey[..., None], 3, axis=-1)
-            tile[find_boundaries(mask > 0, mode="inner")] = (255, 0, 0)
-            top, left = r * (size + 4) + 2, c * (size + 4) + 2
-            sheet[top:top + size, left:left + size] = tile
-    tmp = path + f".tmp-{os.getpid()}.png"
-    skio.imsave(tmp, sheet, check_contrast=False)
-    os.replace(tmp, path)
+    for key, image, mask in panels:
+        rows.setdefault(key, []).append((image, mask))
+    labels = [f"{key.split('-')[1]}\n{('tumor', 'normal')[int(key.split('-')[2])]}" for key in rows]
+    tiles = [[figures.to_unit(image) for image, _ in row] for row in rows.values()]
+    outlines = [[mask > 0 for _, mask in row] for row in rows.values()]
+    columns = max(len(row) for row in tiles)
+    return figures.labelled_grid(tiles, [f"slice {i + 1}" for i in range(columns)], labels,
+                                 title="Converted slices per split and class (first channel; tumor outlined in red)",
+                                 outlines=outlines)
+
+
+def write_sheet(path: str, panels: list) -> None:
+    """`conversion_sheet.png` (see `sheet_figure`); nothing when there are no panels."""
+    from ssagan_tf import figures
+
+    if panels:
+        figures.save(sheet_figure(panels), path)

@@ -199,3 +199,26 @@ def test_intensity_groups_by_source_folder():
     assert "warning" in groups["cases under b/"]
     # one case per folder: folders are patients, not sources, and are not compared
     assert intensity_groups([dict(c, folder=c["case"]) for c in cases]) == []
+
+
+def test_conversion_sheet_labels_rows_by_split_and_class_and_outlines_tumors(tmp_path):
+    from skimage import io as skio
+
+    from data_prep.report import sheet_figure, write_sheet
+    from ssagan_tf import figures
+
+    image = np.full((32, 32, 1), -1.0, np.float32)
+    image[8:24, 8:24] = 0.5
+    mask = np.zeros((32, 32), np.uint8)
+    mask[12:18, 12:18] = 1
+    panels = [("0-train-0", image, mask), ("0-train-0", image, mask), ("0-train-1", image, 0 * mask),
+              ("2-test-0", image, mask)]
+    words = figures.texts(sheet_figure(panels))
+    assert {"train\ntumor", "train\nnormal", "test\ntumor", "slice 1", "slice 2"} <= set(words)
+    assert "tumor outlined in red" in " ".join(words)
+    write_sheet(str(tmp_path / "conversion_sheet.png"), panels)
+    sheet = skio.imread(str(tmp_path / "conversion_sheet.png"))
+    assert sheet.ndim == 3 and 150 < sheet.shape[0] < 1500 and 150 < sheet.shape[1] < 1500
+    red = (sheet[..., 0] > 200) & (sheet[..., 1] < 80) & (sheet[..., 2] < 80)
+    assert red.sum() > 20
+    assert os.listdir(tmp_path) == ["conversion_sheet.png"]
