@@ -104,7 +104,7 @@ class Ledger:
 # What an augmentation writes, relative to its output directory (see writers.py and run.py).
 _OWN_FILES = ("manifest.csv", "manifest.json", "augment.json", "contact_sheet.png")
 _OWN_PATTERNS = ("*/normal-*-of-*.tfrecord", "*/tumor-*-of-*.tfrecord", "*/normal/*.png", "*/tumor/*.png",
-                 "*/normal/*.nii.gz", "*/tumor/*.nii.gz")
+                 "*/normal/*.nii.gz", "*/tumor/*.nii.gz", "contact_sheet.tmp-*.png")
 
 
 def clear_previous(output_dir: str) -> int:

@@ -235,8 +235,8 @@ def _write_contact_sheet(path: str, plan: list, source, translator, rows: int, d
         for images, _ in source.stream(SOURCE_DOMAIN[direction], np.asarray(firsts, np.int64), max(rows, 1)):
             translated, attention = translator(direction, images)
             group += [sheet.sheet_row(images[i], attention[i], translated[i]) for i in range(len(images))]
-        groups.append(group)
-    if not any(groups):
+        groups.append((direction, group))
+    if not any(group for _, group in groups):
         return None
     return sheet.write_png(path, sheet.contact_sheet(groups))
 
