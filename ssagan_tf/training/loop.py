@@ -28,7 +28,8 @@ from ssagan_tf.data import integrity, pipeline
 from ssagan_tf.locking import DirectoryLock
 from ssagan_tf.models import ModelConfig
 from ssagan_tf.training import checkpoints, summaries
-from ssagan_tf.training.actions import LogProgress, NonFiniteLossError, SaveCheckpoint, Throughput, WriteImages
+from ssagan_tf.training.actions import (AnnounceFreeze, LogProgress, NonFiniteLossError, SaveCheckpoint, Throughput,
+                                       WriteImages)
 from ssagan_tf.training.config import ConfigError, RunConfig, load_config_dict, save_config
 from ssagan_tf.training.schedule import Schedule
 from ssagan_tf.training.state import TrainingState
@@ -215,7 +216,9 @@ def _run(config, schedule, strategy, chief, state, manager, result, log, stream)
         with pipeline.shard_errors_named(config.data_dir):
             grid_inputs = summaries.sample_batch(config.data_dir)
         validation = Validation(config, schedule, state.models, board, result, log)
-        actions += [WriteImages(config, schedule, state.models, board, grid_inputs), validation]
+        actions += [WriteImages(config, schedule, state.models, board, grid_inputs), validation,
+                    AnnounceFreeze(schedule, log)]
+        board.run_settings(start, config, fresh=start == 0)
     actions.append(SaveCheckpoint(config, schedule, state, manager, start))
 
     if validation is not None and start == 0:
