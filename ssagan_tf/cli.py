@@ -10,6 +10,7 @@
   on stderr and exit 1, without a traceback. `--debug` shows the traceback instead; anything
   else (a bug: TypeError, KeyError, ...) always shows it.
 - Ctrl-C prints one line and exits 130.
+- Log records print as plain lines (`console.plain_logging`), like the commands' own lines.
 """
 
 from __future__ import annotations
@@ -106,6 +107,9 @@ def run(main, doc: str, argv=None, help_module=None) -> None:
     debug = flags.FLAGS.debug
 
     def guarded(args):
+        from ssagan_tf import console
+
+        console.plain_logging()           # app.run installed absl's handler; one format for every command
         try:
             return main(args)
         except app.UsageError as err:

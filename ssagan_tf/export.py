@@ -369,8 +369,10 @@ def _main(argv, flag_values):
     version_dir = export_models(flag_values.model_dir, flag_values.export_dir, flag_values.model_name,
                                 tau=flag_values.tau, tolerance=flag_values.tolerance, precision=choice.precision)
     info = read_export_info(version_dir)
-    logging.info("Exported %s (tau %g, step %s, %s); max abs difference vs Keras %s", version_dir, info["tau"],
-                 info.get("step"), info["precision"], info["verification"]["max_abs_diff"])
+    diffs = info["verification"]["max_abs_diff"]
+    shown = ", ".join(f"{k} {v:.1e}" for k, v in diffs.items()) if isinstance(diffs, dict) else f"{diffs:.1e}"
+    logging.info("exported %s (tau %g, step %s, %s); max abs difference from Keras: %s", version_dir, info["tau"],
+                 info.get("step"), info["precision"], shown)
     print(version_dir)
 
 

@@ -14,13 +14,12 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 import tensorflow as tf
-from absl import logging
 
 from ssagan_tf.data import schema
 from ssagan_tf.data.pipeline import load_split_arrays
 from ssagan_tf.evaluation import arms, metrics
 from ssagan_tf.evaluation.augmenters import Augmenter, Translation, has_attention
-from ssagan_tf.evaluation.classifier import Classifier, predict_probabilities, train_classifier
+from ssagan_tf.evaluation.classifier import Classifier, format_seconds, predict_probabilities, train_classifier
 from ssagan_tf.evaluation.config import SYNTHETIC_ARMS, EvaluationConfig, check_inputs
 from ssagan_tf.precision import choose_precision
 
@@ -108,9 +107,6 @@ def run_one(config: EvaluationConfig, classifier: Classifier, row: Row, seed: in
                   test_probabilities=[round(float(p), 6) for p in probabilities])
     if selected is not None:
         result["synthetic_sources"] = {k: v.tolist() for k, v in selected.items()}
-    logging.info("%s seed %d: sens %.3f spec %.3f auc %.3f (%d epochs, %.1fs)", row.name, seed,
-                 result["sensitivity"], result["specificity"], result["auc"], trained.epochs_run,
-                 result["seconds"])
     return result
 
 
@@ -185,10 +181,18 @@ def run_evaluation(config: EvaluationConfig) -> dict:
     choice = choose_precision(config.precision)
     print(f"{choice.describe()} for the ResNet18 classifiers", flush=True)
     classifier = Classifier(image_shape[0], image_shape[2], config.width, config.learning_rate, choice.precision)
-    runs = {}
+    runs, total, began = {}, len(rows) * len(config.seeds), time.time()
     for row in rows:
         synthetic = translations[row.augmenter].get("synthetic") if row.augmenter else None
-        runs[row.name] = [run_one(config, classifier, row, seed, data, synthetic) for seed in config.seeds]
+        runs[row.name] = []
+        for seed in config.seeds:
+            result = run_one(config, classifier, row, seed, data, synthetic)
+            runs[row.name].append(result)
+            done = sum(len(r) for r in runs.values())
+            eta = (time.time() - began) / done * (total - done)
+            print(f"classifier {done} of {total}: {row.name} seed {seed}: sensitivity {result['sensitivity']:.2f}, "
+                  f"specificity {result['specificity']:.2f}, AUC {result['auc']:.3f} ({result['epochs_run']} epochs, "
+                  f"{result['seconds']:.1f} s; ETA {format_seconds(eta)})", flush=True)
     results = {
         "config": asdict(config),
         "tensorflow": tf.__version__,
