@@ -87,9 +87,10 @@ def main(argv):
         raise app.UsageError(str(err)) from None
 
     result = augment_dataset(config)
-    logging.info("%d synthetic slices (%s) in %s; %.1f slices/s this run; manifest %s; contact sheet %s",
-                 sum(result.counts.values()), result.counts, result.output_dir, result.slices_per_second,
-                 result.manifest_csv, result.contact_sheet)
+    sheet = f"contact sheet {result.contact_sheet}" if result.contact_sheet else "no contact sheet"
+    logging.info("augment: %d synthetic slices (%d normal, %d tumor) in %s; %.1f slices/s this run; manifest %s; %s",
+                 sum(result.counts.values()), result.counts.get("normal", 0), result.counts.get("tumor", 0),
+                 result.output_dir, result.slices_per_second, result.manifest_csv, sheet)
 
 
 if __name__ == "__main__":

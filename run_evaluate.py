@@ -116,7 +116,9 @@ def main(argv):
     from ssagan_tf.evaluation import run_evaluation
 
     results = run_evaluation(config)
-    print(f"report: {config.output_dir}/report.md ({results['seconds']} s)")
+    classifiers = sum(len(row["runs"]) for row in results["rows"])
+    print(f"report: {config.output_dir}/report.md ({classifiers} classifier{'s' * (classifiers != 1)}, "
+          f"{results['seconds']:.0f} s)")
     return 0
 
 

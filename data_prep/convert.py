@@ -24,7 +24,8 @@ import numpy as np
 
 from data_prep import ownership, preprocess, selection
 from data_prep.readers import FORMATS, ReaderOptions, check_for_format, check_own_splits, discover
-from data_prep.report import FAILED_REPORT_NAME, REPORT_NAME, SHEET_NAME, write_report, write_sheet
+from data_prep.report import FAILED_REPORT_NAME, REPORT_NAME, SHEET_NAME, healthy_intensity, intensity_groups,
+                            write_report, write_sheet
 from data_prep.scan import LayoutError
 from data_prep.stage import Stage, results, signals_deferred, swap_into_place, terminate_as_interrupt
 from data_prep.writer import ShardedWriter, labelled_patients
@@ -243,7 +244,7 @@ def _write_dataset(config, stage, outcomes, channels, normalisation, cohort) -> 
                                  config.seed)
     writer = ShardedWriter(stage.dataset_dir, config.num_shards)
     panels = _sheet_choice(config, contributing, keep)
-    sheet = []
+    sheet, intensities = [], {}
     try:
         for o in contributing:
             o.labelled = o.slices["has_mask"] and (o.split != "train" or o.patient_id in labelled)
@@ -259,11 +260,17 @@ def _write_dataset(config, stage, outcomes, channels, normalisation, cohort) -> 
                     sheet.append((panels[(id(o), j)], data["images"][j], data["masks"][j]))
             labels = data["labels"][chosen]
             o.tumor, o.normal = int((labels == 1).sum()), int((labels == 0).sum())
+            intensities[id(o)] = healthy_intensity(data["images"][chosen], data["masks"][chosen])
         writer.close()
     except BaseException:
         writer.abort()
         raise
     _check_counts(config, writer.counts, cohort)
+    cohort["intensity"] = intensity_groups(
+        [{"case": o.case_id, "patient": o.patient_id, "tumor_free": o.tumor == 0, "mean": intensities[id(o)],
+          "folder": _relative(next(iter(o.paths.values())), config.input_dir).split("/")[0]}
+         for o in contributing if id(o) in intensities])
+    cohort["warnings"] += [g["warning"] for g in cohort["intensity"] if g.get("warning")]
     manifest = _manifest(config, outcomes, writer.counts, channels, normalisation, labelled, cohort)
     manifest["shards"] = writer.shards
     _write_json_atomic(os.path.join(stage.dataset_dir, schema.MANIFEST_NAME), manifest)

@@ -4,7 +4,9 @@
 
 Each case is a skull-stripped, brain-like ellipsoid with white matter, grey matter and
 ventricles (CSF), low-frequency bias and texture, in four modalities (flair, t1, t1ce, t2),
-and usually one glioma-like lesion with BraTS labels: necrotic core 1, edema 2, enhancing rim 4.
+and usually one glioma-like lesion with BraTS labels: necrotic core 1, edema 2, enhancing rim 4;
+every head also has CSF around the cortex and vessels as bright as a lesion, so that tumor-free
+and tumor-bearing heads normalise alike.
 Every fifth case is tumor-free. The same seed gives the same files.
 """
 
@@ -21,12 +23,17 @@ from ssagan_tf import io as durable
 
 # Mean intensity of each tissue in each modality (arbitrary scanner units), chosen so the lesion
 # looks as it does on real MRI: enhancing rim bright on T1c, edema bright on FLAIR and T2.
-TISSUES = ("background", "csf", "grey", "white", "necrosis", "edema", "enhancing")
+# Every head, tumor-free or not, also has vessels (a midline venous sinus and the choroid plexus)
+# as bright as the brightest lesion tissue of each modality, as T1c shows enhancing veins and
+# plexus: the converter clips each volume at its 99.5th intensity percentile, and without them a
+# tumor-free head's percentile would fall on white matter instead of on a lesion, so its healthy
+# tissue would normalise far brighter than a tumor-bearing head's (a shortcut for any classifier).
+TISSUES = ("background", "csf", "grey", "white", "necrosis", "edema", "enhancing", "vessel")
 CONTRAST = {
-    "t1":    (0, 300, 550, 800, 250, 450, 600),
-    "t1ce":  (0, 300, 600, 800, 200, 500, 1600),
-    "t2":    (0, 1500, 900, 600, 1400, 1200, 1000),
-    "flair": (0, 150, 700, 550, 900, 1300, 1000),
+    "t1":    (0, 300, 550, 800, 250, 450, 600, 800),
+    "t1ce":  (0, 300, 600, 800, 200, 500, 1600, 1600),
+    "t2":    (0, 1500, 900, 600, 1400, 1200, 1000, 1500),
+    "flair": (0, 150, 700, 550, 900, 1300, 1000, 1700),
 }
 MODALITIES = tuple(CONTRAST)
 BRATS_LABEL = {"necrosis": 1, "edema": 2, "enhancing": 4}
@@ -52,14 +59,26 @@ def tissue_map(rng, shape, with_tumor: bool) -> np.ndarray:
     r = _ellipsoid(shape, center, radii) + wobble
     tissues = np.zeros(shape, np.uint8)
     tissues[r <= 1.0] = TISSUES.index("grey")
+    tissues[(r > 0.95) & (r <= 1.0)] = TISSUES.index("csf")   # the CSF around the cortex
     tissues[r <= 0.72 + 0.08 * _smooth_noise(rng, shape, sigma=max(shape) / 16)] = TISSUES.index("white")
     for side in (-1, 1):  # two ventricles either side of the midline
         v_center = center + np.array([0, -0.05 * y, side * 0.08 * x])
         ventricle = _ellipsoid(shape, v_center, radii * np.array([0.35, 0.28, 0.09]))
         tissues[(ventricle <= 1.0) & (r <= 1.0)] = TISSUES.index("csf")
+        plexus = _ellipsoid(shape, v_center + np.array([0, 0.04 * y, 0]), radii * np.array([0.25, 0.10, 0.05]))
+        tissues[(plexus <= 1.0) & (r <= 1.0)] = TISSUES.index("vessel")
+    _add_vessels(tissues, r, center, shape)
     if with_tumor:
         _add_lesion(rng, tissues, r, shape)
     return tissues
+
+
+def _add_vessels(tissues, r, center, shape):
+    """The superior sagittal sinus: a strip along the top of the brain's midline in every slice."""
+    _, y, x = shape
+    yy, xx = np.meshgrid(np.arange(y), np.arange(x), indexing="ij")
+    midline = (np.abs(xx - center[2]) <= max(1.0, 0.04 * x)) & (yy < center[1])
+    tissues[(r > 0.75) & (r <= 1.0) & midline[None]] = TISSUES.index("vessel")
 
 
 def _add_lesion(rng, tissues, r, shape):

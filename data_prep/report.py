@@ -12,6 +12,10 @@ import numpy as np
 from data_prep.preprocess import DROP_REASONS
 from ssagan_tf import io as durable
 
+# A group of cases whose healthy in-head tissue differs in mean normalised intensity ([-1, 1]) from
+# the other cases' by more than this is a shortcut a classifier can learn (tumor-free cases that
+# all come out brighter, one site darker than the rest): the report warns.
+INTENSITY_GAP = 0.15
 REPORT_NAME = "conversion_report.md"
 SHEET_NAME = "conversion_sheet.png"
 FAILED_REPORT_NAME = "conversion_failed.md"   # a failed run's report beside an intact dataset
@@ -44,7 +48,7 @@ def write_report(config, outcomes, manifest, cohort: dict, directory: str | None
                   for s, c in manifest["counts"].items()] + [""]
         lines += [f"**Warning: {w}.**" for w in cohort.get("warnings", [])] + [""] * bool(cohort.get("warnings"))
         lines += [f"Look at `{SHEET_NAME}` (beside this report) before training: a few tumor and normal slices "
-                  "of each split, first channel, tumor outlined in red; rows train, val, test, tumor above normal.",
+                  "of each split, first channel, tumor outlined in red; each row labelled with its split and class.",
                   ""]
     totals = {r: sum(o.dropped.get(r, 0) for o in outcomes) for r in DROP_REASONS}
     lines += ["## Dropped slices", "", "| reason | slices |", "|---|---|"]
@@ -58,6 +62,8 @@ def write_report(config, outcomes, manifest, cohort: dict, directory: str | None
                   f"at least 0.95): {d.get('near_groups', 0)} group(s), "
                   f"{d.get('near_slices', 0)} slices in them; {d.get('near_cross_patient', 0)} group(s) span several "
                   f"patients.", "", f"Mode `{config.dedupe}`, for exact and near duplicates alike: {d['action']}.", ""]
+    if cohort.get("intensity"):
+        lines += _intensity_lines(cohort["intensity"])
     if "anatomy" in cohort:
         lines += _anatomy_lines(cohort["anatomy"], config.match_anatomy)
     lines += ["## Cases", "", "| case | patient | split | tumor | normal | dropped | masks used | status |",
@@ -70,6 +76,61 @@ def write_report(config, outcomes, manifest, cohort: dict, directory: str | None
     directory = directory or config.output_dir
     os.makedirs(directory, exist_ok=True)
     durable.atomic_write(os.path.join(directory, name), "\n".join(lines) + "\n", temp_dir=temp_dir)
+
+
+def healthy_intensity(images: np.ndarray, masks: np.ndarray) -> float:
+    """Mean normalised intensity (all channels) of a case's written slices over head pixels at
+    least 2 pixels away from any tumor; NaN when there are none. Background is -1 after
+    normalisation, so the head is what lies above it."""
+    from scipy import ndimage
+
+    if not len(images):
+        return float("nan")
+    near_tumor = ndimage.binary_dilation(masks > 0, structure=np.ones((1, 5, 5), bool))
+    healthy = (images.max(axis=-1) > -1.0 + 1e-3) & ~near_tumor
+    return float(images[healthy].mean()) if healthy.any() else float("nan")
+
+
+def intensity_groups(cases: list) -> list:
+    """Each group of cases (the tumor-free cases; each source folder, when the input's top-level
+    folders hold several patients each) against the other cases: `cases` are dicts with case,
+    patient, tumor_free, folder and mean (`healthy_intensity`). A group needs 2 cases on each side;
+    a warning when the means differ by more than INTENSITY_GAP."""
+    cases = [c for c in cases if np.isfinite(c["mean"])]
+    groups = [("tumor-free cases", [c["tumor_free"] for c in cases])]
+    folders = sorted({c["folder"] for c in cases})
+    patients = {c["patient"] for c in cases}
+    if 1 < len(folders) < len(patients):
+        groups += [(f"cases under {folder}/", [c["folder"] == folder for c in cases]) for folder in folders]
+    out = []
+    for name, member in groups:
+        member = np.asarray(member, bool)
+        if member.sum() < 2 or (~member).sum() < 2:
+            continue
+        means = np.array([c["mean"] for c in cases])
+        inside, rest = float(means[member].mean()), float(means[~member].mean())
+        group = {"group": name, "cases": int(member.sum()), "mean": inside, "rest_cases": int((~member).sum()),
+                 "rest_mean": rest}
+        if abs(inside - rest) > INTENSITY_GAP:
+            group["warning"] = (f"{name} ({group['cases']}) differ in healthy in-head intensity from the other "
+                                f"{group['rest_cases']} cases: mean {inside:+.2f} against {rest:+.2f} on the [-1, 1] "
+                                f"scale (more than {INTENSITY_GAP}); a classifier can tell them apart by brightness "
+                                "alone: check their scanner, sequence and normalisation (--percentiles)")
+        out.append(group)
+    return out
+
+
+def _intensity_lines(groups: list) -> list:
+    lines = ["## In-head intensity by group", "",
+             "Mean normalised intensity ([-1, 1]) of the written slices' head pixels at least 2 pixels from any "
+             f"tumor, per case, averaged over a group's cases. A gap above {INTENSITY_GAP} is warned about: the "
+             "group could be told apart by brightness alone.", "",
+             "| group | cases | mean | other cases | their mean | gap |", "|---|---|---|---|---|---|"]
+    for g in groups:
+        gap = f"{g['mean'] - g['rest_mean']:+.2f}" + (" **(warning)**" if g.get("warning") else "")
+        lines.append(f"| {g['group']} | {g['cases']} | {g['mean']:+.2f} | {g['rest_cases']} | {g['rest_mean']:+.2f} "
+                     f"| {gap} |")
+    return lines + [""]
 
 
 def _anatomy_lines(anatomy: dict, matched: bool) -> list:
@@ -106,28 +167,27 @@ def _anatomy_lines(anatomy: dict, matched: bool) -> list:
     return lines
 
 
-def write_sheet(path: str, panels: list) -> None:
-    """A grid of (title, image (S, S, C) in [-1, 1], mask (S, S)) panels: one row per split and
-    label, the first channel in grey with the mask's outline in red. Titles go to the report,
-    not the image: the row order is fixed (split, then tumor before normal)."""
-    from skimage import io as skio
-    from skimage.segmentation import find_boundaries
+def sheet_figure(panels: list):
+    """The conversion sheet as a labelled figure: `panels` are (row key, image (S, S, C) in [-1, 1],
+    mask (S, S)) with row keys `<i>-<split>-<0 tumor | 1 normal>`, sorted; one row per split and
+    class, labelled so, the first channel in grey with the tumor outlined in red."""
+    from ssagan_tf import figures
 
-    if not panels:
-        return
     rows: dict = {}
-    for title, image, mask in panels:
-        rows.setdefault(title, []).append((image, mask))
-    size = panels[0][1].shape[0]
-    columns = max(len(r) for r in rows.values())
-    sheet = np.full((len(rows) * (size + 4), columns * (size + 4), 3), 255, np.uint8)
-    for r, row in enumerate(rows.values()):
-        for c, (image, mask) in enumerate(row):
-            grey = np.clip((image[..., 0] + 1.0) * 127.5, 0, 255).astype(np.uint8)
-            tile = np.repeat(grey[..., None], 3, axis=-1)
-            tile[find_boundaries(mask > 0, mode="inner")] = (255, 0, 0)
-            top, left = r * (size + 4) + 2, c * (size + 4) + 2
-            sheet[top:top + size, left:left + size] = tile
-    tmp = durable.temporary_path(path) + ".png"   # the suffix tells imsave the format
-    skio.imsave(tmp, sheet, check_contrast=False)
-    durable.replace_durably(tmp, path)
+    for key, image, mask in panels:
+        rows.setdefault(key, []).append((image, mask))
+    labels = [f"{key.split('-')[1]}\n{('tumor', 'normal')[int(key.split('-')[2])]}" for key in rows]
+    tiles = [[figures.to_unit(image) for image, _ in row] for row in rows.values()]
+    outlines = [[mask > 0 for _, mask in row] for row in rows.values()]
+    columns = max(len(row) for row in tiles)
+    return figures.labelled_grid(tiles, [f"slice {i + 1}" for i in range(columns)], labels,
+                                 title="Converted slices per split and class (first channel; tumor outlined in red)",
+                                 outlines=outlines)
+
+
+def write_sheet(path: str, panels: list) -> None:
+    """`conversion_sheet.png` (see `sheet_figure`); nothing when there are no panels."""
+    from ssagan_tf import figures
+
+    if panels:
+        figures.save(sheet_figure(panels), path)

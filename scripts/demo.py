@@ -14,12 +14,20 @@ Each step runs the same command a user runs, printed before it runs, with output
     crossval/  a 2-fold patient-level cross-validation of the cheap baselines and controls
                (python run_evaluate.py --folds=2); the demo's SSA export saw the training split,
                which holds test patients of both folds, so it is not one of its arms
+    demo.json  the settings these outputs were made with
+
+Run again with the same settings, it resumes (training continues from its checkpoint). With other
+settings (--image_size, --cases) it refuses at start, before anything is written: pass --fresh to
+remove what an earlier demo wrote there (only the folders above and demo.json) and start over, or
+choose another --output_dir.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import shlex
+import shutil
 import subprocess
 import sys
 import time
@@ -30,7 +38,40 @@ flags.DEFINE_string("output_dir", "runs/demo", "Where every demo output goes.")
 flags.DEFINE_integer("cases", 16, "Phantom cases (every fifth is tumor-free).")
 flags.DEFINE_integer("image_size", 64, "Slice size of the demo dataset.")
 flags.DEFINE_integer("epochs", 8, "Training epochs of the demo model.")
+flags.DEFINE_boolean("fresh", False, "Remove what an earlier demo wrote in --output_dir (its step folders and "
+                     "demo.json, nothing else) and start over.")
 FLAGS = flags.FLAGS
+
+OUTPUTS = ("phantom", "data", "judge", "train", "export", "augmented", "report")
+RECORD = "demo.json"
+
+
+def check_output_dir(out: str, settings: dict, fresh: bool) -> None:
+    """Make `out` ready for a demo with `settings` (what its data and model depend on), or refuse
+    before anything is written. Another demo's outputs are removed only with `fresh`; folders of
+    the demo's names without its record are never removed (nothing says the demo wrote them)."""
+    record = os.path.join(out, RECORD)
+    present = [name for name in OUTPUTS if os.path.exists(os.path.join(out, name))]
+    if os.path.isfile(record):
+        with open(record) as f:
+            earlier = json.load(f)
+        if fresh:
+            for name in present:
+                shutil.rmtree(os.path.join(out, name))
+            os.remove(record)
+            present = []
+        elif earlier != settings:
+            differ = ", ".join(f"--{k}={earlier.get(k)}" for k in settings if earlier.get(k) != settings[k])
+            raise ValueError(f"--output_dir {out} holds a demo made with {differ}; pass --fresh to remove it and "
+                             "start over, or choose another --output_dir")
+    elif present:
+        raise ValueError(f"--output_dir {out} holds {', '.join(p + '/' for p in present)} but no {RECORD}, so "
+                         "they are not known to be a demo's outputs; choose another --output_dir (--fresh removes "
+                         "only what a demo recorded)")
+    os.makedirs(out, exist_ok=True)
+    with open(record + ".tmp", "w") as f:
+        json.dump(settings, f)
+    os.replace(record + ".tmp", record)
 
 
 def run(title: str, args: list) -> None:
@@ -61,6 +102,7 @@ def stream(data_dir: str) -> None:
 def main(argv) -> None:
     del argv
     out = FLAGS.output_dir
+    check_output_dir(out, {"image_size": FLAGS.image_size, "cases": FLAGS.cases}, FLAGS.fresh)
     cohort, data = os.path.join(out, "phantom"), os.path.join(out, "data")
     start = time.perf_counter()
     run("write the phantom cohort (BraTS NIfTI layout)",

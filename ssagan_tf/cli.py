@@ -14,6 +14,7 @@
   saves a checkpoint of its last finished step), prints one line, `<program>: interrupted`, and
   exits 130 - never -15. SIGTERM is turned into KeyboardInterrupt in the main thread here, so
   every entry point gets it.
+- Log records print as plain lines (`console.plain_logging`), like the commands' own lines.
 """
 
 from __future__ import annotations
@@ -123,6 +124,9 @@ def run(main, doc: str, argv=None, help_module=None) -> None:
     debug = flags.FLAGS.debug
 
     def guarded(args):
+        from ssagan_tf import console
+
+        console.plain_logging()           # app.run installed absl's handler; one format for every command
         try:
             return main(args)
         except app.UsageError as err:

@@ -1,4 +1,5 @@
-"""What a user sees on the console from TensorFlow: its start-up chatter removed, its errors kept.
+"""What a user sees on the console: TensorFlow's start-up chatter removed, its errors kept, and one
+format for every command's lines (`plain_logging`: messages only, warnings prefixed `WARNING:`).
 
 Importing TensorFlow prints, before its logging is initialised (so `TF_CPP_MIN_LOG_LEVEL` cannot
 stop them), C++ INFO lines (oneDNN, "Could not find cuda drivers", CPU instructions) and, on a
@@ -116,3 +117,43 @@ def install(environ=None) -> None:
         quiet_python_loggers()
     elif not any(isinstance(finder, _QuietImport) for finder in sys.meta_path):
         sys.meta_path.insert(0, _QuietImport())
+
+
+class PlainFormatter(logging.Formatter):
+    """A log record as the project's console lines are: the message alone (no absl `I1202
+    06:09:39.289094 140004972108672 run.py:283]` prefix), `WARNING: ` / `ERROR: ` before the
+    message at those levels, a traceback when the record has one."""
+
+    def format(self, record):
+        message = record.getMessage()
+        if record.exc_info:
+            message += "\n" + self.formatException(record.exc_info)
+        return message if record.levelno < logging.WARNING else f"{record.levelname}: {message}"
+
+
+class ConsoleHandler(logging.Handler):
+    """INFO lines to stdout (where the commands print their own lines), warnings and errors to
+    stderr, each flushed at once so that they interleave with printed lines in order."""
+
+    def __init__(self):
+        super().__init__()
+        self.setFormatter(PlainFormatter())
+
+    def emit(self, record):
+        try:
+            stream = sys.stdout if record.levelno < logging.WARNING else sys.stderr
+            stream.write(self.format(record) + "\n")
+            stream.flush()
+        except Exception:  # noqa: BLE001 - logging must never raise into the program
+            self.handleError(record)
+
+
+def plain_logging() -> None:
+    """Route absl logging (the library's INFO lines and warnings) through `ConsoleHandler`
+    instead of absl's handler, once; run by `ssagan_tf.cli.run` before an entry point's main."""
+    from absl import logging as absl_logging
+
+    root = logging.getLogger()
+    root.removeHandler(absl_logging.get_absl_handler())
+    if not any(isinstance(h, ConsoleHandler) for h in root.handlers):
+        root.addHandler(ConsoleHandler())

@@ -414,9 +414,11 @@ def _main(argv, flag_values):
                                 tau=flag_values.tau, tolerance=flag_values.tolerance, precision=choice.precision,
                                 checkpoint=flag_values.checkpoint, log=print)
     info = read_export_info(version_dir)
-    logging.info("Exported %s (tau %g, step %s, %s checkpoint, %s weights, %s); max abs difference vs Keras %s",
+    diffs = info["verification"]["max_abs_diff"]
+    shown = ", ".join(f"{k} {v:.1e}" for k, v in diffs.items()) if isinstance(diffs, dict) else f"{diffs:.1e}"
+    logging.info("exported %s (tau %g, step %s, %s checkpoint, %s weights, %s); max abs difference from Keras: %s",
                  version_dir, info["tau"], info.get("step"), info["checkpoint"], info["weights"], info["precision"],
-                 info["verification"]["max_abs_diff"])
+                 shown)
     print(version_dir)
 
 

@@ -23,7 +23,7 @@ ENTRY_POINTS = {
     "-m data_prep.convert": ["--input", "--channel_names", "--[no]match_anatomy"],
     "-m ssagan_tf.evaluation.judge": ["--data_dir", "--output_dir", "--width", "--[no]classic"],
     "-m data_prep.phantom": ["--output_dir", "--cases", "--size", "--slices", "--seed"],
-    "-m scripts.demo": ["--output_dir", "--cases", "--image_size", "--epochs"],
+    "-m scripts.demo": ["--output_dir", "--cases", "--image_size", "--epochs", "--[no]fresh"],
     "-m scripts.crossval": ["--data_dir", "--output_dir", "--folds", "--systems", "--train_flagfile",
                             "--tumor_fraction", "--evaluate_flags"],
 }
@@ -206,3 +206,31 @@ def test_augmentation_stopped_with_sigterm_says_interrupted_and_exits_130(data_d
     assert _our_lines(err, "run_augment.py") == ["run_augment.py: interrupted"], err[-3000:]
     lock = out / ".augment.lock"
     assert not (out / "manifest.csv").exists() and lock.exists() and not is_held(str(lock))
+def test_demo_with_other_settings_refuses_at_start_and_fresh_removes_only_its_own(tmp_path):
+    import json
+
+    out = tmp_path / "demo"
+    for name in ("data", "train"):
+        (out / name).mkdir(parents=True)
+        (out / name / "kept_until_fresh").write_text("x")
+    (out / "notes.txt").write_text("the user's")
+    (out / "demo.json").write_text(json.dumps({"image_size": 64, "cases": 16}))
+    done = _run("-m", "scripts.demo", f"--output_dir={out}", "--image_size=32")
+    assert done.returncode == 1, done.stderr[-2000:]
+    assert _our_lines(done.stderr, "python -m scripts.demo") == [
+        f"python -m scripts.demo: error: --output_dir {out} holds a demo made with --image_size=64; pass --fresh "
+        "to remove it and start over, or choose another --output_dir"]
+    assert (out / "data" / "kept_until_fresh").exists() and "==" not in done.stdout   # no step ran
+    code = ("import sys; from scripts import demo; "
+            "demo.check_output_dir(sys.argv[1], {'image_size': 32, 'cases': 16}, fresh=True)")
+    done = _run("-c", code, str(out))
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert sorted(os.listdir(out)) == ["demo.json", "notes.txt"]
+    assert json.loads((out / "demo.json").read_text()) == {"image_size": 32, "cases": 16}
+
+
+def test_demo_refuses_folders_it_did_not_record(tmp_path):
+    (tmp_path / "train").mkdir()
+    done = _run("-m", "scripts.demo", f"--output_dir={tmp_path}", "--fresh")
+    assert done.returncode == 1 and (tmp_path / "train").is_dir()
+    assert "holds train/ but no demo.json" in done.stderr

@@ -48,3 +48,45 @@ def test_install_respects_a_user_who_asks_for_info_lines():
         assert unset == {"TF_CPP_MIN_LOG_LEVEL": "2"}
     finally:           # this test process imports TensorFlow as it was
         sys.meta_path[:] = [f for f in sys.meta_path if not isinstance(f, console._QuietImport)]
+
+
+def test_log_records_print_as_plain_lines_warnings_prefixed(capsys):
+    import logging
+
+    from absl import logging as absl_logging
+
+    root = logging.getLogger()
+    before, level = list(root.handlers), absl_logging.get_verbosity()
+    try:
+        console.plain_logging()
+        console.plain_logging()                                  # once only, however often called
+        assert sum(isinstance(h, console.ConsoleHandler) for h in root.handlers) == 1
+        assert absl_logging.get_absl_handler() not in root.handlers
+        absl_logging.set_verbosity(absl_logging.INFO)
+        absl_logging.info("Wrote %d normal and %d tumor synthetic slices", 3, 4)
+        absl_logging.warning("legacy manifest")
+    finally:
+        root.handlers[:] = before
+        absl_logging.set_verbosity(level)
+    captured = capsys.readouterr()
+    assert captured.out == "Wrote 3 normal and 4 tumor synthetic slices\n"
+    assert captured.err == "WARNING: legacy manifest\n"
+
+
+def test_judge_lines_and_classifier_epochs_are_rounded_with_k_of_n_and_eta():
+    from ssagan_tf.evaluation.classifier import EpochLines, format_seconds
+    from ssagan_tf.training.validation import describe_judge
+
+    measures = {"normal_to_tumor": {"target": "tumor", "rate": {"synthetic": 0.7293, "inputs": 0.0028771162033081055,
+                                                                "real_target": 0.83},
+                                    "kid": {"synthetic": {"mean": 4.0912, "std": 1.2345}, "inputs": {"mean": 9.2},
+                                            "real_halves": {"mean": 3.456}}}}
+    assert describe_judge(measures) == ["judge normal->tumor: tumor rate 0.73 (inputs 0.00, real 0.83); KID vs real "
+                                        "tumor 4.09 +- 1.23 (inputs 9.20, real halves 3.46)"]
+    assert [format_seconds(s) for s in (4.4, 65, 3725)] == ["4 s", "1 min 05 s", "1 h 02 min"]
+    lines = []
+    callback = EpochLines("judge", 30, lines.append)
+    callback.on_train_begin()
+    callback.on_epoch_end(0, {"loss": 0.41234, "val_loss": 0.398765})
+    assert len(lines) == 1
+    assert lines[0].startswith("judge epoch 1 of 30: loss 0.412, val loss 0.399 (") and "ETA " in lines[0]

@@ -170,3 +170,60 @@ def test_real_data_converts_through_the_pair_reader(real_data_dir, tmp_path):
     assert manifest["modalities"] == ["t1ce"] and manifest["dropped"]["anatomy"] == 155
     arrays = pipeline.load_split_arrays(str(tmp_path / "real"), "test", domains=("tumor",))
     assert arrays["image"].shape[1:] == (256, 256, 1) and np.all(arrays["has_mask"] == 1)
+
+
+def test_report_warns_when_tumor_free_cases_normalise_brighter(tmp_path):
+    """Tumor-free cases whose healthy tissue comes out brighter than the tumor-bearing cases' are
+    a shortcut: the report and the manifest warn; the phantom as written gives no warning."""
+    folders = phantom.write_cohort(str(tmp_path / "cohort"), cases=10, size=32, slices=16, seed=2)
+    cohort_dir = os.path.dirname(folders[0])
+    manifest = convert(_config(cohort_dir, tmp_path / "alike"), log=lambda _: None)
+    assert not [w for w in manifest["warnings"] if "intensity" in w]
+    report = open(tmp_path / "alike" / "conversion_report.md").read()
+    assert "## In-head intensity by group" in report and "| tumor-free cases | 2 |" in report
+    for index in (4, 9):                          # the tumor-free ones: mid-tones brightened
+        path = os.path.join(folders[index], f"Phantom_{index:03d}_t1ce.nii.gz")
+        volume = sitk.GetArrayFromImage(sitk.ReadImage(path))
+        sitk.WriteImage(sitk.GetImageFromArray(np.sqrt(volume / volume.max()) * volume.max()), path)
+    logged = []
+    manifest = convert(_config(cohort_dir, tmp_path / "apart"), log=logged.append)
+    warnings = [w for w in manifest["warnings"] if "intensity" in w]
+    assert len(warnings) == 1 and warnings[0].startswith("tumor-free cases (2) differ in healthy in-head intensity")
+    assert any(line.startswith("warning: tumor-free cases (2)") for line in logged)
+    assert "**(warning)**" in open(tmp_path / "apart" / "conversion_report.md").read()
+
+
+def test_intensity_groups_by_source_folder():
+    from data_prep.report import INTENSITY_GAP, intensity_groups
+
+    cases = [{"case": f"{site}/p{i}", "patient": f"{site}/p{i}", "tumor_free": False, "folder": site,
+              "mean": (0.3 if site == "b" else -0.2) + 0.01 * i} for site in ("a", "b") for i in range(3)]
+    groups = {g["group"]: g for g in intensity_groups(cases)}
+    assert set(groups) == {"cases under a/", "cases under b/"}   # no tumor-free cases: that group is left out
+    assert groups["cases under b/"]["mean"] - groups["cases under b/"]["rest_mean"] > INTENSITY_GAP
+    assert "warning" in groups["cases under b/"]
+    # one case per folder: folders are patients, not sources, and are not compared
+    assert intensity_groups([dict(c, folder=c["case"]) for c in cases]) == []
+
+
+def test_conversion_sheet_labels_rows_by_split_and_class_and_outlines_tumors(tmp_path):
+    from skimage import io as skio
+
+    from data_prep.report import sheet_figure, write_sheet
+    from ssagan_tf import figures
+
+    image = np.full((32, 32, 1), -1.0, np.float32)
+    image[8:24, 8:24] = 0.5
+    mask = np.zeros((32, 32), np.uint8)
+    mask[12:18, 12:18] = 1
+    panels = [("0-train-0", image, mask), ("0-train-0", image, mask), ("0-train-1", image, 0 * mask),
+              ("2-test-0", image, mask)]
+    words = figures.texts(sheet_figure(panels))
+    assert {"train\ntumor", "train\nnormal", "test\ntumor", "slice 1", "slice 2"} <= set(words)
+    assert "tumor outlined in red" in " ".join(words)
+    write_sheet(str(tmp_path / "conversion_sheet.png"), panels)
+    sheet = skio.imread(str(tmp_path / "conversion_sheet.png"))
+    assert sheet.ndim == 3 and 150 < sheet.shape[0] < 1500 and 150 < sheet.shape[1] < 1500
+    red = (sheet[..., 0] > 200) & (sheet[..., 1] < 80) & (sheet[..., 2] < 80)
+    assert red.sum() > 20
+    assert os.listdir(tmp_path) == ["conversion_sheet.png"]

@@ -3,6 +3,7 @@ evaluation on a tiny dataset with fake exported augmenters, and the command line
 
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -212,7 +213,10 @@ def test_cli_runs_and_prints_the_report_path(tmp_path):
     result = _cli(f"--data_dir={data}", f"--output_dir={out}", "--arms=none", "--seeds=3", "--epochs=1",
                   "--width=4", "--batch_size=8")
     assert result.returncode == 0, result.stderr[-2000:]
-    assert f"report: {out}/report.md" in result.stdout
+    assert f"report: {out}/report.md (1 classifier," in result.stdout.splitlines()[-1]
+    assert re.search(r"^classifier 1 of 1: none seed 3: sensitivity \d\.\d\d, specificity \d\.\d\d, AUC .*ETA 0 s\)$",
+                     result.stdout, re.M), result.stdout
+    assert not re.search(r"^[IWE]\d{4} ", result.stdout + result.stderr, re.M)     # no absl record prefixes
     assert (out / "report.md").is_file() and (out / "results.json").is_file()
 
 

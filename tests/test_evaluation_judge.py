@@ -3,6 +3,7 @@ value on constructed inputs, and a judge trained, saved, reloaded and used end t
 
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -153,6 +154,8 @@ def test_judge_command_line(judge_dir, tmp_path):
                           cwd=REPO_ROOT, capture_output=True, text=True, env=env)
     assert done.returncode == 0, done.stderr[-2000:]
     assert "judge:" in done.stdout and "test AUC" in done.stdout
+    assert re.search(r"^judge epoch 1 of 1: loss \d+\.\d{3}, val loss \d+\.\d{3} \(.* s/epoch, ETA 0 s at most\)$",
+                     done.stdout, re.M), done.stdout
     assert (out / "judge.keras").is_file()
     # Retraining replaces the earlier judge whole.
     before = json.load(open(out / "judge.json"))

@@ -33,3 +33,25 @@ def test_bad_sizes_are_rejected(tmp_path):
     import pytest
     with pytest.raises(ValueError, match="size >= 16"):
         phantom.write_cohort(str(tmp_path), cases=1, size=8)
+
+
+def test_healthy_and_tumor_heads_normalise_alike_away_from_the_lesion():
+    """The converter clips each volume at its head's 0.5th-99.5th percentiles: a tumor-free head
+    must not come out brighter (or darker) than a tumor-bearing one where both are healthy."""
+    from scipy import ndimage
+
+    from ssagan_tf.data import preprocess
+
+    means = {}
+    for index in range(10):
+        rng = np.random.default_rng([0, index])
+        tissues = phantom.tissue_map(rng, (24, 48, 48), with_tumor=index % 5 != 4)
+        lesion = ndimage.binary_dilation(phantom.segmentation(tissues) > 0, iterations=3)
+        for modality in phantom.MODALITIES:
+            volume = phantom.render(rng, tissues, modality)[..., None]
+            head = preprocess.head_mask(volume)
+            normalised, _ = preprocess.normalise_volume(volume, head)
+            means.setdefault((modality, index % 5 != 4), []).append(normalised[..., 0][head & ~lesion].mean())
+    for modality in phantom.MODALITIES:
+        healthy, tumor = np.mean(means[(modality, False)]), np.mean(means[(modality, True)])
+        assert abs(healthy - tumor) < 0.1, (modality, healthy, tumor)

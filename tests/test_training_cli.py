@@ -129,7 +129,8 @@ def test_flagfile_run_killed_and_rerun_finishes(data_dir, tmp_path):
     config = json.loads((model_dir / "config.json").read_text())
     assert config["tau"] == 0.1 and config["model"]["system"] == "ssa_cyclegan"
     assert int(load(str(model_dir), "step/.ATTRIBUTES/VARIABLE_VALUE")) == 12
-    assert {"loss/generator_total", "loss/attention_mask", "train/learning_rate", "train/slices_per_second",
+    assert {"loss/generator_total", "loss/attention_mask", "attention/attention_normal_mean", "config",
+            "train/learning_rate", "train/slices_per_second",
             "val/attention_tumor_dice", "val/attention_tumor_attended", "val/attention_tumor_inside",
             "val/attention_tumor_outside", "translations"} <= summary_tags(model_dir / "logs")
     assert (model_dir / "samples" / "step_00000012.png").exists()

@@ -68,7 +68,7 @@ class _Progress:
         if now - self.last >= _PROGRESS_SECONDS or self.done >= self.total:
             rate = self.done / max(now - self.start, 1e-9)
             left = (self.total - self.done) / rate if rate > 0 else float("inf")
-            logging.info("%s: %d/%d synthetic slices (%.0f%%), %.1f slices/s, %.0f s left", label, self.done,
+            logging.info("%s: %d of %d synthetic slices (%.0f%%), %.1f slices/s, ETA %.0f s", label, self.done,
                          self.total, 100.0 * self.done / max(self.total, 1), rate, left)
             self.last = now
 
@@ -247,8 +247,8 @@ def _judge_sample(config, plan: list, source, translator, lesion_masks=None) -> 
         out[direction] = translation_measures(judge, translated, inputs, target, TARGET_DOMAIN[direction] == "tumor",
                                               target_cases, seed=config.seed)
         rate = out[direction]["rate"]
-        logging.info("Judge, %s: %.3f called %s (inputs %.3f, real %.3f) over %d slices", direction,
-                     rate["synthetic"], TARGET_DOMAIN[direction], rate["inputs"], rate["real_target"], len(inputs))
+        logging.info("judge %s: %s rate %.2f (inputs %.2f, real %.2f) over %d slices", direction.replace("_to_", "->"),
+                     TARGET_DOMAIN[direction], rate["synthetic"], rate["inputs"], rate["real_target"], len(inputs))
     return {"judge": config.judge, "judge_test_auc": judge.test_auc, "directions": out}
 
 
@@ -261,8 +261,8 @@ def _write_contact_sheet(ledger, plan: list, source, translator, rows: int, dire
         for images, positions in source.stream(SOURCE_DOMAIN[direction], np.asarray(firsts, np.int64), max(rows, 1)):
             translated, attention = _translate(translator, direction, images, positions, lesion_masks)
             group += [sheet.sheet_row(images[i], attention[i], translated[i]) for i in range(len(images))]
-        groups.append(group)
-    if not any(groups):
+        groups.append((direction, group))
+    if not any(group for _, group in groups):
         return None
     image = sheet.contact_sheet(groups)
     return ledger.put(CONTACT_SHEET_NAME, lambda path: sheet.write_png(path, image))
@@ -407,6 +407,6 @@ def _finish(config, translator, source, plan, ledger, mask_threshold, skipped, t
                      "cpu_seconds": round(cpu_seconds, 3),
                      "slices_per_second": round(result.slices_per_second, 2)},
         "judge": judged}))
-    logging.info("Wrote %s synthetic slices to %s (%d chunks, %d from an earlier run)", counts, config.output_dir,
-                 len(plan), skipped)
+    logging.info("Wrote %d normal and %d tumor synthetic slices to %s (%d chunks, %d from an earlier run)",
+                 counts["normal"], counts["tumor"], config.output_dir, len(plan), skipped)
     return result

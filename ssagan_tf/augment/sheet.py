@@ -1,43 +1,36 @@
-"""The contact sheet: one row per example, columns input | attention | output, rows of
-normal_to_tumor first, then tumor_to_normal, so a person can look before trusting the data."""
+"""The contact sheet: for each direction a few examples, one row each, columns input | attention |
+translation, every row labelled with its direction and every column titled, so a person can look
+before trusting the data (drawn by `ssagan_tf.figures`)."""
 
 from __future__ import annotations
 
 import numpy as np
-import tensorflow as tf
 
-GAP = 2          # pixels between tiles
-GROUP_GAP = 8    # pixels between directions
+from ssagan_tf import figures
 
-
-def _to_uint8(image: np.ndarray, low: float, high: float) -> np.ndarray:
-    scaled = (np.clip(image, low, high) - low) / (high - low)
-    return np.round(scaled * 255.0).astype(np.uint8)
+COLUMN_TITLES = ("input", "attention", "translation")
 
 
-def sheet_row(image: np.ndarray, attention: np.ndarray, translated: np.ndarray) -> np.ndarray:
-    """[H, 3W + 2 GAP] uint8: the first channel of input and output in [-1, 1], attention in [0, 1]."""
-    height = image.shape[0]
-    gap = np.full((height, GAP), 255, np.uint8)
-    return np.concatenate([_to_uint8(image[..., 0], -1, 1), gap, _to_uint8(attention[..., 0], 0, 1), gap,
-                           _to_uint8(translated[..., 0], -1, 1)], axis=1)
+def direction_label(direction: str) -> str:
+    """`normal_to_tumor` -> `normal -> tumor`."""
+    return direction.replace("_to_", " -> ")
 
 
-def contact_sheet(groups: list) -> np.ndarray:
-    """`groups`: one list of rows (from `sheet_row`) per direction -> one [H', W', 1] uint8 image."""
-    parts = []
-    for rows in groups:
-        if not rows:
-            continue
-        if parts:
-            parts.append(np.full((GROUP_GAP, rows[0].shape[1]), 255, np.uint8))
-        for i, row in enumerate(rows):
-            if i:
-                parts.append(np.full((GAP, row.shape[1]), 255, np.uint8))
-            parts.append(row)
-    return np.concatenate(parts, axis=0)[..., None]
+def sheet_row(image: np.ndarray, attention: np.ndarray, translated: np.ndarray) -> tuple:
+    """Three [0, 1] tiles: the first channel of input and translation (in [-1, 1]), the attention."""
+    return figures.to_unit(image), figures.to_unit(attention, 0.0, 1.0), figures.to_unit(translated)
 
 
-def write_png(path: str, image: np.ndarray) -> str:
-    tf.io.write_file(path, tf.io.encode_png(image))
+def contact_sheet(groups: list):
+    """`groups`: (direction, rows from `sheet_row`) per direction -> the labelled figure."""
+    tiles, labels = [], []
+    for direction, rows in groups:
+        tiles += [list(row) for row in rows]
+        labels += [direction_label(direction)] * len(rows)
+    return figures.labelled_grid(tiles, list(COLUMN_TITLES), labels,
+                                 title="Synthetic slices: input | attention (0 black, 1 white) | translation")
+
+
+def write_png(path: str, figure) -> str:
+    figures.save(figure, path)
     return path

@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import math
 import random
+import time
 from dataclasses import dataclass
 
 import keras
+
 import numpy as np
 import tensorflow as tf
 
@@ -66,16 +68,48 @@ class Classifier:
             variable.assign(value)
 
 
+class EpochLines(keras.callbacks.Callback):
+    """One console line per epoch: `<label> epoch k of N: loss .., val loss .. (s/epoch, ETA)`;
+    the ETA is for all N epochs (early stopping may end sooner)."""
+
+    def __init__(self, label: str, epochs: int, log=print):
+        super().__init__()
+        self.label, self.epochs, self.log = label, epochs, log
+        self.started = None
+
+    def on_train_begin(self, logs=None):
+        self.started = time.perf_counter()
+
+    def on_epoch_end(self, epoch, logs=None):
+        logs = logs or {}
+        done = epoch + 1
+        per_epoch = (time.perf_counter() - self.started) / done
+        self.log(f"{self.label} epoch {done} of {self.epochs}: loss {logs.get('loss', float('nan')):.3f}, "
+                 f"val loss {logs.get('val_loss', float('nan')):.3f} ({per_epoch:.1f} s/epoch, "
+                 f"ETA {format_seconds(per_epoch * (self.epochs - done))} at most)")
+
+
+def format_seconds(seconds: float) -> str:
+    """`42 s`, `3 min 05 s`, `1 h 02 min`."""
+    seconds = int(round(max(seconds, 0.0)))
+    if seconds < 60:
+        return f"{seconds} s"
+    if seconds < 3600:
+        return f"{seconds // 60} min {seconds % 60:02d} s"
+    return f"{seconds // 3600} h {seconds % 3600 // 60:02d} min"
+
+
 def train_classifier(classifier: Classifier, train: tf.data.Dataset, val: tf.data.Dataset, epochs: int,
-                     patience: int, seed: int, verbose: int = 0) -> TrainedClassifier:
+                     patience: int, seed: int, verbose: int = 0, progress: str = "", log=print) -> TrainedClassifier:
     """Fit the classifier from a fresh start under `seed`; keep the weights of the epoch with the
-    lowest validation loss."""
+    lowest validation loss. `progress`: a label for one console line per epoch (`EpochLines`)."""
     classifier.reset(seed)
     stopper = keras.callbacks.EarlyStopping(monitor="val_loss", patience=patience,
                                             restore_best_weights=True)
+    callbacks = [stopper] + ([EpochLines(progress, epochs, log)] if progress else [])
     # shuffle=False: `train` is already shuffled, seeded, inside tf.data.
     schedule = keras.callbacks.LearningRateScheduler(lambda epoch: classifier.epoch_learning_rate(epoch, epochs))
-    history = classifier.model.fit(train, validation_data=val, epochs=epochs, callbacks=[stopper, schedule],
+    history = classifier.model.fit(train, validation_data=val, epochs=epochs, callbacks=callbacks + [schedule],
                                    shuffle=False,
                                    verbose=verbose).history
     val_loss = np.asarray(history["val_loss"], np.float64)

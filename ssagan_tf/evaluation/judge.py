@@ -119,7 +119,7 @@ def train_judge(config: JudgeConfig, log=print) -> dict:
     trained = train_classifier(
         classifier, arms.train_dataset(train["image"], train["label"], config.batch_size, config.seed, config.classic),
         arms.eval_dataset(val["image"], val["label"], config.batch_size), config.epochs, config.patience,
-        config.seed)
+        config.seed, progress="judge", log=log)
     scores = {}
     for split in ("val", "test"):
         arrays = data[split]

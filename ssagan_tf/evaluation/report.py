@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 
 import numpy as np
 
@@ -269,11 +270,13 @@ def setup_section(results: dict) -> list:
 
 
 def figures_section(results: dict) -> list:
-    captions = {"roc": "ROC curves on the test split", "metrics": "Metrics with ± 1 std error bars"}
-    lines = ["## Figures", ""]
+    captions = {"roc": "ROC curves on the test split (mean over seeds, band ± 1 std)",
+                "metrics": "Metrics with ± 1 std error bars"}
+    lines = ["## Figures", "", "Each figure is also written as PDF (same name, `.pdf`) for print.", ""]
     for key, file_name in results.get("figures", {}).items():
         caption = captions.get(key, f"Samples of `{key[len('samples_'):]}`: real | translation | attention")
-        lines += [f"{caption}:", "", f"![{caption}]({file_name})", ""]
+        pdf = os.path.splitext(file_name)[0] + ".pdf"
+        lines += [f"{caption} ([PDF]({pdf})):", "", f"![{caption}]({file_name})", ""]
     return lines
 
 

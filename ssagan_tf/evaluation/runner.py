@@ -14,14 +14,13 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 import tensorflow as tf
-from absl import logging
 
 from ssagan_tf.data import schema
 from ssagan_tf.data.folds import manifest_sha256
 from ssagan_tf.data.pipeline import load_split_arrays
 from ssagan_tf.evaluation import arms, crossval, ledger, metrics
 from ssagan_tf.evaluation.augmenters import Augmenter, Translation, has_attention
-from ssagan_tf.evaluation.classifier import Classifier, predict_probabilities, train_classifier
+from ssagan_tf.evaluation.classifier import Classifier, format_seconds, predict_probabilities, train_classifier
 from ssagan_tf.evaluation.config import SYNTHETIC_ARMS, EvaluationConfig, check_inputs
 from ssagan_tf.evaluation.controls import ControlAugmenter
 from ssagan_tf.locking import DirectoryLock
@@ -122,9 +121,6 @@ def run_one(config: EvaluationConfig, classifier: Classifier, row: Row, seed: in
                   test_probabilities=[round(float(p), 6) for p in probabilities])
     if selected is not None:
         result["synthetic_sources"] = {k: v.tolist() for k, v in selected.items()}
-    logging.info("%s%s seed %d: sens %.3f spec %.3f auc %.3f (%d epochs, %.1fs)", row.name, fold_label, seed,
-                 result["sensitivity"], result["specificity"], result["auc"], trained.epochs_run,
-                 result["seconds"])
     return result
 
 
@@ -226,6 +222,7 @@ def _run(config: EvaluationConfig) -> dict:
     book, cache = ledger.Ledger(config.output_dir), ledger.TranslationCache(config.output_dir)
     fold_runs = {row.name: [] for row in rows}       # row -> per fold, per seed
     folds_record, first_translations, judged = [], {}, {}
+    total, done, trained, began = len(plans) * len(rows) * len(config.seeds), 0, 0, time.time()
     for plan in plans:
         low_data = crossval.reduce_tumors(plan, config.tumor_fraction)
         label = f" (fold {plan['index']})" if plan["index"] is not None else ""
@@ -260,10 +257,18 @@ def _run(config: EvaluationConfig) -> dict:
             for seed in config.seeds:
                 key = run_key(config, plan, row, seed, choice.precision, manifest_sha, identity)
                 result = book.get(key)
+                reused = result is not None
                 if result is None:
                     result = run_one(config, classifier, row, seed, plan, synthetic, label)
                     book.put(key, result)
                 per_seed.append(result)
+                done += 1
+                trained += 0 if reused else 1
+                eta = (time.time() - began) / max(trained, 1) * (total - done)
+                print(f"classifier {done} of {total}: {row.name}{label} seed {seed}: sensitivity "
+                      f"{result['sensitivity']:.2f}, specificity {result['specificity']:.2f}, AUC {result['auc']:.3f} "
+                      f"({result['epochs_run']} epochs, {result['seconds']:.1f} s{', reused' if reused else ''}; "
+                      f"ETA {format_seconds(eta)})", flush=True)
             fold_runs[row.name].append(per_seed)
         folds_record.append({"fold": plan["index"], "patients": plan["patients"], "low_data": low_data,
                              "augmenters": {n: {k: v for k, v in c.items() if k != "identity"}

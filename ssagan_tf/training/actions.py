@@ -45,6 +45,7 @@ class LogProgress:
         self.throughput = throughput
         self.progress = summaries.ProgressLine(schedule.stop_step, schedule.steps_per_epoch, stream)
         self.slices_per_step = 2 * config.batch_size          # one normal and one tumor slice per example
+        self.unlogged = summaries.zero_weight_terms(config)
 
     def due(self, step: int) -> bool:
         return step % self.config.log_every == 0 or step == self.schedule.stop_step
@@ -53,15 +54,35 @@ class LogProgress:
         seconds = self.throughput.take()
         rate = self.state.generator_optimizer.learning_rate
         lr = float(rate.numpy() if hasattr(rate, "numpy") else rate)
+        values = {k: v for k, v in values.items() if k not in self.unlogged}
         self.progress.show(step, values, self.slices_per_step / seconds, seconds)
-        self.board.scalars(step, values, prefix="loss/")
+        attention = {k: v for k, v in values.items() if k.startswith("attention_") and k.endswith("_mean")}
+        self.board.scalars(step, {k: v for k, v in values.items() if k not in attention}, prefix="loss/")
+        self.board.scalars(step, attention, prefix="attention/")
         # `warmup` is the phase of the step just taken (step - 1 steps before it).
         self.board.scalars(step, {"learning_rate": lr, "slices_per_second": self.slices_per_step / seconds,
                                   "warmup": float(self.schedule.in_warmup(step - 1))}, prefix="train/")
 
 
+class AnnounceFreeze:
+    """One console line when the attention warm-up ends, so the identical validation lines of the
+    attention that follow do not look like a hung run."""
+
+    def __init__(self, schedule, log):
+        self.schedule, self.log = schedule, log
+
+    def due(self, step: int) -> bool:
+        freeze = self.schedule.freeze_epoch
+        return freeze is not None and 0 < freeze < self.schedule.epochs and step == freeze * self.schedule.steps_per_epoch
+
+    def __call__(self, step: int, values: dict):
+        self.log(f"attention frozen at epoch {self.schedule.freeze_epoch} (step {step}); from here A_n and A_t "
+                 "no longer change")
+
+
 class WriteImages:
-    """The image grid (input | attention | translation | reconstruction) to TensorBoard and to
+    """The image grid (input | attention | translation | reconstruction, a row per example) to
+    TensorBoard (a plain tiling, its layout in the tag's description) and, labelled, to
     `samples/step_*.png` every `image_every` steps and at the stop step (chief only)."""
 
     def __init__(self, config, schedule, models, board, grid_inputs):
@@ -72,10 +93,15 @@ class WriteImages:
         return step % self.config.image_every == 0 or step == self.schedule.stop_step
 
     def __call__(self, step: int, values: dict):
-        grid = summaries.translation_grid(self.models, *self.grid_inputs, tau=self.config.tau,
+        from ssagan_tf import figures
+
+        rows = summaries.translation_rows(self.models, *self.grid_inputs, tau=self.config.tau,
                                           cycle_attention=self.config.cycle_attention)
-        self.board.image(step, "translations", grid)
-        summaries.write_png(os.path.join(self.config.model_dir, "samples", f"step_{step:08d}.png"), grid)
+        self.board.image(step, "translations", summaries.grid_image(rows),
+                         description=summaries.grid_description(len(self.grid_inputs[0])))
+        os.makedirs(os.path.join(self.config.model_dir, "samples"), exist_ok=True)
+        figures.save(summaries.translation_figure(rows, step),
+                     os.path.join(self.config.model_dir, "samples", f"step_{step:08d}.png"))
 
 
 def non_finite_state(models, optimizers, probe) -> list:

@@ -27,7 +27,8 @@ from ssagan_tf.data import integrity, pipeline
 from ssagan_tf.locking import DirectoryLock
 from ssagan_tf.models import ModelConfig, build_models
 from ssagan_tf.training import averaging, checkpoints, resume, selection, summaries
-from ssagan_tf.training.actions import LogProgress, NonFiniteLossError, SaveCheckpoint, Throughput, WriteImages
+from ssagan_tf.training.actions import (AnnounceFreeze, LogProgress, NonFiniteLossError, SaveCheckpoint, Throughput,
+                                       WriteImages)
 from ssagan_tf.training.config import CONFIG_NAME, ConfigError, RunConfig, load_config_dict, save_config
 from ssagan_tf.training.interrupt import StopRequests
 from ssagan_tf.training.schedule import Schedule
@@ -237,7 +238,8 @@ def _loop(config, schedule, strategy, chief, state, manager, result, log, stream
         shown_actions = [WriteImages(config, schedule, shown, board, grid_inputs), validation]
         if state.average is not None:
             shown_actions.insert(0, averaging.ShowAverage(state.average, shown, shown_actions))
-        actions += shown_actions
+        actions += shown_actions + [AnnounceFreeze(schedule, log)]
+        board.run_settings(start, config, fresh=start == 0)
         if config.select_best or config.warmup_patience:
             actions.append(selection.RecordValidation(config, schedule, result, log))
     saver = SaveCheckpoint(config, schedule, state, manager, start, number_offset)

@@ -11,12 +11,80 @@ import numpy as np
 import tensorflow as tf
 from tensorflow.core.framework.summary_pb2 import DataClass, SummaryMetadata
 
-from ssagan_tf import io as durable
+from ssagan_tf import figures
 from ssagan_tf.data import pipeline
 from ssagan_tf.models import reconstruct, translate
 
-def _metadata(plugin: str, data_class: int):
-    return SummaryMetadata(plugin_data=SummaryMetadata.PluginData(plugin_name=plugin), data_class=data_class)
+def _metadata(plugin: str, data_class: int, description: str = ""):
+    return SummaryMetadata(plugin_data=SummaryMetadata.PluginData(plugin_name=plugin), data_class=data_class,
+                           summary_description=description)
+
+
+# What each TensorBoard tag shows (its description in the dashboard); the train step's terms are
+# global-batch means, weighted as they enter the generator's or discriminators' loss.
+DESCRIPTIONS = {
+    "loss/generator_total": "Generator objective: adversarial + cycle + identity + attention terms, as weighted.",
+    "loss/discriminator_total": "Both discriminators' adversarial losses (D_t on tumor slices, D_n on normal).",
+    "loss/adversarial_normal_to_tumor": "Generator adversarial loss of normal->tumor against D_t.",
+    "loss/adversarial_tumor_to_normal": "Generator adversarial loss of tumor->normal against D_n.",
+    "loss/cycle_normal": "lambda_cycle x L1(normal, its reconstruction normal->tumor->normal).",
+    "loss/cycle_tumor": "lambda_cycle x L1(tumor, its reconstruction tumor->normal->tumor).",
+    "loss/identity": "lambda_identity x lambda_cycle x identity L1 of both generators.",
+    "loss/attention_mask": "lambda_mask x the semi-supervised loss of A_t against the tumor masks (labelled slices).",
+    "loss/attention_area": "lambda_attention_area x how far A_n falls below --attention_area of the head (warm-up only).",
+    "loss/disc_tumor": "D_t's loss: real tumor slices against pooled synthetic tumors.",
+    "loss/disc_normal": "D_n's loss: real normal slices against pooled synthetic normals.",
+    "attention/attention_normal_mean": "Mean A_n on the step's normal slices (0: normal->tumor is the identity).",
+    "attention/attention_tumor_mean": "Mean A_t on the step's tumor slices.",
+    "train/learning_rate": "Learning rate of both players (constant, then linear decay to 0).",
+    "train/slices_per_second": "Training throughput, train steps only.",
+    "train/warmup": "1 while the attention networks train (warm-up), 0 once they are frozen.",
+    "val/attention_tumor_dice": "Validation Dice of A_t >= tau against the true tumor masks.",
+    "val/attention_tumor_attended": "Fraction of validation tumor-slice pixels with A_t >= tau.",
+    "val/attention_tumor_inside": "Mean A_t inside the validation tumors.",
+    "val/attention_tumor_outside": "Mean A_t outside the validation tumors.",
+    "val/attention_normal_mean": "Mean A_n on the validation normal slices.",
+    "val/attention_normal_max": "Largest A_n on the validation normal slices.",
+    "val/attention_normal_attended": "Fraction of validation normal-slice pixels with A_n >= tau.",
+    "val/attention_normal_change": "Mean |normal->tumor(x) - x| on the validation normal slices.",
+    "config": "The run's settings (config.json) as this invocation started.",
+}
+_PREFIX_DESCRIPTIONS = {"val/judge_": "The judge's view of the validation translations: rates called the target "
+                                      "class, KID against the real target slices (see the console's judge lines)."}
+
+
+def describe(tag: str) -> str:
+    if tag in DESCRIPTIONS:
+        return DESCRIPTIONS[tag]
+    return next((text for prefix, text in _PREFIX_DESCRIPTIONS.items() if tag.startswith(prefix)), "")
+
+
+def zero_weight_terms(config) -> set:
+    """Loss terms that are 0 at every step of this run (their weight, or what they act on, is
+    off): not logged, so no flat curve suggests they were measured."""
+    model = config.model
+    terms = set()
+    if config.lambda_identity <= 0:
+        terms.add("identity")
+    if not model.use_attention or config.attention_area <= 0 or config.lambda_attention_area <= 0:
+        terms.add("attention_area")
+    if not model.mask_loss or config.lambda_mask <= 0:
+        terms.add("attention_mask")
+    return terms
+
+
+def hparams(config) -> dict:
+    """The settings runs are compared by in TensorBoard's HParams dashboard: the model's and the
+    run's scalar settings (str, int, float, bool), flattened with a `model.` prefix; where the run
+    writes and why a precision was picked are no settings to compare by."""
+    flat = {}
+    for key, value in config.to_dict().items():
+        items = value.items() if isinstance(value, dict) else [(None, value)]
+        for sub, item in items:
+            name = f"{key}.{sub}" if sub else key
+            if isinstance(item, (bool, int, float, str)) and name not in ("model_dir", "export_dir", "precision_reason"):
+                flat[name] = item
+    return flat
 
 
 class Summaries:
@@ -35,15 +103,32 @@ class Summaries:
         with self.writer.as_default(step=step):
             for name, value in values.items():
                 tf.summary.write(prefix + name, tf.constant(float(value), tf.float32),
-                                 metadata=_metadata("scalars", DataClass.DATA_CLASS_SCALAR))
+                                 metadata=_metadata("scalars", DataClass.DATA_CLASS_SCALAR, describe(prefix + name)))
 
-    def image(self, step: int, name: str, grid: np.ndarray):
+    def image(self, step: int, name: str, grid: np.ndarray, description: str = ""):
         """One [H, W, 1] image in [0, 1], as TensorBoard's image plugin stores it."""
         png = tf.io.encode_png(tf.cast(np.round(np.clip(grid, 0, 1) * 255), tf.uint8))
         height, width = grid.shape[:2]
         with self.writer.as_default(step=step):
             tf.summary.write(name, tf.stack([tf.constant(str(width)), tf.constant(str(height)), png]),
-                             metadata=_metadata("images", DataClass.DATA_CLASS_BLOB_SEQUENCE))
+                             metadata=_metadata("images", DataClass.DATA_CLASS_BLOB_SEQUENCE, description))
+
+    def text(self, step: int, name: str, markdown: str):
+        """A text summary (TensorBoard's Text dashboard renders it as markdown)."""
+        with self.writer.as_default(step=step):
+            tf.summary.write(name, tf.constant(markdown),
+                             metadata=_metadata("text", DataClass.DATA_CLASS_TENSOR, describe(name)))
+
+    def run_settings(self, step: int, config, fresh: bool):
+        """The configuration as a text table at `step`; on a fresh run also the hparams of
+        `hparams(config)`, so the HParams dashboard lines runs up by setting."""
+        rows = "\n".join(f"| {k} | `{v}` |" for k, v in sorted(_flatten(config.to_dict()).items()))
+        self.text(step, "config", "| setting | value |\n|---|---|\n" + rows)
+        if fresh and self.log_dir:
+            from tensorboard.plugins.hparams import api as hp
+
+            with self.writer.as_default(step=step):
+                hp.hparams(hparams(config))
 
     def flush(self):
         self.writer.flush()
@@ -52,33 +137,67 @@ class Summaries:
         self.writer.close()
 
 
+def _flatten(settings: dict) -> dict:
+    flat = {}
+    for key, value in settings.items():
+        if isinstance(value, dict):
+            flat.update({f"{key}.{k}": v for k, v in _flatten(value).items()})
+        else:
+            flat[key] = value
+    return flat
+
+
 def _display(images) -> np.ndarray:
     """First channel of [-1, 1] images -> [0, 1] grayscale, [B, H, W, 1]."""
     return np.clip((np.asarray(images)[..., :1] + 1.0) / 2.0, 0.0, 1.0)
 
 
-def translation_grid(models, normal, tumor, tau: float, cycle_attention: str = "recompute") -> np.ndarray:
-    """[rows * H, 4 * W, 1] float image in [0, 1]: each row is input | attention | translation |
-    reconstruction (the cycle's way back as training runs it, `cycle_attention`); normal -> tumor
-    rows first, then tumor -> normal."""
+GRID_COLUMNS = ("input", "attention", "translation", "reconstruction")
+
+
+def grid_description(rows_per_direction: int) -> str:
+    return (f"Rows: {rows_per_direction} normal->tumor example(s), then {rows_per_direction} tumor->normal. "
+            "Columns: input | attention (black 0, white 1) | translation | reconstruction (the cycle's way back). "
+            "First channel, [-1, 1] shown as black to white.")
+
+
+def translation_rows(models, normal, tumor, tau: float, cycle_attention: str = "recompute") -> list:
+    """(direction, [input, attention, translation, reconstruction] as [B, H, W] in [0, 1]) for
+    normal -> tumor, then tumor -> normal; the reconstruction is the cycle's way back as training
+    runs it (`cycle_attention`)."""
     rows = []
-    for images, forward, backward in ((normal, (models.normal_to_tumor, models.attention_normal),
-                                       (models.tumor_to_normal, models.attention_tumor)),
-                                      (tumor, (models.tumor_to_normal, models.attention_tumor),
-                                       (models.normal_to_tumor, models.attention_normal))):
+    for direction, images, forward, backward in (
+            ("normal -> tumor", normal, (models.normal_to_tumor, models.attention_normal),
+             (models.tumor_to_normal, models.attention_tumor)),
+            ("tumor -> normal", tumor, (models.tumor_to_normal, models.attention_tumor),
+             (models.normal_to_tumor, models.attention_normal))):
         translated, attention = translate(*forward, images, tau=tau)
         reconstructed = reconstruct(*backward, translated, attention, cycle_attention, tau=tau)
-        columns = [_display(images), np.asarray(attention), _display(translated), _display(reconstructed)]
-        rows.append(np.concatenate(columns, axis=2))
-    grid = np.concatenate(rows, axis=0)          # [2B, H, 4W, 1]
-    return np.concatenate(list(grid), axis=0).astype(np.float32)
+        columns = [_display(images), np.clip(np.asarray(attention, np.float32)[..., :1], 0, 1), _display(translated),
+                   _display(reconstructed)]
+        rows.append((direction, [c[..., 0] for c in columns]))
+    return rows
 
 
-def write_png(path: str, grid: np.ndarray):
-    """Write a [H, W, 1] image in [0, 1] as an 8-bit PNG (atomically)."""
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    data = tf.io.encode_png(tf.cast(np.round(np.clip(grid, 0, 1) * 255), tf.uint8)).numpy()
-    durable.atomic_write(path, data)
+def translation_grid(models, normal, tumor, tau: float, cycle_attention: str = "recompute") -> np.ndarray:
+    """[rows * H, 4 * W, 1] float image in [0, 1], laid out as `grid_description` says (a plain
+    tiling for TensorBoard's image dashboard, which shows no labels)."""
+    return grid_image(translation_rows(models, normal, tumor, tau, cycle_attention))
+
+
+def grid_image(rows: list) -> np.ndarray:
+    tiles = [column[i] for _, columns in rows for i in range(len(columns[0])) for column in columns]
+    return figures.tile(np.stack(tiles), columns=len(GRID_COLUMNS), padding=0)[..., None].astype(np.float32)
+
+
+def translation_figure(rows: list, step: int):
+    """The labelled `samples/step_*.png`: a row per example, labelled with its direction."""
+    tiles, labels = [], []
+    for direction, columns in rows:
+        for i in range(len(columns[0])):
+            tiles.append([column[i] for column in columns])
+            labels.append(direction)
+    return figures.labelled_grid(tiles, list(GRID_COLUMNS), labels, title=f"Translations at step {step}")
 
 
 def sample_batch(data_dir: str, count: int = 2) -> tuple:

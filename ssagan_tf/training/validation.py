@@ -143,10 +143,10 @@ def describe_judge(measures: dict) -> list:
     for direction, m in measures.items():
         rate, kid = m["rate"], m["kid"]
         lines.append(
-            f"judge {direction.replace('_to_', '->')}: {m['target']} rate {rate['synthetic']:.3f} (inputs "
-            f"{rate['inputs']:.3f}, real {rate['real_target']:.3f}); KID vs real {m['target']} "
-            f"{kid['synthetic']['mean']:.4f} +- {kid['synthetic']['std']:.4f} (inputs {kid['inputs']['mean']:.4f}, "
-            f"real halves {kid['real_halves']['mean']:.4f})")
+            f"judge {direction.replace('_to_', '->')}: {m['target']} rate {rate['synthetic']:.2f} (inputs "
+            f"{rate['inputs']:.2f}, real {rate['real_target']:.2f}); KID vs real {m['target']} "
+            f"{kid['synthetic']['mean']:.2f} +- {kid['synthetic']['std']:.2f} (inputs {kid['inputs']['mean']:.2f}, "
+            f"real halves {kid['real_halves']['mean']:.2f})")
     return lines
 
 
