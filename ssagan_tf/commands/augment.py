@@ -9,9 +9,13 @@ happens under faults. Errors end in one line and exit 1 (--debug: the traceback)
 
 from __future__ import annotations
 
+import sys
+
 from absl import app, flags, logging
 
-from ssagan_tf.augment import FORMATS, AugmentConfig, augment_dataset, parse_directions, parse_ratio
+from ssagan_tf import cli
+# Only plain-Python modules here: --help and a bad flag are answered before TensorFlow loads.
+from ssagan_tf.augment.config import FORMATS, AugmentConfig, parse_directions, parse_ratio
 
 flags.DEFINE_string("model", None, "An exported model: its base dir <export_dir>/<model_name> (newest version "
                     "used), one version dir, or a training run dir (exported to a temporary dir first).")
@@ -81,13 +85,18 @@ def main(argv):
     except ValueError as err:
         raise app.UsageError(str(err)) from None
 
+    from ssagan_tf.augment.run import augment_dataset
+
     result = augment_dataset(config)
     logging.info("%d synthetic slices (%s) in %s; %.1f slices/s this run; manifest %s; contact sheet %s",
                  sum(result.counts.values()), result.counts, result.output_dir, result.slices_per_second,
                  result.manifest_csv, result.contact_sheet)
 
 
-if __name__ == "__main__":
-    from ssagan_tf import cli
+def run(argv=None) -> None:
+    """The command line (run_augment.py, `ssagan augment`): `ssagan_tf.cli`'s endings; exits."""
+    cli.run(main, __doc__, argv, help_module=sys.modules[__name__])
 
-    cli.run(main, __doc__)
+
+if __name__ == "__main__":
+    run()

@@ -10,8 +10,11 @@ Every flag is checked, and the dataset and exported models located, before any t
 
 from __future__ import annotations
 
+import sys
+
 from absl import app, flags, logging
 
+from ssagan_tf import cli
 from ssagan_tf.data.integrity import DatasetMismatchError
 from ssagan_tf.evaluation.config import ARMS, ALLOWED_RATIOS, EvaluationConfig, check_inputs, parse_augmenters
 
@@ -96,7 +99,10 @@ def main(argv):
     return 0
 
 
-if __name__ == "__main__":
-    from ssagan_tf import cli
+def run(argv=None) -> None:
+    """The command line (run_evaluate.py, `ssagan evaluate`): `ssagan_tf.cli`'s endings; exits."""
+    cli.run(main, __doc__, argv, help_module=sys.modules[__name__])
 
-    cli.run(main, __doc__)
+
+if __name__ == "__main__":
+    run()

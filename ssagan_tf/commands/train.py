@@ -1,6 +1,6 @@
 """Train SSA-CycleGAN (or one of the paper's other four systems) on converted TFRecords.
 
-    python run_train.py --flagfile=brain.flags
+    python run_train.py --flagfile=brain.flags        (or: ssagan train --flagfile=brain.flags)
     python run_train.py --data_dir=DIR --model_dir=DIR [--model=ssa_cyclegan] [--strategy=mirrored] ...
 
 Resumes from the latest checkpoint in --model_dir unless --fresh. One trainer per --model_dir: a
@@ -12,6 +12,8 @@ line and exit 2. See docs/reliability.md.
 from __future__ import annotations
 
 import sys
+
+from ssagan_tf import cli
 
 from absl import app, flags
 
@@ -137,7 +139,10 @@ def main(argv):
     return 0
 
 
-if __name__ == "__main__":
-    from ssagan_tf import cli
+def run(argv=None) -> None:
+    """The command line (run_train.py, `ssagan train`): `ssagan_tf.cli`'s endings; exits."""
+    cli.run(main, __doc__, argv, help_module=sys.modules[__name__])
 
-    cli.run(main, __doc__)
+
+if __name__ == "__main__":
+    run()
