@@ -1,4 +1,4 @@
-"""Export the trained generators as a TF Serving model (DESIGN.md section 6).
+"""Export the trained generators as a TF Serving model (docs/export_and_serving.md).
 
 The export is a `tf.Module` with explicit input signatures (as TF Model Garden's
 `core/export_base.py` does), not `model.save`. It is written as a TF Serving model directory

@@ -1,4 +1,4 @@
-r"""Exported generators -> an augmented dataset (DESIGN.md sections 6 and 8).
+r"""Exported generators -> an augmented dataset (docs/method.md, "Augmentation and evaluation").
 
     python run_augment.py --model=exports/ssagan --data_dir=data/brats --output_dir=runs/aug \
         --ratio=1.0 --format=tfrecord

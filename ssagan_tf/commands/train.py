@@ -73,7 +73,7 @@ flags.DEFINE_float("attention_area", 0.0, "Not in the paper. > 0: while the atte
                    "identity (docs/training.md, 'When normal->tumor draws nothing'). 0 = off.")
 flags.DEFINE_float("lambda_attention_area", 1.0, "Weight of the --attention_area hinge (which lies in [0, 1]).")
 flags.DEFINE_enum("cycle_attention", "recompute", list(CYCLE_ATTENTIONS),
-                  "Attention of the cycle's way back. recompute (the paper, DESIGN.md): the other direction's "
+                  "Attention of the cycle's way back. recompute (the paper; docs/method.md): the other direction's "
                   "attention network is run on the translation, so a change survives the cycle only where that "
                   "network sees it. source: the way back changes the region the forward attention changed, "
                   "reusing that map (docs/training.md, 'When normal->tumor draws nothing').")

@@ -1,4 +1,4 @@
-"""Training checkpoints: everything needed to continue a run exactly (DESIGN.md section 5), and
+"""Training checkpoints: everything needed to continue a run exactly (docs/training.md, "Resuming exactly"), and
 `restore_models` for export and evaluation.
 
 A checkpoint holds the six networks, both optimizers (moments, iteration counts, loss scales),
