@@ -1,6 +1,7 @@
-"""Augmented datasets from exported generators (docs/method.md, "Augmentation"): `augment_dataset(config)`
-translates real slices in batches and writes synthetic slices with labels, provenance and (for
-synthetic tumors) the thresholded attention as a pseudo-mask. See docs/export_and_serving.md.
+"""Augmented datasets from exported generators (docs/method.md, "Augmentation and evaluation"):
+`augment_dataset(config)` translates real slices in batches and writes synthetic slices with
+labels, provenance and (for synthetic tumors) the thresholded attention as a pseudo-mask. See
+docs/export_and_serving.md.
 
 Importing this package does not import TensorFlow (the command line checks its flags first):
 `augment_dataset` and `AugmentResult` load `ssagan_tf.augment.run` when first used."""

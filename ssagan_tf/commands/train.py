@@ -90,7 +90,8 @@ flags.DEFINE_integer("cpu_replicas", 0, "Split the CPU into this many logical de
                      "(tests the distributed path without GPUs; 0 = off).")
 flags.DEFINE_enum("precision", "auto", list(PRECISIONS),
                   "Compute precision. fp32: float32 (reproduces earlier results exactly); bf16: mixed bfloat16 "
-                  "(CPUs with AMX/AVX-512 BF16, GPUs of compute capability >= 8.0; ~2x faster on such CPUs); "
+                  "(CPUs with AMX/AVX-512 BF16, GPUs of compute capability >= 8.0; 1.5-1.8x faster than fp32 on the "
+                  "reference CPU, README Performance); "
                   "fp16: mixed float16 with loss scaling (GPUs of capability 7.x). Normalisation, losses, Eq. 1, "
                   "the output activations, spectral norm's power iteration and optimizer state stay float32. auto "
                   "picks by hardware (and continues a saved run in its own precision); the choice and the reason "
