@@ -50,7 +50,6 @@ import time
 import numpy as np
 import tensorflow as tf
 
-from ssagan_tf.commands.export import define_flags  # noqa: F401 (the command line's flags, kept importable here)
 from ssagan_tf.export_layout import (DEFAULT_MODEL_NAME, DEFAULT_TOLERANCE, MODEL_NAME_PATTERN,  # noqa: F401
                                      STAGING_LOCK, STAGING_PREFIX, TOLERANCES, ExportError, commit_version,
                                      latest_version_dir, remove_stale_staging, version_numbers)

@@ -62,7 +62,8 @@ def test_the_rule_reader_follows_dockers_semantics():
     ".venv/lib/python3.11/site-packages/tensorflow/__init__.py", ".venv/bin/python", "runs/demo/train/config.json",
     "runs/lgg/data128/train/tumor-00000-of-00001.tfrecord", "data/brats19_t1ce/manifest.json", ".git/HEAD",
     ".git/objects/ab/cdef", ".pytest_cache/v/cache/nodeids", "ssagan_tf/__pycache__/cli.cpython-311.pyc",
-    "data_prep/readers/__pycache__/brats.cpython-311.pyc", "ssagan_tf.egg-info/PKG-INFO", "exports/ssagan/1/saved_model.pb",
+    "data_prep/readers/__pycache__/brats.cpython-311.pyc", "ssagan_tf.egg-info/PKG-INFO",
+    "exports/ssagan/1/saved_model.pb",
     "ssagan_tf/out/train/normal-00000-of-00002.tfrecord", "scripts/case/BraTS19_1_t1ce.nii.gz", "tests/test_cli.py",
     "benchmarks/bench_train.py", "build/lib/ssagan_tf/cli.py", "dist/ssagan_tf-0.1.0-py3-none-any.whl",
 ])
