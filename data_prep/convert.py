@@ -16,19 +16,19 @@ import dataclasses
 import errno
 import json
 import os
-import signal
 import sys
-import threading
 import time
 from dataclasses import dataclass, field
 
 import numpy as np
 
-from data_prep import preprocess, selection
-from data_prep.readers import FORMATS, ReaderOptions, check_for_format, discover
-from data_prep.report import REPORT_NAME, SHEET_NAME, write_report, write_sheet
-from data_prep.stage import Stage, clean_stale, results, swap_into_place
+from data_prep import ownership, preprocess, selection
+from data_prep.readers import FORMATS, ReaderOptions, check_for_format, check_own_splits, discover
+from data_prep.report import FAILED_REPORT_NAME, REPORT_NAME, SHEET_NAME, write_report, write_sheet
+from data_prep.scan import LayoutError
+from data_prep.stage import Stage, results, signals_deferred, swap_into_place, terminate_as_interrupt
 from data_prep.writer import ShardedWriter, labelled_patients
+from ssagan_tf import io as durable
 
 DEDUPE_MODES = ("group", "drop", "off")
 SHEET_PER_ROW = 4
@@ -75,6 +75,11 @@ class ConvertConfig:
             raise ValueError(f"--min_brain_fraction must be in [0, 1), got {prep.min_brain_fraction}")
         if not 0.0 <= prep.min_brain_ratio <= 1.0:
             raise ValueError(f"--min_brain_ratio must be in [0, 1], got {prep.min_brain_ratio}")
+        if prep.brain_length_mm < 0:
+            raise ValueError(f"--brain_length_mm must be >= 0 (0: no bound), got {prep.brain_length_mm}")
+        if prep.field_of_view not in preprocess.FIELDS_OF_VIEW:
+            raise ValueError(f"--field_of_view must be one of {', '.join(preprocess.FIELDS_OF_VIEW)}, "
+                             f"got {prep.field_of_view!r}")
         if prep.min_tumor_pixels < 1 or prep.min_tumor_pixels > prep.image_size ** 2:
             raise ValueError(f"--min_tumor_pixels must be in [1, image_size^2 = {prep.image_size ** 2}], "
                              f"got {prep.min_tumor_pixels}")
@@ -94,10 +99,7 @@ class ConvertConfig:
             raise ValueError("--no_masks needs --assume_normal: without masks no slice can be labelled tumor, "
                              "so every brain slice is taken as normal only when you say so")
         check_for_format(self.reader, self.format)
-        manifest = os.path.join(self.output_dir, "manifest.json")
-        if os.path.exists(manifest) and not self.overwrite:
-            raise ValueError(f"--output_dir: {self.output_dir} already holds a converted dataset; "
-                             "pass --overwrite to replace it")
+        ownership.check_output(self.input_dir, self.output_dir, self.overwrite, "manifest.json")
 
 
 @dataclass
@@ -132,36 +134,49 @@ def convert(config: ConvertConfig, log=print) -> dict:
     """Convert a dataset; returns the manifest dict. Raises ValueError on bad settings, when no
     case converted, when a split would be empty or the disk is full (after writing the report)."""
     config.check()
-    refs, problems = discover(config.input_dir, config.format, config.reader)
+    cohort: dict = {}
+    try:
+        refs, problems = discover(config.input_dir, config.format, config.reader)
+    except LayoutError:
+        raise
+    except ValueError as err:     # nothing of the format under --input: the flags point elsewhere
+        raise LayoutError(str(err)) from None
     if not refs:
-        raise ValueError(f"--input: no usable {config.format} case found in {config.input_dir}"
-                         + "".join(f"\n  {p}: {why}" for p, why in problems))
+        raise LayoutError(f"--input: no usable {config.format} case found in {config.input_dir}"
+                          + "".join(f"\n  {p}: {why}" for p, why in problems))
+    if config.reader.keep_splits and check_own_splits(refs, config.input_dir, config.val_fraction):
+        cohort["val_from_train"] = True
+        log(f"--keep_splits: {config.input_dir} has no validation folder; validation takes "
+            f"--val_fraction={config.val_fraction} of the dataset's training patients")
     os.makedirs(config.output_dir, exist_ok=True)
-    for removed in clean_stale(config.output_dir):
+    ownership.check_not_in_use(config.output_dir)
+    for removed in ownership.clean_stale(config.output_dir):
         log(f"removed {removed}, left by an interrupted conversion")
     outcomes = [CaseOutcome(case_id=_relative(p, config.input_dir), patient_id="", paths={"": p},
                             error=f"{p}: {why}") for p, why in problems]
-    cohort: dict = {}
     stage = Stage(config.output_dir)
-    restore = _terminate_as_interrupt()
+    restore = terminate_as_interrupt()
     try:
         channels, normalisation = _read_cases(config, refs, stage, outcomes, log)
         manifest = _write_dataset(config, stage, outcomes, channels, normalisation, cohort)
         for warning in cohort["warnings"]:
             log(f"warning: {warning}")
-        swap_into_place(stage.dataset_dir, config.output_dir)
+        with signals_deferred() as caught:
+            swap_into_place(stage.dataset_dir, config.output_dir)
     except BaseException as err:
-        stage.remove()
         if isinstance(err, OSError) and err.errno in (errno.ENOSPC, errno.EDQUOT):
             cohort["failure"] = f"The disk is full: {err}."
-        _write_report_safely(config, outcomes, None, cohort)
+        report = _write_report_safely(config, outcomes, cohort, stage)
+        stage.remove()
         if "failure" in cohort:
             raise ValueError(f"{cohort['failure']} Nothing of this run was kept; free space and convert again "
-                             f"(see {os.path.join(config.output_dir, REPORT_NAME)})") from None
+                             f"(see {report})") from None
         raise
     finally:
         restore()
     stage.remove()
+    if caught:      # the new dataset is complete and in place; the interruption still ends the run
+        raise KeyboardInterrupt(f"signal {caught[0]}")
     return manifest
 
 
@@ -181,6 +196,7 @@ def _read_cases(config, refs, stage, outcomes, log):
             outcome.dropped = dict(slices.dropped)
             outcome.slices = {"labels": slices.labels, "position": slices.position,
                               "area_ratio": slices.area_ratio, "hash": slices.pixel_hash,
+                              "outside_extent": slices.outside_extent,
                               "index": slices.slice_index, "has_mask": slices.has_mask}
             outcome.tumor, outcome.normal = slices.n_tumor, slices.n_normal
         outcome.error = error
@@ -210,7 +226,13 @@ def _write_dataset(config, stage, outcomes, channels, normalisation, cohort) -> 
     contributing = [o for o in converted if keep[id(o)].any()]
     split_of = selection.assign_splits([o.patient_id for o in contributing],
                                        {o.patient_id: o.own_split for o in contributing if o.own_split},
-                                       links, config.train_fraction, config.val_fraction, config.seed)
+                                       links, config.train_fraction, config.val_fraction, config.seed,
+                                       val_from_train=cohort.get("val_from_train", False))
+    if cohort.get("val_from_train"):
+        drawn = sorted({o.patient_id for o in contributing if o.own_split == "train"
+                        and split_of.get(o.patient_id) == "val"})
+        cohort["own_splits"] = {"validation": f"drawn from the dataset's training patients (--val_fraction="
+                                              f"{config.val_fraction})", "val_patients": len(drawn)}
     for o in converted:
         o.split = split_of.get(o.patient_id, "")
         if not keep[id(o)].any():
@@ -274,31 +296,14 @@ def _duplicates(config, converted, keep, cohort) -> list:
 
 
 def _match_anatomy(config, converted, keep, cohort) -> None:
-    """The anatomy window of the tumor slices (selection.AnatomyWindow); with --match_anatomy,
-    normal slices outside it are dropped. The distributions go to the report either way."""
-    def gather(label):
-        chosen = [(o.slices["labels"] == label) & keep[id(o)] for o in converted]
-        position = np.concatenate([o.slices["position"][c] for o, c in zip(converted, chosen)])
-        area = np.concatenate([o.slices["area_ratio"][c] for o, c in zip(converted, chosen)])
-        return position, area
-
-    tumor_pos, tumor_area = gather(1)
-    window = selection.anatomy_window(tumor_pos, tumor_area)
-    anatomy = {"tumor": _hists(tumor_pos, tumor_area), "normal_before": _hists(*gather(0)),
-               "window": dataclasses.asdict(window) if window else None}
-    if config.match_anatomy and window is not None:
-        for o in converted:
-            normal = (o.slices["labels"] == 0) & keep[id(o)]
-            out = normal & ~window.admits(o.slices["position"], o.slices["area_ratio"])
-            keep[id(o)] &= ~out
-            if out.any():
-                o.dropped["anatomy"] = int(out.sum())
-    anatomy["normal_after"] = _hists(*gather(0))
-    cohort["anatomy"] = anatomy
-
-
-def _hists(position, area) -> dict:
-    return {"position": selection.histogram(position), "area": selection.histogram(area)}
+    """--match_anatomy over the converted cases (selection.match_anatomy): the normal slices it
+    drops are counted per case; the distributions and any warning go to the report."""
+    anatomy, dropped, warnings = selection.match_anatomy([o.slices for o in converted], [keep[id(o)] for o in converted],
+                                                         config.match_anatomy, config.seed)
+    for o, n in zip(converted, dropped):
+        if n:
+            o.dropped["anatomy"] = n
+    cohort["anatomy"], cohort["warnings"] = anatomy, warnings
 
 
 def _check_splits(config, converted, cohort) -> None:
@@ -308,7 +313,10 @@ def _check_splits(config, converted, cohort) -> None:
     if empty:
         n = len({o.patient_id for o in converted})
         hint = ""
-        if config.format == "pairs":
+        if config.format == "pairs" and config.reader.patient_level == 0:
+            hint = ("; with --patient_level=0 every scan is already its own patient, so the dataset holds too few "
+                    "scans (or too few that converted: see the rejected cases in the report)")
+        elif config.format == "pairs":
             hint = (f"; patients are the first --patient_level={config.reader.patient_level} folder(s) of each path "
                     "under --input, so scans in one folder are one patient: lower it (0: each scan its own "
                     "patient) only if the scans really are of different patients")
@@ -327,7 +335,8 @@ def _check_counts(config, counts, cohort) -> None:
     if empty:
         raise ValueError(f"split {', '.join(empty)} has patients but no slice was kept for it; see the dropped "
                          f"slices in {os.path.join(config.output_dir, REPORT_NAME)}")
-    cohort["warnings"] = [f"split {s} has no {d} slices" for s, c in counts.items() for d, n in c.items() if n == 0]
+    cohort["warnings"] = cohort.get("warnings", []) + [f"split {s} has no {d} slices" for s, c in counts.items()
+                                                       for d, n in c.items() if n == 0]
 
 
 def _sheet_choice(config, converted, keep) -> dict:
@@ -357,6 +366,8 @@ def _manifest(config, outcomes, counts, channels, normalisation, labelled, cohor
         "counts": counts,
         "cases": {s: sorted(o.case_id for o in converted if o.split == s) for s in schema.SPLITS},
         "patients": {s: sorted({o.patient_id for o in converted if o.split == s}) for s in schema.SPLITS},
+        # Which scan is whose: cross-validation folds patients, never scans (ssagan_tf.data.folds).
+        "case_patients": {o.case_id: o.patient_id for o in sorted(converted, key=lambda o: o.case_id)},
         "labelled_train_patients": sorted(labelled),
         "normalisation": {"method": "per-volume percentile clip over head voxels, scaled to [-1, 1]",
                           "percentiles": list(config.prep.percentiles), "background": -1.0,
@@ -364,6 +375,7 @@ def _manifest(config, outcomes, counts, channels, normalisation, labelled, cohor
         "rejected": [{"case": o.case_id, "problem": o.error} for o in outcomes if o.error],
         "dropped": {r: sum(o.dropped.get(r, 0) for o in outcomes) for r in preprocess.DROP_REASONS},
         "duplicates": cohort.get("duplicates", {}),
+        "own_splits": cohort.get("own_splits", {}),
         "warnings": cohort.get("warnings", []),
         "anatomy": cohort.get("anatomy", {}),
         "settings": dataclasses.asdict(config),
@@ -376,31 +388,22 @@ def _relative(path: str, root: str) -> str:
 
 
 def _write_json_atomic(path: str, payload) -> None:
-    tmp = path + f".tmp-{os.getpid()}"
-    with open(tmp, "w") as f:
-        json.dump(payload, f, indent=2, default=str)
-    os.replace(tmp, path)
+    durable.atomic_write(path, json.dumps(payload, indent=2, default=str))
 
 
-def _write_report_safely(config, outcomes, manifest, cohort) -> None:
-    """The failure report; on a full disk even it may not fit, which must not hide the cause."""
+def _write_report_safely(config, outcomes, cohort, stage) -> str:
+    """The failure report, recorded as the converter's before it is written. Beside a dataset
+    already in place (an interrupted or failed `--overwrite`) it is `conversion_failed.md`, so the
+    intact dataset keeps its own report. On a full disk even it may not fit, which must not hide
+    the cause. Returns its path."""
+    name = FAILED_REPORT_NAME if os.path.isfile(os.path.join(config.output_dir, "manifest.json")) else REPORT_NAME
     try:
-        write_report(config, outcomes, manifest, cohort)
-    except OSError as err:
+        owned = ownership.read_record(config.output_dir) or set()
+        ownership.write_record(config.output_dir, owned | {name}, temp_dir=stage.root)
+        write_report(config, outcomes, None, cohort, name=name, temp_dir=stage.root)
+    except (OSError, ValueError) as err:
         print(f"convert: could not write the report: {err}", file=sys.stderr)
-
-
-def _terminate_as_interrupt():
-    """SIGTERM (a scheduler, `kill`, a container stop) cleans up as Ctrl-C does: it raises
-    KeyboardInterrupt in the main thread. Returns a function restoring the previous handler."""
-    if threading.current_thread() is not threading.main_thread():
-        return lambda: None
-
-    def interrupt(signum, frame):
-        raise KeyboardInterrupt(f"signal {signum}")
-
-    previous = signal.signal(signal.SIGTERM, interrupt)
-    return lambda: signal.signal(signal.SIGTERM, previous)
+    return os.path.join(config.output_dir, name)
 
 
 if __name__ == "__main__":

@@ -17,7 +17,9 @@ flags.DEFINE_enum("format", None, list(FORMATS),
                   "Input layout: brats (BraTS 2013-2023 and MSD Task01 case folders), pairs (image + mask "
                   "volumes matched by name: NIfTI, NRRD, MHA or DICOM series folders), folders (2-D class "
                   "folders or name.tif + name_mask.tif pairs), figshare (brain-tumor .mat files).")
-flags.DEFINE_string("output_dir", None, "Where shards, manifest.json and conversion_report.md are written.")
+flags.DEFINE_string("output_dir", None, "Where shards, manifest.json and conversion_report.md are written: a new "
+                    "or empty folder, or one the converter wrote before; never --input, a folder inside it or "
+                    "holding it.")
 flags.DEFINE_list("modalities", None, "Channels to write, in order. brats: from flair, t1, t1ce, t2 (default "
                   "t1ce; flair,t1,t1ce,t2 for four channels). pairs: the --image_glob file's modality first, "
                   "then any read by --modality_replace (default: one unnamed channel, 'image'). folders: "
@@ -37,20 +39,33 @@ flags.DEFINE_enum("stack_slices", "auto", ["auto", "on", "off"], "folders: stack
                   "numbered; on: the numbered ones always; off: one case per image.")
 flags.DEFINE_bool("keep_splits", False, "pairs/folders: keep the dataset's own split: top-level folders "
                   "train/Training, val/valid/validation, test/Testing (any case) go to train, val, test; "
-                  "cases outside them are split by the fractions.")
+                  "without a validation folder (Training/ + Testing/), validation is --val_fraction of the "
+                  "dataset's training patients; cases outside such folders are split by the fractions. The "
+                  "layout is checked before any image is read.")
 flags.DEFINE_bool("match_anatomy", True, "Draw normal slices of 3-D and stacked cases from the levels "
-                  "where the cohort's tumor slices lie: a normal slice is kept when its position in the "
-                  "head's axial extent (0 first slice, 1 last) is within the 5th-95th percentile of the tumor "
-                  "slices' positions and its head area ratio (to the volume's largest head slice) is at least "
-                  "the tumor slices' 5th percentile. The report shows both distributions.")
+                  "where the cohort's tumor slices lie: normal slices whose head area ratio (to the extent's "
+                  "largest head slice) is below the tumor slices' 5th percentile are dropped, and the rest are "
+                  "sampled (seeded by --seed) per tenth of the brain's axial extent in proportion to the tumor "
+                  "slices' positions. A warning (console and report) when the written normals' positions still "
+                  "differ from the tumors' by a Kolmogorov-Smirnov statistic above 0.15 (p < 0.05). The report "
+                  "shows both distributions.")
 flags.DEFINE_enum("dedupe", "group", ["group", "drop", "off"], "Exact duplicate slices (same decoded pixels): "
                   "group keeps the patients sharing one in the same split, drop keeps only the first "
                   "occurrence, off only reports them.")
-flags.DEFINE_float("min_brain_ratio", 0.5, "Normal slices of a volume must lie in the head's main axial "
-                   "extent: the unbroken run of slices around the largest head slice with at least this "
-                   "fraction of its area (drops noise-only, scalp-top and neck slices).")
-flags.DEFINE_integer("image_size", 256, "Output slices are image_size x image_size: padded, or resized when "
-                     "larger (masks by nearest neighbour).")
+flags.DEFINE_float("min_brain_ratio", 0.5, "Normal slices of a volume must lie in the brain's axial "
+                   "extent: the unbroken run of slices with at least this fraction of the largest head slice's "
+                   "area, within --brain_length_mm of the vertex (drops noise-only and scalp-top slices).")
+flags.DEFINE_float("brain_length_mm", preprocess.BRAIN_LENGTH_MM, "Normal slices of a volume must lie at "
+                   "most this many mm (by the volume's slice spacing) below the vertex, the top of the head: "
+                   "an adult brain spans about 110-130 mm from it, so neck, shoulders and face below are no "
+                   "normal brain. 0: no bound. Not applied when the head is cut at the volume's top.")
+flags.DEFINE_enum("field_of_view", "fit", list(preprocess.FIELDS_OF_VIEW), "How slices fill the "
+                  "image_size frame. fit: the head's bounding box (over the brain's extent; per image for 2-D "
+                  "slices) is scaled to 0.9 of the frame, enlarging or shrinking by the pixel spacing, one "
+                  "scale per volume, so image size and field of view do not tell classes apart. pad: as "
+                  "stored, padded centrally and shrunk only when larger than the frame (the earlier behaviour).")
+flags.DEFINE_integer("image_size", 256, "Output slices are image_size x image_size (see --field_of_view; "
+                     "masks are resized by nearest neighbour).")
 flags.DEFINE_string("image_glob", "*", "pairs: glob of image files or DICOM folders, relative to --input.")
 flags.DEFINE_string("mask_replace", None, "pairs: OLD:NEW; a mask's path is its image's path with OLD "
                     "replaced by NEW (e.g. _Scan_T1:_Mask).")
@@ -75,14 +90,18 @@ flags.DEFINE_float("min_brain_fraction", 0.05, "Drop slices of a volume whose he
 flags.DEFINE_list("percentiles", ["0.5", "99.5"], "Per-volume intensity clip percentiles over brain voxels.")
 flags.DEFINE_float("train_fraction", 0.7, "Fraction of patients in the training split (the paper trains on "
                    "half the cases to simulate scarce data: 0.5).")
-flags.DEFINE_float("val_fraction", 0.1, "Fraction of patients in the validation split; the rest is test.")
+flags.DEFINE_float("val_fraction", 0.1, "Fraction of patients in the validation split; the rest is test. "
+                   "With --keep_splits and no validation folder: the fraction of the dataset's training "
+                   "patients drawn for validation.")
 flags.DEFINE_float("labelled_fraction", 1.0, "Fraction of training patients whose tumor masks are kept "
                    "(has_mask = 1); the others' are dropped, for semi-supervised runs. Val/test keep masks.")
 flags.DEFINE_integer("seed", 0, "Seed of the patient split and of the labelled subset.")
 flags.DEFINE_integer("num_shards", 8, "Shards per split and domain (fewer when there are fewer slices).")
 flags.DEFINE_integer("workers", 0, "Worker threads reading cases (>= 0); 0 = one per CPU core.")
 flags.DEFINE_bool("strict", False, "Fail (exit non-zero) when any case fails.")
-flags.DEFINE_bool("overwrite", False, "Replace a dataset already in --output_dir.")
+flags.DEFINE_bool("overwrite", False, "Replace a dataset the converter wrote in --output_dir, removing only the "
+                  "files its record (.conversion-files.json) lists. A folder holding anything else, or the input "
+                  "itself, is refused with or without it.")
 
 
 def _parse_pair(text: str, flag: str, sep: str = ":") -> tuple:
@@ -164,7 +183,8 @@ def config_from_flags():
     prep = preprocess.PrepOptions(
         image_size=FLAGS.image_size, min_tumor_pixels=FLAGS.min_tumor_pixels, normal_margin=FLAGS.normal_margin,
         slice_range=_parse_slice_range(FLAGS.slice_range), min_brain_fraction=FLAGS.min_brain_fraction,
-        percentiles=percentiles, assume_normal=FLAGS.assume_normal, min_brain_ratio=FLAGS.min_brain_ratio)
+        percentiles=percentiles, assume_normal=FLAGS.assume_normal, min_brain_ratio=FLAGS.min_brain_ratio,
+        brain_length_mm=FLAGS.brain_length_mm, field_of_view=FLAGS.field_of_view)
     config = ConvertConfig(
         input_dir=FLAGS.input, format=FLAGS.format, output_dir=FLAGS.output_dir, reader=reader, prep=prep,
         train_fraction=FLAGS.train_fraction, val_fraction=FLAGS.val_fraction,
@@ -177,6 +197,7 @@ def config_from_flags():
 
 def _run(argv) -> int:
     from data_prep.convert import REPORT_NAME, convert
+    from data_prep.scan import LayoutError
 
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
@@ -184,7 +205,10 @@ def _run(argv) -> int:
         config = config_from_flags()
     except ValueError as err:
         raise app.UsageError(str(err)) from None
-    manifest = convert(config, log=lambda line: print(line, flush=True))
+    try:
+        manifest = convert(config, log=lambda line: print(line, flush=True))
+    except LayoutError as err:     # the flags do not fit the layout on disk: a bad flag value, exit 2
+        raise app.UsageError(str(err)) from None
     counts = manifest["counts"]
     print(f"wrote {config.output_dir}: " + ", ".join(
         f"{s} {c['normal']} normal / {c['tumor']} tumor" for s, c in counts.items()))

@@ -17,6 +17,8 @@ import numpy as np
 import SimpleITK as sitk
 from scipy import ndimage
 
+from ssagan_tf import io as durable
+
 # Mean intensity of each tissue in each modality (arbitrary scanner units), chosen so the lesion
 # looks as it does on real MRI: enhancing rim bright on T1c, edema bright on FLAIR and T2.
 TISSUES = ("background", "csf", "grey", "white", "necrosis", "edema", "enhancing")
@@ -101,7 +103,7 @@ def _write(array: np.ndarray, path: str) -> None:
     image.SetOrigin((0.0, 0.0, 0.0))
     tmp = path.replace(".nii.gz", ".tmp.nii.gz")
     sitk.WriteImage(image, tmp, useCompression=True)
-    os.replace(tmp, path)
+    durable.replace_durably(tmp, path)
 
 
 def write_case(output_dir: str, index: int, size: int, slices: int, seed: int) -> str:

@@ -1,12 +1,14 @@
 """From a read scan to labelled 2-D slices (docs/formats.md).
 
 Per volume: find the head (`head_mask`: a background-noise threshold, holes filled, the largest
-connected component), percentile intensity normalisation to [-1, 1] over it; per slice: drop
-slices with little head, pad to `image_size` (or shrink larger slices, masks by nearest
-neighbour), and sort into tumor slices (at least `min_tumor_pixels` of whole tumor), normal
-slices (no tumor, optionally `normal_margin` slices away from any tumor, and inside the head's
-main axial extent: see `axial_extent`) and ambiguous slices (dropped). Every dropped slice is
-counted under its reason (DROP_REASONS).
+connected component), percentile intensity normalisation to [-1, 1] over it, and the brain's
+axial extent (`brain_extent`: at most `brain_length_mm` below the vertex, and the slices with
+enough head); per slice: drop slices with little head, bring the rest to the common field of view
+(`field_of_view`: `fit` scales the head's bounding box to a fixed fraction of the frame, `pad`
+pads or shrinks as stored), and sort into tumor slices (at least `min_tumor_pixels` of whole
+tumor), normal slices (no tumor, optionally `normal_margin` slices away from any tumor, and inside
+the brain's axial extent) and ambiguous slices (dropped). Every dropped slice is counted under its
+reason (DROP_REASONS).
 """
 
 from __future__ import annotations
@@ -16,8 +18,13 @@ from dataclasses import dataclass
 import numpy as np
 
 from data_prep.scan import CaseError, Scan
-from ssagan_tf.data.preprocess import (PERCENTILES, fit_to_size, foreground, head_mask,  # noqa: F401 (re-exported)
-                                       intensity_bounds, normalise_volume, reference_area, scale_to_unit)
+from ssagan_tf.data.preprocess import (FIELDS_OF_VIEW, PERCENTILES, fit_to_size, foreground,  # noqa: F401
+                                       frame_slices, head_box, head_mask, intensity_bounds, normalise_volume,
+                                       reference_area, scale_to_unit)
+
+BRAIN_LENGTH_MM = 120.0     # the default bound of the brain's extent below the vertex (see brain_extent)
+VERTEX_AREA = 0.01          # the vertex: the highest slice whose head area is this fraction of the largest
+CUT_TOP_AREA = 0.25         # a top slice with this much of the largest head area: the vertex is not in the volume
 
 
 @dataclass(frozen=True)
@@ -30,6 +37,8 @@ class PrepOptions:
     percentiles: tuple = (0.5, 99.5)
     assume_normal: bool = False
     min_brain_ratio: float = 0.5           # normal slices: head area >= this x the volume's largest
+    brain_length_mm: float = BRAIN_LENGTH_MM   # normal slices: at most this far below the vertex; 0: no bound
+    field_of_view: str = "fit"             # fit: head box scaled to a fixed fraction of the frame; pad: as stored
 
 
 DROP_REASONS = ("slice_range", "little_brain", "outside_brain_extent", "ambiguous", "anatomy", "duplicate")
@@ -46,10 +55,11 @@ class SliceSet:
     slice_index: np.ndarray
     has_mask: bool
     normalisation: dict
-    position: np.ndarray = None      # (N,) place in the head's axial extent, 0 (first) .. 1; NaN for 2-D
+    position: np.ndarray = None      # (N,) place in the brain's axial extent, 0 (first) .. 1; NaN for 2-D
     area_ratio: np.ndarray = None    # (N,) head area / the volume's largest head slice; NaN for 2-D
     pixel_hash: list = None          # (N,) hash of the slice's raw pixels, for duplicate detection
     dropped: dict = None             # reason -> number of slices dropped
+    outside_extent: np.ndarray = None  # (N,) bool: a (tumor) slice outside the brain's extent, position 0 or 1
 
     @property
     def n_tumor(self) -> int:
@@ -60,19 +70,20 @@ class SliceSet:
         return int((self.labels == 0).sum())
 
 
-def axial_extent(area: np.ndarray, min_ratio: float) -> np.ndarray:
+def axial_extent(area: np.ndarray, min_ratio: float, window: np.ndarray | None = None) -> np.ndarray:
     """Slices in the head's main axial extent: the longest unbroken run (one-slice gaps bridged)
-    of slices whose area is between `min_ratio` and 1.5 x the reference area. This drops the
-    pure-noise and scalp-top slices and stops at the neck, where the cross-section narrows, and
-    at slices whose mask is far larger than any head slice; a face-level slice as wide as the
-    brain can still pass, which --match_anatomy then removes."""
+    of slices in `window` (default: all) whose area is between `min_ratio` and 1.5 x the reference
+    area of the window's slices. This drops the pure-noise and scalp-top slices, stops where the
+    cross-section narrows and at slices whose mask is far larger than any head slice. A neck and
+    shoulders as wide as the head do not stop it: `brain_extent` bounds the window for that."""
     inside = np.zeros(area.shape, bool)
-    ref = reference_area(area)
+    window = np.ones(area.shape, bool) if window is None else window
+    ref = reference_area(area[window])
     if ref <= 0:
         return inside
-    big = (area >= min_ratio * ref) & (area <= 1.5 * ref)
+    big = window & (area >= min_ratio * ref) & (area <= 1.5 * ref)
     bridged = big.copy()
-    bridged[1:-1] |= big[:-2] & big[2:]
+    bridged[1:-1] |= big[:-2] & big[2:] & window[1:-1]
     best, start = (0, 0), None
     for i, value in enumerate(np.append(bridged, False)):
         if value and start is None:
@@ -83,6 +94,32 @@ def axial_extent(area: np.ndarray, min_ratio: float) -> np.ndarray:
     length, first = best[0], -best[1]
     inside[first:first + length] = True
     return inside
+
+
+def below_vertex(area: np.ndarray, spacing_z: float, length_mm: float) -> np.ndarray:
+    """Slices at most `length_mm` below the vertex, Z running inferior to superior: the brain
+    spans about 110-130 mm from the vertex's inner table in adults, so slices farther down hold
+    skull base, face, neck and shoulders. The vertex is the highest slice whose head area is
+    VERTEX_AREA of the largest head slice within `length_mm` of the volume's top (shoulders below
+    cannot set it). Every slice when `length_mm` is 0, when the volume holds no head, or when the
+    head is cut at the top (the highest head slice has CUT_TOP_AREA of that largest area or more,
+    blank padding slices above it or not: there is no vertex to measure from)."""
+    everything = np.ones(area.shape, bool)
+    if length_mm <= 0 or not area.size:
+        return everything
+    depth_from_top = (area.size - 1 - np.arange(area.size)) * float(spacing_z)
+    largest = float(area[depth_from_top <= length_mm].max())
+    headed = np.flatnonzero(area >= VERTEX_AREA * largest) if largest > 0 else []
+    if not len(headed) or area[headed[-1]] >= CUT_TOP_AREA * largest:
+        return everything
+    depth_mm = (headed[-1] - np.arange(area.size)) * float(spacing_z)
+    return depth_mm <= length_mm
+
+
+def brain_extent(area: np.ndarray, min_ratio: float, spacing_z: float, length_mm: float) -> np.ndarray:
+    """The brain's axial extent, where normal slices may come from: the head's main axial extent
+    (`axial_extent`) within `length_mm` below the vertex (`below_vertex`)."""
+    return axial_extent(area, min_ratio, below_vertex(area, spacing_z, length_mm))
 
 
 def pixel_hashes(image: np.ndarray) -> list:
@@ -145,14 +182,18 @@ def prepare(scan: Scan, options: PrepOptions) -> SliceSet:
     extent = np.ones(z, bool)
     if scan.is_3d:
         reason[(reason == "") & (area / head[0].size < options.min_brain_fraction)] = "little_brain"
-        extent = axial_extent(area, options.min_brain_ratio)
+        extent = brain_extent(area, options.min_brain_ratio, scan.spacing[0], options.brain_length_mm)
         first, last = np.flatnonzero(extent)[[0, -1]] if extent.any() else (0, max(z - 1, 1))
-        position = (np.arange(z) - first) / max(last - first, 1)
-        area_ratio = area / max(reference_area(area), 1.0)
+        # 0 and 1 are the extent's ends: a tumor slice beyond them (kept wherever it is) counts at its end.
+        position = np.clip((np.arange(z) - first) / max(last - first, 1), 0.0, 1.0)
+        area_ratio = area / max(reference_area(area[extent] if extent.any() else area), 1.0)
+    box = None
+    if options.field_of_view == "fit":     # the head's box over the brain's extent (2-D: its own head mask)
+        box = head_box(head[extent] if scan.is_3d and extent.any() else head if scan.is_3d else head_mask(image))
     index = np.flatnonzero(reason == "")
     # Scale only the slices kept: the bounds come from the whole head, the work from what is used.
-    images, masks = fit_to_size(scale_to_unit(image[index], bounds), (mask[index] > 0).astype(np.uint8),
-                                options.image_size)
+    images, masks = frame_slices(scale_to_unit(image[index], bounds), (mask[index] > 0).astype(np.uint8),
+                                 options.image_size, options.field_of_view, box, scan.spacing[1:3])
     fitted_masks = np.zeros((z,) + masks.shape[1:], np.uint8)
     fitted_masks[index] = masks
     labels_all = np.full(z, -1, np.int64)
@@ -168,4 +209,5 @@ def prepare(scan: Scan, options: PrepOptions) -> SliceSet:
                     slice_index=kept.astype(np.int64), has_mask=scan.mask is not None,
                     normalisation={"percentiles": list(options.percentiles), "bounds": [list(b) for b in bounds]},
                     position=position[kept], area_ratio=area_ratio[kept], pixel_hash=hashes,
+                    outside_extent=(~extent[kept]) if scan.is_3d else np.zeros(kept.size, bool),
                     dropped={r: int((reason == r).sum()) for r in DROP_REASONS if (reason == r).any()})

@@ -8,7 +8,14 @@ import numpy as np
 
 from ssagan_tf.data.errors import CaseError
 
-__all__ = ["CaseError", "CaseRef", "Scan"]
+__all__ = ["CaseError", "CaseRef", "LayoutError", "Scan"]
+
+
+class LayoutError(ValueError):
+    """The dataset on disk does not fit the flags given (class folders left out of
+    --class_folders, split folders read as patients, no file of the format, ...), found before
+    any image is read. The message names the flag that fixes it; the command line exits 2, as
+    for any bad flag value."""
 
 
 @dataclass(frozen=True)

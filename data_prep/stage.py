@@ -1,6 +1,6 @@
-"""Where a conversion works before its result is final: OUT/.staging-<pid>/ holds the staged
-slices of each case and the new dataset; `swap_into_place` moves the dataset into OUT at the end,
-and `clean_stale` removes what runs that died (power cut, SIGKILL) left behind.
+"""Where a conversion works before its result is final: OUT/.staging-<pid>-<random>/ holds the
+staged slices of each case and the new dataset; `swap_into_place` moves the dataset into OUT at
+the end (`ownership.clean_stale` removes what runs that died, power cut or SIGKILL, left behind).
 
 Reading runs in worker threads, not processes: SimpleITK's readers and numpy release the GIL,
 and threads cost no start-up imports and no pickling of volumes.
@@ -9,29 +9,33 @@ and threads cost no start-up imports and no pickling of volumes.
 from __future__ import annotations
 
 import collections
-import glob
+import contextlib
 import os
-import re
+import signal
+import threading
 import shutil
+import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
-from data_prep import preprocess
+from data_prep import ownership, preprocess
 from data_prep.readers import load
 from data_prep.scan import CaseError
+from ssagan_tf import io as durable
 
-_STAGING = re.compile(r"^\.staging-(\d+)$")
-_TMP = re.compile(r"\.tmp-(\d+)(\.png)?$")
 DATASET_ENTRIES = ("train", "val", "test")
 
 
 class Stage:
-    """OUT/.staging-<pid>/: cases/<i>.npz (staged slices) and dataset/ (the new dataset)."""
+    """OUT/.staging-<pid>-<random>/: cases/<i>.npz (staged slices) and dataset/ (the new dataset).
+    It holds a lock file naming host and pid while the conversion runs, which is how a later run
+    tells a dead conversion's staging folder from a live one's, or from anything else."""
 
     def __init__(self, output_dir: str):
-        self.root = os.path.join(output_dir, f".staging-{os.getpid()}")
+        self.root = tempfile.mkdtemp(prefix=f"{ownership.STAGING_PREFIX}{os.getpid()}-", dir=output_dir)
+        self._lock = ownership.staging_lock(self.root)
         self.dataset_dir = os.path.join(self.root, "dataset")
         os.makedirs(os.path.join(self.root, "cases"), exist_ok=True)
         os.makedirs(self.dataset_dir, exist_ok=True)
@@ -49,59 +53,40 @@ class Stage:
 
     def remove(self) -> None:
         shutil.rmtree(self.root, ignore_errors=True)
-
-
-def _alive(pid: int) -> bool:
-    if pid == os.getpid():
-        return True
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def clean_stale(output_dir: str) -> list:
-    """Remove staging folders and `*.tmp-<pid>` files of processes that no longer run. Returns
-    what was removed (for the log)."""
-    removed = []
-    for entry in sorted(os.listdir(output_dir)) if os.path.isdir(output_dir) else []:
-        match = _STAGING.match(entry)
-        if match and not _alive(int(match.group(1))):
-            shutil.rmtree(os.path.join(output_dir, entry), ignore_errors=True)
-            removed.append(os.path.join(output_dir, entry))
-    for path in glob.glob(os.path.join(output_dir, "*")) + glob.glob(os.path.join(output_dir, "*", "*")):
-        match = _TMP.search(os.path.basename(path))
-        if match and os.path.isfile(path) and not _alive(int(match.group(1))):
-            os.remove(path)
-            removed.append(path)
-    return removed
+        self._lock.release()
 
 
 def swap_into_place(new_dir: str, output_dir: str) -> None:
-    """Move the dataset in `new_dir` into `output_dir`, replacing one already there. The old
-    dataset stays whole until the new one is complete (it is in staging until now), and at no
-    moment are final-named shards visible without a manifest: the old split folders are moved
-    aside first, then the new manifest replaces the old one, then the new split folders arrive."""
+    """Move the dataset in `new_dir` into `output_dir`, replacing the one the converter wrote there
+    before (and only what its record lists). The old dataset stays whole until the new one is
+    complete (it is in staging until now), and at no moment are final-named shards visible without
+    a manifest: the record first claims old and new files, the old split folders are moved aside,
+    then the new manifest replaces the old one, then the new split folders arrive, and the record
+    ends listing the new files only. Files and folders are flushed before each rename."""
     from ssagan_tf.data import schema
-    from data_prep.report import REPORT_NAME, SHEET_NAME
 
-    aside = os.path.join(os.path.dirname(new_dir), "old")
+    stage_root = os.path.dirname(new_dir)
+    foreign = ownership.foreign_files(output_dir)
+    if foreign:     # appeared while this run converted: never moved aside with ours
+        raise ValueError(f"--output_dir {output_dir}: files the converter did not write appeared during the "
+                         f"conversion ({', '.join(foreign[:3])}); the new dataset was not put in place")
+    old = ownership.read_record(output_dir) or set()
+    new = set(ownership.present_files(new_dir))
+    ownership.write_record(output_dir, old | new, temp_dir=stage_root)
+    aside = os.path.join(stage_root, "old")
     os.makedirs(aside, exist_ok=True)
     for name in DATASET_ENTRIES:
-        old = os.path.join(output_dir, name)
-        if os.path.exists(old):
-            os.replace(old, os.path.join(aside, name))
-    for name in (schema.MANIFEST_NAME, REPORT_NAME, SHEET_NAME):
-        if os.path.exists(os.path.join(new_dir, name)):
-            os.replace(os.path.join(new_dir, name), os.path.join(output_dir, name))
-        elif os.path.exists(os.path.join(output_dir, name)):
+        if os.path.lexists(os.path.join(output_dir, name)):
+            os.replace(os.path.join(output_dir, name), os.path.join(aside, name))
+    for name in [schema.MANIFEST_NAME] + sorted(n for n in new if "/" not in n and n != schema.MANIFEST_NAME):
+        durable.replace_durably(os.path.join(new_dir, name), os.path.join(output_dir, name))
+    for name in sorted(n for n in old - new if "/" not in n):
+        if os.path.isfile(os.path.join(output_dir, name)):
             os.remove(os.path.join(output_dir, name))
     for name in DATASET_ENTRIES:
         if os.path.exists(os.path.join(new_dir, name)):
-            os.replace(os.path.join(new_dir, name), os.path.join(output_dir, name))
+            durable.replace_durably(os.path.join(new_dir, name), os.path.join(output_dir, name))
+    ownership.write_record(output_dir, new, temp_dir=stage_root)
 
 
 def _process(args):
@@ -137,3 +122,34 @@ def results(refs, reader_options, prep_options, workers: int):
                 yield pending.popleft().result()
         while pending:
             yield pending.popleft().result()
+
+
+@contextlib.contextmanager
+def signals_deferred():
+    """Ctrl-C and SIGTERM wait until the block is done: moving the new dataset into place is a few
+    renames that must not stop halfway (the old dataset would be half gone). Yields the list of
+    the signals that arrived meanwhile, for the caller to act on once the work is complete."""
+    caught = []
+    if threading.current_thread() is not threading.main_thread():
+        yield caught
+        return
+    previous = {sig: signal.signal(sig, lambda signum, frame: caught.append(signum))
+                for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield caught
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def terminate_as_interrupt():
+    """SIGTERM (a scheduler, `kill`, a container stop) cleans up as Ctrl-C does: it raises
+    KeyboardInterrupt in the main thread. Returns a function restoring the previous handler."""
+    if threading.current_thread() is not threading.main_thread():
+        return lambda: None
+
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    return lambda: signal.signal(signal.SIGTERM, previous)

@@ -13,6 +13,7 @@ import os
 
 import numpy as np
 
+from ssagan_tf import io as durable
 from ssagan_tf.data import integrity, schema
 
 
@@ -82,7 +83,7 @@ class ShardedWriter:
         for (split, domain, index), tmp in sorted(self._tmp_paths.items()):
             used = min(self.num_shards, self.counts[split][domain])
             path = os.path.join(self.output_dir, split, schema.shard_name(domain, index, used))
-            os.replace(tmp, path)
+            durable.replace_durably(tmp, path)
             final.append(path)
             self.shards[integrity.relative_name(self.output_dir, path)] = integrity.describe_shard(
                 path, self._records[(split, domain, index)])

@@ -11,14 +11,20 @@
   checks, TensorFlow op errors such as our input assertions: see `is_user_error`) print one line
   on stderr and exit 1, without a traceback. `--debug` shows the traceback instead; anything
   else (a bug: TypeError, KeyError, ...) always shows it.
-- Ctrl-C prints one line and exits 130.
+- Ctrl-C (SIGINT) and SIGTERM (`kill`, a batch scheduler, `docker stop`) end alike: the command
+  cleans up as it does for any error (locks released, temporary files removed; training first
+  saves a checkpoint of its last finished step), prints one line, `<program>: interrupted`, and
+  exits 130 - never -15. SIGTERM is turned into KeyboardInterrupt in the main thread here, so
+  every entry point gets it.
 """
 
 from __future__ import annotations
 
 import os
 import re
+import signal
 import sys
+import threading
 
 HELP_FLAGS = ("-h", "--help", "-help", "--helpshort", "-helpshort", "-?")
 FULL_HELP_FLAGS = ("--helpfull", "-helpfull")
@@ -102,6 +108,16 @@ def usage_exit(program: str, message) -> None:
     sys.exit(USAGE_EXIT)
 
 
+def _terminate_as_interrupt(signum, frame):
+    raise KeyboardInterrupt(signal.Signals(signum).name)
+
+
+def interrupt_on_sigterm() -> None:
+    """From now on SIGTERM raises KeyboardInterrupt in the main thread, as Ctrl-C does."""
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _terminate_as_interrupt)
+
+
 def _define_debug(flag_values) -> None:
     from absl import flags
 
@@ -116,6 +132,7 @@ def run(main, doc: str, argv=None, help_module=None) -> None:
 
     argv = list(sys.argv if argv is None else argv)
     program = program_name(argv)
+    interrupt_on_sigterm()
     _define_debug(flags.FLAGS)
     if answer_help(argv, doc, help_module):
         sys.exit(0)

@@ -22,8 +22,9 @@ ones for systems without attention networks). A request of any size is translate
 `SERVING_CHUNK` (16) slices at a time inside the signature, so its memory does not grow with the
 batch beyond the inputs and outputs themselves; an empty batch returns empty outputs.
 
-Precision (`--precision`, `ssagan_tf.precision`): the networks compute in fp32, bf16 or fp16, but
-every signature takes float32 `images` and returns float32 outputs. The reload check compares the
+Precision (`--precision`, `ssagan_tf.precision`): the networks compute in fp32 (the default,
+whatever precision the run trained in), bf16 or fp16, but every signature takes float32 `images`
+and returns float32 outputs. The reload check compares the
 SavedModel with the Keras models computing in the same precision, within a tolerance that fits it
 (`TOLERANCES`); `export.json` records the precision and the tolerance used.
 
@@ -293,16 +294,23 @@ def _write_json(path: str, value: dict) -> None:
 
 
 def export_models(model_dir: str, export_dir: str, model_name: str = DEFAULT_MODEL_NAME, tau: float | None = None,
-                  tolerance: float | None = None, precision: str = "fp32") -> str:
-    """Export the latest checkpoint of the training run in `model_dir` as the next version of
-    `<export_dir>/<model_name>`, computing in `precision` (fp32, bf16 or fp16; resolve `auto`
-    with `ssagan_tf.precision.choose_precision` first); returns the version directory. `tau`
-    defaults to the run's inference threshold, `tolerance` to the precision's."""
-    from ssagan_tf.training.checkpoints import restore_models
+                  tolerance: float | None = None, precision: str = "fp32", log=None) -> str:
+    """Export the newest intact checkpoint of the training run in `model_dir` as the next version
+    of `<export_dir>/<model_name>`, computing in `precision` (fp32 by default, what serving wants;
+    bf16 or fp16 when asked; resolve `auto` with `ssagan_tf.precision.choose_precision` first);
+    returns the version directory. Unreadable newer checkpoints are skipped and named through
+    `log` (`checkpoints.newest_intact_checkpoint`). `tau` defaults to the run's inference
+    threshold, `tolerance` to the precision's."""
+    from ssagan_tf.training.checkpoints import newest_intact_checkpoint, restore_models
 
-    models, _, run_config = restore_models(model_dir, precision=precision)
+    path = newest_intact_checkpoint(model_dir, log)
+    models, _, run_config = restore_models(model_dir, precision=precision, checkpoint=path)
     tau = run_tau(run_config) if tau is None else float(tau)
-    metadata = {"source_model_dir": os.path.abspath(model_dir), "step": restored_step(model_dir)}
+    from ssagan_tf.data.folds import training_cohort
+
+    # The patients it saw: the evaluation refuses an augmenter that saw the patients it tests on.
+    metadata = {"source_model_dir": os.path.abspath(model_dir), "step": restored_step(path),
+                "checkpoint": os.path.basename(path), "cohort": training_cohort(run_config)}
     return write_export(models, export_dir, model_name, tau, metadata, tolerance)
 
 
@@ -313,12 +321,9 @@ def run_tau(run_config: dict) -> float:
     return float(run_config["tau"])
 
 
-def restored_step(model_dir: str) -> int | None:
-    """The global step of the run's latest checkpoint (None when the checkpoint has none)."""
-    from ssagan_tf.training.checkpoints import latest_checkpoint
-
-    path = latest_checkpoint(model_dir)
+def restored_step(checkpoint_path: str) -> int | None:
+    """The global step held by the checkpoint at `checkpoint_path` (None when it has none)."""
     try:
-        return int(tf.train.load_variable(path, "step/.ATTRIBUTES/VARIABLE_VALUE"))
+        return int(tf.train.load_variable(checkpoint_path, "step/.ATTRIBUTES/VARIABLE_VALUE"))
     except (tf.errors.NotFoundError, ValueError, TypeError):
         return None

@@ -8,9 +8,9 @@ import errno
 import os
 import re
 import shutil
-import time
 
-from ssagan_tf.locking import is_held
+from ssagan_tf import io as durable
+from ssagan_tf.locking import is_stale
 
 SAVED_MODEL_FILE = "saved_model.pb"
 STAGING_PREFIX = ".tmp-export-"       # an export being written, beside the versions (TF Serving ignores it)
@@ -61,6 +61,7 @@ def commit_version(staging: str, base: str) -> str:
     stepping over any other entry of that name (a stray file `2`, say). `os.rename` of a folder
     fails when the target exists and is not empty, so two exports racing for one number cannot
     overwrite each other: the loser takes the next number."""
+    durable.fsync_tree(staging)          # a power cut after the rename must not leave empty files
     number, skipped = max(version_numbers(base), default=0) + 1, []
     for _ in range(100):
         target = os.path.join(base, str(number))
@@ -70,6 +71,7 @@ def commit_version(staging: str, base: str) -> str:
         else:
             try:
                 os.rename(staging, target)
+                durable.fsync_dir(base)
                 return target
             except OSError as err:
                 if err.errno not in (errno.EEXIST, errno.ENOTEMPTY):
@@ -80,25 +82,18 @@ def commit_version(staging: str, base: str) -> str:
                       + (f"; not version folders: {', '.join(skipped[:3])}" if skipped else "") + ")")
 
 
-def remove_stale_staging(base: str, min_age_seconds: float = 3600.0) -> list:
-    """Remove the staging folders (`.tmp-export-*`) that killed exports left in `base`: those
-    whose lock no live process holds. One without a lock file (killed before taking it, or
-    written by an older version) is removed once it is `min_age_seconds` old. Returns the paths
-    removed."""
+def remove_stale_staging(base: str) -> list:
+    """Remove the staging folders that killed exports left in `base`, recognised by the lock file
+    inside (`.export.lock`, naming the writer's host and pid), never by their name: those whose
+    lock names this machine and no live process holds (`locking.is_stale`). A folder without that
+    lock file (a user's, or an older version's), or one another machine writes on a shared file
+    system, is left alone. Returns the paths removed."""
     removed = []
     for name in sorted(os.listdir(base)):
         path = os.path.join(base, name)
-        if not name.startswith(STAGING_PREFIX) or not os.path.isdir(path):
+        if not name.startswith(STAGING_PREFIX) or os.path.islink(path) or not os.path.isdir(path):
             continue
-        lock_path = os.path.join(path, STAGING_LOCK)
-        try:
-            if os.path.exists(lock_path):
-                stale = not is_held(lock_path)
-            else:
-                stale = time.time() - os.path.getmtime(path) > min_age_seconds
-        except OSError:                   # renamed or removed by its writer meanwhile
-            continue
-        if stale:
+        if is_stale(os.path.join(path, STAGING_LOCK)):
             shutil.rmtree(path, ignore_errors=True)
             removed.append(path)
     return removed

@@ -8,6 +8,9 @@ the lock last (pid, host, start time), so that a second starter can name the hol
 
 flock works between processes of one machine, and on NFS v4 (where Linux emulates it with
 byte-range locks) between machines; on file systems without locking it raises, and we say so.
+
+Lock files are opened without following symbolic links: a link planted under a lock's name is
+refused, so taking a lock can never truncate or overwrite the file it points to.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ import fcntl
 import json
 import os
 import socket
+import stat
 import time
 
 
@@ -40,7 +44,7 @@ class DirectoryLock:
         if os.path.exists(self.directory) and not os.path.isdir(self.directory):
             raise NotADirectoryError(f"{self.option} {self.directory}: is a file, not a folder")
         os.makedirs(self.directory, exist_ok=True)
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        fd = _open_lock_file(self.path, os.O_RDWR | os.O_CREAT)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError as err:
@@ -78,19 +82,39 @@ class DirectoryLock:
                 f"{self.option} (lock file {self.path})")
 
 
-def read_holder(path: str) -> dict:
-    """What the lock file at `path` says about its last holder ({} when unreadable)."""
+def _open_lock_file(path: str, flags: int) -> int:
+    """Open a lock file, refusing a symbolic link (O_NOFOLLOW) or anything but a regular file."""
     try:
-        with open(path) as f:
-            return json.loads(f.read() or "{}")
+        fd = os.open(path, flags | os.O_NOFOLLOW | os.O_NONBLOCK, 0o644)
+    except OSError as err:
+        if err.errno == errno.ELOOP:
+            raise OSError(err.errno, f"{path}: the lock file is a symbolic link; refusing to follow it (a lock "
+                                     "is a plain file this program writes: remove the link)") from None
+        raise
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise OSError(errno.EINVAL, f"{path}: the lock file is not a regular file; remove it")
+    return fd
+
+
+def read_holder(path: str) -> dict:
+    """What the lock file at `path` says about its last holder ({} when unreadable or a link)."""
+    try:
+        fd = _open_lock_file(path, os.O_RDONLY)
+    except OSError:
+        return {}
+    try:
+        with os.fdopen(fd) as f:
+            value = json.loads(f.read() or "{}")
     except (OSError, ValueError):
         return {}
+    return value if isinstance(value, dict) else {}
 
 
 def is_held(path: str) -> bool:
     """Whether a live process holds the lock file at `path` (False when the file is missing)."""
     try:
-        fd = os.open(path, os.O_RDONLY)
+        fd = _open_lock_file(path, os.O_RDONLY)
     except FileNotFoundError:
         return False
     try:
@@ -102,3 +126,18 @@ def is_held(path: str) -> bool:
         raise
     finally:
         os.close(fd)
+
+
+def is_stale(path: str) -> bool:
+    """Whether the lock file at `path` marks work that a dead process of this machine left: the
+    file is a plain file naming this host and a pid, and nobody holds its lock. Work of another
+    machine (a shared file system, where flock may not reach across hosts) is never stale here."""
+    if not os.path.isfile(path) or os.path.islink(path):
+        return False
+    holder = read_holder(path)
+    if holder.get("host") != socket.gethostname() or not isinstance(holder.get("pid"), int):
+        return False
+    try:
+        return not is_held(path)
+    except OSError:
+        return False

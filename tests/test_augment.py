@@ -398,3 +398,117 @@ def test_judge_scores_the_synthetic_slices_into_the_summary(model_base, tiny_dat
     with pytest.raises(ValueError, match="is not a judge"):
         AugmentConfig(model=model_base, data_dir=tiny_dataset, output_dir=str(tmp_path / "x"),
                       judge=str(tmp_path)).check_inputs()
+
+
+def _write_pngs(data, seed=0):
+    rng = np.random.default_rng(seed)
+    for domain, n in (("normal", 3), ("tumor", 2)):
+        os.makedirs(data / domain, exist_ok=True)
+        for i in range(n):
+            image = rng.integers(0, 255, (SIZE, SIZE, 1)).astype(np.uint8)
+            tf.io.write_file(str(data / domain / f"img{i}.png"), tf.io.encode_png(image))
+    return str(data)
+
+
+def test_overwrite_removes_exactly_the_files_it_wrote_and_refuses_user_files_beside(model_base, tiny_dataset,
+                                                                                     tmp_path):
+    """--overwrite deletes by its own record, never by pattern: user PNGs beside its own (named
+    like them) make the folder refused, with or without --overwrite, and are kept."""
+    out = tmp_path / "aug"
+    _augment(model_base, tiny_dataset, out, format="png", ratio=None, contact_rows=0)
+    written = _files_below(out)
+    owned = ledger_lib.Ledger(str(out)).owned()
+    assert {p for p in written if not p.startswith((".augment", run_lib.LOCK_NAME))} == owned
+    user = out / "train" / "normal" / "my_own_slice.png"
+    user.write_bytes(b"a user's png")
+    for overwrite in (False, True):
+        with pytest.raises(ValueError, match="holds files no augmentation wrote .*my_own_slice.png"):
+            _augment(model_base, tiny_dataset, out, format="png", ratio=None, contact_rows=0, overwrite=overwrite)
+    assert user.read_bytes() == b"a user's png" and _files_below(out) == written | {os.path.relpath(user, out)}
+    os.remove(user)
+    removed = ledger_lib.clear_previous(str(out))
+    assert removed == len(owned) and sorted(os.listdir(out)) == [run_lib.LOCK_NAME]
+
+
+def test_refuses_data_inside_the_output_folder(model_base, tmp_path):
+    data = write_tiny_dataset(str(tmp_path / "project" / "data"), splits=("train",))
+    before = _files_below(data)
+    for overwrite in (False, True):
+        with pytest.raises(ValueError, match="data_dir .* lies inside output_dir"):
+            _augment(model_base, data, tmp_path / "project", overwrite=overwrite)
+    assert _files_below(data) == before
+
+
+def test_resume_refuses_other_input_data(model_base, tmp_path):
+    """A re-conversion with other values under the same path (or edited PNGs) is other data: a
+    re-run refuses to mix it with the committed chunks, naming the fix."""
+    data = write_tiny_dataset(str(tmp_path / "data"), splits=("train",), seed=0)
+    out = tmp_path / "aug"
+    _augment(model_base, data, out, chunk_size=3, contact_rows=0)
+    write_tiny_dataset(data, splits=("train",), seed=1)                    # re-converted in place
+    with pytest.raises(ValueError, match="other input data.*checksum changed.*--overwrite.*another --output_dir"):
+        _augment(model_base, data, out, chunk_size=3, contact_rows=0)
+    _augment(model_base, data, out, chunk_size=3, contact_rows=0, overwrite=True)
+
+    pngs = _write_pngs(tmp_path / "pngs")
+    _augment(model_base, pngs, tmp_path / "aug_png", format="png", contact_rows=0)
+    _write_pngs(tmp_path / "pngs", seed=1)
+    with pytest.raises(ValueError, match="other input data"):
+        _augment(model_base, pngs, tmp_path / "aug_png", format="png", contact_rows=0)
+
+
+def test_a_moved_project_completes_its_interrupted_run(model_base, tmp_path, monkeypatch):
+    import shutil
+
+    project = tmp_path / "project"
+    data = write_tiny_dataset(str(project / "data"), splits=("train",))
+    shutil.copytree(model_base, project / "export")
+    commit, calls = ledger_lib.Ledger.commit, []
+
+    def failing_commit(self, chunk, files, rows):
+        if len(calls) == 2:
+            raise KeyboardInterrupt("injected after two chunks")
+        calls.append(chunk.name)
+        commit(self, chunk, files, rows)
+
+    monkeypatch.setattr(ledger_lib.Ledger, "commit", failing_commit)
+    with pytest.raises(KeyboardInterrupt):
+        _augment(str(project / "export"), data, project / "aug", chunk_size=2, contact_rows=0)
+    monkeypatch.setattr(ledger_lib.Ledger, "commit", commit)
+    moved = tmp_path / "elsewhere" / "project"
+    shutil.move(str(project), str(moved))
+    result = _augment(str(moved / "export"), str(moved / "data"), moved / "aug", chunk_size=2, contact_rows=0)
+    assert result.chunks == 5 and result.chunks_skipped == 2 and len(_rows(str(moved / "aug"))) == 10
+
+
+def test_unknown_split_is_refused_and_a_failed_run_leaves_nothing(model_base, tiny_dataset, tmp_path):
+    out = tmp_path / "aug"
+    with pytest.raises(ValueError, match="--split=tset: .* has no such split; its splits are test, train, val"):
+        _augment(model_base, tiny_dataset, out, split="tset")
+    assert not out.exists()                        # no folder left holding only a lock file
+    out.mkdir()                                    # a folder the user made: kept, emptied of ours
+    with pytest.raises(ValueError, match="no such split"):
+        _augment(model_base, tiny_dataset, out, split="tset")
+    assert out.is_dir() and os.listdir(out) == []
+
+
+def test_a_chunk_cut_short_after_its_files_moved_is_still_owned(model_base, tiny_dataset, tmp_path, monkeypatch):
+    """Killed between moving a chunk's files into place and recording it: the files were claimed
+    first, so the re-run neither refuses them as a user's nor loses track of them."""
+    out = tmp_path / "aug"
+    real_replace = ledger_lib.durable.replace_durably
+
+    def cut(staged, final):
+        real_replace(staged, final)
+        raise KeyboardInterrupt("cut after the first file moved")
+
+    monkeypatch.setattr(ledger_lib.durable, "replace_durably", cut)
+    with pytest.raises(KeyboardInterrupt):
+        _augment(model_base, tiny_dataset, out, chunk_size=3, contact_rows=0)
+    monkeypatch.undo()
+    moved = {p for p in _files_below(out) if p.startswith("train")}
+    assert moved and moved <= ledger_lib.Ledger(str(out)).owned()     # (two chunks may be in flight)
+    result = _augment(model_base, tiny_dataset, out, chunk_size=3, contact_rows=0)
+    assert result.chunks_skipped == 0 and len(_rows(str(out))) == 10
+    ledger_lib.clear_previous(str(out))
+    assert sorted(os.listdir(out)) == [run_lib.LOCK_NAME]

@@ -160,8 +160,9 @@ def test_real_data_converts_through_the_pair_reader(real_data_dir, tmp_path):
             assert case.split("/")[0] in patients[split]
     tumor = sum(manifest["counts"][s]["tumor"] for s in schema.SPLITS)
     normal = sum(manifest["counts"][s]["normal"] for s in schema.SPLITS)
-    # 273 normal slices before the head extent and --match_anatomy (see test_convert_real.py)
-    assert (tumor, normal) == (160, 138)
-    assert manifest["modalities"] == ["t1ce"] and manifest["dropped"]["anatomy"] == 122
+    # 273 normal slices before the head extent and --match_anatomy (see test_convert_real.py), 138 with
+    # the 5th-95th percentile window of the tumors' positions, 105 drawn to their position histogram
+    assert (tumor, normal) == (160, 105)
+    assert manifest["modalities"] == ["t1ce"] and manifest["dropped"]["anatomy"] == 155
     arrays = pipeline.load_split_arrays(str(tmp_path / "real"), "test", domains=("tumor",))
     assert arrays["image"].shape[1:] == (256, 256, 1) and np.all(arrays["has_mask"] == 1)

@@ -10,7 +10,8 @@ from data_prep import convert_cli
 def parse(tmp_path):
     def _parse(*extra):
         flags.FLAGS.unparse_flags()
-        flags.FLAGS(["convert", f"--input={tmp_path}", "--format=pairs", f"--output_dir={tmp_path / 'out'}",
+        (tmp_path / "in").mkdir(exist_ok=True)      # the output lies beside the input, never inside it
+        flags.FLAGS(["convert", f"--input={tmp_path / 'in'}", "--format=pairs", f"--output_dir={tmp_path / 'out'}",
                      "--mask_replace=_img:_seg", *extra])
         return convert_cli.config_from_flags()
     yield _parse
@@ -24,11 +25,13 @@ def test_every_flag_lands_in_the_config(parse):
                    "--normal_margin=3", "--slice_range=10:", "--min_brain_fraction=0.2", "--percentiles=1,99",
                    "--train_fraction=0.5", "--val_fraction=0.2", "--labelled_fraction=0.25", "--seed=7",
                    "--num_shards=4", "--workers=1", "--strict", "--overwrite", "--nomatch_anatomy",
-                   "--dedupe=drop", "--keep_splits", "--min_brain_ratio=0.3")
+                   "--dedupe=drop", "--keep_splits", "--min_brain_ratio=0.3", "--brain_length_mm=100",
+                   "--field_of_view=pad")
     reader, prep = config.reader, config.prep
     assert reader.modalities == ("flair", "t1ce") and reader.image_glob == "*/*_img.nrrd"
     assert reader.modality_replace == (("t1ce", "_img", "_t1ce"),) and reader.keep_splits
     assert not config.match_anatomy and config.dedupe == "drop" and prep.min_brain_ratio == 0.3
+    assert prep.brain_length_mm == 100.0 and prep.field_of_view == "pad"
     assert reader.mask_replace == ("_img", "_seg") and reader.patient_level == 2
     assert reader.class_folders == (("tumor", 1), ("healthy", 0)) and reader.mask_suffix == "_seg"
     assert prep.image_size == 128 and prep.min_tumor_pixels == 5 and prep.normal_margin == 3
@@ -61,10 +64,17 @@ def test_slice_range_forms(parse):
     (("--assume_normal",), "--assume_normal"),
     (("--labelled_fraction=1.5",), "--labelled_fraction"),
     (("--num_shards=0",), "--num_shards"),
+    (("--brain_length_mm=-5",), "--brain_length_mm"),
 ])
 def test_bad_values_are_refused(parse, extra, message):
     with pytest.raises(ValueError, match=message):
         parse(*extra)
+
+
+def test_field_of_view_defaults_to_fit_and_refuses_other_values(parse):
+    assert parse().prep.field_of_view == "fit" and parse().prep.brain_length_mm == 120.0
+    with pytest.raises(flags.IllegalFlagValueError):
+        parse("--field_of_view=zoom")
 
 
 def test_default_modalities_follow_the_format(parse):
@@ -96,8 +106,31 @@ def test_help_lists_every_flag_and_exits_0():
     done = _help("data_prep.convert")
     assert done.returncode == 0, done.stderr
     for name in ("input", "format", "output_dir", "channel_names", "modalities", "stack_slices", "match_anatomy",
-                 "dedupe", "keep_splits", "modality_replace", "min_brain_ratio", "workers", "slice_range"):
+                 "dedupe", "keep_splits", "modality_replace", "min_brain_ratio", "workers", "slice_range",
+                 "brain_length_mm", "field_of_view"):
         assert f"--{name}:" in done.stdout or f"--[no]{name}:" in done.stdout, name
-    assert "5th-95th percentile" in done.stdout   # --match_anatomy says how it matches
+    text = " ".join(done.stdout.split())
+    assert "in proportion to the tumor slices' positions" in text   # --match_anatomy says how it matches
+    assert "0.9 of the frame" in text and "the earlier behaviour" in text   # --field_of_view
     phantom = _help("data_prep.phantom")
     assert phantom.returncode == 0 and "--cases" in phantom.stdout and "--seed" in phantom.stdout
+
+
+def test_cli_refuses_the_input_as_output_with_one_line(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    from conftest import REPO_ROOT
+    from test_convert_ownership import snapshot, write_keep_splits_pairs
+
+    data = write_keep_splits_pairs(tmp_path / "in")
+    before = snapshot(data)
+    proc = subprocess.run([sys.executable, "-m", "data_prep.convert", f"--input={data}", "--format=pairs",
+                           f"--output_dir={data}", "--image_glob=*/*/scan_flair.nii.gz", "--mask_replace=_flair:_seg",
+                           "--keep_splits", "--overwrite", "--image_size=24"], cwd=REPO_ROOT, capture_output=True,
+                          text=True, env=dict(os.environ, PYTHONPATH=REPO_ROOT))
+    lines = proc.stderr.strip().splitlines()      # refused before any work: a usage error, exit 2
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr and len(lines) == 1, proc.stderr
+    assert "--output_dir" in lines[0] and "is --input" in lines[0]
+    assert snapshot(data) == before

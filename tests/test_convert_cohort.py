@@ -153,7 +153,7 @@ def test_full_disk_gives_one_error_removes_what_it_wrote_and_keeps_the_report(co
     out = tmp_path / "out"
     with pytest.raises(ValueError, match="disk is full"):
         convert(brats_config(cohort_dir, out), **QUIET)
-    assert sorted(os.listdir(out)) == ["conversion_report.md"]
+    assert sorted(os.listdir(out)) == [".conversion-files.json", "conversion_report.md"]
     assert "disk is full" in open(out / "conversion_report.md").read()
 
 
@@ -174,16 +174,19 @@ def test_overwrite_keeps_the_old_dataset_until_the_new_one_is_complete(cohort_di
     assert not glob.glob(str(out / ".staging-*"))
 
 
-def test_stale_temporaries_of_dead_runs_are_removed(cohort_dir, tmp_path):
+def test_stale_staging_of_a_dead_run_is_removed(cohort_dir, tmp_path):
+    """Recognised by the lock file inside (this host, a dead pid); see test_convert_ownership for
+    folders merely named like one, and other machines'."""
+    import socket
+
     out = tmp_path / "out"
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()
-    os.makedirs(out / "train")
-    os.makedirs(out / f".staging-{dead.pid}" / "cases")
-    stale = out / "train" / f"tumor-00000.tmp-{dead.pid}"
-    stale.write_bytes(b"x" * 100)
+    os.makedirs(out / f".staging-{dead.pid}-x" / "cases")
+    (out / f".staging-{dead.pid}-x" / ".convert.lock").write_text(
+        json.dumps({"pid": dead.pid, "host": socket.gethostname()}))
     convert(brats_config(cohort_dir, out), **QUIET)
-    assert not stale.exists() and not (out / f".staging-{dead.pid}").exists()
+    assert not (out / f".staging-{dead.pid}-x").exists()
 
 
 def test_sigterm_cleans_up_like_ctrl_c(cohort_dir, tmp_path):

@@ -1,7 +1,7 @@
 """The shared real data (../shared/data), converted as the README shows: the LGG FLAIR slices
 stacked per patient with matched anatomy, and Brain-Tumor-Progression. Skipped where absent.
 Small image size (64) keeps them quick; the counts are those quoted in README.md and
-docs/formats.md."""
+docs/formats.md (default field of view `fit`)."""
 
 from __future__ import annotations
 
@@ -43,13 +43,16 @@ def test_lgg_flair_stacked_per_patient_with_matched_anatomy(tmp_path):
     cases = [c for s in schema.SPLITS for c in manifest["cases"][s]]
     assert len(cases) == 32                               # one stacked volume per patient, not 999 cases
     assert {s: len(manifest["patients"][s]) for s in schema.SPLITS} == {"train": 22, "val": 3, "test": 7}
-    assert _totals(manifest) == (340, 135)
+    assert _totals(manifest) == (339, 96)
     dropped = manifest["dropped"]
-    assert dropped == {"slice_range": 0, "little_brain": 44, "outside_brain_extent": 74, "ambiguous": 32,
-                       "anatomy": 374, "duplicate": 0}
+    assert dropped == {"slice_range": 0, "little_brain": 44, "outside_brain_extent": 74, "ambiguous": 33,
+                       "anatomy": 413, "duplicate": 0}
     assert sum(_totals(manifest)) + sum(dropped.values()) == 999      # every slice accounted for
     window = manifest["anatomy"]["window"]
     assert 0.3 < window["low"] < window["high"] <= 1.0
+    # the normal slices drawn to the tumors' positions: far apart before, alike after
+    assert manifest["anatomy"]["ks_before"] > 0.5 and manifest["anatomy"]["ks_after"] < 0.1
+    assert not manifest["warnings"]
     arrays = pipeline.load_split_arrays(str(tmp_path / "lgg"), "train")
     assert arrays["image"].shape[1:] == (64, 64, 1)
     # FLAIR, per-volume normalised: each patient's slices span the whole [-1, 1] range together
@@ -60,7 +63,7 @@ def test_lgg_flair_stacked_per_patient_with_matched_anatomy(tmp_path):
 def test_lgg_without_match_anatomy_keeps_the_lower_normal_slices(tmp_path):
     _need(LGG)
     manifest = convert(lgg_config(tmp_path / "lgg", match_anatomy=False), log=lambda _: None)
-    assert _totals(manifest) == (340, 509)
+    assert _totals(manifest) == (339, 509)
     before = manifest["anatomy"]["normal_before"]["position"]
     tumor = manifest["anatomy"]["tumor"]["position"]
     # the reason for matching: most normal slices lie below the levels where the tumors are
@@ -90,4 +93,4 @@ def test_brain_tumor_progression_with_and_without_matched_anatomy(tmp_path):
         counts[match] = _totals(manifest)
         assert manifest["modalities"] == ["t1ce"] and not manifest["rejected"]
         assert all(sum(manifest["counts"][s].values()) for s in schema.SPLITS)
-    assert counts == {True: (141, 131), False: (141, 260)}
+    assert counts == {True: (144, 105), False: (144, 260)}

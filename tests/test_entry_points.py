@@ -40,6 +40,7 @@ ENTRY_POINTS = {
     "-m ssagan_tf.evaluation.judge": ("module", "ssagan_tf.evaluation.judge", "--patience"),
     "-m data_prep.phantom": ("module", "data_prep.phantom", "--slices"),
     "-m scripts.demo": ("module", "scripts.demo", "--cases"),
+    "-m scripts.crossval": ("module", "scripts.crossval", "--train_flagfile"),
 }
 
 

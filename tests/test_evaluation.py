@@ -167,7 +167,11 @@ def _cli(*flags):
 
 
 @pytest.mark.parametrize("flags, message", [
-    (["--arms=none,mixup"], "unknown arm"),
+    (["--arms=none,mixip"], "unknown arm"),
+    (["--folds=1", "--arms=none"], "folds=1"),
+    (["--augmenters=ssa=x/{fold}", "--arms=none"], "only --folds fills in"),
+    (["--augmenters=identity=x", "--arms=none"], "built-in control"),
+    (["--classic_strength=5", "--arms=none"], "classic_strength"),
     (["--augmenters=ssa"], "NAME=EXPORTED_DIR"),
     (["--ratios=one"], "--ratios"),
     (["--ratios=1.5"], "must be one of"),

@@ -65,3 +65,97 @@ def test_train_dataset_order_is_seeded_and_epochs_differ():
     np.testing.assert_array_equal(epoch_orders(0)[0], first)
     augmented = epoch_orders(5, classic=True)
     np.testing.assert_array_equal(augmented[0], epoch_orders(5, classic=True)[0])
+
+
+def _head_slice(size=48, value=0.0, seed=0):
+    """A slice with a disc-shaped head of textured tissue on the -1 background."""
+    yy, xx = np.mgrid[:size, :size]
+    head = (yy - size / 2) ** 2 + (xx - size / 2) ** 2 < (0.4 * size) ** 2
+    image = np.full((size, size, 1), -1.0, np.float32)
+    image[head, 0] = value + np.random.default_rng(seed).normal(0, 0.05, head.sum())
+    return image, head
+
+
+def _donor_train(size=48):
+    image, _ = _head_slice(size, value=-0.2, seed=1)
+    mask = np.zeros((size, size, 1), np.float32)
+    mask[20:27, 18:26] = 1.0
+    image[mask[..., 0] > 0] = 0.6                       # a bright lesion on darker tissue
+    normal, _ = _head_slice(size, seed=2)
+    return {"image": np.stack([normal, image]), "mask": np.stack([np.zeros_like(mask), mask]),
+            "has_mask": np.array([0.0, 1.0]), "label": np.array([0, 1])}
+
+
+def test_copy_paste_writes_the_lesion_where_its_mask_says_inside_the_head():
+    from ssagan_tf.evaluation.controls import ControlAugmenter, _match_intensity, head_mask
+
+    train = _donor_train()
+    normal = np.stack([_head_slice(seed=s)[0] for s in (3, 4, 5)])
+    out = ControlAugmenter("copy_paste", train, seed=0).translate("normal_to_tumor", normal)
+    for source, pasted, mask in zip(normal, out.image, out.attention[..., 0] > 0):
+        assert 0.8 ** 2 * 56 * 0.7 <= mask.sum() <= 1.2 ** 2 * 56 * 1.3           # the 7x8 lesion, scaled
+        np.testing.assert_array_equal(pasted[~mask], source[~mask])              # outside: unchanged
+        assert np.all(head_mask(source)[mask])                                   # inside the head
+        # Inside: the lesion's constant 0.6, mapped from the donor's tissue statistics to this slice's.
+        donor = train["image"][1]
+        donor_tissue = head_mask(donor) & (train["mask"][1, ..., 0] == 0)
+        expected = _match_intensity(np.full((1, 1, 1), 0.6, np.float32), donor, donor_tissue,
+                                    source, head_mask(source) & ~mask)[0, 0, 0]
+        np.testing.assert_allclose(pasted[mask, 0], expected, atol=1e-5)
+        assert expected > source[head_mask(source), 0].mean() + 0.5              # still brighter than tissue
+    again = ControlAugmenter("copy_paste", train, seed=0).translate("normal_to_tumor", normal)
+    np.testing.assert_array_equal(again.image, out.image)                        # seeded
+
+
+def test_identity_control_returns_its_inputs_with_a_pseudo_mask_in_the_head():
+    from ssagan_tf.evaluation.controls import ControlAugmenter, head_mask
+
+    train = _donor_train()
+    normal = np.stack([_head_slice(seed=s)[0] for s in (3, 4)])
+    identity = ControlAugmenter("identity", train)
+    out = identity.translate("normal_to_tumor", normal)
+    np.testing.assert_array_equal(out.image, normal)
+    for source, mask in zip(normal, out.attention[..., 0] > 0):
+        assert mask.sum() > 20 and np.all(head_mask(source)[mask])
+    back = identity.translate("tumor_to_normal", train["image"][1:])
+    np.testing.assert_array_equal(back.image, train["image"][1:])
+    assert identity.directions == ("normal_to_tumor", "tumor_to_normal")
+    with pytest.raises(ValueError, match="needs training tumor slices with a mask"):
+        ControlAugmenter("copy_paste", {k: v[:1] for k, v in train.items()})
+
+
+def test_copy_paste_adds_tumor_slices_only():
+    labels = np.array([0] * 6 + [1] * 4)
+    images, fake_labels, selected = arms.synthetic_slices(_translation(6, 0.9), None, labels, ratio=1.0, seed=0)
+    assert fake_labels.tolist() == [1] * 4 and len(selected["normal"]) == 0
+
+
+@pytest.mark.parametrize("kind", ["mixup", "cutmix"])
+def test_mixup_and_cutmix_labels_are_the_mixed_share_of_tumor(kind):
+    # Tumor slices all ones, normal all zeros: a mixed slice's mean is the share of tumor in it,
+    # which must be its label (MixUp: the same weight mixes image and label; CutMix: the box area).
+    images = np.r_[np.ones((8, 16, 16, 1)), np.zeros((8, 16, 16, 1))].astype(np.float32)
+    labels = np.r_[np.ones(8), np.zeros(8)]
+    batches = list(arms.train_dataset(images, labels, 16, seed=3, classic=False, mixing=kind).as_numpy_iterator())
+    x, y = batches[0]
+    assert y.shape == (16, 1) and 0 < np.mean((y > 0) & (y < 1))                # some labels are mixed
+    np.testing.assert_allclose(x.mean(axis=(1, 2, 3)), y[:, 0], atol=1e-5)
+    second = next(arms.train_dataset(images, labels, 16, seed=3, classic=False, mixing=kind).as_numpy_iterator())
+    np.testing.assert_allclose(second[1], y)                                     # seeded
+
+
+def test_keras_classic_layers_keep_shape_range_and_strength_zero_is_identity_up_to_flips():
+    yy, xx = np.mgrid[:32, :32]
+    disc = np.where((yy - 16) ** 2 + (xx - 10) ** 2 < 25, 0.9, -1.0).astype(np.float32)[None, ..., None]
+    images, labels = np.repeat(disc, 8, axis=0), np.zeros(8)
+    x, _ = next(arms.train_dataset(images, labels, 8, 0, True, classic_impl="keras").as_numpy_iterator())
+    assert x.shape == (8, 32, 32, 1) and x.min() >= -1.0 - 1e-5 and x.max() <= 0.9 + 1e-5
+    assert not np.allclose(x[0], disc[0])
+    still, _ = next(arms.train_dataset(images, labels, 8, 0, True, classic_impl="keras",
+                                       classic_strength=0.0).as_numpy_iterator())
+    for slice_ in still:
+        assert np.allclose(slice_, disc[0], atol=1e-5) or np.allclose(slice_, disc[0, :, ::-1], atol=1e-5)
+    import tensorflow as tf
+    zero = arms.classic_augment(tf.constant(images), tf.constant([1, 2], tf.int64), strength=0.0).numpy()
+    for slice_ in zero:
+        assert np.allclose(slice_, disc[0], atol=1e-4) or np.allclose(slice_, disc[0, :, ::-1], atol=1e-4)

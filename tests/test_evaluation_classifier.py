@@ -37,3 +37,16 @@ def test_bf16_classifier_trains():
     assert losses[-1] < 0.5 * losses[0], losses
     probabilities = predict_probabilities(trained.model, val)
     assert ((probabilities >= 0.5) == labels.astype(bool)).mean() >= 0.9
+
+
+def test_cosine_schedule_and_weight_decay_are_what_fit_uses():
+    images, labels = separable(n=16)
+    data = tf.data.Dataset.from_tensor_slices((images, labels[:, None])).batch(8)
+    classifier = Classifier(32, 1, width=4, learning_rate=1e-2, weight_decay=0.05, lr_schedule="cosine")
+    assert classifier.model.optimizer.weight_decay == pytest.approx(0.05)       # AdamW
+    assert [classifier.epoch_learning_rate(e, 4) for e in range(4)] == pytest.approx(
+        [1e-2, 1e-2 * (1 + np.cos(np.pi / 4)) / 2, 0.5e-2, 1e-2 * (1 + np.cos(3 * np.pi / 4)) / 2])
+    trained = train_classifier(classifier, data, data, epochs=3, patience=3, seed=0)
+    assert trained.history["learning_rate"] == pytest.approx([classifier.epoch_learning_rate(e, 3) for e in range(3)])
+    flat = Classifier(32, 1, width=4, learning_rate=1e-3)
+    assert flat.epoch_learning_rate(5, 10) == 1e-3 and not getattr(flat.model.optimizer, "weight_decay", None)

@@ -127,6 +127,14 @@ def test_judge_output_folder_rules(judge_dir, tmp_path):
     with pytest.raises(ValueError, match="not empty and holds no judge"):
         train_judge(JudgeConfig(data_dir=data, output_dir=str(foreign), width=8, epochs=1, precision="fp32"))
     assert (foreign / "notes.txt").read_text() == "mine"
+    import shutil
+
+    beside = tmp_path / "judge_and_notes"          # a judge, and a user's file beside it
+    shutil.copytree(judge_dir[1], beside)
+    (beside / "notes.txt").write_text("mine")
+    with pytest.raises(ValueError, match="holds files besides a judge \\(notes.txt\\); nothing there is replaced"):
+        check_output_dir(str(beside))
+    assert (beside / "notes.txt").read_text() == "mine"
     (tmp_path / "file").write_text("x")
     with pytest.raises(ValueError, match="is a file"):
         check_output_dir(str(tmp_path / "file"))

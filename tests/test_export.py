@@ -298,20 +298,28 @@ def test_a_version_that_cannot_be_claimed_names_the_offender(tmp_path, monkeypat
 
 
 def test_staging_folders_of_dead_exports_are_removed_and_live_ones_kept(tmp_path):
+    """Staging folders are recognised by the lock file inside them (host and pid), not by name:
+    a dead local writer's is removed; a live one's, another machine's, and a lockless folder
+    named like one (a user's, however old) are kept."""
+    import json
+
     from ssagan_tf.locking import DirectoryLock
 
     base = tmp_path / "ssagan"
-    dead, live, old, fresh = (base / f".tmp-export-{name}" for name in ("dead", "live", "old", "fresh"))
-    for folder in (dead, live, old, fresh):
+    dead, live, old, remote = (base / f".tmp-export-{name}" for name in ("dead", "live", "old", "remote"))
+    for folder in (dead, live, old, remote):
         folder.mkdir(parents=True)
     DirectoryLock(str(dead), export.STAGING_LOCK, "an export", "--export_dir").acquire().release()
     holder = DirectoryLock(str(live), export.STAGING_LOCK, "an export", "--export_dir").acquire()
-    os.utime(old, (0, 0))                  # no lock file (an older version's), hours old
+    (remote / export.STAGING_LOCK).write_text(json.dumps({"pid": 999999, "host": "another-machine"}))
+    (old / "notes.txt").write_text("a user's")
+    os.utime(old, (0, 0))                  # no lock file, hours old
     try:
-        assert sorted(export.remove_stale_staging(str(base))) == sorted([str(dead), str(old)])
+        assert export.remove_stale_staging(str(base)) == [str(dead)]
     finally:
         holder.release()
-    assert sorted(os.listdir(base)) == [".tmp-export-fresh", ".tmp-export-live"]
+    assert sorted(os.listdir(base)) == [".tmp-export-live", ".tmp-export-old", ".tmp-export-remote"]
+    assert (old / "notes.txt").read_text() == "a user's"
 
 
 def test_staging_folder_of_an_export_killed_with_sigkill_is_removed_by_the_next(run_dir, tmp_path):

@@ -116,6 +116,22 @@ def test_record_disagreeing_with_manifest_is_rejected_naming_the_shard(tmp_path)
         pipeline.load_split_arrays(data, "train", domains=("normal",))
 
 
+def test_record_labelled_against_its_shard_domain_is_named(tmp_path):
+    """A tumor record (label 1) in a normal-* shard: training would read it as a normal slice."""
+    data = write_tiny_dataset(str(tmp_path / "d"), splits=("train",), record_shards=False)
+    shard = os.path.join(data, "train", "normal-00000-of-00001.tfrecord")
+    with tf.io.TFRecordWriter(shard) as writer:
+        writer.write(schema.serialize_slice(np.zeros((32, 32, 1)), None, False, 0, "c", "s", 0))
+        writer.write(schema.serialize_slice(np.zeros((32, 32, 1)), None, False, 1, "c", "s", 1))
+    with pytest.raises(pipeline.DataCheckError,
+                       match=r"normal-00000-of-00001.tfrecord: a record labelled 1 in a normal shard \(label 0\)"):
+        pipeline.load_split_arrays(data, "train", domains=("normal",))
+    with pytest.raises(pipeline.DataCheckError, match="normal-00000-of-00001.tfrecord: a record labelled 1"):
+        with pipeline.shard_errors_named(data):           # as training reads it
+            for _ in pipeline.make_unpaired_dataset(data, "train", 1, repeat=False, shuffle=False):
+                pass
+
+
 def test_out_of_range_values_are_rejected(tmp_path):
     data = write_tiny_dataset(str(tmp_path / "d"), splits=("train",), record_shards=False)
     shard = os.path.join(data, "train", "normal-00000-of-00001.tfrecord")

@@ -59,7 +59,8 @@ def test_tumor_normal_and_ambiguous_slices():
     mask = np.zeros((10, 16, 16), np.uint8)
     mask[4, 4:10, 4:10] = 1   # 36 pixels: tumor
     mask[6, 4:6, 4:6] = 1     # 4 pixels: ambiguous, dropped
-    options = preprocess.PrepOptions(image_size=16, min_tumor_pixels=20)
+    # pad keeps the pixel grid, so the tumor's 36 pixels stay 36 (fit enlarges the 12-pixel head)
+    options = preprocess.PrepOptions(image_size=16, min_tumor_pixels=20, field_of_view="pad")
     slices = preprocess.prepare(_scan(image, mask), options)
     assert list(slices.slice_index[slices.labels == 1]) == [4]
     assert 6 not in slices.slice_index

@@ -62,6 +62,30 @@ def test_class_folders_read_8_and_16_bit_png_tiff_jpeg_and_messy_names(tmp_path)
     assert np.abs(scans["no/N1"].image[0, ..., 0] - ramp_image()).mean() < 3  # lossy JPEG
 
 
+def test_same_name_with_two_extensions_stays_two_cases_and_patients(tmp_path):
+    save(tmp_path / "yes" / "Y92.jpg", ramp_image())
+    save(tmp_path / "yes" / "Y92.png", ramp_image()[::-1].copy())
+    save(tmp_path / "yes" / "Y1.png", ramp_image())
+    save(tmp_path / "no" / "N1.png", ramp_image())
+    cases, _, scans = load_all(tmp_path)
+    assert {c.case_id: c.patient_id for c in cases} == {
+        "yes/Y92.jpg": "yes/Y92.jpg", "yes/Y92.png": "yes/Y92.png", "yes/Y1": "yes/Y1", "no/N1": "no/N1"}
+    np.testing.assert_array_equal(scans["yes/Y92.png"].image[0, ..., 0], ramp_image()[::-1])
+
+
+def test_pairs_same_name_with_two_extensions_stay_two_cases(tmp_path):
+    import SimpleITK as sitk
+
+    os.makedirs(tmp_path / "01")
+    for ext in (".nii.gz", ".nrrd"):
+        volume = sitk.GetImageFromArray(np.ones((3, 4, 4), np.float32))
+        sitk.WriteImage(volume, str(tmp_path / "01" / f"scan{ext}"))
+    options = ReaderOptions(image_glob="*/scan.*", no_masks=True, patient_level=0)
+    cases, _ = readers.discover(str(tmp_path), "pairs", options)
+    assert sorted(c.case_id for c in cases) == ["01/scan.nii.gz", "01/scan.nrrd"]
+    assert len({c.patient_id for c in cases}) == 2
+
+
 def test_rgb_and_rgba_become_one_luminance_channel(tmp_path):
     rgb = np.stack([ramp_image(), ramp_image()[::-1], np.full((H, W), 40, np.uint8)], axis=-1)
     save(tmp_path / "yes" / "rgb.png", rgb)

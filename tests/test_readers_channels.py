@@ -219,3 +219,62 @@ def test_float_masks_tolerate_interpolation_noise_but_not_negative_labels(tmp_pa
     sitk.WriteImage(sitk.GetImageFromArray(labels), str(tmp_path / "01" / "x_seg.nii.gz"))
     with pytest.raises(CaseError, match="unexpected mask labels -1"):
         readers.load(cases[0], options)
+
+
+def grey_head(size=128, seed=0):
+    """A grey axial slice: a disc of textured tissue on a black background, uint8."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[:size, :size]
+    radius = np.hypot(yy - size / 2, xx - size / 2)
+    tissue = 60 + 80 * np.cos(radius / 7) ** 2 + rng.normal(0, 5, (size, size))
+    return np.clip(np.where(radius < size * 0.4, tissue, 0), 0, 255).astype(np.uint8)
+
+
+def save_jpeg(path, rgb, quality=85):
+    from PIL import Image
+
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    Image.fromarray(rgb).save(str(path), "JPEG", quality=quality)
+    return str(path)
+
+
+def test_grey_jpeg_with_chroma_noise_and_a_small_logo_is_one_grey_channel(tmp_path):
+    from skimage.transform import resize
+
+    grey = grey_head()
+    rng = np.random.default_rng(1)
+    # blotchy chroma noise: each channel shifted by up to 4 levels (spread up to 8), as a colour JPEG
+    # encoder leaves on a grey scan, and a 12 x 24 red logo in a corner
+    shift = resize(rng.uniform(-4, 4, (8, 8, 3)), (128, 128, 3), order=1)
+    rgb = np.clip(np.stack([grey] * 3, axis=-1) + shift, 0, 255)
+    rgb[4:16, 100:124] = (230, 40, 40)
+    path = save_jpeg(tmp_path / "yes" / "Y1.jpg", rgb.astype(np.uint8))
+    stored = sitk.GetArrayFromImage(sitk.ReadImage(path))      # decoded as the reader decodes it
+    spread = stored.max(-1).astype(int) - stored.min(-1)
+    assert np.percentile(spread[grey > 0], 99) >= 5 and spread.max() > 100       # the fixture is noisy and has a logo
+    _, _, scans = load_all(tmp_path, class_folders=(("yes", 1),))
+    image = scans["yes/Y1"].image[0]
+    assert image.shape == (128, 128, 1)
+    # the grey level is the per-pixel median of the channels (deaf to one shifted channel)
+    np.testing.assert_array_equal(image[..., 0], np.median(stored, axis=-1))
+    inside = grey > 0
+    assert np.corrcoef(image[..., 0][inside], grey[inside])[0, 1] > 0.95
+
+
+def test_a_colour_image_is_still_refused(tmp_path):
+    grey = grey_head().astype(np.float32)
+    # a colour rendering: hue follows intensity over the whole head
+    rgb = np.stack([grey, 255 - grey, grey * 0.3], axis=-1) * (grey[..., None] > 0)
+    save_jpeg(tmp_path / "yes" / "colour.jpg", rgb.astype(np.uint8), quality=95)
+    options = ReaderOptions(class_folders=(("yes", 1),))
+    cases, _ = readers.discover(str(tmp_path), "folders", options)
+    with pytest.raises(CaseError, match=r"colour.jpg: 3 different channels per pixel \(\d+% of the non-background"):
+        readers.load(cases[0], options)
+    # and so are three MR sequences that differ on only part of the head
+    sequences = np.stack([grey, grey, grey], axis=-1)
+    sequences[40:80, 40:80, 1] = np.clip(grey[40:80, 40:80] * 1.5, 0, 255)
+    save(tmp_path / "p" / "a.tif", sequences.astype(np.uint8))
+    save(tmp_path / "p" / "a_mask.tif", np.zeros((128, 128), np.uint8))
+    cases, _ = readers.discover(str(tmp_path / "p"), "folders", options)
+    with pytest.raises(CaseError, match="different channels"):
+        readers.load(cases[0], options)

@@ -72,3 +72,10 @@ def test_old_config_json_without_the_newer_fields_still_loads(tiny_dataset, tmp_
     values["model"]["mixed_precision"] = False
     old = RunConfig.from_dict(json.loads(json.dumps(values)))
     assert old.export_dir == "" and old.model.precision == "fp32"
+
+
+def test_fold_flags_need_folds_and_are_refused_before_tensorflow(tiny_dataset, tmp_path):
+    result, out = probe([f"--data_dir={tiny_dataset}", f"--model_dir={tmp_path / 'run'}", "--fold=1"])
+    assert result == {"code": 2, "tensorflow": False} and "--fold need --folds" in out
+    result, out = probe([f"--data_dir={tiny_dataset}", f"--model_dir={tmp_path / 'run'}", "--folds=1"])
+    assert result["code"] == 2 and "--folds=1: need at least 2" in out

@@ -284,3 +284,27 @@ def test_flags_the_system_does_not_use_are_named(data_dir, tmp_path):
     assert warning == ["WARNING: --model=cyclegan does not use --lambda_mask (only ssa_cyclegan), --d_mode (only the "
                        "systems with attention), --tau (only the systems with attention); ignored"], out[-2000:]
     assert code == 2 and "batch_size 1000 is larger than the training set" in out
+
+
+def test_a_fold_run_trains_on_its_patients_only_and_its_export_says_so(tmp_path):
+    """run_train --folds=2 --fold=1: fold data without the fold's test patients, the cohort in
+    config.json and export.json, and the evaluation refusing that export for fold 0's patients."""
+    data = write_tiny_dataset(str(tmp_path / "data"), n_normal=4, n_tumor=4)
+    model_dir, export_dir = tmp_path / "run", tmp_path / "export"
+    code, out = run(f"--data_dir={data}", f"--model_dir={model_dir}", *TINY, "--model=cyclegan", "--max_steps=1",
+                    "--epochs=1", "--folds=2", "--fold=1", "--tumor_fraction=0.5", f"--export_dir={export_dir}")
+    assert code == 0, out[-3000:]
+    cohort = json.loads((model_dir / "config.json").read_text())["cohort"]
+    assert (cohort["folds"], cohort["fold"], cohort["tumor_fraction"]) == (2, 1, 0.5)
+    assert not set(cohort["seen_patients"]) & set(cohort["test_patients"]) and len(cohort["test_patients"]) == 3
+    fold_data = json.loads((model_dir / "fold_data" / "manifest.json").read_text())
+    trained_on = set(fold_data["cases"]["train"]) | set(fold_data["cases"]["val"])
+    assert trained_on == set(cohort["seen_patients"]) and not fold_data["cases"]["test"]
+    assert f"Fold 1 of 2: training on {len(cohort['train_patients'])} patients" in out
+    (export_json,) = export_dir.rglob("export.json")
+    assert json.loads(export_json.read_text())["cohort"] == cohort
+    evaluate = subprocess.run([sys.executable, os.path.join(REPO_ROOT, "run_evaluate.py"), f"--data_dir={data}",
+                               f"--output_dir={tmp_path / 'report'}", f"--augmenters=cg={export_dir}/ssagan",
+                               "--folds=2", "--arms=synthetic", "--tumor_fraction=0.5", "--epochs=1", "--width=4"],
+                              cwd=REPO_ROOT, env=environment(), capture_output=True, text=True, timeout=HANG_TIMEOUT)
+    assert evaluate.returncode == 1 and "for fold 0" in evaluate.stderr and "of the test patients" in evaluate.stderr

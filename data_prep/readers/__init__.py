@@ -14,7 +14,7 @@ import os
 from dataclasses import dataclass
 
 from data_prep.readers import brats, figshare, folders, pairs
-from data_prep.scan import CaseRef, Scan
+from data_prep.scan import CaseRef, LayoutError, Scan
 
 FORMATS = ("brats", "pairs", "folders", "figshare")
 _READERS = {"brats": brats, "pairs": pairs, "folders": folders, "figshare": figshare}
@@ -133,7 +133,69 @@ def discover(input_dir: str, fmt: str, options: ReaderOptions) -> tuple[list[Cas
     if not os.path.isdir(input_dir):
         raise ValueError(f"input directory not found: {input_dir}")
     cases, problems = reader.discover(os.path.normpath(input_dir), options)
+    if not options.keep_splits and fmt in ("pairs", "folders"):
+        _refuse_split_folders_as_patients(cases, input_dir, fmt, options)
     return sorted(cases, key=lambda ref: ref.case_id), sorted(problems)
+
+
+def _refuse_split_folders_as_patients(cases: list, input_dir: str, fmt: str, options) -> None:
+    """A dataset's train/validation/test folders where patients are expected (`train/P01/...`
+    read at --patient_level=1) would become three "patients", shuffled so that the dataset's train
+    folder may land in our test split. Refuse, with the two ways out."""
+    from data_prep.readers.common import SPLIT_FOLDERS
+
+    found: dict = {}
+    for ref in cases:
+        parts = ref.patient_id.split("/")
+        if parts[-1].lower() in SPLIT_FOLDERS and ref.patient_id != ref.case_id:
+            found[ref.patient_id] = found.get(ref.patient_id, 0) + 1
+    if not found:
+        return
+    named = ", ".join(f"{p}/ ({n} {'scans' if fmt == 'pairs' else 'images'})" for p, n in sorted(found.items()))
+    depth = len(next(iter(found)).split("/")) - 1
+    parent = os.path.join(input_dir, *next(iter(found)).split("/")[:-1])
+    keep = "--keep_splits" if depth == 0 else f"--input={parent} --keep_splits"
+    if fmt == "pairs":
+        fixes = (f"keep the dataset's split with {keep} (the folders below them are then the patients), or split "
+                 f"by patient with --patient_level={depth + 2} (the folders below them are the patients; the "
+                 "dataset's split is ignored)")
+        what = f"--patient_level={options.patient_level} makes"
+    else:
+        fixes = ("keep the dataset's split: put the class folders inside the split folders (train/yes/, test/no/) "
+                 "and pass --keep_splits; or split by patient: move the images out of the split folders")
+        what = "the subfolders of class folders make"
+    raise LayoutError(f"{what} the dataset's split folders {named} into patients, so its split would be shuffled "
+                      f"into ours; {fixes}")
+
+
+def check_own_splits(refs: list, input_dir: str, val_fraction: float) -> bool:
+    """With --keep_splits, before any image is read: the dataset's own split folders must give
+    train and test (cases outside them are split by the fractions and may fill the rest). Returns
+    whether validation is to be drawn from the dataset's training patients (no validation
+    folder, as in the common Training/ + Testing/ layout). Raises LayoutError naming the fix."""
+    own = {ref.extra.get("split") for ref in refs} - {None}
+    free = [ref for ref in refs if not ref.extra.get("split")]
+    leave_out = "leave out --keep_splits to split the patients by --train_fraction and --val_fraction"
+    if not own:
+        tops = sorted({ref.case_id.split("/")[0] for ref in refs if "/" in ref.case_id})
+        raise LayoutError(f"--keep_splits: no top-level split folder (train/Training, val/valid/validation, "
+                          f"test/Testing, any case) under {input_dir}; folders there: {', '.join(tops) or 'none'}; "
+                          f"{leave_out}")
+    if free:
+        return False
+    missing = [name for name in ("train", "test") if name not in own]
+    if missing:
+        folder = {"train": "train/ or Training/", "test": "test/ or Testing/"}
+        raise LayoutError(f"--keep_splits: {input_dir} has no {' and no '.join(folder[m] for m in missing)} folder, "
+                          f"so that split would be empty; {leave_out}")
+    if "val" in own:
+        return False
+    train_patients = {ref.patient_id for ref in refs if ref.extra.get("split") == "train"}
+    if val_fraction <= 0 or len(train_patients) < 2:
+        raise LayoutError(f"--keep_splits: {input_dir} has no validation folder, and validation is drawn from "
+                          f"the dataset's training patients by --val_fraction, which needs --val_fraction > 0 and "
+                          f"at least 2 training patients (got {val_fraction} and {len(train_patients)})")
+    return True
 
 
 def load(ref: CaseRef, options: ReaderOptions) -> Scan:

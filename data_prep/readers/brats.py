@@ -45,7 +45,7 @@ def discover(input_dir: str, options) -> tuple[list[CaseRef], list[tuple[str, st
     or their segmentation, or hold a role twice."""
     groups = _group_files(input_dir)
     if not groups:
-        raise ValueError(_NOTHING_FOUND.format(dir=input_dir))
+        raise ValueError(_NOTHING_FOUND.format(dir=input_dir) + _pairs_hint(input_dir))
     name_counts = Counter(name for (_, _, name) in groups)
     cases, problems = [], []
     for (variant, case_dir, name), roles in sorted(groups.items()):
@@ -114,6 +114,18 @@ def _classify(directory: str, filename: str):
             role = match["role"].lower()
             return variant, directory, match["case"], roles[role] if roles else role
     return None
+
+
+def _pairs_hint(input_dir: str) -> str:
+    """When volumes are there in another naming (renamed BraTS files, `sub-01_T1c.nii.gz`), the
+    pairs reader reads them: say so, with one of the files found."""
+    volumes = [common.relative_id(os.path.join(d, name), input_dir) for d, name in common.walk_files(input_dir)
+               if name.lower().endswith(common.VOLUME_EXTENSIONS)]
+    if not volumes:
+        return ""
+    return (f"; found {len(volumes)} volume file(s) in another naming (e.g. {volumes[0]}): read them with "
+            "--format=pairs --image_glob=<glob of the images> --mask_replace=OLD:NEW (the mask's name from the "
+            "image's) and --modality_replace=NAME=OLD:NEW per extra modality (docs/formats.md, section 2)")
 
 
 def _group_problem(variant: str, roles: dict, options) -> str | None:

@@ -4,7 +4,9 @@ labels)."""
 
 from __future__ import annotations
 
+import fnmatch
 import os
+import re
 
 import numpy as np
 
@@ -78,6 +80,17 @@ def strip_extension(name: str) -> str:
     return os.path.splitext(name)[0]
 
 
+def case_ids(paths, strip=None) -> dict:
+    """path -> case id: the path without its extension, or the whole path where two paths would
+    lose their extensions to one id (`yes/Y92.jpg` and `yes/Y92.png` are different images, and
+    must stay different cases and patients)."""
+    strip = strip or strip_extension
+    stems: dict = {}
+    for path in paths:
+        stems.setdefault(strip(path), []).append(path)
+    return {path: stem if len(group) == 1 else path for stem, group in stems.items() for path in group}
+
+
 def is_hidden(name: str) -> bool:
     """Dot files, including the macOS `._name` forks that ship inside the MSD archives."""
     return name.startswith(".")
@@ -87,6 +100,25 @@ def walk_files(root: str):
     """Yield (directory, file name) under `root` in a deterministic order, skipping hidden entries.
     Symlinked folders are followed (datasets are often assembled from links), each real folder
     once, so a link back up the tree cannot loop; a dangling link is skipped."""
+    for directory, _, files in _walk(root):
+        for name in files:
+            yield directory, name
+
+
+def walk_paths(root: str, max_depth: int | None = None):
+    """Yield (path relative to `root` with '/' separators, is_folder) for every file and folder
+    under `root`, as `walk_files` finds them (loop-safe, hidden entries skipped), down to
+    `max_depth` components (None: all)."""
+    for directory, subdirs, files in _walk(root, max_depth):
+        rel = relative_id(directory, root)
+        prefix = "" if rel == "." else rel + "/"
+        for name in subdirs:
+            yield prefix + name, True
+        for name in files:
+            yield prefix + name, False
+
+
+def _walk(root: str, max_depth: int | None = None):
     seen = set()
     for directory, subdirs, files in os.walk(root, followlinks=True):
         real = os.path.realpath(directory)
@@ -94,11 +126,32 @@ def walk_files(root: str):
             subdirs[:] = []
             continue
         seen.add(real)
+        depth = 0 if os.path.samefile(directory, root) else relative_id(directory, root).count("/") + 1
         subdirs[:] = sorted(d for d in subdirs if not is_hidden(d)
                             and os.path.realpath(os.path.join(directory, d)) not in seen)
-        for name in sorted(files):
-            if not is_hidden(name) and os.path.exists(os.path.join(directory, name)):
-                yield directory, name
+        names = [n for n in sorted(files) if not is_hidden(n) and os.path.exists(os.path.join(directory, n))]
+        yield directory, list(subdirs), names
+        if max_depth is not None and depth + 1 >= max_depth:
+            subdirs[:] = []
+
+
+def glob_relative(root: str, pattern: str) -> list:
+    """The sorted paths under `root` (relative, '/' separators) that match the glob `pattern`
+    (`*`, `?`, `[...]` within one component; `**` any number of components), found by a
+    loop-safe walk: a symbolic link back up the tree is followed once, never round and round as
+    `glob.glob(recursive=True)` does. Hidden entries never match."""
+    parts = [p for p in pattern.replace(os.sep, "/").split("/") if p not in ("", ".")]
+    depth = None if "**" in parts else len(parts)
+    compiled = [None if p == "**" else re.compile(fnmatch.translate(p)) for p in parts]
+    return sorted(rel for rel, _ in walk_paths(root, depth) if _matches(compiled, rel.split("/")))
+
+
+def _matches(pattern: list, components: list) -> bool:
+    if not pattern:
+        return not components
+    if pattern[0] is None:                                   # `**`: zero or more components
+        return any(_matches(pattern[1:], components[k:]) for k in range(len(components) + 1))
+    return bool(components) and bool(pattern[0].match(components[0])) and _matches(pattern[1:], components[1:])
 
 
 # Top-level folder names that carry a dataset's own split (--keep_splits), lower-cased.

@@ -2,7 +2,8 @@
 pairs, in 8- or 16-bit PNG, TIFF, JPEG or BMP, read with SimpleITK. Each image is one scan with
 Z = 1, except numbered slices of one folder, which are stacked into a volume (below).
 
-Channels: a grey image is one channel (an RGB file whose channels are equal is grey). Images with
+Channels: a grey image is one channel (an RGB file is grey when nearly all its pixels have equal
+channels: `coloured_fraction`). Images with
 several different channels are refused unless `channel_names` names them (the LGG TIFFs hold
 pre-contrast T1, FLAIR and post-contrast T1: t1,flair,t1ce); `modalities` then picks and orders
 the channels. Only `channel_names=("rgb",)` mixes colour pixels into BT.709 luminance (colour
@@ -32,12 +33,19 @@ import numpy as np
 import SimpleITK as sitk
 
 from data_prep.readers import common
-from data_prep.scan import CaseError, CaseRef, Scan
+from data_prep.scan import CaseError, CaseRef, LayoutError, Scan
 
 IMAGE_EXTENSIONS = (".png", ".tif", ".tiff", ".jpg", ".jpeg", ".bmp")
 LOSSY_EXTENSIONS = (".jpg", ".jpeg")
 # Same luminance weights as skimage.color.rgb2gray (ITU-R BT.709).
 LUMINANCE_WEIGHTS = np.array([0.2125, 0.7154, 0.0721], np.float32)
+# An RGB image is grey when at most COLOURED_FRACTION of its non-background pixels have channels
+# spreading by more than COLOURED_SPREAD of its intensity range (see `coloured_fraction`).
+# Measured on the LGG TIFFs (three MR sequences): at least 41% of the non-background pixels of
+# every slice whose channels differ spread by more than 4% of the range; JPEG chroma noise of a
+# few levels and a logo of a few hundred pixels on a grey scan stay below 5%.
+COLOURED_SPREAD = 0.04
+COLOURED_FRACTION = 0.1
 _SLICE_NUMBER = re.compile(r"_\d+$")
 _NUMBERED = re.compile(r"^(?P<prefix>.+)_(?P<n>\d+)$")
 
@@ -54,9 +62,12 @@ def discover(input_dir: str, options) -> tuple[list[CaseRef], list[tuple[str, st
     mask_of, orphan_masks = _pair_masks(files, options.mask_suffix)
     class_label = dict(options.class_folders)
     _check_class_folders(input_dir, files, class_label, options.keep_splits)
+    _check_unlisted_folders(input_dir, files, set(mask_of) | set(mask_of.values()) | set(orphan_masks),
+                            class_label, options)
     cases = []
     problems = [(os.path.join(input_dir, m), "mask without its image") for m in orphan_masks]
     masks = set(orphan_masks) | set(mask_of.values())
+    ids = common.case_ids([rel for rel in files if rel not in masks], lambda rel: os.path.splitext(rel)[0])
     for rel in files:
         if rel in masks:
             continue
@@ -68,15 +79,14 @@ def discover(input_dir: str, options) -> tuple[list[CaseRef], list[tuple[str, st
         paths = {"image": os.path.join(input_dir, rel)}
         if rel in mask_of:
             paths["mask"] = os.path.join(input_dir, mask_of[rel])
-        case_id = os.path.splitext(rel)[0]
+        case_id = ids[rel]
         in_class = top in class_label
-        patient = _patient_of(inner, os.path.splitext(inner)[0], in_class)
+        patient = _patient_of(inner, case_id[len(rel) - len(inner):], in_class)
         cases.append(CaseRef(case_id=case_id, patient_id=f"{split}/{patient}" if split else patient,
                              format="folders", paths=paths, label=class_label.get(top) if in_class else None,
                              extra={"split": split} if split else {}))
     if not cases and not mask_of and not any(_top(f) in class_label for f in files):
-        raise ValueError(f"{len(files)} images under {input_dir}, but none in a class folder "
-                         f"({', '.join(class_label)}) and no <name>{options.mask_suffix} mask pairs")
+        raise LayoutError(_nothing_found(input_dir, files, class_label, options))
     return _stack(cases, input_dir, options.stack_slices), problems
 
 
@@ -87,8 +97,66 @@ def _check_class_folders(input_dir: str, files: list, class_label: dict, keep_sp
     present = [name for name in class_label if name in tops]
     missing = [name for name in class_label if name not in tops]
     if present and missing:
-        raise ValueError(f"--class_folders: no folder named {', '.join(missing)} under {input_dir} "
+        raise LayoutError(f"--class_folders: no folder named {', '.join(missing)} under {input_dir} "
                          f"(folders present: {', '.join(sorted(tops))}); names are case-sensitive")
+
+
+def _folder_counts(files: list, keep_splits: bool) -> dict:
+    """Top-level folder (below a split folder with keep_splits) -> images in it."""
+    counts: dict = {}
+    for rel in files:
+        top = _top(common.own_split(rel)[1] if keep_splits else rel)
+        if top is not None:
+            counts[top] = counts.get(top, 0) + 1
+    return counts
+
+
+def _check_unlisted_folders(input_dir: str, files: list, paired: set, class_label: dict, options) -> None:
+    """Class folders beside the listed ones but left out of --class_folders (a 4-class set read
+    with two of its classes) would reject every image in them one line each: refuse once,
+    naming them. A folder holding mask pairs is a patient folder, not a class folder."""
+    inner = {rel: common.own_split(rel)[1] if options.keep_splits else rel for rel in files}
+    tops = {_top(i) for i in inner.values()}
+    if not any(name in tops for name in class_label):
+        return
+    with_pairs = {_top(inner[rel]) for rel in paired}
+    counts = _folder_counts(files, options.keep_splits)
+    unlisted = sorted(t for t in counts if t not in class_label and t not in with_pairs)
+    if unlisted:
+        listed = ",".join(f"{name}={label}" for name, label in class_label.items())
+        raise LayoutError(
+            f"--class_folders={listed}: folder(s) " + ", ".join(f"{t}/ ({counts[t]} images)" for t in unlisted)
+            + f" under {input_dir} are not listed and hold no <name>{options.mask_suffix} mask pairs; add each "
+            f"with its label (1 tumor, 0 normal), e.g. --class_folders={listed},"
+            + ",".join(f"{t}=1" for t in unlisted) + ", or move them out of --input")
+
+
+def _nothing_found(input_dir: str, files: list, class_label: dict, options) -> str:
+    """Why no image is usable: which folders there are, where class folders must sit, and where
+    the listed ones were found when they sit deeper."""
+    counts = _folder_counts(files, options.keep_splits)
+    splits = sorted(t for t in counts if t.lower() in common.SPLIT_FOLDERS)
+    if splits and not options.keep_splits:
+        return (f"{', '.join(t + '/' for t in splits)} under {input_dir} are the dataset's split folders, and "
+                "class folders are read directly under --input: keep the dataset's split with --keep_splits "
+                "(class folders inside each split folder), or split by patient: move the class folders out of the "
+                "split folders")
+    found = ", ".join(f"{t}/ ({n})" for t, n in sorted(counts.items())) or "none (every image is directly in it)"
+    where = f"directly under --input ({os.path.join(input_dir, next(iter(class_label)))}/)"
+    if options.keep_splits:
+        where += " or directly under its split folders (train/, test/, ...)"
+    deeper = sorted({"/".join(rel.split("/")[:k + 1]) for rel in files for k, part in enumerate(rel.split("/")[:-1])
+                     if part in class_label and k > 0})
+    hint = ""
+    if deeper:
+        parent = os.path.join(input_dir, deeper[0].rsplit("/", 1)[0])
+        hint = f"; found {', '.join(d + '/' for d in deeper[:4])} deeper down: give --input={parent}"
+    if counts and not hint:
+        hint = ("; if these are the classes, name them with their labels (1 tumor, 0 normal): --class_folders="
+                + ",".join(f"{t}=LABEL" for t in sorted(counts)))
+    return (f"{len(files)} images under {input_dir}, but none in a class folder and no <name>{options.mask_suffix} "
+            f"mask pairs: --class_folders names {', '.join(class_label)}, which must sit {where}; folders found "
+            f"there: {found}{hint}")
 
 
 def _stack(cases: list, input_dir: str, mode: str) -> list:
@@ -190,18 +258,35 @@ def _channels(array: np.ndarray, path: str, options) -> np.ndarray:
     if stored == 2:          # grey + alpha
         return array[..., :1]
     if stored in (3, 4):
-        colour = array[..., :3].astype(np.float32)
-        spread = float(colour.max() - colour.min()) or 1.0
-        # Grey pixels saved as RGB (JPEG may shift the channels by a few levels) are one channel.
-        if np.abs(colour - colour[..., :1]).max() <= 0.02 * spread:
-            return array[..., :1]
-        raise CaseError(path, f"{stored} different channels per pixel: if they are MR sequences, name them "
-                              "with --channel_names (e.g. t1,flair,t1ce for the LGG TIFFs) and pick with "
+        fraction = coloured_fraction(array[..., :3])
+        if fraction <= COLOURED_FRACTION:
+            # Grey saved as RGB: the per-pixel median of the channels is the grey level (exact when
+            # the channels are equal), deaf to chroma noise and to the few pixels of a logo.
+            return np.sort(array[..., :3], axis=-1)[..., 1:2]
+        raise CaseError(path, f"{stored} different channels per pixel ({fraction:.0%} of the non-background "
+                              "pixels differ by more than 4% of the range): if they are MR sequences, name "
+                              "them with --channel_names (e.g. t1,flair,t1ce for the LGG TIFFs) and pick with "
                               "--modalities; --channel_names=rgb mixes a colour photograph into luminance")
     if stored != 1:
         raise CaseError(path, f"{stored} components per pixel; grey, RGB or RGBA is expected, or name them "
                               "with --channel_names")
     return array
+
+
+def coloured_fraction(rgb: np.ndarray) -> float:
+    """The fraction of non-background pixels (brighter than 5% of the image's range) whose
+    channels spread by more than COLOURED_SPREAD of the range. A robust statistic over pixels:
+    JPEG chroma noise of a few levels and a small coloured logo on a grey scan stay far below
+    COLOURED_FRACTION; three MR sequences or a colour photograph lie far above it."""
+    colour = rgb.astype(np.float32)
+    low = float(colour.min())
+    # 8-bit files: the full scale, so that a dark image's chroma noise is not magnified
+    span = 255.0 if rgb.dtype == np.uint8 else float(colour.max()) - low or 1.0
+    foreground = colour.max(axis=-1) > low + 0.05 * span
+    if not foreground.any():
+        return 0.0
+    spread = colour.max(axis=-1) - colour.min(axis=-1)
+    return float((spread[foreground] > COLOURED_SPREAD * span).mean())
 
 
 def _read_mask(path: str, shape: tuple) -> np.ndarray:

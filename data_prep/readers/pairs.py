@@ -13,7 +13,6 @@ With keep_splits, a top-level train/val/test folder sets the split of the scans 
 
 from __future__ import annotations
 
-import glob
 import os
 
 from data_prep.readers import common
@@ -35,6 +34,9 @@ def discover(input_dir: str, options) -> tuple[list[CaseRef], list[tuple[str, st
     # A broad glob also matches the other modalities' files: they are channels, not scans.
     masks |= {hit.replace(old, new) for hit in hits for _, old, new in options.modality_replace if old in hit}
     cases, problems = [], []
+    # A DICOM folder's name is kept whole: its dots are not an extension.
+    ids = common.case_ids([hit for hit in hits if hit not in masks],
+                          lambda hit: hit if os.path.isdir(os.path.join(input_dir, hit)) else common.strip_extension(hit))
     for hit in hits:
         if hit in masks:
             continue
@@ -50,8 +52,7 @@ def discover(input_dir: str, options) -> tuple[list[CaseRef], list[tuple[str, st
         if problem:
             problems.append((image_path, problem))
             continue
-        # A DICOM folder's name is kept whole: its dots are not an extension.
-        case_id = hit if os.path.isdir(image_path) else common.strip_extension(hit)
+        case_id = ids[hit]
         split, inner = common.own_split(hit) if options.keep_splits else (None, hit)
         patient = _patient_of(inner, case_id, options.patient_level)
         cases.append(CaseRef(case_id=case_id, patient_id=f"{split}/{patient}" if split and patient != case_id
@@ -91,10 +92,9 @@ def load(ref: CaseRef, options) -> Scan:
 
 
 def _glob_hits(input_dir: str, pattern: str) -> list[str]:
-    """Sorted hits relative to `input_dir` ('/' separators); brackets in `input_dir` are literal."""
-    found = glob.glob(os.path.join(glob.escape(input_dir), pattern), recursive=True)
-    hits = (common.relative_id(path, input_dir) for path in found)
-    return sorted(hit for hit in hits if not any(common.is_hidden(part) for part in hit.split("/")))
+    """Sorted hits relative to `input_dir` ('/' separators), by a loop-safe walk (a symbolic link
+    back up the tree, with a `**` glob, would otherwise never end); hidden entries never match."""
+    return common.glob_relative(input_dir, pattern)
 
 
 def _mask_relpath(hit: str, options) -> str | None:

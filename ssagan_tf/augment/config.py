@@ -120,6 +120,10 @@ class AugmentConfig:
             raise ValueError(f"output_dir must differ from data_dir and lie outside it ({self.output_dir!r} is "
                              f"{'' if output == data else 'inside '}the input dataset): synthetic slices would mix "
                              "with the real ones")
+        if os.path.commonpath([data, output]) == output:
+            raise ValueError(f"data_dir {self.data_dir!r} lies inside output_dir {self.output_dir!r}: an "
+                             "augmentation replaces files in its output folder and must never reach its input; "
+                             "choose an output_dir outside the data")
         if os.path.exists(self.output_dir) and not os.path.isdir(self.output_dir):
             raise ValueError(f"output_dir {self.output_dir!r}: is a file, not a folder")
         if self.judge:

@@ -2,33 +2,41 @@
 
     plan.json            the settings a run was started with; a re-run must agree
     chunks/<name>.json   one file per committed chunk, holding its manifest rows
+    claims/<name>.json   the output files a chunk (or the run's summary files) is about to put in
+                         place, written before they are: the record of what the augmentation owns
     staging/             chunk files being written (emptied at the start of every run)
+    tmp/                 temporary files of the summary files, renamed into place when complete
 
-Committing a chunk: its files are written in `staging/`, renamed to their final paths, and then
-its record is written (to a temporary name, renamed). The record is the commit point: a chunk
-without one is made again from the start, and because every output name is a function of the plan
-(not of the run), redoing it replaces files instead of duplicating them.
+Committing a chunk: its files are written in `staging/`, claimed, renamed to their final paths,
+and then its record is written. The record is the commit point: a chunk without one is made again
+from the start, and because every output name is a function of the plan (not of the run), redoing
+it replaces files instead of duplicating them. Every file is flushed to disk before its rename.
+
+Ownership: `--overwrite` removes exactly the claimed files (never by name pattern), and an output
+folder holding anything that is not claimed is refused, so a user's file is never replaced.
 """
 
 from __future__ import annotations
 
 import csv
+import io
 import json
 import os
 import shutil
-import uuid
 
+from ssagan_tf import io as durable
 from ssagan_tf.augment.writers import MANIFEST_COLUMNS
 
 STATE_DIR = ".augment"
+_SHOWN = 3
 
 
-def _write_json_atomic(path: str, value) -> None:
-    temp = f"{path}.tmp-{uuid.uuid4().hex[:8]}"
-    with open(temp, "w") as f:
-        json.dump(value, f, indent=2, sort_keys=True)
-        f.write("\n")
-    os.replace(temp, path)
+def _json_text(value) -> str:
+    return json.dumps(value, indent=2, sort_keys=True) + "\n"
+
+
+def _write_json_atomic(path: str, value, temp_dir: str | None = None) -> None:
+    durable.atomic_write(path, _json_text(value), temp_dir=temp_dir)
 
 
 def inside(root: str, relative: str) -> str:
@@ -48,24 +56,23 @@ class Ledger:
         self.state_dir = os.path.join(output_dir, STATE_DIR)
         self.chunks_dir = os.path.join(self.state_dir, "chunks")
         self.staging_dir = os.path.join(self.state_dir, "staging")
+        self.claims_dir = os.path.join(self.state_dir, "claims")
+        self.temp_dir = os.path.join(self.state_dir, "tmp")
 
     def start(self, plan_settings: dict) -> None:
         """Create the state directories, clear stale staging, and check that a previous run in this
         output directory had the same settings (a mismatch would mix two plans' slices)."""
-        os.makedirs(self.chunks_dir, exist_ok=True)
-        shutil.rmtree(self.staging_dir, ignore_errors=True)
-        os.makedirs(self.staging_dir)
         path = os.path.join(self.state_dir, "plan.json")
         if os.path.isfile(path):
             with open(path) as f:
                 previous = json.load(f)
-            changed = sorted(k for k in set(previous) | set(plan_settings) if previous.get(k) != plan_settings.get(k))
-            if changed:
-                details = "; ".join(f"{k}: {previous.get(k)!r} -> {plan_settings.get(k)!r}" for k in changed)
-                raise ValueError(f"{self.output_dir} holds an augmentation started with other settings ({details}); "
-                                 "use the same settings to complete it, a new --output_dir, or --overwrite to "
-                                 "replace it")
-        else:
+            _check_same_settings(self.output_dir, previous, plan_settings)
+        for folder in (self.chunks_dir, self.claims_dir):
+            os.makedirs(folder, exist_ok=True)
+        for folder in (self.staging_dir, self.temp_dir):       # ours alone: the whole state folder is
+            shutil.rmtree(folder, ignore_errors=True)
+            os.makedirs(folder)
+        if not os.path.isfile(path):
             _write_json_atomic(path, plan_settings)
 
     def _record_path(self, chunk) -> str:
@@ -91,53 +98,119 @@ class Ledger:
         os.makedirs(path)
         return path
 
+    def claim(self, name: str, relatives) -> None:
+        """Record, before they are written, output files (relative paths) as this augmentation's."""
+        os.makedirs(self.claims_dir, exist_ok=True)
+        _write_json_atomic(os.path.join(self.claims_dir, f"{name}.json"), {"files": sorted(relatives)})
+
+    def owned(self) -> set:
+        """Every output file (relative path) an augmentation claimed or recorded in this folder.
+        A state folder from before claims existed owns its summary files by their fixed names."""
+        owned = set()
+        for folder in (self.claims_dir, self.chunks_dir):
+            for name in sorted(os.listdir(folder)) if os.path.isdir(folder) else []:
+                if not name.endswith(".json"):
+                    continue
+                try:
+                    with open(os.path.join(folder, name)) as f:
+                        record = json.load(f)
+                except (OSError, ValueError):
+                    continue             # a record cut by a crash: its files are claimed too
+                owned.update(record.get("files", []))
+                for row in record.get("rows", []):
+                    owned.update(row[key] for key in ("output_path", "mask_path") if row.get(key))
+        if not os.path.isdir(self.claims_dir):
+            owned.update(_OWN_FILES)
+        return owned
+
     def commit(self, chunk, files: list, rows: list) -> None:
         """Move (staged path, relative final path) files into place, then record the chunk."""
+        self.claim(chunk.name, [relative for _, relative in files])
         for staged, relative in files:
             final = inside(self.output_dir, relative)
             os.makedirs(os.path.dirname(final), exist_ok=True)
-            os.replace(staged, final)
+            durable.replace_durably(staged, final)
         shutil.rmtree(os.path.join(self.staging_dir, chunk.name), ignore_errors=True)
         _write_json_atomic(self._record_path(chunk), {"chunk": chunk.name, "rows": rows})
 
+    def committed_any(self) -> bool:
+        return os.path.isdir(self.chunks_dir) and any(n.endswith(".json") for n in os.listdir(self.chunks_dir))
 
-# What an augmentation writes, relative to its output directory (see writers.py and run.py).
+    def write_output(self, relative: str, data) -> str:
+        """Claim and write one of the run's summary files (str or bytes) at `output_dir/relative`,
+        its temporary file in the state folder. Returns the path."""
+        self.claim(relative.replace("/", "_"), [relative])
+        os.makedirs(self.temp_dir, exist_ok=True)
+        return durable.atomic_write(inside(self.output_dir, relative), data, temp_dir=self.temp_dir)
+
+    def put(self, relative: str, write) -> str:
+        """`write_output` for a file another function writes: `write(path)` writes it at a
+        temporary path in the state folder (keeping the final name's extension), then it is moved
+        into place."""
+        self.claim(relative.replace("/", "_"), [relative])
+        os.makedirs(self.temp_dir, exist_ok=True)
+        temp = durable.temporary_path(relative.replace("/", "_"), self.temp_dir) + os.path.splitext(relative)[1]
+        write(temp)
+        final = inside(self.output_dir, relative)
+        durable.replace_durably(temp, final)
+        return final
+
+
+# The summary files an augmentation writes, relative to its output directory (see run.py).
 _OWN_FILES = ("manifest.csv", "manifest.json", "augment.json", "contact_sheet.png")
-_OWN_PATTERNS = ("*/normal-*-of-*.tfrecord", "*/tumor-*-of-*.tfrecord", "*/normal/*.png", "*/tumor/*.png",
-                 "*/normal/*.nii.gz", "*/tumor/*.nii.gz")
+
+
+def _check_same_settings(output_dir: str, previous: dict, current: dict) -> None:
+    """A re-run completes the earlier one only with the same settings and the same input data."""
+    informative = {"data_dir", "model_path"}      # where things were: a moved project still completes
+    changed = sorted(k for k in (set(previous) | set(current)) - informative if previous.get(k) != current.get(k))
+    if not changed:
+        return
+    fix = "use --overwrite to replace it, or another --output_dir"
+    if "input_checksum" in changed and "input_checksum" not in previous:
+        raise ValueError(f"{output_dir} holds an augmentation started by an earlier version, which did not record "
+                         f"a checksum of its input, so completing it could mix two inputs' slices; {fix}")
+    if "input_checksum" in changed:
+        raise ValueError(f"{output_dir} holds an augmentation of other input data: the input "
+                         f"({current.get('data_dir')}, {current.get('source')}) is not the data it started from "
+                         f"(then {previous.get('data_dir')}; its checksum changed, re-converted or edited?), and "
+                         f"completing it would mix slices of both; {fix}")
+    details = "; ".join(f"{k}: {previous.get(k)!r} -> {current.get(k)!r}" for k in changed)
+    raise ValueError(f"{output_dir} holds an augmentation started with other settings ({details}); use the same "
+                     f"settings to complete it, a new --output_dir, or --overwrite to replace it")
+
+
+def foreign_files(output_dir: str, lock_name: str) -> list:
+    """What lies in `output_dir` that no augmentation there claimed (its state folder and lock
+    file aside); everything when it holds no augmentation's state folder."""
+    entries = durable.entries_under(output_dir, lambda name: name in (STATE_DIR, lock_name))
+    if not os.path.isdir(os.path.join(output_dir, STATE_DIR)):
+        return entries
+    return durable.not_owned(entries, Ledger(output_dir).owned())
+
+
+def describe(paths: list) -> str:
+    return ", ".join(paths[:_SHOWN]) + (f" and {len(paths) - _SHOWN} more" if len(paths) > _SHOWN else "")
 
 
 def clear_previous(output_dir: str) -> int:
-    """Remove an earlier augmentation's outputs (only when `output_dir` holds one, recognised by its
-    state directory, and only files of the names it writes); returns the number of files removed."""
-    import glob
-
+    """Remove an earlier augmentation's outputs: only the files it claimed (and the folders that
+    held them, once empty), then its state folder. Returns the number of files removed."""
     state_dir = os.path.join(output_dir, STATE_DIR)
     if not os.path.isdir(state_dir):
         return 0
-    paths = [os.path.join(output_dir, name) for name in _OWN_FILES]
-    for pattern in _OWN_PATTERNS:
-        paths += glob.glob(os.path.join(output_dir, pattern))
-    removed = 0
-    for path in paths:
-        if os.path.isfile(path):
-            os.remove(path)
-            removed += 1
+    removed = durable.remove_owned(output_dir, Ledger(output_dir).owned())
     shutil.rmtree(state_dir)
     return removed
 
 
-def write_manifest_csv(output_dir: str, rows: list) -> str:
-    path = os.path.join(output_dir, "manifest.csv")
-    temp = f"{path}.tmp-{uuid.uuid4().hex[:8]}"
-    with open(temp, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=MANIFEST_COLUMNS)
-        writer.writeheader()
-        writer.writerows(rows)
-    os.replace(temp, path)
-    return path
+def manifest_csv_text(rows: list) -> str:
+    text = io.StringIO()
+    writer = csv.DictWriter(text, fieldnames=MANIFEST_COLUMNS)
+    writer.writeheader()
+    writer.writerows(rows)
+    return text.getvalue()
 
 
-def write_json(path: str, value) -> str:
-    _write_json_atomic(path, value)
-    return path
+def json_text(value) -> str:
+    return _json_text(value)

@@ -11,6 +11,7 @@ import collections
 import json
 import os
 import queue
+import shutil
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -19,6 +20,7 @@ from dataclasses import dataclass
 import numpy as np
 from absl import logging
 
+from ssagan_tf import io as durable
 from ssagan_tf.augment import ledger as ledger_lib
 from ssagan_tf.augment import sheet
 from ssagan_tf.augment.config import SOURCE_DOMAIN, TARGET_DOMAIN, AugmentConfig
@@ -94,8 +96,8 @@ def _read_ahead(iterator, depth: int = 2):
 
 
 def _check_output_dir(output_dir: str) -> None:
-    """Refuse a folder holding anything but an augmentation of ours (recognised by its state
-    directory): a re-run replaces files of the names it writes, and must never replace a user's."""
+    """Refuse a folder holding anything an augmentation did not write (its claims in `.augment/`):
+    a re-run replaces files it claimed, `--overwrite` removes them, and neither may touch a user's."""
     path = os.path.join(output_dir, schema.MANIFEST_NAME)
     if os.path.isfile(path):
         with open(path) as f:
@@ -103,12 +105,16 @@ def _check_output_dir(output_dir: str) -> None:
                 raise ValueError(f"{output_dir} holds a real converted dataset ({path}); choose another --output_dir")
     if not os.path.isdir(output_dir):
         return
-    foreign = sorted(set(os.listdir(output_dir)) - {LOCK_NAME})
-    if foreign and ledger_lib.STATE_DIR not in foreign:
-        listed = ", ".join(foreign[:3]) + (", ..." if len(foreign) > 3 else "")
+    foreign = ledger_lib.foreign_files(output_dir, LOCK_NAME)
+    if not foreign:
+        return
+    if not os.path.isdir(os.path.join(output_dir, ledger_lib.STATE_DIR)):
         raise ValueError(f"--output_dir {output_dir} is not empty and holds no augmentation of ours (no "
-                         f"{ledger_lib.STATE_DIR}/; it has {listed}); choose a new or empty folder, nothing there "
-                         "is replaced")
+                         f"{ledger_lib.STATE_DIR}/; it has {ledger_lib.describe(foreign)}); choose a new or empty "
+                         "folder, nothing there is replaced")
+    raise ValueError(f"--output_dir {output_dir} holds files no augmentation wrote ({ledger_lib.describe(foreign)}: "
+                     f"not in the record in {ledger_lib.STATE_DIR}/); nothing there is replaced, with or without "
+                     "--overwrite: move them out or choose another --output_dir")
 
 
 def _mask_threshold(config: AugmentConfig, translator) -> float:
@@ -118,12 +124,19 @@ def _mask_threshold(config: AugmentConfig, translator) -> float:
 
 
 def _settings(config: AugmentConfig, translator, source, mask_threshold: float) -> dict:
-    """What must not change between a run and its re-run."""
-    return {"model": translator.path, "model_version": translator.label, "data_dir": os.path.abspath(config.data_dir),
+    """What must not change between a run and its re-run: the input data by checksum, the model
+    by name and version, and every setting of the plan. Paths are kept relative to the output
+    folder and only for the messages (`data_dir`, `model_path`), so a moved project completes."""
+    return {"model_version": translator.label, "model_path": _relative_to(translator.path, config.output_dir),
+            "data_dir": _relative_to(config.data_dir, config.output_dir), "input_checksum": source.checksum(),
             "source": source.kind, "split": config.split, "format": config.format, "ratio": config.ratio,
             "seed": config.seed, "directions": list(config.directions), "chunk_size": config.chunk_size,
             "mask_threshold": mask_threshold, "precision": translator.precision,
             "real_slices": {d: len(source.refs(d)) for d in schema.DOMAINS}}
+
+
+def _relative_to(path: str, start: str) -> str:
+    return os.path.relpath(os.path.abspath(path), os.path.abspath(start)).replace(os.sep, "/")
 
 
 def _ambiguous(source, directions) -> frozenset:
@@ -227,7 +240,7 @@ def _judge_sample(config, plan: list, source, translator) -> dict:
     return {"judge": config.judge, "judge_test_auc": judge.test_auc, "directions": out}
 
 
-def _write_contact_sheet(path: str, plan: list, source, translator, rows: int, directions) -> str | None:
+def _write_contact_sheet(ledger, plan: list, source, translator, rows: int, directions) -> str | None:
     groups = []
     for direction in directions:
         firsts = sorted({item.ref.position for c in plan if c.direction == direction for item in c.items})[:rows]
@@ -238,7 +251,8 @@ def _write_contact_sheet(path: str, plan: list, source, translator, rows: int, d
         groups.append(group)
     if not any(groups):
         return None
-    return sheet.write_png(path, sheet.contact_sheet(groups))
+    image = sheet.contact_sheet(groups)
+    return ledger.put(CONTACT_SHEET_NAME, lambda path: sheet.write_png(path, image))
 
 
 def _dataset_manifest(config, translator, source, rows: list, mask_threshold: float) -> dict:
@@ -270,11 +284,37 @@ def _shard_records(output_dir: str, rows: list) -> dict:
 
 def augment_dataset(config: AugmentConfig) -> AugmentResult:
     """Run (or complete) the augmentation `config` describes; see the package docstring. One run
-    at a time per output folder: a second raises `locking.DirectoryLockedError` naming the first."""
+    at a time per output folder: a second raises `locking.DirectoryLockedError` naming the first.
+    A run that fails before committing anything removes what it created (its state folder, its
+    lock file, the output folder itself), so no empty folder is left holding only a lock."""
     config.check_inputs()
     _check_output_dir(config.output_dir)
+    created = [p for p in (config.output_dir, os.path.join(config.output_dir, LOCK_NAME),
+                           os.path.join(config.output_dir, ledger_lib.STATE_DIR)) if not os.path.lexists(p)]
     with DirectoryLock(config.output_dir, LOCK_NAME, "an augmentation run", "--output_dir"):
-        return _augment(config)
+        try:
+            return _augment(config)
+        except BaseException:
+            _remove_if_nothing_committed(config.output_dir, created)
+            raise
+
+
+def _remove_if_nothing_committed(output_dir: str, created: list) -> None:
+    """After a failure: when no output file is in place, remove what this run created (never a
+    state folder or lock file that an earlier run left)."""
+    outputs = durable.entries_under(output_dir, lambda name: name in (ledger_lib.STATE_DIR, LOCK_NAME))
+    if ledger_lib.Ledger(output_dir).committed_any() or outputs:
+        return                   # files in place (even of a chunk cut short): its state must stay
+    state_dir, lock = os.path.join(output_dir, ledger_lib.STATE_DIR), os.path.join(output_dir, LOCK_NAME)
+    if state_dir in created:
+        shutil.rmtree(state_dir, ignore_errors=True)
+    if lock in created and os.path.isfile(lock):
+        os.remove(lock)          # still held until the lock is released; nobody else can hold it
+    if output_dir in created:
+        try:
+            os.rmdir(output_dir)
+        except OSError:
+            pass                 # something else appeared in it: left alone
 
 
 def _augment(config: AugmentConfig) -> AugmentResult:
@@ -323,19 +363,18 @@ def _finish(config, translator, source, plan, ledger, mask_threshold, skipped, t
         if committed is None:
             raise RuntimeError(f"chunk {chunk.name} was not committed")
         rows += committed
-    manifest_csv = ledger_lib.write_manifest_csv(config.output_dir, rows)
+    manifest_csv = ledger.write_output("manifest.csv", ledger_lib.manifest_csv_text(rows))
     if config.format == "tfrecord":
-        ledger_lib.write_json(os.path.join(config.output_dir, schema.MANIFEST_NAME),
-                              _dataset_manifest(config, translator, source, rows, mask_threshold))
+        ledger.write_output(schema.MANIFEST_NAME,
+                            ledger_lib.json_text(_dataset_manifest(config, translator, source, rows, mask_threshold)))
     sheet_path = None
     if config.contact_rows:
-        sheet_path = _write_contact_sheet(os.path.join(config.output_dir, CONTACT_SHEET_NAME), plan, source,
-                                          translator, config.contact_rows, config.directions)
+        sheet_path = _write_contact_sheet(ledger, plan, source, translator, config.contact_rows, config.directions)
     counts = {d: sum(1 for row in rows if TARGET_DOMAIN[row["direction"]] == d) for d in schema.DOMAINS}
     judged = _judge_sample(config, plan, source, translator) if config.judge else None
     result = AugmentResult(config.output_dir, translator.label, counts, len(plan), skipped, translated, seconds,
                            cpu_seconds, manifest_csv, sheet_path)
-    ledger_lib.write_json(os.path.join(config.output_dir, SUMMARY_NAME), {
+    ledger.write_output(SUMMARY_NAME, ledger_lib.json_text({
         "model": translator.label, "model_path": translator.path, "tau": translator.tau,
         "mask_threshold": mask_threshold, "format": config.format, "split": config.split, "ratio": config.ratio,
         "seed": config.seed, "directions": list(config.directions), "source": source.description(),
@@ -343,7 +382,7 @@ def _finish(config, translator, source, plan, ledger, mask_threshold, skipped, t
         "last_run": {"slices_translated": translated, "seconds": round(seconds, 3),
                      "cpu_seconds": round(cpu_seconds, 3),
                      "slices_per_second": round(result.slices_per_second, 2)},
-        "judge": judged})
+        "judge": judged}))
     logging.info("Wrote %s synthetic slices to %s (%d chunks, %d from an earlier run)", counts, config.output_dir,
                  len(plan), skipped)
     return result

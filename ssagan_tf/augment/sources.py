@@ -9,6 +9,8 @@ that a sampled plan is served by one sequential read.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 from dataclasses import dataclass
 
@@ -63,6 +65,9 @@ class TFRecordSource:
         self.data_dir = data_dir
         self.split = split
         self.manifest = schema.read_manifest(data_dir)
+        if split not in self.manifest.counts:
+            raise ValueError(f"--split={split}: {data_dir} has no such split; its splits are "
+                             f"{', '.join(sorted(self.manifest.counts))}")
         if integrity.legacy_warning(self.manifest):
             logging.warning(integrity.legacy_warning(self.manifest))
         self.image_shape = (self.manifest.image_size, self.manifest.image_size, self.manifest.channels)
@@ -107,6 +112,21 @@ class TFRecordSource:
     def geometry(self, case_id: str):
         """Unknown: the converter does not record the volumes' physical grid."""
         return None
+
+    def checksum(self) -> str:
+        """The identity of the split's data: the manifest's record of its shards (sizes and sha256)
+        and normalisation, so a re-conversion with other settings reads as other data, wherever
+        the folder lies. A manifest without shard records: its own bytes."""
+        raw = self.manifest.raw
+        if "shards" not in raw:
+            with open(os.path.join(self.data_dir, schema.MANIFEST_NAME), "rb") as f:
+                return "manifest-sha256:" + hashlib.sha256(f.read()).hexdigest()
+        prefix = f"{self.split}/"
+        identity = {"shards": {k: v for k, v in raw["shards"].items() if k.startswith(prefix)},
+                    "counts": raw["counts"].get(self.split), "normalisation": raw.get("normalisation"),
+                    "image_size": raw.get("image_size"), "channels": raw.get("channels"),
+                    "modalities": raw.get("modalities")}
+        return "shards-sha256:" + hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()
 
     def description(self) -> dict:
         raw = self.manifest.raw
@@ -183,6 +203,17 @@ class FileSource:
 
     def geometry(self, case_id: str):
         return self._geometry.get(case_id)
+
+    def checksum(self) -> str:
+        """The identity of the input: every file's class, path below its class folder and bytes."""
+        digest = hashlib.sha256()
+        for domain in schema.DOMAINS:
+            for path in self.files[domain]:
+                digest.update(f"{domain}/{_case_id(path, os.path.join(self.data_dir, domain))}\0".encode())
+                with open(path, "rb") as f:
+                    for block in iter(lambda: f.read(1 << 20), b""):
+                        digest.update(block)
+        return "files-sha256:" + digest.hexdigest()
 
     def description(self) -> dict:
         return {"kind": self.kind, "data_dir": os.path.abspath(self.data_dir), "modalities": ["image"],

@@ -22,9 +22,9 @@ flags.DEFINE_string("model", None, "An exported model: its base dir <export_dir>
 flags.DEFINE_string("data_dir", None, "Real slices: a converted dataset (manifest.json + TFRecords), or class "
                     "folders normal/ and tumor/ of PNG slices or NIfTI volumes.")
 flags.DEFINE_string("output_dir", None, "Where the synthetic dataset goes; nothing is written outside it. "
-                    "Must be new, empty, or an earlier augmentation's (a folder holding other files, or inside "
-                    "--data_dir, is refused); one run at a time. Re-running with the same settings completes an "
-                    "interrupted (or killed) run.")
+                    "Must be new, empty, or an earlier augmentation's holding only what it wrote (a folder holding "
+                    "other files, inside --data_dir or holding it, is refused); one run at a time. Re-running with "
+                    "the same settings on the same input data completes an interrupted (or killed) run.")
 flags.DEFINE_string("ratio", "1.0", "Synthetic:real slices per class (the paper's 1:1 is 1.0; above the "
                     "number of source slices, sources repeat), or 'all' to translate every input slice once.")
 flags.DEFINE_enum("format", "tfrecord", list(FORMATS), "Output: TFRecords in the real data's schema, 16-bit PNG "
@@ -39,8 +39,9 @@ flags.DEFINE_float("mask_threshold", None, "Attention at or above this is a synt
 flags.DEFINE_integer("chunk_size", 256, "Slices per committed chunk (one TFRecord shard); an interrupted run "
                      "redoes at most the chunks in flight. NIfTI output commits one case at a time.",
                      lower_bound=1)
-flags.DEFINE_bool("overwrite", False, "Remove an earlier augmentation's outputs in --output_dir first; without it a "
-                  "re-run must use the same settings (and completes the earlier run).")
+flags.DEFINE_bool("overwrite", False, "Remove an earlier augmentation's outputs in --output_dir first (exactly the "
+                  "files its record in .augment/ lists); without it a re-run must use the same settings and input "
+                  "data (and completes the earlier run).")
 flags.DEFINE_integer("contact_rows", 4, "Rows per direction in contact_sheet.png (0: no sheet).", lower_bound=0)
 flags.DEFINE_enum("precision", "auto", ["auto", "fp32", "bf16", "fp16"],
                   "Compute precision when --model is a training run (exported in it; auto picks by hardware: bf16 "

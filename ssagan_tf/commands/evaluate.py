@@ -16,7 +16,7 @@ from absl import app, flags, logging
 
 from ssagan_tf import cli
 from ssagan_tf.data.integrity import DatasetMismatchError
-from ssagan_tf.evaluation.config import ARMS, ALLOWED_RATIOS, EvaluationConfig, check_inputs, parse_augmenters
+from ssagan_tf.evaluation.config import ARMS, ALLOWED_RATIOS, PAPER_ARMS, EvaluationConfig, check_inputs, parse_augmenters
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("data_dir", None, "Converted dataset (the --output_dir of `python -m data_prep.convert`) "
@@ -25,11 +25,14 @@ flags.DEFINE_string("output_dir", None, "Where report.md, results.json and the P
                     "not the dataset folder, nor inside it, nor a file.")
 flags.DEFINE_string("augmenters", "", "Comma-separated NAME=EXPORTED_DIR pairs, one per system compared, e.g. "
                     "ssa=exports/ssa_cyclegan,cyclegan=exports/cyclegan. EXPORTED_DIR is a TF Serving model "
-                    "directory (its highest version is used) or one version directory. Needed by the "
-                    "synthetic arms; also scored by the attention metrics.")
-flags.DEFINE_list("arms", list(ARMS), f"Training arms to run, any of {', '.join(ARMS)}: real slices only, "
+                    "directory (its highest version is used) or one version directory; with --folds it may hold "
+                    "{fold}. The built-in copy_paste (a real lesion pasted into a normal slice) and identity (the "
+                    "control: the slice itself, relabelled) take no path. Needed by the synthetic arms; also "
+                    "scored by the attention metrics.")
+flags.DEFINE_list("arms", list(PAPER_ARMS), f"Training arms to run, any of {', '.join(ARMS)}: real slices only, "
                   "+ classic augmentation (flip, rotation, translation, crop), + synthetic slices from each "
-                  "augmenter, + both.")
+                  "augmenter, + both; MixUp or CutMix (Keras 3's layers) of the real batches, alone or after "
+                  "classic augmentation.")
 flags.DEFINE_list("ratios", ["1"], "Synthetic:real ratios per class for the synthetic arms, each one of "
                   f"{', '.join(f'{r:g}' for r in ALLOWED_RATIOS)} (the paper's; 1 was its best).")
 flags.DEFINE_list("seeds", ["0", "1", "2"], "Integer seeds; one classifier per seed and row. Mean and std over "
@@ -57,6 +60,23 @@ flags.DEFINE_string("judge", "", "A judge trained on this dataset (python -m ssa
                     "tumor->normal, KID against real slices). Empty = no judge.")
 flags.DEFINE_float("tumor_fraction", 1.0, "Low-data regime: keep the tumor slices of only this fraction of the "
                    "training cases (at least one, fixed seed); normal slices all stay. 1 = all.")
+flags.DEFINE_integer("folds", 0, "Patient-level K-fold cross-validation: the patients of all splits pooled and dealt "
+                     "into K folds (seeded); each fold tested once, early stopping on a fifth of its training "
+                     "patients. Augmenter paths may hold {fold} (one export per fold, trained with run_train.py "
+                     "--folds=K --fold=k); a fold whose augmenter saw its test patients is refused. 0 = the "
+                     "dataset's own split.")
+flags.DEFINE_integer("fold_seed", 0, "Seed of the fold assignment (run_train.py --fold_seed must be the same).")
+flags.DEFINE_float("weight_decay", 0.0, "Decoupled weight decay of the classifier (AdamW); 0 = plain Adam.")
+flags.DEFINE_enum("lr_schedule", "constant", ["constant", "cosine"], "Classifier learning rate per epoch: constant, "
+                  "or cosine from --learning_rate towards 0 over --epochs.")
+flags.DEFINE_enum("classic_impl", "warp", ["warp", "keras"], "Classic augmentation: one bilinear warp per slice "
+                  "(warp, the default and earlier releases' path) or Keras 3 RandomFlip/RandomRotation/"
+                  "RandomTranslation/RandomZoom layers over the same ranges (keras; not bit-identical: four "
+                  "interpolations, translation range independent of the crop).")
+flags.DEFINE_float("classic_strength", 1.0, "Factor on the classic augmentation's rotation, translation and crop "
+                   "ranges (1 = ±15°, ±10%, 85-100%; 0 = flips only), in [0, 3].")
+flags.DEFINE_integer("bootstrap_resamples", 2000, "Patient-level bootstrap replicates of the 95% confidence "
+                     "intervals (seeded).")
 flags.mark_flags_as_required(["data_dir", "output_dir"])
 
 
@@ -76,7 +96,10 @@ def config_from_flags() -> EvaluationConfig:
             seeds=_numbers("seeds", FLAGS.seeds, int), epochs=FLAGS.epochs, batch_size=FLAGS.batch_size,
             patience=FLAGS.patience, width=FLAGS.width, learning_rate=FLAGS.learning_rate, tau=FLAGS.tau,
             threshold=FLAGS.threshold, sample_count=FLAGS.sample_count, verbose=FLAGS.verbose,
-            precision=FLAGS.precision, judge=FLAGS.judge, tumor_fraction=FLAGS.tumor_fraction)
+            precision=FLAGS.precision, judge=FLAGS.judge, tumor_fraction=FLAGS.tumor_fraction, folds=FLAGS.folds,
+            fold_seed=FLAGS.fold_seed, weight_decay=FLAGS.weight_decay, lr_schedule=FLAGS.lr_schedule,
+            classic_impl=FLAGS.classic_impl, classic_strength=FLAGS.classic_strength,
+            bootstrap_resamples=FLAGS.bootstrap_resamples)
     except ValueError as err:
         raise app.UsageError(str(err))
 

@@ -36,11 +36,11 @@ def define_flags(flag_values=None):
     flags.DEFINE_float("tolerance", None, "Largest allowed max-abs difference between the reloaded SavedModel and "
                        "the Keras models; the export fails above it. Default: by precision, "
                        + ", ".join(f"{k} {v:g}" for k, v in TOLERANCES.items()) + ".", **define)
-    flags.DEFINE_enum("precision", "auto", ["auto", "fp32", "bf16", "fp16"],
-                      "Compute precision of the exported signatures (inputs and outputs stay float32). auto picks by "
-                      "this machine's hardware (bf16 on CPUs with AMX/AVX-512 BF16 and GPUs of capability >= 8.0, "
-                      "fp16 on 7.x, else fp32): export on, or for, the kind of machine that will serve it.",
-                      **define)
+    flags.DEFINE_enum("precision", "fp32", ["auto", "fp32", "bf16", "fp16"],
+                      "Compute precision of the exported signatures (inputs, outputs and weights stay float32). fp32, "
+                      "the default, serves the same on every machine; bf16 (CPUs with AMX/AVX-512 BF16, GPUs of "
+                      "capability >= 8.0) or fp16 (GPUs of capability 7.x) are faster there, within their "
+                      "tolerance; auto picks by this machine's hardware.", **define)
     flags.mark_flags_as_required(["model_dir", "export_dir"], **define)
     flags.register_validator("model_name", lambda v: bool(MODEL_NAME_PATTERN.match(v or "")),
                              "--model_name: use letters, digits, '.', '_' or '-', starting with a letter or "
@@ -64,7 +64,8 @@ def _main(argv, flag_values):
     from ssagan_tf.export import export_models, read_export_info
 
     version_dir = export_models(flag_values.model_dir, flag_values.export_dir, flag_values.model_name,
-                                tau=flag_values.tau, tolerance=flag_values.tolerance, precision=choice.precision)
+                                tau=flag_values.tau, tolerance=flag_values.tolerance, precision=choice.precision,
+                                log=print)
     info = read_export_info(version_dir)
     logging.info("Exported %s (tau %g, step %s, %s); max abs difference vs Keras %s", version_dir, info["tau"],
                  info.get("step"), info["precision"], info["verification"]["max_abs_diff"])

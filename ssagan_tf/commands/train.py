@@ -3,26 +3,28 @@
     python run_train.py --flagfile=brain.flags        (or: ssagan train --flagfile=brain.flags)
     python run_train.py --data_dir=DIR --model_dir=DIR [--model=ssa_cyclegan] [--strategy=mirrored] ...
 
-Resumes from the latest checkpoint in --model_dir unless --fresh. One trainer per --model_dir: a
-second is refused, naming the first. The data's shards are checked against their manifest at start
-and as they are read. Errors end in one line and exit 1 (--debug: the traceback); a bad flag, one
-line and exit 2. See docs/reliability.md.
+Resumes from the newest intact checkpoint in --model_dir unless --fresh, with the settings the run
+was trained with: a change that alters the result (data, seed, schedule, batch, tau, losses,
+precision, ...) is refused, naming each, unless --allow_changes names it. One trainer per
+--model_dir: a second is refused, naming the first. The data's shards are checked against their
+manifest at start and as they are read. Ctrl-C or SIGTERM saves a checkpoint of the last finished
+step, prints "interrupted" and exits 130. Errors end in one line and exit 1 (--debug: the
+traceback); a bad flag, one line and exit 2. See docs/reliability.md.
 """
 
 from __future__ import annotations
 
 import sys
 
-from ssagan_tf import cli
-
 from absl import app, flags
 
+from ssagan_tf import cli
 # Only plain-Python modules here: --help and a bad flag are answered before TensorFlow loads.
 from ssagan_tf.choices import CYCLE_ATTENTIONS, D_MODE_ALIASES, D_MODES, GAN_LOSSES, MASK_LOSS_TYPES, SYSTEMS, UPSAMPLING
 from ssagan_tf.data.integrity import DatasetMismatchError
 from ssagan_tf.precision import PRECISIONS
-from ssagan_tf.training.config import STRATEGIES, SYSTEM_SPECIFIC, ConfigError, build_run_config, \
-    unused_settings_warning
+from ssagan_tf.training.config import FREE_ON_RESUME, RESUME_GUARDED, STRATEGIES, SYSTEM_SPECIFIC, ConfigError, \
+    build_run_config, unused_settings_warning
 
 flags.DEFINE_string("data_dir", None, "Converted dataset (the --output_dir of `python -m data_prep.convert`).")
 flags.DEFINE_string("model_dir", None, "Run directory: config.json, checkpoints/, logs/ (TensorBoard), samples/; "
@@ -104,9 +106,25 @@ flags.DEFINE_integer("checkpoint_every", 500, "Save a checkpoint every this many
 flags.DEFINE_integer("keep_checkpoints", 3, "Checkpoints kept on disk.")
 flags.DEFINE_integer("log_every", 50, "Console line and TensorBoard scalars every this many steps.")
 flags.DEFINE_integer("image_every", 500, "TensorBoard image grid and samples/step_*.png every this many steps.")
-flags.DEFINE_boolean("fresh", False, "Start over: delete this run's checkpoints, logs and samples in --model_dir.")
+flags.DEFINE_boolean("fresh", False, "Start over: delete what training wrote in --model_dir (config.json, "
+                     "checkpoints, TensorBoard event files, sample grids), nothing else; refused for a folder that "
+                     "is not a training run.")
+flags.DEFINE_list("allow_changes", [], "On resume, the settings that may differ from the saved run's (comma-separated "
+                  "names among " + ", ".join(RESUME_GUARDED) + "; data = the dataset's checksum). These may always "
+                  "change: " + ", ".join(n for n in FREE_ON_RESUME if n not in ("fresh", "allow_changes",
+                                                                                 "precision_reason")) + ".")
+flags.DEFINE_integer("folds", 0, "Patient-level cross-validation: train on fold --fold's training patients of K "
+                     "folds (the patients of all of --data_dir's splits pooled, as run_evaluate.py --folds=K deals "
+                     "them); their data are written once to --model_dir/fold_data, the fold's test patients never. "
+                     "0 = the dataset's own train split.")
+flags.DEFINE_integer("fold", 0, "With --folds: which fold's training patients to train on (0..K-1).")
+flags.DEFINE_integer("fold_seed", 0, "With --folds: the seed of the patients' fold assignment (the evaluation's "
+                     "--fold_seed must be the same).")
+flags.DEFINE_float("tumor_fraction", 1.0, "With --folds: the low-data regime; keep the tumor slices of only this "
+                   "fraction of the fold's training cases, the same ones run_evaluate.py --tumor_fraction keeps "
+                   "for the fold's classifiers. 1 = all.")
 flags.DEFINE_string("export_dir", None, "After training, export the generators for TF Serving here "
-                    "(`ssagan_tf.export`).")
+                    "(`ssagan_tf.export`, computing in float32); checked before training starts.")
 
 FLAGS = flags.FLAGS
 # The library's settings, by flag name (every flag above but the entry point's own --debug).
@@ -115,14 +133,46 @@ SETTINGS = ("data_dir", "model_dir", "model", "image_size", "precision", "ngf", 
             "decay_start_fraction", "gan_loss", "lambda_cycle", "lambda_identity", "lambda_mask", "mask_loss_type",
             "d_mode", "cycle_attention", "judge_dir", "attention_area", "lambda_attention_area", "attention_epochs",
             "tau", "pool_size", "flip", "strategy", "cpu_replicas", "jit_compile", "deterministic", "seed",
-            "checkpoint_every", "keep_checkpoints", "log_every", "image_every", "fresh", "export_dir")
+            "checkpoint_every", "keep_checkpoints", "log_every", "image_every", "fresh", "export_dir",
+            "allow_changes")
+
+
+def fold_settings() -> dict:
+    """With --folds: the fold's cohort record and its training data folder (written here, once)."""
+    used = [name for name in ("fold", "fold_seed", "tumor_fraction") if FLAGS[name].present]
+    if not FLAGS.folds:
+        if used:
+            raise app.UsageError(f"--{', --'.join(used)} need --folds (cross-validation)")
+        return {}
+    if FLAGS.folds < 2:
+        raise app.UsageError(f"--folds={FLAGS.folds}: need at least 2 (or 0 for no cross-validation)")
+    if not 0.0 < FLAGS.tumor_fraction <= 1.0:
+        raise app.UsageError(f"--tumor_fraction={FLAGS.tumor_fraction}: must be in (0, 1]")
+    if not FLAGS.data_dir or not FLAGS.model_dir:
+        raise app.UsageError("--data_dir and --model_dir are required")
+    import os
+
+    from ssagan_tf.data import folds
+
+    try:
+        cohort = folds.cohort_record(FLAGS.data_dir, FLAGS.folds, FLAGS.fold, FLAGS.fold_seed, FLAGS.tumor_fraction)
+        data_dir = folds.write_fold_dataset(FLAGS.data_dir, os.path.join(FLAGS.model_dir, folds.FOLD_DATA_NAME),
+                                            cohort)
+    except (FileNotFoundError, ValueError) as err:
+        raise app.UsageError(str(err)) from err
+    print(f"Fold {FLAGS.fold} of {FLAGS.folds}: training on {len(cohort['train_patients'])} patients, validating on "
+          f"{len(cohort['val_patients'])}; its {len(cohort['test_patients'])} test patients are not in {data_dir}",
+          flush=True)
+    return {"data_dir": data_dir, "cohort": cohort}
 
 
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    settings = {name: FLAGS[name].value for name in SETTINGS}
+    settings.update(fold_settings())
     try:
-        config = build_run_config(**{name: FLAGS[name].value for name in SETTINGS})
+        config = build_run_config(**settings)
     except ConfigError as err:
         raise app.UsageError(str(err)) from err
     warning = unused_settings_warning(config.model, [name for name in SYSTEM_SPECIFIC if FLAGS[name].present])

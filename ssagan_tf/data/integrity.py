@@ -18,6 +18,7 @@ completeness by their names (`-<i>-of-<n>`) only, with `legacy_warning` saying s
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import re
 
@@ -50,6 +51,17 @@ def relative_name(data_dir: str, path: str) -> str:
 
 def has_shard_records(manifest: schema.Manifest) -> bool:
     return isinstance(manifest.raw.get(SHARDS_KEY), dict)
+
+
+def dataset_checksum(manifest: schema.Manifest) -> str:
+    """The identity of a dataset's content: the sha256 of its manifest's shard records (each
+    shard's name, record count, size and sha256), so a copy elsewhere has the same checksum and a
+    re-conversion with other settings another. A manifest without shard records (written by an
+    older version) is identified by its own bytes."""
+    if has_shard_records(manifest):
+        text = json.dumps(manifest.raw[SHARDS_KEY], sort_keys=True, separators=(",", ":")).encode()
+        return "sha256:" + hashlib.sha256(text).hexdigest()
+    return "sha256:" + sha256_file(manifest.path)
 
 
 def legacy_warning(manifest: schema.Manifest) -> str | None:

@@ -20,7 +20,7 @@ import zlib
 import numpy as np
 import SimpleITK as sitk
 
-from ssagan_tf.data.nifti_check import (NiftiHeader, expected_length, parse_header, read_head,
+from ssagan_tf.data.nifti_check import (NiftiHeader, expected_length, parse_header, read_head, size_problem,
                                            truncation_message)
 from ssagan_tf.data.errors import CaseError
 
@@ -58,6 +58,9 @@ def load_float_nifti(path: str) -> tuple[np.ndarray, sitk.ImageFileReader] | Non
         return None  # nifti_problem / SimpleITK report it
     if header is None or not _own_path_applies(header):
         return None
+    problem = size_problem(header, path, compressed)
+    if problem:
+        raise CaseError(path, problem)
     info = sitk.ImageFileReader()
     info.SetImageIO("NiftiImageIO")
     info.SetFileName(path)

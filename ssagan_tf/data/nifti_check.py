@@ -16,6 +16,12 @@ from dataclasses import dataclass
 import numpy as np
 
 _HEADER_BYTES = 540  # the NIfTI-2 header; NIfTI-1 uses the first 348 of them
+# More voxels than any volume read here may have (2^31: a 1290^3 grid, 8 GiB as float32), so that
+# a damaged or hostile header cannot make a reader allocate terabytes.
+MAX_VOXELS = 2 ** 31
+# deflate cannot compress better than about 1032:1, so a gzip stream of N bytes holds at most
+# this many times N bytes: a header promising more is wrong before a byte is inflated.
+_MAX_DEFLATE_RATIO = 1100
 
 
 @dataclass(frozen=True)
@@ -54,11 +60,32 @@ def nifti_problem(path: str) -> str | None:
     expected = None if header is None else expected_length(header)
     if expected is None:
         return None
+    problem = size_problem(header, path, compressed)
+    if problem:
+        return problem
     actual = _uncompressed_length(path, expected) if compressed else os.path.getsize(path)
     if actual is None:
         return "corrupt file: the compressed stream is truncated or damaged"
     if actual < expected:
         return truncation_message(actual, expected)
+    return None
+
+
+def size_problem(header: NiftiHeader, path: str, compressed: bool) -> str | None:
+    """Why the sizes the header claims cannot be true (more voxels than `MAX_VOXELS`, or more
+    bytes than the file can hold), checked before anything is allocated; None when plausible."""
+    shape, expected = header.shape, expected_length(header)
+    if shape is None or expected is None:
+        return None
+    voxels = int(np.prod(shape, dtype=object))
+    grid = " x ".join(str(d) for d in shape)
+    if voxels > MAX_VOXELS:
+        return (f"implausible header: it claims {grid} = {voxels} voxels, more than the {MAX_VOXELS} a volume "
+                "may have; the header is damaged or not a volume's")
+    size = os.path.getsize(path)
+    if compressed and expected > size * _MAX_DEFLATE_RATIO:
+        return (f"truncated or damaged file: its header claims {grid} voxels ({expected} bytes), more than a "
+                f"{size}-byte gzip stream can hold")
     return None
 
 
@@ -101,7 +128,7 @@ def expected_length(header: NiftiHeader) -> int | None:
     shape, offset = header.shape, int(header.vox_offset) if np.isfinite(header.vox_offset) else -1
     if shape is None or header.bitpix <= 0 or offset < 0:
         return None
-    voxels = int(np.prod(shape, dtype=np.int64))
+    voxels = int(np.prod(shape, dtype=object))     # exact: 7 dims of up to 2^63 overflow int64
     return max(offset, 348) + voxels * header.bitpix // 8
 
 

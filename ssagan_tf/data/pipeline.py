@@ -127,11 +127,13 @@ def check_message(err) -> str | None:
     return line
 
 
-def parse_and_validate(manifest: schema.Manifest):
+def parse_and_validate(manifest: schema.Manifest, domain: str):
     """A map function: serialized record (and its shard path) -> validated slice dict with static
-    shapes. A record whose shape, channel count or value range disagrees with the manifest fails
-    with a message naming the shard."""
+    shapes. A record whose shape, channel count or value range disagrees with the manifest, or
+    whose label is not its shard's domain (a tumor record in a normal-* shard), fails with a
+    message naming the shard."""
     size, channels = manifest.image_size, manifest.channels
+    label = schema.LABELS[domain]
 
     def parse(record, path):
         ex = schema.decode_slice(record)
@@ -145,6 +147,8 @@ def parse_and_validate(manifest: schema.Manifest):
             _check(largest <= 1.0 + _RANGE_TOLERANCE, path, "image values outside [-1, 1] (magnitude ",
                    tf.strings.as_string(largest), ")"),
             _check(tf.reduce_max(mask) <= 1.0, path, "mask values above 1"),
+            _check(tf.equal(ex["label"], label), path, "a record labelled ", tf.strings.as_string(ex["label"]),
+                   f" in a {domain} shard (label {label}); the shard was changed after conversion"),
         ]
         with tf.control_dependencies(checks):
             ex["image"] = tf.ensure_shape(tf.identity(image), [size, size, channels])
@@ -173,7 +177,7 @@ def _random_flip(index, ex: dict, seed: int) -> dict:
 def _domain_dataset(manifest, split, domain, shuffle, flip, seed, deterministic, repeat):
     shards = _shards(manifest, split, domain)
     ds = _read_records(manifest, shards, deterministic, shuffle_files=shuffle, seed=seed)
-    ds = ds.map(parse_and_validate(manifest), num_parallel_calls=AUTOTUNE, deterministic=deterministic)
+    ds = ds.map(parse_and_validate(manifest, domain), num_parallel_calls=AUTOTUNE, deterministic=deterministic)
     if repeat:
         ds = ds.repeat()
     if shuffle:
@@ -224,7 +228,7 @@ def make_slice_dataset(data_dir: str, split: str, domain: str, batch_size: int, 
     manifest = schema.read_manifest(data_dir)
     shards = _shards(manifest, split, domain)
     ds = _read_records(manifest, shards, deterministic=True, shuffle_files=False, seed=None)
-    ds = ds.map(parse_and_validate(manifest), num_parallel_calls=AUTOTUNE)
+    ds = ds.map(parse_and_validate(manifest, domain), num_parallel_calls=AUTOTUNE)
     return ds.batch(batch_size, drop_remainder=drop_remainder).prefetch(AUTOTUNE)
 
 

@@ -1,8 +1,12 @@
 """Slice preprocessing shared by the converter (`data_prep`) and augmentation's file inputs, so a
-slice augmented from a NIfTI volume or a PNG is prepared exactly as conversion prepares it: the
+slice augmented from a NIfTI volume or a PNG is prepared as conversion with `--field_of_view=pad`
+prepares it: the
 head found per volume (`head_mask`), per-channel percentile normalisation over it to [-1, 1]
-(`normalise_volume`), slices with little head dropped, and each slice padded or shrunk to the
-model's size (`fit_to_size`). Plain numpy, scipy and scikit-image; no TensorFlow.
+(`normalise_volume`), slices with little head dropped, and each slice brought to the model's
+frame (`frame_slices`: the converter's default `fit_field_of_view` scales the head's bounding box
+to a fixed fraction of the frame; `fit_to_size`, the `pad` field of view, pads or shrinks as
+stored). Augmentation's file inputs use `pad` (`volume_slices`). Plain numpy, scipy and
+scikit-image; no TensorFlow.
 """
 
 from __future__ import annotations
@@ -60,28 +64,82 @@ def normalise_volume(image: np.ndarray, brain: np.ndarray, percentiles=(0.5, 99.
     return scale_to_unit(image, bounds), bounds
 
 
+FIELD_OF_VIEW_FRACTION = 0.9      # 'fit': the head's bounding box spans this fraction of the frame's side
+FIELDS_OF_VIEW = ("fit", "pad")
+
+
 def fit_to_size(images: np.ndarray, masks: np.ndarray, size: int):
-    """Pad slices (N, Y, X, C) centrally with background (-1) to a square of at least `size`;
-    when that square is larger than `size`, shrink it (images linearly with anti-aliasing, masks
-    by nearest neighbour). Smaller slices are padded, never enlarged, so pixel spacing is kept
-    (BraTS 240^2 slices become 256^2 with an 8-pixel border)."""
+    """The `pad` field of view: slices (N, Y, X, C) padded centrally with background (-1) to a
+    square of at least `size`; when that square is larger than `size`, shrunk (images linearly with
+    anti-aliasing, masks by nearest neighbour). Smaller slices are padded, never enlarged, so pixel
+    spacing is kept (BraTS 240^2 slices become 256^2 with an 8-pixel border)."""
     n, height, width, channels = images.shape
     side = max(height, width, size)
     top, left = (side - height) // 2, (side - width) // 2
-    square = np.full((n, side, side, channels), -1.0, np.float32)
-    square[:, top:top + height, left:left + width] = images
-    square_masks = np.zeros((n, side, side), np.uint8)
-    square_masks[:, top:top + height, left:left + width] = masks
-    if side == size:
-        return square, square_masks
+    return _crop_and_resize(images, masks, (-top, -top + side, -left, -left + side), size)
+
+
+def head_box(head: np.ndarray):
+    """The in-plane bounding box (top, bottom, left, right; ends exclusive) of a (Z, Y, X) mask
+    over all its slices, or None when it is empty."""
+    rows, cols = np.flatnonzero(head.any(axis=(0, 2))), np.flatnonzero(head.any(axis=(0, 1)))
+    if not rows.size:
+        return None
+    return int(rows[0]), int(rows[-1]) + 1, int(cols[0]), int(cols[-1]) + 1
+
+
+def fit_field_of_view(images: np.ndarray, masks: np.ndarray, size: int, box, spacing_yx=(1.0, 1.0),
+                      fraction: float = FIELD_OF_VIEW_FRACTION):
+    """The `fit` field of view: every slice (N, Y, X, C) cut to one square region centred on the
+    head's bounding box `box` (top, bottom, left, right) whose side, in millimetres, is the box's
+    longer side over `fraction` (background -1 where the region leaves the image), then resized to
+    `size` x `size` (enlarged or shrunk; images linearly, anti-aliased when shrinking, masks by
+    nearest neighbour). So the head spans `fraction` of the frame whatever the image's size or
+    pixel spacing; non-square pixels come out square. One region for all slices of a volume."""
+    top, bottom, left, right = box
+    row_mm, col_mm = (float(s) for s in spacing_yx)
+    side_mm = max((bottom - top) * row_mm, (right - left) * col_mm) / fraction
+    rows, cols = max(1, int(round(side_mm / row_mm))), max(1, int(round(side_mm / col_mm)))
+    first_row = int(round((top + bottom - rows) / 2))
+    first_col = int(round((left + right - cols) / 2))
+    return _crop_and_resize(images, masks, (first_row, first_row + rows, first_col, first_col + cols), size)
+
+
+def frame_slices(images: np.ndarray, masks: np.ndarray, size: int, field_of_view: str = "pad", box=None,
+                 spacing_yx=(1.0, 1.0)):
+    """Slices brought to the model's frame: `fit` (`fit_field_of_view` on the head's box; `pad`
+    when there is no box) or `pad` (`fit_to_size`)."""
+    if field_of_view not in FIELDS_OF_VIEW:
+        raise ValueError(f"field of view must be one of {', '.join(FIELDS_OF_VIEW)}, got {field_of_view!r}")
+    if field_of_view == "fit" and box is not None:
+        return fit_field_of_view(images, masks, size, box, spacing_yx)
+    return fit_to_size(images, masks, size)
+
+
+def _crop_and_resize(images: np.ndarray, masks: np.ndarray, region, size: int):
+    """The pixels of `region` (first row, end row, first column, end column; it may reach outside
+    the image, where background -1 and mask 0 fill in) of every slice, resized to size x size."""
+    n, height, width, channels = images.shape
+    r0, r1, c0, c1 = region
+    canvas = np.full((n, r1 - r0, c1 - c0, channels), -1.0, np.float32)
+    canvas_masks = np.zeros((n, r1 - r0, c1 - c0), np.uint8)
+    src_r, src_c = slice(max(r0, 0), min(r1, height)), slice(max(c0, 0), min(c1, width))
+    dst_r = slice(src_r.start - r0, src_r.stop - r0)
+    dst_c = slice(src_c.start - c0, src_c.stop - c0)
+    if src_r.stop > src_r.start and src_c.stop > src_c.start:
+        canvas[:, dst_r, dst_c] = images[:, src_r, src_c]
+        canvas_masks[:, dst_r, dst_c] = masks[:, src_r, src_c]
+    if canvas.shape[1:3] == (size, size):
+        return canvas, canvas_masks
     # One 2-D resize of all slices and channels stacked on the last axis: interpolating in 2-D
     # only, not across slices, is both right and several times faster than a 4-D zoom.
-    stacked = square.transpose(1, 2, 0, 3).reshape(side, side, n * channels)
+    rows, cols = canvas.shape[1:3]
+    stacked = canvas.transpose(1, 2, 0, 3).reshape(rows, cols, n * channels)
     resized = resize(stacked, (size, size), order=1, anti_aliasing=True, preserve_range=True)
-    images = resized.reshape(size, size, n, channels).transpose(2, 0, 1, 3).astype(np.float32)
-    mask_stack = resize(square_masks.transpose(1, 2, 0), (size, size), order=0, anti_aliasing=False,
+    out = resized.reshape(size, size, n, channels).transpose(2, 0, 1, 3).astype(np.float32)
+    mask_stack = resize(canvas_masks.transpose(1, 2, 0), (size, size), order=0, anti_aliasing=False,
                         preserve_range=True)
-    return np.clip(images, -1.0, 1.0), mask_stack.transpose(2, 0, 1).astype(np.uint8)
+    return np.clip(out, -1.0, 1.0), mask_stack.transpose(2, 0, 1).astype(np.uint8)
 
 
 def head_mask(image: np.ndarray) -> np.ndarray:

@@ -8,6 +8,7 @@ it equivalent to building a new model.
 
 from __future__ import annotations
 
+import math
 import random
 from dataclasses import dataclass
 
@@ -31,18 +32,28 @@ class Classifier:
     """A compiled ResNet18 (Adam, binary cross-entropy on the tumor logit) that `reset` returns
     to a seeded fresh start."""
 
-    def __init__(self, image_size: int, channels: int, width: int, learning_rate: float, precision: str = "fp32"):
+    def __init__(self, image_size: int, channels: int, width: int, learning_rate: float, precision: str = "fp32",
+                 weight_decay: float = 0.0, lr_schedule: str = "constant"):
         self._shape = (image_size, channels, width, precision)
+        self.learning_rate, self.lr_schedule = learning_rate, lr_schedule
         self.model = build_resnet18(image_size, channels, width, precision)
         # XLA off: on CPU its compile time outweighs its speed-up at these sizes. Loss scaling only
-        # for fp16 (bf16 has float32's exponent range).
-        optimizer = keras.optimizers.Adam(learning_rate)
+        # for fp16 (bf16 has float32's exponent range). Weight decay decoupled from the gradient
+        # (AdamW, Loshchilov & Hutter 2019), as modern ResNet recipes use it.
+        optimizer = (keras.optimizers.AdamW(learning_rate, weight_decay=weight_decay) if weight_decay
+                     else keras.optimizers.Adam(learning_rate))
         if precision == "fp16":
             optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
         self.model.compile(optimizer=optimizer,
                            loss=keras.losses.BinaryCrossentropy(from_logits=True), jit_compile=False)
         self.model.optimizer.build(self.model.trainable_variables)
         self._optimizer_start = [v.numpy() for v in self.model.optimizer.variables]
+
+    def epoch_learning_rate(self, epoch: int, epochs: int) -> float:
+        """The learning rate of 0-based `epoch`: constant, or cosine from the base rate towards 0."""
+        if self.lr_schedule == "cosine":
+            return float(self.learning_rate * 0.5 * (1.0 + math.cos(math.pi * epoch / max(epochs, 1))))
+        return float(self.learning_rate)
 
     def reset(self, seed: int) -> None:
         """Seeded initial weights (those of `build_resnet18` under `seed`) and a fresh optimizer."""
@@ -63,7 +74,9 @@ def train_classifier(classifier: Classifier, train: tf.data.Dataset, val: tf.dat
     stopper = keras.callbacks.EarlyStopping(monitor="val_loss", patience=patience,
                                             restore_best_weights=True)
     # shuffle=False: `train` is already shuffled, seeded, inside tf.data.
-    history = classifier.model.fit(train, validation_data=val, epochs=epochs, callbacks=[stopper], shuffle=False,
+    schedule = keras.callbacks.LearningRateScheduler(lambda epoch: classifier.epoch_learning_rate(epoch, epochs))
+    history = classifier.model.fit(train, validation_data=val, epochs=epochs, callbacks=[stopper, schedule],
+                                   shuffle=False,
                                    verbose=verbose).history
     val_loss = np.asarray(history["val_loss"], np.float64)
     best = int(np.nanargmin(val_loss)) if np.isfinite(val_loss).any() else len(val_loss) - 1

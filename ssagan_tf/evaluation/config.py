@@ -12,10 +12,15 @@ from dataclasses import dataclass
 from ssagan_tf import export_layout
 from ssagan_tf.precision import PRECISIONS
 
-# The paper's four training arms: real only, real + classic augmentation, real + synthetic,
-# real + synthetic + classic.
-ARMS = ("none", "classic", "synthetic", "synthetic+classic")
+# The paper's four training arms (real only, real + classic augmentation, real + synthetic,
+# real + synthetic + classic) and the cheap baselines MixUp and CutMix, alone or after classic.
+PAPER_ARMS = ("none", "classic", "synthetic", "synthetic+classic")
+ARMS = PAPER_ARMS + ("mixup", "mixup+classic", "cutmix", "cutmix+classic")
 SYNTHETIC_ARMS = ("synthetic", "synthetic+classic")
+# Augmenters built in (ssagan_tf.evaluation.controls), named without a path in --augmenters.
+CONTROL_AUGMENTERS = ("copy_paste", "identity")
+LR_SCHEDULES = ("constant", "cosine")
+CLASSIC_IMPLEMENTATIONS = ("warp", "keras")
 # Synthetic:real ratios the paper tried (section IV); 1:1 was its best.
 ALLOWED_RATIOS = (0.5, 1.0, 2.0, 3.0)
 
@@ -39,6 +44,14 @@ class EvaluationConfig:
     tumor_fraction: the low-data regime: keep the tumor slices of only this fraction of the
         training cases (at least one case, chosen with a fixed seed; their normal slices and every
         other case's normal slices stay). 1 = all.
+    folds: patient-level K-fold cross-validation over the patients of all splits (0 = the
+        dataset's own split); an augmenter path may hold `{fold}`, replaced by the fold index.
+    fold_seed: the seed of the fold assignment (run_train.py --fold_seed must match).
+    weight_decay: decoupled weight decay (AdamW) of the classifier; 0 = Adam.
+    lr_schedule: constant, or cosine (from learning_rate to 0 over `epochs`, per epoch).
+    classic_impl / classic_strength: classic augmentation by one warp or Keras layers, and a
+        factor on its rotation, translation and crop ranges (arms.py).
+    bootstrap_resamples: patient-level bootstrap replicates of the confidence intervals.
     """
 
     data_dir: str
@@ -59,6 +72,13 @@ class EvaluationConfig:
     precision: str = "auto"
     judge: str = ""
     tumor_fraction: float = 1.0
+    folds: int = 0
+    fold_seed: int = 0
+    weight_decay: float = 0.0
+    lr_schedule: str = "constant"
+    classic_impl: str = "warp"
+    classic_strength: float = 1.0
+    bootstrap_resamples: int = 2000
 
     def __post_init__(self):
         check_values(self)
@@ -92,7 +112,7 @@ def check_values(config: EvaluationConfig) -> None:
     if len(set(config.arms)) != len(config.arms):
         problems.append(f"arms repeat: {list(config.arms)}")
     if any(arm in SYNTHETIC_ARMS for arm in config.arms) and not config.augmenters:
-        problems.append("the synthetic arms need --augmenters=NAME=EXPORTED_DIR,...")
+        problems.append("the synthetic arms need --augmenters=NAME=EXPORTED_DIR,... (or copy_paste, identity)")
     names = config.augmenter_names
     if len(set(names)) != len(names):
         problems.append(f"augmenter names repeat: {list(names)}")
@@ -114,6 +134,23 @@ def check_values(config: EvaluationConfig) -> None:
         problems.append(f"threshold={config.threshold}: must be in (0, 1)")
     if not 0.0 < config.tumor_fraction <= 1.0:
         problems.append(f"tumor_fraction={config.tumor_fraction}: must be in (0, 1]")
+    if config.folds and not 2 <= config.folds:
+        problems.append(f"folds={config.folds}: need at least 2 (or 0 for the dataset's own split)")
+    if config.folds and config.judge:
+        problems.append("--judge with --folds: the judge was trained on the dataset's train split, which holds "
+                        "test patients of some fold; run the judge without cross-validation")
+    if not config.folds and any("{fold}" in path for _, path in config.augmenters):
+        problems.append("an augmenter path holds {fold}, which only --folds fills in")
+    if not 0.0 <= config.weight_decay < 1.0:
+        problems.append(f"weight_decay={config.weight_decay}: must be in [0, 1)")
+    if config.lr_schedule not in LR_SCHEDULES:
+        problems.append(f"lr_schedule={config.lr_schedule!r}: choose from {', '.join(LR_SCHEDULES)}")
+    if config.classic_impl not in CLASSIC_IMPLEMENTATIONS:
+        problems.append(f"classic_impl={config.classic_impl!r}: choose from {', '.join(CLASSIC_IMPLEMENTATIONS)}")
+    if not 0.0 <= config.classic_strength <= 3.0:
+        problems.append(f"classic_strength={config.classic_strength}: must be in [0, 3]")
+    if int(config.bootstrap_resamples) != config.bootstrap_resamples or config.bootstrap_resamples < 100:
+        problems.append(f"bootstrap_resamples={config.bootstrap_resamples}: must be an integer >= 100")
     if config.precision not in PRECISIONS:
         problems.append(f"precision={config.precision!r}: must be one of {', '.join(PRECISIONS)}")
     if problems:
@@ -121,15 +158,21 @@ def check_values(config: EvaluationConfig) -> None:
 
 
 def parse_augmenters(text: str) -> tuple:
-    """'ssa=/exports/ssa,cyclegan=/exports/cg' -> (('ssa', '/exports/ssa'), ('cyclegan', ...))."""
+    """'ssa=/exports/ssa,cyclegan=/exports/cg,copy_paste' -> (('ssa', '/exports/ssa'), ('cyclegan', ...),
+    ('copy_paste', '')): the built-in controls take no path."""
     pairs = []
     for item in (part.strip() for part in text.split(",")):
         if not item:
             continue
         name, sep, path = item.partition("=")
         name, path = name.strip(), path.strip()
+        if not sep and name in CONTROL_AUGMENTERS:
+            pairs.append((name, ""))           # built in: no exported model
+            continue
         if not sep or not name or not path:
-            raise ValueError(f"augmenter {item!r}: expected NAME=EXPORTED_DIR")
+            raise ValueError(f"augmenter {item!r}: expected NAME=EXPORTED_DIR, or one of {', '.join(CONTROL_AUGMENTERS)}")
+        if name in CONTROL_AUGMENTERS:
+            raise ValueError(f"augmenter name {name!r} is the built-in control's; name the export otherwise")
         if not name.replace("_", "").replace("-", "").isalnum():
             raise ValueError(f"augmenter name {name!r}: use letters, digits, '_' or '-'")
         pairs.append((name, path))
@@ -161,7 +204,9 @@ def check_inputs(config: EvaluationConfig) -> None:
                 raise ValueError(f"{config.data_dir}: split {split!r} has no {domain} slices; "
                                  "the evaluation needs both classes in train, val and test")
     for _, path in config.augmenters:
-        resolve_saved_model_dir(path)
+        for fold in (range(config.folds) if config.folds and "{fold}" in path else [None]):
+            if path:
+                resolve_saved_model_dir(path.replace("{fold}", str(fold)) if fold is not None else path)
     if config.judge:
         from ssagan_tf.evaluation.judge import check_judge_for
 

@@ -28,6 +28,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
+from ssagan_tf import io as durable
 from ssagan_tf.precision import PRECISIONS
 
 JUDGE_MODEL = "judge.keras"
@@ -71,12 +72,17 @@ def is_judge_dir(path: str) -> bool:
 
 
 def check_output_dir(path: str) -> None:
-    """The output may be new, empty, or an earlier judge (replaced whole); nothing else."""
+    """The output may be new, empty, or an earlier judge holding nothing but the judge's two files
+    (replaced whole); nothing else, so that replacing it never removes a file the judge did not write."""
     if os.path.isfile(path):
         raise ValueError(f"--output_dir {path} is a file")
     if os.path.isdir(path) and os.listdir(path) and not is_judge_dir(path):
         raise ValueError(f"--output_dir {path} is not empty and holds no judge ({JUDGE_INFO}); "
                          "choose a new folder")
+    others = sorted(set(os.listdir(path)) - {JUDGE_MODEL, JUDGE_INFO}) if os.path.isdir(path) else []
+    if others:
+        raise ValueError(f"--output_dir {path} holds files besides a judge ({', '.join(others[:3])}); nothing there "
+                         "is replaced: move them out or choose a new folder")
 
 
 def _dataset_summary(manifest, data: dict) -> dict:
@@ -135,9 +141,11 @@ def train_judge(config: JudgeConfig, log=print) -> dict:
         trained.model.save(os.path.join(staging, JUDGE_MODEL))
         with open(os.path.join(staging, JUDGE_INFO), "w") as f:
             json.dump(info, f, indent=2, sort_keys=True)
+        check_output_dir(config.output_dir)         # again: nothing else appeared meanwhile
+        durable.fsync_tree(staging)
         if os.path.isdir(config.output_dir):
             shutil.rmtree(config.output_dir)
-        os.replace(staging, config.output_dir)
+        durable.replace_durably(staging, config.output_dir)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return info

@@ -6,9 +6,8 @@ sensitivity of a test set without tumor slices, an AUC with a single class) is N
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
+from scipy.stats import binomtest
 
 
 def confusion_counts(labels, predictions) -> dict:
@@ -93,14 +92,11 @@ def summarize(values) -> dict:
 
 
 def sign_test_p(wins: int, losses: int) -> float:
-    """Exact two-sided sign test: the probability, under no difference, of a split of wins and
-    losses at least this uneven. Ties are dropped. With n pairs it cannot fall below 2**(1-n)."""
-    n = wins + losses
-    if n == 0:
-        return 1.0
-    extreme = min(wins, losses)
-    tail = sum(math.comb(n, k) for k in range(extreme + 1)) / 2.0 ** n
-    return float(min(1.0, 2.0 * tail))
+    """Exact two-sided sign test (`scipy.stats.binomtest` at p = 1/2): the probability, under no
+    difference, of a split of wins and losses at least this uneven. Ties are dropped; 1 for no
+    pairs. With n pairs it cannot fall below 2**(1-n)."""
+    n = int(wins) + int(losses)
+    return 1.0 if n == 0 else float(binomtest(int(wins), n, 0.5).pvalue)
 
 
 def paired_differences(treatment, baseline) -> dict:

@@ -31,8 +31,9 @@ def to_json_safe(value):
 
 
 def write_results_json(path: str, results: dict) -> None:
-    with open(path, "w") as f:
-        json.dump(to_json_safe(results), f, indent=1, allow_nan=False)
+    from ssagan_tf.evaluation.ledger import write_atomic
+
+    write_atomic(path, json.dumps(to_json_safe(results), indent=1, allow_nan=False))
 
 
 def percent(summary: dict, signed: bool = False) -> str:
@@ -73,9 +74,21 @@ def sample_size_section(results: dict) -> list:
     se_sens = 100 * math.sqrt(0.75 * 0.25 / max(tumor, 1))
     se_spec = 100 * math.sqrt(0.75 * 0.25 / max(normal, 1))
     unit = "patients" if test.get("patients") else "cases"
+    cv = results.get("cross_validation") or {}
+    resamples = results["config"].get("bootstrap_resamples", 2000)
+    where = (f"Patient-level {cv['folds']}-fold cross-validation: every one of the {cv['patients']} patients is "
+             "tested exactly once, by classifiers whose training, validation and augmenters never saw them; the "
+             "test numbers below pool the folds. " if cv.get("folds") else "")
     lines = [
         "## Read this first: how much these numbers can carry", "",
-        f"- The test split has {tumor} tumor and {normal} normal slices from {cases_and_patients(test)} "
+        f"- {where}**The 95% confidence intervals** (CI) come from a patient-level bootstrap: the test patients "
+        f"are resampled with replacement {resamples} times (seeded), the pooled AUC or balanced accuracy (mean "
+        "over seeds) is recomputed on each resample, and the interval holds its middle 95%. It says how much "
+        "the number would move with another set of patients like these; it does not cover the spread between "
+        "training seeds (the ± below) or a cohort unlike this one. A paired difference's CI uses the same "
+        "resamples for both rows: a CI wholly above 0 means the row beats its reference on these patients "
+        "beyond what the choice of patients explains.",
+        f"- The test {'folds have' if cv.get('folds') else 'split has'} {tumor} tumor and {normal} normal slices from {cases_and_patients(test)} "
         f"({test['tumor']['cases']} cases with tumor slices). Slices of one patient are correlated, so the "
         f"effective sample size is closer to the number of {unit} than to the number of slices.",
         f"- Even counting slices as independent, a sensitivity near 75% carries a standard error of "
@@ -106,6 +119,48 @@ def main_tables(results: dict) -> list:
                    [[r["name"], percent(r["summary"]["balanced_accuracy"]), percent(r["summary"]["auc_hard"]),
                      ", ".join(f"{run['epochs_run']} ({run['best_epoch']})" for run in r["runs"]),
                      f"{r['runs'][0]['train_slices']} ({r['runs'][0]['synthetic_slices']})"] for r in rows])
+    return lines + [""]
+
+
+def interval(ci: dict, signed: bool = False) -> str:
+    """'81.2 [74.0, 87.9]' in percent; n/a when undefined."""
+    if not ci or ci.get("estimate") is None or ci.get("low") is None:
+        return "n/a"
+    form = "+.1f" if signed else ".1f"
+    return f"{100 * ci['estimate']:{form}} [{100 * ci['low']:{form}}, {100 * ci['high']:{form}}]"
+
+
+def pooled_section(results: dict) -> list:
+    rows = results["rows"]
+    if not rows or "pooled" not in rows[0]:
+        return []
+    lines = ["## Pooled over folds, with 95% patient-bootstrap CIs (%)", "",
+             "AUC and balanced accuracy of the test predictions pooled over folds, mean over seeds, with the "
+             "95% CI of a patient-level bootstrap (see Read this first).", ""]
+    cohorts = {}
+    for fold in (results.get("cross_validation") or {}).get("per_fold", []):
+        for name, c in fold.get("augmenters", {}).items():
+            cohorts.setdefault(name, set()).add(c.get("cohort", "unknown"))
+    body = [[r["name"], interval(r["pooled"]["auc"]), interval(r["pooled"]["balanced_accuracy"]),
+             ", ".join(sorted(cohorts.get(r["augmenter"], []))) or "-"] for r in rows]
+    lines += table(["Row", "AUC [95% CI]", "Balanced accuracy [95% CI]", "Augmenter trained on"], body)
+    paired = results.get("paired") or []
+    if paired:
+        best = results.get("best_cheap_baseline")
+        lines += ["", "### Paired differences (row - reference, percentage points)", "",
+                  f"Same patients, folds and seeds; 95% CI of the paired patient bootstrap. The best cheap baseline "
+                  f"(highest pooled AUC among the rows that need no trained augmenter) is `{best}`. Tests over "
+                  "folds x seeds of the per-fold AUC differences: wins/losses/ties, the exact sign test "
+                  "(scipy.stats.binomtest) and the Wilcoxon signed-rank test.", ""]
+        body = []
+        for p in paired:
+            t = p["tests"]
+            body.append([p["row"], p["baseline"] + (" (best cheap)" if p.get("best_cheap") else ""),
+                         interval(p["auc"], signed=True), interval(p["balanced_accuracy"], signed=True),
+                         f"{t['wins']}/{t['losses']}/{t['ties']}", f"{t['sign_test_p']:.3g}",
+                         "n/a" if t["wilcoxon_p"] is None else f"{t['wilcoxon_p']:.3g}"])
+        lines += table(["Row", "Reference", "Δ AUC [95% CI]", "Δ Balanced accuracy [95% CI]", "W/L/T",
+                        "Sign test p", "Wilcoxon p"], body)
     return lines + [""]
 
 
@@ -219,10 +274,11 @@ def paper_section() -> list:
 
 
 def write_report(path: str, results: dict) -> None:
-    """Write `report.md` from the results dictionary."""
+    """Write `report.md` from the results dictionary (atomically: a temporary file renamed)."""
     results = to_json_safe(results)
     lines = ["# Classifier evaluation: does the augmentation help?", ""]
-    lines += sample_size_section(results) + main_tables(results) + comparison_section(results)
+    lines += sample_size_section(results) + pooled_section(results) + main_tables(results) + comparison_section(results)
     lines += attention_section(results) + judge_section(results) + setup_section(results) + figures_section(results) + paper_section()
-    with open(path, "w") as f:
-        f.write("\n".join(lines))
+    from ssagan_tf.evaluation.ledger import write_atomic
+
+    write_atomic(path, "\n".join(lines))

@@ -17,11 +17,14 @@ import tensorflow as tf
 from absl import logging
 
 from ssagan_tf.data import schema
+from ssagan_tf.data.folds import manifest_sha256
 from ssagan_tf.data.pipeline import load_split_arrays
-from ssagan_tf.evaluation import arms, metrics
+from ssagan_tf.evaluation import arms, crossval, ledger, metrics
 from ssagan_tf.evaluation.augmenters import Augmenter, Translation, has_attention
 from ssagan_tf.evaluation.classifier import Classifier, predict_probabilities, train_classifier
 from ssagan_tf.evaluation.config import SYNTHETIC_ARMS, EvaluationConfig, check_inputs
+from ssagan_tf.evaluation.controls import ControlAugmenter
+from ssagan_tf.locking import DirectoryLock
 from ssagan_tf.precision import choose_precision
 
 # The numbers summarised over seeds, compared between arms and tabulated, in the paper's order.
@@ -71,30 +74,41 @@ def attention_metrics(to_normal: Translation, to_tumor: Translation, true_masks:
     return result
 
 
-def score_augmenter(augmenter: Augmenter, train: dict, test: dict, tau: float,
-                    need_synthetic: bool) -> dict:
+def translate_fold(augmenter, train: dict, test: dict, need_synthetic: bool) -> dict:
     """Translate what the evaluation needs with one augmenter: every train slice (the pools the
     synthetic arms draw from) and the test slices (attention metrics and the sample grid)."""
+    directions = getattr(augmenter, "directions", ("normal_to_tumor", "tumor_to_normal"))
     out = {}
     if need_synthetic:
-        out["synthetic"] = (augmenter.translate("normal_to_tumor", train["image"][train["label"] == 0]),
-                            augmenter.translate("tumor_to_normal", train["image"][train["label"] == 1]))
+        out["synthetic_tumor"] = augmenter.translate("normal_to_tumor", train["image"][train["label"] == 0])
+        if "tumor_to_normal" in directions:
+            out["synthetic_normal"] = augmenter.translate("tumor_to_normal", train["image"][train["label"] == 1])
     tumor = test["label"] == 1
     out["test_to_normal"] = augmenter.translate("tumor_to_normal", test["image"][tumor])
     out["test_to_tumor"] = augmenter.translate("normal_to_tumor", test["image"][~tumor])
-    out["attention"] = attention_metrics(out["test_to_normal"], out["test_to_tumor"], test["mask"][tumor],
-                                         test["has_mask"][tumor] > 0, tau)
     return out
 
 
+def score_translations(out: dict, test: dict, tau: float) -> dict:
+    """The translations plus their attention metrics; `synthetic` = the pair the arms draw from."""
+    tumor = test["label"] == 1
+    scored = dict(out, attention=attention_metrics(out["test_to_normal"], out["test_to_tumor"], test["mask"][tumor],
+                                                   test["has_mask"][tumor] > 0, tau))
+    if "synthetic_tumor" in out:
+        scored["synthetic"] = (out["synthetic_tumor"], out.get("synthetic_normal"))
+    return scored
+
+
 def run_one(config: EvaluationConfig, classifier: Classifier, row: Row, seed: int, data: dict,
-            synthetic) -> dict:
+            synthetic, fold_label: str = "") -> dict:
     """Train and test one classifier; returns its test metrics and predictions."""
     images, labels, selected = arms.training_set(data["train"], row.arm, synthetic, row.ratio, seed)
-    classic = row.arm in ("classic", "synthetic+classic")
+    base, classic = arms.arm_parts(row.arm)
     started = time.time()
     trained = train_classifier(
-        classifier, arms.train_dataset(images, labels, config.batch_size, seed, classic),
+        classifier, arms.train_dataset(images, labels, config.batch_size, seed, classic,
+                                       mixing=base if base in arms.MIXING else "", classic_impl=config.classic_impl,
+                                       classic_strength=config.classic_strength),
         arms.eval_dataset(data["val"]["image"], data["val"]["label"], config.batch_size),
         config.epochs, config.patience, seed, config.verbose)
     test = data["test"]
@@ -108,7 +122,7 @@ def run_one(config: EvaluationConfig, classifier: Classifier, row: Row, seed: in
                   test_probabilities=[round(float(p), 6) for p in probabilities])
     if selected is not None:
         result["synthetic_sources"] = {k: v.tolist() for k, v in selected.items()}
-    logging.info("%s seed %d: sens %.3f spec %.3f auc %.3f (%d epochs, %.1fs)", row.name, seed,
+    logging.info("%s%s seed %d: sens %.3f spec %.3f auc %.3f (%d epochs, %.1fs)", row.name, fold_label, seed,
                  result["sensitivity"], result["specificity"], result["auc"], trained.epochs_run,
                  result["seconds"])
     return result
@@ -125,6 +139,7 @@ def split_summary(arrays: dict, patients: list | None) -> dict:
     summary["cases"] = int(np.unique(arrays["case_id"]).size)
     summary["tumor_with_mask"] = int(np.sum((arrays["label"] == 1) & (arrays["has_mask"] > 0)))
     return summary
+
 
 
 def summarize_row(runs: list) -> dict:
@@ -148,66 +163,184 @@ def compare_rows(rows: list, runs: dict, baseline: str | None) -> list:
     return comparisons
 
 
+# Rows that cost nothing beyond the classifier: every one that is not an exported augmenter's.
+def is_cheap(row: dict, controls: tuple) -> bool:
+    return row["arm"] != "none" and (not row["augmenter"] or row["augmenter"] in controls) \
+        and row["augmenter"] != "identity"
+
+
+def run_key(config: EvaluationConfig, plan: dict, row: Row, seed: int, precision: str, manifest_sha: str,
+            augmenter: dict | None) -> dict:
+    """Every setting that decides one classifier's result (the ledger's key)."""
+    fields = ("epochs", "batch_size", "patience", "width", "learning_rate", "threshold", "tumor_fraction", "folds",
+              "fold_seed", "weight_decay", "lr_schedule", "classic_impl", "classic_strength")
+    return {"data": manifest_sha, "fold": plan["index"], "test_patients": plan["patients"]["test"],
+            "val_patients": plan["patients"]["val"], "row": row.name, "seed": seed, "precision": precision,
+            "augmenter": augmenter, **{name: getattr(config, name) for name in fields}}
+
+
+def build_augmenters(config: EvaluationConfig, plan: dict, low_data, image_shape: tuple) -> tuple:
+    """This fold's augmenters (exports and built-in controls) and what each saw."""
+    loaded, cohorts = [], {}
+    for name, path in config.augmenters:
+        if not path:
+            augmenter = ControlAugmenter(name, plan["train"])
+            cohorts[name] = {"cohort": "built in", "identity": ledger.augmenter_identity("")}
+        else:
+            version_dir = crossval.resolved(crossval.augmenter_path(path, plan["index"]))
+            cohorts[name] = dict(crossval.check_cohort(name, version_dir, plan, low_data, bool(config.folds)),
+                                 path=version_dir, identity=ledger.augmenter_identity(version_dir))
+            augmenter = Augmenter(name, version_dir)
+        augmenter.check_input_shape(image_shape)
+        loaded.append(augmenter)
+    return loaded, cohorts
+
+
 def run_evaluation(config: EvaluationConfig) -> dict:
-    """Run the whole evaluation and write `results.json`, `report.md` and the PNG plots to
-    `config.output_dir`. Returns the results dictionary (as written to `results.json`)."""
+    """Run the whole evaluation, holding the output folder's lock, and write `results.json`,
+    `report.md` and the PNG plots to `config.output_dir`; finished classifiers and translations
+    are kept there and reused by a rerun. Returns the results dictionary."""
+    check_inputs(config)
+    with DirectoryLock(config.output_dir, ledger.LOCK_NAME, "an evaluation", "--output_dir"):
+        return _run(config)
+
+
+def _run(config: EvaluationConfig) -> dict:
     from ssagan_tf.evaluation import plots, report
 
-    check_inputs(config)
     started = time.time()
+    removed = ledger.retire_report(config.output_dir)
+    if removed:
+        print(f"Removed the previous {' and '.join(removed)} (rewritten at the end)", flush=True)
     manifest = schema.read_manifest(config.data_dir)
+    manifest_sha = manifest_sha256(config.data_dir)
     image_shape = (manifest.image_size, manifest.image_size, manifest.channels)
-    augmenters = [Augmenter(name, path) for name, path in config.augmenters]
-    for augmenter in augmenters:
-        augmenter.check_input_shape(image_shape)
-    os.makedirs(config.output_dir, exist_ok=True)
     data = {split: load_split_arrays(config.data_dir, split) for split in schema.SPLITS}
-    low_data = None
-    if config.tumor_fraction < 1.0:
-        all_tumor = int(np.sum(data["train"]["label"] == 1))
-        data["train"], kept = arms.keep_tumor_cases(data["train"], config.tumor_fraction)
-        low_data = {"tumor_fraction": config.tumor_fraction, "kept_tumor_cases": kept,
-                    "tumor_slices": int(np.sum(data["train"]["label"] == 1)), "tumor_slices_before": all_tumor}
-        print(f"Low-data regime: the tumor slices of {len(kept)} training case(s) kept "
-              f"({low_data['tumor_slices']} of {all_tumor})", flush=True)
-    need_synthetic = any(arm in SYNTHETIC_ARMS for arm in config.arms)
-    translations = {a.name: score_augmenter(a, data["train"], data["test"], config.tau, need_synthetic)
-                    for a in augmenters}
-    judged = {}
-    if config.judge:
-        from ssagan_tf.evaluation.judge import Judge, both_directions
-
-        judge = Judge(config.judge)
-        judged = {"judge": config.judge, "judge_test_auc": judge.test_auc, "augmenters": {
-            a.name: both_directions(judge, data["test"], translations[a.name]["test_to_tumor"].image,
-                                    translations[a.name]["test_to_normal"].image) for a in augmenters}}
+    plans = crossval.plan_folds(config, manifest, data)
     rows = plan_rows(config)
+    need_synthetic = any(arm in SYNTHETIC_ARMS for arm in config.arms)
     choice = choose_precision(config.precision)
     print(f"{choice.describe()} for the ResNet18 classifiers", flush=True)
-    classifier = Classifier(image_shape[0], image_shape[2], config.width, config.learning_rate, choice.precision)
-    runs = {}
-    for row in rows:
-        synthetic = translations[row.augmenter].get("synthetic") if row.augmenter else None
-        runs[row.name] = [run_one(config, classifier, row, seed, data, synthetic) for seed in config.seeds]
-    results = {
-        "config": asdict(config),
-        "tensorflow": tf.__version__,
-        "precision": {"classifier": choice.precision, "reason": choice.reason},
-        "data": {split: split_summary(arrays, manifest.raw.get("patients", {}).get(split))
-                 for split, arrays in data.items()},
-        "image_shape": list(image_shape),
-        "test_labels": data["test"]["label"].tolist(),
-        "rows": [dict(asdict(row), name=row.name, summary=summarize_row(runs[row.name]),
-                      runs=runs[row.name]) for row in rows],
-        "comparisons": compare_rows(rows, runs, config.baseline_arm),
-        "attention": {name: t["attention"] for name, t in translations.items()},
-        "judged": judged,
-        "low_data": low_data,
-    }
-    figures = plots.write_figures(config.output_dir, results, translations, data["test"],
+    classifier = Classifier(image_shape[0], image_shape[2], config.width, config.learning_rate, choice.precision,
+                            config.weight_decay, config.lr_schedule)
+    book, cache = ledger.Ledger(config.output_dir), ledger.TranslationCache(config.output_dir)
+    fold_runs = {row.name: [] for row in rows}       # row -> per fold, per seed
+    folds_record, first_translations, judged = [], {}, {}
+    for plan in plans:
+        low_data = crossval.reduce_tumors(plan, config.tumor_fraction)
+        label = f" (fold {plan['index']})" if plan["index"] is not None else ""
+        if low_data:
+            print(f"Low-data regime{label}: the tumor slices of {len(low_data['kept_tumor_cases'])} training case(s) "
+                  f"kept ({low_data['tumor_slices']} of {low_data['tumor_slices_before']})", flush=True)
+        augmenters, cohorts = build_augmenters(config, plan, low_data, image_shape)
+        translations = {}
+        for augmenter in augmenters:
+            key = {"augmenter": cohorts[augmenter.name]["identity"], "name": augmenter.name, "data": manifest_sha,
+                   "fold": plan["index"], "train_cases": sorted(set(crossval._names(plan["train"]["case_id"]))),
+                   "test_patients": plan["patients"]["test"], "tumor_fraction": config.tumor_fraction,
+                   "synthetic": need_synthetic}
+            made = cache.load(key)
+            if made is None:
+                made = translate_fold(augmenter, plan["train"], plan["test"], need_synthetic)
+                cache.save(key, made)
+            translations[augmenter.name] = score_translations(made, plan["test"], config.tau)
+        if plan is plans[0]:
+            first_translations = translations
+            if config.judge:
+                from ssagan_tf.evaluation.judge import Judge, both_directions
+
+                judge = Judge(config.judge)
+                judged = {"judge": config.judge, "judge_test_auc": judge.test_auc, "augmenters": {
+                    name: both_directions(judge, plan["test"], t["test_to_tumor"].image, t["test_to_normal"].image)
+                    for name, t in translations.items()}}
+        for row in rows:
+            synthetic = translations[row.augmenter].get("synthetic") if row.augmenter else None
+            identity = cohorts[row.augmenter]["identity"] if row.augmenter else None
+            per_seed = []
+            for seed in config.seeds:
+                key = run_key(config, plan, row, seed, choice.precision, manifest_sha, identity)
+                result = book.get(key)
+                if result is None:
+                    result = run_one(config, classifier, row, seed, plan, synthetic, label)
+                    book.put(key, result)
+                per_seed.append(result)
+            fold_runs[row.name].append(per_seed)
+        folds_record.append({"fold": plan["index"], "patients": plan["patients"], "low_data": low_data,
+                             "augmenters": {n: {k: v for k, v in c.items() if k != "identity"}
+                                            for n, c in cohorts.items()},
+                             "data": {split: split_summary(plan[split], sorted({plan["owners"][c] for c in
+                                      crossval._names(plan[split]["case_id"])})) for split in schema.SPLITS},
+                             "attention": {n: t["attention"] for n, t in translations.items()}})
+    if book.reused:
+        print(f"Reused {book.reused} finished classifier(s) from {book.directory}", flush=True)
+    results = assemble(config, plans, rows, fold_runs, folds_record, choice, image_shape, judged)
+    figures = plots.write_figures(config.output_dir, results, first_translations, plans[0]["test"],
                                   REPORTED_METRICS, config.sample_count)
     results["figures"] = figures
+    results["classifiers_reused"] = book.reused
     results["seconds"] = round(time.time() - started, 1)
     report.write_results_json(os.path.join(config.output_dir, "results.json"), results)
     report.write_report(os.path.join(config.output_dir, "report.md"), results)
     return results
+
+
+def assemble(config, plans, rows, fold_runs, folds_record, choice, image_shape, judged) -> dict:
+    """Pool each row's folds per seed, summarise, bootstrap and compare."""
+    tests = [plan["test"] for plan in plans]
+    labels = np.concatenate([t["label"] for t in tests])
+    patients = np.array([plans[0]["owners"][c] for t in tests for c in crossval._names(t["case_id"])], dtype=object)
+    runs = {row.name: [crossval.pool_seed([fold[i] for fold in fold_runs[row.name]], tests, config.threshold)
+                       for i in range(len(config.seeds))] for row in rows}
+    result_rows = []
+    for row in rows:
+        entry = dict(asdict(row), name=row.name, summary=summarize_row(runs[row.name]), runs=runs[row.name],
+                     fold_runs=fold_runs[row.name])
+        entry["pooled"] = crossval.pooled_statistics(row.name, runs[row.name], labels, patients, config.threshold,
+                                                     config.bootstrap_resamples)
+        result_rows.append(entry)
+    by_name = {r["name"]: r for r in result_rows}
+    paired = []
+    baseline = config.baseline_arm
+    controls = tuple(n for n, p in config.augmenters if not p)
+    cheap = [r for r in result_rows if is_cheap(r, controls)]
+    best = max(cheap, key=lambda r: r["pooled"]["auc"]["estimate"], default=None)
+    references = [by_name[Row(baseline).name]] if baseline else []
+    if best is not None and (not references or best["name"] != references[0]["name"]):
+        references.append(best)
+    for reference in references:
+        for row in result_rows:
+            if row["name"] != reference["name"] and row["arm"] != "none":
+                paired.append(dict(crossval.paired_comparison(row, reference, labels, patients, config.threshold,
+                                                              config.bootstrap_resamples),
+                                   best_cheap=reference is best))
+    manifest = schema.read_manifest(config.data_dir)
+    return {
+        "config": asdict(config),
+        "tensorflow": tf.__version__,
+        "precision": {"classifier": choice.precision, "reason": choice.reason},
+        "cross_validation": {"folds": config.folds, "fold_seed": config.fold_seed, "per_fold": folds_record,
+                             "patients": int(len(set(patients)))},
+        "data": folds_record[0]["data"] if not config.folds else pooled_summary(folds_record, manifest),
+        "image_shape": list(image_shape),
+        "test_labels": labels.tolist(),
+        "test_patients": patients.tolist(),
+        "rows": result_rows,
+        "comparisons": compare_rows(rows, runs, baseline),
+        "paired": paired,
+        "best_cheap_baseline": best["name"] if best else None,
+        "attention": folds_record[0]["attention"],
+        "judged": judged,
+        "low_data": folds_record[0]["low_data"],
+    }
+
+
+def pooled_summary(folds_record: list, manifest) -> dict:
+    """Split sizes summed over folds (each patient is tested once, trained on K-1 times)."""
+    out = {}
+    for split in schema.SPLITS:
+        parts = [f["data"][split] for f in folds_record]
+        out[split] = {"patients": sum(p["patients"] or 0 for p in parts), "cases": sum(p["cases"] for p in parts),
+                      "tumor_with_mask": sum(p["tumor_with_mask"] for p in parts),
+                      **{name: {"slices": sum(p[name]["slices"] for p in parts),
+                                "cases": sum(p[name]["cases"] for p in parts)} for name in schema.LABELS}}
+    return out

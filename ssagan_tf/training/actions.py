@@ -98,9 +98,10 @@ class SaveCheckpoint:
     """A checkpoint every `checkpoint_every` steps, at every epoch end and at the stop step, once
     the state is checked finite (every process takes part: multi-worker saves are collective)."""
 
-    def __init__(self, config, schedule, state, manager, start: int):
+    def __init__(self, config, schedule, state, manager, start: int, number_offset: int = 0):
         self.config, self.schedule, self.state, self.manager = config, schedule, state, manager
         self.last_saved = start
+        self.number_offset = number_offset      # checkpoint number - step (0 unless resumed below a newer file)
         size, channels = config.model.image_size, config.model.channels
         self.probe = tf.constant(np.random.default_rng(0).uniform(-1, 1, (1, size, size, channels)), tf.float32)
 
@@ -118,5 +119,5 @@ class SaveCheckpoint:
                 f"Training stopped without saving them; the last finite checkpoint "
                 f"({self.manager.latest_checkpoint or 'none'}) is the latest, and a rerun resumes from it. "
                 "Try a lower --learning_rate, or --precision=fp32.")
-        self.manager.save(checkpoint_number=step)
+        self.manager.save(checkpoint_number=step + self.number_offset)
         self.last_saved = step

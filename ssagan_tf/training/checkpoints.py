@@ -1,14 +1,24 @@
-"""Training checkpoints: everything needed to continue a run exactly (docs/training.md, "Resuming exactly"), and
-`restore_models` for export and evaluation.
+"""Training checkpoints: everything needed to continue a run exactly (docs/training.md, "Resuming
+exactly"), and `restore_models` for export and evaluation.
 
 A checkpoint holds the six networks, both optimizers (moments, iteration counts, loss scales),
 the global step and epoch, and every replica's image pools (whose query counters are their
 random state; the data order is reproduced by seed and step, see `loop.py`).
+
+Which checkpoint to continue from is decided from the checkpoint files themselves, not from
+TensorFlow's `checkpoints/checkpoint` state file alone: a missing or garbage state file makes
+`tf.train.latest_checkpoint` answer None (training would restart from step 0 over the existing
+checkpoints), and a truncated latest checkpoint fails deep inside TensorFlow without its name.
+`newest_intact_checkpoint` reads every tensor of the newest `ckpt-<N>` (CRCs included) and steps
+back to older ones until one reads, naming what it skipped.
 """
 
 from __future__ import annotations
 
 import os
+import re
+import sys
+from dataclasses import dataclass
 
 import tensorflow as tf
 
@@ -35,8 +45,107 @@ def training_checkpoint(models: SSAModels, gen_optimizer, disc_optimizer, step, 
 
 
 def latest_checkpoint(model_dir: str):
-    """The newest checkpoint prefix under `model_dir`, or None."""
+    """The checkpoint prefix TensorFlow's state file names as the latest, or None (see
+    `newest_intact_checkpoint` for the one to continue from)."""
     return tf.train.latest_checkpoint(checkpoint_dir(model_dir))
+
+
+CHECKPOINT_PREFIX = "ckpt"      # tf.train.CheckpointManager's: ckpt-<N>.index, ckpt-<N>.data-<i>-of-<n>
+_CHECKPOINT_FILE = re.compile(rf"^{CHECKPOINT_PREFIX}-(\d+)(\.index|\.data-\d+-of-\d+)$")
+
+
+@dataclass(frozen=True)
+class CheckpointFiles:
+    """The files of one `ckpt-<number>` in a run's checkpoints folder."""
+
+    number: int
+    prefix: str             # the path TensorFlow reads: <model_dir>/checkpoints/ckpt-<number>
+    files: tuple            # the file names present (index and data shards)
+
+    @property
+    def name(self) -> str:
+        return os.path.basename(self.prefix)
+
+
+class NoIntactCheckpointError(RuntimeError):
+    """Checkpoint files exist, but none of them can be read."""
+
+
+def list_checkpoints(model_dir: str) -> list:
+    """Every `ckpt-<N>` with files in `<model_dir>/checkpoints`, intact or not, oldest (lowest N)
+    first. TensorFlow's state file is not read."""
+    folder = checkpoint_dir(model_dir)
+    found = {}
+    names = sorted(os.listdir(folder)) if os.path.isdir(folder) else []
+    for name in names:
+        match = _CHECKPOINT_FILE.match(name)
+        if match and os.path.isfile(os.path.join(folder, name)):
+            found.setdefault(int(match.group(1)), []).append(name)
+    return [CheckpointFiles(number, os.path.join(folder, f"{CHECKPOINT_PREFIX}-{number}"), tuple(files))
+            for number, files in sorted(found.items())]
+
+
+def checkpoint_problem(prefix: str) -> str | None:
+    """Why the checkpoint at `prefix` cannot be read (None when it can): its index must parse and
+    every tensor must read with its checksum. Reading all of it costs about one restore."""
+    if not os.path.isfile(prefix + ".index"):
+        return "no index file (the save did not finish)"
+    try:
+        reader = tf.train.load_checkpoint(prefix)
+        for name in reader.get_variable_to_shape_map():
+            reader.get_tensor(name)
+    except Exception as err:  # noqa: BLE001 - any failure to read means: not intact (IndexError, OpError, ...)
+        text = getattr(err, "message", None) or str(err) or type(err).__name__
+        return " ".join(text.replace(prefix, "").split())[:200] or type(err).__name__
+    return None
+
+
+def newest_intact_checkpoint(model_dir: str, log=None):
+    """The prefix of the newest checkpoint of the run in `model_dir` that reads completely, or None
+    when there are no checkpoint files. Newer ones that do not read are named in one line through
+    `log` (default: stderr) and left on disk as they are; when none reads,
+    `NoIntactCheckpointError` names them."""
+    found = list_checkpoints(model_dir)
+    skipped = []
+    for candidate in reversed(found):
+        problem = checkpoint_problem(candidate.prefix)
+        if problem is None:
+            if skipped:
+                (log or _to_stderr)(f"Skipped unreadable checkpoint(s) newer than {candidate.name} (left as they are): "
+                                    + "; ".join(skipped))
+            return candidate.prefix
+        skipped.append(f"{candidate.name} ({problem})")
+    if skipped:
+        raise NoIntactCheckpointError(
+            f"{checkpoint_dir(model_dir)}: no checkpoint can be read: " + "; ".join(skipped)
+            + ". Nothing was changed; to start this run over, pass --fresh (it deletes them)")
+    return None
+
+
+def highest_checkpoint_number(model_dir: str) -> int:
+    """The highest N of any `ckpt-<N>` file present, readable or not (0 when none), so that new
+    checkpoints can be numbered above every existing one."""
+    found = list_checkpoints(model_dir)
+    return found[-1].number if found else 0
+
+
+def record_resume_point(model_dir: str, prefix: str) -> None:
+    """Make TensorFlow's state file name `prefix` as the latest and every readable checkpoint up to
+    it as kept, so that `tf.train.CheckpointManager` continues from there and rotates the old ones
+    as usual (with a missing or garbage state file it would know none of them and keep them all
+    forever). Unreadable ones stay out of the list and on disk."""
+    number = int(prefix.rsplit("-", 1)[1])
+    kept = [c.name for c in list_checkpoints(model_dir) if c.number < number and checkpoint_problem(c.prefix) is None]
+    state = tf.train.get_checkpoint_state(checkpoint_dir(model_dir))
+    listed = [os.path.basename(p) for p in state.all_model_checkpoint_paths] if state else None
+    wanted = kept + [os.path.basename(prefix)]
+    if state and os.path.basename(state.model_checkpoint_path) == wanted[-1] and listed == wanted:
+        return
+    tf.compat.v1.train.update_checkpoint_state(checkpoint_dir(model_dir), wanted[-1], all_model_checkpoint_paths=wanted)
+
+
+def _to_stderr(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
 
 
 class IncompatibleCheckpointError(ValueError):
@@ -61,18 +170,17 @@ def check_format(path: str, need_discriminators: bool = True, need_pools: bool =
             "resume exactly; start over with --fresh")
 
 
-def restore_models(model_dir: str, precision: str = "fp32", discriminators: bool = False):
-    """Build the networks of the run in `model_dir` from its `config.json` and load the latest
-    checkpoint's weights. Returns ``(SSAModels, ModelConfig, run_config_dict)``; the run config
-    holds `tau`, the inference threshold. The models compute in `precision` whatever the run
-    trained in (variables are float32 in every precision). The discriminators keep their initial
-    weights unless `discriminators` (export and augmentation do not need them)."""
+def restore_models(model_dir: str, precision: str = "fp32", discriminators: bool = False, checkpoint: str | None = None,
+                   log=None):
+    """Build the networks of the run in `model_dir` from its `config.json` and load the weights of
+    `checkpoint` (default: its newest intact one, `newest_intact_checkpoint`, which names through
+    `log` the unreadable ones it skipped). Returns ``(SSAModels, ModelConfig, run_config_dict)``;
+    the run config holds `tau`, the inference threshold. The models compute in `precision`
+    whatever the run trained in (variables are float32 in every precision). The discriminators
+    keep their initial weights unless `discriminators` (export and augmentation do not need them)."""
     run_config = load_config_dict(model_dir)
-    if not isinstance(run_config.get("model"), dict):
-        raise ValueError(f"{os.path.join(model_dir, 'config.json')}: no 'model' section; not the config.json of a "
-                         "training run (run_train.py writes it)")
     cfg = ModelConfig.from_dict({**run_config["model"], "precision": precision})
-    path = latest_checkpoint(model_dir)
+    path = checkpoint or newest_intact_checkpoint(model_dir, log)
     if path is None:
         raise FileNotFoundError(f"{checkpoint_dir(model_dir)}: no checkpoint; has this run saved one yet?")
     check_format(path, need_discriminators=discriminators)

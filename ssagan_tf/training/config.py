@@ -10,6 +10,7 @@ precision is resolved, so a bad flag is refused at once.
 from __future__ import annotations
 
 import dataclasses
+import glob
 import json
 import math
 import os
@@ -48,6 +49,19 @@ def unused_settings(model: ModelConfig, names) -> list:
 
 class ConfigError(ValueError):
     """A setting that cannot work (with this data or this machine); raised before any training."""
+
+
+class RunConfigFileError(ValueError):
+    """A `config.json` that is not valid JSON or not the config of a training run."""
+
+
+# Settings a resumed run may change freely: where its inputs and outputs are, how often it
+# reports and saves, when it stops, and how it runs (devices, XLA, op determinism: these may
+# change the numbers by rounding, not the method). Every other setting, and the data (by
+# `integrity.dataset_checksum`), must be as saved unless `allow_changes` names it.
+FREE_ON_RESUME = ("data_dir", "model_dir", "max_steps", "checkpoint_every", "keep_checkpoints", "log_every",
+                  "image_every", "export_dir", "judge_dir", "fresh", "allow_changes", "precision_reason",
+                  "strategy", "cpu_replicas", "jit_compile", "deterministic")
 
 
 @dataclass(frozen=True)
@@ -90,10 +104,15 @@ class RunConfig:
     image_every: int = 500
     fresh: bool = False
     export_dir: str = ""               # after training, the chief exports the generators here; "" = no export
+    allow_changes: tuple = ()          # settings (RESUME_GUARDED) a resume may change from the saved run
+    # The patients of a cross-validation fold's run (ssagan_tf.data.folds.cohort_record); {} = the
+    # whole train split of data_dir. Recorded here and in the export's export.json.
+    cohort: dict = field(default_factory=dict)
 
     def __post_init__(self):
         object.__setattr__(self, "d_mode", D_MODE_ALIASES.get(self.d_mode, self.d_mode))
         object.__setattr__(self, "export_dir", self.export_dir or "")
+        object.__setattr__(self, "allow_changes", tuple(self.allow_changes or ()))
         problems = self.problems()
         if problems:
             raise ConfigError("; ".join(problems))
@@ -150,6 +169,13 @@ class RunConfig:
              "cpu_replicas splits the CPU for a mirrored or multi_worker strategy; one_device uses one device")
         for name in ("checkpoint_every", "keep_checkpoints", "log_every", "image_every"):
             need(getattr(self, name) >= 1, f"{name} must be >= 1, got {getattr(self, name)}")
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            need(not isinstance(value, float) or math.isfinite(value), f"{f.name} must be finite, got {value}")
+        unknown = [name for name in self.allow_changes if name not in RESUME_GUARDED]
+        need(not unknown, f"allow_changes: {', '.join(map(repr, unknown))} cannot be named; the settings a resume "
+                          f"checks are {', '.join(RESUME_GUARDED)} (the others may change freely; the model's shape "
+                          "never: its checkpoint would not load)")
         return problems
 
     def check_inputs(self) -> schema.Manifest:
@@ -165,6 +191,11 @@ class RunConfig:
                 json.loads(os.environ["TF_CONFIG"])
             except json.JSONDecodeError as err:
                 raise ConfigError(f"TF_CONFIG is not valid JSON: {err}") from err
+        if self.export_dir:
+            problem = export_dir_problem(self.export_dir)
+            if problem:
+                raise ConfigError(f"--export_dir {self.export_dir}: {problem} (checked before training, which "
+                                  "exports there at its end)")
         try:
             manifest = schema.read_manifest(self.data_dir)
         except (FileNotFoundError, ValueError) as err:
@@ -190,34 +221,113 @@ class RunConfig:
         return manifest
 
 
-def save_config(config: RunConfig, directory: str) -> str:
+# What a resume compares with the saved run (see FREE_ON_RESUME): RunConfig's other fields, the
+# precision, and the data's checksum. The model's shape is compared apart: it cannot change.
+RESUME_GUARDED = tuple(f.name for f in dataclasses.fields(RunConfig)
+                       if f.name not in FREE_ON_RESUME and f.name != "model") + ("precision", "data")
+DATA_CHECKSUM_KEY = "data_checksum"
+
+
+def export_dir_problem(export_dir: str) -> str | None:
+    """Why the export at the end of training could not be written to `export_dir` (a file in the
+    way, a folder we may not write), or None."""
+    path = os.path.abspath(export_dir)
+    if os.path.exists(path) and not os.path.isdir(path):
+        return "is a file, not a folder"
+    existing = path
+    while not os.path.exists(existing):
+        existing = os.path.dirname(existing)
+    if not os.path.isdir(existing):
+        return f"{existing} is a file, not a folder"
+    if not os.access(existing, os.W_OK | os.X_OK):
+        return f"{existing} is not writable" if existing == path else f"cannot create it: {existing} is not writable"
+    return None
+
+
+def save_config(config: RunConfig, directory: str, data_checksum: str | None = None) -> str:
+    """Write `config` (and the checksum of its data, `integrity.dataset_checksum`) as
+    `<directory>/config.json`, atomically."""
     os.makedirs(directory, exist_ok=True)
     path = os.path.join(directory, CONFIG_NAME)
     tmp = path + ".tmp"
+    values = config.to_dict()
+    values["allow_changes"] = list(config.allow_changes)
+    if data_checksum:
+        values[DATA_CHECKSUM_KEY] = data_checksum
     with open(tmp, "w") as f:
-        json.dump(config.to_dict(), f, indent=2, sort_keys=True)
+        json.dump(values, f, indent=2, sort_keys=True)
+        f.flush()
+        os.fsync(f.fileno())
     os.replace(tmp, path)
     return path
 
 
+# What every run's config.json has held since the first version (newer fields may be missing).
+_REQUIRED = ("data_dir", "model_dir", "tau", "model")
+_REQUIRED_MODEL = ("system", "image_size", "channels", "ngf", "ndf", "n_res_blocks")
+_TYPES = {"int": (int,), "float": (int, float), "str": (str,), "bool": (bool,), "tuple": (list, tuple)}
+
+
+def run_config_problem(values) -> str | None:
+    """What makes `values` (a parsed config.json) unlike the config of a training run: not an
+    object, keys missing, values of the wrong type, values the checks refuse; None when it is one."""
+    if not isinstance(values, dict):
+        return f"holds a JSON {type(values).__name__}, not an object"
+    if not isinstance(values.get("model"), dict):
+        return "no 'model' section"
+    missing = [k for k in _REQUIRED if k not in values] + [f"model.{k}" for k in _REQUIRED_MODEL
+                                                           if k not in values["model"]]
+    if missing:
+        return f"missing {', '.join(missing)}"
+    wrong = []
+    for cls, section, prefix in ((RunConfig, values, ""), (ModelConfig, values["model"], "model.")):
+        for f in dataclasses.fields(cls):
+            types = _TYPES.get(f.type)
+            value = section.get(f.name)
+            if f.name in section and types and (not isinstance(value, types) or (bool not in types and
+                                                                                 isinstance(value, bool))):
+                wrong.append(f"{prefix}{f.name} is {json.dumps(value)} (wants {f.type})")
+    if wrong:
+        return "wrong types: " + ", ".join(wrong)
+    try:
+        RunConfig.from_dict(values)
+    except (ValueError, TypeError) as err:
+        return str(err)
+    return None
+
+
 def load_config_dict(model_dir: str) -> dict:
+    """The checked contents of `<model_dir>/config.json`: `RunConfigFileError` names the file and
+    what is wrong with it (bad JSON, a missing key, a value of the wrong type or refused)."""
     path = os.path.join(model_dir, CONFIG_NAME)
     if not os.path.isfile(path):
         raise FileNotFoundError(f"{path}: no run config; is {model_dir!r} the --model_dir of a training run?")
-    with open(path) as f:
-        return json.load(f)
+    try:
+        with open(path, encoding="utf-8") as f:
+            values = json.load(f)
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise RunConfigFileError(f"{path}: not valid JSON ({err}); damaged, or not written by run_train.py") from err
+    problem = run_config_problem(values)
+    if problem:
+        raise RunConfigFileError(f"{path}: {problem}; not the config.json of a training run (run_train.py "
+                                 "writes it), or damaged")
+    return values
+
+
+def load_run_config(model_dir: str) -> RunConfig:
+    """The RunConfig saved in `<model_dir>/config.json` (checked as `load_config_dict` does)."""
+    return RunConfig.from_dict(load_config_dict(model_dir))
 
 
 def saved_precision(model_dir: str) -> str | None:
     """The precision of the run saved in `model_dir` (None when it holds no checkpoint)."""
-    import tensorflow as tf
-
-    if not tf.train.latest_checkpoint(os.path.join(model_dir, "checkpoints")):
+    # The checkpoint files, not TensorFlow's state file, which may be missing or garbage.
+    if not glob.glob(os.path.join(glob.escape(model_dir), "checkpoints", "ckpt-*.index")):
         return None
     try:
         return ModelConfig.from_dict(load_config_dict(model_dir)["model"]).precision
-    except (FileNotFoundError, KeyError, ValueError, TypeError):
-        return None
+    except (FileNotFoundError, ValueError):
+        return None             # named when training reads it
 
 
 def resolve_precision(requested: str, model_dir: str, fresh: bool = False, **hardware) -> precisions.PrecisionChoice:

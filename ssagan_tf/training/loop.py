@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import shutil
 import sys
 import time
 from dataclasses import dataclass, field
@@ -27,16 +26,16 @@ import tensorflow as tf
 from ssagan_tf.data import integrity, pipeline
 from ssagan_tf.locking import DirectoryLock
 from ssagan_tf.models import ModelConfig
-from ssagan_tf.training import checkpoints, summaries
+from ssagan_tf.training import checkpoints, resume, summaries
 from ssagan_tf.training.actions import LogProgress, NonFiniteLossError, SaveCheckpoint, Throughput, WriteImages
-from ssagan_tf.training.config import ConfigError, RunConfig, load_config_dict, save_config
+from ssagan_tf.training.config import CONFIG_NAME, ConfigError, RunConfig, load_config_dict, save_config
+from ssagan_tf.training.interrupt import StopRequests
 from ssagan_tf.training.schedule import Schedule
 from ssagan_tf.training.state import TrainingState
 from ssagan_tf.training.step import TrainStep
 from ssagan_tf.training.validation import Validation
 from ssagan_tf.training.strategy import cleanup_write_dir, is_chief, is_chief_process, make_strategy, write_dir
 
-OWNED_SUBDIRS = ("checkpoints", "logs", "samples")
 LOCK_NAME = "train.lock"          # in model_dir; held while a trainer runs (ssagan_tf.locking)
 
 
@@ -68,42 +67,22 @@ def missing_masks_warning(config: RunConfig, manifest) -> str | None:
             "train --model=specatte_cyclegan to say so.")
 
 
-def _prepare_model_dir(config: RunConfig, chief: bool, log):
-    """Resume, start fresh, or refuse when model_dir holds a run of another architecture."""
-    latest = checkpoints.latest_checkpoint(config.model_dir)
+def _prepare_model_dir(config: RunConfig, chief: bool, data_checksum: str, log):
+    """Start over (--fresh), start a new run, or resume from the newest intact checkpoint with
+    the saved settings (`resume`); returns the checkpoint to resume from, or None."""
     if config.fresh:
         if chief:
-            for sub in OWNED_SUBDIRS:
-                shutil.rmtree(os.path.join(config.model_dir, sub), ignore_errors=True)
-            if latest:
-                log(f"--fresh: removed the previous run's checkpoints, logs and samples in {config.model_dir}")
+            resume.start_fresh(config.model_dir, log)
         return None
+    latest = checkpoints.newest_intact_checkpoint(config.model_dir, log)
     if latest is None:
+        if os.path.exists(os.path.join(config.model_dir, CONFIG_NAME)):
+            load_config_dict(config.model_dir)      # a new run replaces only a config.json of ours
         return None
-    saved_model = ModelConfig.from_dict(load_config_dict(config.model_dir)["model"])
-    if (saved_model.precision == "fp16") != (config.model.precision == "fp16"):
-        raise ConfigError(f"{config.model_dir} holds a run trained in {saved_model.precision}, this one is "
-                          f"{config.model.precision}: fp16 runs keep loss-scaled optimizers that other precisions do not "
-                          f"have; resume with --precision={saved_model.precision}, or use --fresh")
-    saved = _architecture(saved_model)
-    wanted = _architecture(config.model)
-    if saved != wanted:
-        changes = ", ".join(f"{k} {saved[k]!r} there, {wanted[k]!r} now"
-                            for k in sorted(saved) if saved[k] != wanted[k])
-        raise ConfigError(f"{config.model_dir} holds a run of another model ({changes}); "
-                         "use --fresh to start over there, or another --model_dir")
+    resume.check_resume(config, data_checksum, log)
+    if chief:
+        checkpoints.record_resume_point(config.model_dir, latest)
     return latest
-
-
-def _architecture(model: ModelConfig) -> dict:
-    """What must match to resume: the model config, with attention_ngf resolved (0 and the value of
-    ngf build the same networks; runs saved before the field existed read as 0) and without
-    the precision (variables are float32 in every precision; `resolve_precision` decides which
-    changes a resume allows)."""
-    values = model.to_dict()
-    values["attention_ngf"] = model.attention_filters if model.use_attention else 0
-    values.pop("precision")
-    return values
 
 
 def _dataset(config: RunConfig, skip: int):
@@ -127,6 +106,8 @@ def train(config: RunConfig, stream=None) -> TrainResult:
     log(f"Precision {config.model.precision}"
         + (f" ({config.precision_reason})" if config.precision_reason else ""))
     manifest = config.check_inputs()
+    if config.fresh:
+        resume.check_fresh(config.model_dir)        # before the lock: a refused folder is left as it was
     schedule = Schedule.for_run(config, manifest)
     # One trainer per run directory: two would write checkpoints under the same names. Only the
     # process that writes model_dir locks it (multi-worker peers save into temporary folders).
@@ -138,7 +119,9 @@ def train(config: RunConfig, stream=None) -> TrainResult:
         # Imported here: export reads what training writes, a floor above it.
         from ssagan_tf.export import export_models
 
-        result.export = export_models(config.model_dir, config.export_dir, precision=config.model.precision)
+        # float32 for serving whatever the training precision (python -m ssagan_tf.export
+        # --precision exports in another).
+        result.export = export_models(config.model_dir, config.export_dir, precision="fp32", log=log)
         log(f"Exported to {config.export_dir}")
     return result
 
@@ -157,7 +140,8 @@ def _train(config: RunConfig, manifest, schedule: Schedule, log, stream) -> Trai
     if config.batch_size % replicas:
         raise ConfigError(f"batch_size {config.batch_size} is not divisible by the {replicas} replicas")
     chief = is_chief(strategy)
-    resume_from = _prepare_model_dir(config, chief, log)
+    data_checksum = integrity.dataset_checksum(manifest)
+    resume_from = _prepare_model_dir(config, chief, data_checksum, log)
     out_dir = write_dir(config.model_dir, strategy)
 
     state = TrainingState.build(config, strategy, schedule)
@@ -168,8 +152,17 @@ def _train(config: RunConfig, manifest, schedule: Schedule, log, stream) -> Trai
         _restore(ckpt, state, resume_from, log)
         resumed = int(state.step.numpy())
         log(f"Resuming from step {resumed} (epoch {int(state.epoch.numpy())}) of {resume_from}")
-    if chief:
-        save_config(config, config.model_dir)
+
+    def record_config():
+        save_config(config, config.model_dir, data_checksum)
+
+    # A new run records its config before writing anything else (so --fresh can tell the folder
+    # for a run); a resume only once it has taken a step, so one that fails changes nothing.
+    if chief and not resume_from:
+        record_config()
+    # New checkpoints are numbered above every existing one (an unreadable newer one skipped on
+    # resume is neither overwritten nor mistaken for the latest); normally the number is the step.
+    number_offset = max(0, checkpoints.highest_checkpoint_number(config.model_dir) - int(state.step.numpy()))
     total_steps, stop_step = schedule.total_steps, schedule.stop_step
     log(f"Training {config.model.system} on {config.data_dir}: {replicas} replica(s) ({config.strategy}), "
         f"global batch {config.batch_size}, {schedule.steps_per_epoch} steps/epoch, {total_steps} steps in all"
@@ -180,7 +173,8 @@ def _train(config: RunConfig, manifest, schedule: Schedule, log, stream) -> Trai
     result = TrainResult(step=int(state.step.numpy()), epoch=int(state.epoch.numpy()), total_steps=total_steps,
                          resumed_from=resumed, chief=chief)
     try:
-        _run(config, schedule, strategy, chief, state, manager, result, log, stream)
+        _run(config, schedule, strategy, chief, state, manager, result, log, stream,
+             record_config if chief and resume_from else None, number_offset)
     finally:
         cleanup_write_dir(out_dir, config.model_dir)
     return result
@@ -203,7 +197,16 @@ def _restore(ckpt, state: TrainingState, path: str, log):
         log(f"Note: the checkpoint has image pools for {saved_pools} replica(s), this run has {len(state.pools_tumor)}")
 
 
-def _run(config, schedule, strategy, chief, state, manager, result, log, stream):
+def _run(config, schedule, strategy, chief, state, manager, result, log, stream, record_config, number_offset):
+    # Ctrl-C and SIGTERM stop the loop between steps, after a checkpoint of the last finished one
+    # (multi-worker saves are collective: there they stop at once, without saving).
+    with StopRequests(enabled=config.strategy != "multi_worker") as stop:
+        _loop(config, schedule, strategy, chief, state, manager, result, log, stream, record_config, number_offset,
+              stop)
+
+
+def _loop(config, schedule, strategy, chief, state, manager, result, log, stream, record_config, number_offset,
+          stop):
     board = summaries.Summaries(os.path.join(config.model_dir, "logs") if chief else None)
     train_step = TrainStep(strategy, state, config)
     start = int(state.step.numpy())
@@ -216,12 +219,15 @@ def _run(config, schedule, strategy, chief, state, manager, result, log, stream)
             grid_inputs = summaries.sample_batch(config.data_dir)
         validation = Validation(config, schedule, state.models, board, result, log)
         actions += [WriteImages(config, schedule, state.models, board, grid_inputs), validation]
-    actions.append(SaveCheckpoint(config, schedule, state, manager, start))
+    saver = SaveCheckpoint(config, schedule, state, manager, start, number_offset)
+    actions.append(saver)
 
     if validation is not None and start == 0:
         validation(0)                                # the untrained baseline
     current = start
     while current < schedule.stop_step:
+        if stop.requested:
+            _stop(stop, saver, current, log)
         phase = schedule.phase(current)
         began = time.perf_counter()
         with pipeline.shard_errors_named(config.data_dir):     # a bad shard: one error naming it
@@ -236,6 +242,9 @@ def _run(config, schedule, strategy, chief, state, manager, result, log, stream)
                 + f". Training stopped; the last good checkpoint ({manager.latest_checkpoint or 'none'}) is intact. "
                 "Try a lower --learning_rate, or --precision=fp32.")
         result.losses = values
+        if record_config is not None:
+            record_config()
+            record_config = None
         if schedule.ends_epoch(current):
             state.epoch.assign(schedule.epoch_of(current))
         for action in actions:
@@ -243,9 +252,25 @@ def _run(config, schedule, strategy, chief, state, manager, result, log, stream)
                 action(current, values)
         board.flush()
     board.close()
+    if stop.requested:
+        _stop(stop, saver, current, log)
     result.step, result.epoch = current, int(state.epoch.numpy())
     if chief:
         result.checkpoint = checkpoints.latest_checkpoint(config.model_dir)
         log(f"Done at step {current}; checkpoint {result.checkpoint}")
     else:
         log(f"Done at step {current} (this worker's checkpoints were temporary; the chief keeps them)")
+
+
+def _stop(stop, saver: SaveCheckpoint, step: int, log):
+    """End the loop after `step` for the signal received: save it (unless saved already, or not
+    finite), say so, and raise KeyboardInterrupt (the command line's "interrupted", exit 130)."""
+    if saver.last_saved != step:
+        try:
+            saver(step, {})
+        except NonFiniteLossError as err:
+            log(f"{stop.requested} after step {step}; not saved: {err}")
+            raise KeyboardInterrupt(stop.requested) from err
+    log(f"{stop.requested} after step {step}: checkpoint {saver.manager.latest_checkpoint} holds it; run the same "
+        "command again to resume")
+    raise KeyboardInterrupt(stop.requested)

@@ -11,6 +11,7 @@ import numpy as np
 import tensorflow as tf
 from tensorflow.core.framework.summary_pb2 import DataClass, SummaryMetadata
 
+from ssagan_tf import io as durable
 from ssagan_tf.data import pipeline
 from ssagan_tf.models import reconstruct, translate
 
@@ -77,9 +78,7 @@ def write_png(path: str, grid: np.ndarray):
     """Write a [H, W, 1] image in [0, 1] as an 8-bit PNG (atomically)."""
     os.makedirs(os.path.dirname(path), exist_ok=True)
     data = tf.io.encode_png(tf.cast(np.round(np.clip(grid, 0, 1) * 255), tf.uint8)).numpy()
-    with open(path + ".tmp", "wb") as f:
-        f.write(data)
-    os.replace(path + ".tmp", path)
+    durable.atomic_write(path, data)
 
 
 def sample_batch(data_dir: str, count: int = 2) -> tuple:

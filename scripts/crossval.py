@@ -1,0 +1,86 @@
+"""The whole cross-validated experiment on a converted dataset, in one resumable command:
+
+    python -m scripts.crossval --data_dir=DATA --output_dir=CV --folds=5 \
+        --train_flagfile=lgg.flags [--systems=ssa_cyclegan,cyclegan] [--tumor_fraction=0.25] \
+        [--evaluate_flags="--seeds=0,1,2 --width=64 --epochs=40 --patience=8"]
+
+For each fold k and each system it runs `run_train.py --folds=K --fold=k` (the fold's training
+patients only; `CV/fold<k>/<system>/`) and exports the model (`CV/fold<k>/export_<system>/`),
+then `run_evaluate.py --folds=K` over every fold's exports plus the cheap baselines and controls
+(`CV/report/`). Every command is printed before it runs. Interrupted, the same command continues
+where it stopped: a fold whose export exists is not trained again, an unfinished training run
+resumes from its last checkpoint, and the evaluation reuses its finished classifiers.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import subprocess
+import sys
+
+from absl import flags
+
+flags.DEFINE_string("data_dir", None, "Converted dataset (python -m data_prep.convert).")
+flags.DEFINE_string("output_dir", None, "Where every fold's runs, exports and the report go.")
+flags.DEFINE_integer("folds", 5, "Patient-level folds K (>= 2).")
+flags.DEFINE_integer("fold_seed", 0, "Seed of the fold assignment.")
+flags.DEFINE_list("systems", ["ssa_cyclegan", "cyclegan"], "run_train.py --model values; one augmenter each per fold.")
+flags.DEFINE_string("train_flagfile", "", "A run_train.py flagfile (e.g. lgg.flags) for every fold's training.")
+flags.DEFINE_string("train_flags", "", "Further run_train.py flags, one string (they follow the flagfile).")
+flags.DEFINE_float("tumor_fraction", 1.0, "Low-data regime for the augmenters and the classifiers alike.")
+flags.DEFINE_string("arms", "none,classic,mixup+classic,cutmix+classic,synthetic,synthetic+classic",
+                    "run_evaluate.py --arms.")
+flags.DEFINE_string("evaluate_flags", "", "Further run_evaluate.py flags, one string (seeds, width, epochs, ...).")
+flags.mark_flags_as_required(["data_dir", "output_dir"])
+FLAGS = flags.FLAGS
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+NAMES = {"ssa_cyclegan": "ssa", "cyclegan": "cyclegan"}
+
+
+def run(args: list) -> None:
+    print(f"$ {shlex.join(args)}", flush=True)
+    result = subprocess.run([sys.executable if a == "python" else a for a in args])
+    if result.returncode != 0:
+        raise RuntimeError(f"crossval: `{os.path.basename(args[1])} ...` failed (exit {result.returncode}); rerun "
+                           "the same command to continue")
+
+
+def commands(data_dir: str, out: str) -> list:
+    """Every command of the experiment, in order, skipping the trainings whose export exists."""
+    steps = []
+    for fold in range(FLAGS.folds):
+        for system in FLAGS.systems:
+            export = os.path.join(out, f"fold{fold}", f"export_{system}")
+            if os.path.isdir(os.path.join(export, "ssagan")):
+                continue
+            args = ["python", os.path.join(REPO_ROOT, "run_train.py"), f"--data_dir={data_dir}", f"--model={system}",
+                    f"--model_dir={os.path.join(out, f'fold{fold}', system)}", f"--folds={FLAGS.folds}",
+                    f"--fold={fold}", f"--fold_seed={FLAGS.fold_seed}", f"--tumor_fraction={FLAGS.tumor_fraction}",
+                    f"--export_dir={export}"]
+            if FLAGS.train_flagfile:
+                args.insert(2, f"--flagfile={FLAGS.train_flagfile}")
+            steps.append(args + shlex.split(FLAGS.train_flags))
+    augmenters = [f"{NAMES.get(s, s)}={os.path.join(out, 'fold{fold}', f'export_{s}', 'ssagan')}" for s in FLAGS.systems]
+    steps.append(["python", os.path.join(REPO_ROOT, "run_evaluate.py"), f"--data_dir={data_dir}", f"--output_dir={os.path.join(out, 'report')}",
+                  f"--folds={FLAGS.folds}", f"--fold_seed={FLAGS.fold_seed}", f"--tumor_fraction={FLAGS.tumor_fraction}",
+                  f"--augmenters={','.join(augmenters + ['copy_paste', 'identity'])}", f"--arms={FLAGS.arms}"]
+                 + shlex.split(FLAGS.evaluate_flags))
+    return steps
+
+
+def main(argv) -> int:
+    if len(argv) > 1:
+        raise ValueError(f"unexpected arguments: {argv[1:]}")
+    if FLAGS.folds < 2:
+        raise ValueError(f"--folds={FLAGS.folds}: need at least 2")
+    for args in commands(FLAGS.data_dir, FLAGS.output_dir):
+        run(args)
+    print(f"report: {os.path.join(FLAGS.output_dir, 'report', 'report.md')}")
+    return 0
+
+
+if __name__ == "__main__":
+    from ssagan_tf import cli
+
+    cli.run(main, __doc__)

@@ -1,0 +1,208 @@
+"""Patient-level K-fold cross-validation over a converted dataset.
+
+The patients of all three splits are pooled and dealt into K folds (sorted, shuffled with
+`fold_seed`, then dealt in turn, so fold sizes differ by at most one). Fold k tests its own
+patients; its training patients are all the others, of whom a seeded fifth (`VAL_FRACTION`, at
+least one) is held out for early stopping and any other choice, so nothing is chosen on the test
+patients. The evaluation (`run_evaluate.py --folds=K`) and the augmenters' training
+(`run_train.py --folds=K --fold=k`) call the same functions, so both see the same patients.
+
+The unit is the patient: a patient with several scans (cases) is never split across folds. The
+converter records which case belongs to which patient (`case_patients` in manifest.json); a
+dataset converted before that record existed works when each patient has one case.
+
+This module imports no TensorFlow except in `write_fold_dataset`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+
+import numpy as np
+
+VAL_FRACTION = 0.2
+FOLD_DATA_NAME = "fold_data"     # the fold's training data, inside run_train's --model_dir
+
+
+def case_patients(manifest) -> dict:
+    """case id -> patient id for every case of the dataset (all splits)."""
+    cases = sorted({c for split in manifest.cases.values() for c in split})
+    recorded = manifest.raw.get("case_patients")
+    if recorded:
+        missing = [c for c in cases if c not in recorded]
+        if missing:
+            raise ValueError(f"{manifest.path}: case_patients misses case(s) {missing[:3]}; convert again")
+        return {c: str(recorded[c]) for c in cases}
+    patients = manifest.raw.get("patients") or {}
+    if any(len(patients.get(s, [])) not in (0, len(manifest.cases.get(s, []))) for s in manifest.cases):
+        raise ValueError(f"{manifest.path}: some patients have several cases, and this manifest does not say "
+                         "which case is whose (written by an older converter); convert the dataset again "
+                         "for cross-validation")
+    return {c: c for c in cases}
+
+
+def assign_folds(patients, folds: int, seed: int = 0) -> dict:
+    """patient -> fold index in [0, folds): sorted, shuffled with `seed`, dealt in turn."""
+    patients = sorted(set(str(p) for p in patients))
+    if folds < 2 or folds > len(patients):
+        raise ValueError(f"folds={folds}: need 2 <= folds <= the {len(patients)} patients")
+    order = np.random.default_rng(seed).permutation(len(patients))
+    return {patients[j]: i % folds for i, j in enumerate(order)}
+
+
+def fold_patients(patients, folds: int, fold: int, seed: int = 0) -> dict:
+    """{"test", "val", "train"}: sorted patient lists of fold `fold` (disjoint, covering all)."""
+    if not 0 <= fold < folds:
+        raise ValueError(f"fold={fold}: must be in [0, {folds})")
+    assignment = assign_folds(patients, folds, seed)
+    test = sorted(p for p, k in assignment.items() if k == fold)
+    rest = sorted(p for p, k in assignment.items() if k != fold)
+    count = max(1, int(round(VAL_FRACTION * len(rest))))
+    if count >= len(rest):
+        raise ValueError(f"folds={folds}: fold {fold} leaves {len(rest)} training patient(s), too few to hold "
+                         "one out for validation")
+    val = sorted(np.random.default_rng([seed, fold]).permutation(rest)[:count].tolist())
+    return {"test": test, "val": val, "train": sorted(set(rest) - set(val))}
+
+
+def kept_tumor_cases(cases_with_tumor, fraction: float, seed: int = 0) -> list:
+    """The low-data regime's cases: round(fraction x cases) of them (at least one), drawn with
+    `seed` from the sorted cases; all of them when fraction >= 1. Sorted."""
+    cases = np.unique(np.asarray([str(c) for c in cases_with_tumor], dtype=object).astype(str))
+    if fraction >= 1.0 or len(cases) == 0:
+        return sorted(cases.tolist())
+    count = max(1, int(round(fraction * len(cases))))
+    return sorted(np.random.default_rng(seed).permutation(cases)[:count].tolist())
+
+
+def manifest_sha256(data_dir: str) -> str:
+    from ssagan_tf.data import schema
+
+    with open(os.path.join(data_dir, schema.MANIFEST_NAME), "rb") as f:
+        return hashlib.sha256(f.read()).hexdigest()
+
+
+def cohort_record(data_dir: str, folds: int, fold: int, seed: int, tumor_fraction: float) -> dict:
+    """What a fold's training run records (config.json `cohort`, export.json): the source dataset,
+    the folds and their seed, the fold's patients, and the low-data regime's kept tumor cases."""
+    from ssagan_tf.data import schema
+
+    manifest = schema.read_manifest(data_dir)
+    owners = case_patients(manifest)
+    split = fold_patients(owners.values(), folds, fold, seed)
+    train_cases = sorted(c for c, p in owners.items() if p in set(split["train"]))
+    record = {"source_data_dir": os.path.abspath(data_dir), "source_manifest_sha256": manifest_sha256(data_dir),
+              "folds": folds, "fold": fold, "fold_seed": seed, "test_patients": split["test"],
+              "val_patients": split["val"], "train_patients": split["train"],
+              "seen_patients": sorted(split["train"] + split["val"]), "tumor_fraction": float(tumor_fraction)}
+    if tumor_fraction < 1.0:
+        # Which training cases have tumor slices is read from the records (the manifest counts by split).
+        record["kept_tumor_cases"] = kept_tumor_cases(_cases_with_tumor(manifest, set(train_cases)),
+                                                      tumor_fraction)
+    return record
+
+
+def _records(manifest):
+    """(split, domain, raw record, case id, label) of every record of the dataset, in order."""
+    import tensorflow as tf
+
+    from ssagan_tf.data import integrity, schema
+
+    for split in schema.SPLITS:
+        for domain in schema.DOMAINS:
+            for path in integrity.check_shards(manifest, split, domain):
+                for raw in tf.data.TFRecordDataset(path).as_numpy_iterator():
+                    features = tf.train.Example.FromString(raw).features.feature
+                    yield (split, domain, raw, features["case_id"].bytes_list.value[0].decode(),
+                           int(features["label"].int64_list.value[0]))
+
+
+def _cases_with_tumor(manifest, cases: set) -> list:
+    return sorted({case for _, _, _, case, label in _records(manifest) if label == 1 and case in cases})
+
+
+def write_fold_dataset(data_dir: str, out_dir: str, cohort: dict) -> str:
+    """A converted dataset at `out_dir` holding the fold's training patients only (`cohort` from
+    `cohort_record`): train = its train patients (in the low-data regime with the tumor slices of
+    the kept cases only), val = its validation patients, no test slices. Written once, atomically;
+    a folder already holding this fold's data is reused, one holding anything else refused."""
+    import tensorflow as tf
+
+    from ssagan_tf.data import integrity, schema
+
+    marker = os.path.join(out_dir, schema.MANIFEST_NAME)
+    if os.path.exists(out_dir):
+        try:
+            with open(marker) as f:
+                existing = json.load(f).get("fold")
+        except (OSError, ValueError):
+            existing = None
+        if existing == cohort:
+            return out_dir
+        raise ValueError(f"{out_dir}: holds {'another fold' if existing else 'something other than fold data'}; "
+                         "use another --model_dir (or --fresh to start this one over)")
+    manifest = schema.read_manifest(data_dir)
+    owners = case_patients(manifest)
+    role = {p: r for r in ("train", "val") for p in cohort[f"{r}_patients"]}
+    kept = set(cohort.get("kept_tumor_cases", [])) if cohort["tumor_fraction"] < 1.0 else None
+    staging = f"{out_dir}.staging-{os.getpid()}"
+    shutil.rmtree(staging, ignore_errors=True)
+    writers, counts, cases = {}, {s: {d: 0 for d in schema.DOMAINS} for s in schema.SPLITS}, {s: set() for s in
+                                                                                             schema.SPLITS}
+    try:
+        for split in schema.SPLITS:
+            os.makedirs(os.path.join(staging, split))
+        for _, domain, raw, case, label in _records(manifest):
+            target = role.get(owners[case])
+            if target is None or (target == "train" and label == 1 and kept is not None and case not in kept):
+                continue
+            key = (target, domain)
+            if key not in writers:
+                writers[key] = tf.io.TFRecordWriter(os.path.join(staging, target, schema.shard_name(domain, 0, 1)))
+            writers[key].write(raw)
+            counts[target][domain] += 1
+            cases[target].add(case)
+        for writer in writers.values():
+            writer.close()
+        shards = {f"{s}/{schema.shard_name(d, 0, 1)}": integrity.describe_shard(
+            os.path.join(staging, s, schema.shard_name(d, 0, 1)), n) for (s, d) in writers for n in [counts[s][d]]}
+        raw_manifest = dict(manifest.raw, counts=counts, shards=shards, fold=cohort,
+                            cases={s: sorted(c) for s, c in cases.items()},
+                            patients={s: sorted({owners[c] for c in cases[s]}) for s in schema.SPLITS},
+                            case_patients={c: owners[c] for s in cases.values() for c in s})
+        if "labelled_train_patients" in raw_manifest:
+            raw_manifest["labelled_train_patients"] = sorted(set(raw_manifest["labelled_train_patients"])
+                                                             & set(cohort["train_patients"]))
+        with open(os.path.join(staging, schema.MANIFEST_NAME), "w") as f:
+            json.dump(raw_manifest, f, indent=2)
+            f.flush()
+            os.fsync(f.fileno())
+        os.rename(staging, out_dir)
+    except BaseException:
+        for writer in writers.values():
+            writer.close()
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return out_dir
+
+
+def training_cohort(run_config: dict) -> dict:
+    """The patients a training run saw, for its export's `export.json`: a fold run's `cohort`
+    record as is; otherwise its dataset's train and validation patients (the ones training and its
+    monitoring read). {"seen_patients": None, ...} when the dataset is no longer there to ask."""
+    if run_config.get("cohort"):
+        return dict(run_config["cohort"])
+    from ssagan_tf.data import schema
+
+    data_dir = run_config.get("data_dir", "")
+    record = {"source_data_dir": os.path.abspath(data_dir) if data_dir else "", "folds": 0, "tumor_fraction": 1.0}
+    try:
+        manifest = schema.read_manifest(data_dir)
+        owners = case_patients(manifest)
+    except (OSError, ValueError):
+        return dict(record, seen_patients=None)
+    seen = sorted({owners[c] for s in ("train", "val") for c in manifest.cases.get(s, [])})
+    return dict(record, source_manifest_sha256=manifest_sha256(data_dir), seen_patients=seen)

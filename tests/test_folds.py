@@ -1,0 +1,77 @@
+"""ssagan_tf/data/folds.py: patient-level folds, and a fold's training data written for run_train."""
+
+import json
+import os
+
+import numpy as np
+import pytest
+
+from ssagan_tf.data import folds, schema
+
+
+def test_folds_are_disjoint_by_patient_cover_everyone_and_are_seeded():
+    patients = [f"P{i:02d}" for i in range(23)]
+    seen_in_test = []
+    for k in range(5):
+        split = folds.fold_patients(patients, 5, k, seed=3)
+        assert not set(split["test"]) & set(split["train"]) and not set(split["test"]) & set(split["val"])
+        assert not set(split["train"]) & set(split["val"])
+        assert sorted(split["test"] + split["val"] + split["train"]) == patients
+        assert len(split["val"]) == round(0.2 * (23 - len(split["test"])))
+        seen_in_test += split["test"]
+    assert sorted(seen_in_test) == patients                       # every patient tested exactly once
+    sizes = [len(folds.fold_patients(patients, 5, k, 3)["test"]) for k in range(5)]
+    assert max(sizes) - min(sizes) <= 1
+    assert folds.fold_patients(patients, 5, 0, 3) == folds.fold_patients(patients, 5, 0, 3)
+    assert folds.fold_patients(patients, 5, 0, 3)["test"] != folds.fold_patients(patients, 5, 0, 4)["test"]
+    with pytest.raises(ValueError, match="folds=30"):
+        folds.assign_folds(patients, 30)
+
+
+class _Manifest:
+    def __init__(self, cases, raw):
+        self.cases, self.raw, self.path = cases, raw, "m/manifest.json"
+
+
+def test_patients_with_several_scans_stay_together():
+    manifest = _Manifest({"train": ["a/1", "a/2", "b/1"], "val": ["c/1"], "test": ["d/1", "d/2"]},
+                         {"case_patients": {"a/1": "a", "a/2": "a", "b/1": "b", "c/1": "c", "d/1": "d", "d/2": "d"}})
+    owners = folds.case_patients(manifest)
+    assert owners["a/2"] == "a" and sorted(set(owners.values())) == ["a", "b", "c", "d"]
+    old = _Manifest(manifest.cases, {"patients": {"train": ["a", "b"], "val": ["c"], "test": ["d"]}})
+    with pytest.raises(ValueError, match="several cases"):
+        folds.case_patients(old)
+    assert folds.case_patients(_Manifest({"train": ["x"], "val": [], "test": ["y"]}, {})) == {"x": "x", "y": "y"}
+
+
+def test_kept_tumor_cases_are_the_evaluations():
+    from ssagan_tf.evaluation.arms import keep_tumor_cases
+
+    cases = np.array([b"c%d" % i for i in range(8) for _ in range(2)])
+    train = {"label": np.ones(16, np.int64), "case_id": cases}
+    assert keep_tumor_cases(train, 0.25)[1] == folds.kept_tumor_cases([c.decode() for c in cases], 0.25)
+    assert len(folds.kept_tumor_cases(cases, 0.25)) == 2
+
+
+def test_fold_dataset_holds_only_the_folds_training_patients(tmp_path, tiny_dataset):
+    from ssagan_tf.data.pipeline import load_split_arrays
+
+    cohort = folds.cohort_record(tiny_dataset, 2, 1, 0, tumor_fraction=0.5)
+    assert sorted(cohort["seen_patients"] + cohort["test_patients"]) == sorted(
+        c for s in schema.SPLITS for c in schema.read_manifest(tiny_dataset).cases[s])
+    out = folds.write_fold_dataset(tiny_dataset, str(tmp_path / "fold"), cohort)
+    manifest = schema.read_manifest(out)
+    assert manifest.raw["fold"] == cohort
+    train, val = load_split_arrays(out, "train"), load_split_arrays(out, "val")
+    assert {c.decode() for c in train["case_id"]} == set(cohort["train_patients"])
+    assert {c.decode() for c in val["case_id"]} == set(cohort["val_patients"])
+    assert {c.decode() for c in train["case_id"][train["label"] == 1]} == set(cohort["kept_tumor_cases"])
+    assert manifest.count("test", "tumor") == manifest.count("test", "normal") == 0
+    assert folds.write_fold_dataset(tiny_dataset, out, cohort) == out            # the same fold: reused
+    with pytest.raises(ValueError, match="another fold"):
+        folds.write_fold_dataset(tiny_dataset, out, folds.cohort_record(tiny_dataset, 2, 0, 0, 0.5))
+    assert not [n for n in os.listdir(tmp_path) if "staging" in n]
+    record = folds.training_cohort({"data_dir": tiny_dataset})
+    assert record["folds"] == 0 and len(record["seen_patients"]) == 4          # train + val cases, one patient each
+    assert folds.training_cohort({"cohort": cohort}) == cohort
+    assert json.loads(json.dumps(cohort)) == cohort
