@@ -294,23 +294,27 @@ def _write_json(path: str, value: dict) -> None:
 
 
 def export_models(model_dir: str, export_dir: str, model_name: str = DEFAULT_MODEL_NAME, tau: float | None = None,
-                  tolerance: float | None = None, precision: str = "fp32", log=None) -> str:
-    """Export the newest intact checkpoint of the training run in `model_dir` as the next version
-    of `<export_dir>/<model_name>`, computing in `precision` (fp32 by default, what serving wants;
+                  tolerance: float | None = None, precision: str = "fp32", checkpoint: str = "auto", log=None) -> str:
+    """Export a checkpoint of the training run in `model_dir` as the next version of
+    `<export_dir>/<model_name>`, computing in `precision` (fp32 by default, what serving wants;
     bf16 or fp16 when asked; resolve `auto` with `ssagan_tf.precision.choose_precision` first);
-    returns the version directory. Unreadable newer checkpoints are skipped and named through
-    `log` (`checkpoints.newest_intact_checkpoint`). `tau` defaults to the run's inference
+    returns the version directory. `checkpoint` is `latest` (the newest intact one: unreadable
+    newer checkpoints are skipped and named through `log`), `best` (the one `--select_best` kept)
+    or `auto` (best when there is one, else latest). `tau` defaults to the run's inference
     threshold, `tolerance` to the precision's."""
-    from ssagan_tf.training.checkpoints import newest_intact_checkpoint, restore_models
+    from ssagan_tf.data.folds import training_cohort
+    from ssagan_tf.training.checkpoints import chosen_checkpoint, restore_models, uses_average
+    from ssagan_tf.training.selection import best_checkpoint
 
-    path = newest_intact_checkpoint(model_dir, log)
+    path = chosen_checkpoint(model_dir, checkpoint, log)
     models, _, run_config = restore_models(model_dir, precision=precision, checkpoint=path)
     tau = run_tau(run_config) if tau is None else float(tau)
-    from ssagan_tf.data.folds import training_cohort
-
-    # The patients it saw: the evaluation refuses an augmenter that saw the patients it tests on.
+    # "average": the checkpoint's moving average of the weights (--ema_decay), else the raw weights.
+    # "cohort": the patients it saw; the evaluation refuses an augmenter that saw the patients it tests on.
     metadata = {"source_model_dir": os.path.abspath(model_dir), "step": restored_step(path),
-                "checkpoint": os.path.basename(path), "cohort": training_cohort(run_config)}
+                "checkpoint": "best" if path == best_checkpoint(model_dir) else "latest",
+                "checkpoint_file": os.path.basename(path), "weights": "average" if uses_average(path) else "raw",
+                "cohort": training_cohort(run_config)}
     return write_export(models, export_dir, model_name, tau, metadata, tolerance)
 
 

@@ -343,3 +343,59 @@ def test_staging_folder_of_an_export_killed_with_sigkill_is_removed_by_the_next(
     assert len(staged) == 1 and export.version_numbers(str(base)) == []
     version_dir = export.export_models(run_dir, str(tmp_path))
     assert version_dir == str(base / "1") and not staged[0].exists()
+
+
+def test_export_of_a_run_with_a_weight_average_serves_the_averaged_weights(tmp_path):
+    """The export of a checkpoint holding a weight average (--ema_decay) translates exactly as the
+    networks with the averaged weights do, not as the raw ones, and says so in export.json."""
+    from ssagan_tf.training.averaging import CHECKPOINT_KEY, WeightAverage
+
+    cfg = ModelConfig(**TINY)
+    path = str(tmp_path / "run")
+    save_config(RunConfig(data_dir="unused", model_dir=path, model=cfg, tau=0.25, ema_decay=0.9), path)
+    raw = build_models(cfg)
+    averaged = build_models(cfg)              # other initial weights: the shadows start as these
+    average = WeightAverage(averaged, 0.9)
+    checkpoint = model_checkpoint(raw, step=tf.Variable(5, dtype=tf.int64), **{CHECKPOINT_KEY: average.trackable()})
+    tf.train.CheckpointManager(checkpoint, checkpoint_dir(path), max_to_keep=1).save()
+    version = export.export_models(path, str(tmp_path / "export"))
+    assert export.read_export_info(version)["weights"] == "average"
+    served = tf.saved_model.load(version).signatures["normal_to_tumor"](images=tf.constant(_batch()))
+    expected, _ = translate(averaged.normal_to_tumor, averaged.attention_normal, _batch(), tau=0.25)
+    not_expected, _ = translate(raw.normal_to_tumor, raw.attention_normal, _batch(), tau=0.25)
+    np.testing.assert_allclose(served["image"].numpy(), expected.numpy(), atol=1e-5)
+    assert np.abs(served["image"].numpy() - not_expected.numpy()).max() > 1e-3
+
+
+def test_export_of_the_best_checkpoint_serves_its_weights(tmp_path):
+    """--checkpoint=best exports the checkpoint the selection kept, latest the newest, auto the
+    kept one when there is one; best without a selection is refused, naming what to do."""
+    import json
+
+    from ssagan_tf.training.selection import SCORES_NAME, selection_dir
+
+    cfg = ModelConfig(**TINY)
+    path = str(tmp_path / "run")
+    save_config(RunConfig(data_dir="unused", model_dir=path, model=cfg, tau=0.25), path)
+    with pytest.raises(FileNotFoundError, match="no best checkpoint"):
+        export.export_models(path, str(tmp_path / "none"), checkpoint="best")
+    kept, newest = build_models(cfg), build_models(cfg)
+    for step, models in ((3, kept), (6, newest)):
+        checkpoint = model_checkpoint(models, step=tf.Variable(step, dtype=tf.int64))
+        saved = tf.train.CheckpointManager(checkpoint, checkpoint_dir(path), max_to_keep=1).save(checkpoint_number=step)
+        if step == 3:     # as selection.KeepBest leaves it
+            os.makedirs(selection_dir(path))
+            for name in os.listdir(checkpoint_dir(path)):
+                if name.startswith("ckpt-3."):
+                    os.link(os.path.join(checkpoint_dir(path), name), os.path.join(selection_dir(path), name))
+            with open(os.path.join(selection_dir(path), SCORES_NAME), "w") as f:
+                json.dump({"records": [], "best": {"epoch": 1, "step": 3, "score": 0.5, "checkpoint": "ckpt-3"}}, f)
+    assert saved.endswith("ckpt-6") and not os.path.exists(os.path.join(checkpoint_dir(path), "ckpt-3.index"))
+    images = _batch()
+    for which, models, step in (("best", kept, 3), ("auto", kept, 3), ("latest", newest, 6)):
+        version = export.export_models(path, str(tmp_path / which), checkpoint=which)
+        info = export.read_export_info(version)
+        assert info["step"] == step and info["checkpoint"] == ("latest" if which == "latest" else "best")
+        served = tf.saved_model.load(version).signatures["normal_to_tumor"](images=tf.constant(images))
+        expected, _ = translate(models.normal_to_tumor, models.attention_normal, images, tau=0.25)
+        np.testing.assert_allclose(served["image"].numpy(), expected.numpy(), atol=1e-5, err_msg=which)

@@ -14,7 +14,7 @@ from conftest import write_tiny_dataset
 from ssagan_tf import losses
 from ssagan_tf.models import ModelConfig, build_models
 from ssagan_tf.training import checkpoints
-from ssagan_tf.training.config import ConfigError, RunConfig
+from ssagan_tf.training.config import ConfigError, RunConfig, save_config
 from ssagan_tf.training.loop import NonFiniteLossError, train
 from ssagan_tf.training.pool import ImagePool
 from ssagan_tf.training.schedule import Phase, Schedule
@@ -623,3 +623,143 @@ def test_learning_rate_must_be_finite(data_dir, tmp_path):
     for bad in (float("inf"), float("nan"), 0.0):
         with pytest.raises(ConfigError, match="learning_rate must be finite and > 0"):
             tiny_config(data_dir, tmp_path, learning_rate=bad)
+
+
+def floats_of(networks: dict) -> dict:
+    return {name: [w.numpy().copy() for w in net.weights if tf.as_dtype(w.dtype).is_floating]
+            for name, net in networks.items()}
+
+
+def test_weight_average_is_the_recursion_of_the_raw_weights(data_dir, tmp_path):
+    """After each of n steps the shadow equals s_k = d s_{k-1} + (1 - d) w_k, s_0 = the initial
+    weights, for every weight of the generators and attention networks (not the discriminators)."""
+    from ssagan_tf.training.averaging import averaged_networks
+
+    decay = 0.8
+    config = tiny_config(data_dir, tmp_path, ema_decay=decay, learning_rate=1e-2)
+    train_step, models, _ = make_train_step(config)
+    state = train_step.state
+    assert set(averaged_networks(models)) == {"normal_to_tumor", "tumor_to_normal", "attention_normal",
+                                              "attention_tumor"}
+    expected = floats_of(averaged_networks(models))
+    for k in range(3):
+        train_step(random_batch(seed=10 + k), phase(config, k < 2))      # two warm-up steps, one frozen
+        raw = floats_of(averaged_networks(models))
+        expected = {n: [decay * s + (1 - decay) * w for s, w in zip(expected[n], raw[n])] for n in raw}
+    shown = build_models(config.model)
+    state.average.copy_to(shown)
+    got = floats_of(averaged_networks(shown))
+    for name in expected:
+        for e, g, r in zip(expected[name], got[name], raw[name]):
+            np.testing.assert_allclose(g, e, rtol=1e-5, atol=1e-6, err_msg=name)
+    # The raw weights moved (lr 1e-2), so the average is not them.
+    assert any(not np.allclose(g, r) for g, r in zip(got["normal_to_tumor"], raw["normal_to_tumor"]))
+
+
+def test_weight_average_checkpoint_round_trip_and_restore_models_uses_it(data_dir, tmp_path):
+    """The average is saved with the training state and restored exactly by a resume (raw weights
+    and shadows as saved); restore_models (export, augmentation) gives the averaged weights; a run
+    saved without an average starts one from its weights."""
+    from ssagan_tf.training import loop
+    from ssagan_tf.training.averaging import averaged_networks
+
+    config = tiny_config(data_dir, tmp_path, ema_decay=0.5, learning_rate=1e-2)
+    train_step, models, _ = make_train_step(config)
+    for k in range(2):
+        train_step(random_batch(seed=20 + k), phase(config, True))
+    manager = tf.train.CheckpointManager(train_step.state.checkpoint(), checkpoints.checkpoint_dir(str(tmp_path)), 3)
+    path = manager.save(checkpoint_number=2)
+    save_config(config, str(tmp_path))
+    shadows = build_models(config.model)
+    train_step.state.average.copy_to(shadows)
+    shadows = floats_of(averaged_networks(shadows))
+    raw = floats_of(averaged_networks(models))
+    assert any(not np.allclose(a, b) for a, b in zip(shadows["attention_tumor"], raw["attention_tumor"]))
+
+    fresh_step, fresh_models, _ = make_train_step(config)
+    loop._restore(fresh_step.state.checkpoint(), fresh_step.state, path, log=lambda _: None)
+    for name, weights in floats_of(averaged_networks(fresh_models)).items():
+        for a, b in zip(weights, raw[name]):
+            np.testing.assert_array_equal(a, b, err_msg=name)
+    again = build_models(config.model)
+    fresh_step.state.average.copy_to(again)
+    for name, weights in floats_of(averaged_networks(again)).items():
+        for a, b in zip(weights, shadows[name]):
+            np.testing.assert_array_equal(a, b, err_msg=name)
+
+    restored, _, _ = checkpoints.restore_models(str(tmp_path))
+    assert checkpoints.uses_average(path)
+    for name, weights in floats_of(averaged_networks(restored)).items():
+        for a, b in zip(weights, shadows[name]):
+            np.testing.assert_array_equal(a, b, err_msg=name)
+    plain, _, _ = checkpoints.restore_models(str(tmp_path), average=False)
+    np.testing.assert_array_equal(plain.normal_to_tumor.weights[0].numpy(), raw["normal_to_tumor"][0])
+
+    # A checkpoint without an average, resumed with --ema_decay: the average starts at its weights.
+    plain_step, _, _ = make_train_step(tiny_config(data_dir, tmp_path))
+    plain_path = plain_step.state.checkpoint().write(str(tmp_path / "plain" / "ckpt-0"))
+    notes = []
+    loop._restore(fresh_step.state.checkpoint(), fresh_step.state, plain_path, log=notes.append)
+    assert notes and "no weight average" in notes[0]
+    fresh_step.state.average.copy_to(again)
+    np.testing.assert_array_equal(again.normal_to_tumor.weights[0].numpy(),
+                                  plain_step.state.models.normal_to_tumor.weights[0].numpy())
+
+
+def test_a_run_with_a_weight_average_validates_with_it(data_dir, tmp_path):
+    """End to end: the epoch's validation Dice is that of the averaged A_t the checkpoint holds
+    (what export uses), not of the raw one."""
+    from ssagan_tf.training.validation import validation_attention
+
+    config = tiny_config(data_dir, tmp_path, ema_decay=0.5, epochs=1, max_steps=3, attention_epochs=1,
+                         learning_rate=1e-2)
+    result = quiet_train(config)
+    averaged, _, _ = checkpoints.restore_models(str(tmp_path))
+    raw, _, _ = checkpoints.restore_models(str(tmp_path), average=False)
+    expected = validation_attention(lambda x: averaged.attention_tumor(x, training=False), data_dir, config.tau)
+    other = validation_attention(lambda x: raw.attention_tumor(x, training=False), data_dir, config.tau)
+    assert result.val_dice[1] == pytest.approx(expected["dice"], abs=1e-6)
+    assert not np.allclose(averaged.attention_tumor.weights[0].numpy(), raw.attention_tumor.weights[0].numpy())
+    assert other is not None
+
+
+@pytest.fixture(scope="module")
+def tiny_judge(data_dir, tmp_path_factory):
+    from ssagan_tf.evaluation.judge import JudgeConfig, train_judge
+
+    judge_dir = str(tmp_path_factory.mktemp("judge"))
+    train_judge(JudgeConfig(data_dir=data_dir, output_dir=judge_dir, width=8, epochs=1, precision="fp32"),
+                log=lambda _: None)
+    return judge_dir
+
+
+def test_selection_and_a_validation_ended_warmup_end_to_end(data_dir, tiny_judge, tmp_path):
+    """--warmup_patience=1 with a min_delta no rise can pass ends the warm-up after epoch 1 (cap
+    3): the attention is frozen from then on and the checkpoint says so; --select_best scores
+    every epoch, keeps the best checkpoint, and export uses it."""
+    import os
+
+    from ssagan_tf import export
+    from ssagan_tf.training import selection
+
+    config = tiny_config(data_dir, tmp_path, epochs=3, attention_epochs=3, judge_dir=tiny_judge, select_best=True,
+                         warmup_patience=1, warmup_min_delta=1.0, keep_checkpoints=2, checkpoint_every=100)
+    stream = io.StringIO()
+    result = train(config, stream=stream)
+    assert result.step == 9
+    assert "the attention warm-up ends here" in stream.getvalue()
+    scores = selection.read_scores(str(tmp_path))
+    assert [r["epoch"] for r in scores["records"]] == [0, 1, 2, 3] and scores["warmup_ended_at_epoch"] == 1
+    assert tf.train.load_variable(result.checkpoint, "attention_end_epoch/.ATTRIBUTES/VARIABLE_VALUE") == 1
+    best = selection.best_record(scores["records"])
+    assert scores["best"]["step"] == best["checkpoint_step"]
+    kept = checkpoints.chosen_checkpoint(str(tmp_path), "best")
+    assert kept and os.path.isfile(kept + ".index")
+    assert int(tf.train.load_variable(kept, "step/.ATTRIBUTES/VARIABLE_VALUE")) == best["checkpoint_step"]
+    # The attention trained in epoch 0 (steps 1-3) only: steps 6 and 9 hold the same A_n, not the same G.
+    w = {s: model_weights(os.path.join(str(tmp_path), "checkpoints", f"ckpt-{s}"), config) for s in (6, 9)}
+    assert all(np.array_equal(a, b) for a, b in zip(w[6]["attention_normal"], w[9]["attention_normal"]))
+    assert not all(np.array_equal(a, b) for a, b in zip(w[6]["normal_to_tumor"], w[9]["normal_to_tumor"]))
+    version = export.export_models(str(tmp_path), str(tmp_path / "export"), checkpoint="best")
+    info = export.read_export_info(version)
+    assert info["checkpoint"] == "best" and info["step"] == best["checkpoint_step"]

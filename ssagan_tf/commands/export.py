@@ -41,6 +41,9 @@ def define_flags(flag_values=None):
                       "the default, serves the same on every machine; bf16 (CPUs with AMX/AVX-512 BF16, GPUs of "
                       "capability >= 8.0) or fp16 (GPUs of capability 7.x) are faster there, within their "
                       "tolerance; auto picks by this machine's hardware.", **define)
+    flags.DEFINE_enum("checkpoint", "auto", ["auto", "best", "latest"],
+                      "Which checkpoint to export: latest (the newest intact one), best (the one --select_best kept "
+                      "in <model_dir>/selection/), or auto (best when the run kept one, else latest).", **define)
     flags.mark_flags_as_required(["model_dir", "export_dir"], **define)
     flags.register_validator("model_name", lambda v: bool(MODEL_NAME_PATTERN.match(v or "")),
                              "--model_name: use letters, digits, '.', '_' or '-', starting with a letter or "
@@ -65,10 +68,11 @@ def _main(argv, flag_values):
 
     version_dir = export_models(flag_values.model_dir, flag_values.export_dir, flag_values.model_name,
                                 tau=flag_values.tau, tolerance=flag_values.tolerance, precision=choice.precision,
-                                log=print)
+                                checkpoint=flag_values.checkpoint, log=print)
     info = read_export_info(version_dir)
-    logging.info("Exported %s (tau %g, step %s, %s); max abs difference vs Keras %s", version_dir, info["tau"],
-                 info.get("step"), info["precision"], info["verification"]["max_abs_diff"])
+    logging.info("Exported %s (tau %g, step %s, %s checkpoint, %s weights, %s); max abs difference vs Keras %s",
+                 version_dir, info["tau"], info.get("step"), info["checkpoint"], info["weights"], info["precision"],
+                 info["verification"]["max_abs_diff"])
     print(version_dir)
 
 

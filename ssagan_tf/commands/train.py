@@ -123,6 +123,20 @@ flags.DEFINE_integer("fold_seed", 0, "With --folds: the seed of the patients' fo
 flags.DEFINE_float("tumor_fraction", 1.0, "With --folds: the low-data regime; keep the tumor slices of only this "
                    "fraction of the fold's training cases, the same ones run_evaluate.py --tumor_fraction keeps "
                    "for the fold's classifiers. 1 = all.")
+flags.DEFINE_float("ema_decay", 0.0, "Not in the paper. > 0: keep an exponential moving average of the generators' "
+                   "and attention networks' weights (e.g. 0.999: about the last 1000 steps), checkpointed with the "
+                   "run; validation, samples, export and augmentation use it, the raw weights train "
+                   "(docs/training.md, 'Levers'). 0 = off.")
+flags.DEFINE_boolean("select_best", False, "Not in the paper. Score every epoch's validation translations with "
+                     "--judge_dir (mean of both directions' judge rates minus a KID penalty; docs/training.md, "
+                     "'Levers'), record the scores in <model_dir>/selection/scores.json and keep the best "
+                     "checkpoint there (never deleted by --keep_checkpoints); export then uses it.")
+flags.DEFINE_integer("warmup_patience", 0, "Not in the paper. > 0: end the attention warm-up early, after the "
+                     "epoch where neither A_t's validation Dice nor the judge's tumor rate of normal->tumor has "
+                     "risen by more than --warmup_min_delta for this many epochs (needs --judge_dir; "
+                     "--attention_epochs is the cap). 0 = the fixed --attention_epochs.")
+flags.DEFINE_float("warmup_min_delta", 0.02, "The rise of a validation measure that counts as progress for "
+                   "--warmup_patience.")
 flags.DEFINE_string("export_dir", None, "After training, export the generators for TF Serving here "
                     "(`ssagan_tf.export`, computing in float32); checked before training starts.")
 
@@ -134,7 +148,7 @@ SETTINGS = ("data_dir", "model_dir", "model", "image_size", "precision", "ngf", 
             "d_mode", "cycle_attention", "judge_dir", "attention_area", "lambda_attention_area", "attention_epochs",
             "tau", "pool_size", "flip", "strategy", "cpu_replicas", "jit_compile", "deterministic", "seed",
             "checkpoint_every", "keep_checkpoints", "log_every", "image_every", "fresh", "export_dir",
-            "allow_changes")
+            "allow_changes", "ema_decay", "select_best", "warmup_patience", "warmup_min_delta")
 
 
 def fold_settings() -> dict:

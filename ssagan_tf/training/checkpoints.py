@@ -23,6 +23,7 @@ from dataclasses import dataclass
 import tensorflow as tf
 
 from ssagan_tf.models import ModelConfig, SSAModels, build_models
+from ssagan_tf.training import averaging
 from ssagan_tf.training.config import load_config_dict
 
 CHECKPOINT_SUBDIR = "checkpoints"
@@ -39,9 +40,16 @@ def model_checkpoint(models: SSAModels, **extra) -> tf.train.Checkpoint:
 
 
 def training_checkpoint(models: SSAModels, gen_optimizer, disc_optimizer, step, epoch, pools_tumor,
-                        pools_normal) -> tf.train.Checkpoint:
+                        pools_normal, average=None, warmup_end=None) -> tf.train.Checkpoint:
+    """The whole training state; the weight average (`averaging.WeightAverage`, with `--ema_decay`)
+    and the epoch the warm-up ends (with `--warmup_patience`) only when there are, so runs
+    without them keep their checkpoint layout."""
+    extra = {averaging.CHECKPOINT_KEY: average.trackable()} if average is not None else {}
+    if warmup_end is not None:
+        extra["attention_end_epoch"] = warmup_end
     return model_checkpoint(models, generator_optimizer=gen_optimizer, discriminator_optimizer=disc_optimizer,
-                            step=step, epoch=epoch, pools_tumor=list(pools_tumor), pools_normal=list(pools_normal))
+                            step=step, epoch=epoch, pools_tumor=list(pools_tumor), pools_normal=list(pools_normal),
+                            **extra)
 
 
 def latest_checkpoint(model_dir: str):
@@ -148,6 +156,24 @@ def _to_stderr(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
+CHECKPOINT_CHOICES = ("auto", "best", "latest")
+
+
+def chosen_checkpoint(model_dir: str, which: str = "latest", log=None):
+    """The checkpoint prefix export reads: `latest`, `best` (the one `--select_best` kept;
+    FileNotFoundError without one) or `auto` (best when the run kept one, else latest); latest is the newest intact
+    checkpoint (`newest_intact_checkpoint`, which names through `log` the unreadable ones it skipped)."""
+    from ssagan_tf.training.selection import best_checkpoint, selection_dir
+
+    if which not in CHECKPOINT_CHOICES:
+        raise ValueError(f"checkpoint must be one of {CHECKPOINT_CHOICES}, got {which!r}")
+    best = best_checkpoint(model_dir) if which != "latest" else None
+    if which == "best" and best is None:
+        raise FileNotFoundError(f"{selection_dir(model_dir)}: no best checkpoint; train with --select_best and "
+                                "--judge_dir, or export --checkpoint=latest")
+    return best or newest_intact_checkpoint(model_dir, log)
+
+
 class IncompatibleCheckpointError(ValueError):
     """A checkpoint written by an older version of this code that cannot be read as it is."""
 
@@ -171,13 +197,15 @@ def check_format(path: str, need_discriminators: bool = True, need_pools: bool =
 
 
 def restore_models(model_dir: str, precision: str = "fp32", discriminators: bool = False, checkpoint: str | None = None,
-                   log=None):
+                   log=None, average: bool = True):
     """Build the networks of the run in `model_dir` from its `config.json` and load the weights of
     `checkpoint` (default: its newest intact one, `newest_intact_checkpoint`, which names through
     `log` the unreadable ones it skipped). Returns ``(SSAModels, ModelConfig, run_config_dict)``;
     the run config holds `tau`, the inference threshold. The models compute in `precision`
     whatever the run trained in (variables are float32 in every precision). The discriminators
-    keep their initial weights unless `discriminators` (export and augmentation do not need them)."""
+    keep their initial weights unless `discriminators` (export and augmentation do not need them).
+    When the checkpoint holds a weight average (`--ema_decay`) and `average`, the generators and
+    attention networks get the averaged weights (`uses_average` tells)."""
     run_config = load_config_dict(model_dir)
     cfg = ModelConfig.from_dict({**run_config["model"], "precision": precision})
     path = checkpoint or newest_intact_checkpoint(model_dir, log)
@@ -189,4 +217,11 @@ def restore_models(model_dir: str, precision: str = "fp32", discriminators: bool
     if not discriminators:
         named = {k: v for k, v in named.items() if not k.startswith("disc_")}
     tf.train.Checkpoint(**named).restore(path).expect_partial().assert_existing_objects_matched()
+    if average and uses_average(path):
+        averaging.load_average_into(models, path)
     return models, cfg, run_config
+
+
+def uses_average(path: str) -> bool:
+    """Whether `restore_models` gives the checkpoint at `path` its averaged weights."""
+    return averaging.has_average(path)

@@ -36,6 +36,8 @@ SYSTEM_SPECIFIC = {
     "cycle_attention": ("use_attention", "the systems with attention"),
     "attention_area": ("use_attention", "the systems with attention"),
     "lambda_attention_area": ("use_attention", "the systems with attention"),
+    "warmup_patience": ("use_attention", "the systems with attention"),
+    "warmup_min_delta": ("use_attention", "the systems with attention"),
 }
 
 
@@ -108,6 +110,10 @@ class RunConfig:
     # The patients of a cross-validation fold's run (ssagan_tf.data.folds.cohort_record); {} = the
     # whole train split of data_dir. Recorded here and in the export's export.json.
     cohort: dict = field(default_factory=dict)
+    ema_decay: float = 0.0             # > 0: average of the translation networks' weights (training.averaging)
+    select_best: bool = False          # keep the checkpoint the validation judge scores best (training.selection)
+    warmup_patience: int = 0           # > 0: end the warm-up when validation plateaus this many epochs; 0 = fixed
+    warmup_min_delta: float = 0.02     # the rise that counts as progress for warmup_patience
 
     def __post_init__(self):
         object.__setattr__(self, "d_mode", D_MODE_ALIASES.get(self.d_mode, self.d_mode))
@@ -167,6 +173,16 @@ class RunConfig:
              f"batch_size {self.batch_size} is not divisible by cpu_replicas {self.cpu_replicas}")
         need(not (self.cpu_replicas and self.strategy == "one_device"),
              "cpu_replicas splits the CPU for a mirrored or multi_worker strategy; one_device uses one device")
+        need(0 <= self.ema_decay < 1, f"ema_decay must be in [0, 1) (0 = no average), got {self.ema_decay}")
+        need(self.warmup_patience >= 0, f"warmup_patience must be >= 0 (0 = fixed warm-up), got {self.warmup_patience}")
+        need(self.warmup_min_delta >= 0, f"warmup_min_delta must be >= 0, got {self.warmup_min_delta}")
+        for name in ("select_best", "warmup_patience"):
+            need(not getattr(self, name) or bool(self.judge_dir),
+                 f"{name} scores the validation translations with a judge: set judge_dir "
+                 "(python -m ssagan_tf.evaluation.judge makes one)")
+        need(not (self.warmup_patience and self.strategy == "multi_worker"),
+             "warmup_patience needs the chief's validation to change every worker's schedule; with multi_worker "
+             "use a fixed --attention_epochs")
         for name in ("checkpoint_every", "keep_checkpoints", "log_every", "image_every"):
             need(getattr(self, name) >= 1, f"{name} must be >= 1, got {getattr(self, name)}")
         for f in dataclasses.fields(self):
@@ -211,6 +227,11 @@ class RunConfig:
         for split in ("train", "val"):
             for domain in schema.DOMAINS:
                 integrity.check_shards(manifest, split, domain)
+        if self.select_best or self.warmup_patience:
+            few = [d for d in schema.DOMAINS if manifest.count("val", d) < 2]
+            if few:
+                raise ConfigError(f"{self.data_dir}: the val split has fewer than 2 {' or '.join(few)} slices, so the "
+                                  "judge cannot score both directions for --select_best / --warmup_patience")
         if self.judge_dir:
             from ssagan_tf.evaluation.judge import check_judge_for
 

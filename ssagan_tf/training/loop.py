@@ -25,8 +25,8 @@ import tensorflow as tf
 
 from ssagan_tf.data import integrity, pipeline
 from ssagan_tf.locking import DirectoryLock
-from ssagan_tf.models import ModelConfig
-from ssagan_tf.training import checkpoints, resume, summaries
+from ssagan_tf.models import ModelConfig, build_models
+from ssagan_tf.training import averaging, checkpoints, resume, selection, summaries
 from ssagan_tf.training.actions import LogProgress, NonFiniteLossError, SaveCheckpoint, Throughput, WriteImages
 from ssagan_tf.training.config import CONFIG_NAME, ConfigError, RunConfig, load_config_dict, save_config
 from ssagan_tf.training.interrupt import StopRequests
@@ -188,8 +188,21 @@ def _restore(ckpt, state: TrainingState, path: str, log):
     saved_pools = sum(1 for name, _ in tf.train.list_variables(path)
                       if name.startswith("pools_tumor/") and "/images/" in name)
     status = ckpt.restore(path)
+    saved = {name.split("/")[0] for name, _ in tf.train.list_variables(path)}
+    # Levers added to a run saved without them: the average starts from the restored weights, the
+    # warm-up's end from the fixed schedule.
+    added = [name for name, part in ((averaging.CHECKPOINT_KEY, state.average),
+                                     ("attention_end_epoch", state.warmup_end)) if part is not None and name not in saved]
+    if averaging.CHECKPOINT_KEY in added:
+        state.average.reset()
+        log("Note: the checkpoint holds no weight average; --ema_decay starts one from its weights")
+    if "attention_end_epoch" in added:
+        log("Note: the checkpoint has no warm-up end; --warmup_patience starts from the fixed schedule")
     if saved_pools == len(state.pools_tumor):
-        status.assert_existing_objects_matched()
+        if added:
+            status.expect_partial()
+        else:
+            status.assert_existing_objects_matched()
     else:
         # Resuming on another number of replicas: pools are per replica, so the extra ones
         # start empty (or the surplus saved ones are dropped); everything else must match.
@@ -217,10 +230,20 @@ def _loop(config, schedule, strategy, chief, state, manager, result, log, stream
     if chief:
         with pipeline.shard_errors_named(config.data_dir):
             grid_inputs = summaries.sample_batch(config.data_dir)
-        validation = Validation(config, schedule, state.models, board, result, log)
-        actions += [WriteImages(config, schedule, state.models, board, grid_inputs), validation]
+        # With --ema_decay, validation and the samples show the averaged weights (what export uses).
+        shown = state.models if state.average is None else build_models(config.model)
+        validation = Validation(config, schedule, shown, board, result, log)
+        shown_actions = [WriteImages(config, schedule, shown, board, grid_inputs), validation]
+        if state.average is not None:
+            shown_actions.insert(0, averaging.ShowAverage(state.average, shown, shown_actions))
+        actions += shown_actions
+        if config.select_best or config.warmup_patience:
+            actions.append(selection.RecordValidation(config, schedule, result, log))
     saver = SaveCheckpoint(config, schedule, state, manager, start, number_offset)
     actions.append(saver)
+    if chief and config.select_best:
+        actions.append(selection.KeepBest(config, schedule, checkpoints.checkpoint_dir(config.model_dir), log,
+                                          number_offset))
 
     if validation is not None and start == 0:
         validation(0)                                # the untrained baseline

@@ -26,6 +26,8 @@ WRITTEN = {
                                               r"|ckpt-\d+_temp)$"),
     "logs": re.compile(r"^events\.out\.tfevents\.\d+\..+$"),
     "samples": re.compile(r"^step_\d{8}\.png$"),
+    # --select_best: the scores and the kept copy of the best checkpoint (training.selection)
+    "selection": re.compile(r"^(scores\.json(\.tmp)?|ckpt-\d+(\.index|\.data-\d+-of-\d+)(\.tmp)?)$"),
 }
 WRITTEN_FILES = (CONFIG_NAME, CONFIG_NAME + ".tmp")
 

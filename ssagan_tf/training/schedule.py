@@ -12,7 +12,7 @@ after `s` steps, so step `s` belongs to epoch `s // steps_per_epoch`.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import keras
 import tensorflow as tf
@@ -27,6 +27,22 @@ class Phase:
 
     train_attention: bool          # the attention networks get gradients (the warm-up)
     mask_discriminators: bool      # the discriminators see attention-guided views, not full images
+
+
+class WarmupEnd:
+    """Where a validation criterion ended the attention warm-up before `attention_epochs`
+    (`--warmup_patience`, `selection.RecordValidation`). Holds a checkpointed int64 variable (the
+    epoch from which the attention is frozen) once `TrainingState.build` attaches one; without it
+    the warm-up lasts `attention_epochs`, as the fixed schedule says."""
+
+    def __init__(self):
+        self.variable = None
+
+    def epoch(self, cap: int) -> int:
+        return cap if self.variable is None else min(cap, int(self.variable.numpy()))
+
+    def end_at(self, epoch: int):
+        self.variable.assign(epoch)
 
 
 class LinearDecaySchedule(keras.optimizers.schedules.LearningRateSchedule):
@@ -57,6 +73,7 @@ class Schedule:
     d_mode: str
     learning_rate: float
     decay_start_fraction: float
+    warmup_end: WarmupEnd = field(default_factory=WarmupEnd, compare=False, repr=False)
 
     @classmethod
     def from_config(cls, config: RunConfig, steps_per_epoch: int) -> "Schedule":
@@ -96,11 +113,11 @@ class Schedule:
     @property
     def freeze_epoch(self) -> int | None:
         """The epoch from whose start the attention networks are frozen (None without attention)."""
-        return self.attention_epochs if self.use_attention else None
+        return self.warmup_end.epoch(self.attention_epochs) if self.use_attention else None
 
     def in_warmup(self, step: int) -> bool:
         """Whether the step taken after `step` steps trains the attention networks."""
-        return self.use_attention and self.epoch_of(step) < self.attention_epochs
+        return self.use_attention and self.epoch_of(step) < self.freeze_epoch
 
     def phase(self, step: int) -> Phase:
         warmup = self.in_warmup(step)

@@ -43,6 +43,9 @@ class TrainStep:
     def _distributed_step(self, batch, phase):
         per_replica = self.strategy.run(self._replica_step, args=(batch, phase))
         self.state.step.assign_add(1)
+        if self.state.average is not None:
+            # After the optimizers (automatic control dependencies order it after their updates).
+            self.state.average.update()
         return {k: self.strategy.reduce(tf.distribute.ReduceOp.SUM, v, axis=None) for k, v in per_replica.items()}
 
     def trainable_generator_variables(self, phase: Phase) -> list:
