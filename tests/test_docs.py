@@ -32,7 +32,7 @@ def _headings(page):
 
 
 # `docs/training.md`, "When normal->tumor draws nothing" (the comma, quotes and line breaks vary)
-REFERENCE = re.compile(r"(docs/[a-z_]+\.md)`?\s*(?:#\s*)?,\s*(?:#\s*)?(?:'|\")([^'\"]+?)(?:'|\")", re.S)
+REFERENCE = re.compile(r"(docs/[a-z_]+\.md)`?\s*(?:#\s*)?,\s*(?:#\s*)?(?:'|\")([^'\"]*?\w[^'\"]*?)(?:'|\")", re.S)
 
 
 def test_section_references_name_existing_headings():
@@ -43,7 +43,7 @@ def test_section_references_name_existing_headings():
                 missing.append((os.path.relpath(path, REPO_ROOT), page))
                 continue
             section = re.sub(r"\s*\n\s*#?\s*", " ", section).strip()
-            if not any(h == section or h.startswith(section + " (") for h in _headings(page)):
+            if not any(h == section or h.startswith((section + " (", section + ":")) for h in _headings(page)):
                 missing.append((os.path.relpath(path, REPO_ROOT), page, section))
     assert missing == []
 
