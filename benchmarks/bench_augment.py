@@ -1,5 +1,5 @@
-"""Augmentation throughput against the bare forward pass (issue 4: target >= 90%), and across
-compute precisions (`--precisions=fp32,bf16`: the same weights exported in each; issue 9: bf16
+"""Augmentation throughput against the bare forward pass (the aim: >= 90%), and across
+compute precisions (`--precisions=fp32,bf16`: the same weights exported in each; the aim: bf16
 >= 1.8x fp32).
 
 For each image size: build a full-size model (default ngf 64, 9 residual blocks, randomly

@@ -3,7 +3,7 @@
 `cyclegan` follows junyanz/pytorch-CycleGAN-and-pix2pix (ResnetGenerator, NLayerDiscriminator,
 instance norm without affine parameters, LSGAN, L1 cycle x 10, image pool of 50; the generators'
 update, then the discriminators' on pooled fakes). `ssa_cyclegan` adds what SSA-CycleGAN adds, as
-DESIGN.md section 2 describes it: two attention networks (c7s2-ngf, c3s2-2ngf, a residual block,
+docs/method.md describes it: two attention networks (c7s2-ngf, c3s2-2ngf, a residual block,
 two upsample + c3 stages, c7-1, sigmoid), the paper's Eq. 1 composition with attention
 recomputed on the fakes in the cycle, the L1 mask loss on A_t, spectral normalisation
 (`torch.nn.utils.spectral_norm`) on every discriminator conv, and, in the `frozen` phase, attention

@@ -157,8 +157,7 @@ def main(argv=None) -> int:
     flags.DEFINE_integer("seed", 0, "Seed; the same seed writes the same cohort.")
 
     args = list(sys.argv if argv is None else argv)
-    if cli.wants_help(args):
-        print(cli.help_text(__doc__, sys.modules[__name__]))
+    if cli.answer_help(args, __doc__, sys.modules[__name__]):
         return 0
 
     def run(argv):

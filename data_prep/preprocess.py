@@ -1,4 +1,4 @@
-"""From a read scan to labelled 2-D slices (DESIGN.md section 3).
+"""From a read scan to labelled 2-D slices (docs/formats.md).
 
 Per volume: find the head (`head_mask`: a background-noise threshold, holes filled, the largest
 connected component), percentile intensity normalisation to [-1, 1] over it, and the brain's

@@ -21,7 +21,7 @@ GAN_LOSSES = ("lsgan", "vanilla")
 # a soft Dice term for masks too small for L1 alone (see `losses.attention_mask_l1_dice`).
 MASK_LOSS_TYPES = ("l1", "l1_dice")
 
-# What the discriminators see after the attention warm-up (DESIGN.md section 2, `--d_mode`):
+# What the discriminators see after the attention warm-up (docs/method.md, "Attention-guided discriminators", `--d_mode`):
 #   full              never masked
 #   source_attention  real and fake both masked by the fake's source attention (the paper's form)
 #   own_attention     fake masked by its source attention, real by its own (Mejjati et al.)

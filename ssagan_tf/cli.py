@@ -1,8 +1,10 @@
 """What every entry point shares: how it ends.
 
-- `--help` lists the entry point's own flags and exits 0 (absl's own exits 1, which scripts and
-  CI read as a failure, and lists only the flags of the module run as `__main__`; the converter
-  defines its flags in another module).
+- `--help` (and absl's `--helpshort`) lists the entry point's own flags and exits 0 (absl's own
+  exits 1, which scripts and CI read as a failure, and lists only the flags of the module run as
+  `__main__`; the converter and the `ssagan` verbs define theirs in another module). `--helpfull`
+  lists every flag of every loaded module, `--helpxml` the same as XML, both exit 0. All of them
+  are answered before the flags are parsed, so before any heavy import.
 - A usage error (a flag that does not parse, an unknown flag, a value refused before any work)
   prints one line and a `--help` hint on stderr and exits 2, instead of absl's page of flag help.
 - The project's own errors (bad paths, folders in use, corrupt shards, refused exports, data
@@ -25,7 +27,9 @@ import signal
 import sys
 import threading
 
-HELP_FLAGS = ("-h", "--help", "-help", "--helpshort", "-?")
+HELP_FLAGS = ("-h", "--help", "-help", "--helpshort", "-helpshort", "-?")
+FULL_HELP_FLAGS = ("--helpfull", "-helpfull")
+XML_HELP_FLAGS = ("--helpxml", "-helpxml")
 USAGE_EXIT = 2
 ERROR_EXIT = 1
 INTERRUPT_EXIT = 130
@@ -33,7 +37,24 @@ DEBUG_HELP = "Show the Python traceback of an error instead of one line."
 
 
 def wants_help(argv) -> bool:
-    return any(arg in HELP_FLAGS for arg in list(argv)[1:])
+    return any(arg in HELP_FLAGS + FULL_HELP_FLAGS + XML_HELP_FLAGS for arg in list(argv)[1:])
+
+
+def answer_help(argv, doc: str, module=None) -> bool:
+    """Print the help a help flag in `argv` asks for (see the module docstring) and return True;
+    False when no argument asks for help."""
+    from absl import flags
+
+    args = list(argv)[1:]
+    if any(arg in FULL_HELP_FLAGS for arg in args):
+        print(doc.strip() + "\n\nflags of every loaded module:\n\n" + flags.FLAGS.get_help().rstrip())
+    elif any(arg in XML_HELP_FLAGS for arg in args):
+        flags.FLAGS.write_help_in_xml_format(sys.stdout)
+    elif wants_help(argv):
+        print(help_text(doc, module))
+    else:
+        return False
+    return True
 
 
 def help_text(doc: str, module=None) -> str:
@@ -114,8 +135,7 @@ def run(main, doc: str, argv=None, help_module=None) -> None:
     program = program_name(argv)
     interrupt_on_sigterm()
     _define_debug(flags.FLAGS)
-    if wants_help(argv):
-        print(help_text(doc, help_module))
+    if answer_help(argv, doc, help_module):
         sys.exit(0)
     try:
         flags.FLAGS(argv)                  # parsed here to report errors our way; app.run parses again

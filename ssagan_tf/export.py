@@ -1,4 +1,4 @@
-"""Export the trained generators as a TF Serving model (DESIGN.md section 6).
+"""Export the trained generators as a TF Serving model (docs/export_and_serving.md).
 
 The export is a `tf.Module` with explicit input signatures (as TF Model Garden's
 `core/export_base.py` does), not `model.save`. It is written as a TF Serving model directory
@@ -31,15 +31,22 @@ and returns float32 outputs. The reload check compares the
 SavedModel with the Keras models computing in the same precision, within a tolerance that fits it
 (`TOLERANCES`); `export.json` records the precision and the tolerance used.
 
-Command line: ``python -m ssagan_tf.export --model_dir=RUN_DIR --export_dir=DIR``.
+Command line: ``python -m ssagan_tf.export --model_dir=RUN_DIR --export_dir=DIR`` (also ``ssagan
+export``), defined in `ssagan_tf.commands.export`.
 """
 
 from __future__ import annotations
 
+if __name__ == "__main__":
+    # Before TensorFlow loads: the command line answers --help and refuses bad flags in a second,
+    # and only its work imports this module (again, under its own name) and TensorFlow.
+    from ssagan_tf.commands.export import run
+
+    run()
+
 import contextlib
 import json
 import os
-import re
 import shutil
 import tempfile
 import time
@@ -47,25 +54,19 @@ import time
 import numpy as np
 import tensorflow as tf
 
-from ssagan_tf.export_layout import (STAGING_LOCK, STAGING_PREFIX, ExportError, commit_version,  # noqa: F401
+from ssagan_tf.export_layout import (DEFAULT_MODEL_NAME, DEFAULT_TOLERANCE, MODEL_NAME_PATTERN,  # noqa: F401
+                                     STAGING_LOCK, STAGING_PREFIX, TOLERANCES, ExportError, commit_version,
                                      latest_version_dir, remove_stale_staging, version_numbers)
 from ssagan_tf.locking import DirectoryLock
 from ssagan_tf.models import SSAModels, compose_attention, translate
 
-DEFAULT_MODEL_NAME = "ssagan"
 EXPORT_INFO_NAME = "export.json"
 EXPORT_FORMAT_VERSION = 1
 DIRECTIONS = ("normal_to_tumor", "tumor_to_normal")
 SIGNATURE_NAMES = DIRECTIONS + ("serving_default",)
 IN_MASKS = "normal_to_tumor_in_masks"      # its input `masks` takes A_n's place
-DEFAULT_TOLERANCE = 1e-5
-# Reload-check tolerances (max abs difference on outputs in [-1, 1]) by compute precision: the
-# SavedModel runs the same graph as Keras, but graph optimisation may fuse and reorder reduced-
-# precision arithmetic, whose rounding step is 2^-8 (bf16) or 2^-11 (fp16) of the value.
-TOLERANCES = {"fp32": DEFAULT_TOLERANCE, "bf16": 3e-2, "fp16": 5e-3}
 # Slack on the [-1, 1] input range, as in the data pipeline: resampling can overshoot by rounding.
 INPUT_RANGE_TOLERANCE = 1e-3
-_MODEL_NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 # Slices a signature translates at once; a request of any size runs chunk by chunk (`_in_chunks`).
 SERVING_CHUNK = 16
 
@@ -185,7 +186,7 @@ def _checked_range(images):
 
 def validate_model_name(model_name: str) -> str:
     """A model name is one path component that TF Serving accepts as `MODEL_NAME`."""
-    if not _MODEL_NAME_PATTERN.match(model_name or ""):
+    if not MODEL_NAME_PATTERN.match(model_name or ""):
         raise ValueError(f"model name {model_name!r}: use letters, digits, '.', '_' or '-', "
                          "starting with a letter or digit")
     return model_name
@@ -362,68 +363,3 @@ def restored_step(checkpoint_path: str) -> int | None:
         return int(tf.train.load_variable(checkpoint_path, "step/.ATTRIBUTES/VARIABLE_VALUE"))
     except (tf.errors.NotFoundError, ValueError, TypeError):
         return None
-
-
-def define_flags(flag_values=None):
-    """Define the command-line flags on `flag_values` (default: absl's global FLAGS); called only
-    when this module runs as a program, so importing the library defines no flags."""
-    from absl import flags
-
-    flag_values = flags.FLAGS if flag_values is None else flag_values
-    define = dict(flag_values=flag_values)
-    flags.DEFINE_string("model_dir", None, "Training run directory (holds config.json and checkpoints/); its "
-                        "latest checkpoint is exported.", **define)
-    flags.DEFINE_string("export_dir", None, "Base directory for TF Serving models; the export is written to "
-                        "<export_dir>/<model_name>/<next integer version>/.", **define)
-    flags.DEFINE_string("model_name", DEFAULT_MODEL_NAME, "Model name: the directory under --export_dir, and "
-                        "the MODEL_NAME TF Serving serves it as.", **define)
-    flags.DEFINE_float("tau", None, "Inference attention threshold baked into the signatures (attention below "
-                       "tau is zeroed); default: the run's tau from config.json.", **define)
-    flags.DEFINE_float("tolerance", None, "Largest allowed max-abs difference between the reloaded SavedModel and "
-                       "the Keras models; the export fails above it. Default: by precision, "
-                       + ", ".join(f"{k} {v:g}" for k, v in TOLERANCES.items()) + ".", **define)
-    flags.DEFINE_enum("precision", "fp32", ["auto", "fp32", "bf16", "fp16"],
-                      "Compute precision of the exported signatures (inputs, outputs and weights stay float32). fp32, "
-                      "the default, serves the same on every machine; bf16 (CPUs with AMX/AVX-512 BF16, GPUs of "
-                      "capability >= 8.0) or fp16 (GPUs of capability 7.x) are faster there, within their "
-                      "tolerance; auto picks by this machine's hardware.", **define)
-    flags.DEFINE_enum("checkpoint", "auto", ["auto", "best", "latest"],
-                      "Which checkpoint to export: latest (the newest intact one), best (the one --select_best kept "
-                      "in <model_dir>/selection/), or auto (best when the run kept one, else latest).", **define)
-    flags.mark_flags_as_required(["model_dir", "export_dir"], **define)
-    flags.register_validator("model_name", lambda v: bool(_MODEL_NAME_PATTERN.match(v or "")),
-                             "--model_name: use letters, digits, '.', '_' or '-', starting with a letter or "
-                             "digit", **define)
-    flags.register_validator("tau", lambda v: v is None or 0.0 <= v < 1.0, "--tau must be in [0, 1)", **define)
-    flags.register_validator("tolerance", lambda v: v is None or v > 0, "--tolerance must be > 0", **define)
-    flags.register_validator("model_dir", lambda v: v is None or os.path.isfile(os.path.join(v, "config.json")),
-                             "--model_dir must be a training run directory holding config.json", **define)
-    return flag_values
-
-
-def _main(argv, flag_values):
-    from absl import app, logging
-
-    from ssagan_tf.precision import choose_precision
-
-    if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-    choice = choose_precision(flag_values.precision)
-    print(choice.describe(), flush=True)
-    version_dir = export_models(flag_values.model_dir, flag_values.export_dir, flag_values.model_name,
-                                tau=flag_values.tau, tolerance=flag_values.tolerance, precision=choice.precision,
-                                checkpoint=flag_values.checkpoint, log=print)
-    info = read_export_info(version_dir)
-    diffs = info["verification"]["max_abs_diff"]
-    shown = ", ".join(f"{k} {v:.1e}" for k, v in diffs.items()) if isinstance(diffs, dict) else f"{diffs:.1e}"
-    logging.info("exported %s (tau %g, step %s, %s checkpoint, %s weights, %s); max abs difference from Keras: %s",
-                 version_dir, info["tau"], info.get("step"), info["checkpoint"], info["weights"], info["precision"],
-                 shown)
-    print(version_dir)
-
-
-if __name__ == "__main__":
-    from ssagan_tf import cli
-
-    _FLAGS = define_flags()
-    cli.run(lambda argv: _main(argv, _FLAGS), __doc__)

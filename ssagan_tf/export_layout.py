@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import errno
 import os
+import re
 import shutil
 
 from ssagan_tf import io as durable
@@ -14,6 +15,13 @@ from ssagan_tf.locking import is_stale
 SAVED_MODEL_FILE = "saved_model.pb"
 STAGING_PREFIX = ".tmp-export-"       # an export being written, beside the versions (TF Serving ignores it)
 STAGING_LOCK = ".export.lock"         # in a staging folder, held by its writer
+DEFAULT_MODEL_NAME = "ssagan"
+MODEL_NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+DEFAULT_TOLERANCE = 1e-5
+# Reload-check tolerances (max abs difference on outputs in [-1, 1]) by compute precision: the
+# SavedModel runs the same graph as Keras, but graph optimisation may fuse and reorder reduced-
+# precision arithmetic, whose rounding step is 2^-8 (bf16) or 2^-11 (fp16) of the value.
+TOLERANCES = {"fp32": DEFAULT_TOLERANCE, "bf16": 3e-2, "fp16": 5e-3}
 
 
 class ExportError(RuntimeError):

@@ -1,4 +1,4 @@
-"""The SSA-CycleGAN losses as pure functions of tensors (DESIGN.md section 2).
+"""The SSA-CycleGAN losses as pure functions of tensors (docs/method.md, "Losses").
 
 Every function returns a per-example loss of shape [B] (reduce it against the global batch with
 `tf.nn.compute_average_loss`), except `semi_supervised_attention_loss`, whose denominator is the

@@ -1,4 +1,4 @@
-"""Converter, issue 10: what is decided over the whole cohort (duplicates, splits among the cases
+"""Converter: what is decided over the whole cohort (duplicates, splits among the cases
 that converted, anatomy matching, own splits), interruptions (SIGTERM, stale temporaries,
 overwrite that keeps the old dataset, a full disk) and the report and sheet."""
 

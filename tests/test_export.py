@@ -189,7 +189,9 @@ def test_model_name_and_tau_validated(tmp_path):
 def test_bad_flags_rejected_before_work(run_dir, argv, message):
     from absl import flags
 
-    flag_values = export.define_flags(flags.FlagValues())
+    from ssagan_tf.commands.export import define_flags
+
+    flag_values = define_flags(flags.FlagValues())
     with pytest.raises(flags.IllegalFlagValueError, match=message):
         flag_values(["export"] + [arg.format(run=run_dir) for arg in argv])
 

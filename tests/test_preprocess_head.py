@@ -1,4 +1,4 @@
-"""Slice selection on heads that are not skull-stripped (issue 10, point 4): a phantom head with
+"""Slice selection on heads that are not skull-stripped: a phantom head with
 scalp, skull, brain, a neck below and noise-only slices above, in Rician-like background noise."""
 
 import numpy as np

@@ -1,4 +1,4 @@
-"""2-D readers, issue 10: named channels of multi-sequence TIFFs, stacked numbered slices, class
+"""2-D readers: named channels of multi-sequence TIFFs, stacked numbered slices, class
 folders that match nothing, mask labels out of range, symlinked folders, several pairs modalities,
 a dataset's own split folders."""
 

@@ -347,7 +347,7 @@ def test_validation_normal_attention_by_value(data_dir):
     stats = validation.validation_normal_attention(half_open, data_dir, 0.1)
     assert stats == {"mean": pytest.approx(0.25), "max": 0.5, "attended": pytest.approx(0.5),
                      "change": pytest.approx(0.25, rel=1e-6)}
-    # A collapsed A_n: exactly zero and no change, the state issue 13 describes.
+    # A collapsed A_n: exactly zero and no change, the state a run falls into when normal->tumor draws nothing.
     shut = validation.validation_normal_attention(lambda x: (x, tf.zeros_like(x[..., :1])), data_dir, 0.1)
     assert shut == {"mean": 0.0, "max": 0.0, "attended": 0.0, "change": 0.0}
     flipped = validation.validation_normal_attention(lambda x: (-x, tf.ones_like(x[..., :1])), data_dir, 0.1)
@@ -597,7 +597,7 @@ def test_after_the_warmup_d_sees_the_pooled_fake_masked_by_its_stored_attention(
 
 
 def test_non_finite_weights_are_never_saved(data_dir, two_step_run, tmp_path):
-    """The issue's reproduction: resume with a finite but huge learning rate and a checkpoint every
+    """The reported failure, reproduced: resume with a finite but huge learning rate and a checkpoint every
     step. The weights blow up one step before a loss shows it; nothing non-finite is saved, the
     message names the last finite checkpoint, and every checkpoint on disk is finite. (Each
     change of the learning rate on resume is named in allow_changes.)"""

@@ -1,4 +1,4 @@
-"""tf.data pipelines over converted slices (DESIGN.md section 3).
+"""tf.data pipelines over converted slices (docs/formats.md).
 
 `make_unpaired_dataset` feeds training: unpaired batches of normal slices and tumor slices (with
 their masks and `has_mask`), the shorter domain repeating. `make_slice_dataset` and

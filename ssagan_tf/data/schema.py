@@ -1,4 +1,4 @@
-"""The TFRecord slice schema and the dataset manifest (DESIGN.md section 3).
+"""The TFRecord slice schema and the dataset manifest (docs/formats.md).
 
 One `tf.train.Example` holds one 2-D slice:
 

@@ -1,4 +1,4 @@
-"""Exported augmenters (DESIGN.md section 6): a SavedModel with the signatures `normal_to_tumor`
+"""Exported augmenters (docs/export_and_serving.md): a SavedModel with the signatures `normal_to_tumor`
 and `tumor_to_normal`, each taking `images` [N, H, W, C] in [-1, 1] and returning `image` (the
 translation) and `attention` ([N, H, W, 1] in [0, 1]; all ones for systems without attention)."""
 

@@ -1,4 +1,4 @@
-"""The evaluation's settings, checked once before any work (DESIGN.md sections 7 and 8).
+"""The evaluation's settings, checked once before any work (docs/method.md, "Augmentation and evaluation"; docs/evaluation.md).
 
 This module imports neither TensorFlow nor Keras, so that `run_evaluate.py` can reject a bad flag
 in a fraction of a second.
@@ -36,7 +36,7 @@ class EvaluationConfig:
     ratios: synthetic:real ratios per class, each in `ALLOWED_RATIOS`.
     seeds: one classifier per (arm, augmenter, ratio, seed); the spread over seeds is reported.
     width: ResNet18 base width (64 = the paper's ResNet18; 8-16 for demos on CPU).
-    tau: attention threshold for the attention metrics (DESIGN.md section 2, default 0.1).
+    tau: attention threshold for the attention metrics (docs/method.md, "The composition"; default 0.1).
     precision: compute precision of the classifiers (`ssagan_tf.precision`; auto picks by hardware).
         The augmenters compute in the precision they were exported in.
     judge: a judge directory (`python -m ssagan_tf.evaluation.judge`) that scores each augmenter's

@@ -303,8 +303,16 @@ def _define_flags():
     flags.mark_flags_as_required(["data_dir", "output_dir"])
 
 
-if __name__ == "__main__":
+def run(argv=None) -> None:
+    """The command line (`python -m ssagan_tf.evaluation.judge`, `ssagan judge`): `ssagan_tf.cli`'s
+    endings; exits."""
+    import sys
+
     from ssagan_tf import cli
 
     _define_flags()
-    cli.run(main, __doc__)
+    cli.run(main, __doc__, argv, help_module=sys.modules[__name__])
+
+
+if __name__ == "__main__":
+    run()

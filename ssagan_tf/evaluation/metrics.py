@@ -1,4 +1,4 @@
-"""Classifier and attention metrics as pure numpy functions (paper section IV, DESIGN.md section 7).
+"""Classifier and attention metrics as pure numpy functions (paper section IV; docs/method.md, "Augmentation and evaluation").
 
 Tumor is the positive class throughout. A metric that is undefined for the data it is given (the
 sensitivity of a test set without tumor slices, an AUC with a single class) is NaN, never a guess.

@@ -1,4 +1,4 @@
-"""SSA-CycleGAN networks (DESIGN.md section 2): generators, attention networks, PatchGAN
+"""SSA-CycleGAN networks (docs/method.md, "Networks"): generators, attention networks, PatchGAN
 discriminators, and the attention composition of paper Eq. 1.
 
 Names are loaded on first use: `ModelConfig` and the choices come without TensorFlow (so configs

@@ -1,4 +1,4 @@
-"""The attention networks A_n and A_t (DESIGN.md section 2): a small encoder-decoder returning a
+"""The attention networks A_n and A_t (docs/method.md, "Networks"): a small encoder-decoder returning a
 one-channel map in [0, 1] of where the translation may change the image.
 
     c7s2-ngf, c3s2-2ngf, R(2 ngf), up2 + c3-2ngf, up2 + c3-ngf, c7-1, sigmoid

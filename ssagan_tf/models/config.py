@@ -73,7 +73,7 @@ class ModelConfig:
 
     @property
     def attention_filters(self) -> int:
-        """Width of the attention networks: attention_ngf, or ngf when that is 0 (DESIGN.md)."""
+        """Width of the attention networks: attention_ngf, or ngf when that is 0 (docs/method.md, "Networks")."""
         return self.attention_ngf or self.ngf
 
     @property

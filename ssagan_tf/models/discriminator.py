@@ -1,4 +1,4 @@
-"""The discriminators D_t and D_n: 70x70 PatchGAN (DESIGN.md section 2).
+"""The discriminators D_t and D_n: 70x70 PatchGAN (docs/method.md, "Networks").
 
     C64 (no norm), C128, C256 (stride 2), C512 (stride 1), 1-channel 4x4 conv; LeakyReLU 0.2;
     every convolution spectrally normalised in the `spec_*` and `ssa_*` systems.

@@ -1,4 +1,4 @@
-"""The translation generators G_n2t and G_t2n: CycleGAN's ResNet generator (DESIGN.md section 2).
+"""The translation generators G_n2t and G_t2n: CycleGAN's ResNet generator (docs/method.md, "Networks").
 
     c7s1-ngf, d(2 ngf), d(4 ngf), R(4 ngf) x n_res_blocks, u(2 ngf), u(ngf), c7s1-C, tanh
 

@@ -86,7 +86,7 @@ def compose_attention(images, generated, attention):
 
 
 def threshold_attention(attention, tau: float):
-    """Zero attention below `tau` (the inference threshold of DESIGN.md section 2), so faint
+    """Zero attention below `tau` (the inference threshold; docs/method.md, "The composition"), so faint
     attention far from the lesion leaves those pixels exactly as they were."""
     return tf.where(attention >= tau, attention, tf.zeros_like(attention))
 

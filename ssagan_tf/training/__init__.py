@@ -1,1 +1,1 @@
-"""Distributed training of SSA-CycleGAN (DESIGN.md section 5)."""
+"""Distributed training of SSA-CycleGAN (docs/training.md)."""

@@ -1,5 +1,5 @@
-"""Training checkpoints: everything needed to continue a run exactly, and `restore_models` for
-export and evaluation.
+"""Training checkpoints: everything needed to continue a run exactly (docs/training.md, "Resuming
+exactly"), and `restore_models` for export and evaluation.
 
 A checkpoint holds the six networks, both optimizers (moments, iteration counts, loss scales),
 the global step and epoch, and every replica's image pools (whose query counters are their

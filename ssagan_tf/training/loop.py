@@ -1,4 +1,4 @@
-"""The outer training loop (DESIGN.md section 5): preflight, strategy, the training state
+"""The outer training loop (docs/training.md): preflight, strategy, the training state
 (`state.TrainingState`), resume, and the step loop: each step in the phase the schedule
 (`schedule.Schedule`) gives it, then the periodic actions that are due (`actions`: log, images,
 validation, checkpoint); at the end, with `export_dir`, the chief exports the generators.

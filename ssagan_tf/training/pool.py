@@ -1,4 +1,4 @@
-"""The image history pool of Shrivastava et al. (used by CycleGAN, DESIGN.md section 2), kept in
+"""The image history pool of Shrivastava et al. (used by CycleGAN; docs/method.md, "Losses"), kept in
 the graph so that it lives inside the compiled train step and inside checkpoints.
 
 Discriminators see, for each new translated image, with probability 1/2 a translation from an

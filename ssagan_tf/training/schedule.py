@@ -1,6 +1,6 @@
 """The training schedule: where a run is, and what the method does there.
 
-The attention warm-up is where SSA-CycleGAN departs from CycleGAN (DESIGN.md section 2): for its
+The attention warm-up is where SSA-CycleGAN departs from CycleGAN (docs/method.md, "The schedule"): for its
 first `attention_epochs` epochs the attention networks train and the discriminators see full
 images; afterwards the attention networks are frozen and (every `d_mode` but `full`) the
 discriminators see attention-guided views. `Schedule` is the one place that decides this, and

@@ -1,5 +1,5 @@
-"""The training state: everything a checkpoint holds to continue a run exactly (DESIGN.md
-section 5) - the six networks, one optimizer per player, the step and epoch counters and the
+"""The training state: everything a checkpoint holds to continue a run exactly (docs/training.md,
+"Resuming exactly") - the six networks, one optimizer per player, the step and epoch counters and the
 per-replica image pools (whose counters are their random state), and with `--ema_decay` the
 average of the translation networks' weights (`averaging.WeightAverage`)."""
 

@@ -1,10 +1,11 @@
 """The inner train step: one simultaneous update of the generators (+ attention) and the
 discriminators on one global batch, run on every replica with `strategy.run`.
 
-The generator objective (the losses of DESIGN.md section 2, "paper Eq. 2-6"): adversarial
-+ lambda_cyc * cycle + lambda_idt * lambda_cyc * identity + lambda_mask * semi-supervised attention
-loss; the discriminators see attention-guided inputs once the attention warm-up is over. Terms are
-named, not numbered: DESIGN.md numbers the losses only as a group, and we do not have the paper.
+The generator objective (docs/method.md, "Losses"): adversarial + lambda_cyc * cycle
++ lambda_idt * lambda_cyc * identity + lambda_mask * semi-supervised attention loss (+ the
+attention-area hinge while the attention trains, when asked for); the discriminators see
+attention-guided inputs once the attention warm-up is over. Terms are named, not numbered (the
+paper numbers its losses as one group).
 """
 
 from __future__ import annotations

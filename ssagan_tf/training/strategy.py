@@ -1,4 +1,4 @@
-"""Distribution strategies (DESIGN.md section 5) and who writes what under them.
+"""Distribution strategies (docs/training.md, "Hardware and strategies") and who writes what under them.
 
 `mirrored` takes every local GPU (or the CPU), `one_device` the first GPU (or the CPU),
 `multi_worker` is `MultiWorkerMirroredStrategy` configured by `TF_CONFIG`. Under
