@@ -24,8 +24,8 @@ import numpy as np
 
 from data_prep import ownership, preprocess, selection
 from data_prep.readers import FORMATS, ReaderOptions, check_for_format, check_own_splits, discover
-from data_prep.report import FAILED_REPORT_NAME, REPORT_NAME, SHEET_NAME, healthy_intensity, intensity_groups,
-                            write_report, write_sheet
+from data_prep.report import (FAILED_REPORT_NAME, REPORT_NAME, SHEET_NAME, healthy_intensity, intensity_groups,
+                              write_report, write_sheet)
 from data_prep.scan import LayoutError
 from data_prep.stage import Stage, results, signals_deferred, swap_into_place, terminate_as_interrupt
 from data_prep.writer import ShardedWriter, labelled_patients
