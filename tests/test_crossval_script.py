@@ -1,17 +1,24 @@
 """scripts/crossval.py: the commands of the cross-validated experiment, and resuming by skipping
 the folds already exported."""
 
+import json
 import os
+import subprocess
+import sys
 
-from absl import flags
+from conftest import HANG_TIMEOUT, REPO_ROOT
 
-from scripts import crossval
+# In a process of its own: the script defines absl flags (--output_dir, --folds, ...) at import,
+# as other entry points imported by the suite do.
+PLAN = ("import json, sys; from absl import flags; from scripts import crossval; flags.FLAGS(sys.argv[1:]); "
+        "print(json.dumps(crossval.commands(flags.FLAGS.data_dir, flags.FLAGS.output_dir)))")
 
 
 def _plan(tmp_path, *args):
-    flags.FLAGS.unparse_flags()
-    flags.FLAGS(["crossval", "--data_dir=DATA", f"--output_dir={tmp_path}", *args])
-    return crossval.commands("DATA", str(tmp_path))
+    done = subprocess.run([sys.executable, "-c", PLAN, "crossval", "--data_dir=DATA", f"--output_dir={tmp_path}",
+                           *args], cwd=REPO_ROOT, capture_output=True, text=True, timeout=HANG_TIMEOUT)
+    assert done.returncode == 0, done.stderr[-2000:]
+    return json.loads(done.stdout.strip().splitlines()[-1])
 
 
 def test_every_fold_and_system_is_trained_then_one_evaluation_runs(tmp_path):

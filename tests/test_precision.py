@@ -53,7 +53,9 @@ def saved_run(tmp_path, model_fields):
     os.makedirs(tmp_path / "checkpoints")
     (tmp_path / "checkpoints" / "checkpoint").write_text('model_checkpoint_path: "ckpt-1"\n')
     (tmp_path / "checkpoints" / "ckpt-1.index").write_bytes(b"")
-    (tmp_path / "config.json").write_text(json.dumps({"model": model_fields}))
+    (tmp_path / "config.json").write_text(json.dumps({"data_dir": "data", "model_dir": str(tmp_path), "tau": 0.1,
+                                                      "model": {"system": "ssa_cyclegan", "image_size": 32, "channels": 1, "ngf": 8,
+                                                                "ndf": 8, "n_res_blocks": 1, **model_fields}}))
     return str(tmp_path)
 
 

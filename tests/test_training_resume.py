@@ -107,7 +107,7 @@ def test_an_unreadable_latest_checkpoint_is_skipped_by_name_in_training_and_expo
     said = []
     version = export.export_models(str(run_dir), str(tmp_path / "export"), log=said.append)
     info = export.read_export_info(version)
-    assert info["step"] == 2 and info["checkpoint"] == "ckpt-2" and info["precision"] == "fp32"
+    assert info["step"] == 2 and info["checkpoint_file"] == "ckpt-2" and info["precision"] == "fp32"
     assert len(said) == 1 and said[0].startswith("Skipped unreadable checkpoint(s) newer than ckpt-2") \
         and "ckpt-3 (" in said[0], said
 

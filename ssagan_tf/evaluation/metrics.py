@@ -6,6 +6,8 @@ sensitivity of a test set without tumor slices, an AUC with a single class) is N
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 from scipy.stats import binomtest
 
