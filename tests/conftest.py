@@ -80,7 +80,7 @@ def real_data_dir():
 # models, data, readers, metrics, the classifier pieces) is the fast tier for the edit-test loop.
 SLOW_MODULES = {"test_training", "test_training_cli", "test_training_faults", "test_augment", "test_export",
                 "test_evaluation", "test_evaluation_crossval", "test_evaluation_judge", "test_cli", "test_convert_cohort", "test_convert_cli",
-                "test_entry_points", "test_packaging",
+                "test_entry_points", "test_packaging", "test_training_resume",
                 "test_locking"}
 
 
