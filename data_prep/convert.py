@@ -29,6 +29,7 @@ from data_prep.report import (FAILED_REPORT_NAME, REPORT_NAME, SHEET_NAME, healt
 from data_prep.scan import LayoutError
 from data_prep.stage import Stage, results, signals_deferred, swap_into_place, terminate_as_interrupt
 from data_prep.writer import ShardedWriter, labelled_patients
+from ssagan_tf.choices import image_size_problem
 from ssagan_tf import io as durable
 
 DEDUPE_MODES = ("group", "drop", "off")
@@ -131,6 +132,14 @@ def _modalities(config: ConvertConfig, channels: int) -> list:
     return ["image"] * int(channels)
 
 
+def untrainable_size_warning(size: int) -> str | None:
+    """Said at the start of a conversion and recorded in its warnings: slices of a size the
+    translation networks refuse suit the classifiers and the judge, not run_train.py."""
+    problem = image_size_problem(size)
+    return None if problem is None else (f"--image_size={size}: run_train.py will refuse these slices ({problem}); "
+                                         "the classifiers and the judge take them")
+
+
 def convert(config: ConvertConfig, log=print) -> dict:
     """Convert a dataset; returns the manifest dict. Raises ValueError on bad settings, when no
     case converted, when a split would be empty or the disk is full (after writing the report)."""
@@ -155,6 +164,8 @@ def convert(config: ConvertConfig, log=print) -> dict:
         log(f"removed {removed}, left by an interrupted conversion")
     outcomes = [CaseOutcome(case_id=_relative(p, config.input_dir), patient_id="", paths={"": p},
                             error=f"{p}: {why}") for p, why in problems]
+    if untrainable_size_warning(config.prep.image_size):
+        log(f"warning: {untrainable_size_warning(config.prep.image_size)}")
     stage = Stage(config.output_dir)
     restore = terminate_as_interrupt()
     try:
@@ -271,6 +282,8 @@ def _write_dataset(config, stage, outcomes, channels, normalisation, cohort) -> 
           "folder": _relative(next(iter(o.paths.values())), config.input_dir).split("/")[0]}
          for o in contributing if id(o) in intensities])
     cohort["warnings"] += [g["warning"] for g in cohort["intensity"] if g.get("warning")]
+    if untrainable_size_warning(config.prep.image_size):
+        cohort["warnings"].append(untrainable_size_warning(config.prep.image_size))
     manifest = _manifest(config, outcomes, writer.counts, channels, normalisation, labelled, cohort)
     manifest["shards"] = writer.shards
     _write_json_atomic(os.path.join(stage.dataset_dir, schema.MANIFEST_NAME), manifest)

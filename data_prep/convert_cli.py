@@ -67,7 +67,8 @@ flags.DEFINE_enum("field_of_view", "fit", list(preprocess.FIELDS_OF_VIEW), "How 
                   "scale per volume, so image size and field of view do not tell classes apart. pad: as "
                   "stored, padded centrally and shrunk only when larger than the frame (the earlier behaviour).")
 flags.DEFINE_integer("image_size", 256, "Output slices are image_size x image_size (see --field_of_view; "
-                     "masks are resized by nearest neighbour).")
+                     "masks are resized by nearest neighbour). run_train.py takes multiples of 4 from 32 on; "
+                     "other sizes convert, with a warning, for the classifiers and the judge.")
 flags.DEFINE_string("image_glob", "*", "pairs: glob of image files or DICOM folders, relative to --input.")
 flags.DEFINE_string("mask_replace", None, "pairs: OLD:NEW; a mask's path is its image's path with OLD "
                     "replaced by NEW (e.g. _Scan_T1:_Mask).")

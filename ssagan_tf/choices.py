@@ -43,3 +43,13 @@ def canonical_d_mode(d_mode: str) -> str:
         raise ValueError(f"unknown d_mode {d_mode!r}; choose one of {D_MODES} "
                          f"(or the aliases {sorted(D_MODE_ALIASES)})")
     return d_mode
+
+
+def image_size_problem(size: int) -> str | None:
+    """Why the translation networks cannot take `size`^2 slices (None when they can): the
+    generators downsample twice and the PatchGAN discriminators by 8. The converter warns with it,
+    the model config refuses with it."""
+    if size < 32 or size % 4:
+        return (f"image_size must be a multiple of 4 (the generators downsample twice) and at least 32 (the "
+                f"PatchGAN downsamples by 8), got {size}")
+    return None

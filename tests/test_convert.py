@@ -227,3 +227,18 @@ def test_conversion_sheet_labels_rows_by_split_and_class_and_outlines_tumors(tmp
     red = (sheet[..., 0] > 200) & (sheet[..., 1] < 80) & (sheet[..., 2] < 80)
     assert red.sum() > 20
     assert os.listdir(tmp_path) == ["conversion_sheet.png"]
+
+
+def test_a_size_training_refuses_is_said_at_the_start_and_recorded(cohort, tmp_path):
+    """Slices of a size the translation networks refuse are no surprise at training time: the
+    conversion says so before reading, and the manifest and report keep the warning."""
+    from data_prep.convert import untrainable_size_warning
+
+    assert untrainable_size_warning(32) is None and untrainable_size_warning(64) is None
+    assert "multiple of 4" in untrainable_size_warning(30) and "at least 32" in untrainable_size_warning(24)
+    logged = []
+    manifest = convert(_config(os.path.dirname(cohort[0]), tmp_path / "small",
+                               prep=PrepOptions(image_size=24, min_tumor_pixels=5)), log=logged.append)
+    assert logged[0].startswith("warning: --image_size=24: run_train.py will refuse these slices")
+    assert any(w.startswith("--image_size=24: run_train.py will refuse") for w in manifest["warnings"])
+    assert "run_train.py will refuse" in open(tmp_path / "small" / "conversion_report.md").read()

@@ -7,7 +7,7 @@ import dataclasses
 from dataclasses import dataclass
 
 from ssagan_tf import precision as precisions
-from ssagan_tf.choices import SYSTEMS, UPSAMPLING
+from ssagan_tf.choices import SYSTEMS, UPSAMPLING, image_size_problem
 
 
 @dataclass(frozen=True)
@@ -30,9 +30,8 @@ class ModelConfig:
 
     def __post_init__(self):
         problems = []
-        if self.image_size < 32 or self.image_size % 4:
-            problems.append(f"image_size must be a multiple of 4 (the generators downsample twice) and at "
-                            f"least 32 (the PatchGAN downsamples by 8), got {self.image_size}")
+        if image_size_problem(self.image_size):
+            problems.append(image_size_problem(self.image_size))
         for field in ("channels", "ngf", "ndf"):
             if getattr(self, field) < 1:
                 problems.append(f"{field} must be >= 1, got {getattr(self, field)}")
