@@ -2,6 +2,7 @@
 --help and a bad flag answered before TensorFlow is imported (it takes ~9 s to load)."""
 
 import json
+import os
 import subprocess
 import sys
 
@@ -121,3 +122,21 @@ def test_an_export_dir_that_cannot_be_written_is_refused_before_training(tiny_da
     assert (tmp_path / "a_file").read_text() == "mine" and not (tmp_path / "run").exists()
     build_run_config(data_dir=tiny_dataset, model_dir=str(tmp_path / "run"), precision="fp32",
                      export_dir=str(tmp_path / "new" / "export")).check_inputs()      # to be created: fine
+
+
+def test_an_augmentation_output_is_named_with_what_it_lacks(tmp_path):
+    """Training on run_augment.py's output (synthetic slices, one split) is allowed but said."""
+    from conftest import write_tiny_dataset
+    from ssagan_tf.data import schema
+
+    real = write_tiny_dataset(str(tmp_path / "real"))
+    config = build_run_config(data_dir=real, model_dir=str(tmp_path / "run"), precision="fp32")
+    assert config.data_warnings(schema.read_manifest(real)) == []
+    synthetic = write_tiny_dataset(str(tmp_path / "synthetic"), splits=("train",))
+    path = os.path.join(synthetic, schema.MANIFEST_NAME)
+    manifest = json.load(open(path))
+    manifest["synthetic"] = {"model": "ssagan/3"}
+    json.dump(manifest, open(path, "w"))
+    config = build_run_config(data_dir=synthetic, model_dir=str(tmp_path / "run2"), precision="fp32")
+    [warning] = config.data_warnings(schema.read_manifest(synthetic))
+    assert "augmentation's output" in warning and "made by ssagan/3" in warning and "no val split" in warning

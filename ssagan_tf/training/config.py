@@ -198,6 +198,20 @@ class RunConfig:
                           "never: its checkpoint would not load)")
         return problems
 
+    def data_warnings(self, manifest: schema.Manifest) -> list:
+        """What the data lack for training without being wrong: an augmentation's output
+        (`run_augment.py`, its manifest has `synthetic`) holds synthetic slices only, in one split,
+        with no validation split to watch."""
+        warnings = []
+        if "synthetic" in manifest.raw:
+            empty = [split for split in ("val",) if not any(manifest.count(split, d) for d in schema.DOMAINS)]
+            warnings.append(f"WARNING: {self.data_dir} is an augmentation's output (run_augment.py): synthetic slices "
+                            "only, made by " + str(manifest.raw["synthetic"].get("model", "an exported model"))
+                            + (f", and no {', '.join(empty)} split, so no validation is run" if empty else "")
+                            + ". Train on the converted real data it was made from; synthetic slices are meant "
+                            "for the classifiers (run_evaluate.py)")
+        return warnings
+
     def check_inputs(self) -> schema.Manifest:
         """What the values cannot tell: the data agree with the model and their shards with their
         manifest, the judge fits the data, and TF_CONFIG describes a multi_worker cluster. Raises

@@ -108,6 +108,8 @@ def train(config: RunConfig, stream=None) -> TrainResult:
     log(f"Precision {config.model.precision}"
         + (f" ({config.precision_reason})" if config.precision_reason else ""))
     manifest = config.check_inputs()
+    for warning in config.data_warnings(manifest):
+        log(warning)
     if config.fresh:
         resume.check_fresh(config.model_dir)        # before the lock: a refused folder is left as it was
     schedule = Schedule.for_run(config, manifest)
