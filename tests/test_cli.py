@@ -62,6 +62,9 @@ def _errors(data_dir, tmp):
     (tmp / "run_without_checkpoint" / "config.json").write_text("{}")
     (tmp / "empty").mkdir()
     (tmp / "not_a_model").mkdir()
+    (tmp / "corrupt" / "Case1").mkdir(parents=True)                   # a case whose files do not read
+    for name in ("Case1_t1ce.nii.gz", "Case1_seg.nii.gz"):
+        (tmp / "corrupt" / "Case1" / name).write_text("garbage")
     return {
         "run_train.py": ([f"--data_dir={data_dir}", f"--model_dir={tmp / 'a_file'}", "--precision=fp32"],
                          r"error: --model_dir \S+a_file: is a file, not a folder$"),
@@ -70,8 +73,8 @@ def _errors(data_dir, tmp):
         "-m ssagan_tf.export": ([f"--model_dir={tmp / 'run_without_checkpoint'}", f"--export_dir={tmp / 'x'}",
                                  "--precision=fp32"],
                                 r"error: \S+run_without_checkpoint/config.json: no 'model' section"),
-        "-m data_prep.convert": ([f"--input={tmp / 'empty'}", "--format=brats", f"--output_dir={tmp / 'out'}"],
-                                 r"error: .*empty"),
+        "-m data_prep.convert": ([f"--input={tmp / 'corrupt'}", "--format=brats", "--modalities=t1ce",
+                                  f"--output_dir={tmp / 'out'}"], r"error: no case converted from \S+corrupt; see "),
     }
 
 

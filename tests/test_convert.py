@@ -49,7 +49,7 @@ def test_phantom_cohort_converts_with_counts_cases_and_report(cohort, tmp_path):
     assert len(on_disk.raw["shards"]) == sum(len(on_disk.shards(s, d)) for s in schema.SPLITS for d in schema.DOMAINS)
     assert integrity.verify_checksums(on_disk) == []
     assert sum(on_disk.count(s, "tumor") for s in schema.SPLITS) > 10
-    report = open(tmp_path / "out" / "conversion_report.md").read()
+    report = open(tmp_path / "out" / "conversion_report.md", encoding="utf-8").read()
     assert "Phantom_004" in report and "converted" in report
     arrays = pipeline.load_split_arrays(str(tmp_path / "out"), "train")
     assert arrays["image"].min() >= -1.0 and arrays["image"].max() <= 1.0
@@ -106,7 +106,7 @@ def test_bad_case_is_reported_and_the_others_convert(cohort, tmp_path):
     assert [r["case"] for r in manifest["rejected"]] == ["Phantom_bad"]
     assert "Phantom_bad_seg.nii.gz" in manifest["rejected"][0]["problem"]
     assert "shape" in manifest["rejected"][0]["problem"]
-    assert "Phantom_bad_seg.nii.gz" in open(tmp_path / "out" / "conversion_report.md").read()
+    assert "Phantom_bad_seg.nii.gz" in open(tmp_path / "out" / "conversion_report.md", encoding="utf-8").read()
     with pytest.raises(ValueError, match="--strict"):
         convert(_config(str(cohort_dir), tmp_path / "strict", strict=True), log=lambda _: None)
     assert not os.path.exists(tmp_path / "strict" / "manifest.json")
@@ -179,7 +179,7 @@ def test_report_warns_when_tumor_free_cases_normalise_brighter(tmp_path):
     cohort_dir = os.path.dirname(folders[0])
     manifest = convert(_config(cohort_dir, tmp_path / "alike"), log=lambda _: None)
     assert not [w for w in manifest["warnings"] if "intensity" in w]
-    report = open(tmp_path / "alike" / "conversion_report.md").read()
+    report = open(tmp_path / "alike" / "conversion_report.md", encoding="utf-8").read()
     assert "## In-head intensity by group" in report and "| tumor-free cases | 2 |" in report
     for index in (4, 9):                          # the tumor-free ones: mid-tones brightened
         path = os.path.join(folders[index], f"Phantom_{index:03d}_t1ce.nii.gz")
@@ -190,7 +190,7 @@ def test_report_warns_when_tumor_free_cases_normalise_brighter(tmp_path):
     warnings = [w for w in manifest["warnings"] if "intensity" in w]
     assert len(warnings) == 1 and warnings[0].startswith("tumor-free cases (2) differ in healthy in-head intensity")
     assert any(line.startswith("warning: tumor-free cases (2)") for line in logged)
-    assert "**(warning)**" in open(tmp_path / "apart" / "conversion_report.md").read()
+    assert "**(warning)**" in open(tmp_path / "apart" / "conversion_report.md", encoding="utf-8").read()
 
 
 def test_intensity_groups_by_source_folder():
@@ -241,4 +241,4 @@ def test_a_size_training_refuses_is_said_at_the_start_and_recorded(cohort, tmp_p
                                prep=PrepOptions(image_size=24, min_tumor_pixels=5)), log=logged.append)
     assert logged[0].startswith("warning: --image_size=24: run_train.py will refuse these slices")
     assert any(w.startswith("--image_size=24: run_train.py will refuse") for w in manifest["warnings"])
-    assert "run_train.py will refuse" in open(tmp_path / "small" / "conversion_report.md").read()
+    assert "run_train.py will refuse" in open(tmp_path / "small" / "conversion_report.md", encoding="utf-8").read()

@@ -63,7 +63,7 @@ def test_duplicates_are_grouped_into_one_split_dropped_or_reported(tmp_path):
     assert total(dropped) == total(manifest) - 2
     off = convert(folders_config(tmp_path / "in", tmp_path / "off", dedupe="off"), **QUIET)
     assert off["duplicates"]["groups"] == 1 and total(off) == total(manifest)
-    assert "1 group(s) of identical slices" in open(tmp_path / "group" / "conversion_report.md").read()
+    assert "1 group(s) of identical slices" in open(tmp_path / "group" / "conversion_report.md", encoding="utf-8").read()
 
 
 def test_splits_are_assigned_among_converted_cases_never_empty(tmp_path):
@@ -94,7 +94,7 @@ def test_too_few_patients_fail_clearly_and_explain_patient_level(tmp_path):
     with pytest.raises(ValueError, match=r"would be empty: 1 patient\(s\).*--patient_level=1"):
         convert(config, **QUIET)
     assert not os.path.exists(tmp_path / "out" / "manifest.json")
-    assert "did not complete" in open(tmp_path / "out" / "conversion_report.md").read()
+    assert "did not complete" in open(tmp_path / "out" / "conversion_report.md", encoding="utf-8").read()
 
 
 def test_keep_splits_convert_into_the_dataset_own_splits(tmp_path):
@@ -127,7 +127,7 @@ def test_match_anatomy_keeps_normal_slices_at_tumor_levels_and_reports_both(coho
     window = on["anatomy"]["window"]
     assert 0.0 <= window["low"] < window["high"]
     assert sum(on["anatomy"]["normal_after"]["position"]) == normal(on)
-    report = open(tmp_path / "on" / "conversion_report.md").read()
+    report = open(tmp_path / "on" / "conversion_report.md", encoding="utf-8").read()
     assert "## Anatomy of the slices" in report and "normal, before matching" in report and "tumor |" in report
 
 
@@ -154,7 +154,7 @@ def test_full_disk_gives_one_error_removes_what_it_wrote_and_keeps_the_report(co
     with pytest.raises(ValueError, match="disk is full"):
         convert(brats_config(cohort_dir, out), **QUIET)
     assert sorted(os.listdir(out)) == [".conversion-files.json", "conversion_report.md"]
-    assert "disk is full" in open(out / "conversion_report.md").read()
+    assert "disk is full" in open(out / "conversion_report.md", encoding="utf-8").read()
 
 
 def test_overwrite_keeps_the_old_dataset_until_the_new_one_is_complete(cohort_dir, tmp_path, monkeypatch):

@@ -138,7 +138,7 @@ def test_near_duplicates_never_cross_splits_and_are_counted_apart(cohort, tmp_pa
     assert (d["groups"], d["slices"]) == (1, 2)                      # t0 and its exact copy
     assert (d["near_groups"], d["near_slices"], d["near_cross_patient"]) == (1, 4, 1)
     assert d["near_threshold_bits"] == selection.NEAR_DUPLICATE_BITS
-    report = open(tmp_path / "out" / "conversion_report.md").read()
+    report = open(tmp_path / "out" / "conversion_report.md", encoding="utf-8").read()
     assert "Exact: 1 group(s)" in report and "Near, among single 2-D images (the same scan at another size or JPEG quality" in report
 
 

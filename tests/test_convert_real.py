@@ -78,7 +78,7 @@ def test_lgg_three_channels_without_names_are_refused(tmp_path):
     # sequence copied into all three channels is grey, and one patient cannot fill three splits
     with pytest.raises(ValueError, match="would be empty: 1 patient"):
         convert(config, log=lambda _: None)
-    report = open(tmp_path / "out" / "conversion_report.md").read()
+    report = open(tmp_path / "out" / "conversion_report.md", encoding="utf-8").read()
     assert report.count("different channels per pixel (") == 31
     assert report.count("if they are MR sequences, name them with --channel_names") == 31
 

@@ -127,7 +127,7 @@ def test_report_and_results_are_written_and_parse(evaluated):
     with open(os.path.join(config.output_dir, "results.json")) as f:
         parsed = json.load(f)   # strict JSON: NaN was written as null
     assert parsed["rows"][0]["name"] == "none" and parsed["data"]["test"]["tumor"]["slices"] == 4
-    with open(os.path.join(config.output_dir, "report.md")) as f:
+    with open(os.path.join(config.output_dir, "report.md"), encoding="utf-8") as f:
         report = f.read()
     assert "| Arm | Augmenter | Synthetic:real | Sensitivity | Specificity | Accuracy | AUC | Seeds |" in report
     assert "| synthetic+classic | ssa | 1:1 |" in report
@@ -255,7 +255,7 @@ def test_judge_and_low_data_regime_in_the_evaluation(tmp_path, tiny_dataset, exp
     low = results["low_data"]
     assert len(low["kept_tumor_cases"]) == 1 and low["tumor_slices"] < low["tumor_slices_before"]
     assert results["data"]["train"]["tumor"]["slices"] == low["tumor_slices"]
-    report = open(os.path.join(out, "report.md")).read()
+    report = open(os.path.join(out, "report.md"), encoding="utf-8").read()
     assert "## The judge's view of the augmenters" in report and "low-data regime (--tumor_fraction=0.5)" in report
     with pytest.raises(ValueError, match="tumor_fraction"):
         EvaluationConfig(data_dir=tiny_dataset, output_dir=out, arms=("none",), tumor_fraction=0.0)

@@ -64,7 +64,7 @@ def test_two_fold_run_tests_every_patient_once_with_pooled_cis(crossval, tiny_da
     paired = results["paired"]
     assert {p["baseline"] for p in paired} >= {"classic"}
     assert all(p["tests"]["units"] == 4 for p in paired)                       # 2 folds x 2 seeds
-    report = open(os.path.join(config.output_dir, "report.md")).read()
+    report = open(os.path.join(config.output_dir, "report.md"), encoding="utf-8").read()
     assert "patient-level bootstrap" in report and "2-fold cross-validation" in report
     assert "Δ AUC [95% CI]" in report and "best cheap baseline" in report
 
@@ -148,5 +148,5 @@ def test_an_augmenter_from_another_cohort_is_labelled_as_such(tmp_path, tiny_dat
                      seeds=(0,), tumor_fraction=0.5)
     results = run_evaluation(config)
     assert {f["augmenters"]["ext"]["cohort"] for f in results["cross_validation"]["per_fold"]} == {"another cohort"}
-    assert "another cohort" in open(os.path.join(config.output_dir, "report.md")).read()
+    assert "another cohort" in open(os.path.join(config.output_dir, "report.md"), encoding="utf-8").read()
     assert np.isfinite(results["rows"][0]["pooled"]["auc"]["estimate"])

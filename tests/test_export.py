@@ -55,7 +55,7 @@ def exported(run_dir, export_dir):
     version_dir = result.stdout.strip().splitlines()[-1]
     assert version_dir == os.path.join(export_dir, "ssagan", "1")
     summary = result.stdout.strip().splitlines()[-2]          # a plain line, rounded, no absl prefix or dict
-    assert re.fullmatch(rf"exported {re.escape(version_dir)} \(tau [\d.]+, step \d+, fp32\); max abs difference from "
+    assert re.fullmatch(rf"exported {re.escape(version_dir)} \(tau [\d.]+, step \d+, latest checkpoint, raw weights, fp32\); max abs difference from "
                         r"Keras: normal_to_tumor \d\.\de[-+]\d\d, .*", summary), summary
     return version_dir
 

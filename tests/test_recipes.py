@@ -12,7 +12,7 @@ from conftest import REPO_ROOT
 def _flags(name):
     """{flag: value} of a flagfile's lines, and its comment lines."""
     values, comments = {}, []
-    with open(os.path.join(REPO_ROOT, name)) as f:
+    with open(os.path.join(REPO_ROOT, name), encoding="utf-8") as f:
         for line in f:
             line = line.strip()
             if line.startswith("#"):
@@ -35,7 +35,7 @@ def _commands(text, module):
 
 def test_brain_flags_reads_what_the_readme_converts():
     values, comments = _flags("brain.flags")
-    with open(os.path.join(REPO_ROOT, "README.md")) as f:
+    with open(os.path.join(REPO_ROOT, "README.md"), encoding="utf-8") as f:
         readme = f.read()
     brats = [c for c in _commands(readme, "data_prep.convert") if c.get("format") == "brats" and
              c.get("modalities") == "t1ce"]

@@ -95,7 +95,7 @@ def test_the_warning_reaches_the_console_and_the_report(tmp_path):
     manifest = convert(config, log=lines.append)
     assert any(line.startswith("warning: the written normal slices' axial positions") for line in lines)
     assert manifest["anatomy"]["ks_after"] > selection.KS_WARNING
-    text = open(tmp_path / "out" / "conversion_report.md").read()
+    text = open(tmp_path / "out" / "conversion_report.md", encoding="utf-8").read()
     assert "**Warning: the written normal slices' axial positions still differ" in text
     positions = np.concatenate([manifest["anatomy"]["window"][k] * np.ones(1) for k in ("low", "high")])
     assert np.all((positions >= 0.0) & (positions <= 1.0))
