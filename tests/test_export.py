@@ -115,8 +115,8 @@ def test_graph_loader_as_tf_serving_uses_it(exported):
     """TF Serving loads the SavedModel's graph and runs its restore op (TF1 loader), not the object
     graph `tf.saved_model.load` uses; every signature must run and agree with the reloaded module."""
     images = _batch(2)
-    expected = {name: sig(images=tf.constant(images))
-                for name, sig in tf.saved_model.load(exported).signatures.items()}
+    signatures = tf.saved_model.load(exported).signatures
+    expected = {name: signatures[name](images=tf.constant(images)) for name in export.SIGNATURE_NAMES}
     with tf.Graph().as_default(), tf.compat.v1.Session() as session:
         meta_graph = tf.compat.v1.saved_model.loader.load(session, ["serve"], exported)
         for name in export.SIGNATURE_NAMES:
