@@ -71,7 +71,8 @@ flags.DEFINE_integer("image_size", 256, "Output slices are image_size x image_si
                      "other sizes convert, with a warning, for the classifiers and the judge.")
 flags.DEFINE_string("image_glob", "*", "pairs: glob of image files or DICOM folders, relative to --input.")
 flags.DEFINE_string("mask_replace", None, "pairs: OLD:NEW; a mask's path is its image's path with OLD "
-                    "replaced by NEW (e.g. _Scan_T1:_Mask).")
+                    "replaced by NEW (e.g. _Scan_T1:_Mask); a label volume on the image's grid, or a DICOM SEG "
+                    "(placed on the image's grid, every segment tumor).")
 flags.DEFINE_integer("patient_level", 1, "pairs: the patient id is the first N path components under "
                      "--input (below the split folder with --keep_splits); scans of one patient never straddle "
                      "two splits. Fewer than 3 patients cannot fill train, val and test: the conversion stops "

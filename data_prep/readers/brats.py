@@ -77,8 +77,7 @@ def load(ref: CaseRef, options) -> Scan:
     if not options.no_masks:
         if "seg" not in ref.paths:
             raise CaseError(ref.extra["case_dir"], "no segmentation file")
-        seg = common.read_volume(ref.paths["seg"])
-        common.check_same_grid(volumes[0], seg, "segmentation")
+        seg = common.read_mask(ref.paths["seg"], volumes[0], "segmentation")
         mask = common.whole_tumor(seg, allowed=BRATS_LABELS)
     return Scan(ref=ref, image=common.stack_channels(volumes), mask=mask,
                 spacing=volumes[0].spacing, is_3d=True)

@@ -1,6 +1,6 @@
-"""What every volume reader shares: reading a volume (`ssagan_tf.data.volumes`, re-exported here)
-and the checks a case's volumes must pass together (image and mask on the same grid, tumor
-labels)."""
+"""What every volume reader shares: reading a volume (`ssagan_tf.data.volumes`, re-exported here),
+reading a mask onto its image's grid (a label volume, or a DICOM SEG placed by `dicom_seg`) and
+the checks a case's volumes must pass together (image and mask on the same grid, tumor labels)."""
 
 from __future__ import annotations
 
@@ -27,6 +27,19 @@ def check_same_grid(reference: Volume, other: Volume, what: str) -> None:
     if not np.allclose(other.spacing, reference.spacing, rtol=SPACING_RTOL, atol=0.0):
         raise CaseError(other.path, f"{what} spacing {_fmt(other.spacing)} differs from "
                                     f"{_fmt(reference.spacing)} of {reference.path}")
+
+
+def read_mask(path: str, image: Volume, what: str = "mask") -> Volume:
+    """A case's mask on its image's grid. A DICOM Segmentation object (a SEG file, or a folder
+    holding one) is decoded and placed on the image's grid in space (`dicom_seg`), every segment
+    counting as tumor; any other mask is read as a volume, which must already share the image's
+    grid (`check_same_grid`). Raises CaseError naming the mask file and the problem."""
+    from data_prep.readers import dicom_seg
+
+    seg = dicom_seg.seg_file(path)
+    labels = dicom_seg.read_seg_on_grid(seg, image) if seg else read_volume(path)
+    check_same_grid(image, labels, what)
+    return labels
 
 
 def whole_tumor(volume: Volume, allowed=None) -> np.ndarray:

@@ -1,5 +1,6 @@
 """Generic image/mask pairs: any volume SimpleITK reads (NIfTI, NRRD, MHA, ...) or a folder
 holding one DICOM series, found by a glob; each mask at the image's path with OLD replaced by NEW.
+A mask may also be a DICOM SEG (a file, or a folder holding one), placed on the image's grid.
 
 For the shared Brain-Tumor-Progression data:
     image_glob="*/*_Scan_T1.nii.gz", mask_replace=("_Scan_T1", "_Mask")
@@ -84,8 +85,7 @@ def load(ref: CaseRef, options) -> Scan:
         volumes.append(volume)
     mask = None
     if not options.no_masks and "mask" in ref.paths:
-        labels = common.read_volume(ref.paths["mask"])
-        common.check_same_grid(image, labels, "mask")
+        labels = common.read_mask(ref.paths["mask"], image)
         mask = common.whole_tumor(labels)
     return Scan(ref=ref, image=common.stack_channels(volumes), mask=mask, spacing=image.spacing,
                 is_3d=True)
