@@ -34,6 +34,7 @@ from ssagan_tf import io as durable
 
 DEDUPE_MODES = ("group", "drop", "off")
 SHEET_PER_ROW = 4
+PROGRESS_SECONDS = 5.0     # at most one progress line this often (first, failed and last cases aside)
 
 
 @dataclass(frozen=True)
@@ -140,9 +141,36 @@ def untrainable_size_warning(size: int) -> str | None:
                                          "the classifiers and the judge take them")
 
 
-def convert(config: ConvertConfig, log=print) -> dict:
+class Progress:
+    """The first pass's console lines: `[done/total] case: status (N converted, M failed; rate
+    cases/s, ETA s)` at the first case, at the last, for every case that fails (as it happens),
+    and otherwise only once `every` seconds have passed since the last line: a 2-D collection of
+    thousands of images gives a line every few seconds, not one per image. `clock` gives seconds
+    (injectable, for tests)."""
+
+    def __init__(self, total: int, log=print, clock=time.perf_counter, every: float = PROGRESS_SECONDS):
+        self.total, self.log, self.clock, self.every = total, log, clock, every
+        self.start = self.last = clock()
+        self.done = self.failed = 0
+
+    def case(self, case_id: str, status: str, failed: bool = False) -> None:
+        now = self.clock()
+        self.done += 1
+        self.failed += int(failed)
+        if not (self.done == 1 or self.done == self.total or failed or now - self.last >= self.every):
+            return
+        elapsed = now - self.start
+        rate = f"{self.done / elapsed:.1f} cases/s" if elapsed > 0 else "- cases/s"
+        eta = elapsed / self.done * (self.total - self.done)
+        self.log(f"[{self.done}/{self.total}] {case_id}: {status}  ({self.done - self.failed} converted, "
+                 f"{self.failed} failed; {rate}, ETA {eta:.0f} s)")
+        self.last = now
+
+
+def convert(config: ConvertConfig, log=print, clock=time.perf_counter) -> dict:
     """Convert a dataset; returns the manifest dict. Raises ValueError on bad settings, when no
-    case converted, when a split would be empty or the disk is full (after writing the report)."""
+    case converted, when a split would be empty or the disk is full (after writing the report).
+    `log` takes the console lines; `clock` (seconds) times the progress lines (`Progress`)."""
     config.check()
     cohort: dict = {}
     try:
@@ -169,7 +197,7 @@ def convert(config: ConvertConfig, log=print) -> dict:
     stage = Stage(config.output_dir)
     restore = terminate_as_interrupt()
     try:
-        channels, normalisation = _read_cases(config, refs, stage, outcomes, log)
+        channels, normalisation = _read_cases(config, refs, stage, outcomes, Progress(len(refs), log, clock))
         manifest = _write_dataset(config, stage, outcomes, channels, normalisation, cohort)
         for warning in cohort["warnings"]:
             log(f"warning: {warning}")
@@ -192,11 +220,10 @@ def convert(config: ConvertConfig, log=print) -> dict:
     return manifest
 
 
-def _read_cases(config, refs, stage, outcomes, log):
+def _read_cases(config, refs, stage, outcomes, progress: Progress):
     """First pass: read and preprocess every case, stage its slices. Returns (channels, bounds)."""
-    channels, normalisation, start = None, {}, time.perf_counter()
-    for done, (ref, slices, error, seconds) in enumerate(results(refs, config.reader, config.prep,
-                                                                 config.workers), 1):
+    channels, normalisation = None, {}
+    for ref, slices, error, seconds in results(refs, config.reader, config.prep, config.workers):
         outcome = CaseOutcome(ref.case_id, ref.patient_id, dict(ref.paths), seconds=seconds,
                               own_split=ref.extra.get("split"))
         if slices is not None and channels not in (None, slices.images.shape[-1]):
@@ -215,8 +242,7 @@ def _read_cases(config, refs, stage, outcomes, log):
         outcome.error = error
         outcomes.append(outcome)
         status = f"error: {error}" if error else f"{outcome.tumor} tumor, {outcome.normal} normal candidate slices"
-        eta = (time.perf_counter() - start) / done * (len(refs) - done)
-        log(f"[{done}/{len(refs)}] {ref.case_id}: {status}  ({seconds:.1f} s, ETA {eta:.0f} s)")
+        progress.case(ref.case_id, status, failed=bool(error))
     converted = [o for o in outcomes if not o.error]
     failed = [o for o in outcomes if o.error]
     if not converted or sum(o.tumor + o.normal for o in converted) == 0:

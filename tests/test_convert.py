@@ -12,7 +12,7 @@ import SimpleITK as sitk
 
 from conftest import HANG_TIMEOUT, REPO_ROOT
 from data_prep import phantom
-from data_prep.convert import ConvertConfig, convert
+from data_prep.convert import PROGRESS_SECONDS, ConvertConfig, Progress, convert
 from data_prep.preprocess import PrepOptions
 from data_prep.readers import ReaderOptions
 from ssagan_tf.data import integrity, pipeline, schema
@@ -111,6 +111,58 @@ def test_bad_case_is_reported_and_the_others_convert(cohort, tmp_path):
         convert(_config(str(cohort_dir), tmp_path / "strict", strict=True), log=lambda _: None)
     assert not os.path.exists(tmp_path / "strict" / "manifest.json")
     assert not [f for _, _, fs in os.walk(tmp_path / "strict") for f in fs if "tfrecord" in f or ".tmp" in f]
+
+
+class FakeClock:
+    """Seconds that advance by `step` at every reading."""
+
+    def __init__(self, step):
+        self.now, self.step = 0.0, step
+
+    def __call__(self):
+        self.now += self.step
+        return self.now
+
+
+def test_progress_lines_are_throttled_with_count_rate_and_eta():
+    """A line at the first case, then only once PROGRESS_SECONDS have passed since the last line,
+    for a failed case whenever it comes, and always at the last case."""
+    assert PROGRESS_SECONDS == 5.0
+    lines = []
+    times = iter([100.0, 100.5, 101.0, 104.0, 105.6, 106.0, 107.0, 107.5, 120.0, 121.0, 121.5])
+    progress = Progress(10, lines.append, clock=lambda: next(times))
+    for k in range(1, 11):
+        progress.case(f"c{k}", "error: broken" if k == 7 else "1 tumor, 2 normal candidate slices", failed=k == 7)
+    assert lines == [
+        "[1/10] c1: 1 tumor, 2 normal candidate slices  (1 converted, 0 failed; 2.0 cases/s, ETA 4 s)",
+        "[4/10] c4: 1 tumor, 2 normal candidate slices  (4 converted, 0 failed; 0.7 cases/s, ETA 8 s)",
+        "[7/10] c7: error: broken  (6 converted, 1 failed; 0.9 cases/s, ETA 3 s)",
+        "[8/10] c8: 1 tumor, 2 normal candidate slices  (7 converted, 1 failed; 0.4 cases/s, ETA 5 s)",
+        "[10/10] c10: 1 tumor, 2 normal candidate slices  (9 converted, 1 failed; 0.5 cases/s, ETA 0 s)"]
+
+
+def test_conversion_prints_throttled_progress_and_every_failed_case(cohort, tmp_path):
+    """Through convert with an injected clock (3 s a reading): of 7 cases, lines for the first,
+    the third and sixth (6 s after the previous line), the failed fourth and the last."""
+    cohort_dir = tmp_path / "cohort"
+    os.makedirs(cohort_dir)
+    for folder in cohort:
+        shutil.copytree(folder, cohort_dir / os.path.basename(folder))
+    bad = cohort_dir / "Phantom_002x"          # sorts fourth
+    os.makedirs(bad)
+    for m in ("flair", "t1", "t1ce", "t2", "seg"):
+        image = np.random.default_rng(0).uniform(0, 100, (16, 32, 30) if m == "seg" else (16, 32, 32))
+        sitk.WriteImage(sitk.GetImageFromArray(image.astype(np.float32)), str(bad / f"Phantom_002x_{m}.nii.gz"))
+    lines = []
+    convert(_config(str(cohort_dir), tmp_path / "out"), log=lines.append, clock=FakeClock(3.0))
+    progress = [line for line in lines if line.startswith("[")]
+    assert [line.split("]")[0] + "]" for line in progress] == ["[1/7]", "[3/7]", "[4/7]", "[6/7]", "[7/7]"]
+    assert progress[0].startswith("[1/7] Phantom_000: ") and progress[0].endswith(
+        "(1 converted, 0 failed; 0.3 cases/s, ETA 18 s)")
+    assert progress[2].startswith("[4/7] Phantom_002x: error: ") and "Phantom_002x_seg.nii.gz" in progress[2]
+    assert progress[2].endswith("(3 converted, 1 failed; 0.3 cases/s, ETA 9 s)")
+    assert progress[-1].startswith("[7/7] Phantom_005: ") and progress[-1].endswith(
+        "(6 converted, 1 failed; 0.3 cases/s, ETA 0 s)")
 
 
 def test_existing_dataset_is_not_overwritten_without_the_flag(cohort, tmp_path):
