@@ -7,23 +7,20 @@ from __future__ import annotations
 
 import os
 
+import highdicom
 import numpy as np
 import pytest
 import SimpleITK as sitk
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.sr.codedict import codes
+from pydicom.uid import ExplicitVRLittleEndian, MRImageStorage, generate_uid
 
-highdicom = pytest.importorskip("highdicom")
-pydicom = pytest.importorskip("pydicom")
-
-from pydicom.dataset import Dataset, FileMetaDataset  # noqa: E402
-from pydicom.sr.codedict import codes  # noqa: E402
-from pydicom.uid import ExplicitVRLittleEndian, MRImageStorage, generate_uid  # noqa: E402
-
-from data_prep import phantom, readers  # noqa: E402
-from data_prep.convert import ConvertConfig, convert  # noqa: E402
-from data_prep.preprocess import PrepOptions  # noqa: E402
-from data_prep.readers import ReaderOptions, common, dicom_seg  # noqa: E402
-from data_prep.scan import CaseError  # noqa: E402
-from ssagan_tf.data import pipeline, schema  # noqa: E402
+from data_prep import phantom, readers
+from data_prep.convert import ConvertConfig, convert
+from data_prep.preprocess import PrepOptions
+from data_prep.readers import ReaderOptions, common, dicom_seg
+from data_prep.scan import CaseError
+from ssagan_tf.data import pipeline, schema
 
 SHAPE = (16, 32, 32)                 # (Z, Y, X)
 SPACING = (3.0, 1.0, 1.0)            # mm, (Z, Y, X)
@@ -90,7 +87,8 @@ def write_seg(path, sources, segments, kind="BINARY") -> str:
     else:
         pixels = np.stack(segments, -1).astype(bool)
     seg = highdicom.seg.Segmentation(
-        source_images=sources, pixel_array=pixels, segmentation_type=getattr(highdicom.seg.SegmentationTypeValues, kind),
+        source_images=sources, pixel_array=pixels,
+        segmentation_type=getattr(highdicom.seg.SegmentationTypeValues, kind),
         segment_descriptions=descriptions, series_instance_uid=generate_uid(), series_number=2,
         sop_instance_uid=generate_uid(), instance_number=1, manufacturer="tests", manufacturer_model_name="tests",
         software_versions="0", device_serial_number="0",
@@ -252,3 +250,22 @@ def test_readers_load_of_a_pairs_case_with_a_seg_folder(tmp_path):
     scan = readers.load(ref, options)
     assert scan.image.shape == SHAPE + (1,)
     np.testing.assert_array_equal(scan.mask, lesion)
+
+
+def test_seg_on_a_nifti_of_the_series_is_placed_by_its_coordinates(tmp_path):
+    """A NIfTI image carries no frame of reference: the SEG is placed by its coordinates alone
+    (here the NIfTI is the series itself, so the lesion lands where it was drawn)."""
+    lesion = lesion_case(str(tmp_path), "P1", seed=6, center=(8, 14, 19))
+    sitk.WriteImage(sitk.ReadImage(sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(tmp_path / "P1" / "T1"))),
+                    str(tmp_path / "T1.nii.gz"))
+    image = common.read_volume(str(tmp_path / "T1.nii.gz"))
+    assert dicom_seg.frame_of_reference(str(tmp_path / "T1.nii.gz")) is None
+    np.testing.assert_array_equal(common.read_mask(str(tmp_path / "P1" / "T1_seg.dcm"), image).array, lesion)
+
+
+def test_a_seg_with_nothing_segmented_is_a_tumor_free_mask(tmp_path):
+    sources = write_series(str(tmp_path / "T1"), head(7))
+    write_seg(str(tmp_path / "seg.dcm"), sources, [np.zeros(SHAPE, np.uint8)])
+    image = common.read_volume(str(tmp_path / "T1"))
+    placed = common.read_mask(str(tmp_path / "seg.dcm"), image)
+    assert placed.array.shape == SHAPE and not placed.array.any()

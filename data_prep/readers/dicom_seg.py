@@ -90,8 +90,10 @@ def seg_file(path: str) -> str | None:
 def frame_of_reference(path: str) -> str | None:
     """The Frame of Reference UID of a DICOM image (a file, or the first DICOM file of a series
     folder that has one); None for other formats (NIfTI, NRRD, ...), which carry none."""
-    files = [path] if os.path.isfile(path) else \
-        [os.path.join(path, n) for n in sorted(os.listdir(path)) if not n.startswith(".")] if os.path.isdir(path) else []
+    if os.path.isdir(path):
+        files = [os.path.join(path, n) for n in sorted(os.listdir(path)) if not n.startswith(".")]
+    else:
+        files = [path] if os.path.isfile(path) else []
     for file in files:
         if os.path.isfile(file) and _is_dicom_file(file):
             header = _header(file)
