@@ -62,8 +62,8 @@ class RunConfigFileError(ValueError):
 # reports and saves, when it stops, and how it runs (devices, XLA, op determinism: these may
 # change the numbers by rounding, not the method). Every other setting, and the data (by
 # `integrity.dataset_checksum`), must be as saved unless `allow_changes` names it.
-FREE_ON_RESUME = ("data_dir", "extra_data_dirs", "model_dir", "max_steps", "checkpoint_every", "keep_checkpoints", "log_every",
-                  "image_every", "export_dir", "judge_dir", "fresh", "allow_changes", "precision_reason",
+FREE_ON_RESUME = ("data_dir", "extra_data_dirs", "model_dir", "max_steps", "checkpoint_every", "keep_checkpoints",
+                  "log_every", "image_every", "export_dir", "judge_dir", "fresh", "allow_changes", "precision_reason",
                   "strategy", "cpu_replicas", "jit_compile", "deterministic")
 
 
@@ -220,9 +220,10 @@ class RunConfig:
         warnings = []
         if "synthetic" in manifest.raw:
             main = os.path.realpath(manifest.data_dir) == os.path.realpath(self.data_dir)
-            empty = [split for split in ("val",) if main and not any(manifest.count(split, d) for d in schema.DOMAINS)]
-            warnings.append(f"WARNING: {manifest.data_dir} is an augmentation's output (run_augment.py): synthetic slices "
-                            "only, made by " + str(manifest.raw["synthetic"].get("model", "an exported model"))
+            empty = [split for split in ("val",)
+                     if main and not any(manifest.count(split, d) for d in schema.DOMAINS)]
+            warnings.append(f"WARNING: {manifest.data_dir} is an augmentation's output (run_augment.py): synthetic "
+                            "slices only, made by " + str(manifest.raw["synthetic"].get("model", "an exported model"))
                             + (f", and no {', '.join(empty)} split, so no validation is run" if empty else "")
                             + ". Train on the converted real data it was made from; synthetic slices are meant "
                             "for the classifiers (run_evaluate.py)")

@@ -78,12 +78,12 @@ def data_line(config: RunConfig, manifest, extras=()) -> str:
     extra datasets, each with the train slices it adds, and the totals."""
     if not extras:
         return config.data_dir
-    adds = "; ".join(f"+ {m.data_dir} ({m.count('train', 'normal')} normal, {m.count('train', 'tumor')} tumor)"
-                     for m in extras)
+    adds = " ".join(f"+ {m.data_dir} ({m.count('train', 'normal')} normal, {m.count('train', 'tumor')} tumor)"
+                    for m in extras)
     counts = combined.combined_counts([manifest, *extras])
     return (f"{config.data_dir} ({manifest.count('train', 'normal')} normal, {manifest.count('train', 'tumor')} "
-            f"tumor train slices; validation) {adds}: {counts['normal']} normal and {counts['tumor']} tumor "
-            "train slices in all")
+            f"tumor train slices; validated on) {adds} = {counts['normal']} normal, {counts['tumor']} tumor "
+            "train slices")
 
 
 def _prepare_model_dir(config: RunConfig, chief: bool, data_checksum: str, log):
@@ -189,7 +189,8 @@ def _train(config: RunConfig, manifest, extras, schedule: Schedule, log, stream)
     # resume is neither overwritten nor mistaken for the latest); normally the number is the step.
     number_offset = max(0, checkpoints.highest_checkpoint_number(config.model_dir) - int(state.step.numpy()))
     total_steps, stop_step = schedule.total_steps, schedule.stop_step
-    log(f"Training {config.model.system} on {data_line(config, manifest, extras)}: {replicas} replica(s) ({config.strategy}), "
+    log(f"Training {config.model.system} on {data_line(config, manifest, extras)}: {replicas} replica(s) "
+        f"({config.strategy}), "
         f"global batch {config.batch_size}, {schedule.steps_per_epoch} steps/epoch, {total_steps} steps in all"
         + (f", stopping at step {stop_step}" if stop_step < total_steps else ""))
     log(f"Checkpoints in {checkpoints.checkpoint_dir(config.model_dir)}; TensorBoard: "
