@@ -265,3 +265,19 @@ def dataclasses_replace(config, **changes):
     import dataclasses
 
     return dataclasses.replace(config, **changes)
+
+
+def test_the_command_line_takes_a_list_and_refuses_folds_and_bad_extras_before_tensorflow(tiny, tmp_path):
+    from test_run_train import probe
+
+    result, out = probe(["--help"])
+    said = " ".join(out.split())
+    assert result["code"] == 0 and "comma-separated list" in said and "--assume_normal joins the normal" in said
+    result, out = probe([f"--data_dir={tiny['main']},{tiny['size']}", f"--model_dir={tmp_path / 'run'}"])
+    assert result == {"code": 2, "tensorflow": False}, out
+    assert f"--data_dir {tiny['size']} (extra dataset) holds 64^2" in out
+    result, out = probe([f"--data_dir={tiny['main']},{tiny['healthy']}", f"--model_dir={tmp_path / 'run'}",
+                         "--folds=2"])
+    assert result == {"code": 2, "tensorflow": False}, out
+    assert "--folds deals the patients of one dataset into folds; --data_dir names 2" in out
+    assert not (tmp_path / "run").exists()
