@@ -2,6 +2,7 @@
 (converted with --no_masks --assume_normal) joins the normal domain; the extras are checked
 against the main dataset; counts, checksum, resume and the export's cohort follow the list."""
 
+import dataclasses
 import io
 import json
 import os
@@ -142,8 +143,6 @@ def test_mismatched_extra_datasets_are_refused_naming_them(tiny, cohorts, tmp_pa
     assert "empty entry" in _refusal([main, ""], tmp_path)
     # Every check also runs at check_inputs, for a config made without build_run_config.
     config = build_run_config(data_dir=main, model_dir=str(tmp_path / "run"), precision="fp32")
-    import dataclasses
-
     with pytest.raises(ConfigError, match="64\\^2"):
         dataclasses.replace(config, extra_data_dirs=(tiny["size"],)).check_inputs()
 
@@ -256,15 +255,10 @@ def test_an_old_config_json_with_one_data_dir_resumes(tiny, tmp_path):
     manifests = [schema.read_manifest(d) for d in both.data_dirs]
     with pytest.raises(ConfigError, match="other settings .*data "):
         resume.check_resume(both, combined.combined_checksum(manifests), notes.append)
-    resume.check_resume(dataclasses_replace(both, allow_changes=("data",)), combined.combined_checksum(manifests),
+    resume.check_resume(dataclasses.replace(both, allow_changes=("data",)), combined.combined_checksum(manifests),
                         notes.append)
     assert "data sha256:" in notes[-1]
 
-
-def dataclasses_replace(config, **changes):
-    import dataclasses
-
-    return dataclasses.replace(config, **changes)
 
 
 def test_the_command_line_takes_a_list_and_refuses_folds_and_bad_extras_before_tensorflow(tiny, tmp_path):
