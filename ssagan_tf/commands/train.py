@@ -2,6 +2,7 @@
 
     python run_train.py --flagfile=brain.flags        (or: ssagan train --flagfile=brain.flags)
     python run_train.py --data_dir=DIR --model_dir=DIR [--model=ssa_cyclegan] [--strategy=mirrored] ...
+    python run_train.py --data_dir=DIR,HEALTHY_DIR ...   (a healthy cohort's train normals join the normal domain)
 
 Resumes from the newest intact checkpoint in --model_dir unless --fresh, with the settings the run
 was trained with: a change that alters the result (data, seed, schedule, batch, tau, losses,
@@ -26,7 +27,13 @@ from ssagan_tf.precision import PRECISIONS
 from ssagan_tf.training.config import FREE_ON_RESUME, RESUME_GUARDED, STRATEGIES, SYSTEM_SPECIFIC, ConfigError, \
     build_run_config, unused_settings_warning
 
-flags.DEFINE_string("data_dir", None, "Converted dataset (the --output_dir of `python -m data_prep.convert`).")
+flags.DEFINE_list("data_dir", None, "Converted dataset (the --output_dir of `python -m data_prep.convert`), or a "
+                  "comma-separated list of them: the first is the main dataset (both classes; it alone is "
+                  "validated, judged and selected on); each further one adds the slices of its train split "
+                  "by class, so a healthy cohort converted with --no_masks --assume_normal joins the normal "
+                  "domain (its val and test splits are not read). All must hold slices of the same size, "
+                  "channels and modalities, and no patient may be in two splits (docs/training.md, "
+                  "'Several datasets').")
 flags.DEFINE_string("model_dir", None, "Run directory: config.json, checkpoints/, logs/ (TensorBoard), samples/; "
                     "locked while a trainer runs (train.lock), so a second trainer there is refused.")
 flags.DEFINE_enum("model", "ssa_cyclegan", list(SYSTEMS),
@@ -172,14 +179,18 @@ def fold_settings() -> dict:
         raise app.UsageError(f"--tumor_fraction={FLAGS.tumor_fraction}: must be in (0, 1]")
     if not FLAGS.data_dir or not FLAGS.model_dir:
         raise app.UsageError("--data_dir and --model_dir are required")
+    if len(FLAGS.data_dir) > 1:
+        raise app.UsageError(f"--folds deals the patients of one dataset into folds; --data_dir names "
+                             f"{len(FLAGS.data_dir)} ({', '.join(FLAGS.data_dir)}). Cross-validate on the main "
+                             "dataset alone, or convert the cohorts together into one dataset")
+    data_dir = FLAGS.data_dir[0]
     import os
 
     from ssagan_tf.data import folds
 
     try:
-        cohort = folds.cohort_record(FLAGS.data_dir, FLAGS.folds, FLAGS.fold, FLAGS.fold_seed, FLAGS.tumor_fraction)
-        data_dir = folds.write_fold_dataset(FLAGS.data_dir, os.path.join(FLAGS.model_dir, folds.FOLD_DATA_NAME),
-                                            cohort)
+        cohort = folds.cohort_record(data_dir, FLAGS.folds, FLAGS.fold, FLAGS.fold_seed, FLAGS.tumor_fraction)
+        data_dir = folds.write_fold_dataset(data_dir, os.path.join(FLAGS.model_dir, folds.FOLD_DATA_NAME), cohort)
     except (FileNotFoundError, ValueError) as err:
         raise app.UsageError(str(err)) from err
     print(f"Fold {FLAGS.fold} of {FLAGS.folds}: training on {len(cohort['train_patients'])} patients, validating on "

@@ -192,7 +192,11 @@ def write_fold_dataset(data_dir: str, out_dir: str, cohort: dict) -> str:
 def training_cohort(run_config: dict) -> dict:
     """The patients a training run saw, for its export's `export.json`: a fold run's `cohort`
     record as is; otherwise its dataset's train and validation patients (the ones training and its
-    monitoring read). {"seen_patients": None, ...} when the dataset is no longer there to ask."""
+    monitoring read). With extra datasets (`extra_data_dirs`, `ssagan_tf.data.combined`), their
+    train patients too: in `seen_patients` those of extras converted from the main dataset's
+    input (the same ids, the same people), in `other_cohorts` (one entry per extra from another
+    input: source_data_dir, patient_namespace, seen_patients) the rest. {"seen_patients": None,
+    ...} when a dataset is no longer there to ask."""
     if run_config.get("cohort"):
         return dict(run_config["cohort"])
     from ssagan_tf.data import schema
@@ -204,5 +208,21 @@ def training_cohort(run_config: dict) -> dict:
         owners = case_patients(manifest)
     except (OSError, ValueError):
         return dict(record, seen_patients=None)
-    seen = sorted({owners[c] for s in ("train", "val") for c in manifest.cases.get(s, [])})
-    return dict(record, source_manifest_sha256=manifest_sha256(data_dir), seen_patients=seen)
+    seen = {owners[c] for s in ("train", "val") for c in manifest.cases.get(s, [])}
+    record = dict(record, source_manifest_sha256=manifest_sha256(data_dir))
+    extra_dirs = run_config.get("extra_data_dirs") or []
+    if not extra_dirs:
+        return dict(record, seen_patients=sorted(seen))
+    from ssagan_tf.data import combined
+
+    try:
+        extras = [schema.read_manifest(d) for d in extra_dirs]
+    except (OSError, ValueError):
+        return dict(record, seen_patients=None)        # an extra dataset is gone: who it held is unknown
+    same, others = combined.extra_cohorts(manifest, extras)
+    for entry in others:
+        entry["source_manifest_sha256"] = manifest_sha256(entry["source_data_dir"])
+    # The extras' train patients of the main dataset's input are its own ids; those of other inputs
+    # are other people whatever their ids, recorded apart under their namespace.
+    return dict(record, seen_patients=sorted(seen | set(same)), patient_namespace=combined.patient_namespace(manifest),
+                extra_data_dirs=[os.path.abspath(d) for d in extra_dirs], other_cohorts=others)

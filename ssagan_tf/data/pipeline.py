@@ -15,7 +15,7 @@ import re
 import numpy as np
 import tensorflow as tf
 
-from ssagan_tf.data import integrity, schema
+from ssagan_tf.data import combined, integrity, schema
 
 AUTOTUNE = tf.data.AUTOTUNE
 # Slack on the [-1, 1] range: resizing with antialiasing can overshoot by float rounding.
@@ -32,14 +32,19 @@ def _shards(manifest: schema.Manifest, split: str, domain: str) -> list:
     return shards
 
 
-def _read_records(manifest: schema.Manifest, shards: list, deterministic: bool, shuffle_files: bool,
+def _read_records(manifest, shards: list, deterministic: bool, shuffle_files: bool,
                   seed) -> tf.data.Dataset:
     """(record, shard path) pairs of several shards, interleaved. Each shard is read by its own
     TFRecordDataset so that a corrupt or truncated one is named in the error (see
     `shard_errors_named`), and, when the manifest records them, its records are counted against
     the manifest as they pass (`assert_cardinality`: reading fails as soon as a shard proves to
-    hold more, or at its end fewer)."""
-    expected = integrity.expected_records(manifest, shards)
+    hold more, or at its end fewer). `manifest` may be a list, one per shard's dataset, when
+    `shards` is a list of lists of the same length (several datasets' shards read together)."""
+    if isinstance(manifest, (list, tuple)):
+        expected = [n for m, paths in zip(manifest, shards) for n in integrity.expected_records(m, paths)]
+        shards = [path for paths in shards for path in paths]
+    else:
+        expected = integrity.expected_records(manifest, shards)
     if min(expected, default=-1) >= 0:
         files = tf.data.Dataset.from_tensor_slices((shards, tf.constant(expected, tf.int64)))
         read = lambda path, count: tf.data.TFRecordDataset(path).apply(  # noqa: E731
@@ -88,15 +93,19 @@ def find_count_mismatch(data_dir: str):
 
 
 @contextlib.contextmanager
-def shard_errors_named(data_dir: str):
+def shard_errors_named(data_dir):
     """Re-raise what goes wrong while reading `data_dir`'s shards as one clear error naming the
     shard: a tf.data DataLossError (whose own message says only 'truncated record at N', not
     which file) as `CorruptShardError`, and a failed check of `parse_and_validate` or of a
-    shard's record count as `DataCheckError`."""
+    shard's record count as `DataCheckError`. `data_dir` may be a list of datasets read
+    together (`make_unpaired_dataset`'s `extra_data_dirs`): the shard is looked for in each."""
+    data_dirs = [data_dir] if isinstance(data_dir, str) else list(data_dir)
     try:
         yield
     except tf.errors.FailedPreconditionError as err:
-        found = find_count_mismatch(data_dir) if "expected to contain" in err.message else None
+        found = None
+        for one in data_dirs if "expected to contain" in err.message else ():
+            found = found or find_count_mismatch(one)
         if found is None:
             raise
         path, actual, expected = found
@@ -106,7 +115,8 @@ def shard_errors_named(data_dir: str):
         message = check_message(err) if isinstance(err, tf.errors.InvalidArgumentError) else None
         if message is not None:
             raise DataCheckError(message) from err
-        found = find_corrupt_shard(sorted(glob.glob(os.path.join(data_dir, "*", "*.tfrecord"))))
+        found = find_corrupt_shard([path for one in data_dirs
+                                    for path in sorted(glob.glob(os.path.join(glob.escape(one), "*", "*.tfrecord")))])
         if found is None:
             raise
         path, message = found
@@ -174,15 +184,25 @@ def _random_flip(index, ex: dict, seed: int) -> dict:
     return ex
 
 
-def _domain_dataset(manifest, split, domain, shuffle, flip, seed, deterministic, repeat):
+def _domain_dataset(manifest, split, domain, shuffle, flip, seed, deterministic, repeat, extras=()):
+    """One domain's slices of `split`, from `manifest`'s shards and, with `extras` (the manifests
+    of further datasets of the same slice size and channels), theirs too, read as one set: the
+    shards of all of them shuffled and interleaved together, the shuffle buffer sized by the
+    slices of all of them. Without `extras`, exactly the one dataset's stream."""
     shards = _shards(manifest, split, domain)
-    ds = _read_records(manifest, shards, deterministic, shuffle_files=shuffle, seed=seed)
+    if extras:
+        # An extra without slices of this domain (a healthy cohort's tumor domain) adds nothing.
+        parts = [(manifest, shards)] + [(m, _shards(m, split, domain)) for m in extras if m.count(split, domain)]
+        ds = _read_records([m for m, _ in parts], [paths for _, paths in parts], deterministic,
+                           shuffle_files=shuffle, seed=seed)
+    else:
+        ds = _read_records(manifest, shards, deterministic, shuffle_files=shuffle, seed=seed)
     ds = ds.map(parse_and_validate(manifest, domain), num_parallel_calls=AUTOTUNE, deterministic=deterministic)
     if repeat:
         ds = ds.repeat()
     if shuffle:
-        ds = ds.shuffle(min(max(manifest.count(split, domain), 1), 2048), seed=seed,
-                        reshuffle_each_iteration=True)
+        count = manifest.count(split, domain) + sum(m.count(split, domain) for m in extras)
+        ds = ds.shuffle(min(max(count, 1), 2048), seed=seed, reshuffle_each_iteration=True)
     if flip:
         flip_seed = seed if seed is not None else int(np.random.default_rng().integers(2**31))
         ds = ds.enumerate().map(lambda i, ex: _random_flip(i, ex, flip_seed), num_parallel_calls=AUTOTUNE,
@@ -191,8 +211,15 @@ def _domain_dataset(manifest, split, domain, shuffle, flip, seed, deterministic,
 
 
 def make_unpaired_dataset(data_dir: str, split: str = "train", global_batch_size: int = 1, shuffle: bool = True,
-                          flip: bool = True, seed=None, deterministic: bool = False, repeat: bool = True):
+                          flip: bool = True, seed=None, deterministic: bool = False, repeat: bool = True,
+                          extra_data_dirs=()):
     """Unpaired two-domain batches for training.
+
+    With `extra_data_dirs` (converted datasets of the same slice size and channels, checked by
+    `RunConfig.extra_manifests`), each domain reads the `split` slices of `data_dir` and of every
+    extra together (`ssagan_tf.data.combined`): a healthy cohort's normals join the normal
+    domain, an extra's tumor slices the tumor domain. Without them, the stream is the one
+    dataset's, element for element.
 
     Elements: ``{"normal": {"image"}, "tumor": {"image", "mask", "has_mask"}}`` with a leading
     dimension of `global_batch_size` (drop_remainder, static shapes), ready for
@@ -201,17 +228,18 @@ def make_unpaired_dataset(data_dir: str, split: str = "train", global_batch_size
     for a given seed (and needs a seed when shuffling).
     """
     manifest = schema.read_manifest(data_dir)
+    extras = [schema.read_manifest(d) for d in extra_data_dirs]
     if global_batch_size < 1:
         raise ValueError(f"global_batch_size must be >= 1, got {global_batch_size}")
     if deterministic and shuffle and seed is None:
         raise ValueError("deterministic shuffling needs a seed")
-    counts = {d: manifest.count(split, d) for d in schema.DOMAINS}
+    counts = combined.combined_counts([manifest, *extras], split)
     longer = max(counts, key=counts.get)
     domains = {}
     for i, domain in enumerate(schema.DOMAINS):
         domain_seed = None if seed is None else seed + i
         domains[domain] = _domain_dataset(manifest, split, domain, shuffle, flip, domain_seed, deterministic,
-                                          repeat=repeat or domain != longer)
+                                          repeat=repeat or domain != longer, extras=extras)
     normal = domains["normal"].map(lambda ex: {"image": ex["image"]})
     tumor = domains["tumor"].map(lambda ex: {"image": ex["image"], "mask": ex["mask"], "has_mask": ex["has_mask"]})
     ds = tf.data.Dataset.zip({"normal": normal, "tumor": tumor})
@@ -254,8 +282,8 @@ def load_split_arrays(data_dir: str, split: str, domains=schema.DOMAINS) -> dict
     return {k: np.concatenate([p[k] for p in parts]) for k in keys}
 
 
-def steps_per_epoch(data_dir: str, global_batch_size: int, split: str = "train") -> int:
-    """Steps in one pass over the longer domain of a split."""
-    manifest = schema.read_manifest(data_dir)
-    longest = max(manifest.count(split, d) for d in schema.DOMAINS)
+def steps_per_epoch(data_dir: str, global_batch_size: int, split: str = "train", extra_data_dirs=()) -> int:
+    """Steps in one pass over the longer domain of a split (of `data_dir` and the extras together)."""
+    manifests = [schema.read_manifest(d) for d in (data_dir, *extra_data_dirs)]
+    longest = max(combined.combined_counts(manifests, split).values())
     return max(1, longest // global_batch_size)

@@ -15,7 +15,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import tensorflow as tf
 
-from ssagan_tf.data import schema
+from ssagan_tf.data import combined, schema
 from ssagan_tf.data.folds import manifest_sha256
 from ssagan_tf.data.pipeline import load_split_arrays
 from ssagan_tf.evaluation import arms, crossval, ledger, metrics
@@ -178,13 +178,15 @@ def run_key(config: EvaluationConfig, plan: dict, row: Row, seed: int, precision
 def build_augmenters(config: EvaluationConfig, plan: dict, low_data, image_shape: tuple) -> tuple:
     """This fold's augmenters (exports and built-in controls) and what each saw."""
     loaded, cohorts = [], {}
+    namespace = combined.patient_namespace(schema.read_manifest(config.data_dir))
     for name, path in config.augmenters:
         if not path:
             augmenter = ControlAugmenter(name, plan["train"])
             cohorts[name] = {"cohort": "built in", "identity": ledger.augmenter_identity("")}
         else:
             version_dir = crossval.resolved(crossval.augmenter_path(path, plan["index"]))
-            cohorts[name] = dict(crossval.check_cohort(name, version_dir, plan, low_data, bool(config.folds)),
+            cohorts[name] = dict(crossval.check_cohort(name, version_dir, plan, low_data, bool(config.folds),
+                                                       namespace),
                                  path=version_dir, identity=ledger.augmenter_identity(version_dir))
             augmenter = Augmenter(name, version_dir)
         augmenter.check_input_shape(image_shape)

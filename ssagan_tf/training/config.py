@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 
 from ssagan_tf import precision as precisions
 from ssagan_tf.choices import CYCLE_ATTENTIONS, D_MODE_ALIASES, D_MODES, GAN_LOSSES, MASK_LOSS_TYPES
-from ssagan_tf.data import integrity, schema
+from ssagan_tf.data import combined, integrity, schema
 from ssagan_tf.models.config import ModelConfig
 
 CONFIG_NAME = "config.json"
@@ -62,8 +62,8 @@ class RunConfigFileError(ValueError):
 # reports and saves, when it stops, and how it runs (devices, XLA, op determinism: these may
 # change the numbers by rounding, not the method). Every other setting, and the data (by
 # `integrity.dataset_checksum`), must be as saved unless `allow_changes` names it.
-FREE_ON_RESUME = ("data_dir", "model_dir", "max_steps", "checkpoint_every", "keep_checkpoints", "log_every",
-                  "image_every", "export_dir", "judge_dir", "fresh", "allow_changes", "precision_reason",
+FREE_ON_RESUME = ("data_dir", "extra_data_dirs", "model_dir", "max_steps", "checkpoint_every", "keep_checkpoints",
+                  "log_every", "image_every", "export_dir", "judge_dir", "fresh", "allow_changes", "precision_reason",
                   "strategy", "cpu_replicas", "jit_compile", "deterministic")
 
 
@@ -71,7 +71,7 @@ FREE_ON_RESUME = ("data_dir", "model_dir", "max_steps", "checkpoint_every", "kee
 class RunConfig:
     """One training run. `tau` is also the inference threshold that export and augment read."""
 
-    data_dir: str
+    data_dir: str                      # the main dataset: trains, validates, judges, selects
     model_dir: str
     model: ModelConfig = field(default_factory=ModelConfig)
     batch_size: int = 1                # global batch, split across replicas
@@ -117,14 +117,24 @@ class RunConfig:
     warmup_min_delta: float = 0.02     # the rise that counts as progress for warmup_patience
     lesion_guidance: float = 0.0       # > 0: weight of A_n's loss against transplanted lesion masks (warm-up)
     lambda_fill: float = 0.0           # > 0: weight of tumor->normal's self-supervised healthy fill
+    # Further converted datasets whose train splits train beside data_dir's, by class (a healthy
+    # cohort's normals join the normal domain); their val and test splits are not read
+    # (ssagan_tf.data.combined). () = data_dir alone.
+    extra_data_dirs: tuple = ()
 
     def __post_init__(self):
         object.__setattr__(self, "d_mode", D_MODE_ALIASES.get(self.d_mode, self.d_mode))
         object.__setattr__(self, "export_dir", self.export_dir or "")
         object.__setattr__(self, "allow_changes", tuple(self.allow_changes or ()))
+        object.__setattr__(self, "extra_data_dirs", tuple(self.extra_data_dirs or ()))
         problems = self.problems()
         if problems:
             raise ConfigError("; ".join(problems))
+
+    @property
+    def data_dirs(self) -> tuple:
+        """Every dataset the run trains on, the main one (`data_dir`) first."""
+        return (self.data_dir,) + self.extra_data_dirs
 
     def to_dict(self) -> dict:
         values = dataclasses.asdict(self)
@@ -148,6 +158,10 @@ class RunConfig:
 
         need(bool(self.data_dir), "data_dir is required")
         need(bool(self.model_dir), "model_dir is required")
+        need(all(isinstance(d, str) and d for d in self.extra_data_dirs),
+             f"extra_data_dirs must be non-empty paths, got {list(self.extra_data_dirs)}")
+        need(not (self.extra_data_dirs and self.cohort),
+             "a cross-validation fold (cohort) trains on one dataset's patients; it takes no extra_data_dirs")
         need(self.batch_size >= 1, f"batch_size must be >= 1, got {self.batch_size}")
         need(self.epochs >= 1, f"epochs must be >= 1, got {self.epochs}")
         need(self.max_steps >= 0, f"max_steps must be >= 0 (0 = no limit), got {self.max_steps}")
@@ -201,22 +215,43 @@ class RunConfig:
     def data_warnings(self, manifest: schema.Manifest) -> list:
         """What the data lack for training without being wrong: an augmentation's output
         (`run_augment.py`, its manifest has `synthetic`) holds synthetic slices only, in one split,
-        with no validation split to watch."""
+        with no validation split to watch. `manifest` is any of the run's datasets (the main
+        one's validation split is the one that matters; an extra's is not read)."""
         warnings = []
         if "synthetic" in manifest.raw:
-            empty = [split for split in ("val",) if not any(manifest.count(split, d) for d in schema.DOMAINS)]
-            warnings.append(f"WARNING: {self.data_dir} is an augmentation's output (run_augment.py): synthetic slices "
-                            "only, made by " + str(manifest.raw["synthetic"].get("model", "an exported model"))
+            main = os.path.realpath(manifest.data_dir) == os.path.realpath(self.data_dir)
+            empty = [split for split in ("val",)
+                     if main and not any(manifest.count(split, d) for d in schema.DOMAINS)]
+            warnings.append(f"WARNING: {manifest.data_dir} is an augmentation's output (run_augment.py): synthetic "
+                            "slices only, made by " + str(manifest.raw["synthetic"].get("model", "an exported model"))
                             + (f", and no {', '.join(empty)} split, so no validation is run" if empty else "")
                             + ". Train on the converted real data it was made from; synthetic slices are meant "
                             "for the classifiers (run_evaluate.py)")
         return warnings
 
+    def extra_manifests(self, main: schema.Manifest) -> list:
+        """The manifests of `extra_data_dirs`, each checked against the main dataset's manifest
+        `main` and the extras before it (`combined.extra_problem`: slice size, channels,
+        modalities, a dataset given twice, no training slices, a patient in two splits);
+        ConfigError names the dataset and its problem. Reads the manifests only."""
+        manifests = []
+        for data_dir in self.extra_data_dirs:
+            try:
+                manifest = schema.read_manifest(data_dir)
+            except (FileNotFoundError, ValueError) as err:
+                raise ConfigError(f"--data_dir {data_dir} (extra dataset): {err}") from err
+            problem = combined.extra_problem(main, manifest, manifests)
+            if problem:
+                raise ConfigError(problem)
+            manifests.append(manifest)
+        return manifests
+
     def check_inputs(self) -> schema.Manifest:
         """What the values cannot tell: the data agree with the model and their shards with their
-        manifest, the judge fits the data, and TF_CONFIG describes a multi_worker cluster. Raises
-        ConfigError (or `integrity.DatasetMismatchError` for shards that disagree with their
-        manifest) before any work; returns the manifest."""
+        manifest (every dataset's: the extras' train splits are checked as the main one's, and
+        against it by `extra_manifests`), the judge fits the data, and TF_CONFIG describes a
+        multi_worker cluster. Raises ConfigError (or `integrity.DatasetMismatchError` for shards
+        that disagree with their manifest) before any work; returns the main dataset's manifest."""
         if self.strategy == "multi_worker":
             if "TF_CONFIG" not in os.environ:
                 raise ConfigError("strategy=multi_worker needs the TF_CONFIG environment variable "
@@ -240,14 +275,20 @@ class RunConfig:
                               f"the model is configured for {m.image_size}^2 x {m.channels}")
         for domain in schema.DOMAINS:
             if manifest.count("train", domain) == 0:
-                raise ConfigError(f"{self.data_dir}: the train split has no {domain} slices")
+                raise ConfigError(f"{self.data_dir}: the train split has no {domain} slices"
+                                  + (" (the main dataset, the first --data_dir, needs both classes)"
+                                     if self.extra_data_dirs else ""))
+        extras = self.extra_manifests(manifest)
         # Shards present, none extra, sizes as recorded; record counts are checked on the first pass.
         for split in ("train", "val"):
             for domain in schema.DOMAINS:
                 integrity.check_shards(manifest, split, domain)
-        if (self.lesion_guidance or self.lambda_fill) and not manifest.raw.get("labelled_train_patients", True):
-            raise ConfigError(f"{self.data_dir}: no tumor masks in the train split, so there are no lesions to "
-                              "transplant for --lesion_guidance / --lambda_fill")
+        for extra in extras:
+            for domain in schema.DOMAINS:
+                integrity.check_shards(extra, "train", domain)
+        if (self.lesion_guidance or self.lambda_fill) and not labelled_tumors([manifest, *extras]):
+            raise ConfigError(f"{', '.join(self.data_dirs)}: no tumor masks in the train split, so there are no "
+                              "lesions to transplant for --lesion_guidance / --lambda_fill")
         if self.select_best or self.warmup_patience:
             few = [d for d in schema.DOMAINS if manifest.count("val", d) < 2]
             if few:
@@ -261,6 +302,12 @@ class RunConfig:
             except ValueError as err:
                 raise ConfigError(f"--judge_dir: {err}") from err
         return manifest
+
+
+def labelled_tumors(manifests) -> bool:
+    """Whether any of the datasets' train splits holds tumor slices with masks (a manifest that
+    does not record `labelled_train_patients` is taken to, as before it was recorded)."""
+    return any(m.count("train", "tumor") and m.raw.get("labelled_train_patients", True) for m in manifests)
 
 
 # What a resume compares with the saved run (see FREE_ON_RESUME): RunConfig's other fields, the
@@ -385,13 +432,24 @@ def resolve_precision(requested: str, model_dir: str, fresh: bool = False, **har
 MODEL_SETTINGS = ("ngf", "attention_ngf", "ndf", "n_res_blocks", "upsample")
 
 
-def build_run_config(data_dir: str, model_dir: str, model: str = "ssa_cyclegan", image_size: int = 0,
+def build_run_config(data_dir, model_dir: str, model: str = "ssa_cyclegan", image_size: int = 0,
                      precision: str = "auto", **settings) -> RunConfig:
-    """The RunConfig of `run_train.py`'s settings (its flags by name): `model` names one of the
-    paper's systems, `settings` holds the `MODEL_SETTINGS` and RunConfig's own fields. Image size
-    and channels come from the dataset's manifest (`image_size`, when not 0, must match it). Every
-    value is checked before `precision` is resolved (`auto`, and resuming, read the hardware and
-    the run directory through TensorFlow), so a bad one costs no TensorFlow import."""
+    """The RunConfig of `run_train.py`'s settings (its flags by name): `data_dir` is one converted
+    dataset or a list of them (`--data_dir=MAIN,EXTRA,...`: the first is the main dataset, the
+    others become `extra_data_dirs`), `model` names one of the paper's systems, `settings` holds
+    the `MODEL_SETTINGS` and RunConfig's own fields. Image size and channels come from the main
+    dataset's manifest (`image_size`, when not 0, must match it), and every extra dataset must
+    match it (`RunConfig.extra_manifests`). Every value is checked before `precision` is resolved
+    (`auto`, and resuming, read the hardware and the run directory through TensorFlow), so a bad
+    one costs no TensorFlow import."""
+    if isinstance(data_dir, (list, tuple)):
+        if any(not d for d in data_dir):
+            raise ConfigError(f"--data_dir={','.join(data_dir)}: an empty entry in the list of datasets")
+        if len(data_dir) > 1 and settings.get("extra_data_dirs"):
+            raise ConfigError("give the extra datasets either in the data_dir list or as extra_data_dirs, not both")
+        data_dir, extras = (data_dir[0], tuple(data_dir[1:])) if data_dir else ("", ())
+        if extras:
+            settings["extra_data_dirs"] = extras
     if not data_dir or not model_dir:
         raise ConfigError("--data_dir and --model_dir are required")
     try:
@@ -408,6 +466,7 @@ def build_run_config(data_dir: str, model_dir: str, model: str = "ssa_cyclegan",
     except ValueError as err:
         raise ConfigError(str(err)) from err
     config = RunConfig(data_dir=data_dir, model_dir=model_dir, model=network, **settings)
+    config.extra_manifests(manifest)
     choice = resolve_precision(precision, model_dir, config.fresh)
     return dataclasses.replace(config, model=dataclasses.replace(network, precision=choice.precision),
                                precision_reason=choice.why)

@@ -23,13 +23,14 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from ssagan_tf.data import integrity, pipeline
+from ssagan_tf.data import combined, integrity, pipeline
 from ssagan_tf.locking import DirectoryLock
 from ssagan_tf.models import ModelConfig, build_models
 from ssagan_tf.training import averaging, checkpoints, resume, selection, summaries
 from ssagan_tf.training.actions import (AnnounceFreeze, LogProgress, NonFiniteLossError, SaveCheckpoint, Throughput,
                                        WriteImages)
-from ssagan_tf.training.config import CONFIG_NAME, ConfigError, RunConfig, load_config_dict, save_config
+from ssagan_tf.training.config import (CONFIG_NAME, ConfigError, RunConfig, labelled_tumors, load_config_dict,
+                                       save_config)
 from ssagan_tf.training.interrupt import StopRequests
 from ssagan_tf.training.schedule import Schedule
 from ssagan_tf.training.state import TrainingState
@@ -56,17 +57,33 @@ class TrainResult:
     export: str | None = None                      # the version directory written for export_dir
 
 
-def missing_masks_warning(config: RunConfig, manifest) -> str | None:
+def missing_masks_warning(config: RunConfig, manifest, extras=()) -> str | None:
     """A warning when the model's mask loss has no mask to learn from: the converter records the
     training patients whose tumor masks are kept (`labelled_train_patients`); with none, the
-    loss is 0 on every step and ssa_cyclegan trains as specatte_cyclegan."""
+    loss is 0 on every step and ssa_cyclegan trains as specatte_cyclegan. An extra dataset
+    whose train split has tumor slices with masks gives the loss masks too."""
     labelled = manifest.raw.get("labelled_train_patients")
     if not config.model.mask_loss or labelled is None or labelled:
+        return None
+    if labelled_tumors(extras):
         return None
     return (f"WARNING: --model={config.model.system} but {config.data_dir} has no tumor masks in its train split "
             "(no labelled training patient), so the semi-supervised mask loss is 0 on every step and this trains as "
             "specatte_cyclegan. Convert again with masks (--labelled_fraction above 0, without --no_masks), or "
             "train --model=specatte_cyclegan to say so.")
+
+
+def data_line(config: RunConfig, manifest, extras=()) -> str:
+    """The console's account of the training data: the main dataset alone, as it always was; with
+    extra datasets, each with the train slices it adds, and the totals."""
+    if not extras:
+        return config.data_dir
+    adds = " ".join(f"+ {m.data_dir} ({m.count('train', 'normal')} normal, {m.count('train', 'tumor')} tumor)"
+                    for m in extras)
+    counts = combined.combined_counts([manifest, *extras])
+    return (f"{config.data_dir} ({manifest.count('train', 'normal')} normal, {manifest.count('train', 'tumor')} "
+            f"tumor train slices; validated on) {adds} = {counts['normal']} normal, {counts['tumor']} tumor "
+            "train slices")
 
 
 def _prepare_model_dir(config: RunConfig, chief: bool, data_checksum: str, log):
@@ -91,7 +108,8 @@ def _dataset(config: RunConfig, skip: int):
     # Always a deterministic element order: resuming replays the stream from the seed and skips
     # the batches already seen, and reading is far faster than training, so order costs nothing.
     ds = pipeline.make_unpaired_dataset(config.data_dir, "train", global_batch_size=config.batch_size, shuffle=True,
-                                        flip=config.flip, seed=config.seed, deterministic=True, repeat=True)
+                                        flip=config.flip, seed=config.seed, deterministic=True, repeat=True,
+                                        extra_data_dirs=config.extra_data_dirs)
     options = tf.data.Options()
     # Shard by element: a small dataset may have fewer shard files than there are workers.
     options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
@@ -108,17 +126,19 @@ def train(config: RunConfig, stream=None) -> TrainResult:
     log(f"Precision {config.model.precision}"
         + (f" ({config.precision_reason})" if config.precision_reason else ""))
     manifest = config.check_inputs()
-    for warning in config.data_warnings(manifest):
-        log(warning)
+    extras = config.extra_manifests(manifest)
+    for one in (manifest, *extras):
+        for warning in config.data_warnings(one):
+            log(warning)
     if config.fresh:
         resume.check_fresh(config.model_dir)        # before the lock: a refused folder is left as it was
-    schedule = Schedule.for_run(config, manifest)
+    schedule = Schedule.for_run(config, [manifest, *extras])
     # One trainer per run directory: two would write checkpoints under the same names. Only the
     # process that writes model_dir locks it (multi-worker peers save into temporary folders).
     lock = (DirectoryLock(config.model_dir, LOCK_NAME, "a training run", "--model_dir")
             if is_chief_process(config.strategy) else contextlib.nullcontext())
     with lock:
-        result = _train(config, manifest, schedule, log, stream)
+        result = _train(config, manifest, extras, schedule, log, stream)
     if config.export_dir and result.chief:          # one process of a multi-worker run exports
         # Imported here: export reads what training writes, a floor above it.
         from ssagan_tf.export import export_models
@@ -130,8 +150,9 @@ def train(config: RunConfig, stream=None) -> TrainResult:
     return result
 
 
-def _train(config: RunConfig, manifest, schedule: Schedule, log, stream) -> TrainResult:
-    for warning in (missing_masks_warning(config, manifest), integrity.legacy_warning(manifest)):
+def _train(config: RunConfig, manifest, extras, schedule: Schedule, log, stream) -> TrainResult:
+    for warning in (missing_masks_warning(config, manifest, extras),
+                    *(integrity.legacy_warning(m) for m in (manifest, *extras))):
         if warning:
             log(warning)
     # The strategy comes first: multi_worker must configure collectives (and cpu_replicas the
@@ -144,7 +165,7 @@ def _train(config: RunConfig, manifest, schedule: Schedule, log, stream) -> Trai
     if config.batch_size % replicas:
         raise ConfigError(f"batch_size {config.batch_size} is not divisible by the {replicas} replicas")
     chief = is_chief(strategy)
-    data_checksum = integrity.dataset_checksum(manifest)
+    data_checksum = combined.combined_checksum([manifest, *extras])
     resume_from = _prepare_model_dir(config, chief, data_checksum, log)
     out_dir = write_dir(config.model_dir, strategy)
 
@@ -168,7 +189,8 @@ def _train(config: RunConfig, manifest, schedule: Schedule, log, stream) -> Trai
     # resume is neither overwritten nor mistaken for the latest); normally the number is the step.
     number_offset = max(0, checkpoints.highest_checkpoint_number(config.model_dir) - int(state.step.numpy()))
     total_steps, stop_step = schedule.total_steps, schedule.stop_step
-    log(f"Training {config.model.system} on {config.data_dir}: {replicas} replica(s) ({config.strategy}), "
+    log(f"Training {config.model.system} on {data_line(config, manifest, extras)}: {replicas} replica(s) "
+        f"({config.strategy}), "
         f"global batch {config.batch_size}, {schedule.steps_per_epoch} steps/epoch, {total_steps} steps in all"
         + (f", stopping at step {stop_step}" if stop_step < total_steps else ""))
     log(f"Checkpoints in {checkpoints.checkpoint_dir(config.model_dir)}; TensorBoard: "
@@ -258,7 +280,7 @@ def _loop(config, schedule, strategy, chief, state, manager, result, log, stream
             _stop(stop, saver, current, log)
         phase = schedule.phase(current)
         began = time.perf_counter()
-        with pipeline.shard_errors_named(config.data_dir):     # a bad shard: one error naming it
+        with pipeline.shard_errors_named(config.data_dirs):    # a bad shard: one error naming it
             batch = next(iterator)
         values = {k: float(v) for k, v in train_step(batch, phase).items()}
         throughput.add(time.perf_counter() - began)

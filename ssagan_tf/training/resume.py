@@ -4,7 +4,8 @@ training wrote), or refuse.
 
 A resume is explicit. Every setting that changes what a step computes (`config.RESUME_GUARDED`:
 the seed, the schedule, the batch, tau, the loss weights, the precision, ... and the data, by
-`integrity.dataset_checksum`) must equal the saved run's, or be named in `allow_changes`; the
+`combined.combined_checksum`: every dataset of `--data_dir`, so adding or dropping an extra
+dataset is a change of the data) must equal the saved run's, or be named in `allow_changes`; the
 others (`config.FREE_ON_RESUME`) may change freely. The model's shape never may: the checkpoint
 would not load into other networks.
 """
@@ -125,8 +126,9 @@ def setting_changes(saved: RunConfig, saved_checksum: str | None, config: RunCon
     for name in RESUME_GUARDED:
         if name == "data":
             if saved_checksum and saved_checksum != data_checksum:
-                changes.append(("data", f"{saved_checksum[:19]}... ({saved.data_dir})",
-                                f"{data_checksum[:19]}... ({config.data_dir}; another conversion?)"))
+                changes.append(("data", f"{saved_checksum[:19]}... ({', '.join(saved.data_dirs)})",
+                                f"{data_checksum[:19]}... ({', '.join(config.data_dirs)}; another conversion"
+                                + (", or other datasets?)" if saved.data_dirs != config.data_dirs else "?)")))
             continue
         before, now = ((saved.model.precision, config.model.precision) if name == "precision"
                        else (getattr(saved, name), getattr(config, name)))

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 import keras
 import tensorflow as tf
 
-from ssagan_tf.data import schema
+from ssagan_tf.data import combined, schema
 from ssagan_tf.training.config import ConfigError, RunConfig
 
 
@@ -83,10 +83,12 @@ class Schedule:
                    decay_start_fraction=config.decay_start_fraction)
 
     @classmethod
-    def for_run(cls, config: RunConfig, manifest: schema.Manifest) -> "Schedule":
-        """The schedule of `config` over the data of `manifest`: an epoch is one pass, in global
-        batches, over the longer training domain."""
-        longest = max(manifest.count("train", d) for d in schema.DOMAINS)
+    def for_run(cls, config: RunConfig, manifests) -> "Schedule":
+        """The schedule of `config` over the data of `manifests` (one `schema.Manifest`, or the
+        run's datasets', main first): an epoch is one pass, in global batches, over the longer
+        training domain, counted over every dataset's train split together."""
+        manifests = [manifests] if isinstance(manifests, schema.Manifest) else list(manifests)
+        longest = max(combined.combined_counts(manifests, "train").values())
         steps_per_epoch = longest // config.batch_size
         if steps_per_epoch < 1:
             raise ConfigError(f"batch_size {config.batch_size} is larger than the training set "

@@ -75,8 +75,9 @@ def zero_weight_terms(config) -> set:
 
 def hparams(config) -> dict:
     """The settings runs are compared by in TensorBoard's HParams dashboard: the model's and the
-    run's scalar settings (str, int, float, bool), flattened with a `model.` prefix; where the run
-    writes and why a precision was picked are no settings to compare by."""
+    run's scalar settings (str, int, float, bool), flattened with a `model.` prefix, and the extra
+    datasets (when there are any) comma-joined; where the run writes and why a precision was
+    picked are no settings to compare by."""
     flat = {}
     for key, value in config.to_dict().items():
         items = value.items() if isinstance(value, dict) else [(None, value)]
@@ -84,6 +85,9 @@ def hparams(config) -> dict:
             name = f"{key}.{sub}" if sub else key
             if isinstance(item, (bool, int, float, str)) and name not in ("model_dir", "export_dir", "precision_reason"):
                 flat[name] = item
+    if getattr(config, "extra_data_dirs", ()):
+        # A list is no hparam value: the extra datasets as one string, so runs compare by them too.
+        flat["extra_data_dirs"] = ",".join(config.extra_data_dirs)
     return flat
 
 
