@@ -19,7 +19,7 @@ from ssagan_tf.data import integrity, schema
 
 AUTOTUNE = tf.data.AUTOTUNE
 # Slack on the [-1, 1] range: resizing with antialiasing can overshoot by float rounding.
-_RANGE_TOLERANCE = 1e-3
+_RANGE_TOLERANCE = schema.RANGE_TOLERANCE
 
 
 def _shards(manifest: schema.Manifest, split: str, domain: str) -> list:
@@ -40,13 +40,15 @@ def _read_records(manifest: schema.Manifest, shards: list, deterministic: bool, 
     the manifest as they pass (`assert_cardinality`: reading fails as soon as a shard proves to
     hold more, or at its end fewer)."""
     expected = integrity.expected_records(manifest, shards)
+    compression = manifest.storage.tf_compression
     if min(expected, default=-1) >= 0:
         files = tf.data.Dataset.from_tensor_slices((shards, tf.constant(expected, tf.int64)))
-        read = lambda path, count: tf.data.TFRecordDataset(path).apply(  # noqa: E731
+        read = lambda path, count: tf.data.TFRecordDataset(path, compression).apply(  # noqa: E731
             tf.data.experimental.assert_cardinality(count)).map(lambda record: (record, path))
     else:
         files = tf.data.Dataset.from_tensor_slices(shards)
-        read = lambda path: tf.data.TFRecordDataset(path).map(lambda record: (record, path))  # noqa: E731
+        read = lambda path: tf.data.TFRecordDataset(path, compression).map(  # noqa: E731
+            lambda record: (record, path))
     if shuffle_files:
         files = files.shuffle(len(shards), seed=seed, reshuffle_each_iteration=True)
     return files.interleave(read, cycle_length=min(len(shards), 8), num_parallel_calls=AUTOTUNE,
@@ -62,12 +64,13 @@ class DataCheckError(ValueError):
     message names the shard."""
 
 
-def find_corrupt_shard(shards):
-    """The first shard that does not read and decode cleanly to its end, with the reader's
-    message, or None."""
+def find_corrupt_shard(shards, storage: schema.Storage = schema.LEGACY_STORAGE):
+    """The first shard that does not read and decode cleanly to its end as `storage`, with the
+    reader's message, or None."""
+    decode = lambda record: schema.decode_slice(record, storage)  # noqa: E731
     for path in shards:
         try:
-            for _ in tf.data.TFRecordDataset(path).map(schema.decode_slice).batch(1024):
+            for _ in tf.data.TFRecordDataset(path, storage.tf_compression).map(decode).batch(1024):
                 pass
         except (tf.errors.DataLossError, tf.errors.InvalidArgumentError) as err:
             lines = re.sub(r"\{\{.*?\}\}\s*", "", err.message.split("[Op:")[0]).strip().splitlines()
@@ -81,7 +84,7 @@ def find_count_mismatch(data_dir: str):
     manifest = schema.read_manifest(data_dir)
     for name, entry in sorted((manifest.raw.get(integrity.SHARDS_KEY) or {}).items()):
         path = os.path.join(data_dir, name)
-        records = sum(1 for _ in tf.data.TFRecordDataset(path))
+        records = sum(1 for _ in tf.data.TFRecordDataset(path, manifest.storage.tf_compression))
         if records != int(entry["records"]):
             return path, records, int(entry["records"])
     return None
@@ -106,7 +109,8 @@ def shard_errors_named(data_dir: str):
         message = check_message(err) if isinstance(err, tf.errors.InvalidArgumentError) else None
         if message is not None:
             raise DataCheckError(message) from err
-        found = find_corrupt_shard(sorted(glob.glob(os.path.join(data_dir, "*", "*.tfrecord"))))
+        found = find_corrupt_shard(sorted(glob.glob(os.path.join(data_dir, "*", "*.tfrecord"))),
+                                   schema.read_manifest(data_dir).storage)
         if found is None:
             raise
         path, message = found
@@ -130,13 +134,19 @@ def check_message(err) -> str | None:
 def parse_and_validate(manifest: schema.Manifest, domain: str):
     """A map function: serialized record (and its shard path) -> validated slice dict with static
     shapes. A record whose shape, channel count or value range disagrees with the manifest, or
-    whose label is not its shard's domain (a tumor record in a normal-* shard), fails with a
-    message naming the shard."""
+    whose label is not its shard's domain (a tumor record in a normal-* shard), or whose image
+    dtype is not the manifest's storage, fails with a message naming the shard."""
     size, channels = manifest.image_size, manifest.channels
     label = schema.LABELS[domain]
+    storage = manifest.storage
 
     def parse(record, path):
-        ex = schema.decode_slice(record)
+        features = schema.parse_example(record)
+        stored_as = _check(tf.equal(features["image_dtype"], storage.image_dtype), path, "a record stored as ",
+                           features["image_dtype"], f" in a dataset whose manifest says {storage.image_dtype}; the "
+                           "shard is not this dataset's (convert again)")
+        with tf.control_dependencies([stored_as]):
+            ex = schema.decode_features(features, storage)
         image, mask = ex["image"], ex["mask"]
         shape = tf.shape(image)
         largest = tf.reduce_max(tf.abs(image))
