@@ -101,8 +101,8 @@ flags.DEFINE_float("labelled_fraction", 1.0, "Fraction of training patients whos
 flags.DEFINE_integer("seed", 0, "Seed of the patient split and of the labelled subset.")
 flags.DEFINE_integer("num_shards", 8, "Shards per split and domain (fewer when there are fewer slices).")
 flags.DEFINE_enum("storage", "uint16", ["uint16", "uint8", "float32"], "How slice images are stored: "
-                 "uint16 (default) quantises [-1, 1] to 65536 levels, every value within 1.53e-5 of the float32 "
-                 "one, -1 (background) and 1 exact; uint8 to 256 levels (within 0.0039); float32 as computed "
+                 "uint16 (default) quantises [-1, 1] to 65536 levels, every value within 1.532e-5 of the float32 "
+                 "one, -1 (background) and 1 exact; uint8 to 256 levels (within 0.00393); float32 as computed "
                  "(twice uint16's bytes). Readers take every storage, and datasets written before this flag.")
 flags.DEFINE_enum("compression", "gzip", ["gzip", "none"], "Shard files: gzip (default; background and masks "
                   "shrink to almost nothing, docs/formats.md has the sizes and read speeds) or none.")

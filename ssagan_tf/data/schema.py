@@ -69,8 +69,9 @@ class Storage:
 
     @property
     def max_error(self) -> float:
-        """The largest difference between a value in [-1, 1] and what is read back."""
-        return self.scale / 2 if self.quantised else 0.0
+        """The largest difference between a float32 value in [-1, 1] and what is read back: half a
+        step, plus the float32 rounding of the decoded value (2^-24 at most)."""
+        return self.scale / 2 + 2.0 ** -24 if self.quantised else 0.0
 
     @property
     def tf_compression(self) -> str:
