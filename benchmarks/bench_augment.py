@@ -67,6 +67,7 @@ def write_dataset(data_dir: str, size: int, count: int) -> str:
                 writer.write(schema.serialize_slice(image, None, False, schema.LABELS[domain], f"case{i // 16}",
                                                     f"real:bench/{i}", i % 16))
     manifest = {"schema_version": schema.SCHEMA_VERSION, "image_size": size, "channels": 1, "modalities": ["t1ce"],
+                schema.STORAGE_KEY: schema.LEGACY_STORAGE.manifest_entry(),
                 "counts": {"train": {"normal": count, "tumor": 1}}, "cases": {"train": []}}
     with open(os.path.join(data_dir, schema.MANIFEST_NAME), "w") as f:
         json.dump(manifest, f)

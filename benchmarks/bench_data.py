@@ -1,10 +1,16 @@
 """Data benchmark: conversion time per case against the bare SimpleITK read of the same files,
-and tf.data pipeline throughput at 128^2 and 256^2. Prints a table and a JSON line.
+tf.data pipeline throughput at 128^2 and 256^2, and the storage variants of converted slices
+(bytes on disk, read speed). Prints tables and a JSON line.
 
     .venv/bin/python benchmarks/bench_data.py [--source=phantom|real] [--cases=4] [--slices=2000]
+    .venv/bin/python benchmarks/bench_data.py --sections=storage [--storage_data=DIR] [--rounds=5]
 
 `--source=phantom` writes BraTS-sized phantom volumes (240 x 240 x 155, four modalities);
 `--source=real` uses ../shared/data/brain_tumor_progression (256 x 256 x 24, T1c + mask).
+The storage section re-writes one converted dataset (`--storage_data`, by default the shared LGG
+FLAIR slices converted at 256^2) record by record in every storage of `schema.Storage`, with the
+converter's own writer, then reads each with the pipeline's ordered reader (`make_slice_dataset`,
+decode and checks included) in interleaved rounds, since speed drifts between runs.
 """
 
 from __future__ import annotations
@@ -28,9 +34,17 @@ flags.DEFINE_integer("slices", 2000, "Slices per domain written for the pipeline
 flags.DEFINE_integer("batch_size", 16, "Global batch of the pipeline benchmark.")
 flags.DEFINE_float("seconds", 5.0, "How long to stream each pipeline configuration.")
 flags.DEFINE_string("json_out", None, "Also write the JSON result to this file.")
+flags.DEFINE_list("sections", ["conversion", "pipeline", "storage"], "Which benchmarks to run.")
+flags.DEFINE_string("storage_data", None, "storage: a converted dataset to re-write in each storage (default: "
+                    "../shared/data/lgg_kaggle_3m converted, FLAIR at 256^2).")
+flags.DEFINE_integer("rounds", 5, "storage: interleaved read rounds (each reads every variant once).")
+flags.DEFINE_float("read_seconds", 3.0, "storage: how long each variant is read in each round.")
 FLAGS = flags.FLAGS
 
 REAL = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data", "brain_tumor_progression")
+LGG = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data", "lgg_kaggle_3m")
+STORAGES = [("float32", "none"), ("float32", "gzip"), ("uint16", "none"), ("uint16", "gzip"), ("uint8", "none"),
+            ("uint8", "gzip")]
 
 
 def _conversion_setup(work: str):
@@ -112,23 +126,128 @@ def bench_pipeline(work: str, size: int) -> dict:
             "training_pairs_per_s": count * FLAGS.batch_size / elapsed}
 
 
+def _storage_source(work: str) -> str:
+    if FLAGS.storage_data:
+        return FLAGS.storage_data
+    from data_prep.convert import ConvertConfig, convert
+    from data_prep.preprocess import PrepOptions
+    from data_prep.readers import ReaderOptions
+
+    if not os.path.isdir(LGG):
+        raise SystemExit(f"bench_data: the storage section needs --storage_data or {os.path.normpath(LGG)}")
+    config = ConvertConfig(input_dir=LGG, format="folders", output_dir=os.path.join(work, "lgg"),
+                           reader=ReaderOptions(channel_names=("t1", "flair", "t1ce"), modalities=("flair",)),
+                           prep=PrepOptions(image_size=256), storage="float32", compression="none")
+    convert(config, log=lambda _: None)
+    return config.output_dir
+
+
+def rewrite(source_dir: str, out_dir: str, storage) -> str:
+    """`source_dir`'s dataset, record by record, in `storage` (the converter's writer and encoder)."""
+    from data_prep.writer import ShardedWriter
+    from ssagan_tf.data import pipeline, schema
+
+    manifest = schema.read_manifest(source_dir)
+    writer = ShardedWriter(out_dir, max(1, max(len(manifest.shards(s, d)) for s in schema.SPLITS
+                                               for d in schema.DOMAINS)), storage)
+    for split in schema.SPLITS:
+        for domain in schema.DOMAINS:
+            if not manifest.count(split, domain):
+                continue
+            arrays = pipeline.load_split_arrays(source_dir, split, (domain,))
+            for i in range(len(arrays["label"])):
+                writer.write(split, domain, schema.serialize_slice(
+                    arrays["image"][i], arrays["mask"][i, ..., 0].astype(np.uint8), bool(arrays["has_mask"][i]),
+                    int(arrays["label"][i]), arrays["case_id"][i].decode(), arrays["source"][i].decode(),
+                    int(arrays["slice_index"][i]), storage))
+    writer.close()
+    raw = dict(manifest.raw, schema_version=schema.SCHEMA_VERSION, counts=writer.counts, shards=writer.shards)
+    raw[schema.STORAGE_KEY] = storage.manifest_entry()
+    with open(os.path.join(out_dir, schema.MANIFEST_NAME), "w") as f:
+        json.dump(raw, f)
+    return out_dir
+
+
+def _read_rate(data_dir: str, seconds: float) -> float:
+    """Slices per second through `make_slice_dataset` over the train split (both domains, repeated)."""
+    from ssagan_tf.data import pipeline
+
+    count, start = 0, time.perf_counter()
+    while time.perf_counter() - start < seconds:
+        for domain in ("normal", "tumor"):
+            for batch in pipeline.make_slice_dataset(data_dir, "train", domain, batch_size=FLAGS.batch_size):
+                count += int(batch["image"].shape[0])
+    return count / (time.perf_counter() - start)
+
+
+def bench_storage(work: str) -> dict:
+    from ssagan_tf.data import pipeline, schema
+
+    source = _storage_source(work)
+    reference = pipeline.load_split_arrays(source, "train")
+    variants = {}
+    for dtype, compression in STORAGES:
+        storage = schema.Storage(dtype, compression)
+        name = f"{dtype}/{compression}"
+        data = rewrite(source, os.path.join(work, "storage", name.replace("/", "-")), storage)
+        back = pipeline.load_split_arrays(data, "train")
+        variants[name] = {"bytes": sum(e["bytes"] for e in schema.read_manifest(data).raw["shards"].values()),
+                          "max_error": float(np.abs(back["image"] - reference["image"]).max()),
+                          "stated_max_error": storage.max_error, "dir": data, "rates": []}
+        _read_rate(data, 0.5)      # warm-up: the first pass pays for graph building
+    for _ in range(FLAGS.rounds):
+        for entry in variants.values():
+            entry["rates"].append(_read_rate(entry["dir"], FLAGS.read_seconds))
+    manifest = schema.read_manifest(source)
+    base = variants["float32/none"]["bytes"]
+    for entry in variants.values():
+        del entry["dir"]
+        entry["ratio_to_float32"] = base / entry["bytes"]
+        entry["slices_per_s_median"] = float(np.median(entry["rates"]))
+        # Within a round the variants share the machine's load: their speed relative to float32/none.
+        entry["speed_vs_float32_median"] = float(np.median(np.divide(entry["rates"],
+                                                                     variants["float32/none"]["rates"])))
+    return {"source": os.path.abspath(source) if FLAGS.storage_data else "lgg_kaggle_3m FLAIR 256",
+            "image_size": manifest.image_size, "channels": manifest.channels,
+            "slices": sum(manifest.count(s, d) for s in schema.SPLITS for d in schema.DOMAINS),
+            "rounds": FLAGS.rounds, "read_seconds": FLAGS.read_seconds, "variants": variants}
+
+
 def main(argv):
     del argv
+    result = {"cpu_cores": os.cpu_count()}
     with tempfile.TemporaryDirectory() as work:
-        result = {"conversion": bench_conversion(work),
-                  "pipeline": [bench_pipeline(work, s) for s in (128, 256)],
-                  "cpu_cores": os.cpu_count()}
-    c = result["conversion"]
-    print(f"\nconversion ({c['source']}, {c['cases']} cases)")
-    print("| bare SimpleITK read s/case | convert s/case (1 worker) | ratio | convert s/case (all cores) | ratio |")
-    print("|---|---|---|---|---|")
-    print(f"| {c['bare_read_s_per_case']:.2f} | {c['convert_s_per_case_1_worker']:.2f} | "
-          f"{c['ratio_1_worker']:.2f}x | {c['convert_s_per_case_all_cores']:.2f} | {c['ratio_all_cores']:.2f}x |")
-    print("\npipeline (make_unpaired_dataset)")
-    print("| image size | batch | slices/s | training pairs/s |")
-    print("|---|---|---|---|")
-    for p in result["pipeline"]:
-        print(f"| {p['image_size']} | {p['batch_size']} | {p['slices_per_s']:.0f} | {p['training_pairs_per_s']:.0f} |")
+        if "conversion" in FLAGS.sections:
+            result["conversion"] = bench_conversion(work)
+        if "pipeline" in FLAGS.sections:
+            result["pipeline"] = [bench_pipeline(work, s) for s in (128, 256)]
+        if "storage" in FLAGS.sections:
+            result["storage"] = bench_storage(work)
+    if "conversion" in result:
+        c = result["conversion"]
+        print(f"\nconversion ({c['source']}, {c['cases']} cases)")
+        print("| bare SimpleITK read s/case | convert s/case (1 worker) | ratio | convert s/case (all cores) | ratio |")
+        print("|---|---|---|---|---|")
+        print(f"| {c['bare_read_s_per_case']:.2f} | {c['convert_s_per_case_1_worker']:.2f} | "
+              f"{c['ratio_1_worker']:.2f}x | {c['convert_s_per_case_all_cores']:.2f} | {c['ratio_all_cores']:.2f}x |")
+    if "pipeline" in result:
+        print("\npipeline (make_unpaired_dataset)")
+        print("| image size | batch | slices/s | training pairs/s |")
+        print("|---|---|---|---|")
+        for p in result["pipeline"]:
+            print(f"| {p['image_size']} | {p['batch_size']} | {p['slices_per_s']:.0f} | "
+                  f"{p['training_pairs_per_s']:.0f} |")
+    if "storage" in result:
+        st = result["storage"]
+        print(f"\nstorage ({st['source']}: {st['slices']} slices of {st['image_size']}^2 x {st['channels']}; "
+              f"read: make_slice_dataset, median of {st['rounds']} interleaved rounds)")
+        print("| storage | MB on disk | smaller than float32 | max error read back | slices/s (median) | "
+              "slices/s (min-max) | speed vs float32/none (median of rounds) |")
+        print("|---|---|---|---|---|---|---|")
+        for name, v in st["variants"].items():
+            print(f"| {name} | {v['bytes'] / 1e6:.1f} | {v['ratio_to_float32']:.2f}x | {v['max_error']:.3g} | "
+                  f"{v['slices_per_s_median']:.0f} | {min(v['rates']):.0f}-{max(v['rates']):.0f} | "
+                  f"{v['speed_vs_float32_median']:.2f} |")
     print("\n" + json.dumps(result))
     if FLAGS.json_out:
         with open(FLAGS.json_out, "w") as f:

@@ -31,6 +31,7 @@ from data_prep.stage import Stage, results, signals_deferred, swap_into_place, t
 from data_prep.writer import ShardedWriter, labelled_patients
 from ssagan_tf.choices import image_size_problem
 from ssagan_tf import io as durable
+from ssagan_tf.data import schema
 
 DEDUPE_MODES = ("group", "drop", "off")
 SHEET_PER_ROW = 4
@@ -54,6 +55,11 @@ class ConvertConfig:
     overwrite: bool = False
     match_anatomy: bool = True
     dedupe: str = "group"
+    storage: str = schema.DEFAULT_STORAGE.image_dtype        # image dtype on disk (schema.IMAGE_DTYPES)
+    compression: str = schema.DEFAULT_STORAGE.compression    # shard files (schema.COMPRESSIONS)
+
+    def image_storage(self) -> schema.Storage:
+        return schema.Storage(self.storage, self.compression)
 
     def check(self) -> None:
         """Reject bad settings before any work, naming the setting."""
@@ -96,6 +102,11 @@ class ConvertConfig:
         low, high = prep.percentiles
         if not 0.0 <= low < high <= 100.0:
             raise ValueError(f"--percentiles must be 0 <= low < high <= 100, got {low},{high}")
+        if self.storage not in schema.IMAGE_DTYPES:
+            raise ValueError(f"--storage must be one of {', '.join(schema.IMAGE_DTYPES)}, got {self.storage!r}")
+        if self.compression not in schema.COMPRESSIONS:
+            raise ValueError(f"--compression must be one of {', '.join(schema.COMPRESSIONS)}, "
+                             f"got {self.compression!r}")
         if self.dedupe not in DEDUPE_MODES:
             raise ValueError(f"--dedupe must be one of {', '.join(DEDUPE_MODES)}, got {self.dedupe!r}")
         if self.reader.no_masks and not prep.assume_normal and self.format in ("brats", "pairs"):
@@ -255,8 +266,6 @@ def _read_cases(config, refs, stage, outcomes, progress: Progress):
 
 def _write_dataset(config, stage, outcomes, channels, normalisation, cohort) -> dict:
     """Second pass: duplicates, splits, anatomy, then shards, manifest, report and sheet."""
-    from ssagan_tf.data import schema
-
     converted = [o for o in outcomes if not o.error]
     keep = {id(o): np.ones(len(o.slices["labels"]), bool) for o in converted}
     links = _duplicates(config, converted, keep, cohort)
@@ -279,7 +288,8 @@ def _write_dataset(config, stage, outcomes, channels, normalisation, cohort) -> 
     _check_splits(config, contributing, cohort)
     labelled = labelled_patients([p for p, s in split_of.items() if s == "train"], config.labelled_fraction,
                                  config.seed)
-    writer = ShardedWriter(stage.dataset_dir, config.num_shards)
+    storage = config.image_storage()
+    writer = ShardedWriter(stage.dataset_dir, config.num_shards, storage)
     panels = _sheet_choice(config, contributing, keep)
     sheet, intensities = [], {}
     try:
@@ -292,7 +302,7 @@ def _write_dataset(config, stage, outcomes, channels, normalisation, cohort) -> 
                 label = int(data["labels"][j])
                 writer.write(o.split, schema.DOMAINS[label], schema.serialize_slice(
                     data["images"][j], data["masks"][j], o.labelled, label,
-                    o.case_id, source, int(data["slice_index"][j])))
+                    o.case_id, source, int(data["slice_index"][j]), storage))
                 if (id(o), j) in panels:
                     sheet.append((panels[(id(o), j)], data["images"][j], data["masks"][j]))
             labels = data["labels"][chosen]
@@ -421,13 +431,12 @@ def _sheet_choice(config, converted, keep) -> dict:
 
 
 def _manifest(config, outcomes, counts, channels, normalisation, labelled, cohort) -> dict:
-    from ssagan_tf.data import schema
-
     converted = [o for o in outcomes if not o.error]
     return {
         "schema_version": schema.SCHEMA_VERSION,
         "image_size": config.prep.image_size,
         "channels": int(channels),
+        schema.STORAGE_KEY: config.image_storage().manifest_entry(),
         "modalities": _modalities(config, channels),
         "counts": counts,
         "cases": {s: sorted(o.case_id for o in converted if o.split == s) for s in schema.SPLITS},

@@ -101,6 +101,12 @@ flags.DEFINE_float("labelled_fraction", 1.0, "Fraction of training patients whos
                    "(has_mask = 1); the others' are dropped, for semi-supervised runs. Val/test keep masks.")
 flags.DEFINE_integer("seed", 0, "Seed of the patient split and of the labelled subset.")
 flags.DEFINE_integer("num_shards", 8, "Shards per split and domain (fewer when there are fewer slices).")
+flags.DEFINE_enum("storage", "uint16", ["uint16", "uint8", "float32"], "How slice images are stored: "
+                 "uint16 (default) quantises [-1, 1] to 65536 levels, every value within 1.532e-5 of the float32 "
+                 "one, -1 (background) and 1 exact; uint8 to 256 levels (within 0.00393); float32 as computed "
+                 "(twice uint16's bytes). Readers take every storage, and datasets written before this flag.")
+flags.DEFINE_enum("compression", "gzip", ["gzip", "none"], "Shard files: gzip (default; background and masks "
+                  "shrink to almost nothing, docs/formats.md has the sizes and read speeds) or none.")
 flags.DEFINE_integer("workers", 0, "Worker threads reading cases (>= 0); 0 = one per CPU core.")
 flags.DEFINE_bool("strict", False, "Fail (exit non-zero) when any case fails.")
 flags.DEFINE_bool("overwrite", False, "Replace a dataset the converter wrote in --output_dir, removing only the "
@@ -194,7 +200,8 @@ def config_from_flags():
         train_fraction=FLAGS.train_fraction, val_fraction=FLAGS.val_fraction,
         labelled_fraction=FLAGS.labelled_fraction, seed=FLAGS.seed, num_shards=FLAGS.num_shards,
         workers=FLAGS.workers, strict=FLAGS.strict, overwrite=FLAGS.overwrite,
-        match_anatomy=FLAGS.match_anatomy, dedupe=FLAGS.dedupe)
+        match_anatomy=FLAGS.match_anatomy, dedupe=FLAGS.dedupe, storage=FLAGS.storage,
+        compression=FLAGS.compression)
     config.check()
     return config
 

@@ -45,14 +45,16 @@ def labelled_patients(train_patients, labelled_fraction: float, seed: int) -> se
 
 
 class ShardedWriter:
-    """Round-robin writer over `num_shards` shards per (split, domain)."""
+    """Round-robin writer over `num_shards` shards per (split, domain), compressed as `storage`
+    says (the records themselves are encoded by `schema.serialize_slice` with the same storage)."""
 
-    def __init__(self, output_dir: str, num_shards: int):
+    def __init__(self, output_dir: str, num_shards: int, storage: schema.Storage = schema.LEGACY_STORAGE):
         import tensorflow as tf
 
         self._tf = tf
         self.output_dir = output_dir
         self.num_shards = num_shards
+        self.storage = storage
         self.counts = {s: {d: 0 for d in schema.DOMAINS} for s in schema.SPLITS}
         self.shards = {}          # relative path -> integrity.describe_shard, filled by close()
         self._records = {}
@@ -66,7 +68,7 @@ class ShardedWriter:
             os.makedirs(os.path.join(self.output_dir, split), exist_ok=True)
             path = os.path.join(self.output_dir, split, f"{domain}-{index:05d}{self._tag}")
             self._tmp_paths[key] = path
-            self._writers[key] = self._tf.io.TFRecordWriter(path)
+            self._writers[key] = self._tf.io.TFRecordWriter(path, self.storage.writer_options())
         return self._writers[key]
 
     def write(self, split: str, domain: str, record: bytes) -> None:

@@ -21,10 +21,13 @@ REAL_DATA = os.path.join(SHARED_DATA, "brain_tumor_progression")
 
 
 def write_tiny_dataset(out_dir, size=32, channels=1, n_normal=6, n_tumor=4, splits=("train", "val", "test"),
-                       labelled=True, seed=0, record_shards=True):
+                       labelled=True, seed=0, record_shards=True, storage=None):
     """Write a converted dataset of blob images: tumor slices carry a bright disc and its mask.
     Returns the data directory. Schema and layout are those of `data_prep.convert`; without
-    `record_shards`, the manifest is one of an older version, without its shards' records."""
+    `record_shards`, the manifest is one of an older version, without its shards' records.
+    `storage` (a `schema.Storage`) writes schema version 2 in that storage; None writes a version 1
+    dataset exactly as the converter did before storage was chosen (float32, uncompressed, no
+    `storage` in the manifest, no `image_dtype` in the records)."""
     import tensorflow as tf
 
     from ssagan_tf.data import integrity, schema
@@ -37,7 +40,8 @@ def write_tiny_dataset(out_dir, size=32, channels=1, n_normal=6, n_tumor=4, spli
         counts[split], cases[split] = {}, [f"{split}_case{i}" for i in range(2)]
         for domain, n in (("normal", n_normal), ("tumor", n_tumor)):
             path = os.path.join(out_dir, split, schema.shard_name(domain, 0, 1))
-            with tf.io.TFRecordWriter(path) as writer:
+            options = storage.writer_options() if storage else None
+            with tf.io.TFRecordWriter(path, options) as writer:
                 for i in range(n):
                     image = rng.uniform(-1, -0.2, (size, size, channels)).astype(np.float32)
                     mask = np.zeros((size, size), np.uint8)
@@ -46,20 +50,45 @@ def write_tiny_dataset(out_dir, size=32, channels=1, n_normal=6, n_tumor=4, spli
                         mask = ((yy - cy) ** 2 + (xx - cx) ** 2 <= r * r).astype(np.uint8)
                         image[mask > 0] = 0.9
                     has_mask = domain == "tumor" and labelled
-                    writer.write(schema.serialize_slice(
-                        image, mask, has_mask, schema.LABELS[domain], cases[split][i % 2],
-                        f"real:tiny/{split}/{i}", i))
+                    if storage is None:
+                        writer.write(_version_1_record(image, mask, has_mask, schema.LABELS[domain],
+                                                       cases[split][i % 2], f"real:tiny/{split}/{i}", i))
+                    else:
+                        writer.write(schema.serialize_slice(
+                            image, mask, has_mask, schema.LABELS[domain], cases[split][i % 2],
+                            f"real:tiny/{split}/{i}", i, storage))
             counts[split][domain] = n
             shards[f"{split}/{os.path.basename(path)}"] = integrity.describe_shard(path, n)
-    manifest = {"schema_version": schema.SCHEMA_VERSION, "image_size": size, "channels": channels,
+    manifest = {"schema_version": 1 if storage is None else schema.SCHEMA_VERSION, "image_size": size,
+                "channels": channels,
                 "modalities": ["t1ce"] if channels == 1 else ["flair", "t1", "t1ce", "t2"][:channels],
                 "counts": counts, "cases": cases, "normalisation": {"method": "percentile", "range": [-1, 1]},
                 "settings": {"format": "tiny"}}
+    if storage is not None:
+        manifest[schema.STORAGE_KEY] = storage.manifest_entry()
     if record_shards:
         manifest["shards"] = shards
     with open(os.path.join(out_dir, schema.MANIFEST_NAME), "w") as f:
         json.dump(manifest, f, indent=2)
     return str(out_dir)
+
+
+def _version_1_record(image, mask, has_mask, label, case_id, source, slice_index) -> bytes:
+    """A record as schema version 1 wrote it: float32 image bytes, no `image_dtype` feature."""
+    import tensorflow as tf
+
+    def feature(value):
+        if isinstance(value, bytes):
+            return tf.train.Feature(bytes_list=tf.train.BytesList(value=[value]))
+        return tf.train.Feature(int64_list=tf.train.Int64List(value=[int(value)]))
+
+    height, width, channels = image.shape
+    features = {"image": feature(np.ascontiguousarray(image, np.float32).tobytes()),
+                "mask": feature(np.ascontiguousarray(mask, np.uint8).tobytes()), "has_mask": feature(int(has_mask)),
+                "label": feature(label), "height": feature(height), "width": feature(width),
+                "channels": feature(channels), "case_id": feature(case_id.encode()),
+                "source": feature(source.encode()), "slice_index": feature(slice_index)}
+    return tf.train.Example(features=tf.train.Features(feature=features)).SerializeToString()
 
 
 @pytest.fixture(scope="session")

@@ -38,13 +38,14 @@ def test_phantom_cohort_converts_with_counts_cases_and_report(cohort, tmp_path):
     assert sorted(cases) == [f"Phantom_{i:03d}" for i in range(6)]
     for split in schema.SPLITS:
         for domain in schema.DOMAINS:
+            compression = on_disk.storage.tf_compression      # the default storage is gzip-compressed
             n = sum(1 for shard in on_disk.shards(split, domain)
-                    for _ in pipeline.tf.data.TFRecordDataset(shard))
+                    for _ in pipeline.tf.data.TFRecordDataset(shard, compression))
             assert n == on_disk.count(split, domain)
             # Each shard is in the manifest with its own record count and size (swapped into place intact).
             for shard in on_disk.shards(split, domain):
                 entry = on_disk.raw["shards"][os.path.relpath(shard, tmp_path / "out")]
-                assert entry["records"] == sum(1 for _ in pipeline.tf.data.TFRecordDataset(shard))
+                assert entry["records"] == sum(1 for _ in pipeline.tf.data.TFRecordDataset(shard, compression))
                 assert entry["bytes"] == os.path.getsize(shard)
     assert len(on_disk.raw["shards"]) == sum(len(on_disk.shards(s, d)) for s in schema.SPLITS for d in schema.DOMAINS)
     assert integrity.verify_checksums(on_disk) == []

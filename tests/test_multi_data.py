@@ -275,3 +275,25 @@ def test_the_command_line_takes_a_list_and_refuses_folds_and_bad_extras_before_t
     assert result == {"code": 2, "tensorflow": False}, out
     assert "--folds deals the patients of one dataset into folds; --data_dir names 2" in out
     assert not (tmp_path / "run").exists()
+
+
+def test_datasets_stored_differently_are_read_together_each_by_its_own_storage(tmp_path):
+    """A quantised, gzip-compressed main dataset beside an old float32 healthy cohort: each
+    dataset's records are decoded by its own manifest's storage."""
+    from ssagan_tf.data import pipeline
+
+    main = write_tiny_dataset(str(tmp_path / "main"), storage=schema.Storage("uint16", "gzip"))
+    healthy = write_tiny_dataset(str(tmp_path / "healthy"), n_normal=5, n_tumor=0, splits=("train",), seed=1)
+    assert schema.read_manifest(main).storage.quantised
+    assert not schema.read_manifest(healthy).storage.quantised
+    ds = pipeline.make_unpaired_dataset(main, global_batch_size=1, shuffle=False, flip=False, seed=0,
+                                        deterministic=True, repeat=False, extra_data_dirs=[healthy])
+    normals = [im for batch in ds for im in batch["normal"]["image"].numpy()]
+    expected = [im for d in (main, healthy)
+                for im in pipeline.load_split_arrays(d, "train", domains=("normal",))["image"]]
+    assert len(normals) == len(expected) == 6 + 5
+    # every streamed normal is one of the two datasets' slices, decoded within the storage's error
+    for im in normals:
+        assert min(float(np.abs(im - e).max()) for e in expected) <= schema.read_manifest(main).storage.max_error
+    found = [min(range(len(expected)), key=lambda k: float(np.abs(im - expected[k]).max())) for im in normals]
+    assert sorted(found) == list(range(len(expected)))

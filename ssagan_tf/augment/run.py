@@ -276,7 +276,9 @@ def _dataset_manifest(config, translator, source, rows: list, mask_threshold: fl
         counts[config.split][schema.DOMAINS[row["label"]]] += 1
     description = source.description()
     height, _, channels = translator.image_shape
+    # Synthetic shards are written float32 and uncompressed (writers.write_tfrecord_chunk).
     return {"schema_version": schema.SCHEMA_VERSION, "image_size": height, "channels": channels,
+            schema.STORAGE_KEY: schema.LEGACY_STORAGE.manifest_entry(),
             "modalities": description.get("modalities") or ["image"] * channels, "counts": counts,
             "cases": {config.split: sorted({row["source_case"] for row in rows})},
             "normalisation": description.get("normalisation", {}),

@@ -1,7 +1,7 @@
 """Writing one chunk of synthetic slices in each output format, into a staging directory; the
 caller moves the files into place (see `ledger.Ledger.commit`).
 
-    tfrecord  <split>/<domain>-<i>-of-<n>.tfrecord   schema version 1, as real data
+    tfrecord  <split>/<domain>-<i>-of-<n>.tfrecord   the real data's schema, float32 images, uncompressed
     png       <split>/<domain>/<case>_s<slice>[_r<k>].png (16-bit) and, for synthetic tumors with
               a pseudo-mask, <...>_mask.png (8-bit, 0/255)
     nifti     <split>/<domain>/<case>.nii.gz (float32 stack in slice order) and <case>_mask.nii.gz

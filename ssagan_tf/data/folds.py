@@ -114,7 +114,7 @@ def _records(manifest):
     for split in schema.SPLITS:
         for domain in schema.DOMAINS:
             for path in integrity.check_shards(manifest, split, domain):
-                for raw in tf.data.TFRecordDataset(path).as_numpy_iterator():
+                for raw in tf.data.TFRecordDataset(path, manifest.storage.tf_compression).as_numpy_iterator():
                     features = tf.train.Example.FromString(raw).features.feature
                     yield (split, domain, raw, features["case_id"].bytes_list.value[0].decode(),
                            int(features["label"].int64_list.value[0]))
@@ -161,7 +161,10 @@ def write_fold_dataset(data_dir: str, out_dir: str, cohort: dict) -> str:
                 continue
             key = (target, domain)
             if key not in writers:
-                writers[key] = tf.io.TFRecordWriter(os.path.join(staging, target, schema.shard_name(domain, 0, 1)))
+                # The records are copied as they are, so the fold's shards keep the dataset's storage
+                # (and its manifest entry, copied below).
+                writers[key] = tf.io.TFRecordWriter(os.path.join(staging, target, schema.shard_name(domain, 0, 1)),
+                                                    manifest.storage.writer_options())
             writers[key].write(raw)
             counts[target][domain] += 1
             cases[target].add(case)

@@ -8,6 +8,7 @@ their masks and `has_mask`), the shorter domain repeating. `make_slice_dataset` 
 from __future__ import annotations
 
 import contextlib
+import functools
 import glob
 import os
 import re
@@ -19,7 +20,7 @@ from ssagan_tf.data import combined, integrity, schema
 
 AUTOTUNE = tf.data.AUTOTUNE
 # Slack on the [-1, 1] range: resizing with antialiasing can overshoot by float rounding.
-_RANGE_TOLERANCE = 1e-3
+_RANGE_TOLERANCE = schema.RANGE_TOLERANCE
 
 
 def _shards(manifest: schema.Manifest, split: str, domain: str) -> list:
@@ -39,19 +40,38 @@ def _read_records(manifest, shards: list, deterministic: bool, shuffle_files: bo
     `shard_errors_named`), and, when the manifest records them, its records are counted against
     the manifest as they pass (`assert_cardinality`: reading fails as soon as a shard proves to
     hold more, or at its end fewer). `manifest` may be a list, one per shard's dataset, when
-    `shards` is a list of lists of the same length (several datasets' shards read together)."""
+    `shards` is a list of lists of the same length (several datasets' shards read together): each
+    shard is then read with its own dataset's compression, and the elements are (record, shard
+    path, index of the dataset in the list)."""
     if isinstance(manifest, (list, tuple)):
         expected = [n for m, paths in zip(manifest, shards) for n in integrity.expected_records(m, paths)]
+        parts = [i for i, paths in enumerate(shards) for _ in paths]
+        compressions = [manifest[i].storage.tf_compression for i in parts]
         shards = [path for paths in shards for path in paths]
-    else:
-        expected = integrity.expected_records(manifest, shards)
+        if min(expected, default=-1) >= 0:
+            files = tf.data.Dataset.from_tensor_slices(
+                (shards, tf.constant(expected, tf.int64), compressions, tf.constant(parts, tf.int64)))
+            read = lambda path, count, compression, part: tf.data.TFRecordDataset(  # noqa: E731
+                path, compression).apply(tf.data.experimental.assert_cardinality(count)).map(
+                lambda record: (record, path, part))
+        else:
+            files = tf.data.Dataset.from_tensor_slices((shards, compressions, tf.constant(parts, tf.int64)))
+            read = lambda path, compression, part: tf.data.TFRecordDataset(path, compression).map(  # noqa: E731
+                lambda record: (record, path, part))
+        if shuffle_files:
+            files = files.shuffle(len(shards), seed=seed, reshuffle_each_iteration=True)
+        return files.interleave(read, cycle_length=min(len(shards), 8), num_parallel_calls=AUTOTUNE,
+                                deterministic=deterministic)
+    expected = integrity.expected_records(manifest, shards)
+    compression = manifest.storage.tf_compression
     if min(expected, default=-1) >= 0:
         files = tf.data.Dataset.from_tensor_slices((shards, tf.constant(expected, tf.int64)))
-        read = lambda path, count: tf.data.TFRecordDataset(path).apply(  # noqa: E731
+        read = lambda path, count: tf.data.TFRecordDataset(path, compression).apply(  # noqa: E731
             tf.data.experimental.assert_cardinality(count)).map(lambda record: (record, path))
     else:
         files = tf.data.Dataset.from_tensor_slices(shards)
-        read = lambda path: tf.data.TFRecordDataset(path).map(lambda record: (record, path))  # noqa: E731
+        read = lambda path: tf.data.TFRecordDataset(path, compression).map(  # noqa: E731
+            lambda record: (record, path))
     if shuffle_files:
         files = files.shuffle(len(shards), seed=seed, reshuffle_each_iteration=True)
     return files.interleave(read, cycle_length=min(len(shards), 8), num_parallel_calls=AUTOTUNE,
@@ -67,12 +87,13 @@ class DataCheckError(ValueError):
     message names the shard."""
 
 
-def find_corrupt_shard(shards):
-    """The first shard that does not read and decode cleanly to its end, with the reader's
-    message, or None."""
+def find_corrupt_shard(shards, storage: schema.Storage = schema.LEGACY_STORAGE):
+    """The first shard that does not read and decode cleanly to its end as `storage`, with the
+    reader's message, or None."""
+    decode = lambda record: schema.decode_slice(record, storage)  # noqa: E731
     for path in shards:
         try:
-            for _ in tf.data.TFRecordDataset(path).map(schema.decode_slice).batch(1024):
+            for _ in tf.data.TFRecordDataset(path, storage.tf_compression).map(decode).batch(1024):
                 pass
         except (tf.errors.DataLossError, tf.errors.InvalidArgumentError) as err:
             lines = re.sub(r"\{\{.*?\}\}\s*", "", err.message.split("[Op:")[0]).strip().splitlines()
@@ -86,7 +107,7 @@ def find_count_mismatch(data_dir: str):
     manifest = schema.read_manifest(data_dir)
     for name, entry in sorted((manifest.raw.get(integrity.SHARDS_KEY) or {}).items()):
         path = os.path.join(data_dir, name)
-        records = sum(1 for _ in tf.data.TFRecordDataset(path))
+        records = sum(1 for _ in tf.data.TFRecordDataset(path, manifest.storage.tf_compression))
         if records != int(entry["records"]):
             return path, records, int(entry["records"])
     return None
@@ -115,8 +136,10 @@ def shard_errors_named(data_dir):
         message = check_message(err) if isinstance(err, tf.errors.InvalidArgumentError) else None
         if message is not None:
             raise DataCheckError(message) from err
-        found = find_corrupt_shard([path for one in data_dirs
-                                    for path in sorted(glob.glob(os.path.join(glob.escape(one), "*", "*.tfrecord")))])
+        found = None
+        for one in data_dirs:
+            found = found or find_corrupt_shard(sorted(glob.glob(os.path.join(glob.escape(one), "*", "*.tfrecord"))),
+                                                schema.read_manifest(one).storage)
         if found is None:
             raise
         path, message = found
@@ -140,13 +163,19 @@ def check_message(err) -> str | None:
 def parse_and_validate(manifest: schema.Manifest, domain: str):
     """A map function: serialized record (and its shard path) -> validated slice dict with static
     shapes. A record whose shape, channel count or value range disagrees with the manifest, or
-    whose label is not its shard's domain (a tumor record in a normal-* shard), fails with a
-    message naming the shard."""
+    whose label is not its shard's domain (a tumor record in a normal-* shard), or whose image
+    dtype is not the manifest's storage, fails with a message naming the shard."""
     size, channels = manifest.image_size, manifest.channels
     label = schema.LABELS[domain]
+    storage = manifest.storage
 
     def parse(record, path):
-        ex = schema.decode_slice(record)
+        features = schema.parse_example(record)
+        stored_as = _check(tf.equal(features["image_dtype"], storage.image_dtype), path, "a record stored as ",
+                           features["image_dtype"], f" in a dataset whose manifest says {storage.image_dtype}; the "
+                           "shard is not this dataset's (convert again)")
+        with tf.control_dependencies([stored_as]):
+            ex = schema.decode_features(features, storage)
         image, mask = ex["image"], ex["mask"]
         shape = tf.shape(image)
         largest = tf.reduce_max(tf.abs(image))
@@ -195,9 +224,15 @@ def _domain_dataset(manifest, split, domain, shuffle, flip, seed, deterministic,
         parts = [(manifest, shards)] + [(m, _shards(m, split, domain)) for m in extras if m.count(split, domain)]
         ds = _read_records([m for m, _ in parts], [paths for _, paths in parts], deterministic,
                            shuffle_files=shuffle, seed=seed)
+        # Each dataset's records are decoded by its own storage (an old float32 cohort beside a
+        # quantised one).
+        parsers = [parse_and_validate(m, domain) for m, _ in parts]
+        parse = lambda record, path, part: tf.switch_case(  # noqa: E731
+            tf.cast(part, tf.int32), [functools.partial(p, record, path) for p in parsers])
+        ds = ds.map(parse, num_parallel_calls=AUTOTUNE, deterministic=deterministic)
     else:
         ds = _read_records(manifest, shards, deterministic, shuffle_files=shuffle, seed=seed)
-    ds = ds.map(parse_and_validate(manifest, domain), num_parallel_calls=AUTOTUNE, deterministic=deterministic)
+        ds = ds.map(parse_and_validate(manifest, domain), num_parallel_calls=AUTOTUNE, deterministic=deterministic)
     if repeat:
         ds = ds.repeat()
     if shuffle:

@@ -2,7 +2,9 @@
 
 One `tf.train.Example` holds one 2-D slice:
 
-    image        float32 H x W x C, raw bytes, values in [-1, 1]
+    image        H x W x C, raw little-endian bytes of `image_dtype`, values in [-1, 1]: float32
+                 as is, or quantised uint16/uint8 q with image = q * scale + offset (`Storage`)
+    image_dtype  bytes, "float32", "uint16" or "uint8" (absent in version 1 records: float32)
     mask         uint8 H x W, raw bytes, whole-tumor mask (all zeros when absent)
     has_mask     int64 0/1, whether `mask` is a real annotation
     label        int64, 0 normal, 1 tumor
@@ -12,7 +14,9 @@ One `tf.train.Example` holds one 2-D slice:
     slice_index  int64, axial index in the source volume
 
 Shards live at `<data_dir>/<split>/<domain>-<i>-of-<n>.tfrecord` next to
-`<data_dir>/manifest.json`.
+`<data_dir>/manifest.json`, whose `storage` entry (schema version 2) says how the images are
+stored and whether the shards are GZIP-compressed TFRecord files. A version 1 manifest (no
+`storage`) is a dataset of float32, uncompressed shards, and still reads.
 """
 
 from __future__ import annotations
@@ -23,11 +27,92 @@ from dataclasses import dataclass
 
 import numpy as np
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2            # what this code writes
+READABLE_VERSIONS = (1, 2)    # 1: float32 images, uncompressed shards, no `storage` in the manifest
 SPLITS = ("train", "val", "test")
 DOMAINS = ("normal", "tumor")
 LABELS = {"normal": 0, "tumor": 1}
 MANIFEST_NAME = "manifest.json"
+STORAGE_KEY = "storage"
+# Quantised dtypes: q in 0..levels-1 stands for q / half - 1, half = (levels - 1) / 2, so that
+# -1 (the background) and 1 are exact and every other value is within half a step, 1 / (levels - 1).
+IMAGE_DTYPES = {"float32": None, "uint16": 65535, "uint8": 255}
+COMPRESSIONS = {"none": "", "gzip": "GZIP"}     # -> tf.data / tf.io compression_type
+# The reader's slack on [-1, 1] (pipeline); a quantised write clips within it and refuses beyond.
+RANGE_TOLERANCE = 1e-3
+
+
+@dataclass(frozen=True)
+class Storage:
+    """How a dataset's images are stored (`image_dtype`) and its shards compressed."""
+
+    image_dtype: str = "float32"
+    compression: str = "none"
+
+    def __post_init__(self):
+        if self.image_dtype not in IMAGE_DTYPES:
+            raise ValueError(f"image storage {self.image_dtype!r}: not one of {', '.join(IMAGE_DTYPES)}")
+        if self.compression not in COMPRESSIONS:
+            raise ValueError(f"compression {self.compression!r}: not one of {', '.join(COMPRESSIONS)}")
+
+    @property
+    def quantised(self) -> bool:
+        return IMAGE_DTYPES[self.image_dtype] is not None
+
+    @property
+    def scale(self) -> float:
+        return 2.0 / IMAGE_DTYPES[self.image_dtype] if self.quantised else 1.0
+
+    @property
+    def offset(self) -> float:
+        return -1.0 if self.quantised else 0.0
+
+    @property
+    def max_error(self) -> float:
+        """The largest difference between a float32 value in [-1, 1] and what is read back: half a
+        step, plus the float32 rounding of the decoded value (2^-24 at most)."""
+        return self.scale / 2 + 2.0 ** -24 if self.quantised else 0.0
+
+    @property
+    def tf_compression(self) -> str:
+        return COMPRESSIONS[self.compression]
+
+    def writer_options(self):
+        import tensorflow as tf
+
+        return tf.io.TFRecordOptions(compression_type=self.tf_compression)
+
+    def manifest_entry(self) -> dict:
+        return {"image_dtype": self.image_dtype, "scale": self.scale, "offset": self.offset,
+                "max_error": self.max_error, "compression": self.compression}
+
+    def encode(self, image: np.ndarray) -> bytes:
+        """The image's bytes in this storage; a quantised one refuses values it cannot hold."""
+        image = np.asarray(image, np.float32)
+        if not self.quantised:
+            return np.ascontiguousarray(image, "<f4").tobytes()
+        largest = float(np.max(np.abs(image))) if image.size else 0.0
+        if not largest <= 1.0 + RANGE_TOLERANCE:        # also NaN
+            raise ValueError(f"image values outside [-1, 1] (magnitude {largest}) cannot be stored as "
+                             f"{self.image_dtype}")
+        levels = IMAGE_DTYPES[self.image_dtype]
+        q = np.rint((np.clip(image.astype(np.float64), -1.0, 1.0) + 1.0) * (levels / 2.0))
+        return np.ascontiguousarray(q, "<u2" if levels > 255 else "u1").tobytes()
+
+    def decode(self, data, shape):
+        """Raw image bytes (a string tensor) -> float32 tensor of `shape`."""
+        import tensorflow as tf
+
+        dtype = {"float32": tf.float32, "uint16": tf.uint16, "uint8": tf.uint8}[self.image_dtype]
+        values = tf.reshape(tf.io.decode_raw(data, dtype, little_endian=True), shape)
+        if not self.quantised:
+            return values
+        # In float64, so that the end levels come back as exactly -1 and 1.
+        return tf.cast(tf.cast(values, tf.float64) * self.scale + self.offset, tf.float32)
+
+
+LEGACY_STORAGE = Storage("float32", "none")
+DEFAULT_STORAGE = Storage("uint16", "gzip")     # the converter's default (docs/formats.md, measured)
 
 
 def _bytes(value: bytes):
@@ -43,8 +128,8 @@ def _int(value: int):
 
 
 def serialize_slice(image: np.ndarray, mask: np.ndarray | None, has_mask: bool, label: int,
-                    case_id: str, source: str, slice_index: int) -> bytes:
-    """Encode one slice as a serialized `tf.train.Example` in schema version 1."""
+                    case_id: str, source: str, slice_index: int, storage: Storage = LEGACY_STORAGE) -> bytes:
+    """Encode one slice as a serialized `tf.train.Example`, its image in `storage.image_dtype`."""
     import tensorflow as tf
 
     image = np.asarray(image, dtype=np.float32)
@@ -59,7 +144,8 @@ def serialize_slice(image: np.ndarray, mask: np.ndarray | None, has_mask: bool, 
     if mask.shape != (height, width):
         raise ValueError(f"mask shape {mask.shape} does not match image {image.shape[:2]}")
     features = {
-        "image": _bytes(np.ascontiguousarray(image).tobytes()),
+        "image": _bytes(storage.encode(image)),
+        "image_dtype": _bytes(storage.image_dtype.encode("ascii")),
         "mask": _bytes(np.ascontiguousarray(mask).tobytes()),
         "has_mask": _int(1 if has_mask else 0),
         "label": _int(label),
@@ -74,23 +160,36 @@ def serialize_slice(image: np.ndarray, mask: np.ndarray | None, has_mask: bool, 
 
 
 def feature_spec():
-    """The `tf.io.parse_single_example` spec of schema version 1."""
+    """The `tf.io.parse_single_example` spec (a version 1 record, without `image_dtype`, is float32)."""
     import tensorflow as tf
 
     spec = {name: tf.io.FixedLenFeature([], tf.string) for name in ("image", "mask", "case_id", "source")}
+    spec["image_dtype"] = tf.io.FixedLenFeature([], tf.string, default_value="float32")
     spec.update({name: tf.io.FixedLenFeature([], tf.int64)
                  for name in ("has_mask", "label", "height", "width", "channels", "slice_index")})
     return spec
 
 
-def decode_slice(serialized):
-    """Parse one serialized example to a dict of tensors, with image H x W x C float32 and
-    mask H x W x 1 float32 (0/1); shapes are dynamic (see `pipeline.parse_and_validate`)."""
+def parse_example(serialized):
+    """The raw features of one serialized example (`feature_spec`)."""
     import tensorflow as tf
 
-    ex = tf.io.parse_single_example(serialized, feature_spec())
+    return tf.io.parse_single_example(serialized, feature_spec())
+
+
+def decode_slice(serialized, storage: Storage = LEGACY_STORAGE):
+    """Parse one serialized example to a dict of tensors, with image H x W x C float32 and
+    mask H x W x 1 float32 (0/1); shapes are dynamic (see `pipeline.parse_and_validate`, which
+    also checks that each record's `image_dtype` is the manifest's)."""
+    return decode_features(parse_example(serialized), storage)
+
+
+def decode_features(ex: dict, storage: Storage = LEGACY_STORAGE) -> dict:
+    """`parse_example`'s features -> the slice dict of `decode_slice`, the image read as `storage`."""
+    import tensorflow as tf
+
     h, w, c = ex["height"], ex["width"], ex["channels"]
-    image = tf.reshape(tf.io.decode_raw(ex["image"], tf.float32), tf.stack([h, w, c]))
+    image = storage.decode(ex["image"], tf.stack([h, w, c]))
     mask = tf.reshape(tf.io.decode_raw(ex["mask"], tf.uint8), tf.stack([h, w, 1]))
     return {
         "image": image,
@@ -123,6 +222,7 @@ class Manifest:
     counts: dict          # counts[split][domain] -> slices
     cases: dict           # cases[split] -> list of case ids
     raw: dict
+    storage: Storage = LEGACY_STORAGE
 
     @property
     def data_dir(self) -> str:
@@ -150,11 +250,34 @@ def read_manifest(data_dir: str) -> Manifest:
     except json.JSONDecodeError as err:
         raise ValueError(f"{path}: not valid JSON ({err})") from err
     version = raw.get("schema_version")
-    if version != SCHEMA_VERSION:
-        raise ValueError(f"{path}: schema version {version!r}, this code reads version {SCHEMA_VERSION}")
-    for key in ("image_size", "channels", "counts", "cases"):
+    if version not in READABLE_VERSIONS:
+        raise ValueError(f"{path}: schema version {version!r}, this code reads versions "
+                         f"{', '.join(map(str, READABLE_VERSIONS))}")
+    for key in ("image_size", "channels", "counts", "cases") + ((STORAGE_KEY,) if version >= 2 else ()):
         if key not in raw:
             raise ValueError(f"{path}: missing key {key!r}")
     return Manifest(path=path, schema_version=version, image_size=int(raw["image_size"]),
                     channels=int(raw["channels"]), modalities=tuple(raw.get("modalities", ())),
-                    counts=raw["counts"], cases=raw["cases"], raw=raw)
+                    counts=raw["counts"], cases=raw["cases"], raw=raw,
+                    storage=storage_of(raw.get(STORAGE_KEY), path))
+
+
+def storage_of(entry, path: str = MANIFEST_NAME) -> Storage:
+    """The `Storage` a manifest's `storage` entry describes (None: a version 1 dataset, float32 and
+    uncompressed); an unknown name, or a scale or offset other than the name's, is refused naming
+    the manifest."""
+    if entry is None:
+        return LEGACY_STORAGE
+    if not isinstance(entry, dict):
+        raise ValueError(f"{path}: 'storage' must be an object, got {entry!r}")
+    try:
+        storage = Storage(str(entry.get("image_dtype")), str(entry.get("compression")))
+    except ValueError as err:
+        raise ValueError(f"{path}: {err}; this code reads the images of float32, uint16 and uint8 datasets, "
+                         "compressed with none or gzip (convert again, or use the version that wrote it)") from err
+    for key in ("scale", "offset"):
+        recorded, expected = entry.get(key), getattr(storage, key)
+        if not isinstance(recorded, (int, float)) or abs(recorded - expected) > 1e-12 * max(1.0, abs(expected)):
+            raise ValueError(f"{path}: storage {key} {recorded!r} for {storage.image_dtype} images; this code "
+                             f"reads them with {key} {expected!r} (the manifest was edited or is not this dataset's)")
+    return storage
