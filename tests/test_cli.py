@@ -180,8 +180,11 @@ def test_sigterm_and_ctrl_c_end_a_command_with_one_line_and_exit_130(tmp_path, n
     import signal
 
     ready = tmp_path / "ready"
+    # A shell's background job starts with SIGINT ignored, and Python then keeps it ignored: give
+    # the probe the default disposition, as a terminal's foreground command has.
     proc = subprocess.Popen([sys.executable, "-c", SLEEP_PROBE, str(ready)], cwd=REPO_ROOT, text=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     _wait_for(ready.exists, proc, "the probe started")
     proc.send_signal(getattr(signal, name))
     out, err = proc.communicate(timeout=HANG_TIMEOUT)
