@@ -72,7 +72,8 @@ def test_bf16_run_trains_and_resumes_exactly(data_dir, tmp_path):
     """bf16: N + M steps in two runs equal N + M in one, bit for bit, and the losses fall."""
     model = dataclasses.replace(tiny_config(data_dir, tmp_path).model, precision="bf16")
     config = dict(model=model, learning_rate=1e-3, attention_epochs=2, epochs=4)
-    straight = quiet_train(tiny_config(data_dir, tmp_path / "straight", max_steps=12, **config))
+    log = io.StringIO()
+    straight = train(tiny_config(data_dir, tmp_path / "straight", max_steps=12, **config), stream=log)
     first = quiet_train(tiny_config(data_dir, tmp_path / "resumed", max_steps=5, **config))
     resumed = quiet_train(tiny_config(data_dir, tmp_path / "resumed", max_steps=12, **config))
     assert first.step == 5 and resumed.resumed_from == 5 and resumed.step == straight.step == 12
@@ -82,9 +83,7 @@ def test_bf16_run_trains_and_resumes_exactly(data_dir, tmp_path):
         np.testing.assert_array_equal(a[name], b[name], err_msg=name)
     # Variables stay float32 in bf16.
     assert all(v.dtype != np.dtype("bfloat16") for v in a.values() if hasattr(v, "dtype"))
-    log = io.StringIO()
     losses_by_step = []
-    train(tiny_config(data_dir, tmp_path / "log", max_steps=12, **config), stream=log)
     for line in log.getvalue().splitlines():
         if line.startswith("step "):
             losses_by_step.append(float(line.split("cyc_t ")[1].split()[0]) + float(line.split("cyc_n ")[1].split()[0]))
