@@ -343,3 +343,19 @@ def kept_slices(volume: np.ndarray, min_brain_fraction: float = MIN_BRAIN_FRACTI
 
 def _enough_head(head: np.ndarray, min_brain_fraction: float) -> np.ndarray:
     return np.flatnonzero(head.reshape(head.shape[0], -1).mean(axis=1) >= min_brain_fraction)
+
+
+def recorded_framing(manifest: dict):
+    """How a converted dataset's slices were framed, from its raw manifest: {"field_of_view",
+    "min_brain_ratio", "brain_length_mm"} (the converter's settings that set the frame), or None
+    when the manifest does not say (not written by the converter, nor by an augmentation).
+    A converter's manifest from before `--field_of_view` existed records `pad`, the only framing
+    it had; an augmentation's records the framing of its source slices (`framing`)."""
+    if isinstance(manifest.get("framing"), dict) and manifest["framing"].get("field_of_view") in FIELDS_OF_VIEW:
+        return dict(manifest["framing"])
+    prep = (manifest.get("settings") or {}).get("prep") if isinstance(manifest.get("settings"), dict) else None
+    if not isinstance(prep, dict) or prep.get("field_of_view", "pad") not in FIELDS_OF_VIEW:
+        return None
+    return {"field_of_view": prep.get("field_of_view", "pad"),
+            "min_brain_ratio": float(prep.get("min_brain_ratio", MIN_BRAIN_RATIO)),
+            "brain_length_mm": float(prep.get("brain_length_mm", BRAIN_LENGTH_MM))}
