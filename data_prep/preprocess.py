@@ -18,13 +18,11 @@ from dataclasses import dataclass
 import numpy as np
 
 from data_prep.scan import CaseError, Scan
-from ssagan_tf.data.preprocess import (FIELDS_OF_VIEW, PERCENTILES, fit_to_size, foreground,  # noqa: F401
-                                       frame_slices, head_box, head_mask, intensity_bounds, normalise_volume,
-                                       reference_area, scale_to_unit)
+from ssagan_tf.data.preprocess import (BRAIN_LENGTH_MM, CUT_TOP_AREA, FIELDS_OF_VIEW, PERCENTILES,  # noqa: F401
+                                       VERTEX_AREA, axial_extent, below_vertex, brain_extent, fit_box, fit_to_size,
+                                       foreground, frame_slices, head_box, head_mask, intensity_bounds,
+                                       normalise_volume, reference_area, scale_to_unit)
 
-BRAIN_LENGTH_MM = 120.0     # the default bound of the brain's extent below the vertex (see brain_extent)
-VERTEX_AREA = 0.01          # the vertex: the highest slice whose head area is this fraction of the largest
-CUT_TOP_AREA = 0.25         # a top slice with this much of the largest head area: the vertex is not in the volume
 
 
 @dataclass(frozen=True)
@@ -68,58 +66,6 @@ class SliceSet:
     @property
     def n_normal(self) -> int:
         return int((self.labels == 0).sum())
-
-
-def axial_extent(area: np.ndarray, min_ratio: float, window: np.ndarray | None = None) -> np.ndarray:
-    """Slices in the head's main axial extent: the longest unbroken run (one-slice gaps bridged)
-    of slices in `window` (default: all) whose area is between `min_ratio` and 1.5 x the reference
-    area of the window's slices. This drops the pure-noise and scalp-top slices, stops where the
-    cross-section narrows and at slices whose mask is far larger than any head slice. A neck and
-    shoulders as wide as the head do not stop it: `brain_extent` bounds the window for that."""
-    inside = np.zeros(area.shape, bool)
-    window = np.ones(area.shape, bool) if window is None else window
-    ref = reference_area(area[window])
-    if ref <= 0:
-        return inside
-    big = window & (area >= min_ratio * ref) & (area <= 1.5 * ref)
-    bridged = big.copy()
-    bridged[1:-1] |= big[:-2] & big[2:] & window[1:-1]
-    best, start = (0, 0), None
-    for i, value in enumerate(np.append(bridged, False)):
-        if value and start is None:
-            start = i
-        elif not value and start is not None:
-            best = max(best, (i - start, -start))
-            start = None
-    length, first = best[0], -best[1]
-    inside[first:first + length] = True
-    return inside
-
-
-def below_vertex(area: np.ndarray, spacing_z: float, length_mm: float) -> np.ndarray:
-    """Slices at most `length_mm` below the vertex, Z running inferior to superior: the brain
-    spans about 110-130 mm from the vertex's inner table in adults, so slices farther down hold
-    skull base, face, neck and shoulders. The vertex is the highest slice whose head area is
-    VERTEX_AREA of the largest head slice within `length_mm` of the volume's top (shoulders below
-    cannot set it). Every slice when `length_mm` is 0, when the volume holds no head, or when the
-    head is cut at the top (the highest head slice has CUT_TOP_AREA of that largest area or more,
-    blank padding slices above it or not: there is no vertex to measure from)."""
-    everything = np.ones(area.shape, bool)
-    if length_mm <= 0 or not area.size:
-        return everything
-    depth_from_top = (area.size - 1 - np.arange(area.size)) * float(spacing_z)
-    largest = float(area[depth_from_top <= length_mm].max())
-    headed = np.flatnonzero(area >= VERTEX_AREA * largest) if largest > 0 else []
-    if not len(headed) or area[headed[-1]] >= CUT_TOP_AREA * largest:
-        return everything
-    depth_mm = (headed[-1] - np.arange(area.size)) * float(spacing_z)
-    return depth_mm <= length_mm
-
-
-def brain_extent(area: np.ndarray, min_ratio: float, spacing_z: float, length_mm: float) -> np.ndarray:
-    """The brain's axial extent, where normal slices may come from: the head's main axial extent
-    (`axial_extent`) within `length_mm` below the vertex (`below_vertex`)."""
-    return axial_extent(area, min_ratio, below_vertex(area, spacing_z, length_mm))
 
 
 def pixel_hashes(image: np.ndarray) -> list:
@@ -187,9 +133,7 @@ def prepare(scan: Scan, options: PrepOptions) -> SliceSet:
         # 0 and 1 are the extent's ends: a tumor slice beyond them (kept wherever it is) counts at its end.
         position = np.clip((np.arange(z) - first) / max(last - first, 1), 0.0, 1.0)
         area_ratio = area / max(reference_area(area[extent] if extent.any() else area), 1.0)
-    box = None
-    if options.field_of_view == "fit":     # the head's box over the brain's extent (2-D: its own head mask)
-        box = head_box(head[extent] if scan.is_3d and extent.any() else head if scan.is_3d else head_mask(image))
+    box = fit_box(image, head, extent, scan.is_3d) if options.field_of_view == "fit" else None
     index = np.flatnonzero(reason == "")
     # Scale only the slices kept: the bounds come from the whole head, the work from what is used.
     images, masks = frame_slices(scale_to_unit(image[index], bounds), (mask[index] > 0).astype(np.uint8),

@@ -65,6 +65,7 @@ EXPORT_FORMAT_VERSION = 1
 DIRECTIONS = ("normal_to_tumor", "tumor_to_normal")
 SIGNATURE_NAMES = DIRECTIONS + ("serving_default",)
 IN_MASKS = "normal_to_tumor_in_masks"      # its input `masks` takes A_n's place
+TRAINING_FRAMING = "training_framing"      # export.json: how the training slices were framed (or null)
 # Slack on the [-1, 1] input range, as in the data pipeline: resampling can overshoot by rounding.
 INPUT_RANGE_TOLERANCE = 1e-3
 # Slices a signature translates at once; a request of any size runs chunk by chunk (`_in_chunks`).
@@ -343,11 +344,28 @@ def export_models(model_dir: str, export_dir: str, model_name: str = DEFAULT_MOD
     tau = run_tau(run_config) if tau is None else float(tau)
     # "average": the checkpoint's moving average of the weights (--ema_decay), else the raw weights.
     # "cohort": the patients it saw; the evaluation refuses an augmenter that saw the patients it tests on.
+    # "training_framing": how its training slices were framed; augmentation frames file inputs alike.
     metadata = {"source_model_dir": os.path.abspath(model_dir), "step": restored_step(path),
                 "checkpoint": "best" if path == best_checkpoint(model_dir) else "latest",
                 "checkpoint_file": os.path.basename(path), "weights": "average" if uses_average(path) else "raw",
-                "cohort": training_cohort(run_config)}
+                "cohort": training_cohort(run_config), TRAINING_FRAMING: training_framing(run_config)}
     return write_export(models, export_dir, model_name, tau, metadata, tolerance)
+
+
+def training_framing(run_config: dict):
+    """How the slices a training run trained on were framed (`preprocess.recorded_framing` of its
+    dataset's manifest, with that manifest's path as `source_manifest`), for `export.json`; None
+    when the dataset is no longer there or its manifest does not say."""
+    from ssagan_tf.data import schema
+    from ssagan_tf.data.preprocess import recorded_framing
+
+    data_dir = run_config.get("data_dir", "")
+    try:
+        manifest = schema.read_manifest(data_dir)
+    except (OSError, ValueError):
+        return None
+    framing = recorded_framing(manifest.raw)
+    return None if framing is None else dict(framing, source_manifest=os.path.abspath(manifest.path))
 
 
 def run_tau(run_config: dict) -> float:

@@ -254,7 +254,7 @@ def test_nifti_inputs_keep_geometry(model_base, tmp_path):
 
 def test_nifti_inputs_are_prepared_as_the_converter_prepares_them(tmp_path):
     """One preparation for both: a FileSource slice of a NIfTI volume equals the converter's
-    (`data_prep.preprocess.prepare`, with the `pad` field of view that file inputs use) for the
+    (`data_prep.preprocess.prepare`, with the `pad` field of view, a FileSource's default) for the
     same volume, and a volume with NaN voxels is refused
     naming the file (the converter's reader guards)."""
     from data_prep.preprocess import PrepOptions, prepare

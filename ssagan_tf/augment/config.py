@@ -12,6 +12,7 @@ DIRECTIONS = ("normal_to_tumor", "tumor_to_normal")
 SOURCE_DOMAIN = {"normal_to_tumor": "normal", "tumor_to_normal": "tumor"}
 TARGET_DOMAIN = {"normal_to_tumor": "tumor", "tumor_to_normal": "normal"}
 FORMATS = ("tfrecord", "png", "nifti")
+FIELD_OF_VIEW_CHOICES = ("auto", "fit", "pad")     # auto: the framing of the model's training data
 _SPLIT_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]*$")
 
 
@@ -65,6 +66,11 @@ class AugmentConfig:
     lesion_masks   synthetic tumors are drawn inside real lesion masks transplanted from the
                    split's labelled tumor slices (`ssagan_tf.lesions`), in A_n's place, and each
                    written mask is the mask it was asked to fill (converted TFRecord input only)
+    field_of_view  how PNG/NIfTI inputs are brought to the model's frame (`fit` or `pad`, as
+                   `data_prep.convert --field_of_view`); `auto`: as the model's training data was
+                   (its export.json's `training_framing`), `pad` when the export does not say.
+                   Converted TFRecord inputs are framed already: an explicit value must match
+                   their manifest's
     """
 
     model: str
@@ -84,6 +90,7 @@ class AugmentConfig:
     judge: str = ""
     judge_slices: int = 256
     lesion_masks: bool = False
+    field_of_view: str = "auto"
 
     def __post_init__(self):
         """Check the values (every problem in one ValueError); `check_inputs` checks the folders."""
@@ -109,6 +116,8 @@ class AugmentConfig:
         need(self.contact_rows >= 0, f"contact_rows must be >= 0, got {self.contact_rows}")
         need(self.precision in PRECISIONS, f"precision must be one of {PRECISIONS}, got {self.precision!r}")
         need(self.judge_slices >= 2, f"judge_slices must be >= 2, got {self.judge_slices}")
+        need(self.field_of_view in FIELD_OF_VIEW_CHOICES,
+             f"field_of_view must be one of {', '.join(FIELD_OF_VIEW_CHOICES)}, got {self.field_of_view!r}")
         if problems:
             raise ValueError("; ".join(problems))
 

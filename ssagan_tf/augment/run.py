@@ -24,6 +24,7 @@ from ssagan_tf import io as durable
 from ssagan_tf.augment import ledger as ledger_lib
 from ssagan_tf.augment import sheet
 from ssagan_tf.augment.config import SOURCE_DOMAIN, TARGET_DOMAIN, AugmentConfig
+from ssagan_tf.augment.framing import choose_framing
 from ssagan_tf.augment.plan import build_plan
 from ssagan_tf.augment.sources import open_source
 from ssagan_tf.augment.translator import load_translator
@@ -133,7 +134,10 @@ def _settings(config: AugmentConfig, translator, source, mask_threshold: float) 
             "seed": config.seed, "directions": list(config.directions), "chunk_size": config.chunk_size,
             "mask_threshold": mask_threshold, "precision": translator.precision,
             "real_slices": {d: len(source.refs(d)) for d in schema.DOMAINS},
-            **({"lesion_masks": True} if config.lesion_masks else {})}
+            **({"lesion_masks": True} if config.lesion_masks else {}),
+            # Recorded only when not the framing file inputs always had, so earlier runs still complete.
+            **({"field_of_view": source.framing} if source.kind == "files" and source.framing["field_of_view"] != "pad"
+               else {})}
 
 
 def _relative_to(path: str, start: str) -> str:
@@ -282,6 +286,7 @@ def _dataset_manifest(config, translator, source, rows: list, mask_threshold: fl
             "modalities": description.get("modalities") or ["image"] * channels, "counts": counts,
             "cases": {config.split: sorted({row["source_case"] for row in rows})},
             "normalisation": description.get("normalisation", {}),
+            **({"framing": source.framing} if source.framing else {}),
             "shards": _shard_records(config.output_dir, rows),
             "synthetic": {"model": translator.label, "model_path": translator.path, "tau": translator.tau,
                           "mask_threshold": mask_threshold, "ratio": config.ratio, "seed": config.seed,
@@ -336,7 +341,8 @@ def _augment(config: AugmentConfig) -> AugmentResult:
     translator = load_translator(config.model, scratch_dir=os.path.join(config.output_dir, ledger_lib.STATE_DIR),
                                  precision=config.precision)
     logging.info("Precision %s (--precision=%s)", translator.precision, config.precision)
-    source = open_source(config.data_dir, config.split, translator.image_shape)
+    source = open_source(config.data_dir, config.split, translator.image_shape,
+                         choose_framing(config.field_of_view, translator.info, translator.label), config.field_of_view)
     if config.format == "png" and translator.image_shape[2] != 1:
         raise ValueError(f"--format=png writes single-channel images; this model has {translator.image_shape[2]} "
                          "channels: use --format=tfrecord or nifti")
@@ -404,6 +410,10 @@ def _finish(config, translator, source, plan, ledger, mask_threshold, skipped, t
         "mask_threshold": mask_threshold, "format": config.format, "split": config.split, "ratio": config.ratio,
         "seed": config.seed, "directions": list(config.directions), "source": source.description(),
         **({"lesion_masks": True} if config.lesion_masks else {}),
+        # How the input slices were framed (None: a converted dataset whose manifest does not say).
+        "field_of_view": {"requested": config.field_of_view,
+                          "used": source.framing["field_of_view"] if source.framing else None,
+                          "framing": source.framing, "why": source.framing_line},
         "counts": counts, "chunks": len(plan), "chunks_skipped": skipped,
         "last_run": {"slices_translated": translated, "seconds": round(seconds, 3),
                      "cpu_seconds": round(cpu_seconds, 3),

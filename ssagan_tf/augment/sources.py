@@ -1,6 +1,7 @@
 """Where the real slices come from: the converter's TFRecords, or class folders of PNG slices or
 NIfTI volumes preprocessed here as the converter does (per-volume percentile normalisation to
-[-1, 1], padding/resizing to the model's size).
+[-1, 1], the slices brought to the model's frame in the field of view `ssagan_tf.augment.framing`
+chooses: `fit` or `pad`, as `data_prep.convert --field_of_view`).
 
 A source lists the slices of each domain in a fixed order (`refs`; a slice's `position` is its
 index in that order) and streams the images of requested positions in that order (`stream`), so
@@ -18,6 +19,7 @@ import numpy as np
 import tensorflow as tf
 from absl import logging
 
+from ssagan_tf.augment.framing import FramingChoice, converted_framing
 from ssagan_tf.data import integrity, pipeline, preprocess, schema, volumes
 
 _PNG = (".png",)
@@ -71,6 +73,8 @@ class TFRecordSource:
         if integrity.legacy_warning(self.manifest):
             logging.warning(integrity.legacy_warning(self.manifest))
         self.image_shape = (self.manifest.image_size, self.manifest.image_size, self.manifest.channels)
+        self.framing = preprocess.recorded_framing(self.manifest.raw)   # None: the manifest does not say
+        self.framing_line = ""                                           # why (set by open_source)
         self._refs = {}
 
     def refs(self, domain: str) -> list:
@@ -131,29 +135,36 @@ class TFRecordSource:
     def description(self) -> dict:
         raw = self.manifest.raw
         return {"kind": self.kind, "data_dir": os.path.abspath(self.data_dir), "split": self.split,
-                "modalities": list(raw.get("modalities", [])), "normalisation": raw.get("normalisation", {})}
+                "modalities": list(raw.get("modalities", [])), "normalisation": raw.get("normalisation", {}),
+                "field_of_view": self.framing["field_of_view"] if self.framing else None}
 
 
 class FileSource:
     """Class folders `<data_dir>/normal/` and `<data_dir>/tumor/`, each holding 2-D PNG slices (8- or
     16-bit grayscale; one case per file) and/or NIfTI volumes (`.nii`, `.nii.gz`; one case per
     file, its axial slices after reorientation to LPS, near-empty slices dropped). Files whose name
-    ends in `_mask` are skipped. Every slice in a folder belongs to that folder's class."""
+    ends in `_mask` are skipped. Every slice in a folder belongs to that folder's class. Each file
+    is prepared as the converter prepares a case (`preprocess.plan_framing`) in the field of view
+    of `framing` (default `pad`): with `fit`, the head's box over the volume's brain extent (a PNG:
+    its own head mask), scaled by the pixel spacing to a fixed fraction of the frame."""
 
     kind = "files"
 
-    def __init__(self, data_dir: str, image_shape: tuple):
+    def __init__(self, data_dir: str, image_shape: tuple, framing: FramingChoice | None = None):
         if image_shape[2] != 1:
             raise ValueError(f"{data_dir}: PNG/NIfTI inputs are single-channel but the model takes "
                              f"{image_shape[2]} channels; convert multi-modal data with data_prep.convert "
                              "and augment from its TFRecords")
         self.data_dir = data_dir
         self.image_shape = image_shape
+        self.choice = framing or FramingChoice("pad")
+        self.framing = self.choice.record()
+        self.framing_line = self.choice.reason
         self.files = {d: _class_files(os.path.join(data_dir, d)) for d in schema.DOMAINS}
         if not any(self.files.values()):
             raise FileNotFoundError(f"{data_dir}: neither a converted dataset (manifest.json) nor class folders "
                                     "normal/ and tumor/ with .png, .nii or .nii.gz files")
-        self._refs, self._kept, self._geometry = {}, {}, {}
+        self._refs, self._kept, self._geometry, self._plans = {}, {}, {}, {}
 
     def refs(self, domain: str) -> list:
         if domain not in self._refs:
@@ -182,24 +193,36 @@ class FileSource:
                         yield image, position + i
             position += count
 
+    def _plan(self, path: str, volume: np.ndarray, spacing_zyx: tuple, is_3d: bool):
+        """The file's preparation (`preprocess.Framing`: kept slices, bounds, frame region), planned
+        once, when the file is indexed, and kept (it is small) for the reads that follow."""
+        if path not in self._plans:
+            choice = self.choice
+            self._plans[path] = preprocess.plan_framing(
+                volume, self.image_shape[0], is_3d, choice.field_of_view, spacing_zyx,
+                min_brain_ratio=choice.min_brain_ratio, brain_length_mm=choice.brain_length_mm)
+        return self._plans[path]
+
     def _index(self, path: str):
         """The slice indices a file contributes, and its fitted grid (None for PNG), without the
         normalisation and resizing that `_read` does."""
         if path.lower().endswith(_PNG):
+            self._plan(path, _read_png(path)[None], (1.0,) + _png_spacing(path), is_3d=False)
             return [0], None
         volume, geometry = _read_nifti(path)
-        return preprocess.kept_slices(volume).tolist(), _fitted_geometry(geometry, volume.shape[1:3],
-                                                                         self.image_shape[0])
+        plan = self._plan(path, volume, tuple(reversed(geometry.spacing)), is_3d=True)
+        return plan.kept.tolist(), _fitted_geometry(geometry, plan.region, self.image_shape[0])
 
     def _read(self, path: str):
         """[(slice_index, fitted image [H, W, 1])] of a file, prepared as the converter prepares it
-        (`ssagan_tf.data.preprocess.volume_slices`)."""
+        (`ssagan_tf.data.preprocess.plan_framing`, `apply_framing`)."""
         if path.lower().endswith(_PNG):
-            _, images = preprocess.volume_slices(_read_png(path)[None], self.image_shape[0], is_3d=False)
-            return [(0, images[0])]
-        volume, _ = _read_nifti(path)
-        kept, images = preprocess.volume_slices(volume, self.image_shape[0])
-        return list(zip(kept.tolist(), images))
+            image = _read_png(path)[None]
+            plan = self._plan(path, image, (1.0,) + _png_spacing(path), is_3d=False)
+            return [(0, preprocess.apply_framing(image, plan)[0])]
+        volume, geometry = _read_nifti(path)
+        plan = self._plan(path, volume, tuple(reversed(geometry.spacing)), is_3d=True)
+        return list(zip(plan.kept.tolist(), preprocess.apply_framing(volume, plan)))
 
     def geometry(self, case_id: str):
         return self._geometry.get(case_id)
@@ -218,18 +241,28 @@ class FileSource:
     def description(self) -> dict:
         return {"kind": self.kind, "data_dir": os.path.abspath(self.data_dir), "modalities": ["image"],
                 "normalisation": {"method": "per-volume percentile clip over brain voxels, scaled to [-1, 1]",
-                                  "percentiles": list(preprocess.PERCENTILES), "background": -1.0}}
+                                  "percentiles": list(preprocess.PERCENTILES), "background": -1.0},
+                "field_of_view": self.choice.field_of_view}
 
 
-def open_source(data_dir: str, split: str, image_shape: tuple):
-    """A TFRecordSource when `data_dir` holds a converted dataset, else a FileSource."""
+def open_source(data_dir: str, split: str, image_shape: tuple, framing: FramingChoice | None = None,
+                requested: str = "auto"):
+    """A TFRecordSource when `data_dir` holds a converted dataset (`--field_of_view=requested`
+    checked against its manifest, `framing.converted_framing`), else a FileSource framed as
+    `framing` says (default `pad`). Logs the field of view used and why."""
+    framing = framing or FramingChoice("pad", reason="field of view pad")
     if os.path.isfile(os.path.join(data_dir, schema.MANIFEST_NAME)):
         source = TFRecordSource(data_dir, split)
         if source.image_shape != tuple(image_shape):
             raise ValueError(f"{data_dir}: slices are {source.image_shape} (H, W, C) but the model takes "
                              f"{tuple(image_shape)}")
+        _, source.framing_line = converted_framing(requested, framing, source.manifest.raw, data_dir)
+        logging.info("%s", source.framing_line)
         return source
-    return FileSource(data_dir, tuple(image_shape))
+    source = FileSource(data_dir, tuple(image_shape), framing)
+    source.framing_line = framing.reason
+    (logging.warning if framing.trained is None and requested == "auto" else logging.info)("%s", framing.reason)
+    return source
 
 
 def _class_files(folder: str) -> list:
@@ -264,6 +297,21 @@ def _read_png(path: str) -> np.ndarray:
     return tf.io.decode_png(data, channels=1, dtype=tf.uint16).numpy().astype(np.float32)
 
 
+def _png_spacing(path: str) -> tuple:
+    """The (row, column) pixel spacing a PNG records, read as the converter reads it (SimpleITK:
+    its pHYs chunk, 1 mm without one)."""
+    import SimpleITK as sitk
+
+    reader = sitk.ImageFileReader()
+    reader.SetFileName(path)
+    try:
+        reader.ReadImageInformation()
+    except RuntimeError as err:
+        raise ValueError(f"{path}: unreadable: {volumes.sitk_reason(err)}") from None
+    spacing = tuple(float(v) for v in reader.GetSpacing()[:2])
+    return spacing[1], spacing[0]
+
+
 def _read_nifti(path: str):
     """(Z, Y, X, 1) float32 in LPS orientation, and its Geometry, read and checked (NaN/Inf,
     truncation, empty volumes) as the converter reads volumes (`ssagan_tf.data.volumes`)."""
@@ -276,16 +324,16 @@ def _read_nifti(path: str):
     return np.asarray(volume.array, np.float32)[..., None], geometry
 
 
-def _fitted_geometry(geometry: Geometry, shape_yx: tuple, size: int) -> Geometry:
-    """The grid after `fit_to_size`: central padding to a square of side max(Y, X), then resizing
-    to `size`; voxel centres map back to continuous source indices, which gives spacing and origin."""
-    height, width = shape_yx
-    side = max(height, width)
-    top, left = (side - height) // 2, (side - width) // 2
-    scale = side / size
-    first = np.array([0.5 * scale - 0.5 - left, 0.5 * scale - 0.5 - top, 0.0])
+def _fitted_geometry(geometry: Geometry, region: tuple, size: int) -> Geometry:
+    """The grid of the framed slices: the frame `region` (first row, end row, first column, end
+    column, in source pixels; `preprocess.frame_region`, `pad` or `fit`) resized to `size` x
+    `size`. Output voxel (i, j) has its centre at source column c0 + (j + 0.5) (c1 - c0) / size
+    - 0.5 and row r0 + (i + 0.5) (r1 - r0) / size - 0.5, which gives spacing and origin."""
+    r0, r1, c0, c1 = region
+    scale_x, scale_y = (c1 - c0) / size, (r1 - r0) / size
+    first = np.array([c0 + 0.5 * scale_x - 0.5, r0 + 0.5 * scale_y - 0.5, 0.0])
     spacing = np.asarray(geometry.spacing, float)
     direction = np.asarray(geometry.direction, float).reshape(3, 3)
     origin = np.asarray(geometry.origin, float) + direction @ (first * spacing)
-    new_spacing = (spacing[0] * scale, spacing[1] * scale, spacing[2])
+    new_spacing = (spacing[0] * scale_x, spacing[1] * scale_y, spacing[2])
     return Geometry(tuple(float(v) for v in new_spacing), tuple(float(v) for v in origin), geometry.direction)

@@ -15,7 +15,7 @@ from absl import app, flags, logging
 
 from ssagan_tf import cli
 # Only plain-Python modules here: --help and a bad flag are answered before TensorFlow loads.
-from ssagan_tf.augment.config import FORMATS, AugmentConfig, parse_directions, parse_ratio
+from ssagan_tf.augment.config import FIELD_OF_VIEW_CHOICES, FORMATS, AugmentConfig, parse_directions, parse_ratio
 
 flags.DEFINE_string("model", None, "An exported model: its base dir <export_dir>/<model_name> (newest version "
                     "used), one version dir, or a training run dir (exported to a temporary dir first).")
@@ -55,6 +55,12 @@ flags.DEFINE_bool("lesion_masks", False, "Synthetic tumors are drawn inside real
                   "split's labelled tumor slices (inside the head, rotated and scaled within limits; "
                   "ssagan_tf/lesions.py) instead of where A_n points, and each written mask is exactly the mask the "
                   "model was asked to fill. Converted TFRecord input only.")
+flags.DEFINE_enum("field_of_view", "auto", list(FIELD_OF_VIEW_CHOICES), "How PNG/NIfTI inputs are brought to the "
+                  "model's frame, as data_prep.convert --field_of_view does: fit (the head's bounding box scaled to a "
+                  "fixed fraction of the frame, by pixel spacing) or pad (padded to a square, shrunk when larger). "
+                  "auto: as the model's training data was framed (export.json's training_framing, from the training "
+                  "run's dataset manifest); pad, with a line saying so, for an export that does not record it. A "
+                  "converted dataset's slices are framed already: a value other than its manifest's is refused.")
 flags.mark_flags_as_required(["model", "data_dir", "output_dir"])
 flags.register_validator("ratio", lambda v: _valid(parse_ratio, v), "--ratio must be a positive number or 'all'")
 flags.register_validator("directions", lambda v: _valid(parse_directions, v),
@@ -78,7 +84,7 @@ def config_from_flags() -> AugmentConfig:
                          batch_size=FLAGS.batch_size, directions=parse_directions(FLAGS.directions), seed=FLAGS.seed,
                          mask_threshold=FLAGS.mask_threshold, chunk_size=FLAGS.chunk_size,
                          contact_rows=FLAGS.contact_rows, overwrite=FLAGS.overwrite, precision=FLAGS.precision,
-                         judge=FLAGS.judge, lesion_masks=FLAGS.lesion_masks)
+                         judge=FLAGS.judge, lesion_masks=FLAGS.lesion_masks, field_of_view=FLAGS.field_of_view)
 
 
 def main(argv):
