@@ -26,8 +26,9 @@ def test_every_flag_lands_in_the_config(parse):
                    "--train_fraction=0.5", "--val_fraction=0.2", "--labelled_fraction=0.25", "--seed=7",
                    "--num_shards=4", "--workers=1", "--strict", "--overwrite", "--nomatch_anatomy",
                    "--dedupe=drop", "--keep_splits", "--min_brain_ratio=0.3", "--brain_length_mm=100",
-                   "--field_of_view=pad")
+                   "--field_of_view=pad", "--storage=uint8", "--compression=none")
     reader, prep = config.reader, config.prep
+    assert (config.storage, config.compression) == ("uint8", "none")
     assert reader.modalities == ("flair", "t1ce") and reader.image_glob == "*/*_img.nrrd"
     assert reader.modality_replace == (("t1ce", "_img", "_t1ce"),) and reader.keep_splits
     assert not config.match_anatomy and config.dedupe == "drop" and prep.min_brain_ratio == 0.3
