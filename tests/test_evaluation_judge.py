@@ -164,3 +164,38 @@ def test_judge_command_line(judge_dir, tmp_path):
                           cwd=REPO_ROOT, capture_output=True, text=True, env=env)
     assert done.returncode == 0, done.stderr[-2000:]
     assert json.load(open(out / "judge.json"))["config"]["epochs"] == 2 != before["config"]["epochs"]
+
+
+def test_balanced_class_weights_by_value():
+    from ssagan_tf.evaluation.arms import balanced_class_weights
+
+    weights = balanced_class_weights(np.array([0, 1, 1, 1]))
+    assert weights == {0: pytest.approx(2.0), 1: pytest.approx(4 / 6)}
+    # Each class then weighs half of the weighted total.
+    assert 1 * weights[0] == pytest.approx(3 * weights[1])
+    assert balanced_class_weights(np.array([1, 1])) == {0: 1.0, 1: 1.0}
+
+
+def test_a_balanced_judge_stops_on_the_class_weighted_validation_loss(tmp_path):
+    """3 normal / 9 tumor slices per split: the judge records its weights, and its best validation
+    loss is the class-weighted binary cross-entropy of the kept model on val, by hand."""
+    import keras
+
+    from ssagan_tf.data.pipeline import load_split_arrays
+    from ssagan_tf.evaluation.judge import JUDGE_MODEL, JudgeConfig, train_judge
+
+    data = write_tiny_dataset(str(tmp_path / "data"), n_normal=3, n_tumor=9)
+    out = str(tmp_path / "judge")
+    info = train_judge(JudgeConfig(data_dir=data, output_dir=out, width=8, epochs=3, patience=3, batch_size=32,
+                                   precision="fp32", balance_classes=True), log=lambda _: None)
+    assert info["config"]["balance_classes"] is True
+    assert info["class_weights"]["train"] == {"0": pytest.approx(2.0), "1": pytest.approx(12 / 18)}
+    val = load_split_arrays(data, "val")
+    model = keras.models.load_model(os.path.join(out, JUDGE_MODEL), compile=False)
+    logits = np.asarray(model.predict(val["image"], verbose=0), np.float64).ravel()
+    y = val["label"].astype(np.float64)
+    per_slice = np.maximum(logits, 0) - logits * y + np.log1p(np.exp(-np.abs(logits)))
+    w = np.where(y == 1, 12 / 18, 2.0)
+    assert info["best_val_loss"] == pytest.approx(float(np.sum(w * per_slice) / len(y)), rel=1e-4)
+    # Unweighted, the same model's loss differs: the weights reached the stopping criterion.
+    assert abs(float(np.mean(per_slice)) - info["best_val_loss"]) > 1e-4

@@ -150,3 +150,41 @@ def test_the_warmup_ends_when_the_record_says_it_plateaued(tiny_dataset, tmp_pat
         record(epoch)
         assert schedule.warmup_end.ended == (2 if epoch == 2 else None)
     assert selection.read_scores(str(tmp_path))["warmup_ended_at_epoch"] == 2
+
+
+def test_best_record_skips_the_warmup_unless_nothing_else_is_recorded():
+    inside = {"epoch": 1, "checkpoint_step": 10, "score": 0.9, "after_warmup": False}
+    after = [{"epoch": 2, "checkpoint_step": 20, "score": 0.6, "after_warmup": True},
+             {"epoch": 3, "checkpoint_step": 30, "score": 0.7, "after_warmup": True}]
+    untrained = {"epoch": 0, "checkpoint_step": None, "score": 0.95, "after_warmup": False}
+    assert selection.best_record([untrained, inside]) is inside           # nothing after the warm-up yet
+    assert selection.best_record([untrained, inside, *after])["epoch"] == 3
+    legacy = [{"epoch": 1, "checkpoint_step": 10, "score": 0.9}, {"epoch": 2, "checkpoint_step": 20, "score": 0.5}]
+    assert selection.best_record(legacy)["epoch"] == 1                    # records before the rule: all eligible
+    assert selection.best_record([untrained]) is None
+
+
+def test_a_checkpoint_from_inside_the_warmup_is_replaced_by_the_first_one_after_it(tiny_dataset, tmp_path):
+    """Frozen from epoch 2: epoch 1 scores highest and is kept while it is the only one; epoch 2
+    scores lower but is after the warm-up, so it replaces epoch 1; records say which are eligible."""
+    model_dir = str(tmp_path)
+    value = tf.Variable(0.0)
+    manager = tf.train.CheckpointManager(tf.train.Checkpoint(value=value), os.path.join(model_dir, "checkpoints"), 5)
+    schedule = SimpleNamespace(steps_per_epoch=1, ends_epoch=lambda s: True, freeze_epoch=2,
+                               warmup_end=FakeWarmupEnd())
+    config = SimpleNamespace(model_dir=model_dir, data_dir=tiny_dataset, warmup_patience=0, warmup_min_delta=0.0)
+    result = SimpleNamespace(val_judge={}, val_dice={})
+    record = selection.RecordValidation(config, schedule, result, lambda m: None)
+    keep = selection.KeepBest(config, schedule, os.path.join(model_dir, "checkpoints"), lambda m: None)
+    kept = []
+    for epoch, rate in ((1, 0.95), (2, 0.6), (3, 0.5)):
+        result.val_judge[epoch] = measures(rate, rate)
+        record(epoch)
+        value.assign(float(epoch))
+        manager.save(checkpoint_number=epoch)
+        keep(epoch)
+        kept.append(os.path.basename(chosen_checkpoint(model_dir, "best")))
+    assert kept == ["ckpt-1", "ckpt-2", "ckpt-2"]
+    scores = selection.read_scores(model_dir)
+    assert [r["after_warmup"] for r in scores["records"]] == [False, True, True]
+    assert scores["best"]["epoch"] == 2

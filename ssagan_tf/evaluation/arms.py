@@ -174,8 +174,26 @@ def train_dataset(images: np.ndarray, labels: np.ndarray, batch_size: int, seed:
     return dataset.prefetch(tf.data.AUTOTUNE)
 
 
-def eval_dataset(images: np.ndarray, labels: np.ndarray, batch_size: int) -> tf.data.Dataset:
-    return _as_tensors(images, labels).batch(batch_size).prefetch(tf.data.AUTOTUNE)
+def eval_dataset(images: np.ndarray, labels: np.ndarray, batch_size: int,
+                 class_weight: dict | None = None) -> tf.data.Dataset:
+    """Batches of (image, label), or of (image, label, weight) with each slice weighted by its
+    class's `class_weight` (Keras then reports a class-weighted validation loss)."""
+    if class_weight is None:
+        return _as_tensors(images, labels).batch(batch_size).prefetch(tf.data.AUTOTUNE)
+    weights = np.asarray([class_weight[int(label)] for label in labels], np.float32)
+    dataset = tf.data.Dataset.from_tensor_slices(
+        (images.astype(np.float32), labels.astype(np.float32).reshape(-1, 1), weights))
+    return dataset.batch(batch_size).prefetch(tf.data.AUTOTUNE)
+
+
+def balanced_class_weights(labels: np.ndarray) -> dict:
+    """{label: n / (2 n_label)} for labels 0 and 1: each class weighs half of a weighted mean
+    (all 1.0 when a class has no slices: there is nothing to balance)."""
+    labels = np.asarray(labels).ravel()
+    counts = {label: int(np.sum(labels == label)) for label in (0, 1)}
+    if not all(counts.values()):
+        return {0: 1.0, 1: 1.0}
+    return {label: len(labels) / (2.0 * count) for label, count in counts.items()}
 
 
 def keep_tumor_cases(train: dict, fraction: float, seed: int = 0) -> tuple:

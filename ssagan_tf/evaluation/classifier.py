@@ -100,9 +100,12 @@ def format_seconds(seconds: float) -> str:
 
 
 def train_classifier(classifier: Classifier, train: tf.data.Dataset, val: tf.data.Dataset, epochs: int,
-                     patience: int, seed: int, verbose: int = 0, progress: str = "", log=print) -> TrainedClassifier:
+                     patience: int, seed: int, verbose: int = 0, progress: str = "", log=print,
+                     class_weight: dict | None = None) -> TrainedClassifier:
     """Fit the classifier from a fresh start under `seed`; keep the weights of the epoch with the
-    lowest validation loss. `progress`: a label for one console line per epoch (`EpochLines`)."""
+    lowest validation loss. `progress`: a label for one console line per epoch (`EpochLines`).
+    `class_weight` ({label: weight}) weights each training slice's loss by its class (give `val`
+    the same weights, `arms.eval_dataset(..., class_weight)`, to stop on a weighted loss too)."""
     classifier.reset(seed)
     stopper = keras.callbacks.EarlyStopping(monitor="val_loss", patience=patience,
                                             restore_best_weights=True)
@@ -110,7 +113,7 @@ def train_classifier(classifier: Classifier, train: tf.data.Dataset, val: tf.dat
     # shuffle=False: `train` is already shuffled, seeded, inside tf.data.
     schedule = keras.callbacks.LearningRateScheduler(lambda epoch: classifier.epoch_learning_rate(epoch, epochs))
     history = classifier.model.fit(train, validation_data=val, epochs=epochs, callbacks=callbacks + [schedule],
-                                   shuffle=False,
+                                   shuffle=False, class_weight=class_weight,
                                    verbose=verbose).history
     val_loss = np.asarray(history["val_loss"], np.float64)
     best = int(np.nanargmin(val_loss)) if np.isfinite(val_loss).any() else len(val_loss) - 1

@@ -50,6 +50,7 @@ class JudgeConfig:
     classic: bool = True
     threshold: float = 0.5
     precision: str = "auto"
+    balance_classes: bool = False
 
     def __post_init__(self):
         """Check the values, every problem in one ValueError (`check_output_dir` checks the folder)."""
@@ -116,10 +117,15 @@ def train_judge(config: JudgeConfig, log=print) -> dict:
     classifier = Classifier(manifest.image_size, manifest.channels, config.width, config.learning_rate,
                             choice.precision)
     train, val = data["train"], data["val"]
+    weights = {split: arms.balanced_class_weights(data[split]["label"]) if config.balance_classes else None
+               for split in ("train", "val")}
+    if config.balance_classes:
+        log("judge: class-balanced loss (weights normal {0:.3f} / tumor {1:.3f} on train, {2:.3f} / {3:.3f} on val)"
+            .format(weights["train"][0], weights["train"][1], weights["val"][0], weights["val"][1]))
     trained = train_classifier(
         classifier, arms.train_dataset(train["image"], train["label"], config.batch_size, config.seed, config.classic),
-        arms.eval_dataset(val["image"], val["label"], config.batch_size), config.epochs, config.patience,
-        config.seed, progress="judge", log=log)
+        arms.eval_dataset(val["image"], val["label"], config.batch_size, weights["val"]), config.epochs,
+        config.patience, config.seed, progress="judge", log=log, class_weight=weights["train"])
     scores = {}
     for split in ("val", "test"):
         arrays = data[split]
@@ -132,6 +138,7 @@ def train_judge(config: JudgeConfig, log=print) -> dict:
             "precision_reason": choice.reason, "tensorflow": tf.__version__,
             "dataset": _dataset_summary(manifest, data), "epochs_run": trained.epochs_run,
             "best_epoch": trained.best_epoch, "best_val_loss": trained.best_val_loss,
+            "class_weights": {split: ({str(k): v for k, v in w.items()} if w else None) for split, w in weights.items()},
             "threshold": config.threshold, "feature_layer": FEATURE_LAYER, "scores": scores,
             "seconds": round(time.time() - started, 1)}
     parent = os.path.dirname(os.path.abspath(config.output_dir))
@@ -267,7 +274,8 @@ def main(argv):
     try:
         config = JudgeConfig(data_dir=f.data_dir, output_dir=f.output_dir, width=f.width, epochs=f.epochs,
                              patience=f.patience, batch_size=f.batch_size, learning_rate=f.learning_rate,
-                             seed=f.seed, classic=f.classic, threshold=f.threshold, precision=f.precision)
+                             seed=f.seed, classic=f.classic, threshold=f.threshold, precision=f.precision,
+                             balance_classes=f.balance_classes)
         check_output_dir(config.output_dir)
         from ssagan_tf.data import schema
 
@@ -300,6 +308,9 @@ def _define_flags():
     flags.DEFINE_enum("precision", "auto", ["auto", "fp32", "bf16", "fp16"],
                       "Compute precision (auto: bf16 on CPUs with AMX/AVX-512 BF16 and GPUs of capability >= 8.0, "
                       "fp16 on 7.x, else fp32).")
+    flags.DEFINE_bool("balance_classes", False, "Weight each slice's loss by n / (2 n_class) of its class, in training "
+                      "and in the validation loss that stops it, so that the rarer class (often the normals) counts "
+                      "as much as the other.")
     flags.mark_flags_as_required(["data_dir", "output_dir"])
 
 

@@ -21,7 +21,13 @@ How many slices are enough: a rate over n slices has a binomial standard error o
 warns at start when that exceeds `MAX_STANDARD_ERROR` (20 normal and 50 tumor validation slices
 give 0.066: convert with a larger --val_fraction, or read the selection as a tie-break).
 
-The best-scoring checkpoint (strictly higher than every earlier one) is copied to
+Only checkpoints with the attention the run keeps are eligible: an epoch before the warm-up ends
+(the attention networks still training; `after_warmup` false in its record) is recorded but
+never selected, unless no epoch after it has been recorded yet (a warm-up as long as the run).
+On LGG a checkpoint picked inside the warm-up scored best on 22 validation normals by chance and
+drew a broad whitening on test (docs/training.md).
+
+The best-scoring eligible checkpoint (strictly higher than every earlier one) is copied to
 `<model_dir>/selection/` (outside `checkpoints/`, so `--keep_checkpoints` never deletes it) and
 named in scores.json; export (`--checkpoint=best`, or `auto` when there is one) uses it.
 
@@ -104,10 +110,14 @@ def warmup_plateaued(history: list, patience: int, min_delta: float) -> bool:
 
 
 def best_record(records: list) -> dict | None:
-    """The first record of the highest score among those with a checkpoint."""
+    """The first record of the highest score among those with a checkpoint, after the warm-up
+    (records without `after_warmup`, from runs before the rule, count as after it); when no such
+    record exists yet, among all with a checkpoint."""
+    with_checkpoint = [r for r in records if r.get("checkpoint_step") is not None]
+    eligible = [r for r in with_checkpoint if r.get("after_warmup", True)] or with_checkpoint
     best = None
-    for record in records:
-        if record.get("checkpoint_step") is not None and (best is None or record["score"] > best["score"]):
+    for record in eligible:
+        if best is None or record["score"] > best["score"]:
             best = record
     return best
 
@@ -196,6 +206,10 @@ class RecordValidation:
             self.log(f"epoch {epoch}: the attention warm-up ends here (Dice of A_t and the tumor rate of "
                      f"normal->tumor rose no more than {self.config.warmup_min_delta} over the last "
                      f"{self.config.warmup_patience} epochs); the attention networks are frozen from now on")
+        # The checkpoint at the end of epoch e holds the final attention when it is frozen from e on.
+        freeze = self.schedule.freeze_epoch
+        for record in self.scores["records"]:
+            record["after_warmup"] = freeze is None or record["epoch"] >= freeze
         _write_scores(self.config.model_dir, self.scores)
 
 
