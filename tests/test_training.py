@@ -631,15 +631,14 @@ def floats_of(networks: dict) -> dict:
 
 def test_weight_average_is_the_recursion_of_the_raw_weights(data_dir, tmp_path):
     """After each of n steps the shadow equals s_k = d s_{k-1} + (1 - d) w_k, s_0 = the initial
-    weights, for every weight of the generators and attention networks (not the discriminators)."""
+    weights, for every weight of the generators (not the attention networks or discriminators)."""
     from ssagan_tf.training.averaging import averaged_networks
 
     decay = 0.8
     config = tiny_config(data_dir, tmp_path, ema_decay=decay, learning_rate=1e-2)
     train_step, models, _ = make_train_step(config)
     state = train_step.state
-    assert set(averaged_networks(models)) == {"normal_to_tumor", "tumor_to_normal", "attention_normal",
-                                              "attention_tumor"}
+    assert set(averaged_networks(models)) == {"normal_to_tumor", "tumor_to_normal"}
     expected = floats_of(averaged_networks(models))
     for k in range(3):
         train_step(random_batch(seed=10 + k), phase(config, k < 2))      # two warm-up steps, one frozen
@@ -673,7 +672,7 @@ def test_weight_average_checkpoint_round_trip_and_restore_models_uses_it(data_di
     train_step.state.average.copy_to(shadows)
     shadows = floats_of(averaged_networks(shadows))
     raw = floats_of(averaged_networks(models))
-    assert any(not np.allclose(a, b) for a, b in zip(shadows["attention_tumor"], raw["attention_tumor"]))
+    assert any(not np.allclose(a, b) for a, b in zip(shadows["tumor_to_normal"], raw["tumor_to_normal"]))
 
     fresh_step, fresh_models, _ = make_train_step(config)
     loop._restore(fresh_step.state.checkpoint(), fresh_step.state, path, log=lambda _: None)
@@ -691,6 +690,9 @@ def test_weight_average_checkpoint_round_trip_and_restore_models_uses_it(data_di
     for name, weights in floats_of(averaged_networks(restored)).items():
         for a, b in zip(weights, shadows[name]):
             np.testing.assert_array_equal(a, b, err_msg=name)
+    # The attention networks are not averaged: restored raw.
+    for a, b in zip(restored.attention_tumor.weights, models.attention_tumor.weights):
+        np.testing.assert_array_equal(a.numpy(), b.numpy())
     plain, _, _ = checkpoints.restore_models(str(tmp_path), average=False)
     np.testing.assert_array_equal(plain.normal_to_tumor.weights[0].numpy(), raw["normal_to_tumor"][0])
 
@@ -706,8 +708,8 @@ def test_weight_average_checkpoint_round_trip_and_restore_models_uses_it(data_di
 
 
 def test_a_run_with_a_weight_average_validates_with_it(data_dir, tmp_path):
-    """End to end: the epoch's validation Dice is that of the averaged A_t the checkpoint holds
-    (what export uses), not of the raw one."""
+    """End to end: the epoch's validation Dice is that of the trained A_t the checkpoint holds
+    (the attention is not averaged), and export's generators are the averaged ones, not the raw."""
     from ssagan_tf.training.validation import validation_attention
 
     config = tiny_config(data_dir, tmp_path, ema_decay=0.5, epochs=1, max_steps=3, attention_epochs=1,
@@ -715,11 +717,10 @@ def test_a_run_with_a_weight_average_validates_with_it(data_dir, tmp_path):
     result = quiet_train(config)
     averaged, _, _ = checkpoints.restore_models(str(tmp_path))
     raw, _, _ = checkpoints.restore_models(str(tmp_path), average=False)
-    expected = validation_attention(lambda x: averaged.attention_tumor(x, training=False), data_dir, config.tau)
-    other = validation_attention(lambda x: raw.attention_tumor(x, training=False), data_dir, config.tau)
+    expected = validation_attention(lambda x: raw.attention_tumor(x, training=False), data_dir, config.tau)
     assert result.val_dice[1] == pytest.approx(expected["dice"], abs=1e-6)
-    assert not np.allclose(averaged.attention_tumor.weights[0].numpy(), raw.attention_tumor.weights[0].numpy())
-    assert other is not None
+    np.testing.assert_array_equal(averaged.attention_tumor.weights[0].numpy(), raw.attention_tumor.weights[0].numpy())
+    assert not np.allclose(averaged.normal_to_tumor.weights[0].numpy(), raw.normal_to_tumor.weights[0].numpy())
 
 
 @pytest.fixture(scope="module")
@@ -821,3 +822,50 @@ def test_healthy_fill_measures_compare_the_fill_inside_transplanted_masks(data_d
     for name in ("l1", "psnr", "ssim"):
         assert measured[name] == pytest.approx(float(np.mean(expected[name])), rel=1e-5)
     assert transplanted_pairs({**arrays, "has_mask": np.zeros_like(arrays["has_mask"])}) is None
+
+
+def test_validation_shows_the_averaged_generators_and_the_raw_attention(data_dir, tmp_path):
+    """ShowAverage gives the shown networks the generators' shadows and the attention networks'
+    trained weights (during the warm-up, when the two differ)."""
+    from ssagan_tf.training.averaging import ShowAverage
+
+    config = tiny_config(data_dir, tmp_path, ema_decay=0.8, learning_rate=1e-2)
+    train_step, models, _ = make_train_step(config)
+    for k in range(2):
+        train_step(random_batch(seed=30 + k), phase(config, True))
+    shown = build_models(config.model)
+    ShowAverage(train_step.state.average, models, shown, [])
+    shadows = build_models(config.model)
+    train_step.state.average.copy_to(shadows)
+    for name in ("attention_normal", "attention_tumor"):
+        for a, b in zip(getattr(shown, name).weights, getattr(models, name).weights, strict=True):
+            np.testing.assert_array_equal(a.numpy(), b.numpy(), err_msg=name)
+    for name in ("normal_to_tumor", "tumor_to_normal"):
+        got, want, raw = (floats_of({name: getattr(m, name)})[name] for m in (shown, shadows, models))
+        for g, w in zip(got, want):
+            np.testing.assert_array_equal(g, w, err_msg=name)
+        assert any(not np.allclose(g, r) for g, r in zip(got, raw))
+
+
+def test_a_checkpoint_with_averaged_attention_networks_restores_them_raw(data_dir, tmp_path, monkeypatch):
+    """Runs saved when the attention networks were averaged too still restore: the generators get
+    their average, the attention networks their trained weights."""
+    from ssagan_tf.training import averaging
+
+    config = tiny_config(data_dir, tmp_path, ema_decay=0.5, learning_rate=1e-2)
+    monkeypatch.setattr(averaging, "AVERAGED", averaging.AVERAGED + averaging.SHOWN_RAW)
+    train_step, models, _ = make_train_step(config)
+    for k in range(2):
+        train_step(random_batch(seed=40 + k), phase(config, True))
+    manager = tf.train.CheckpointManager(train_step.state.checkpoint(), checkpoints.checkpoint_dir(str(tmp_path)), 3)
+    path = manager.save(checkpoint_number=2)
+    save_config(config, str(tmp_path))
+    assert any("weight_average/attention_tumor" in name for name, _ in tf.train.list_variables(path))
+    shadows = build_models(config.model)
+    train_step.state.average.copy_to(shadows)
+    monkeypatch.undo()
+    restored, _, _ = checkpoints.restore_models(str(tmp_path))
+    for a, b in zip(restored.attention_tumor.weights, models.attention_tumor.weights):
+        np.testing.assert_array_equal(a.numpy(), b.numpy())
+    for a, b in zip(restored.normal_to_tumor.weights, shadows.normal_to_tumor.weights):
+        np.testing.assert_array_equal(a.numpy(), b.numpy())

@@ -131,7 +131,8 @@ flags.DEFINE_float("tumor_fraction", 1.0, "With --folds: the low-data regime; ke
                    "fraction of the fold's training cases, the same ones run_evaluate.py --tumor_fraction keeps "
                    "for the fold's classifiers. 1 = all.")
 flags.DEFINE_float("ema_decay", 0.0, "Not in the paper. > 0: keep an exponential moving average of the generators' "
-                   "and attention networks' weights (e.g. 0.999: about the last 1000 steps), checkpointed with the "
+                   "weights (e.g. 0.999: about the last 1000 steps; the attention networks, frozen after the "
+                   "warm-up, are not averaged), checkpointed with the "
                    "run; validation, samples, export and augmentation use it, the raw weights train "
                    "(docs/training.md, 'Levers'). 0 = off.")
 flags.DEFINE_boolean("select_best", False, "Not in the paper. Score every epoch's validation translations with "

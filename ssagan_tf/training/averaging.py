@@ -8,17 +8,25 @@ for GANs) is a steadier model to validate, export and augment with. The raw weig
 continues the raw weights and the average exactly.
 
 After step k the shadow of each weight w is ``s_k = decay * s_{k-1} + (1 - decay) * w_k``, with
-``s_0`` the weight at the start (so no bias correction is needed). While the attention networks
-are frozen their shadows keep converging to the frozen weights.
+``s_0`` the weight at the start (so no bias correction is needed).
+
+Only the generators are averaged. The attention networks train during the warm-up alone and are
+then frozen, so their raw weights are already steady where it matters; an average of them lags
+the training by ~1 / (1 - decay) steps, which misleads the warm-up criterion (it judges the
+attention) and exports an attention the run never froze. Measured on Brain-Tumor-Progression (71
+steps per epoch, decay 0.995): after epoch 2 the raw A_t reached a validation Dice of 0.156 over
+4% of the slice while the average, still half its initial weights, scored 0.012 over 77%; the
+plateau criterion ended the warm-up on that flat average and selection kept it.
 """
 
 from __future__ import annotations
 
 import tensorflow as tf
 
-# The networks averaged: the two generators and the two attention networks (the discriminators
-# are not used after training).
-AVERAGED = ("normal_to_tumor", "tumor_to_normal", "attention_normal", "attention_tumor")
+# The networks averaged: the two generators (not the attention networks, see above; the
+# discriminators are not used after training). The other translation networks are shown raw.
+AVERAGED = ("normal_to_tumor", "tumor_to_normal")
+SHOWN_RAW = ("attention_normal", "attention_tumor")
 CHECKPOINT_KEY = "weight_average"      # the average's name in a training checkpoint
 
 
@@ -81,16 +89,32 @@ def load_average_into(models, checkpoint_path: str):
     average.copy_to(models)
 
 
-class ShowAverage:
-    """The periodic action that copies the average into the networks validation and the sample
-    images use, before either runs (it goes ahead of them in the loop's action list)."""
+def copy_raw(models, shown_models):
+    """Copy the weights of the translation networks that are not averaged (the attention
+    networks) from the trained `models` into `shown_models`."""
+    shown = shown_models.named()
+    for name, network in models.named().items():
+        if name in SHOWN_RAW and network is not None:
+            for target, weight in zip(shown[name].weights, network.weights, strict=True):
+                target.assign(weight.value)
 
-    def __init__(self, average: WeightAverage, shown_models, actions: list):
-        self.average, self.shown_models, self.actions = average, shown_models, list(actions)
-        average.copy_to(shown_models)
+
+class ShowAverage:
+    """The periodic action that copies the average of the generators, and the raw attention
+    networks, into the networks validation and the sample images use, before either runs (it goes
+    ahead of them in the loop's action list)."""
+
+    def __init__(self, average: WeightAverage, models, shown_models, actions: list):
+        self.average, self.models, self.shown_models = average, models, shown_models
+        self.actions = list(actions)
+        self._show()
+
+    def _show(self):
+        self.average.copy_to(self.shown_models)
+        copy_raw(self.models, self.shown_models)
 
     def due(self, step: int) -> bool:
         return any(action.due(step) for action in self.actions)
 
     def __call__(self, step: int, values=None):
-        self.average.copy_to(self.shown_models)
+        self._show()

@@ -111,7 +111,7 @@ class RunConfig:
     # The patients of a cross-validation fold's run (ssagan_tf.data.folds.cohort_record); {} = the
     # whole train split of data_dir. Recorded here and in the export's export.json.
     cohort: dict = field(default_factory=dict)
-    ema_decay: float = 0.0             # > 0: average of the translation networks' weights (training.averaging)
+    ema_decay: float = 0.0             # > 0: average of the generators' weights (training.averaging)
     select_best: bool = False          # keep the checkpoint the validation judge scores best (training.selection)
     warmup_patience: int = 0           # > 0: end the warm-up when validation plateaus this many epochs; 0 = fixed
     warmup_min_delta: float = 0.02     # the rise that counts as progress for warmup_patience

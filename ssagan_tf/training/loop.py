@@ -256,12 +256,13 @@ def _loop(config, schedule, strategy, chief, state, manager, result, log, stream
     if chief:
         with pipeline.shard_errors_named(config.data_dir):
             grid_inputs = summaries.sample_batch(config.data_dir)
-        # With --ema_decay, validation and the samples show the averaged weights (what export uses).
+        # With --ema_decay, validation and the samples show the averaged generators and the raw
+        # attention networks (what export uses).
         shown = state.models if state.average is None else build_models(config.model)
         validation = Validation(config, schedule, shown, board, result, log)
         shown_actions = [WriteImages(config, schedule, shown, board, grid_inputs), validation]
         if state.average is not None:
-            shown_actions.insert(0, averaging.ShowAverage(state.average, shown, shown_actions))
+            shown_actions.insert(0, averaging.ShowAverage(state.average, state.models, shown, shown_actions))
         actions += shown_actions + [AnnounceFreeze(schedule, log)]
         board.run_settings(start, config, fresh=start == 0)
         if config.select_best or config.warmup_patience:
