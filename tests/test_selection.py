@@ -188,3 +188,30 @@ def test_a_checkpoint_from_inside_the_warmup_is_replaced_by_the_first_one_after_
     scores = selection.read_scores(model_dir)
     assert [r["after_warmup"] for r in scores["records"]] == [False, True, True]
     assert scores["best"]["epoch"] == 2
+
+
+def test_judge_warning_by_value():
+    good = {"scores": {"val": {"auc": 0.95, "sensitivity": 0.9, "specificity": 0.8}}}
+    assert selection.judge_warning(good) is None
+    weak = {"scores": {"val": {"auc": 0.63, "sensitivity": 0.56, "specificity": 0.61}}}
+    message = selection.judge_warning(weak)
+    assert "auc 0.63" in message and "sensitivity 0.56" in message and "specificity" not in message.split(";")[0]
+    assert selection.judge_warning({"scores": {"val": {"auc": 0.9, "sensitivity": 1.0, "specificity": 0.0}}})
+    assert selection.judge_warning({"scores": {}}) is None
+
+
+def test_selection_warns_at_start_when_its_judge_is_weak_on_validation(tiny_dataset, tmp_path):
+    from ssagan_tf.evaluation import judge
+
+    folder = tmp_path / "judge"
+    folder.mkdir()
+    (folder / judge.JUDGE_MODEL).write_bytes(b"")
+    (folder / judge.JUDGE_INFO).write_text(json.dumps(
+        {"format": judge.FORMAT, "scores": {"val": {"auc": 0.52, "sensitivity": 1.0, "specificity": 0.0}}}))
+    schedule = SimpleNamespace(steps_per_epoch=1, ends_epoch=lambda s: True, freeze_epoch=None,
+                               warmup_end=FakeWarmupEnd())
+    config = SimpleNamespace(model_dir=str(tmp_path / "run"), data_dir=tiny_dataset, warmup_patience=0,
+                             warmup_min_delta=0.0, judge_dir=str(folder))
+    lines = []
+    selection.RecordValidation(config, schedule, SimpleNamespace(val_judge={}, val_dice={}), lines.append)
+    assert any("judge is weak on the validation split (auc 0.52, specificity 0.00" in line for line in lines)

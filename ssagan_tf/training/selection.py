@@ -52,6 +52,9 @@ SELECTION_SUBDIR = "selection"
 SCORES_NAME = "scores.json"
 KID_WEIGHT = 0.5
 MAX_STANDARD_ERROR = 0.05
+# A judge below these on its own validation split cannot steer selection or the warm-up.
+MIN_JUDGE_AUC = 0.75
+MIN_JUDGE_RATE = 0.6
 DIRECTIONS = ("normal_to_tumor", "tumor_to_normal")
 
 
@@ -89,6 +92,23 @@ def slices_warning(normal_slices: int, tumor_slices: int) -> str | None:
     return (f"WARNING: the validation split has {normal_slices} normal and {tumor_slices} tumor slices: the selection "
             f"score's standard error is up to {error:.3f}, so checkpoints scoring within {2 * error:.2f} of each other "
             "are not told apart (convert with a larger --val_fraction for a firmer choice)")
+
+
+def judge_warning(info: dict) -> str | None:
+    """A warning when the judge (its judge.json `info`) is not competent on the validation split:
+    AUC below MIN_JUDGE_AUC, or sensitivity or specificity below MIN_JUDGE_RATE."""
+    val = info.get("scores", {}).get("val")
+    if not val:
+        return None
+    weak = [f"{name} {val[name]:.2f}" for name, floor in (("auc", MIN_JUDGE_AUC), ("sensitivity", MIN_JUDGE_RATE),
+                                                         ("specificity", MIN_JUDGE_RATE))
+            if name in val and not val[name] >= floor]
+    if not weak:
+        return None
+    return (f"WARNING: the judge is weak on the validation split ({', '.join(weak)}; wanted AUC >= {MIN_JUDGE_AUC} "
+            f"and sensitivity and specificity >= {MIN_JUDGE_RATE}): its rates say little about the translations, so "
+            "--select_best and --warmup_patience follow noise there. Train a better judge (more epochs, "
+            "--balance_classes, another width) or use the fixed --attention_epochs and the last checkpoint")
 
 
 def warmup_plateaued(history: list, patience: int, min_delta: float) -> bool:
@@ -164,8 +184,13 @@ class RecordValidation:
         self.recorded = set()
         from ssagan_tf.data import schema
 
+        from ssagan_tf.evaluation.judge import read_judge_info
+
         manifest = schema.read_manifest(config.data_dir)
         warning = slices_warning(manifest.count("val", "normal"), manifest.count("val", "tumor"))
+        if warning:
+            log(warning)
+        warning = judge_warning(read_judge_info(config.judge_dir)) if getattr(config, "judge_dir", "") else None
         if warning:
             log(warning)
 
