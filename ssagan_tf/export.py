@@ -54,17 +54,15 @@ import time
 import numpy as np
 import tensorflow as tf
 
-from ssagan_tf.export_layout import (DEFAULT_MODEL_NAME, DEFAULT_TOLERANCE, MODEL_NAME_PATTERN,  # noqa: F401
-                                     STAGING_LOCK, STAGING_PREFIX, TOLERANCES, ExportError, commit_version,
-                                     latest_version_dir, remove_stale_staging, version_numbers)
+from ssagan_tf.data.schema import DIRECTIONS
+from ssagan_tf.export_layout import (DEFAULT_MODEL_NAME, DEFAULT_TOLERANCE, EXPORT_FORMAT_VERSION,  # noqa: F401
+                                     EXPORT_INFO_NAME, IN_MASKS, MODEL_NAME_PATTERN, STAGING_LOCK, STAGING_PREFIX,
+                                     TOLERANCES, ExportError, commit_version, latest_version_dir, read_export_info,
+                                     remove_stale_staging, version_numbers)
 from ssagan_tf.locking import DirectoryLock
 from ssagan_tf.models import SSAModels, compose_attention, translate
 
-EXPORT_INFO_NAME = "export.json"
-EXPORT_FORMAT_VERSION = 1
-DIRECTIONS = ("normal_to_tumor", "tumor_to_normal")
 SIGNATURE_NAMES = DIRECTIONS + ("serving_default",)
-IN_MASKS = "normal_to_tumor_in_masks"      # its input `masks` takes A_n's place
 TRAINING_FRAMING = "training_framing"      # export.json: how the training slices were framed (or null)
 # Slack on the [-1, 1] input range, as in the data pipeline: resampling can overshoot by rounding.
 INPUT_RANGE_TOLERANCE = 1e-3
@@ -191,19 +189,6 @@ def validate_model_name(model_name: str) -> str:
         raise ValueError(f"model name {model_name!r}: use letters, digits, '.', '_' or '-', "
                          "starting with a letter or digit")
     return model_name
-
-
-def read_export_info(version_dir: str) -> dict:
-    """The `export.json` written beside a SavedModel by `write_export`."""
-    path = os.path.join(version_dir, EXPORT_INFO_NAME)
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"{path}: missing; {version_dir} is not a version written by ssagan_tf.export")
-    with open(path) as f:
-        info = json.load(f)
-    if info.get("format_version") != EXPORT_FORMAT_VERSION:
-        raise ValueError(f"{path}: export format {info.get('format_version')!r}, this code reads "
-                         f"{EXPORT_FORMAT_VERSION}")
-    return info
 
 
 def verify_export(saved_model_dir: str, models: SSAModels, tau: float, batch_size: int = 2,

@@ -24,7 +24,7 @@ import numpy as np
 import tensorflow as tf
 
 from ssagan_tf.data import folds
-from ssagan_tf.evaluation.augmenters import Translation
+from ssagan_tf.exported import Translation
 from ssagan_tf.evaluation.config import CLASSIC_IMPLEMENTATIONS
 from ssagan_tf.synthetic import STREAMS, select_sources, synthetic_count
 

@@ -17,7 +17,7 @@ import numpy as np
 
 from ssagan_tf.data import folds as folding
 from ssagan_tf.evaluation import arms, metrics, stats
-from ssagan_tf.evaluation.config import resolve_saved_model_dir
+from ssagan_tf.exported import resolve_version_dir
 
 SPLITS = ("train", "val", "test")
 
@@ -127,7 +127,7 @@ def check_cohort(name: str, version_dir: str, plan: dict, low_data: dict | None,
 
 
 def resolved(path: str) -> str:
-    return resolve_saved_model_dir(path) if path else ""
+    return resolve_version_dir(path) if path else ""
 
 
 def pool_seed(fold_runs: list, fold_tests: list, threshold: float) -> dict:

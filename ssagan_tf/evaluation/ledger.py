@@ -19,7 +19,7 @@ import os
 
 import numpy as np
 
-from ssagan_tf.evaluation.augmenters import Translation
+from ssagan_tf.exported import Translation
 
 LOCK_NAME = "evaluate.lock"
 REPORT_TITLE = "# Classifier evaluation"

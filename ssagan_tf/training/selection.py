@@ -48,11 +48,12 @@ import shutil
 
 import numpy as np
 
+from ssagan_tf.data.schema import DIRECTIONS
+
 SELECTION_SUBDIR = "selection"
 SCORES_NAME = "scores.json"
 KID_WEIGHT = 0.5
 MAX_STANDARD_ERROR = 0.05
-DIRECTIONS = ("normal_to_tumor", "tumor_to_normal")
 
 
 def kid_left(kid: dict) -> float:
