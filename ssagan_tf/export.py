@@ -321,8 +321,8 @@ def export_models(model_dir: str, export_dir: str, model_name: str = DEFAULT_MOD
     or `auto` (best when there is one, else latest). `tau` defaults to the run's inference
     threshold, `tolerance` to the precision's."""
     from ssagan_tf.data.folds import training_cohort
-    from ssagan_tf.training.checkpoints import chosen_checkpoint, restore_models, uses_average
-    from ssagan_tf.training.selection import best_checkpoint
+    from ssagan_tf.run_dir import best_checkpoint, chosen_checkpoint
+    from ssagan_tf.training.checkpoints import restore_models, uses_average
 
     path = chosen_checkpoint(model_dir, checkpoint, log)
     models, _, run_config = restore_models(model_dir, precision=precision, checkpoint=path)
@@ -335,6 +335,18 @@ def export_models(model_dir: str, export_dir: str, model_name: str = DEFAULT_MOD
                 "checkpoint_file": os.path.basename(path), "weights": "average" if uses_average(path) else "raw",
                 "cohort": training_cohort(run_config), TRAINING_FRAMING: training_framing(run_config)}
     return write_export(models, export_dir, model_name, tau, metadata, tolerance)
+
+
+def export_after_training(config, result, log=print) -> str | None:
+    """The export at the end of `run_train.py --export_dir` (`training.loop.train`'s `finish`): the
+    run's generators in float32, for serving, whatever the training precision (`python -m
+    ssagan_tf.export --precision` exports in another); only by the process that wrote the run
+    directory (one of a multi-worker run). Returns the version directory, or None."""
+    if not config.export_dir or not result.chief:
+        return None
+    version_dir = export_models(config.model_dir, config.export_dir, precision="fp32", log=log)
+    log(f"Exported to {config.export_dir}")
+    return version_dir
 
 
 def training_framing(run_config: dict):

@@ -15,7 +15,8 @@ import tensorflow as tf
 from conftest import HANG_TIMEOUT, REPO_ROOT
 from ssagan_tf import export
 from ssagan_tf.models import ModelConfig, build_models, translate
-from ssagan_tf.training.checkpoints import checkpoint_dir, model_checkpoint
+from ssagan_tf.run_dir import checkpoint_dir
+from ssagan_tf.training.checkpoints import model_checkpoint
 from ssagan_tf.training.config import RunConfig, save_config
 
 TINY = dict(image_size=32, channels=1, ngf=8, ndf=8, n_res_blocks=1)
@@ -375,7 +376,7 @@ def test_export_of_the_best_checkpoint_serves_its_weights(tmp_path):
     kept one when there is one; best without a selection is refused, naming what to do."""
     import json
 
-    from ssagan_tf.training.selection import SCORES_NAME, selection_dir
+    from ssagan_tf.run_dir import SCORES_NAME, selection_dir
 
     cfg = ModelConfig(**TINY)
     path = str(tmp_path / "run")

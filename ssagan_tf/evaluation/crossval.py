@@ -15,6 +15,7 @@ import os
 
 import numpy as np
 
+from ssagan_tf import run_dir
 from ssagan_tf.data import folds as folding
 from ssagan_tf.evaluation import arms, metrics, stats
 from ssagan_tf.exported import resolve_version_dir
@@ -78,7 +79,7 @@ def export_cohort(version_dir: str) -> dict | None:
     if info.get("cohort"):
         return info["cohort"]
     try:
-        with open(os.path.join(info.get("source_model_dir") or "", "config.json")) as f:
+        with open(run_dir.config_path(info.get("source_model_dir") or "")) as f:
             return folding.training_cohort(json.load(f))
     except (OSError, ValueError, TypeError, AttributeError):
         return None
