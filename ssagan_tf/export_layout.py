@@ -33,6 +33,14 @@ class ExportError(RuntimeError):
     """An export that could not be written or did not reproduce the Keras models."""
 
 
+def validate_model_name(model_name: str) -> str:
+    """A model name is one path component that TF Serving accepts as `MODEL_NAME`."""
+    if not MODEL_NAME_PATTERN.match(model_name or ""):
+        raise ValueError(f"model name {model_name!r}: use letters, digits, '.', '_' or '-', "
+                         "starting with a letter or digit")
+    return model_name
+
+
 def read_export_info(version_dir: str) -> dict:
     """The `export.json` written beside a SavedModel by `ssagan_tf.export.write_export`."""
     path = os.path.join(version_dir, EXPORT_INFO_NAME)

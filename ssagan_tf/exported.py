@@ -7,7 +7,8 @@ What `load_translator` accepts as a model:
     version   a folder holding saved_model.pb (`<export_dir>/<model_name>/<version>`)
     base      a folder of integer versions (`<export_dir>/<model_name>`): its newest complete one,
               the one TF Serving serves
-    run       a training run directory (config.json + checkpoints/): exported to a temporary
+    run       a training run directory (config.json + checkpoints/): exported by the caller's
+              `export_run` (augmentation passes `ssagan_tf.export.export_models`) to a temporary
               folder, verified, loaded, and the folder removed
 
 Every signature takes `images` [N, H, W, C] float32 in [-1, 1] and returns `image` (the
@@ -21,7 +22,8 @@ slice shape is read from the signatures, and `has_attention` is None, so whether
 attention is told from the attention maps it returns (`attention_present`: all ones is none),
 as the evaluation always did for such models.
 
-TensorFlow is imported when a model is loaded, not with this module.
+TensorFlow is imported when a model is loaded, not with this module. This module reads exports
+and never writes one (so it imports neither `ssagan_tf.export` nor training).
 """
 
 from __future__ import annotations
@@ -36,7 +38,7 @@ import numpy as np
 from ssagan_tf import run_dir
 from ssagan_tf.data.schema import DIRECTIONS
 from ssagan_tf.export_layout import (IN_MASKS, SAVED_MODEL_FILE, latest_version_dir, read_export_info,
-                                     saved_model_dir, version_numbers)
+                                     saved_model_dir, validate_model_name, version_numbers)
 
 TRANSLATE_BATCH = 64       # slices per signature call in `Translator.translate`
 MODEL_KINDS = ("version", "base", "run")
@@ -202,11 +204,13 @@ def load_version(version_dir: str, name: str | None = None, version: str | None 
 
 
 def load_translator(model: str, scratch_dir: str | None = None, precision: str = "auto", name: str | None = None,
-                    kinds: tuple = MODEL_KINDS, require_info: bool = True) -> Translator:
+                    kinds: tuple = MODEL_KINDS, require_info: bool = True, export_run=None) -> Translator:
     """Resolve `model` (version dir, base dir -> newest version, or training run dir; `kinds` says
     which are accepted) and load it. A training run is exported (and verified) in `precision`
-    (`auto`: by hardware) to a temporary directory under `scratch_dir`, removed after loading; its
-    version reads `step-<N>` and its name is the run directory's name. An export computes in the
+    (`auto`: by hardware) by `export_run(model_dir, export_dir, model_name=..., precision=...)`
+    (`ssagan_tf.export.export_models`; without it a run is refused) to a temporary directory under
+    `scratch_dir`, removed after loading; its version reads `step-<N>` and its name is the run
+    directory's name. An export computes in the
     precision it was exported in: asking for another one explicitly is refused. `name` names the
     translator (default: the base directory's name)."""
     kind = model_kind(model)
@@ -220,11 +224,12 @@ def load_translator(model: str, scratch_dir: str | None = None, precision: str =
                              f"export again with --precision={precision}, or pass the training run directory "
                              "as --model")
         return translator
-    return _load_run(model, scratch_dir, precision, name)
+    if export_run is None:
+        raise ValueError(f"{model}: a training run directory; export it first (python -m ssagan_tf.export)")
+    return _load_run(model, scratch_dir, precision, name, export_run)
 
 
-def _load_run(model: str, scratch_dir: str | None, precision: str, name: str | None) -> Translator:
-    from ssagan_tf import export
+def _load_run(model: str, scratch_dir: str | None, precision: str, name: str | None, export_run) -> Translator:
     from ssagan_tf.precision import choose_precision
 
     if scratch_dir:
@@ -232,9 +237,8 @@ def _load_run(model: str, scratch_dir: str | None, precision: str, name: str | N
     scratch = tempfile.mkdtemp(prefix="export-", dir=scratch_dir)
     try:
         model_name = os.path.basename(os.path.abspath(model).rstrip(os.sep)) or "run"
-        model_name = export.validate_model_name(_sanitised_model_name(model_name))
-        version_dir = export.export_models(model, scratch, model_name=model_name,
-                                           precision=choose_precision(precision).precision)
+        model_name = validate_model_name(_sanitised_model_name(model_name))
+        version_dir = export_run(model, scratch, model_name=model_name, precision=choose_precision(precision).precision)
         step = read_export_info(version_dir).get("step")
         translator = load_version(version_dir, name=name or model_name, version=f"step-{step}")
         translator.path = os.path.abspath(model)

@@ -339,8 +339,10 @@ def _remove_if_nothing_committed(output_dir: str, created: list) -> None:
 
 
 def _augment(config: AugmentConfig) -> AugmentResult:
+    from ssagan_tf.export import export_models      # a training run as --model is exported first
+
     translator = load_translator(config.model, scratch_dir=os.path.join(config.output_dir, ledger_lib.STATE_DIR),
-                                 precision=config.precision)
+                                 precision=config.precision, export_run=export_models)
     logging.info("Precision %s (--precision=%s)", translator.precision, config.precision)
     source = open_source(config.data_dir, config.split, translator.image_shape,
                          choose_framing(config.field_of_view, translator.info, translator.label), config.field_of_view)

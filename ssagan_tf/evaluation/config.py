@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
+from ssagan_tf.choices import CLASSIC_IMPLEMENTATIONS
 from ssagan_tf.precision import PRECISIONS
 
 # The paper's four training arms (real only, real + classic augmentation, real + synthetic,
@@ -19,7 +20,6 @@ SYNTHETIC_ARMS = ("synthetic", "synthetic+classic")
 # Augmenters built in (ssagan_tf.evaluation.controls), named without a path in --augmenters.
 CONTROL_AUGMENTERS = ("copy_paste", "identity")
 LR_SCHEDULES = ("constant", "cosine")
-CLASSIC_IMPLEMENTATIONS = ("warp", "keras")
 # Synthetic:real ratios the paper tried (section IV); 1:1 was its best.
 ALLOWED_RATIOS = (0.5, 1.0, 2.0, 3.0)
 

@@ -16,23 +16,8 @@ TABLE_METRICS = (("sensitivity", "Sensitivity"), ("specificity", "Specificity"),
                  ("accuracy", "Accuracy"), ("auc", "AUC"))
 
 
-def to_json_safe(value):
-    """Plain JSON types, with NaN and infinities as null (strict JSON has no NaN)."""
-    if isinstance(value, dict):
-        return {str(k): to_json_safe(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [to_json_safe(v) for v in value]
-    if isinstance(value, np.ndarray):
-        return to_json_safe(value.tolist())
-    if isinstance(value, (np.integer,)):
-        return int(value)
-    if isinstance(value, (float, np.floating)):
-        return float(value) if math.isfinite(value) else None
-    return value
-
-
 def write_results_json(path: str, results: dict) -> None:
-    from ssagan_tf.evaluation.ledger import write_atomic
+    from ssagan_tf.evaluation.ledger import to_json_safe, write_atomic
 
     write_atomic(path, json.dumps(to_json_safe(results), indent=1, allow_nan=False))
 

@@ -32,17 +32,10 @@ SavedModel with the Keras models computing in the same precision, within a toler
 (`TOLERANCES`); `export.json` records the precision and the tolerance used.
 
 Command line: ``python -m ssagan_tf.export --model_dir=RUN_DIR --export_dir=DIR`` (also ``ssagan
-export``), defined in `ssagan_tf.commands.export`.
+export``), defined in `ssagan_tf.commands.export` and run by `ssagan_tf/export/__main__.py`.
 """
 
 from __future__ import annotations
-
-if __name__ == "__main__":
-    # Before TensorFlow loads: the command line answers --help and refuses bad flags in a second,
-    # and only its work imports this module (again, under its own name) and TensorFlow.
-    from ssagan_tf.commands.export import run
-
-    run()
 
 import contextlib
 import json
@@ -58,7 +51,7 @@ from ssagan_tf.data.schema import DIRECTIONS
 from ssagan_tf.export_layout import (DEFAULT_MODEL_NAME, DEFAULT_TOLERANCE, EXPORT_FORMAT_VERSION,  # noqa: F401
                                      EXPORT_INFO_NAME, IN_MASKS, MODEL_NAME_PATTERN, STAGING_LOCK, STAGING_PREFIX,
                                      TOLERANCES, ExportError, commit_version, latest_version_dir, read_export_info,
-                                     remove_stale_staging, version_numbers)
+                                     remove_stale_staging, validate_model_name, version_numbers)
 from ssagan_tf.locking import DirectoryLock
 from ssagan_tf.models import SSAModels, compose_attention, translate
 
@@ -181,14 +174,6 @@ def _checked_range(images):
                 "as written by data_prep.convert); got values of magnitude")
     with tf.control_dependencies([check]):
         return tf.identity(images)
-
-
-def validate_model_name(model_name: str) -> str:
-    """A model name is one path component that TF Serving accepts as `MODEL_NAME`."""
-    if not MODEL_NAME_PATTERN.match(model_name or ""):
-        raise ValueError(f"model name {model_name!r}: use letters, digits, '.', '_' or '-', "
-                         "starting with a letter or digit")
-    return model_name
 
 
 def verify_export(saved_model_dir: str, models: SSAModels, tau: float, batch_size: int = 2,
