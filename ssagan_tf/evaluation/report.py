@@ -7,8 +7,6 @@ import json
 import math
 import os
 
-import numpy as np
-
 # Paper Table I, ResNet18 (%): real + classic augmentation -> real + SSA-CycleGAN synthetic at 1:1.
 PAPER_TABLE_I = (("BraTS19", 67.66, 77.44, 72.69, 78.66), ("BraTS18", 69.83, 78.38, 73.77, 80.16),
                  ("BraTS15", 69.45, 80.93, 71.32, 80.43))

@@ -13,7 +13,6 @@ from (`run_dir.newest_intact_checkpoint`).
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
 
 import tensorflow as tf
 
@@ -21,6 +20,7 @@ from ssagan_tf.models import ModelConfig, SSAModels, build_models
 from ssagan_tf.run_dir import checkpoint_dir, checkpoint_problem, list_checkpoints, newest_intact_checkpoint
 from ssagan_tf.training import averaging
 from ssagan_tf.training.config import load_config_dict
+
 
 def model_checkpoint(models: SSAModels, **extra) -> tf.train.Checkpoint:
     """A checkpoint of the networks (by their code names) plus any `extra` trackables. Export and

@@ -19,7 +19,7 @@ from ssagan_tf import precision as precisions
 from ssagan_tf.choices import CYCLE_ATTENTIONS, D_MODE_ALIASES, D_MODES, GAN_LOSSES, MASK_LOSS_TYPES
 from ssagan_tf.data import combined, integrity, schema
 from ssagan_tf.models.config import ModelConfig
-from ssagan_tf.run_dir import CONFIG_NAME, config_path, has_checkpoint_index
+from ssagan_tf.run_dir import config_path, has_checkpoint_index
 
 STRATEGIES = ("mirrored", "one_device", "multi_worker")
 
