@@ -115,9 +115,9 @@ def _dataset(config: RunConfig, skip: int):
 
 
 def train(config: RunConfig, stream=None, finish=None) -> TrainResult:
-    """Train (or resume) the run described by `config`; see the module docstring. `finish(result,
-    log)`, when given, runs once training is done and the run directory's lock released (e.g.
-    the export of `config.export_dir`); its return value is the result's `export`."""
+    """Train (or resume) the run described by `config`; see the module docstring. `finish(config,
+    result, log)`, when given, runs once training is done and the run directory's lock released
+    (e.g. the export of `config.export_dir`); its return value is the result's `export`."""
     stream = stream or sys.stdout
 
     def log(message):
@@ -140,7 +140,7 @@ def train(config: RunConfig, stream=None, finish=None) -> TrainResult:
     with lock:
         result = _train(config, manifest, extras, schedule, log, stream)
     if finish is not None:
-        result.export = finish(result, log)
+        result.export = finish(config, result, log)
     return result
 
 
