@@ -1,5 +1,5 @@
 """The command line of `ssagan_tf.export` (`python -m ssagan_tf.export`, `ssagan export`): a training
-run's latest checkpoint -> a TF Serving model directory (the export itself: ssagan_tf/export/).
+run's latest checkpoint -> a TF Serving model directory (the export itself: ssagan_tf/export.py).
 
     python -m ssagan_tf.export --model_dir=RUN_DIR --export_dir=DIR [--model_name=ssagan] [--tau=T]
 

@@ -273,6 +273,8 @@ def paper_section() -> list:
 
 def write_report(path: str, results: dict) -> None:
     """Write `report.md` from the results dictionary (atomically: a temporary file renamed)."""
+    from ssagan_tf.evaluation.ledger import to_json_safe
+
     results = to_json_safe(results)
     lines = ["# Classifier evaluation: does the augmentation help?", ""]
     lines += sample_size_section(results) + pooled_section(results) + main_tables(results) + comparison_section(results)

@@ -32,10 +32,19 @@ SavedModel with the Keras models computing in the same precision, within a toler
 (`TOLERANCES`); `export.json` records the precision and the tolerance used.
 
 Command line: ``python -m ssagan_tf.export --model_dir=RUN_DIR --export_dir=DIR`` (also ``ssagan
-export``), defined in `ssagan_tf.commands.export` and run by `ssagan_tf/export/__main__.py`.
+export``), defined in `ssagan_tf.commands.export`.
 """
 
 from __future__ import annotations
+
+if __name__ == "__main__":
+    # Before TensorFlow loads: the command line answers --help and refuses bad flags in a second,
+    # and only its work imports this module (again, under its own name) and TensorFlow. The only
+    # import of the command line by the export, and it ends the process (`cli.run` exits) before
+    # the body below runs as `__main__`, so the module is never executed twice.
+    from ssagan_tf.commands.export import run
+
+    run()
 
 import contextlib
 import json
