@@ -1,10 +1,8 @@
 """ssagan_tf: SSA-CycleGAN (Xu, Qi, Xu, IEEE BIBM 2019) in TensorFlow/Keras, for data augmentation
-on brain MRI."""
+on brain MRI.
 
-from ssagan_tf import console as _console
-
-# TensorFlow's start-up chatter (oneDNN, CUDA probing, absl INFO lines) buries our own progress
-# lines; its errors stay visible, and users who set TF_CPP_MIN_LOG_LEVEL themselves see it all.
-_console.install()
+Importing the package changes nothing outside it: the command lines quiet TensorFlow's start-up
+(`ssagan_tf.console.install`, run by `ssagan_tf.cli.run`); a notebook that wants the same calls
+`ssagan_tf.console.install()` before it imports TensorFlow."""
 
 __version__ = "0.1.0"

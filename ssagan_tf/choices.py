@@ -1,5 +1,6 @@
 """The named choices of the method's settings: the paper's five systems, the adversarial and
-attention-mask losses, what the discriminators see, the cycle's attention, the generator's decoder.
+attention-mask losses, what the discriminators see, the cycle's attention, the generator's decoder;
+and of the evaluation's: the implementations of the classic augmentation.
 
 Plain Python, without TensorFlow, so that flags and configs are checked before TensorFlow loads
 (`run_train.py --help` and a bad flag answer at once); `losses` and `models` re-export them.
@@ -53,3 +54,7 @@ def image_size_problem(size: int) -> str | None:
         return (f"image_size must be a multiple of 4 (the generators downsample twice) and at least 32 (the "
                 f"PatchGAN downsamples by 8), got {size}")
     return None
+
+
+# The evaluation's classic augmentation (`run_evaluate.py --classic_impl`, ssagan_tf.evaluation.arms).
+CLASSIC_IMPLEMENTATIONS = ("warp", "keras")

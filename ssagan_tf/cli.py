@@ -17,6 +17,9 @@
   exits 130 - never -15. SIGTERM is turned into KeyboardInterrupt in the main thread here, so
   every entry point gets it.
 - Log records print as plain lines (`console.plain_logging`), like the commands' own lines.
+- TensorFlow's start-up chatter is dropped and its errors kept (`console.install`, first thing,
+  before any entry point imports TensorFlow); importing the library alone leaves the console as
+  it is.
 """
 
 from __future__ import annotations
@@ -131,6 +134,9 @@ def run(main, doc: str, argv=None, help_module=None) -> None:
     flags `--help` lists (default: the main module)."""
     from absl import app, flags
 
+    from ssagan_tf import console
+
+    console.install()                      # before the entry point's work imports TensorFlow
     argv = list(sys.argv if argv is None else argv)
     program = program_name(argv)
     interrupt_on_sigterm()
@@ -144,8 +150,6 @@ def run(main, doc: str, argv=None, help_module=None) -> None:
     debug = flags.FLAGS.debug
 
     def guarded(args):
-        from ssagan_tf import console
-
         console.plain_logging()           # app.run installed absl's handler; one format for every command
         try:
             return main(args)

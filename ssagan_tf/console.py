@@ -7,8 +7,9 @@ machine without an NVIDIA GPU, `E0000 ... failed call to cuInit` - an error only
 expected. Its Python loggers then print INFO lines through absl ("Using MirroredStrategy with
 devices", "Sharding callback duration" on every checkpoint).
 
-`install()` (run by `import ssagan_tf`) makes the first `import tensorflow` run with stderr caught
-and replayed without those lines: C++ INFO and WARNING lines (the default `TF_CPP_MIN_LOG_LEVEL=2`
+`install()` (run by every command line, first thing in `ssagan_tf.cli.run`, before anything
+imports TensorFlow; importing `ssagan_tf` does not run it) makes the first `import tensorflow` run
+with stderr caught and replayed without those lines: C++ INFO and WARNING lines (the default `TF_CPP_MIN_LOG_LEVEL=2`
 hides them anyway once logging is up), and the cuInit line only when the machine has no NVIDIA
 device. Every other line - any other error - is shown. TensorFlow's own Python INFO lines are
 dropped. A user who sets `TF_CPP_MIN_LOG_LEVEL` to 0 or 1 (asking for INFO or WARNING lines) sees

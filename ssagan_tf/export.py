@@ -39,7 +39,9 @@ from __future__ import annotations
 
 if __name__ == "__main__":
     # Before TensorFlow loads: the command line answers --help and refuses bad flags in a second,
-    # and only its work imports this module (again, under its own name) and TensorFlow.
+    # and only its work imports this module (again, under its own name) and TensorFlow. The only
+    # import of the command line by the export, and it ends the process (`cli.run` exits) before
+    # the body below runs as `__main__`, so the module is never executed twice.
     from ssagan_tf.commands.export import run
 
     run()
@@ -54,17 +56,15 @@ import time
 import numpy as np
 import tensorflow as tf
 
-from ssagan_tf.export_layout import (DEFAULT_MODEL_NAME, DEFAULT_TOLERANCE, MODEL_NAME_PATTERN,  # noqa: F401
-                                     STAGING_LOCK, STAGING_PREFIX, TOLERANCES, ExportError, commit_version,
-                                     latest_version_dir, remove_stale_staging, version_numbers)
+from ssagan_tf.data.schema import DIRECTIONS
+from ssagan_tf.export_layout import (DEFAULT_MODEL_NAME, DEFAULT_TOLERANCE, EXPORT_FORMAT_VERSION,  # noqa: F401
+                                     EXPORT_INFO_NAME, IN_MASKS, MODEL_NAME_PATTERN, STAGING_LOCK, STAGING_PREFIX,
+                                     TOLERANCES, ExportError, commit_version, latest_version_dir, read_export_info,
+                                     remove_stale_staging, validate_model_name, version_numbers)
 from ssagan_tf.locking import DirectoryLock
 from ssagan_tf.models import SSAModels, compose_attention, translate
 
-EXPORT_INFO_NAME = "export.json"
-EXPORT_FORMAT_VERSION = 1
-DIRECTIONS = ("normal_to_tumor", "tumor_to_normal")
 SIGNATURE_NAMES = DIRECTIONS + ("serving_default",)
-IN_MASKS = "normal_to_tumor_in_masks"      # its input `masks` takes A_n's place
 TRAINING_FRAMING = "training_framing"      # export.json: how the training slices were framed (or null)
 # Slack on the [-1, 1] input range, as in the data pipeline: resampling can overshoot by rounding.
 INPUT_RANGE_TOLERANCE = 1e-3
@@ -183,27 +183,6 @@ def _checked_range(images):
                 "as written by data_prep.convert); got values of magnitude")
     with tf.control_dependencies([check]):
         return tf.identity(images)
-
-
-def validate_model_name(model_name: str) -> str:
-    """A model name is one path component that TF Serving accepts as `MODEL_NAME`."""
-    if not MODEL_NAME_PATTERN.match(model_name or ""):
-        raise ValueError(f"model name {model_name!r}: use letters, digits, '.', '_' or '-', "
-                         "starting with a letter or digit")
-    return model_name
-
-
-def read_export_info(version_dir: str) -> dict:
-    """The `export.json` written beside a SavedModel by `write_export`."""
-    path = os.path.join(version_dir, EXPORT_INFO_NAME)
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"{path}: missing; {version_dir} is not a version written by ssagan_tf.export")
-    with open(path) as f:
-        info = json.load(f)
-    if info.get("format_version") != EXPORT_FORMAT_VERSION:
-        raise ValueError(f"{path}: export format {info.get('format_version')!r}, this code reads "
-                         f"{EXPORT_FORMAT_VERSION}")
-    return info
 
 
 def verify_export(saved_model_dir: str, models: SSAModels, tau: float, batch_size: int = 2,
@@ -336,8 +315,8 @@ def export_models(model_dir: str, export_dir: str, model_name: str = DEFAULT_MOD
     or `auto` (best when there is one, else latest). `tau` defaults to the run's inference
     threshold, `tolerance` to the precision's."""
     from ssagan_tf.data.folds import training_cohort
-    from ssagan_tf.training.checkpoints import chosen_checkpoint, restore_models, uses_average
-    from ssagan_tf.training.selection import best_checkpoint
+    from ssagan_tf.run_dir import best_checkpoint, chosen_checkpoint
+    from ssagan_tf.training.checkpoints import restore_models, uses_average
 
     path = chosen_checkpoint(model_dir, checkpoint, log)
     models, _, run_config = restore_models(model_dir, precision=precision, checkpoint=path)
@@ -350,6 +329,18 @@ def export_models(model_dir: str, export_dir: str, model_name: str = DEFAULT_MOD
                 "checkpoint_file": os.path.basename(path), "weights": "average" if uses_average(path) else "raw",
                 "cohort": training_cohort(run_config), TRAINING_FRAMING: training_framing(run_config)}
     return write_export(models, export_dir, model_name, tau, metadata, tolerance)
+
+
+def export_after_training(config, result, log=print) -> str | None:
+    """The export at the end of `run_train.py --export_dir` (`training.loop.train`'s `finish`): the
+    run's generators in float32, for serving, whatever the training precision (`python -m
+    ssagan_tf.export --precision` exports in another); only by the process that wrote the run
+    directory (one of a multi-worker run). Returns the version directory, or None."""
+    if not config.export_dir or not result.chief:
+        return None
+    version_dir = export_models(config.model_dir, config.export_dir, precision="fp32", log=log)
+    log(f"Exported to {config.export_dir}")
+    return version_dir
 
 
 def training_framing(run_config: dict):

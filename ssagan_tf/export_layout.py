@@ -1,10 +1,12 @@
 """The TF Serving model directory layout, `<export_dir>/<model_name>/<version>/saved_model.pb`,
 without importing TensorFlow (so entry points can check paths before any heavy import): reading
-versions, and claiming the next one for an export (`ssagan_tf.export`)."""
+versions, reading a version's `export.json`, and claiming the next one for an export
+(`ssagan_tf.export`)."""
 
 from __future__ import annotations
 
 import errno
+import json
 import os
 import re
 import shutil
@@ -13,6 +15,9 @@ from ssagan_tf import io as durable
 from ssagan_tf.locking import is_stale
 
 SAVED_MODEL_FILE = "saved_model.pb"
+EXPORT_INFO_NAME = "export.json"      # beside saved_model.pb: what the export is (ssagan_tf.export)
+EXPORT_FORMAT_VERSION = 1
+IN_MASKS = "normal_to_tumor_in_masks"      # the signature whose input `masks` takes A_n's place
 STAGING_PREFIX = ".tmp-export-"       # an export being written, beside the versions (TF Serving ignores it)
 STAGING_LOCK = ".export.lock"         # in a staging folder, held by its writer
 DEFAULT_MODEL_NAME = "ssagan"
@@ -26,6 +31,27 @@ TOLERANCES = {"fp32": DEFAULT_TOLERANCE, "bf16": 3e-2, "fp16": 5e-3}
 
 class ExportError(RuntimeError):
     """An export that could not be written or did not reproduce the Keras models."""
+
+
+def validate_model_name(model_name: str) -> str:
+    """A model name is one path component that TF Serving accepts as `MODEL_NAME`."""
+    if not MODEL_NAME_PATTERN.match(model_name or ""):
+        raise ValueError(f"model name {model_name!r}: use letters, digits, '.', '_' or '-', "
+                         "starting with a letter or digit")
+    return model_name
+
+
+def read_export_info(version_dir: str) -> dict:
+    """The `export.json` written beside a SavedModel by `ssagan_tf.export.write_export`."""
+    path = os.path.join(version_dir, EXPORT_INFO_NAME)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"{path}: missing; {version_dir} is not a version written by ssagan_tf.export")
+    with open(path) as f:
+        info = json.load(f)
+    if info.get("format_version") != EXPORT_FORMAT_VERSION:
+        raise ValueError(f"{path}: export format {info.get('format_version')!r}, this code reads "
+                         f"{EXPORT_FORMAT_VERSION}")
+    return info
 
 
 def version_numbers(model_base_dir: str) -> list:

@@ -23,7 +23,6 @@ from dataclasses import dataclass
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 DTYPE_POLICIES = {"fp32": "float32", "bf16": "mixed_bfloat16", "fp16": "mixed_float16"}
-COMPUTE_DTYPES = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}
 # CPU feature flags (as /proc/cpuinfo names them) of native bfloat16 matrix arithmetic.
 FAST_BF16_CPU_FLAGS = ("amx_bf16", "avx512_bf16")
 

@@ -10,6 +10,11 @@ import numpy as np
 import pytest
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+# The test run is a command line too: TensorFlow's start-up chatter off, as `ssagan_tf.cli.run`
+# does for the entry points (importing ssagan_tf leaves the console alone).
+from ssagan_tf import console  # noqa: E402
+
+console.install()
 
 # A guard against hangs, never a speed assertion: subprocesses a test starts get this long, as long
 # as pytest-timeout gives a whole test (pytest.ini), so a loaded machine slows tests down without

@@ -5,7 +5,8 @@ import os
 
 import pytest
 
-from ssagan_tf.augment.config import DIRECTIONS, AugmentConfig, parse_directions, parse_ratio
+from ssagan_tf.augment.config import AugmentConfig, parse_directions, parse_ratio
+from ssagan_tf.data.schema import DIRECTIONS
 
 
 def test_every_bad_value_is_named_in_one_message_without_touching_the_disk():

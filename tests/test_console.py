@@ -90,3 +90,21 @@ def test_judge_lines_and_classifier_epochs_are_rounded_with_k_of_n_and_eta():
     callback.on_epoch_end(0, {"loss": 0.41234, "val_loss": 0.398765})
     assert len(lines) == 1
     assert lines[0].startswith("judge epoch 1 of 30: loss 0.412, val loss 0.399 (") and "ETA " in lines[0]
+
+
+def test_importing_the_library_changes_nothing_outside_it():
+    """`import ssagan_tf` (as a notebook does) installs no import hook and sets no variable; the
+    command lines install the filter themselves (`cli.run`)."""
+    import subprocess
+
+    from conftest import REPO_ROOT
+
+    probe = ("import os, sys\n"
+             "before = list(sys.meta_path)\n"
+             "import ssagan_tf, ssagan_tf.cli, ssagan_tf.exported, ssagan_tf.run_dir, ssagan_tf.training.config\n"
+             "assert sys.meta_path == before, sys.meta_path\n"
+             "assert 'TF_CPP_MIN_LOG_LEVEL' not in os.environ\n"
+             "assert 'tensorflow' not in sys.modules\n")
+    env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
+    done = subprocess.run([sys.executable, "-c", probe], cwd=REPO_ROOT, env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr

@@ -13,7 +13,7 @@ import pytest
 from conftest import HANG_TIMEOUT, REPO_ROOT, write_tiny_dataset
 
 from ssagan_tf.evaluation import EvaluationConfig, run_evaluation
-from ssagan_tf.evaluation.augmenters import Translation
+from ssagan_tf.exported import Translation
 
 
 def save_fake_augmenter(path, attention=True):
@@ -143,20 +143,20 @@ def test_report_and_results_are_written_and_parse(evaluated):
 def test_augmenter_without_the_signatures_is_refused(tmp_path):
     import tensorflow as tf
 
-    from ssagan_tf.evaluation.augmenters import Augmenter
+    from ssagan_tf.exported import load_translator
 
     module = tf.Module()
     module.f = tf.function(lambda images: {"image": images},
                            input_signature=[tf.TensorSpec([None, 8, 8, 1], tf.float32)])
     tf.saved_model.save(module, str(tmp_path / "1"), signatures={"serving_default": module.f})
     with pytest.raises(ValueError, match="missing signature"):
-        Augmenter("broken", str(tmp_path))
+        load_translator(str(tmp_path), name="broken", require_info=False)
 
 
 def test_augmenter_for_another_slice_shape_is_refused(exports):
-    from ssagan_tf.evaluation.augmenters import Augmenter
+    from ssagan_tf.exported import load_translator
 
-    augmenter = Augmenter("ssa", exports["ssa"])
+    augmenter = load_translator(exports["ssa"], name="ssa", require_info=False)
     augmenter.check_input_shape((32, 32, 1))
     with pytest.raises(ValueError, match="takes images"):
         augmenter.check_input_shape((32, 32, 4))

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from ssagan_tf.evaluation import arms
-from ssagan_tf.evaluation.augmenters import Translation
+from ssagan_tf.exported import Translation
 
 
 def _translation(count, value, size=8):

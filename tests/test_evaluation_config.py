@@ -4,8 +4,8 @@ import os
 
 import pytest
 
-from ssagan_tf.evaluation.config import (EvaluationConfig, check_inputs, parse_augmenters,
-                                         resolve_saved_model_dir)
+from ssagan_tf.evaluation.config import EvaluationConfig, check_inputs, parse_augmenters
+from ssagan_tf.exported import resolve_version_dir
 
 
 def _config(**overrides):
@@ -52,17 +52,17 @@ def test_parse_augmenters():
         ("ssa", "/e/{fold}"), ("copy_paste", ""), ("identity", ""))
 
 
-def test_resolve_saved_model_dir_picks_the_highest_version(tmp_path):
+def test_resolve_version_dir_picks_the_highest_version(tmp_path):
     for version in ("1", "3", "20"):
         os.makedirs(tmp_path / "ssa" / version)
         (tmp_path / "ssa" / version / "saved_model.pb").write_bytes(b"")
     os.makedirs(tmp_path / "ssa" / "99")   # not a SavedModel: ignored
-    assert resolve_saved_model_dir(str(tmp_path / "ssa")) == str(tmp_path / "ssa" / "20")
-    assert resolve_saved_model_dir(str(tmp_path / "ssa" / "3")) == str(tmp_path / "ssa" / "3")
+    assert resolve_version_dir(str(tmp_path / "ssa")) == str(tmp_path / "ssa" / "20")
+    assert resolve_version_dir(str(tmp_path / "ssa" / "3")) == str(tmp_path / "ssa" / "3")
     with pytest.raises(FileNotFoundError, match="TF Serving"):
-        resolve_saved_model_dir(str(tmp_path))
+        resolve_version_dir(str(tmp_path))
     with pytest.raises(FileNotFoundError, match="no such"):
-        resolve_saved_model_dir(str(tmp_path / "missing"))
+        resolve_version_dir(str(tmp_path / "missing"))
 
 
 def test_check_inputs_needs_a_manifest_and_existing_exports(tmp_path, tiny_dataset):

@@ -5,7 +5,7 @@ import math
 
 import numpy as np
 
-from ssagan_tf.evaluation import report
+from ssagan_tf.evaluation import ledger, report
 
 
 def test_percent_formats_mean_and_std_and_leaves_out_undefined():
@@ -15,7 +15,7 @@ def test_percent_formats_mean_and_std_and_leaves_out_undefined():
 
 
 def test_json_has_no_nan():
-    value = report.to_json_safe({"a": float("nan"), "b": np.float32(0.5), "c": (np.int64(3), math.inf)})
+    value = ledger.to_json_safe({"a": float("nan"), "b": np.float32(0.5), "c": (np.int64(3), math.inf)})
     assert value == {"a": None, "b": 0.5, "c": [3, None]}
     json.dumps(value, allow_nan=False)
 

@@ -3,6 +3,7 @@ input rejected, version directories, the command line."""
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import re
 import subprocess
@@ -15,7 +16,8 @@ import tensorflow as tf
 from conftest import HANG_TIMEOUT, REPO_ROOT
 from ssagan_tf import export
 from ssagan_tf.models import ModelConfig, build_models, translate
-from ssagan_tf.training.checkpoints import checkpoint_dir, model_checkpoint
+from ssagan_tf.run_dir import checkpoint_dir
+from ssagan_tf.training.checkpoints import model_checkpoint
 from ssagan_tf.training.config import RunConfig, save_config
 
 TINY = dict(image_size=32, channels=1, ngf=8, ndf=8, n_res_blocks=1)
@@ -375,7 +377,7 @@ def test_export_of_the_best_checkpoint_serves_its_weights(tmp_path):
     kept one when there is one; best without a selection is refused, naming what to do."""
     import json
 
-    from ssagan_tf.training.selection import SCORES_NAME, selection_dir
+    from ssagan_tf.run_dir import SCORES_NAME, selection_dir
 
     cfg = ModelConfig(**TINY)
     path = str(tmp_path / "run")
@@ -424,3 +426,22 @@ def test_the_in_masks_signature_draws_where_the_caller_says(exported, run_dir):
     with pytest.raises(tf.errors.InvalidArgumentError, match=r"masks must lie in \[0, 1\]"):
         tf.saved_model.load(exported).signatures[export.IN_MASKS](images=tf.constant(images),
                                                                     masks=tf.constant(masks * 2))
+
+
+def test_the_export_after_training_is_the_callers_and_only_the_chiefs(tmp_path, monkeypatch):
+    """run_train.py passes `export_after_training` as train's `finish`: it exports the run in
+    float32 when the config names an export_dir and this process wrote the run directory."""
+    from types import SimpleNamespace
+
+    calls = []
+    monkeypatch.setattr(export, "export_models", lambda *args, **kwargs: calls.append((args, kwargs)) or "v/1")
+    config = RunConfig(data_dir="unused", model_dir=str(tmp_path / "run"), model=ModelConfig(**TINY),
+                       export_dir=str(tmp_path / "export"))
+    lines = []
+    assert export.export_after_training(config, SimpleNamespace(chief=False), lines.append) is None
+    assert export.export_after_training(dataclasses.replace(config, export_dir=""), SimpleNamespace(chief=True),
+                                        lines.append) is None
+    assert calls == [] and lines == []
+    assert export.export_after_training(config, SimpleNamespace(chief=True), lines.append) == "v/1"
+    assert calls == [((config.model_dir, config.export_dir), {"precision": "fp32", "log": lines.append})]
+    assert lines == [f"Exported to {config.export_dir}"]

@@ -13,7 +13,7 @@ import pytest
 import tensorflow as tf
 
 from ssagan_tf.training import selection
-from ssagan_tf.training.checkpoints import chosen_checkpoint
+from ssagan_tf.run_dir import chosen_checkpoint, read_scores
 
 
 def measures(rate_n2t, rate_t2n, kid_n2t=(1.0, 3.0, 0.2), kid_t2n=(1.0, 3.0, 0.2), slices=(20, 50)):
@@ -149,7 +149,7 @@ def test_the_warmup_ends_when_the_record_says_it_plateaued(tiny_dataset, tmp_pat
         result.val_judge[epoch], result.val_dice[epoch] = measures(rate, 0.5), dice
         record(epoch)
         assert schedule.warmup_end.ended == (2 if epoch == 2 else None)
-    assert selection.read_scores(str(tmp_path))["warmup_ended_at_epoch"] == 2
+    assert read_scores(str(tmp_path))["warmup_ended_at_epoch"] == 2
 
 
 def test_best_record_skips_the_warmup_unless_nothing_else_is_recorded():
@@ -185,7 +185,7 @@ def test_a_checkpoint_from_inside_the_warmup_is_replaced_by_the_first_one_after_
         keep(epoch)
         kept.append(os.path.basename(chosen_checkpoint(model_dir, "best")))
     assert kept == ["ckpt-1", "ckpt-2", "ckpt-2"]
-    scores = selection.read_scores(model_dir)
+    scores = read_scores(model_dir)
     assert [r["after_warmup"] for r in scores["records"]] == [False, True, True]
     assert scores["best"]["epoch"] == 2
 

@@ -46,7 +46,7 @@ def test_evaluation_trains_on_the_slices_augmentation_writes(ratio):
     source slices, the same number of times, in both directions."""
     from ssagan_tf.augment.plan import plan_direction
     from ssagan_tf.evaluation import arms
-    from ssagan_tf.evaluation.augmenters import Translation
+    from ssagan_tf.exported import Translation
 
     n_normal, n_tumor, seed = 7, 5, 11
     labels = np.array([0] * n_normal + [1] * n_tumor)

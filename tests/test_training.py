@@ -11,7 +11,7 @@ import pytest
 import tensorflow as tf
 
 from conftest import write_tiny_dataset
-from ssagan_tf import losses
+from ssagan_tf import losses, run_dir
 from ssagan_tf.models import ModelConfig, build_models
 from ssagan_tf.training import checkpoints
 from ssagan_tf.training.config import ConfigError, RunConfig, save_config
@@ -121,7 +121,7 @@ def test_non_finite_loss_stops_and_keeps_last_checkpoint(data_dir, two_step_run,
     with pytest.raises(NonFiniteLossError, match=r"non-finite loss at step 3: .*cycle_normal=nan.*ckpt-2"):
         quiet_train(tiny_config(data_dir, tmp_path / "run", max_steps=4))
     assert sorted(p.name for p in (tmp_path / "run" / "checkpoints").iterdir()) == before
-    assert checkpoints.latest_checkpoint(str(tmp_path / "run")).endswith("ckpt-2")
+    assert run_dir.latest_checkpoint(str(tmp_path / "run")).endswith("ckpt-2")
 
 
 def test_other_architecture_is_refused_and_fresh_starts_over(data_dir, two_step_run, tmp_path):
@@ -155,7 +155,7 @@ def test_run_saved_before_attention_ngf_existed_resumes(data_dir, two_step_run, 
 def test_restore_models_reads_config_and_latest_weights(data_dir, two_step_run):
     models, cfg, run_config = checkpoints.restore_models(two_step_run)
     assert cfg.image_size == 32 and cfg.system == "ssa_cyclegan" and run_config["tau"] == 0.1
-    expected = model_weights(checkpoints.latest_checkpoint(two_step_run), tiny_config(data_dir, two_step_run))
+    expected = model_weights(run_dir.latest_checkpoint(two_step_run), tiny_config(data_dir, two_step_run))
     fresh = build_models(cfg)
     for name, model in models.named().items():
         if name.startswith("disc_"):      # export and augmentation need no discriminator
@@ -604,7 +604,7 @@ def test_non_finite_weights_are_never_saved(data_dir, two_step_run, tmp_path):
     with pytest.raises(NonFiniteLossError, match=r"non-finite .*last finite checkpoint|last good checkpoint") as error:
         quiet_train(tiny_config(data_dir, tmp_path / "run", max_steps=12, learning_rate=3e38, checkpoint_every=1,
                                 allow_changes=("learning_rate",)))
-    latest = checkpoints.latest_checkpoint(str(tmp_path / "run"))
+    latest = run_dir.latest_checkpoint(str(tmp_path / "run"))
     assert latest in str(error.value)
     for index in sorted((tmp_path / "run" / "checkpoints").glob("ckpt-*.index")):
         values = checkpoint_values(str(index)[:-len(".index")])
@@ -665,7 +665,7 @@ def test_weight_average_checkpoint_round_trip_and_restore_models_uses_it(data_di
     train_step, models, _ = make_train_step(config)
     for k in range(2):
         train_step(random_batch(seed=20 + k), phase(config, True))
-    manager = tf.train.CheckpointManager(train_step.state.checkpoint(), checkpoints.checkpoint_dir(str(tmp_path)), 3)
+    manager = tf.train.CheckpointManager(train_step.state.checkpoint(), run_dir.checkpoint_dir(str(tmp_path)), 3)
     path = manager.save(checkpoint_number=2)
     save_config(config, str(tmp_path))
     shadows = build_models(config.model)
@@ -748,12 +748,12 @@ def test_selection_and_a_validation_ended_warmup_end_to_end(data_dir, tiny_judge
     result = train(config, stream=stream)
     assert result.step == 9
     assert "the attention warm-up ends here" in stream.getvalue()
-    scores = selection.read_scores(str(tmp_path))
+    scores = run_dir.read_scores(str(tmp_path))
     assert [r["epoch"] for r in scores["records"]] == [0, 1, 2, 3] and scores["warmup_ended_at_epoch"] == 1
     assert tf.train.load_variable(result.checkpoint, "attention_end_epoch/.ATTRIBUTES/VARIABLE_VALUE") == 1
     best = selection.best_record(scores["records"])
     assert scores["best"]["step"] == best["checkpoint_step"]
-    kept = checkpoints.chosen_checkpoint(str(tmp_path), "best")
+    kept = run_dir.chosen_checkpoint(str(tmp_path), "best")
     assert kept and os.path.isfile(kept + ".index")
     assert int(tf.train.load_variable(kept, "step/.ATTRIBUTES/VARIABLE_VALUE")) == best["checkpoint_step"]
     # The attention trained in epoch 0 (steps 1-3) only: steps 6 and 9 hold the same A_n, not the same G.

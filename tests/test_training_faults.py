@@ -9,6 +9,7 @@ import os
 import pytest
 
 from conftest import write_tiny_dataset
+from ssagan_tf import run_dir
 from ssagan_tf.data import integrity, pipeline
 from ssagan_tf.locking import DirectoryLock, DirectoryLockedError
 from ssagan_tf.models import ModelConfig
@@ -28,10 +29,10 @@ def _edit_manifest(data, edit):
 def test_a_run_directory_in_use_is_refused_before_any_work(tmp_path):
     data = write_tiny_dataset(str(tmp_path / "data"), splits=("train", "val"))
     model_dir = tmp_path / "run"
-    with DirectoryLock(str(model_dir), loop.LOCK_NAME, "a training run", "--model_dir"):
+    with DirectoryLock(str(model_dir), run_dir.LOCK_NAME, "a training run", "--model_dir"):
         with pytest.raises(DirectoryLockedError, match=f"run is in use by a training run \\(pid {os.getpid()} "):
             quiet_train(tiny_config(data, model_dir, max_steps=1))
-    assert sorted(os.listdir(model_dir)) == [loop.LOCK_NAME]          # nothing else was written
+    assert sorted(os.listdir(model_dir)) == [run_dir.LOCK_NAME]          # nothing else was written
 
 
 def test_only_the_chief_locks_the_run_directory():

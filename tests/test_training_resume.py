@@ -16,6 +16,7 @@ import tensorflow as tf
 
 from conftest import write_tiny_dataset
 from ssagan_tf import export
+from ssagan_tf import run_dir as layout
 from ssagan_tf.models import ModelConfig
 from ssagan_tf.training import checkpoints, resume
 from ssagan_tf.training.config import ConfigError, RunConfig
@@ -39,10 +40,11 @@ def tiny_config(data_dir, model_dir, **overrides):
 
 
 def run(config):
-    """train(config) -> (result or the exception raised, the console output)."""
+    """train(config) -> (result or the exception raised, the console output); with
+    `config.export_dir`, exported after training as run_train.py does."""
     out = io.StringIO()
     try:
-        return train(config, stream=out), out.getvalue()
+        return train(config, stream=out, finish=export.export_after_training), out.getvalue()
     except (Exception, KeyboardInterrupt) as err:  # noqa: BLE001 - the tests look at what was raised
         return err, out.getvalue()
 
@@ -118,23 +120,23 @@ def test_an_unreadable_latest_checkpoint_is_skipped_by_name_in_training_and_expo
     # ckpt-3 is left as it was; the new checkpoints are numbered above it and hold steps 3 and 4.
     assert len(truncated.read_bytes()) == 100
     assert step_of(run_dir / "checkpoints" / "ckpt-4") == 3 and step_of(run_dir / "checkpoints" / "ckpt-5") == 4
-    assert checkpoints.newest_intact_checkpoint(str(run_dir), log=said.append).endswith("ckpt-5")
+    assert layout.newest_intact_checkpoint(str(run_dir), log=said.append).endswith("ckpt-5")
 
 
 def test_checkpoint_problems_are_named(three_checkpoints, tmp_path):
     run_dir = copy_run(three_checkpoints, tmp_path)
     folder = run_dir / "checkpoints"
-    assert checkpoints.checkpoint_problem(str(folder / "ckpt-1")) is None
+    assert layout.checkpoint_problem(str(folder / "ckpt-1")) is None
     (folder / "ckpt-1.index").write_bytes(b"garbage")
-    assert "sstable" in checkpoints.checkpoint_problem(str(folder / "ckpt-1"))
+    assert "sstable" in layout.checkpoint_problem(str(folder / "ckpt-1"))
     data = data_file(run_dir, 2)
     raw = bytearray(data.read_bytes())
     raw[-10] ^= 0xFF
     data.write_bytes(bytes(raw))
-    assert "Checksum does not match" in checkpoints.checkpoint_problem(str(folder / "ckpt-2"))
+    assert "Checksum does not match" in layout.checkpoint_problem(str(folder / "ckpt-2"))
     (folder / "ckpt-3.index").unlink()
-    assert checkpoints.checkpoint_problem(str(folder / "ckpt-3")).startswith("no index file")
-    assert [c.number for c in checkpoints.list_checkpoints(str(run_dir))] == [1, 2, 3]
+    assert layout.checkpoint_problem(str(folder / "ckpt-3")).startswith("no index file")
+    assert [c.number for c in layout.list_checkpoints(str(run_dir))] == [1, 2, 3]
 
 
 def test_no_readable_checkpoint_is_refused_naming_them(data_dir, three_checkpoints, tmp_path):
@@ -143,11 +145,11 @@ def test_no_readable_checkpoint_is_refused_naming_them(data_dir, three_checkpoin
         data_file(run_dir, number).write_bytes(b"")
     before = contents(run_dir / "checkpoints"), (run_dir / "config.json").read_bytes()
     error, _ = run(tiny_config(data_dir, run_dir, max_steps=4))
-    assert isinstance(error, checkpoints.NoIntactCheckpointError), error
+    assert isinstance(error, layout.NoIntactCheckpointError), error
     message = str(error)
     assert all(f"ckpt-{n} (" in message for n in (1, 2, 3)) and "--fresh" in message
     assert (contents(run_dir / "checkpoints"), (run_dir / "config.json").read_bytes()) == before
-    with pytest.raises(checkpoints.NoIntactCheckpointError, match="ckpt-3"):
+    with pytest.raises(layout.NoIntactCheckpointError, match="ckpt-3"):
         export.export_models(str(run_dir), str(tmp_path / "export"))
 
 

@@ -6,7 +6,8 @@ docs/export_and_serving.md.
 Importing this package does not import TensorFlow (the command line checks its flags first):
 `augment_dataset` and `AugmentResult` load `ssagan_tf.augment.run` when first used."""
 
-from ssagan_tf.augment.config import DIRECTIONS, FORMATS, AugmentConfig, parse_directions, parse_ratio
+from ssagan_tf.augment.config import FORMATS, AugmentConfig, parse_directions, parse_ratio
+from ssagan_tf.data.schema import DIRECTIONS
 from ssagan_tf.synthetic import sample_positions, synthetic_count
 
 _FROM_RUN = ("AugmentResult", "augment_dataset")

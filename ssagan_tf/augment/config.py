@@ -6,11 +6,9 @@ import os
 import re
 from dataclasses import dataclass
 
+from ssagan_tf.data.schema import DIRECTIONS
 from ssagan_tf.precision import PRECISIONS
 
-DIRECTIONS = ("normal_to_tumor", "tumor_to_normal")
-SOURCE_DOMAIN = {"normal_to_tumor": "normal", "tumor_to_normal": "tumor"}
-TARGET_DOMAIN = {"normal_to_tumor": "tumor", "tumor_to_normal": "normal"}
 FORMATS = ("tfrecord", "png", "nifti")
 FIELD_OF_VIEW_CHOICES = ("auto", "fit", "pad")     # auto: the framing of the model's training data
 _SPLIT_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]*$")

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ssagan_tf.augment.config import SOURCE_DOMAIN, TARGET_DOMAIN
+from ssagan_tf.data.schema import SOURCE_DOMAIN, TARGET_DOMAIN
 from ssagan_tf.synthetic import STREAMS, select_sources, synthetic_count
 
 

@@ -23,13 +23,14 @@ from absl import logging
 from ssagan_tf import io as durable
 from ssagan_tf.augment import ledger as ledger_lib
 from ssagan_tf.augment import sheet
-from ssagan_tf.augment.config import SOURCE_DOMAIN, TARGET_DOMAIN, AugmentConfig
+from ssagan_tf.augment.config import AugmentConfig
 from ssagan_tf.augment.framing import choose_framing
 from ssagan_tf.augment.plan import build_plan
 from ssagan_tf.augment.sources import open_source
-from ssagan_tf.augment.translator import load_translator
 from ssagan_tf.augment.writers import WRITERS, WriteContext
 from ssagan_tf.data import integrity, schema
+from ssagan_tf.data.schema import SOURCE_DOMAIN, TARGET_DOMAIN
+from ssagan_tf.exported import load_translator
 from ssagan_tf.locking import DirectoryLock
 
 CONTACT_SHEET_NAME = "contact_sheet.png"
@@ -338,8 +339,10 @@ def _remove_if_nothing_committed(output_dir: str, created: list) -> None:
 
 
 def _augment(config: AugmentConfig) -> AugmentResult:
+    from ssagan_tf.export import export_models      # a training run as --model is exported first
+
     translator = load_translator(config.model, scratch_dir=os.path.join(config.output_dir, ledger_lib.STATE_DIR),
-                                 precision=config.precision)
+                                 precision=config.precision, export_run=export_models)
     logging.info("Precision %s (--precision=%s)", translator.precision, config.precision)
     source = open_source(config.data_dir, config.split, translator.image_shape,
                          choose_framing(config.field_of_view, translator.info, translator.label), config.field_of_view)

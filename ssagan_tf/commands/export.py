@@ -14,7 +14,7 @@ from __future__ import annotations
 import os
 import sys
 
-from ssagan_tf import cli
+from ssagan_tf import cli, run_dir
 from ssagan_tf.export_layout import DEFAULT_MODEL_NAME, MODEL_NAME_PATTERN, TOLERANCES
 
 
@@ -41,7 +41,7 @@ def define_flags(flag_values=None):
                       "the default, serves the same on every machine; bf16 (CPUs with AMX/AVX-512 BF16, GPUs of "
                       "capability >= 8.0) or fp16 (GPUs of capability 7.x) are faster there, within their "
                       "tolerance; auto picks by this machine's hardware.", **define)
-    flags.DEFINE_enum("checkpoint", "auto", ["auto", "best", "latest"],
+    flags.DEFINE_enum("checkpoint", "auto", list(run_dir.CHECKPOINT_CHOICES),
                       "Which checkpoint to export: latest (the newest intact one), best (the one --select_best kept "
                       "in <model_dir>/selection/), or auto (best when the run kept one, else latest).", **define)
     flags.mark_flags_as_required(["model_dir", "export_dir"], **define)
@@ -50,7 +50,7 @@ def define_flags(flag_values=None):
                              "digit", **define)
     flags.register_validator("tau", lambda v: v is None or 0.0 <= v < 1.0, "--tau must be in [0, 1)", **define)
     flags.register_validator("tolerance", lambda v: v is None or v > 0, "--tolerance must be > 0", **define)
-    flags.register_validator("model_dir", lambda v: v is None or os.path.isfile(os.path.join(v, "config.json")),
+    flags.register_validator("model_dir", lambda v: v is None or os.path.isfile(run_dir.config_path(v)),
                              "--model_dir must be a training run directory holding config.json", **define)
     return flag_values
 

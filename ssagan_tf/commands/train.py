@@ -213,10 +213,11 @@ def main(argv):
     if warning:
         print(warning, file=sys.stderr, flush=True)
 
+    from ssagan_tf.export import export_after_training
     from ssagan_tf.training.loop import train
 
     try:
-        train(config)
+        train(config, finish=export_after_training)
     except DatasetMismatchError:
         raise                     # the data, not the flags, are at fault: one error line (ssagan_tf.cli)
     except ConfigError as err:    # the data, devices or run directory refuse these settings

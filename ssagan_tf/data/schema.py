@@ -31,6 +31,11 @@ SCHEMA_VERSION = 2            # what this code writes
 READABLE_VERSIONS = (1, 2)    # 1: float32 images, uncompressed shards, no `storage` in the manifest
 SPLITS = ("train", "val", "test")
 DOMAINS = ("normal", "tumor")
+# The two translations between the domains (an export's signatures, augmentation's --directions,
+# the judge's measures), and the domain each reads and writes.
+DIRECTIONS = ("normal_to_tumor", "tumor_to_normal")
+SOURCE_DOMAIN = {"normal_to_tumor": "normal", "tumor_to_normal": "tumor"}
+TARGET_DOMAIN = {"normal_to_tumor": "tumor", "tumor_to_normal": "normal"}
 LABELS = {"normal": 0, "tumor": 1}
 MANIFEST_NAME = "manifest.json"
 STORAGE_KEY = "storage"

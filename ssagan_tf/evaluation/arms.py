@@ -23,9 +23,9 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from ssagan_tf.choices import CLASSIC_IMPLEMENTATIONS
 from ssagan_tf.data import folds
-from ssagan_tf.evaluation.augmenters import Translation
-from ssagan_tf.evaluation.config import CLASSIC_IMPLEMENTATIONS
+from ssagan_tf.exported import Translation
 from ssagan_tf.synthetic import STREAMS, select_sources, synthetic_count
 
 # Classic augmentation ranges. The paper names the operations but not their ranges; these are

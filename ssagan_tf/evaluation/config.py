@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
-from ssagan_tf import export_layout
+from ssagan_tf.choices import CLASSIC_IMPLEMENTATIONS
 from ssagan_tf.precision import PRECISIONS
 
 # The paper's four training arms (real only, real + classic augmentation, real + synthetic,
@@ -20,7 +20,6 @@ SYNTHETIC_ARMS = ("synthetic", "synthetic+classic")
 # Augmenters built in (ssagan_tf.evaluation.controls), named without a path in --augmenters.
 CONTROL_AUGMENTERS = ("copy_paste", "identity")
 LR_SCHEDULES = ("constant", "cosine")
-CLASSIC_IMPLEMENTATIONS = ("warp", "keras")
 # Synthetic:real ratios the paper tried (section IV); 1:1 was its best.
 ALLOWED_RATIOS = (0.5, 1.0, 2.0, 3.0)
 
@@ -180,16 +179,11 @@ def parse_augmenters(text: str) -> tuple:
     return tuple(pairs)
 
 
-def resolve_saved_model_dir(path: str) -> str:
-    """The SavedModel directory behind an exported model path: the path itself when it holds
-    `saved_model.pb`, else its highest integer version subdirectory (TF Serving layout)."""
-    return export_layout.saved_model_dir(path)
-
-
 def check_inputs(config: EvaluationConfig) -> None:
     """Check that the dataset and every exported model exist, and that the output folder can be
     written without touching the dataset or a file, before any training starts."""
     from ssagan_tf.data import integrity, schema
+    from ssagan_tf.exported import resolve_version_dir
 
     manifest = schema.read_manifest(config.data_dir)
     data, output = os.path.realpath(config.data_dir), os.path.realpath(config.output_dir)
@@ -207,7 +201,7 @@ def check_inputs(config: EvaluationConfig) -> None:
     for _, path in config.augmenters:
         for fold in (range(config.folds) if config.folds and "{fold}" in path else [None]):
             if path:
-                resolve_saved_model_dir(path.replace("{fold}", str(fold)) if fold is not None else path)
+                resolve_version_dir(path.replace("{fold}", str(fold)) if fold is not None else path)
     if config.judge:
         from ssagan_tf.evaluation.judge import check_judge_for
 

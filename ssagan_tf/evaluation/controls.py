@@ -18,7 +18,7 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage
 
-from ssagan_tf.evaluation.augmenters import Translation
+from ssagan_tf.exported import Translation
 
 CONTROLS = ("copy_paste", "identity")
 MAX_ROTATION_DEGREES = 30.0     # lesions keep their shape; a mild turn and resize make each paste new

@@ -15,9 +15,10 @@ import os
 
 import numpy as np
 
+from ssagan_tf import run_dir
 from ssagan_tf.data import folds as folding
 from ssagan_tf.evaluation import arms, metrics, stats
-from ssagan_tf.evaluation.config import resolve_saved_model_dir
+from ssagan_tf.exported import resolve_version_dir
 
 SPLITS = ("train", "val", "test")
 
@@ -78,7 +79,7 @@ def export_cohort(version_dir: str) -> dict | None:
     if info.get("cohort"):
         return info["cohort"]
     try:
-        with open(os.path.join(info.get("source_model_dir") or "", "config.json")) as f:
+        with open(run_dir.config_path(info.get("source_model_dir") or "")) as f:
             return folding.training_cohort(json.load(f))
     except (OSError, ValueError, TypeError, AttributeError):
         return None
@@ -127,7 +128,7 @@ def check_cohort(name: str, version_dir: str, plan: dict, low_data: dict | None,
 
 
 def resolved(path: str) -> str:
-    return resolve_saved_model_dir(path) if path else ""
+    return resolve_version_dir(path) if path else ""
 
 
 def pool_seed(fold_runs: list, fold_tests: list, threshold: float) -> dict:

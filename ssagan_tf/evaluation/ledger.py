@@ -15,11 +15,12 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 
 import numpy as np
 
-from ssagan_tf.evaluation.augmenters import Translation
+from ssagan_tf.exported import Translation
 
 LOCK_NAME = "evaluate.lock"
 REPORT_TITLE = "# Classifier evaluation"
@@ -28,6 +29,21 @@ OWN_FILES = ("report.md", "results.json")
 
 def digest(value) -> str:
     return hashlib.sha256(json.dumps(value, sort_keys=True, default=str).encode()).hexdigest()[:20]
+
+
+def to_json_safe(value):
+    """Plain JSON types, with NaN and infinities as null (strict JSON has no NaN)."""
+    if isinstance(value, dict):
+        return {str(k): to_json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [to_json_safe(v) for v in value]
+    if isinstance(value, np.ndarray):
+        return to_json_safe(value.tolist())
+    if isinstance(value, (np.integer,)):
+        return int(value)
+    if isinstance(value, (float, np.floating)):
+        return float(value) if math.isfinite(value) else None
+    return value
 
 
 def write_atomic(path: str, text: str) -> None:
@@ -95,7 +111,6 @@ class Ledger:
         return entry["result"]
 
     def put(self, key: dict, result: dict) -> None:
-        from ssagan_tf.evaluation.report import to_json_safe
 
         write_atomic(self._path(key), json.dumps(to_json_safe({"key": key, "result": result}), allow_nan=False))
 

@@ -7,8 +7,6 @@ import json
 import math
 import os
 
-import numpy as np
-
 # Paper Table I, ResNet18 (%): real + classic augmentation -> real + SSA-CycleGAN synthetic at 1:1.
 PAPER_TABLE_I = (("BraTS19", 67.66, 77.44, 72.69, 78.66), ("BraTS18", 69.83, 78.38, 73.77, 80.16),
                  ("BraTS15", 69.45, 80.93, 71.32, 80.43))
@@ -16,23 +14,8 @@ TABLE_METRICS = (("sensitivity", "Sensitivity"), ("specificity", "Specificity"),
                  ("accuracy", "Accuracy"), ("auc", "AUC"))
 
 
-def to_json_safe(value):
-    """Plain JSON types, with NaN and infinities as null (strict JSON has no NaN)."""
-    if isinstance(value, dict):
-        return {str(k): to_json_safe(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [to_json_safe(v) for v in value]
-    if isinstance(value, np.ndarray):
-        return to_json_safe(value.tolist())
-    if isinstance(value, (np.integer,)):
-        return int(value)
-    if isinstance(value, (float, np.floating)):
-        return float(value) if math.isfinite(value) else None
-    return value
-
-
 def write_results_json(path: str, results: dict) -> None:
-    from ssagan_tf.evaluation.ledger import write_atomic
+    from ssagan_tf.evaluation.ledger import to_json_safe, write_atomic
 
     write_atomic(path, json.dumps(to_json_safe(results), indent=1, allow_nan=False))
 
@@ -290,6 +273,8 @@ def paper_section() -> list:
 
 def write_report(path: str, results: dict) -> None:
     """Write `report.md` from the results dictionary (atomically: a temporary file renamed)."""
+    from ssagan_tf.evaluation.ledger import to_json_safe
+
     results = to_json_safe(results)
     lines = ["# Classifier evaluation: does the augmentation help?", ""]
     lines += sample_size_section(results) + pooled_section(results) + main_tables(results) + comparison_section(results)

@@ -19,10 +19,10 @@ from ssagan_tf.data import combined, schema
 from ssagan_tf.data.folds import manifest_sha256
 from ssagan_tf.data.pipeline import load_split_arrays
 from ssagan_tf.evaluation import arms, crossval, ledger, metrics
-from ssagan_tf.evaluation.augmenters import Augmenter, Translation, has_attention
 from ssagan_tf.evaluation.classifier import Classifier, format_seconds, predict_probabilities, train_classifier
 from ssagan_tf.evaluation.config import SYNTHETIC_ARMS, EvaluationConfig, check_inputs
 from ssagan_tf.evaluation.controls import ControlAugmenter
+from ssagan_tf.exported import Translation, attention_present, load_translator
 from ssagan_tf.locking import DirectoryLock
 from ssagan_tf.precision import choose_precision
 
@@ -57,11 +57,15 @@ def plan_rows(config: EvaluationConfig) -> list:
 
 
 def attention_metrics(to_normal: Translation, to_tumor: Translation, true_masks: np.ndarray,
-                      mask_present: np.ndarray, tau: float) -> dict:
+                      mask_present: np.ndarray, tau: float, declared: bool | None = None) -> dict:
     """Dice and IoU of the thresholded `tumor_to_normal` attention (the paper's A_t) against the
     true whole-tumor masks of the test tumor slices that carry one, and the mean absolute change
-    outside the attended region in both directions. Empty for systems without attention."""
-    if not (has_attention(to_normal.attention) or has_attention(to_tumor.attention)):
+    outside the attended region in both directions. Empty for systems without attention: those
+    whose export.json says so (`declared`), or, when nothing says (a built-in control, a
+    SavedModel without export.json), whose attention maps are all ones."""
+    if declared is None:
+        declared = attention_present(to_normal.attention) or attention_present(to_tumor.attention)
+    if not declared:
         return {"has_attention": False}
     dice, iou = metrics.dice_iou(to_normal.attention[mask_present] >= tau, true_masks[mask_present])
     result = {"has_attention": True, "tau": tau, "masked_tumor_slices": int(mask_present.sum()),
@@ -88,11 +92,13 @@ def translate_fold(augmenter, train: dict, test: dict, need_synthetic: bool) -> 
     return out
 
 
-def score_translations(out: dict, test: dict, tau: float) -> dict:
-    """The translations plus their attention metrics; `synthetic` = the pair the arms draw from."""
+def score_translations(out: dict, test: dict, tau: float, declared: bool | None = None) -> dict:
+    """The translations plus their attention metrics (`declared`: whether the augmenter has
+    attention, as its export.json says; None: told from the maps); `synthetic` = the pair the
+    arms draw from."""
     tumor = test["label"] == 1
     scored = dict(out, attention=attention_metrics(out["test_to_normal"], out["test_to_tumor"], test["mask"][tumor],
-                                                   test["has_mask"][tumor] > 0, tau))
+                                                   test["has_mask"][tumor] > 0, tau, declared))
     if "synthetic_tumor" in out:
         scored["synthetic"] = (out["synthetic_tumor"], out.get("synthetic_normal"))
     return scored
@@ -188,7 +194,7 @@ def build_augmenters(config: EvaluationConfig, plan: dict, low_data, image_shape
             cohorts[name] = dict(crossval.check_cohort(name, version_dir, plan, low_data, bool(config.folds),
                                                        namespace),
                                  path=version_dir, identity=ledger.augmenter_identity(version_dir))
-            augmenter = Augmenter(name, version_dir)
+            augmenter = load_translator(version_dir, name=name, kinds=("version", "base"), require_info=False)
         augmenter.check_input_shape(image_shape)
         loaded.append(augmenter)
     return loaded, cohorts
@@ -242,7 +248,8 @@ def _run(config: EvaluationConfig) -> dict:
             if made is None:
                 made = translate_fold(augmenter, plan["train"], plan["test"], need_synthetic)
                 cache.save(key, made)
-            translations[augmenter.name] = score_translations(made, plan["test"], config.tau)
+            translations[augmenter.name] = score_translations(made, plan["test"], config.tau,
+                                                              getattr(augmenter, "has_attention", None))
         if plan is plans[0]:
             first_translations = translations
             if config.judge:

@@ -11,6 +11,7 @@ import os
 import numpy as np
 import tensorflow as tf
 
+from ssagan_tf import run_dir
 from ssagan_tf.training import summaries
 
 
@@ -99,9 +100,9 @@ class WriteImages:
                                           cycle_attention=self.config.cycle_attention)
         self.board.image(step, "translations", summaries.grid_image(rows),
                          description=summaries.grid_description(len(self.grid_inputs[0])))
-        os.makedirs(os.path.join(self.config.model_dir, "samples"), exist_ok=True)
+        os.makedirs(run_dir.samples_dir(self.config.model_dir), exist_ok=True)
         figures.save(summaries.translation_figure(rows, step),
-                     os.path.join(self.config.model_dir, "samples", f"step_{step:08d}.png"))
+                     run_dir.sample_path(self.config.model_dir, step))
 
 
 def non_finite_state(models, optimizers, probe) -> list:

@@ -1,36 +1,25 @@
 """Training checkpoints: everything needed to continue a run exactly (docs/training.md, "Resuming
-exactly"), and `restore_models` for export and evaluation.
+exactly"), and `restore_models` for export and evaluation. Where checkpoints are and which one to
+read (the newest intact one, the best one) is the run directory's (`ssagan_tf.run_dir`).
 
 A checkpoint holds the six networks, both optimizers (moments, iteration counts, loss scales),
 the global step and epoch, and every replica's image pools (whose query counters are their
 random state; the data order is reproduced by seed and step, see `loop.py`).
 
-Which checkpoint to continue from is decided from the checkpoint files themselves, not from
-TensorFlow's `checkpoints/checkpoint` state file alone: a missing or garbage state file makes
-`tf.train.latest_checkpoint` answer None (training would restart from step 0 over the existing
-checkpoints), and a truncated latest checkpoint fails deep inside TensorFlow without its name.
-`newest_intact_checkpoint` reads every tensor of the newest `ckpt-<N>` (CRCs included) and steps
-back to older ones until one reads, naming what it skipped.
+`record_resume_point` makes TensorFlow's state file agree with the checkpoint a run continues
+from (`run_dir.newest_intact_checkpoint`).
 """
 
 from __future__ import annotations
 
 import os
-import re
-import sys
-from dataclasses import dataclass
 
 import tensorflow as tf
 
 from ssagan_tf.models import ModelConfig, SSAModels, build_models
+from ssagan_tf.run_dir import checkpoint_dir, checkpoint_problem, list_checkpoints, newest_intact_checkpoint
 from ssagan_tf.training import averaging
 from ssagan_tf.training.config import load_config_dict
-
-CHECKPOINT_SUBDIR = "checkpoints"
-
-
-def checkpoint_dir(model_dir: str) -> str:
-    return os.path.join(model_dir, CHECKPOINT_SUBDIR)
 
 
 def model_checkpoint(models: SSAModels, **extra) -> tf.train.Checkpoint:
@@ -50,91 +39,6 @@ def training_checkpoint(models: SSAModels, gen_optimizer, disc_optimizer, step, 
     return model_checkpoint(models, generator_optimizer=gen_optimizer, discriminator_optimizer=disc_optimizer,
                             step=step, epoch=epoch, pools_tumor=list(pools_tumor), pools_normal=list(pools_normal),
                             **extra)
-
-
-def latest_checkpoint(model_dir: str):
-    """The checkpoint prefix TensorFlow's state file names as the latest, or None (see
-    `newest_intact_checkpoint` for the one to continue from)."""
-    return tf.train.latest_checkpoint(checkpoint_dir(model_dir))
-
-
-CHECKPOINT_PREFIX = "ckpt"      # tf.train.CheckpointManager's: ckpt-<N>.index, ckpt-<N>.data-<i>-of-<n>
-_CHECKPOINT_FILE = re.compile(rf"^{CHECKPOINT_PREFIX}-(\d+)(\.index|\.data-\d+-of-\d+)$")
-
-
-@dataclass(frozen=True)
-class CheckpointFiles:
-    """The files of one `ckpt-<number>` in a run's checkpoints folder."""
-
-    number: int
-    prefix: str             # the path TensorFlow reads: <model_dir>/checkpoints/ckpt-<number>
-    files: tuple            # the file names present (index and data shards)
-
-    @property
-    def name(self) -> str:
-        return os.path.basename(self.prefix)
-
-
-class NoIntactCheckpointError(RuntimeError):
-    """Checkpoint files exist, but none of them can be read."""
-
-
-def list_checkpoints(model_dir: str) -> list:
-    """Every `ckpt-<N>` with files in `<model_dir>/checkpoints`, intact or not, oldest (lowest N)
-    first. TensorFlow's state file is not read."""
-    folder = checkpoint_dir(model_dir)
-    found = {}
-    names = sorted(os.listdir(folder)) if os.path.isdir(folder) else []
-    for name in names:
-        match = _CHECKPOINT_FILE.match(name)
-        if match and os.path.isfile(os.path.join(folder, name)):
-            found.setdefault(int(match.group(1)), []).append(name)
-    return [CheckpointFiles(number, os.path.join(folder, f"{CHECKPOINT_PREFIX}-{number}"), tuple(files))
-            for number, files in sorted(found.items())]
-
-
-def checkpoint_problem(prefix: str) -> str | None:
-    """Why the checkpoint at `prefix` cannot be read (None when it can): its index must parse and
-    every tensor must read with its checksum. Reading all of it costs about one restore."""
-    if not os.path.isfile(prefix + ".index"):
-        return "no index file (the save did not finish)"
-    try:
-        reader = tf.train.load_checkpoint(prefix)
-        for name in reader.get_variable_to_shape_map():
-            reader.get_tensor(name)
-    except Exception as err:  # noqa: BLE001 - any failure to read means: not intact (IndexError, OpError, ...)
-        text = getattr(err, "message", None) or str(err) or type(err).__name__
-        return " ".join(text.replace(prefix, "").split())[:200] or type(err).__name__
-    return None
-
-
-def newest_intact_checkpoint(model_dir: str, log=None):
-    """The prefix of the newest checkpoint of the run in `model_dir` that reads completely, or None
-    when there are no checkpoint files. Newer ones that do not read are named in one line through
-    `log` (default: stderr) and left on disk as they are; when none reads,
-    `NoIntactCheckpointError` names them."""
-    found = list_checkpoints(model_dir)
-    skipped = []
-    for candidate in reversed(found):
-        problem = checkpoint_problem(candidate.prefix)
-        if problem is None:
-            if skipped:
-                (log or _to_stderr)(f"Skipped unreadable checkpoint(s) newer than {candidate.name} (left as they are): "
-                                    + "; ".join(skipped))
-            return candidate.prefix
-        skipped.append(f"{candidate.name} ({problem})")
-    if skipped:
-        raise NoIntactCheckpointError(
-            f"{checkpoint_dir(model_dir)}: no checkpoint can be read: " + "; ".join(skipped)
-            + ". Nothing was changed; to start this run over, pass --fresh (it deletes them)")
-    return None
-
-
-def highest_checkpoint_number(model_dir: str) -> int:
-    """The highest N of any `ckpt-<N>` file present, readable or not (0 when none), so that new
-    checkpoints can be numbered above every existing one."""
-    found = list_checkpoints(model_dir)
-    return found[-1].number if found else 0
 
 
 def record_resume_point(model_dir: str, prefix: str) -> None:
@@ -161,28 +65,6 @@ def record_resume_point(model_dir: str, prefix: str) -> None:
     checkpoint_management.update_checkpoint_state_internal(
         checkpoint_dir(model_dir), wanted[-1], all_model_checkpoint_paths=wanted, save_relative_paths=True,
         all_model_checkpoint_timestamps=times, last_preserved_timestamp=min(times) - 1)
-
-
-def _to_stderr(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
-
-
-CHECKPOINT_CHOICES = ("auto", "best", "latest")
-
-
-def chosen_checkpoint(model_dir: str, which: str = "latest", log=None):
-    """The checkpoint prefix export reads: `latest`, `best` (the one `--select_best` kept;
-    FileNotFoundError without one) or `auto` (best when the run kept one, else latest); latest is the newest intact
-    checkpoint (`newest_intact_checkpoint`, which names through `log` the unreadable ones it skipped)."""
-    from ssagan_tf.training.selection import best_checkpoint, selection_dir
-
-    if which not in CHECKPOINT_CHOICES:
-        raise ValueError(f"checkpoint must be one of {CHECKPOINT_CHOICES}, got {which!r}")
-    best = best_checkpoint(model_dir) if which != "latest" else None
-    if which == "best" and best is None:
-        raise FileNotFoundError(f"{selection_dir(model_dir)}: no best checkpoint; train with --select_best and "
-                                "--judge_dir, or export --checkpoint=latest")
-    return best or newest_intact_checkpoint(model_dir, log)
 
 
 class IncompatibleCheckpointError(ValueError):

@@ -10,7 +10,6 @@ precision is resolved, so a bad flag is refused at once.
 from __future__ import annotations
 
 import dataclasses
-import glob
 import json
 import math
 import os
@@ -20,8 +19,8 @@ from ssagan_tf import precision as precisions
 from ssagan_tf.choices import CYCLE_ATTENTIONS, D_MODE_ALIASES, D_MODES, GAN_LOSSES, MASK_LOSS_TYPES
 from ssagan_tf.data import combined, integrity, schema
 from ssagan_tf.models.config import ModelConfig
+from ssagan_tf.run_dir import config_path, has_checkpoint_index
 
-CONFIG_NAME = "config.json"
 STRATEGIES = ("mirrored", "one_device", "multi_worker")
 
 
@@ -106,7 +105,7 @@ class RunConfig:
     log_every: int = 50
     image_every: int = 500
     fresh: bool = False
-    export_dir: str = ""               # after training, the chief exports the generators here; "" = no export
+    export_dir: str = ""               # after training, the entry point exports the generators here ("" = none)
     allow_changes: tuple = ()          # settings (RESUME_GUARDED) a resume may change from the saved run
     # The patients of a cross-validation fold's run (ssagan_tf.data.folds.cohort_record); {} = the
     # whole train split of data_dir. Recorded here and in the export's export.json.
@@ -337,7 +336,7 @@ def save_config(config: RunConfig, directory: str, data_checksum: str | None = N
     """Write `config` (and the checksum of its data, `integrity.dataset_checksum`) as
     `<directory>/config.json`, atomically."""
     os.makedirs(directory, exist_ok=True)
-    path = os.path.join(directory, CONFIG_NAME)
+    path = config_path(directory)
     tmp = path + ".tmp"
     values = config.to_dict()
     values["allow_changes"] = list(config.allow_changes)
@@ -388,7 +387,7 @@ def run_config_problem(values) -> str | None:
 def load_config_dict(model_dir: str) -> dict:
     """The checked contents of `<model_dir>/config.json`: `RunConfigFileError` names the file and
     what is wrong with it (bad JSON, a missing key, a value of the wrong type or refused)."""
-    path = os.path.join(model_dir, CONFIG_NAME)
+    path = config_path(model_dir)
     if not os.path.isfile(path):
         raise FileNotFoundError(f"{path}: no run config; is {model_dir!r} the --model_dir of a training run?")
     try:
@@ -411,7 +410,7 @@ def load_run_config(model_dir: str) -> RunConfig:
 def saved_precision(model_dir: str) -> str | None:
     """The precision of the run saved in `model_dir` (None when it holds no checkpoint)."""
     # The checkpoint files, not TensorFlow's state file, which may be missing or garbage.
-    if not glob.glob(os.path.join(glob.escape(model_dir), "checkpoints", "ckpt-*.index")):
+    if not has_checkpoint_index(model_dir):
         return None
     try:
         return ModelConfig.from_dict(load_config_dict(model_dir)["model"]).precision

@@ -1,7 +1,8 @@
 """The outer training loop (docs/training.md): preflight, strategy, the training state
 (`state.TrainingState`), resume, and the step loop: each step in the phase the schedule
 (`schedule.Schedule`) gives it, then the periodic actions that are due (`actions`: log, images,
-validation, checkpoint); at the end, with `export_dir`, the chief exports the generators.
+validation, checkpoint); at the end, the caller's `finish` (the entry point passes the export of
+`--export_dir`, `ssagan_tf.export.export_after_training`: training itself never imports export).
 
 Epochs are counted in global batches over the longer training domain. The learning-rate
 schedule spans all `epochs`; `max_steps` only stops early, so a run stopped by it and resumed
@@ -24,22 +25,19 @@ import numpy as np
 import tensorflow as tf
 
 from ssagan_tf.data import combined, integrity, pipeline
+from ssagan_tf import run_dir
 from ssagan_tf.locking import DirectoryLock
 from ssagan_tf.models import ModelConfig, build_models
 from ssagan_tf.training import averaging, checkpoints, resume, selection, summaries
 from ssagan_tf.training.actions import (AnnounceFreeze, LogProgress, NonFiniteLossError, SaveCheckpoint, Throughput,
                                        WriteImages)
-from ssagan_tf.training.config import (CONFIG_NAME, ConfigError, RunConfig, labelled_tumors, load_config_dict,
-                                       save_config)
+from ssagan_tf.training.config import ConfigError, RunConfig, labelled_tumors, load_config_dict, save_config
 from ssagan_tf.training.interrupt import StopRequests
 from ssagan_tf.training.schedule import Schedule
 from ssagan_tf.training.state import TrainingState
 from ssagan_tf.training.step import TrainStep
 from ssagan_tf.training.validation import Validation
 from ssagan_tf.training.strategy import cleanup_write_dir, is_chief, is_chief_process, make_strategy, write_dir
-
-LOCK_NAME = "train.lock"          # in model_dir; held while a trainer runs (ssagan_tf.locking)
-
 
 @dataclass
 class TrainResult:
@@ -54,7 +52,7 @@ class TrainResult:
     val_fill: dict = field(default_factory=dict)    # epoch -> validation.healthy_fill_measures (lesion levers)
     checkpoint: str | None = None
     chief: bool = True                             # whether this process wrote the run directory
-    export: str | None = None                      # the version directory written for export_dir
+    export: str | None = None                      # what `train`'s `finish` returned (the export's version dir)
 
 
 def missing_masks_warning(config: RunConfig, manifest, extras=()) -> str | None:
@@ -93,9 +91,9 @@ def _prepare_model_dir(config: RunConfig, chief: bool, data_checksum: str, log):
         if chief:
             resume.start_fresh(config.model_dir, log)
         return None
-    latest = checkpoints.newest_intact_checkpoint(config.model_dir, log)
+    latest = run_dir.newest_intact_checkpoint(config.model_dir, log)
     if latest is None:
-        if os.path.exists(os.path.join(config.model_dir, CONFIG_NAME)):
+        if os.path.exists(run_dir.config_path(config.model_dir)):
             load_config_dict(config.model_dir)      # a new run replaces only a config.json of ours
         return None
     resume.check_resume(config, data_checksum, log)
@@ -116,8 +114,10 @@ def _dataset(config: RunConfig, skip: int):
     return ds.skip(skip).with_options(options)
 
 
-def train(config: RunConfig, stream=None) -> TrainResult:
-    """Train (or resume) the run described by `config`; see the module docstring."""
+def train(config: RunConfig, stream=None, finish=None) -> TrainResult:
+    """Train (or resume) the run described by `config`; see the module docstring. `finish(config,
+    result, log)`, when given, runs once training is done and the run directory's lock released
+    (e.g. the export of `config.export_dir`); its return value is the result's `export`."""
     stream = stream or sys.stdout
 
     def log(message):
@@ -135,18 +135,12 @@ def train(config: RunConfig, stream=None) -> TrainResult:
     schedule = Schedule.for_run(config, [manifest, *extras])
     # One trainer per run directory: two would write checkpoints under the same names. Only the
     # process that writes model_dir locks it (multi-worker peers save into temporary folders).
-    lock = (DirectoryLock(config.model_dir, LOCK_NAME, "a training run", "--model_dir")
+    lock = (DirectoryLock(config.model_dir, run_dir.LOCK_NAME, "a training run", "--model_dir")
             if is_chief_process(config.strategy) else contextlib.nullcontext())
     with lock:
         result = _train(config, manifest, extras, schedule, log, stream)
-    if config.export_dir and result.chief:          # one process of a multi-worker run exports
-        # Imported here: export reads what training writes, a floor above it.
-        from ssagan_tf.export import export_models
-
-        # float32 for serving whatever the training precision (python -m ssagan_tf.export
-        # --precision exports in another).
-        result.export = export_models(config.model_dir, config.export_dir, precision="fp32", log=log)
-        log(f"Exported to {config.export_dir}")
+    if finish is not None:
+        result.export = finish(config, result, log)
     return result
 
 
@@ -171,7 +165,7 @@ def _train(config: RunConfig, manifest, extras, schedule: Schedule, log, stream)
 
     state = TrainingState.build(config, strategy, schedule)
     ckpt = state.checkpoint()
-    manager = tf.train.CheckpointManager(ckpt, checkpoints.checkpoint_dir(out_dir), max_to_keep=config.keep_checkpoints)
+    manager = tf.train.CheckpointManager(ckpt, run_dir.checkpoint_dir(out_dir), max_to_keep=config.keep_checkpoints)
     resumed = None
     if resume_from:
         _restore(ckpt, state, resume_from, log)
@@ -187,14 +181,14 @@ def _train(config: RunConfig, manifest, extras, schedule: Schedule, log, stream)
         record_config()
     # New checkpoints are numbered above every existing one (an unreadable newer one skipped on
     # resume is neither overwritten nor mistaken for the latest); normally the number is the step.
-    number_offset = max(0, checkpoints.highest_checkpoint_number(config.model_dir) - int(state.step.numpy()))
+    number_offset = max(0, run_dir.highest_checkpoint_number(config.model_dir) - int(state.step.numpy()))
     total_steps, stop_step = schedule.total_steps, schedule.stop_step
     log(f"Training {config.model.system} on {data_line(config, manifest, extras)}: {replicas} replica(s) "
         f"({config.strategy}), "
         f"global batch {config.batch_size}, {schedule.steps_per_epoch} steps/epoch, {total_steps} steps in all"
         + (f", stopping at step {stop_step}" if stop_step < total_steps else ""))
-    log(f"Checkpoints in {checkpoints.checkpoint_dir(config.model_dir)}; TensorBoard: "
-        f"tensorboard --logdir {os.path.join(config.model_dir, 'logs')}")
+    log(f"Checkpoints in {run_dir.checkpoint_dir(config.model_dir)}; TensorBoard: "
+        f"tensorboard --logdir {run_dir.logs_dir(config.model_dir)}")
 
     result = TrainResult(step=int(state.step.numpy()), epoch=int(state.epoch.numpy()), total_steps=total_steps,
                          resumed_from=resumed, chief=chief)
@@ -246,7 +240,7 @@ def _run(config, schedule, strategy, chief, state, manager, result, log, stream,
 
 def _loop(config, schedule, strategy, chief, state, manager, result, log, stream, record_config, number_offset,
           stop):
-    board = summaries.Summaries(os.path.join(config.model_dir, "logs") if chief else None)
+    board = summaries.Summaries(run_dir.logs_dir(config.model_dir) if chief else None)
     train_step = TrainStep(strategy, state, config)
     start = int(state.step.numpy())
     iterator = iter(strategy.experimental_distribute_dataset(_dataset(config, skip=start)))
@@ -270,7 +264,7 @@ def _loop(config, schedule, strategy, chief, state, manager, result, log, stream
     saver = SaveCheckpoint(config, schedule, state, manager, start, number_offset)
     actions.append(saver)
     if chief and config.select_best:
-        actions.append(selection.KeepBest(config, schedule, checkpoints.checkpoint_dir(config.model_dir), log,
+        actions.append(selection.KeepBest(config, schedule, run_dir.checkpoint_dir(config.model_dir), log,
                                           number_offset))
 
     if validation is not None and start == 0:
@@ -307,7 +301,7 @@ def _loop(config, schedule, strategy, chief, state, manager, result, log, stream
         _stop(stop, saver, current, log)
     result.step, result.epoch = current, int(state.epoch.numpy())
     if chief:
-        result.checkpoint = checkpoints.latest_checkpoint(config.model_dir)
+        result.checkpoint = run_dir.latest_checkpoint(config.model_dir)
         log(f"Done at step {current}; checkpoint {result.checkpoint}")
     else:
         log(f"Done at step {current} (this worker's checkpoints were temporary; the chief keeps them)")

@@ -16,19 +16,20 @@ import os
 import re
 import shutil
 
+from ssagan_tf import run_dir
 from ssagan_tf.models import ModelConfig
-from ssagan_tf.training import checkpoints
-from ssagan_tf.training.config import (CONFIG_NAME, DATA_CHECKSUM_KEY, RESUME_GUARDED, ConfigError, RunConfig,
+from ssagan_tf.run_dir import CONFIG_NAME
+from ssagan_tf.training.config import (DATA_CHECKSUM_KEY, RESUME_GUARDED, ConfigError, RunConfig,
                                        load_config_dict)
 
 # What training writes in its run directory, by folder: only such entries are deleted by --fresh.
 WRITTEN = {
-    checkpoints.CHECKPOINT_SUBDIR: re.compile(r"^(checkpoint|checkpoint\.tmp[0-9a-f]*|ckpt-\d+(\.index|\.data-\d+-of-\d+)"
+    run_dir.CHECKPOINT_SUBDIR: re.compile(r"^(checkpoint|checkpoint\.tmp[0-9a-f]*|ckpt-\d+(\.index|\.data-\d+-of-\d+)"
                                               r"|ckpt-\d+_temp)$"),
-    "logs": re.compile(r"^events\.out\.tfevents\.\d+\..+$"),
-    "samples": re.compile(r"^step_\d{8}\.png$"),
+    run_dir.LOGS_SUBDIR: re.compile(r"^events\.out\.tfevents\.\d+\..+$"),
+    run_dir.SAMPLES_SUBDIR: re.compile(r"^step_\d{8}\.png$"),
     # --select_best: the scores and the kept copy of the best checkpoint (training.selection)
-    "selection": re.compile(r"^(scores\.json(\.tmp)?|ckpt-\d+(\.index|\.data-\d+-of-\d+)(\.tmp)?)$"),
+    run_dir.SELECTION_SUBDIR: re.compile(r"^(scores\.json(\.tmp)?|ckpt-\d+(\.index|\.data-\d+-of-\d+)(\.tmp)?)$"),
 }
 WRITTEN_FILES = (CONFIG_NAME, CONFIG_NAME + ".tmp")
 
@@ -39,7 +40,7 @@ def check_fresh(model_dir: str) -> None:
     only; run before the run directory is locked (so a refused folder gets no lock file)."""
     if not os.path.isdir(model_dir):
         return
-    config_path = os.path.join(model_dir, CONFIG_NAME)
+    config_path = run_dir.config_path(model_dir)
     if os.path.exists(config_path):
         try:
             load_config_dict(model_dir)
@@ -93,7 +94,7 @@ def check_resume(config: RunConfig, data_checksum: str, log) -> None:
     does; name the allowed changes through `log`."""
     saved_values = load_config_dict(config.model_dir)
     saved = RunConfig.from_dict(saved_values)
-    path = os.path.join(config.model_dir, CONFIG_NAME)
+    path = run_dir.config_path(config.model_dir)
     if (saved.model.precision == "fp16") != (config.model.precision == "fp16"):
         raise ConfigError(f"{config.model_dir} holds a run trained in {saved.model.precision}, this one is "
                           f"{config.model.precision}: fp16 runs keep loss-scaled optimizers that other precisions do "

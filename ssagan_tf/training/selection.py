@@ -48,14 +48,14 @@ import shutil
 
 import numpy as np
 
-SELECTION_SUBDIR = "selection"
-SCORES_NAME = "scores.json"
+from ssagan_tf.data.schema import DIRECTIONS
+from ssagan_tf.run_dir import SCORES_NAME, best_checkpoint, read_scores, selection_dir
+
 KID_WEIGHT = 0.5
 MAX_STANDARD_ERROR = 0.05
 # A judge below these on its own validation split cannot steer selection or the warm-up.
 MIN_JUDGE_AUC = 0.75
 MIN_JUDGE_RATE = 0.6
-DIRECTIONS = ("normal_to_tumor", "tumor_to_normal")
 
 
 def kid_left(kid: dict) -> float:
@@ -140,27 +140,6 @@ def best_record(records: list) -> dict | None:
         if best is None or record["score"] > best["score"]:
             best = record
     return best
-
-
-def selection_dir(model_dir: str) -> str:
-    return os.path.join(model_dir, SELECTION_SUBDIR)
-
-
-def read_scores(model_dir: str) -> dict:
-    path = os.path.join(selection_dir(model_dir), SCORES_NAME)
-    if not os.path.isfile(path):
-        return {"rule": None, "records": [], "best": None}
-    with open(path) as f:
-        return json.load(f)
-
-
-def best_checkpoint(model_dir: str) -> str | None:
-    """The checkpoint prefix the selection kept, or None (no selection, or its files are gone)."""
-    best = read_scores(model_dir).get("best")
-    if not best:
-        return None
-    prefix = os.path.join(selection_dir(model_dir), best["checkpoint"])
-    return prefix if os.path.isfile(prefix + ".index") else None
 
 
 def _write_scores(model_dir: str, scores: dict) -> None:

@@ -479,9 +479,3 @@ def _write_report_safely(config, outcomes, cohort, stage) -> str:
     except (OSError, ValueError) as err:
         print(f"convert: could not write the report: {err}", file=sys.stderr)
     return os.path.join(config.output_dir, name)
-
-
-if __name__ == "__main__":
-    from data_prep.convert_cli import main
-
-    sys.exit(main())
