@@ -9,7 +9,7 @@ export TF_CPP_MIN_LOG_LEVEL ?= 2
 
 help:
 	@echo "make demo   end to end on the synthetic phantom cohort (outputs under $(DEMO_DIR)/)"
-	@echo "make test   the whole test suite (what CI runs; ~22 min on 2 cores)"
+	@echo "make test   the whole test suite (what CI runs; ~19 min on 2 cores)"
 	@echo "make test-fast  the fast tier, without end-to-end training and subprocess tests (edit-test loop)"
 	@echo "make bench  the data benchmark (JSON + table); README lists the training and augmentation ones"
 
