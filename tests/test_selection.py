@@ -86,7 +86,8 @@ def test_the_best_checkpoint_is_kept_through_keep_checkpoints_and_named_in_score
                                          max_to_keep=2)
     schedule = SimpleNamespace(steps_per_epoch=3, ends_epoch=lambda s: s % 3 == 0, freeze_epoch=None,
                                warmup_end=FakeWarmupEnd())
-    config = SimpleNamespace(model_dir=model_dir, data_dir=tiny_dataset, warmup_patience=0, warmup_min_delta=0.02)
+    config = SimpleNamespace(model_dir=model_dir, data_dir=tiny_dataset, warmup_patience=0, warmup_min_delta=0.02,
+                             judge_dir="")
     result = SimpleNamespace(val_judge={}, val_dice={})
     log = io.StringIO()
     record = selection.RecordValidation(config, schedule, result, lambda m: print(m, file=log))
@@ -124,7 +125,8 @@ def test_a_later_better_score_replaces_the_kept_checkpoint(tiny_dataset, tmp_pat
     manager = tf.train.CheckpointManager(tf.train.Checkpoint(value=value), os.path.join(model_dir, "checkpoints"), 5)
     schedule = SimpleNamespace(steps_per_epoch=1, ends_epoch=lambda s: True, freeze_epoch=None,
                                warmup_end=FakeWarmupEnd())
-    config = SimpleNamespace(model_dir=model_dir, data_dir=tiny_dataset, warmup_patience=0, warmup_min_delta=0.0)
+    config = SimpleNamespace(model_dir=model_dir, data_dir=tiny_dataset, warmup_patience=0, warmup_min_delta=0.0,
+                             judge_dir="")
     result = SimpleNamespace(val_judge={}, val_dice={})
     record = selection.RecordValidation(config, schedule, result, lambda m: None)
     keep = selection.KeepBest(config, schedule, os.path.join(model_dir, "checkpoints"), lambda m: None)
@@ -142,7 +144,7 @@ def test_the_warmup_ends_when_the_record_says_it_plateaued(tiny_dataset, tmp_pat
     schedule = SimpleNamespace(steps_per_epoch=1, ends_epoch=lambda s: True, freeze_epoch=5,
                                warmup_end=FakeWarmupEnd())
     config = SimpleNamespace(model_dir=str(tmp_path), data_dir=tiny_dataset, warmup_patience=1,
-                             warmup_min_delta=0.02)
+                             warmup_min_delta=0.02, judge_dir="")
     result = SimpleNamespace(val_judge={}, val_dice={})
     record = selection.RecordValidation(config, schedule, result, lambda m: None)
     for epoch, (dice, rate) in enumerate([(0.1, 0.2), (0.3, 0.6), (0.31, 0.61)]):
@@ -172,7 +174,8 @@ def test_a_checkpoint_from_inside_the_warmup_is_replaced_by_the_first_one_after_
     manager = tf.train.CheckpointManager(tf.train.Checkpoint(value=value), os.path.join(model_dir, "checkpoints"), 5)
     schedule = SimpleNamespace(steps_per_epoch=1, ends_epoch=lambda s: True, freeze_epoch=2,
                                warmup_end=FakeWarmupEnd())
-    config = SimpleNamespace(model_dir=model_dir, data_dir=tiny_dataset, warmup_patience=0, warmup_min_delta=0.0)
+    config = SimpleNamespace(model_dir=model_dir, data_dir=tiny_dataset, warmup_patience=0, warmup_min_delta=0.0,
+                             judge_dir="")
     result = SimpleNamespace(val_judge={}, val_dice={})
     record = selection.RecordValidation(config, schedule, result, lambda m: None)
     keep = selection.KeepBest(config, schedule, os.path.join(model_dir, "checkpoints"), lambda m: None)

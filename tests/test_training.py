@@ -654,6 +654,20 @@ def test_weight_average_is_the_recursion_of_the_raw_weights(data_dir, tmp_path):
     assert any(not np.allclose(g, r) for g, r in zip(got["normal_to_tumor"], raw["normal_to_tumor"]))
 
 
+def _two_averaged_steps_saved(config, tmp_path, seed: int):
+    """Two warm-up steps of a run with a weight average, saved as checkpoint 2 with its config.
+    Returns (train_step, models, checkpoint path, networks holding the average)."""
+    train_step, models, _ = make_train_step(config)
+    for k in range(2):
+        train_step(random_batch(seed=seed + k), phase(config, True))
+    manager = tf.train.CheckpointManager(train_step.state.checkpoint(), run_dir.checkpoint_dir(str(tmp_path)), 3)
+    path = manager.save(checkpoint_number=2)
+    save_config(config, str(tmp_path))
+    shadows = build_models(config.model)
+    train_step.state.average.copy_to(shadows)
+    return train_step, models, path, shadows
+
+
 def test_weight_average_checkpoint_round_trip_and_restore_models_uses_it(data_dir, tmp_path):
     """The average is saved with the training state and restored exactly by a resume (raw weights
     and shadows as saved); restore_models (export, augmentation) gives the averaged weights; a run
@@ -662,14 +676,7 @@ def test_weight_average_checkpoint_round_trip_and_restore_models_uses_it(data_di
     from ssagan_tf.training.averaging import averaged_networks
 
     config = tiny_config(data_dir, tmp_path, ema_decay=0.5, learning_rate=1e-2)
-    train_step, models, _ = make_train_step(config)
-    for k in range(2):
-        train_step(random_batch(seed=20 + k), phase(config, True))
-    manager = tf.train.CheckpointManager(train_step.state.checkpoint(), run_dir.checkpoint_dir(str(tmp_path)), 3)
-    path = manager.save(checkpoint_number=2)
-    save_config(config, str(tmp_path))
-    shadows = build_models(config.model)
-    train_step.state.average.copy_to(shadows)
+    train_step, models, path, shadows = _two_averaged_steps_saved(config, tmp_path, seed=20)
     shadows = floats_of(averaged_networks(shadows))
     raw = floats_of(averaged_networks(models))
     assert any(not np.allclose(a, b) for a, b in zip(shadows["tumor_to_normal"], raw["tumor_to_normal"]))
@@ -854,15 +861,8 @@ def test_a_checkpoint_with_averaged_attention_networks_restores_them_raw(data_di
 
     config = tiny_config(data_dir, tmp_path, ema_decay=0.5, learning_rate=1e-2)
     monkeypatch.setattr(averaging, "AVERAGED", averaging.AVERAGED + averaging.SHOWN_RAW)
-    train_step, models, _ = make_train_step(config)
-    for k in range(2):
-        train_step(random_batch(seed=40 + k), phase(config, True))
-    manager = tf.train.CheckpointManager(train_step.state.checkpoint(), checkpoints.checkpoint_dir(str(tmp_path)), 3)
-    path = manager.save(checkpoint_number=2)
-    save_config(config, str(tmp_path))
+    _, models, path, shadows = _two_averaged_steps_saved(config, tmp_path, seed=40)
     assert any("weight_average/attention_tumor" in name for name, _ in tf.train.list_variables(path))
-    shadows = build_models(config.model)
-    train_step.state.average.copy_to(shadows)
     monkeypatch.undo()
     restored, _, _ = checkpoints.restore_models(str(tmp_path))
     for a, b in zip(restored.attention_tumor.weights, models.attention_tumor.weights):

@@ -92,10 +92,10 @@ def load_average_into(models, checkpoint_path: str):
 def copy_raw(models, shown_models):
     """Copy the weights of the translation networks that are not averaged (the attention
     networks) from the trained `models` into `shown_models`."""
-    shown = shown_models.named()
-    for name, network in models.named().items():
-        if name in SHOWN_RAW and network is not None:
-            for target, weight in zip(shown[name].weights, network.weights, strict=True):
+    trained, shown = models.named(), shown_models.named()
+    for name in SHOWN_RAW:
+        if name in trained:
+            for target, weight in zip(shown[name].weights, trained[name].weights, strict=True):
                 target.assign(weight.value)
 
 

@@ -162,14 +162,13 @@ class RecordValidation:
         self.config, self.schedule, self.result, self.log = config, schedule, result, log
         self.recorded = set()
         from ssagan_tf.data import schema
-
         from ssagan_tf.evaluation.judge import read_judge_info
 
         manifest = schema.read_manifest(config.data_dir)
         warning = slices_warning(manifest.count("val", "normal"), manifest.count("val", "tumor"))
         if warning:
             log(warning)
-        warning = judge_warning(read_judge_info(config.judge_dir)) if getattr(config, "judge_dir", "") else None
+        warning = judge_warning(read_judge_info(config.judge_dir)) if config.judge_dir else None
         if warning:
             log(warning)
 
