@@ -166,12 +166,3 @@ def discriminator_views(d_mode: str, masked: bool, real, fake, fake_attention, r
         return real, fake
     real_mask = real_attention if d_mode == "own_attention" else fake_attention
     return attention_guided_input(real, real_mask, tau), attention_guided_input(fake, fake_attention, tau)
-
-
-def dice_coefficient(prediction, target, eps: float = 1e-6):
-    """Per-example Dice 2|P n T| / (|P| + |T|) of binary maps; 1 when both are empty."""
-    p = tf.reshape(tf.cast(prediction, tf.float32), [tf.shape(prediction)[0], -1])
-    t = tf.reshape(tf.cast(target, tf.float32), [tf.shape(target)[0], -1])
-    intersection = tf.reduce_sum(p * t, axis=1)
-    total = tf.reduce_sum(p, axis=1) + tf.reduce_sum(t, axis=1)
-    return (2.0 * intersection + eps) / (total + eps)

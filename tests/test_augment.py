@@ -395,7 +395,7 @@ def test_judge_scores_the_synthetic_slices_into_the_summary(model_base, tiny_dat
     import json
 
     from ssagan_tf.evaluation.judge import Judge, JudgeConfig, train_judge
-    from ssagan_tf.evaluation import metrics
+    from ssagan_tf import metrics
 
     judge_dir = str(tmp_path / "judge")
     train_judge(JudgeConfig(data_dir=tiny_dataset, output_dir=judge_dir, width=4, epochs=1, precision="fp32"),

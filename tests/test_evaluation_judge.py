@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from conftest import REPO_ROOT, write_tiny_dataset
-from ssagan_tf.evaluation import metrics
+from ssagan_tf import metrics
 
 
 

@@ -3,7 +3,8 @@
 import numpy as np
 import pytest
 
-from ssagan_tf.evaluation import metrics, stats
+from ssagan_tf import metrics
+from ssagan_tf.evaluation import stats
 
 # Two patients, one tumor and one normal slice each. A resample of two patients is AA, AB, BA or
 # BB with probability 1/4 each: AUC(AA) = 1 (0.9 > 0.2), AUC(BB) = 0 (0.3 < 0.6), and AUC(AB) =

@@ -812,7 +812,7 @@ def test_healthy_fill_measures_compare_the_fill_inside_transplanted_masks(data_d
     """Every validation normal slice gets a lesion from a labelled validation tumor slice; a
     tumor->normal that paints a constant scores as fill_scores says it does, inside the masks."""
     from ssagan_tf.data.pipeline import load_split_arrays
-    from ssagan_tf.evaluation.metrics import fill_scores
+    from ssagan_tf.metrics import fill_scores
     from ssagan_tf.training.validation import healthy_fill_measures, transplanted_pairs
 
     arrays = load_split_arrays(data_dir, "val")

@@ -99,7 +99,8 @@ def train_judge(config: JudgeConfig, log=print) -> dict:
 
     from ssagan_tf.data import schema
     from ssagan_tf.data.pipeline import load_split_arrays
-    from ssagan_tf.evaluation import arms, metrics
+    from ssagan_tf import metrics
+    from ssagan_tf.evaluation import arms
     from ssagan_tf.evaluation.classifier import Classifier, predict_probabilities, train_classifier
     from ssagan_tf.precision import choose_precision
 
@@ -232,7 +233,7 @@ def translation_measures(judge: Judge, synthetic, inputs, real_target, target_is
     Returns the rate (fraction called the target class) of the synthetic slices, of the inputs
     (the floor) and of the real target slices (the ceiling), and KID (mean, std over subsets) of
     synthetic vs target, of inputs vs target and of two case-disjoint halves of the target."""
-    from ssagan_tf.evaluation import metrics
+    from ssagan_tf import metrics
 
     p_synthetic, f_synthetic = judge.score(synthetic)
     p_inputs, f_inputs = judge.score(inputs)

@@ -10,7 +10,7 @@ import os
 import numpy as np
 
 from ssagan_tf import figures
-from ssagan_tf.evaluation import metrics
+from ssagan_tf import metrics
 
 METRIC_LABELS = {"sensitivity": "sensitivity", "specificity": "specificity", "accuracy": "accuracy", "auc": "AUC",
                  "balanced_accuracy": "balanced\naccuracy", "auc_hard": "AUC\n(hard)"}

@@ -19,7 +19,7 @@ from __future__ import annotations
 import numpy as np
 from scipy import stats as scipy_stats
 
-from ssagan_tf.evaluation.metrics import sign_test_p
+from ssagan_tf.metrics import sign_test_p
 
 RESAMPLES = 2000       # bootstrap replicates; the CI bounds move by ~0.1-0.3 AUC points between seeds of the draw
 BOOTSTRAP_SEED = 0

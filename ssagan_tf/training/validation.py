@@ -8,7 +8,7 @@ from __future__ import annotations
 import numpy as np
 import tensorflow as tf
 
-from ssagan_tf import losses
+from ssagan_tf import losses, metrics
 from ssagan_tf.data import pipeline
 from ssagan_tf.models import translate
 
@@ -32,8 +32,7 @@ def validation_attention(attention_tumor, data_dir: str, tau: float, batch_size:
             continue
         attention = np.asarray(attention_tumor(batch["image"]))[keep].astype(np.float64)
         mask = batch["mask"].numpy()[keep] > 0.5
-        binary = losses.binarize_attention(attention, tau)
-        dice_sum += float(losses.dice_coefficient(binary, mask).numpy().sum())
+        dice_sum += float(metrics.dice_iou(attention >= tau, mask)[0].sum())
         attended_sum += float((attention >= tau).mean(axis=(1, 2, 3)).sum())
         inside, tumor_pixels = inside + attention[mask].sum(), tumor_pixels + mask.sum()
         outside, other_pixels = outside + attention[~mask].sum(), other_pixels + (~mask).sum()
@@ -93,7 +92,6 @@ def healthy_fill_measures(tumor_to_normal, pairs) -> dict | None:
     as its attention (paper Eq. 1 with the mask in place of A_t), and `metrics.fill_scores`
     compares what it paints inside the mask with the real tissue there. Returns the mean L1,
     PSNR and SSIM and the number of slices, or None without pairs."""
-    from ssagan_tf.evaluation.metrics import fill_scores
     from ssagan_tf.models import compose_attention
 
     if pairs is None:
@@ -102,7 +100,7 @@ def healthy_fill_measures(tumor_to_normal, pairs) -> dict | None:
     filled = np.concatenate([np.asarray(compose_attention(
         lesioned[i:i + 16], tf.cast(tumor_to_normal(lesioned[i:i + 16], training=False), tf.float32),
         masks[i:i + 16])) for i in range(0, len(lesioned), 16)])
-    scores = fill_scores(originals, filled, masks)
+    scores = metrics.fill_scores(originals, filled, masks)
     finite = {k: v[np.isfinite(v)] for k, v in scores.items()}
     return {**{k: float(v.mean()) if v.size else float("nan") for k, v in finite.items()},
             "slices": int(len(originals))}

@@ -1,11 +1,11 @@
-"""ssagan_tf/evaluation/metrics.py: every metric against a hand-computed value."""
+"""ssagan_tf/metrics.py: every metric against a hand-computed value."""
 
 import math
 
 import numpy as np
 import pytest
 
-from ssagan_tf.evaluation import metrics
+from ssagan_tf import metrics
 
 
 def test_confusion_counts_and_rates_by_hand():
