@@ -109,10 +109,12 @@ def real_data_dir():
     return REAL_DATA
 
 
-# The modules `make test-fast` leaves out: they train GANs end to end in-process or start the entry
-# points as subprocesses, and take most of the suite's time. Everything else (losses, layers,
-# models, data, readers, metrics, the classifier pieces) is the fast tier for the edit-test loop.
-SLOW_MODULES = {"test_training", "test_training_cli", "test_training_faults", "test_augment", "test_export",
+# What `make test-fast` leaves out: tests that train GANs end to end in-process or start the entry
+# points as subprocesses, and take most of the suite's time. A module of unit tests beside such
+# tests (test_training) marks its slow tests one by one with `@pytest.mark.slow`; the modules below
+# are slow throughout and are marked here. Everything else (losses, layers, models, data, readers,
+# metrics, the classifier pieces, validation and image pools by value) is the fast tier.
+SLOW_MODULES = {"test_training_cli", "test_training_faults", "test_augment", "test_export",
                 "test_evaluation", "test_evaluation_crossval", "test_evaluation_judge", "test_cli", "test_convert_cohort", "test_convert_cli",
                 "test_entry_points", "test_packaging", "test_training_resume",
                 "test_locking"}

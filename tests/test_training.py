@@ -54,6 +54,7 @@ def two_step_run(data_dir, tmp_path_factory):
     return str(model_dir)
 
 
+@pytest.mark.slow
 def test_resumed_run_equals_uninterrupted_run(data_dir, two_step_run, tmp_path):
     straight = quiet_train(tiny_config(data_dir, tmp_path / "straight", max_steps=4))
     resumed_dir = tmp_path / "resumed"
@@ -68,6 +69,7 @@ def test_resumed_run_equals_uninterrupted_run(data_dir, two_step_run, tmp_path):
     assert int(a["pools_tumor/0/queries/.ATTRIBUTES/VARIABLE_VALUE"]) == 8      # 4 steps x 2 images
 
 
+@pytest.mark.slow
 def test_bf16_run_trains_and_resumes_exactly(data_dir, tmp_path):
     """bf16: N + M steps in two runs equal N + M in one, bit for bit, and the losses fall."""
     model = dataclasses.replace(tiny_config(data_dir, tmp_path).model, precision="bf16")
@@ -100,6 +102,7 @@ def model_weights(path, config):
     return {name: [v.numpy() for v in model.weights] for name, model in models.named().items()}
 
 
+@pytest.mark.slow
 def test_attention_frozen_after_warmup(data_dir, tmp_path):
     config = tiny_config(data_dir, tmp_path, attention_epochs=1, max_steps=5)
     assert quiet_train(config).step == 5
@@ -114,6 +117,7 @@ def test_attention_frozen_after_warmup(data_dir, tmp_path):
     assert changed("normal_to_tumor", 3, 5) and changed("disc_tumor", 3, 5)
 
 
+@pytest.mark.slow
 def test_non_finite_loss_stops_and_keeps_last_checkpoint(data_dir, two_step_run, tmp_path, monkeypatch):
     shutil.copytree(two_step_run, tmp_path / "run")
     before = sorted(p.name for p in (tmp_path / "run" / "checkpoints").iterdir())
@@ -124,6 +128,7 @@ def test_non_finite_loss_stops_and_keeps_last_checkpoint(data_dir, two_step_run,
     assert run_dir.latest_checkpoint(str(tmp_path / "run")).endswith("ckpt-2")
 
 
+@pytest.mark.slow
 def test_other_architecture_is_refused_and_fresh_starts_over(data_dir, two_step_run, tmp_path):
     shutil.copytree(two_step_run, tmp_path / "run")
     wider = dataclasses.replace(tiny_config(data_dir, tmp_path / "run").model, ngf=16)
@@ -134,6 +139,7 @@ def test_other_architecture_is_refused_and_fresh_starts_over(data_dir, two_step_
     assert sorted(p.name for p in (tmp_path / "run" / "checkpoints").glob("*.index")) == ["ckpt-1.index"]
 
 
+@pytest.mark.slow
 def test_run_saved_before_attention_ngf_existed_resumes(data_dir, two_step_run, tmp_path):
     """config.json of an older run has no attention_ngf; it resumes, also when asked for the
     same width explicitly (attention_ngf = ngf), and refuses a different width."""
@@ -152,6 +158,7 @@ def test_run_saved_before_attention_ngf_existed_resumes(data_dir, two_step_run, 
                                 max_steps=4))
 
 
+@pytest.mark.slow
 def test_restore_models_reads_config_and_latest_weights(data_dir, two_step_run):
     models, cfg, run_config = checkpoints.restore_models(two_step_run)
     assert cfg.image_size == 32 and cfg.system == "ssa_cyclegan" and run_config["tau"] == 0.1
@@ -174,6 +181,7 @@ def test_restore_models_reads_config_and_latest_weights(data_dir, two_step_run):
                for a, b in zip(models.attention_tumor.weights, fresh.attention_tumor.weights))
 
 
+@pytest.mark.slow
 def test_light_attention_run_restores_at_its_width(data_dir, tmp_path):
     model = dataclasses.replace(ModelConfig.for_system("ssa_cyclegan", image_size=32, channels=1, ngf=8, ndf=8,
                                                        n_res_blocks=1), attention_ngf=4)
@@ -229,6 +237,7 @@ def random_batch(seed=3):
                       "has_mask": tf.constant([1.0, 0.0])}}
 
 
+@pytest.mark.slow
 def test_pools_store_unmasked_fakes_with_their_source_attention_after_the_warmup(data_dir, tmp_path):
     """After the warm-up D sees masked fakes, but the pool keeps the fake itself and its source
     attention, so a fake pooled in one phase is shown as the phase that draws it requires."""
@@ -249,6 +258,7 @@ def test_pools_store_unmasked_fakes_with_their_source_attention_after_the_warmup
         assert below.any() and np.abs(pool.images.numpy()[..., 0][below]).max() > 0.01   # not masked
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("mask_loss_type", ["l1", "l1_dice"])
 def test_train_step_attention_loss_is_the_configured_form(data_dir, tmp_path, mask_loss_type):
     """The step's attention_mask value equals lambda_mask x the chosen loss of A_t on the batch,
@@ -271,6 +281,7 @@ def test_train_step_attention_loss_is_the_configured_form(data_dir, tmp_path, ma
     assert float(values["attention_mask"]) == pytest.approx(2.0 * expected, rel=1e-4)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("cycle_attention", ["recompute", "source"])
 def test_train_step_cycle_loss_follows_cycle_attention(data_dir, tmp_path, cycle_attention):
     """cycle_normal equals lambda_cyc x mean |x_n - rec_n|, with rec_n computed by hand from the
@@ -293,6 +304,7 @@ def test_train_step_cycle_loss_follows_cycle_attention(data_dir, tmp_path, cycle
     assert float(train_step(batch, phase(config, True))["cycle_normal"]) == pytest.approx(expected, rel=1e-4)
 
 
+@pytest.mark.slow
 def test_attention_area_term_trains_a_n_during_the_warmup_only(data_dir, tmp_path):
     config = tiny_config(data_dir, tmp_path, attention_area=0.5, lambda_attention_area=2.0)
     train_step, m, _ = make_train_step(config)
@@ -354,6 +366,7 @@ def test_validation_normal_attention_by_value(data_dir):
     assert validation.validation_normal_attention(None, data_dir, 0.1) is None
 
 
+@pytest.mark.slow
 def test_training_reports_the_attention_of_both_directions(data_dir, tmp_path):
     stream = io.StringIO()
     result = train(tiny_config(data_dir, tmp_path / "run", max_steps=3, epochs=1, attention_epochs=1), stream=stream)
@@ -366,6 +379,7 @@ def test_training_reports_the_attention_of_both_directions(data_dir, tmp_path):
     assert "attention_normal_mean" not in plain.losses and plain.val_normal_attention == {}
 
 
+@pytest.mark.slow
 def test_a_judge_scores_each_epoch_and_a_mismatched_one_is_refused(data_dir, tmp_path):
     from types import SimpleNamespace
 
@@ -408,6 +422,7 @@ def test_a_judge_scores_each_epoch_and_a_mismatched_one_is_refused(data_dir, tmp
               stream=io.StringIO())
 
 
+@pytest.mark.slow
 def test_failing_attention_is_reported_while_training_and_when_frozen(data_dir, tmp_path, monkeypatch):
     from ssagan_tf.training import validation
 
@@ -433,6 +448,7 @@ def test_failing_attention_is_reported_while_training_and_when_frozen(data_dir, 
     assert "--model=ssa_cyclegan" in validation.collapse_warning(unsupervised, stats, 1, False, 2)
 
 
+@pytest.mark.slow
 def test_config_validation_messages(data_dir, tmp_path, monkeypatch):
     """Values are checked at construction, every problem in one message; the environment
     (TF_CONFIG) and the data by check_inputs()."""
@@ -455,6 +471,7 @@ def test_config_validation_messages(data_dir, tmp_path, monkeypatch):
         dataclasses.replace(good, model=dataclasses.replace(good.model, image_size=64)).check_inputs()
 
 
+@pytest.mark.slow
 def test_checkpoint_of_keras_spectral_norm_exports_but_does_not_resume(data_dir, two_step_run, tmp_path):
     """A run saved before SpectralConv2D (discriminators wrapped in Keras' SpectralNormalization,
     which stores W / sigma and a vector_u): its generators and attention still restore for export;
@@ -482,6 +499,7 @@ def test_checkpoint_of_keras_spectral_norm_exports_but_does_not_resume(data_dir,
         quiet_train(tiny_config(data_dir, tmp_path / "run", max_steps=3))
 
 
+@pytest.mark.slow
 def test_checkpoint_whose_pools_hold_no_attention_is_refused_for_resume(data_dir, tmp_path):
     class OldPool(tf.Module):
         def __init__(self):
@@ -499,6 +517,7 @@ def test_checkpoint_whose_pools_hold_no_attention_is_refused_for_resume(data_dir
         quiet_train(dataclasses.replace(config, max_steps=2))
 
 
+@pytest.mark.slow
 def test_ssa_on_data_without_masks_warns_at_start(tmp_path):
     import json
 
@@ -541,6 +560,7 @@ def phantom_data(tmp_path_factory):
     return str(out)
 
 
+@pytest.mark.slow
 def test_bf16_attention_dice_on_the_phantom_is_within_tolerance_of_fp32(phantom_data, tmp_path):
     """The demo's data and model (`demo.flags`: 64^2, ngf/ndf 16, 3 residual blocks, batch 2) on
     half its schedule (4 epochs, attention trained for 2), fp32 and bf16 from the same seed: the
@@ -560,6 +580,7 @@ def test_bf16_attention_dice_on_the_phantom_is_within_tolerance_of_fp32(phantom_
     assert abs(fp32[4] - bf16[4]) <= 0.1, results
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("d_mode", ["full", "source_attention", "own_attention"])
 def test_after_the_warmup_d_sees_the_pooled_fake_masked_by_its_stored_attention(data_dir, tmp_path, d_mode):
     """The step's routing by value: a (fake, attention) pair pooled earlier is drawn by a forced
@@ -595,6 +616,7 @@ def test_after_the_warmup_d_sees_the_pooled_fake_masked_by_its_stored_attention(
     assert np.any(own >= 0.1) and not np.all(source >= 0.1)
 
 
+@pytest.mark.slow
 def test_non_finite_weights_are_never_saved(data_dir, two_step_run, tmp_path):
     """The reported failure, reproduced: resume with a finite but huge learning rate and a checkpoint every
     step. The weights blow up one step before a loss shows it; nothing non-finite is saved, the
@@ -616,6 +638,7 @@ def test_non_finite_weights_are_never_saved(data_dir, two_step_run, tmp_path):
     assert resumed.resumed_from == int(latest.rsplit("-", 1)[1])
 
 
+@pytest.mark.slow
 def test_learning_rate_must_be_finite(data_dir, tmp_path):
     from ssagan_tf.training.config import ConfigError
 
@@ -629,6 +652,7 @@ def floats_of(networks: dict) -> dict:
             for name, net in networks.items()}
 
 
+@pytest.mark.slow
 def test_weight_average_is_the_recursion_of_the_raw_weights(data_dir, tmp_path):
     """After each of n steps the shadow equals s_k = d s_{k-1} + (1 - d) w_k, s_0 = the initial
     weights, for every weight of the generators (not the attention networks or discriminators)."""
@@ -668,6 +692,7 @@ def _two_averaged_steps_saved(config, tmp_path, seed: int):
     return train_step, models, path, shadows
 
 
+@pytest.mark.slow
 def test_weight_average_checkpoint_round_trip_and_restore_models_uses_it(data_dir, tmp_path):
     """The average is saved with the training state and restored exactly by a resume (raw weights
     and shadows as saved); restore_models (export, augmentation) gives the averaged weights; a run
@@ -714,6 +739,7 @@ def test_weight_average_checkpoint_round_trip_and_restore_models_uses_it(data_di
                                   plain_step.state.models.normal_to_tumor.weights[0].numpy())
 
 
+@pytest.mark.slow
 def test_a_run_with_a_weight_average_validates_with_it(data_dir, tmp_path):
     """End to end: the epoch's validation Dice is that of the trained A_t the checkpoint holds
     (the attention is not averaged), and export's generators are the averaged ones, not the raw."""
@@ -740,6 +766,7 @@ def tiny_judge(data_dir, tmp_path_factory):
     return judge_dir
 
 
+@pytest.mark.slow
 def test_selection_and_a_validation_ended_warmup_end_to_end(data_dir, tiny_judge, tmp_path):
     """--warmup_patience=1 with a min_delta no rise can pass ends the warm-up after epoch 1 (cap
     3): the attention is frozen from then on and the checkpoint says so; --select_best scores
@@ -772,6 +799,7 @@ def test_selection_and_a_validation_ended_warmup_end_to_end(data_dir, tiny_judge
     assert info["checkpoint"] == "best" and info["step"] == best["checkpoint_step"]
 
 
+@pytest.mark.slow
 def test_train_step_lesion_guidance_and_healthy_fill_by_value(data_dir, tmp_path):
     """With --lesion_guidance and --lambda_fill the step's two terms equal, computed by hand from
     the weights before the step and the transplants the step's seed draws: the mask loss of A_n
@@ -831,6 +859,7 @@ def test_healthy_fill_measures_compare_the_fill_inside_transplanted_masks(data_d
     assert transplanted_pairs({**arrays, "has_mask": np.zeros_like(arrays["has_mask"])}) is None
 
 
+@pytest.mark.slow
 def test_validation_shows_the_averaged_generators_and_the_raw_attention(data_dir, tmp_path):
     """ShowAverage gives the shown networks the generators' shadows and the attention networks'
     trained weights (during the warm-up, when the two differ)."""
@@ -854,6 +883,7 @@ def test_validation_shows_the_averaged_generators_and_the_raw_attention(data_dir
         assert any(not np.allclose(g, r) for g, r in zip(got, raw))
 
 
+@pytest.mark.slow
 def test_a_checkpoint_with_averaged_attention_networks_restores_them_raw(data_dir, tmp_path, monkeypatch):
     """Runs saved when the attention networks were averaged too still restore: the generators get
     their average, the attention networks their trained weights."""
