@@ -1,4 +1,7 @@
-"""Classifier and attention metrics as pure numpy functions (paper section IV; docs/method.md, "Augmentation and evaluation").
+"""Every measure of the project, once, as pure numpy functions: classifier metrics, Dice/IoU of
+attention pseudo-masks, fill scores, KID/MMD, class rates and the sign test. Training's
+validation, augmentation and evaluation all use them (paper section IV; docs/method.md,
+"Augmentation and evaluation").
 
 Tumor is the positive class throughout. A metric that is undefined for the data it is given (the
 sensitivity of a test set without tumor slices, an AUC with a single class) is NaN, never a guess.

@@ -8,7 +8,7 @@ from __future__ import annotations
 import numpy as np
 import tensorflow as tf
 
-from ssagan_tf import losses, metrics
+from ssagan_tf import metrics
 from ssagan_tf.data import pipeline
 from ssagan_tf.models import translate
 
