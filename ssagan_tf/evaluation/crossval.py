@@ -15,9 +15,8 @@ import os
 
 import numpy as np
 
-from ssagan_tf import run_dir
+from ssagan_tf import metrics, run_dir
 from ssagan_tf.data import folds as folding
-from ssagan_tf import metrics
 from ssagan_tf.evaluation import arms, stats
 from ssagan_tf.exported import resolve_version_dir
 

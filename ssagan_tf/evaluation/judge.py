@@ -97,9 +97,9 @@ def train_judge(config: JudgeConfig, log=print) -> dict:
     `config.output_dir` (staged next to it and moved into place whole). Returns judge.json."""
     import tensorflow as tf
 
+    from ssagan_tf import metrics
     from ssagan_tf.data import schema
     from ssagan_tf.data.pipeline import load_split_arrays
-    from ssagan_tf import metrics
     from ssagan_tf.evaluation import arms
     from ssagan_tf.evaluation.classifier import Classifier, predict_probabilities, train_classifier
     from ssagan_tf.precision import choose_precision

@@ -15,10 +15,10 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import tensorflow as tf
 
+from ssagan_tf import metrics
 from ssagan_tf.data import combined, schema
 from ssagan_tf.data.folds import manifest_sha256
 from ssagan_tf.data.pipeline import load_split_arrays
-from ssagan_tf import metrics
 from ssagan_tf.evaluation import arms, crossval, ledger
 from ssagan_tf.evaluation.classifier import Classifier, format_seconds, predict_probabilities, train_classifier
 from ssagan_tf.evaluation.config import SYNTHETIC_ARMS, EvaluationConfig, check_inputs

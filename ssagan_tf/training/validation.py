@@ -32,8 +32,9 @@ def validation_attention(attention_tumor, data_dir: str, tau: float, batch_size:
             continue
         attention = np.asarray(attention_tumor(batch["image"]))[keep].astype(np.float64)
         mask = batch["mask"].numpy()[keep] > 0.5
-        dice_sum += float(metrics.dice_iou(attention >= tau, mask)[0].sum())
-        attended_sum += float((attention >= tau).mean(axis=(1, 2, 3)).sum())
+        attended = attention >= tau
+        dice_sum += float(metrics.dice_iou(attended, mask)[0].sum())
+        attended_sum += float(attended.mean(axis=(1, 2, 3)).sum())
         inside, tumor_pixels = inside + attention[mask].sum(), tumor_pixels + mask.sum()
         outside, other_pixels = outside + attention[~mask].sum(), other_pixels + (~mask).sum()
         count += int(keep.sum())
