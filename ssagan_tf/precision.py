@@ -102,3 +102,21 @@ def choose_precision(requested: str = "auto", gpus: list | None = None,
     if fast:
         return PrecisionChoice("bf16", requested, f"no GPU; the CPU has {' and '.join(fast)}")
     return PrecisionChoice("fp32", requested, "no GPU, and the CPU has no amx_bf16 or avx512_bf16")
+
+
+CHOICES_HELP = ("fp32: float32 everywhere (reproduces earlier results exactly); bf16: mixed bfloat16 (CPUs with "
+                "AMX/AVX-512 BF16, GPUs of compute capability >= 8.0); fp16: mixed float16 with loss scaling "
+                "(GPUs of capability 7.x); auto: bf16 where the hardware computes bfloat16 fast, fp16 on GPUs of "
+                "capability 7.x, else fp32 (the choice and its reason are printed first).")
+
+
+def define_flag(what: str, note: str = "", default: str = "auto", flag_values=None) -> None:
+    """Every command's one `--precision` flag: the choices and what they mean, said once here;
+    `what` says what computes in it, `note` adds what holds for this command alone. Listed by
+    `--help` among the calling module's flags."""
+    from absl import flags
+
+    from ssagan_tf.settings import define
+
+    define("precision", default, f"Compute precision {what}. {CHOICES_HELP}" + (f" {note}" if note else ""),
+           choices=PRECISIONS, flag_values=flag_values or flags.FLAGS)

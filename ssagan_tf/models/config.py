@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 from ssagan_tf import precision as precisions
 from ssagan_tf.choices import SYSTEMS, UPSAMPLING, image_size_problem
+from ssagan_tf.settings import setting
 
 
 @dataclass(frozen=True)
@@ -17,11 +18,16 @@ class ModelConfig:
 
     image_size: int = 256
     channels: int = 1
-    ngf: int = 64
-    ndf: int = 64
-    attention_ngf: int = 0             # filters of the attention networks' first layer; 0 = ngf
-    n_res_blocks: int = 9
-    upsample: str = "transpose"        # generator decoder: transpose (CycleGAN) or resize (nearest + conv)
+    ngf: int = setting(64, "Filters of the generators' first layer (and of the attention networks', unless "
+                           "--attention_ngf is set).")
+    ndf: int = setting(64, "Filters of the discriminators' first layer.")
+    attention_ngf: int = setting(0, "Filters of the attention networks' first layer; 0 = --ngf (the reference "
+                                    "shape). 32 (the width of Mejjati et al.'s attention network) cuts the "
+                                    "attention cost ~3x. Systems with attention only.")
+    n_res_blocks: int = setting(9, "Residual blocks in each generator (9 in CycleGAN at 256^2).")
+    upsample: str = setting("transpose", "Generator decoder: stride-2 transposed convolutions (transpose, "
+                                         "CycleGAN's) or nearest x2 + 3x3 convolution (resize), which does not "
+                                         "paint a checkerboard into filled regions.", choices=UPSAMPLING)
     use_attention: bool = True
     spectral_norm: bool = True
     mask_loss: bool = True

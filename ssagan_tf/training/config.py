@@ -16,6 +16,7 @@ import os
 from dataclasses import dataclass, field
 
 from ssagan_tf import precision as precisions
+from ssagan_tf.settings import setting
 from ssagan_tf.choices import CYCLE_ATTENTIONS, D_MODE_ALIASES, D_MODES, GAN_LOSSES, MASK_LOSS_TYPES
 from ssagan_tf.data import combined, integrity, schema
 from ssagan_tf.models.config import ModelConfig
@@ -71,51 +72,105 @@ class RunConfig:
     """One training run. `tau` is also the inference threshold that export and augment read."""
 
     data_dir: str                      # the main dataset: trains, validates, judges, selects
-    model_dir: str
+    model_dir: str = setting(help="Run directory: config.json, checkpoints/, logs/ (TensorBoard), samples/; "
+                                  "locked while a trainer runs (train.lock), so a second trainer there is refused.")
     model: ModelConfig = field(default_factory=ModelConfig)
-    batch_size: int = 1                # global batch, split across replicas
-    epochs: int = 100
-    max_steps: int = 0                 # 0 = run all epochs; otherwise stop at this global step
-    learning_rate: float = 2e-4
-    beta_1: float = 0.5
-    beta_2: float = 0.999
-    decay_start_fraction: float = 0.5  # constant LR for this fraction of the steps, then linear to 0
-    gan_loss: str = "lsgan"
-    lambda_cycle: float = 10.0
-    lambda_identity: float = 0.0
-    lambda_mask: float = 1.0
-    mask_loss_type: str = "l1"          # "l1" (the paper's attention loss) or "l1_dice"
-    d_mode: str = "own_attention"      # losses.D_MODES; the old names paper/mejjati read as their new ones
-    attention_area: float = 0.0        # > 0: A_n kept open over this fraction of the head (losses.attention_area_loss)
-    lambda_attention_area: float = 1.0
-    cycle_attention: str = "recompute"  # CYCLE_ATTENTIONS: the cycle's attention, recomputed on the fake (paper)
-    attention_epochs: int = 30
-    tau: float = 0.1
-    pool_size: int = 50
-    flip: bool = True
-    strategy: str = "mirrored"
-    cpu_replicas: int = 0
-    judge_dir: str = ""                # a judge (python -m ssagan_tf.evaluation.judge) scoring each epoch; "" = none
+    batch_size: int = setting(1, "Global batch size (split evenly across replicas; the paper uses 1).")
+    epochs: int = setting(100, "Epochs (passes over the longer training domain); the learning-rate schedule spans "
+                               "all of them.")
+    max_steps: int = setting(0, "Stop at this global step (0 = train all epochs). Does not change the "
+                                "learning-rate schedule, so a stopped run can be resumed with a larger value.")
+    learning_rate: float = setting(2e-4, "Adam learning rate of both players.")
+    beta_1: float = setting(0.5, "Adam beta_1.")
+    beta_2: float = setting(0.999, "Adam beta_2.")
+    decay_start_fraction: float = setting(0.5, "Fraction of the steps at constant learning rate before the linear "
+                                               "decay to 0.")
+    gan_loss: str = setting("lsgan", "Adversarial loss: least squares or log-loss.", choices=GAN_LOSSES)
+    lambda_cycle: float = setting(10.0, "Weight of each direction's L1 cycle loss.")
+    lambda_identity: float = setting(0.0, "Identity loss weight, relative to lambda_cycle (0 = none, as the "
+                                          "paper).")
+    lambda_mask: float = setting(1.0, "Weight of the semi-supervised attention (mask) loss; ssa_cyclegan only.")
+    mask_loss_type: str = setting("l1", "Form of the attention (mask) loss; ssa_cyclegan only. l1 = "
+                                        "the paper's L1; l1_dice adds a soft Dice term, for tumors covering a few "
+                                        "percent of a slice or less, where L1 alone drives the attention off the "
+                                        "tumors (training warns when it does).", choices=MASK_LOSS_TYPES)
+    d_mode: str = setting(
+        "own_attention", "What the discriminators see after the attention warm-up: full images (full); real and "
+        "fake both masked by the fake's source attention (source_attention, the paper's form; alias paper); or fakes "
+        "masked by their source attention and reals by their own attention (own_attention, Mejjati et al.; alias "
+        "mejjati).", choices=D_MODES + tuple(D_MODE_ALIASES))
+    attention_area: float = setting(0.0, "Not in the paper. > 0: while the attention trains, a hinge loss keeps "
+                                         "the normal->tumor attention A_n open over at least this fraction of the "
+                                         "head (e.g. the median tumor area of the labelled slices), so it cannot "
+                                         "close to 0 and make normal->tumor the identity (docs/training.md, 'When "
+                                         "normal->tumor draws nothing'). 0 = off.")
+    lambda_attention_area: float = setting(1.0, "Weight of the --attention_area hinge (which lies in [0, 1]).")
+    cycle_attention: str = setting(
+        "recompute", "Attention of the cycle's way back. recompute (the paper; docs/method.md): the other "
+        "direction's attention network is run on the translation, so a change survives the cycle only where that "
+        "network sees it. source: the way back changes the region the forward attention changed, reusing that map "
+        "(docs/training.md, 'When normal->tumor draws nothing').", choices=CYCLE_ATTENTIONS)
+    attention_epochs: int = setting(30, "Epochs during which the attention networks train; afterwards they are "
+                                        "frozen and (d_mode other than full) the discriminators see attended "
+                                        "regions only.")
+    tau: float = setting(0.1, "Attention threshold: discriminator masks during training, and the inference "
+                              "threshold stored in config.json for export and augmentation.")
+    pool_size: int = setting(50, "Image history pool size per replica (0 = no pool).")
+    flip: bool = setting(True, "Random left-right flips of training slices.")
+    strategy: str = setting(
+        "mirrored", "mirrored: all local GPUs (or the CPU); one_device: the first GPU (or the CPU); multi_worker: "
+        "MultiWorkerMirroredStrategy across machines, configured by TF_CONFIG.", choices=STRATEGIES)
+    cpu_replicas: int = setting(0, "Split the CPU into this many logical devices, one replica each (tests the "
+                                   "distributed path without GPUs; 0 = off).")
+    judge_dir: str = setting("", "A judge trained on this dataset (python -m ssagan_tf.evaluation.judge): each "
+                                 "epoch it scores the validation translations (tumor rate of normal->tumor, "
+                                 "normal rate of tumor->normal, KID against real slices). Empty = no judge.")
     precision_reason: str = ""         # why model.precision was chosen (auto's reasoning), for the record
-    jit_compile: bool = False
-    deterministic: bool = False
-    seed: int = 0
-    checkpoint_every: int = 500
-    keep_checkpoints: int = 3
-    log_every: int = 50
-    image_every: int = 500
-    fresh: bool = False
-    export_dir: str = ""               # after training, the entry point exports the generators here ("" = none)
-    allow_changes: tuple = ()          # settings (RESUME_GUARDED) a resume may change from the saved run
+    jit_compile: bool = setting(False, "Compile each replica's step with XLA.")
+    deterministic: bool = setting(False, "TF op determinism, for bitwise-repeatable runs (slower). The data order "
+                                         "and flips are deterministic from --seed either way.")
+    seed: int = setting(0, "Seed of weights, data order and image pools.")
+    checkpoint_every: int = setting(500, "Save a checkpoint every this many steps (and at every epoch end).")
+    keep_checkpoints: int = setting(3, "Checkpoints kept on disk.")
+    log_every: int = setting(50, "Console line and TensorBoard scalars every this many steps.")
+    image_every: int = setting(500, "TensorBoard image grid and samples/step_*.png every this many steps.")
+    fresh: bool = setting(False, "Start over: delete what training wrote in --model_dir (config.json, "
+                                 "checkpoints, TensorBoard event files, sample grids), nothing else; refused for "
+                                 "a folder that is not a training run.")
+    export_dir: str = setting("", "After training, export the generators for TF Serving here (`ssagan_tf.export`, "
+                                  "computing in float32); checked before training starts.")
+    allow_changes: tuple = setting((), lambda: (
+        "On resume, the settings that may differ from the saved run's (comma-separated names among "
+        + ", ".join(RESUME_GUARDED) + "; data = the dataset's checksum). These may always change: "
+        + ", ".join(n for n in FREE_ON_RESUME if n not in ("fresh", "allow_changes", "precision_reason")) + "."))
     # The patients of a cross-validation fold's run (ssagan_tf.data.folds.cohort_record); {} = the
     # whole train split of data_dir. Recorded here and in the export's export.json.
     cohort: dict = field(default_factory=dict)
-    ema_decay: float = 0.0             # > 0: average of the generators' weights (training.averaging)
-    select_best: bool = False          # keep the checkpoint the validation judge scores best (training.selection)
-    warmup_patience: int = 0           # > 0: end the warm-up when validation plateaus this many epochs; 0 = fixed
-    warmup_min_delta: float = 0.02     # the rise that counts as progress for warmup_patience
-    lesion_guidance: float = 0.0       # > 0: weight of A_n's loss against transplanted lesion masks (warm-up)
-    lambda_fill: float = 0.0           # > 0: weight of tumor->normal's self-supervised healthy fill
+    ema_decay: float = setting(0.0, "Not in the paper. > 0: keep an exponential moving average of the generators' "
+                                    "weights (e.g. 0.999: about the last 1000 steps; the attention networks, "
+                                    "frozen after the warm-up, are not averaged), checkpointed with the run; "
+                                    "validation, samples, export and augmentation use it, the raw weights train "
+                                    "(docs/training.md, 'Levers'). 0 = off.")
+    select_best: bool = setting(False, "Not in the paper. Score every epoch's validation translations with "
+                                       "--judge_dir (mean of both directions' judge rates minus a KID penalty; "
+                                       "docs/training.md, 'Levers'), record the scores in "
+                                       "<model_dir>/selection/scores.json and keep the best checkpoint there "
+                                       "(never deleted by --keep_checkpoints); export then uses it.")
+    warmup_patience: int = setting(0, "Not in the paper. > 0: end the attention warm-up early, after the epoch "
+                                      "where neither A_t's validation Dice nor the judge's tumor rate of "
+                                      "normal->tumor has risen by more than --warmup_min_delta for this many "
+                                      "epochs (needs --judge_dir; --attention_epochs is the cap). 0 = the fixed "
+                                      "--attention_epochs.")
+    warmup_min_delta: float = setting(0.02, "The rise of a validation measure that counts as progress for "
+                                            "--warmup_patience.")
+    lesion_guidance: float = setting(0.0, "Not in the paper. > 0: while the attention trains, each normal slice "
+                                          "gets the whole-tumor mask of the batch's labelled tumor slice "
+                                          "transplanted onto it (inside the head, rotated and scaled within "
+                                          "limits; ssagan_tf/lesions.py), and A_n is pulled towards it by the "
+                                          "--mask_loss_type loss with this weight. 0 = off.")
+    lambda_fill: float = setting(0.0, "Not in the paper. > 0: weight of a self-supervised healthy-fill term: a "
+                                      "real lesion is pasted into a normal slice and tumor->normal, given its "
+                                      "mask as attention, must restore the original (L1 inside the mask). 0 = off.")
     # Further converted datasets whose train splits train beside data_dir's, by class (a healthy
     # cohort's normals join the normal domain); their val and test splits are not read
     # (ssagan_tf.data.combined). () = data_dir alone.

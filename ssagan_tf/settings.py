@@ -1,0 +1,132 @@
+"""Settings declared once: a config dataclass's field carries its help text, and the command line
+flags are generated from the fields.
+
+    @dataclass(frozen=True)
+    class RunConfig:
+        epochs: int = setting(100, "Epochs (passes over the longer training domain).")
+
+    names = settings.define_flags(RunConfig)    # --epochs, default 100, that help text; and the others
+    values = settings.read_flags(names)         # {"epochs": FLAGS.epochs, ...}
+
+A flag's kind follows the field's default: bool -> --[no]name, int, float, a string (an enum when
+the field names `choices`), a tuple -> a comma-separated list. A flag may keep old spellings
+(`aliases=`): an old spelling still works and, when read, prints one deprecation line. Plain Python and absl only, so a command's `--help` and a bad flag cost no TensorFlow import.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import sys
+
+from absl import flags
+
+HELP = "help"
+CHOICES = "choices"
+ALIASES = "aliases"
+
+
+def setting(default=dataclasses.MISSING, help="", *, choices=None, aliases=(), default_factory=None):
+    """A dataclass field with its command-line help (and enum `choices`, old flag `aliases`).
+    `help` may be a function returning the text, for a text built from names defined later."""
+    metadata = {HELP: help, CHOICES: tuple(choices) if choices is not None else None, ALIASES: tuple(aliases)}
+    if default_factory is not None:
+        return dataclasses.field(default_factory=default_factory, metadata=metadata)
+    return dataclasses.field(default=default, metadata=metadata)
+
+
+def field_of(cls, name: str) -> dataclasses.Field:
+    for f in dataclasses.fields(cls):
+        if f.name == name:
+            return f
+    raise KeyError(f"{cls.__name__} has no setting {name!r}")
+
+
+def default_of(f: dataclasses.Field):
+    if f.default is not dataclasses.MISSING:
+        return f.default
+    if f.default_factory is not dataclasses.MISSING:
+        return f.default_factory()
+    return None
+
+
+def define(name: str, default, help: str, choices=None, aliases=(), flag_values=flags.FLAGS,
+           module_name: str | None = None) -> None:
+    """One absl flag, its kind chosen by `default`'s type (see the module docstring), listed by
+    `--help` among the flags of `module_name` (default: the module calling this)."""
+    if not help:
+        raise ValueError(f"--{name}: a setting without help text")
+    where = {"flag_values": flag_values, "module_name": module_name or _caller()}
+    if choices is not None:
+        flags.DEFINE_enum(name, default, list(choices), help, **where)
+    elif isinstance(default, bool):
+        flags.DEFINE_boolean(name, default, help, **where)
+    elif isinstance(default, int):
+        flags.DEFINE_integer(name, default, help, **where)
+    elif isinstance(default, float):
+        flags.DEFINE_float(name, default, help, **where)
+    elif isinstance(default, (tuple, list)):
+        flags.DEFINE_list(name, list(default), help, **where)
+    elif default is None or isinstance(default, str):
+        flags.DEFINE_string(name, default, help, **where)
+    else:
+        raise TypeError(f"--{name}: no flag kind for a default of type {type(default).__name__}")
+    for alias in aliases:
+        flags.DEFINE_alias(alias, name, **where)
+    if aliases:
+        _OLD_SPELLINGS[name] = tuple(aliases)
+
+
+def flag_names(cls) -> tuple:
+    """The fields of `cls` that are settings (declared with `setting`, help text and all), in order."""
+    return tuple(f.name for f in dataclasses.fields(cls) if f.metadata.get(HELP))
+
+
+def define_flags(cls, names=None, flag_values=flags.FLAGS, module_name: str | None = None) -> tuple:
+    """The flags of `cls`'s fields `names` (default: every `flag_names(cls)`), each with its
+    field's default, help and choices, listed among `module_name`'s flags (default: the calling
+    module's); returns the names."""
+    names = flag_names(cls) if names is None else tuple(names)
+    module_name = module_name or _caller()
+    for name in names:
+        f = field_of(cls, name)
+        help = f.metadata.get(HELP, "")
+        define(name, default_of(f), help() if callable(help) else help, f.metadata.get(CHOICES),
+               f.metadata.get(ALIASES, ()), flag_values, module_name)
+    return names
+
+
+def _caller() -> str:
+    """The name of the first module on the stack outside this one (and `ssagan_tf.precision`,
+    whose `define_flag` defines for its caller)."""
+    frame = sys._getframe(1)
+    while frame.f_globals.get("__name__") in (__name__, "ssagan_tf.precision"):
+        frame = frame.f_back
+    return frame.f_globals.get("__name__", "__main__")
+
+
+def read_flags(names, flag_values=flags.FLAGS) -> dict:
+    """name -> parsed value of each flag in `names` (lists as tuples, as the configs hold them);
+    an old spelling used prints its deprecation line."""
+    warn_old_spellings(names, flag_values)
+    values = {}
+    for name in names:
+        value = flag_values[name].value
+        values[name] = tuple(value) if isinstance(value, list) else value
+    return values
+
+
+def deprecation_line(alias: str, name: str) -> str:
+    return f"WARNING: --{alias} is an old spelling of --{name}; it still works, and may go in a later release"
+
+
+def warn_old_spellings(names, flag_values=flags.FLAGS, out=None) -> list:
+    """Print one deprecation line for each old spelling of `names` the command line used; returns
+    the lines."""
+    lines = [deprecation_line(alias, name) for name in names
+             for alias in _OLD_SPELLINGS.get(name, ()) if alias in flag_values and flag_values[alias].present]
+    for line in lines:
+        print(line, file=out or sys.stderr, flush=True)
+    return lines
+
+
+_OLD_SPELLINGS: dict = {}      # flag name -> its old spellings (absl aliases), as defined here

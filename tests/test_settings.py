@@ -1,0 +1,94 @@
+"""ssagan_tf/settings.py: flags generated from config fields (kind, default, help, choices, the
+module `--help` lists them under), old spellings, and run_train.py's flags all read into its config."""
+
+import dataclasses
+
+import pytest
+from absl import flags
+
+from ssagan_tf import precision, settings
+from ssagan_tf.settings import setting
+
+
+@dataclasses.dataclass(frozen=True)
+class Toy:
+    path: str                                        # no help: not a flag
+    where: str = setting(help="Where; required.")
+    size: int = setting(4, "How many.")
+    rate: float = setting(0.5, "How fast.")
+    on: bool = setting(True, "Whether.")
+    names: tuple = setting(("a", "b"), "Which.")
+    kind: str = setting("x", "What kind.", choices=("x", "y"))
+    judge: str = setting("", "The judge.", aliases=("judge_dir",))
+
+
+def fresh():
+    return flags.FlagValues()
+
+
+def test_flags_take_kind_default_help_and_choices_from_the_fields():
+    values = fresh()
+    names = settings.define_flags(Toy, flag_values=values)
+    assert names == ("where", "size", "rate", "on", "names", "kind", "judge")
+    assert "path" not in values
+    assert isinstance(values["size"], flags.Flag) and values["size"].default == 4 and values["size"].help == "How many."
+    assert isinstance(values["on"], flags.BooleanFlag) and values["on"].default is True
+    assert values["rate"].default == 0.5 and values["names"].default == ["a", "b"] and values["where"].default is None
+    assert values["kind"].parser.enum_values == ["x", "y"]
+    values(["prog", "--size=7", "--rate=2.5", "--noon", "--names=c,d,e", "--kind=y", "--where=/w"])
+    assert settings.read_flags(names, values) == {"where": "/w", "size": 7, "rate": 2.5, "on": False,
+                                                  "names": ("c", "d", "e"), "kind": "y", "judge": ""}
+    with pytest.raises(flags.IllegalFlagValueError):
+        values(["prog", "--kind=z"])
+
+
+def test_flags_are_listed_under_the_calling_module():
+    values = fresh()
+    settings.define_flags(Toy, ["size"], flag_values=values)
+    assert [f.name for f in values.get_flags_for_module(__name__)] == ["size"]
+    precision.define_flag("of the toy", "A note.", flag_values=values)
+    listed = {f.name: f for f in values.get_flags_for_module(__name__)}
+    assert set(listed) == {"size", "precision"}
+    assert listed["precision"].help.startswith("<auto|fp32|bf16|fp16>: Compute precision of the toy. fp32: float32 everywhere")
+    assert listed["precision"].help.endswith("A note.") and listed["precision"].default == "auto"
+    assert listed["precision"].parser.enum_values == list(precision.PRECISIONS)
+
+
+def test_an_old_spelling_sets_the_setting_and_says_once_it_is_old(capsys):
+    values = fresh()
+    names = settings.define_flags(Toy, ["judge"], flag_values=values)
+    values(["prog", "--judge_dir=/j"])
+    assert settings.read_flags(names, values) == {"judge": "/j"}
+    err = capsys.readouterr().err
+    assert err.count("--judge_dir is an old spelling of --judge") == 1
+    values = fresh()
+    settings.define_flags(Toy, ["judge"], flag_values=values)
+    values(["prog", "--judge=/j"])
+    assert settings.read_flags(names, values) == {"judge": "/j"} and capsys.readouterr().err == ""
+
+
+def test_a_setting_without_help_or_of_an_unknown_kind_is_refused():
+    @dataclasses.dataclass
+    class Bad:
+        quiet: int = setting(1, "")
+        odd: dict = setting(default_factory=dict, help="A dict.")
+
+    with pytest.raises(ValueError, match="--quiet: a setting without help text"):
+        settings.define_flags(Bad, ["quiet"], flag_values=fresh())
+    with pytest.raises(TypeError, match="--odd: no flag kind"):
+        settings.define_flags(Bad, ["odd"], flag_values=fresh())
+
+
+def test_run_train_reads_every_flag_it_defines_into_its_config():
+    from ssagan_tf.commands import train
+    from ssagan_tf.models.config import ModelConfig
+    from ssagan_tf.training.config import RunConfig
+
+    defined = {f.name for f in flags.FLAGS.get_flags_for_module(train.__name__)}
+    own = {"folds", "fold", "fold_seed", "tumor_fraction"}        # the entry point's cross-validation flags
+    assert defined - own == set(train.SETTINGS)
+    for cls, names in ((RunConfig, train.RUN_FLAGS), (ModelConfig, train.MODEL_FLAGS)):
+        for name in names:                       # defaults declared once: the field's
+            assert flags.FLAGS[name].default == (list(settings.default_of(settings.field_of(cls, name)))
+                                                 if name == "allow_changes"
+                                                 else settings.default_of(settings.field_of(cls, name)))
