@@ -26,6 +26,8 @@ from absl import app, flags
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
+from ssagan_tf import precision as precisions  # noqa: E402 - after the repository joins the path
+
 flags.DEFINE_list("widths", ["16", "64"], "ResNet18 base widths (64 = the standard ResNet18).")
 flags.DEFINE_list("sizes", ["64", "128"], "Slice sizes (square).")
 flags.DEFINE_integer("channels", 1, "Input channels.")
@@ -34,7 +36,7 @@ flags.DEFINE_integer("batches", 4, "Timed batches per configuration, for trainin
 flags.DEFINE_integer("train_slices", 1000, "Training slices per classifier the estimate assumes.")
 flags.DEFINE_integer("val_slices", 250, "Validation slices scored after every epoch.")
 flags.DEFINE_integer("epochs", 25, "Epochs per classifier the estimate assumes (early stopping included).")
-flags.DEFINE_enum("precision", "auto", ["auto", "fp32", "bf16", "fp16"], "Classifier compute precision.")
+precisions.define_flag("of the classifiers")
 flags.DEFINE_float("gpu_tflops", 20.0, "Sustained TFLOP/s assumed for the GPU estimate (a data-centre GPU in "
                    "mixed precision reaches ~5-15% of its peak on 64-128 px slices at batch 32).")
 flags.DEFINE_float("gpu_step_ms", 4.0, "Latency floor per batch assumed for the GPU estimate (kernel launches, "

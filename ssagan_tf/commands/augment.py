@@ -14,6 +14,7 @@ import sys
 from absl import app, flags, logging
 
 from ssagan_tf import cli
+from ssagan_tf import precision as precisions
 # Only plain-Python modules here: --help and a bad flag are answered before TensorFlow loads.
 from ssagan_tf.augment.config import FIELD_OF_VIEW_CHOICES, FORMATS, AugmentConfig, parse_directions, parse_ratio
 
@@ -43,11 +44,9 @@ flags.DEFINE_bool("overwrite", False, "Remove an earlier augmentation's outputs 
                   "files its record in .augment/ lists); without it a re-run must use the same settings and input "
                   "data (and completes the earlier run).")
 flags.DEFINE_integer("contact_rows", 4, "Rows per direction in contact_sheet.png (0: no sheet).", lower_bound=0)
-flags.DEFINE_enum("precision", "auto", ["auto", "fp32", "bf16", "fp16"],
-                  "Compute precision when --model is a training run (exported in it; auto picks by hardware: bf16 "
-                  "on CPUs with AMX/AVX-512 BF16 and GPUs of capability >= 8.0, fp16 on 7.x, else fp32). An export "
-                  "computes in the precision it was exported in (python -m ssagan_tf.export --precision); asking "
-                  "for another one is refused.")
+precisions.define_flag(
+    "when --model is a training run (exported in it)", "An export computes in the precision it was exported in "
+    "(python -m ssagan_tf.export --precision); asking for another one is refused.")
 flags.DEFINE_string("judge", "", "A judge trained on this dataset (python -m ssagan_tf.evaluation.judge): it scores up "
                     "to 256 of the planned synthetic slices per direction (tumor rate, normal rate, KID against the "
                     "input's real slices of the target class) into augment.json. Empty = no judge.")

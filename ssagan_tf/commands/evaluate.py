@@ -15,6 +15,7 @@ import sys
 from absl import app, flags, logging
 
 from ssagan_tf import cli
+from ssagan_tf import precision as precisions
 from ssagan_tf.data.integrity import DatasetMismatchError
 from ssagan_tf.evaluation.config import (ALLOWED_RATIOS, ARMS, PAPER_ARMS, EvaluationConfig, check_inputs,
                                          parse_augmenters)
@@ -51,11 +52,9 @@ flags.DEFINE_float("threshold", 0.5, "Decision threshold on the tumor probabilit
                    "specificity and accuracy (AUC uses all thresholds).")
 flags.DEFINE_integer("sample_count", 4, "Test slices per class shown in each augmenter's sample grid.")
 flags.DEFINE_integer("verbose", 0, "Keras fit verbosity (0 silent, 1 progress bar, 2 one line per epoch).")
-flags.DEFINE_enum("precision", "auto", ["auto", "fp32", "bf16", "fp16"],
-                  "Compute precision of the ResNet18 classifiers (batch-norm statistics, logits and optimizer state "
-                  "stay float32; fp16 scales the loss). auto picks by hardware: bf16 on CPUs with AMX/AVX-512 BF16 "
-                  "and GPUs of capability >= 8.0, fp16 on 7.x, else fp32. The augmenters compute in the precision "
-                  "they were exported in.")
+precisions.define_flag(
+    "of the ResNet18 classifiers (batch-norm statistics, logits and optimizer state stay float32; fp16 scales the "
+    "loss)", "The augmenters compute in the precision they were exported in.")
 flags.DEFINE_string("judge", "", "A judge trained on this dataset (python -m ssagan_tf.evaluation.judge): it scores "
                     "each augmenter's test translations (tumor rate of normal->tumor, normal rate of "
                     "tumor->normal, KID against real slices). Empty = no judge.")

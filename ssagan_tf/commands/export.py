@@ -15,6 +15,7 @@ import os
 import sys
 
 from ssagan_tf import cli, run_dir
+from ssagan_tf import precision as precisions
 from ssagan_tf.export_layout import DEFAULT_MODEL_NAME, MODEL_NAME_PATTERN, TOLERANCES
 
 
@@ -36,11 +37,10 @@ def define_flags(flag_values=None):
     flags.DEFINE_float("tolerance", None, "Largest allowed max-abs difference between the reloaded SavedModel and "
                        "the Keras models; the export fails above it. Default: by precision, "
                        + ", ".join(f"{k} {v:g}" for k, v in TOLERANCES.items()) + ".", **define)
-    flags.DEFINE_enum("precision", "fp32", ["auto", "fp32", "bf16", "fp16"],
-                      "Compute precision of the exported signatures (inputs, outputs and weights stay float32). fp32, "
-                      "the default, serves the same on every machine; bf16 (CPUs with AMX/AVX-512 BF16, GPUs of "
-                      "capability >= 8.0) or fp16 (GPUs of capability 7.x) are faster there, within their "
-                      "tolerance; auto picks by this machine's hardware.", **define)
+    precisions.define_flag(
+        "of the exported signatures (inputs, outputs and weights stay float32)", "The default, fp32, serves the "
+        "same on every machine; bf16 or fp16 are faster where the hardware has them, within their tolerance.",
+        default="fp32", flag_values=flag_values)
     flags.DEFINE_enum("checkpoint", "auto", list(run_dir.CHECKPOINT_CHOICES),
                       "Which checkpoint to export: latest (the newest intact one), best (the one --select_best kept "
                       "in <model_dir>/selection/), or auto (best when the run kept one, else latest).", **define)
