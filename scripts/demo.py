@@ -120,7 +120,7 @@ def main(argv) -> None:
     augmented, report = os.path.join(out, "augmented"), os.path.join(out, "report")
     run("train SSA-CycleGAN (resumes if run before)",
         ["python", "run_train.py", "--flagfile=demo.flags", f"--data_dir={data}", f"--model_dir={train}",
-         f"--epochs={FLAGS.epochs}", f"--judge_dir={judge}"])
+         f"--epochs={FLAGS.epochs}", f"--judge={judge}"])
     run("export the generators for TF Serving",
         ["python", "-m", "ssagan_tf.export", f"--model_dir={train}", f"--export_dir={export}", "--model_name=ssagan"])
     run("augment the training split 1:1 with synthetic slices",

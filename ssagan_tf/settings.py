@@ -6,7 +6,7 @@ flags are generated from the fields.
         epochs: int = setting(100, "Epochs (passes over the longer training domain).")
 
     names = settings.define_flags(RunConfig)    # --epochs, default 100, that help text; and the others
-    values = settings.read_flags(names)         # {"epochs": FLAGS.epochs, ...}
+    values = settings.read_fields(RunConfig, names)   # {"epochs": FLAGS.epochs, ...}
 
 A flag's kind follows the field's default: bool -> --[no]name, int, float, a string (an enum when
 the field names `choices`), a tuple -> a comma-separated list. A flag may keep old spellings
@@ -23,12 +23,15 @@ from absl import flags
 HELP = "help"
 CHOICES = "choices"
 ALIASES = "aliases"
+FLAG = "flag"
 
 
-def setting(default=dataclasses.MISSING, help="", *, choices=None, aliases=(), default_factory=None):
-    """A dataclass field with its command-line help (and enum `choices`, old flag `aliases`).
+def setting(default=dataclasses.MISSING, help="", *, choices=None, flag=None, aliases=(), default_factory=None):
+    """A dataclass field with its command-line help (and enum `choices`; `flag`, the flag's name
+    when it is not the field's, as for a name every command shares; old flag spellings `aliases`).
     `help` may be a function returning the text, for a text built from names defined later."""
-    metadata = {HELP: help, CHOICES: tuple(choices) if choices is not None else None, ALIASES: tuple(aliases)}
+    metadata = {HELP: help, CHOICES: tuple(choices) if choices is not None else None, ALIASES: tuple(aliases),
+                FLAG: flag}
     if default_factory is not None:
         return dataclasses.field(default_factory=default_factory, metadata=metadata)
     return dataclasses.field(default=default, metadata=metadata)
@@ -81,16 +84,20 @@ def flag_names(cls) -> tuple:
     return tuple(f.name for f in dataclasses.fields(cls) if f.metadata.get(HELP))
 
 
+def flag_name(f: dataclasses.Field) -> str:
+    return f.metadata.get(FLAG) or f.name
+
+
 def define_flags(cls, names=None, flag_values=flags.FLAGS, module_name: str | None = None) -> tuple:
     """The flags of `cls`'s fields `names` (default: every `flag_names(cls)`), each with its
     field's default, help and choices, listed among `module_name`'s flags (default: the calling
-    module's); returns the names."""
+    module's); returns the field names (`read_fields` reads them back)."""
     names = flag_names(cls) if names is None else tuple(names)
     module_name = module_name or _caller()
     for name in names:
         f = field_of(cls, name)
         help = f.metadata.get(HELP, "")
-        define(name, default_of(f), help() if callable(help) else help, f.metadata.get(CHOICES),
+        define(flag_name(f), default_of(f), help() if callable(help) else help, f.metadata.get(CHOICES),
                f.metadata.get(ALIASES, ()), flag_values, module_name)
     return names
 
@@ -113,6 +120,12 @@ def read_flags(names, flag_values=flags.FLAGS) -> dict:
         value = flag_values[name].value
         values[name] = tuple(value) if isinstance(value, list) else value
     return values
+
+
+def read_fields(cls, names, flag_values=flags.FLAGS) -> dict:
+    """field name -> parsed value of the flag of each of `cls`'s fields `names` (`define_flags`)."""
+    by_flag = {flag_name(field_of(cls, name)): name for name in names}
+    return {by_flag[k]: v for k, v in read_flags(tuple(by_flag), flag_values).items()}
 
 
 def deprecation_line(alias: str, name: str) -> str:

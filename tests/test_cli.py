@@ -12,7 +12,7 @@ import pytest
 from conftest import HANG_TIMEOUT, REPO_ROOT
 
 ENTRY_POINTS = {
-    "run_train.py": ["--data_dir", "--model_dir", "--precision", "--d_mode", "--judge_dir", "--cycle_attention",
+    "run_train.py": ["--data_dir", "--model_dir", "--precision", "--d_mode", "--judge", "--system", "--cycle_attention",
                      "--attention_area", "--lambda_attention_area", "--upsample", "--export_dir", "--folds", "--fold",
                      "--fold_seed", "--tumor_fraction"],
     "run_augment.py": ["--model", "--output_dir", "--precision", "--judge"],

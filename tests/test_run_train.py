@@ -33,7 +33,8 @@ def probe(args):
 
 @pytest.mark.parametrize("args, code, expected", [
     (["--help"], 0, "--attention_epochs"),
-    (["--model=nope"], 2, "--model"),                                           # refused by the flag parser
+    (["--system=nope"], 2, "--system"),                                         # refused by the flag parser
+    (["--model=nope"], 2, "flag --system=nope"),                                # and by its old spelling
     (["--batch_size=0", "--tau=2", "--data_dir={data}", "--model_dir={run}"], 2,  # by RunConfig, both named
      "batch_size must be >= 1, got 0; tau must be in [0, 1), got 2.0"),
     (["--data_dir={run}", "--model_dir={run}"], 2, "no manifest"),
@@ -45,6 +46,17 @@ def test_help_and_bad_flags_do_not_import_tensorflow(tiny_dataset, tmp_path, arg
     result, out = probe(args)
     assert result == {"code": code, "tensorflow": False}, out
     assert expected in out
+
+
+def test_old_spellings_still_set_the_settings_and_say_so_once(tiny_dataset, tmp_path):
+    """--model (now --system) and --judge_dir (now --judge): read as before, one line each."""
+    args = ["--model=cyclegan", f"--judge_dir={tmp_path / 'no_judge'}", f"--data_dir={tiny_dataset}",
+            f"--model_dir={tmp_path / 'run'}", "--lambda_mask=5", "--batch_size=0"]
+    result, out = probe(args)
+    assert result == {"code": 2, "tensorflow": False}, out
+    assert out.count("WARNING: --model is an old spelling of --system") == 1
+    assert out.count("WARNING: --judge_dir is an old spelling of --judge") == 1
+    assert "batch_size must be >= 1" in out
 
 
 def test_build_run_config_takes_size_from_the_manifest_and_checks_values_first(tiny_dataset, tmp_path):

@@ -35,9 +35,9 @@ flags.DEFINE_list("data_dir", None, "Converted dataset (the --output_dir of `pyt
                   "domain (its val and test splits are not read). All must hold slices of the same size, "
                   "channels and modalities, and no patient may be in two splits (docs/training.md, "
                   "'Several datasets').")
-flags.DEFINE_enum("model", "ssa_cyclegan", list(SYSTEMS),
-                  "Which of the paper's five systems to train (Table I): plain CycleGAN, +spectral norm, "
-                  "+attention, +both, or SSA-CycleGAN (attention, spectral norm and the semi-supervised mask loss).")
+settings.define("system", "ssa_cyclegan", "Which of the paper's five systems to train (Table I): plain CycleGAN, "
+                "+spectral norm, +attention, +both, or SSA-CycleGAN (attention, spectral norm and the semi-supervised "
+                "mask loss).", choices=SYSTEMS, aliases=("model",))
 flags.DEFINE_integer("image_size", 0, "Slice size; 0 takes it from the dataset manifest, otherwise it must match it.")
 # Every setting of the networks and of the run that has help text in its config field is a flag.
 MODEL_FLAGS = settings.define_flags(ModelConfig)
@@ -57,8 +57,8 @@ flags.DEFINE_float("tumor_fraction", 1.0, "With --folds: the low-data regime; ke
                    "fraction of the fold's training cases, the same ones run_evaluate.py --tumor_fraction keeps "
                    "for the fold's classifiers. 1 = all.")
 FLAGS = flags.FLAGS
-# The library's settings, by flag name: the entry point's own flags above and the generated ones.
-SETTINGS = ("data_dir", "model", "image_size", "precision") + MODEL_FLAGS + RUN_FLAGS
+# The library's settings: the entry point's own flags above, and the generated MODEL_FLAGS and RUN_FLAGS.
+OWN_SETTINGS = ("data_dir", "system", "image_size", "precision")
 
 
 def fold_settings() -> dict:
@@ -97,8 +97,11 @@ def fold_settings() -> dict:
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-    values = settings.read_flags(SETTINGS)
+    values = settings.read_flags(OWN_SETTINGS)
     values["data_dir"] = list(values["data_dir"] or ())
+    values["model"] = values.pop("system")
+    values.update(settings.read_fields(ModelConfig, MODEL_FLAGS))
+    values.update(settings.read_fields(RunConfig, RUN_FLAGS))
     values.update(fold_settings())
     try:
         config = build_run_config(**values)

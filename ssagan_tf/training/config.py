@@ -124,7 +124,8 @@ class RunConfig:
                                    "distributed path without GPUs; 0 = off).")
     judge_dir: str = setting("", "A judge trained on this dataset (python -m ssagan_tf.evaluation.judge): each "
                                  "epoch it scores the validation translations (tumor rate of normal->tumor, "
-                                 "normal rate of tumor->normal, KID against real slices). Empty = no judge.")
+                                 "normal rate of tumor->normal, KID against real slices). Empty = no judge.",
+                             flag="judge", aliases=("judge_dir",))
     precision_reason: str = ""         # why model.precision was chosen (auto's reasoning), for the record
     jit_compile: bool = setting(False, "Compile each replica's step with XLA.")
     deterministic: bool = setting(False, "TF op determinism, for bitwise-repeatable runs (slower). The data order "
