@@ -202,7 +202,7 @@ def config_from_flags():
         workers=FLAGS.workers, strict=FLAGS.strict, overwrite=FLAGS.overwrite,
         match_anatomy=FLAGS.match_anatomy, dedupe=FLAGS.dedupe, storage=FLAGS.storage,
         compression=FLAGS.compression)
-    config.check()
+    config.check_inputs()
     return config
 
 

@@ -10,7 +10,12 @@ flags are generated from the fields.
 
 A flag's kind follows the field's default: bool -> --[no]name, int, float, a string (an enum when
 the field names `choices`), a tuple -> a comma-separated list. A flag may keep old spellings
-(`aliases=`): an old spelling still works and, when read, prints one deprecation line. Plain Python and absl only, so a command's `--help` and a bad flag cost no TensorFlow import.
+(`aliases=`): an old spelling still works and, when read, prints one deprecation line. Plain
+Python and absl only, so a command's `--help` and a bad flag cost no TensorFlow import.
+
+Every config checks its values the same way: at construction, with a `Problems` collector, so that
+one `ConfigError` names every value that cannot work; what lies outside the values (folders,
+files, the data) is checked by the config's `check_inputs()`, before any work.
 """
 
 from __future__ import annotations
@@ -19,6 +24,37 @@ import dataclasses
 import sys
 
 from absl import flags
+
+class ConfigError(ValueError):
+    """Settings that cannot work: every problem found, in one message."""
+
+
+class Problems:
+    """Collects what is wrong with a config's values; `raise_any` raises one ConfigError naming
+    them all.
+
+        problems = Problems()
+        problems.need(self.epochs >= 1, f"epochs must be >= 1, got {self.epochs}")
+        problems.raise_any()
+    """
+
+    def __init__(self, heading: str = "", separator: str = "; "):
+        self.messages, self.heading, self.separator = [], heading, separator
+
+    def need(self, ok, message: str) -> None:
+        if not ok:
+            self.messages.append(message)
+
+    def add(self, message: str) -> None:
+        self.messages.append(message)
+
+    def __bool__(self) -> bool:
+        return bool(self.messages)
+
+    def raise_any(self, error=ConfigError) -> None:
+        if self.messages:
+            raise error(self.heading + self.separator.join(self.messages))
+
 
 HELP = "help"
 CHOICES = "choices"

@@ -96,3 +96,47 @@ def test_run_train_reads_every_flag_it_defines_into_its_config():
             default = settings.default_of(settings.field_of(cls, name))
             flag = flags.FLAGS[settings.flag_name(settings.field_of(cls, name))]
             assert flag.default == (list(default) if isinstance(default, tuple) else default)
+
+
+def test_problems_collects_every_message_into_one_error():
+    problems = settings.Problems()
+    problems.need(True, "never")
+    problems.need(False, "a must be 1")
+    problems.add("b must be 2")
+    assert problems
+    with pytest.raises(settings.ConfigError, match="^a must be 1; b must be 2$"):
+        problems.raise_any()
+    settings.Problems().raise_any()                 # nothing wrong: no error
+
+
+def test_every_config_names_all_its_bad_values_in_one_config_error(tmp_path):
+    from data_prep.convert import ConvertConfig
+    from ssagan_tf.augment.config import AugmentConfig
+    from ssagan_tf.evaluation.config import EvaluationConfig
+    from ssagan_tf.models.config import ModelConfig
+    from ssagan_tf.training.config import RunConfig
+
+    cases = [
+        (lambda: ModelConfig(ngf=0, n_res_blocks=-1), ["ngf must be >= 1", "n_res_blocks must be >= 0"]),
+        (lambda: RunConfig(data_dir="d", model_dir="m", batch_size=0, tau=2.0),
+         ["batch_size must be >= 1", "tau must be in [0, 1)"]),
+        (lambda: AugmentConfig(model="m", data_dir="d", output_dir="o", batch_size=0, chunk_size=0),
+         ["batch_size must be >= 1", "chunk_size must be >= 1"]),
+        (lambda: EvaluationConfig(data_dir="d", output_dir="o", epochs=0, width=0),
+         ["epochs=0: must be an integer >= 1", "width=0: must be an integer >= 1"]),
+        (lambda: ConvertConfig(input_dir=str(tmp_path / "absent"), format="brats", output_dir=str(tmp_path / "o"),
+                               num_shards=0, workers=-1), ["--num_shards must be >= 1", "--workers must be >= 0"]),
+    ]
+    for build, messages in cases:
+        with pytest.raises(settings.ConfigError) as caught:
+            build()
+        assert all(m in str(caught.value) for m in messages), str(caught.value)
+
+
+def test_a_convert_config_checks_its_folders_in_check_inputs_not_at_construction(tmp_path):
+    from data_prep.convert import ConvertConfig
+
+    config = ConvertConfig(input_dir=str(tmp_path / "absent"), format="brats", output_dir=str(tmp_path / "o"))
+    with pytest.raises(ValueError, match="--input: .*absent is not a directory"):
+        config.check_inputs()
+    assert not (tmp_path / "o").exists()

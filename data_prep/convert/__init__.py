@@ -32,6 +32,7 @@ from data_prep.writer import ShardedWriter, labelled_patients
 from ssagan_tf.choices import image_size_problem
 from ssagan_tf import io as durable
 from ssagan_tf.data import schema
+from ssagan_tf.settings import Problems
 
 DEDUPE_MODES = ("group", "drop", "off")
 SHEET_PER_ROW = 4
@@ -61,58 +62,57 @@ class ConvertConfig:
     def image_storage(self) -> schema.Storage:
         return schema.Storage(self.storage, self.compression)
 
-    def check(self) -> None:
-        """Reject bad settings before any work, naming the setting."""
+    def __post_init__(self):
+        """Check the values, naming each bad setting by its flag, every problem in one ConfigError
+        (a ValueError); `check_inputs` checks the folders."""
+        problems = Problems()
+        need = problems.need
         prep = self.prep
-        if self.format not in FORMATS:
-            raise ValueError(f"--format must be one of {', '.join(FORMATS)}, got {self.format!r}")
-        if not os.path.isdir(self.input_dir):
-            raise ValueError(f"--input: {self.input_dir} is not a directory")
-        if not 0.0 < self.train_fraction <= 1.0 or not 0.0 <= self.val_fraction < 1.0 \
-                or self.train_fraction + self.val_fraction > 1.0:
-            raise ValueError("--train_fraction in (0, 1] and --val_fraction in [0, 1) must add up to at most 1, "
-                             f"got {self.train_fraction} and {self.val_fraction}")
-        if not 0.0 <= self.labelled_fraction <= 1.0:
-            raise ValueError(f"--labelled_fraction must be in [0, 1], got {self.labelled_fraction}")
-        if prep.image_size < 8:
-            raise ValueError(f"--image_size must be at least 8, got {prep.image_size}")
-        if self.num_shards < 1:
-            raise ValueError(f"--num_shards must be >= 1, got {self.num_shards}")
-        if self.workers < 0:
-            raise ValueError(f"--workers must be >= 0 (0: one per CPU core), got {self.workers}")
-        if not 0.0 <= prep.min_brain_fraction < 1.0:
-            raise ValueError(f"--min_brain_fraction must be in [0, 1), got {prep.min_brain_fraction}")
-        if not 0.0 <= prep.min_brain_ratio <= 1.0:
-            raise ValueError(f"--min_brain_ratio must be in [0, 1], got {prep.min_brain_ratio}")
-        if prep.brain_length_mm < 0:
-            raise ValueError(f"--brain_length_mm must be >= 0 (0: no bound), got {prep.brain_length_mm}")
-        if prep.field_of_view not in preprocess.FIELDS_OF_VIEW:
-            raise ValueError(f"--field_of_view must be one of {', '.join(preprocess.FIELDS_OF_VIEW)}, "
-                             f"got {prep.field_of_view!r}")
-        if prep.min_tumor_pixels < 1 or prep.min_tumor_pixels > prep.image_size ** 2:
-            raise ValueError(f"--min_tumor_pixels must be in [1, image_size^2 = {prep.image_size ** 2}], "
-                             f"got {prep.min_tumor_pixels}")
-        if prep.normal_margin < 0:
-            raise ValueError(f"--normal_margin must be >= 0, got {prep.normal_margin}")
+        need(self.format in FORMATS, f"--format must be one of {', '.join(FORMATS)}, got {self.format!r}")
+        need(0.0 < self.train_fraction <= 1.0 and 0.0 <= self.val_fraction < 1.0
+             and self.train_fraction + self.val_fraction <= 1.0,
+             "--train_fraction in (0, 1] and --val_fraction in [0, 1) must add up to at most 1, "
+             f"got {self.train_fraction} and {self.val_fraction}")
+        need(0.0 <= self.labelled_fraction <= 1.0,
+             f"--labelled_fraction must be in [0, 1], got {self.labelled_fraction}")
+        need(prep.image_size >= 8, f"--image_size must be at least 8, got {prep.image_size}")
+        need(self.num_shards >= 1, f"--num_shards must be >= 1, got {self.num_shards}")
+        need(self.workers >= 0, f"--workers must be >= 0 (0: one per CPU core), got {self.workers}")
+        need(0.0 <= prep.min_brain_fraction < 1.0,
+             f"--min_brain_fraction must be in [0, 1), got {prep.min_brain_fraction}")
+        need(0.0 <= prep.min_brain_ratio <= 1.0, f"--min_brain_ratio must be in [0, 1], got {prep.min_brain_ratio}")
+        need(prep.brain_length_mm >= 0, f"--brain_length_mm must be >= 0 (0: no bound), got {prep.brain_length_mm}")
+        need(prep.field_of_view in preprocess.FIELDS_OF_VIEW,
+             f"--field_of_view must be one of {', '.join(preprocess.FIELDS_OF_VIEW)}, got {prep.field_of_view!r}")
+        need(1 <= prep.min_tumor_pixels <= prep.image_size ** 2,
+             f"--min_tumor_pixels must be in [1, image_size^2 = {prep.image_size ** 2}], got {prep.min_tumor_pixels}")
+        need(prep.normal_margin >= 0, f"--normal_margin must be >= 0, got {prep.normal_margin}")
         if prep.slice_range is not None:
             start, stop = prep.slice_range
-            if (start is not None and start < 0) or (stop is not None and stop < 0) or \
-                    (start is not None and stop is not None and stop <= start):
-                raise ValueError(f"--slice_range must be START:STOP with 0 <= START < STOP, got {start}:{stop}")
+            need(not ((start is not None and start < 0) or (stop is not None and stop < 0)
+                      or (start is not None and stop is not None and stop <= start)),
+                 f"--slice_range must be START:STOP with 0 <= START < STOP, got {start}:{stop}")
         low, high = prep.percentiles
-        if not 0.0 <= low < high <= 100.0:
-            raise ValueError(f"--percentiles must be 0 <= low < high <= 100, got {low},{high}")
-        if self.storage not in schema.IMAGE_DTYPES:
-            raise ValueError(f"--storage must be one of {', '.join(schema.IMAGE_DTYPES)}, got {self.storage!r}")
-        if self.compression not in schema.COMPRESSIONS:
-            raise ValueError(f"--compression must be one of {', '.join(schema.COMPRESSIONS)}, "
-                             f"got {self.compression!r}")
-        if self.dedupe not in DEDUPE_MODES:
-            raise ValueError(f"--dedupe must be one of {', '.join(DEDUPE_MODES)}, got {self.dedupe!r}")
-        if self.reader.no_masks and not prep.assume_normal and self.format in ("brats", "pairs"):
-            raise ValueError("--no_masks needs --assume_normal: without masks no slice can be labelled tumor, "
-                             "so every brain slice is taken as normal only when you say so")
-        check_for_format(self.reader, self.format)
+        need(0.0 <= low < high <= 100.0, f"--percentiles must be 0 <= low < high <= 100, got {low},{high}")
+        need(self.storage in schema.IMAGE_DTYPES,
+             f"--storage must be one of {', '.join(schema.IMAGE_DTYPES)}, got {self.storage!r}")
+        need(self.compression in schema.COMPRESSIONS,
+             f"--compression must be one of {', '.join(schema.COMPRESSIONS)}, got {self.compression!r}")
+        need(self.dedupe in DEDUPE_MODES, f"--dedupe must be one of {', '.join(DEDUPE_MODES)}, got {self.dedupe!r}")
+        need(not (self.reader.no_masks and not prep.assume_normal and self.format in ("brats", "pairs")),
+             "--no_masks needs --assume_normal: without masks no slice can be labelled tumor, so every brain "
+             "slice is taken as normal only when you say so")
+        try:
+            check_for_format(self.reader, self.format)
+        except ValueError as err:
+            problems.add(str(err))
+        problems.raise_any()
+
+    def check_inputs(self) -> None:
+        """The input is a folder, and the output one the converter may write (`ownership`); raises
+        ValueError before any work."""
+        if not os.path.isdir(self.input_dir):
+            raise ValueError(f"--input: {self.input_dir} is not a directory")
         ownership.check_output(self.input_dir, self.output_dir, self.overwrite, "manifest.json")
 
 
@@ -182,7 +182,7 @@ def convert(config: ConvertConfig, log=print, clock=time.perf_counter) -> dict:
     """Convert a dataset; returns the manifest dict. Raises ValueError on bad settings, when no
     case converted, when a split would be empty or the disk is full (after writing the report).
     `log` takes the console lines; `clock` (seconds) times the progress lines (`Progress`)."""
-    config.check()
+    config.check_inputs()
     cohort: dict = {}
     try:
         refs, problems = discover(config.input_dir, config.format, config.reader)

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 from ssagan_tf.data.schema import DIRECTIONS
 from ssagan_tf.precision import PRECISIONS
+from ssagan_tf.settings import Problems
 
 FORMATS = ("tfrecord", "png", "nifti")
 FIELD_OF_VIEW_CHOICES = ("auto", "fit", "pad")     # auto: the framing of the model's training data
@@ -91,12 +92,10 @@ class AugmentConfig:
     field_of_view: str = "auto"
 
     def __post_init__(self):
-        """Check the values (every problem in one ValueError); `check_inputs` checks the folders."""
-        problems = []
-
-        def need(ok, message):
-            if not ok:
-                problems.append(message)
+        """Check the values (every problem in one ConfigError, a ValueError); `check_inputs` checks
+        the folders."""
+        problems = Problems()
+        need = problems.need
 
         need(bool(self.model), "model is required")
         need(bool(self.data_dir), "data_dir is required")
@@ -116,8 +115,7 @@ class AugmentConfig:
         need(self.judge_slices >= 2, f"judge_slices must be >= 2, got {self.judge_slices}")
         need(self.field_of_view in FIELD_OF_VIEW_CHOICES,
              f"field_of_view must be one of {', '.join(FIELD_OF_VIEW_CHOICES)}, got {self.field_of_view!r}")
-        if problems:
-            raise ValueError("; ".join(problems))
+        problems.raise_any()
 
     def check_inputs(self) -> None:
         """The folders exist and the output is not the input dataset, a folder inside it, or a file;

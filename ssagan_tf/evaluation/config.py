@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 from ssagan_tf.choices import CLASSIC_IMPLEMENTATIONS
 from ssagan_tf.precision import PRECISIONS
+from ssagan_tf.settings import Problems
 
 # The paper's four training arms (real only, real + classic augmentation, real + synthetic,
 # real + synthetic + classic) and the cheap baselines MixUp and CutMix, alone or after classic.
@@ -97,63 +98,62 @@ class EvaluationConfig:
 
 
 def check_values(config: EvaluationConfig) -> None:
-    """Raise ValueError with a readable message for any setting that cannot work."""
-    problems = []
+    """Raise one ConfigError (a ValueError) naming every setting that cannot work."""
+    problems = Problems("bad evaluation settings:\n  ", "\n  ")
     if not config.data_dir:
-        problems.append("data_dir is required")
+        problems.add("data_dir is required")
     if not config.output_dir:
-        problems.append("output_dir is required")
+        problems.add("output_dir is required")
     unknown = [arm for arm in config.arms if arm not in ARMS]
     if unknown:
-        problems.append(f"unknown arm(s) {unknown}; choose from {list(ARMS)}")
+        problems.add(f"unknown arm(s) {unknown}; choose from {list(ARMS)}")
     if not config.arms:
-        problems.append("at least one arm is required")
+        problems.add("at least one arm is required")
     if len(set(config.arms)) != len(config.arms):
-        problems.append(f"arms repeat: {list(config.arms)}")
+        problems.add(f"arms repeat: {list(config.arms)}")
     if any(arm in SYNTHETIC_ARMS for arm in config.arms) and not config.augmenters:
-        problems.append("the synthetic arms need --augmenters=NAME=EXPORTED_DIR,... (or copy_paste, identity)")
+        problems.add("the synthetic arms need --augmenters=NAME=EXPORTED_DIR,... (or copy_paste, identity)")
     names = config.augmenter_names
     if len(set(names)) != len(names):
-        problems.append(f"augmenter names repeat: {list(names)}")
+        problems.add(f"augmenter names repeat: {list(names)}")
     bad_ratios = [r for r in config.ratios if float(r) not in ALLOWED_RATIOS]
     if bad_ratios or not config.ratios:
-        problems.append(f"ratios {list(config.ratios)}: each must be one of {list(ALLOWED_RATIOS)}")
+        problems.add(f"ratios {list(config.ratios)}: each must be one of {list(ALLOWED_RATIOS)}")
     if not config.seeds or len(set(config.seeds)) != len(config.seeds):
-        problems.append(f"seeds {list(config.seeds)}: need at least one, without repeats")
+        problems.add(f"seeds {list(config.seeds)}: need at least one, without repeats")
     for name, value, low in (("epochs", config.epochs, 1), ("batch_size", config.batch_size, 1),
                              ("patience", config.patience, 0), ("width", config.width, 1),
                              ("sample_count", config.sample_count, 1)):
         if int(value) != value or value < low:
-            problems.append(f"{name}={value}: must be an integer >= {low}")
+            problems.add(f"{name}={value}: must be an integer >= {low}")
     if not 0.0 < config.learning_rate < 1.0:
-        problems.append(f"learning_rate={config.learning_rate}: must be in (0, 1)")
+        problems.add(f"learning_rate={config.learning_rate}: must be in (0, 1)")
     if not 0.0 < config.tau < 1.0:
-        problems.append(f"tau={config.tau}: must be in (0, 1)")
+        problems.add(f"tau={config.tau}: must be in (0, 1)")
     if not 0.0 < config.threshold < 1.0:
-        problems.append(f"threshold={config.threshold}: must be in (0, 1)")
+        problems.add(f"threshold={config.threshold}: must be in (0, 1)")
     if not 0.0 < config.tumor_fraction <= 1.0:
-        problems.append(f"tumor_fraction={config.tumor_fraction}: must be in (0, 1]")
+        problems.add(f"tumor_fraction={config.tumor_fraction}: must be in (0, 1]")
     if config.folds and not 2 <= config.folds:
-        problems.append(f"folds={config.folds}: need at least 2 (or 0 for the dataset's own split)")
+        problems.add(f"folds={config.folds}: need at least 2 (or 0 for the dataset's own split)")
     if config.folds and config.judge:
-        problems.append("--judge with --folds: the judge was trained on the dataset's train split, which holds "
+        problems.add("--judge with --folds: the judge was trained on the dataset's train split, which holds "
                         "test patients of some fold; run the judge without cross-validation")
     if not config.folds and any("{fold}" in path for _, path in config.augmenters):
-        problems.append("an augmenter path holds {fold}, which only --folds fills in")
+        problems.add("an augmenter path holds {fold}, which only --folds fills in")
     if not 0.0 <= config.weight_decay < 1.0:
-        problems.append(f"weight_decay={config.weight_decay}: must be in [0, 1)")
+        problems.add(f"weight_decay={config.weight_decay}: must be in [0, 1)")
     if config.lr_schedule not in LR_SCHEDULES:
-        problems.append(f"lr_schedule={config.lr_schedule!r}: choose from {', '.join(LR_SCHEDULES)}")
+        problems.add(f"lr_schedule={config.lr_schedule!r}: choose from {', '.join(LR_SCHEDULES)}")
     if config.classic_impl not in CLASSIC_IMPLEMENTATIONS:
-        problems.append(f"classic_impl={config.classic_impl!r}: choose from {', '.join(CLASSIC_IMPLEMENTATIONS)}")
+        problems.add(f"classic_impl={config.classic_impl!r}: choose from {', '.join(CLASSIC_IMPLEMENTATIONS)}")
     if not 0.0 <= config.classic_strength <= 3.0:
-        problems.append(f"classic_strength={config.classic_strength}: must be in [0, 3]")
+        problems.add(f"classic_strength={config.classic_strength}: must be in [0, 3]")
     if int(config.bootstrap_resamples) != config.bootstrap_resamples or config.bootstrap_resamples < 100:
-        problems.append(f"bootstrap_resamples={config.bootstrap_resamples}: must be an integer >= 100")
+        problems.add(f"bootstrap_resamples={config.bootstrap_resamples}: must be an integer >= 100")
     if config.precision not in PRECISIONS:
-        problems.append(f"precision={config.precision!r}: must be one of {', '.join(PRECISIONS)}")
-    if problems:
-        raise ValueError("bad evaluation settings:\n  " + "\n  ".join(problems))
+        problems.add(f"precision={config.precision!r}: must be one of {', '.join(PRECISIONS)}")
+    problems.raise_any()
 
 
 def parse_augmenters(text: str) -> tuple:

@@ -8,13 +8,13 @@ from dataclasses import dataclass
 
 from ssagan_tf import precision as precisions
 from ssagan_tf.choices import SYSTEMS, UPSAMPLING, image_size_problem
-from ssagan_tf.settings import setting
+from ssagan_tf.settings import Problems, setting
 
 
 @dataclass(frozen=True)
 class ModelConfig:
     """Everything needed to rebuild the six networks; its values are checked at construction,
-    every problem named in one ValueError."""
+    every problem named in one ConfigError (a ValueError)."""
 
     image_size: int = 256
     channels: int = 1
@@ -35,26 +35,19 @@ class ModelConfig:
     precision: str = "fp32"            # compute precision, resolved: fp32, bf16 or fp16 (never auto)
 
     def __post_init__(self):
-        problems = []
-        if image_size_problem(self.image_size):
-            problems.append(image_size_problem(self.image_size))
+        problems = Problems()
+        problems.need(not image_size_problem(self.image_size), image_size_problem(self.image_size))
         for field in ("channels", "ngf", "ndf"):
-            if getattr(self, field) < 1:
-                problems.append(f"{field} must be >= 1, got {getattr(self, field)}")
-        if self.attention_ngf < 0:
-            problems.append(f"attention_ngf must be >= 0 (0 = ngf), got {self.attention_ngf}")
-        if self.upsample not in UPSAMPLING:
-            problems.append(f"upsample must be one of {UPSAMPLING}, got {self.upsample!r}")
-        if self.n_res_blocks < 0:
-            problems.append(f"n_res_blocks must be >= 0, got {self.n_res_blocks}")
-        if self.mask_loss and not self.use_attention:
-            problems.append("mask_loss needs use_attention: the mask supervises the tumor attention")
-        if self.system not in SYSTEMS:
-            problems.append(f"unknown system {self.system!r}; choose one of {sorted(SYSTEMS)}")
-        if self.precision not in precisions.PRECISIONS[1:]:
-            problems.append(f"precision must be one of {', '.join(precisions.PRECISIONS[1:])}, got {self.precision!r}")
-        if problems:
-            raise ValueError("; ".join(problems))
+            problems.need(getattr(self, field) >= 1, f"{field} must be >= 1, got {getattr(self, field)}")
+        problems.need(self.attention_ngf >= 0, f"attention_ngf must be >= 0 (0 = ngf), got {self.attention_ngf}")
+        problems.need(self.upsample in UPSAMPLING, f"upsample must be one of {UPSAMPLING}, got {self.upsample!r}")
+        problems.need(self.n_res_blocks >= 0, f"n_res_blocks must be >= 0, got {self.n_res_blocks}")
+        problems.need(not (self.mask_loss and not self.use_attention),
+                      "mask_loss needs use_attention: the mask supervises the tumor attention")
+        problems.need(self.system in SYSTEMS, f"unknown system {self.system!r}; choose one of {sorted(SYSTEMS)}")
+        problems.need(self.precision in precisions.PRECISIONS[1:],
+                      f"precision must be one of {', '.join(precisions.PRECISIONS[1:])}, got {self.precision!r}")
+        problems.raise_any()
 
     @classmethod
     def for_system(cls, system: str, **kwargs) -> "ModelConfig":

@@ -1,10 +1,12 @@
 """The frozen configuration of one training run, written to `<model_dir>/config.json`.
 
 Built once (`build_run_config` from `run_train.py`'s flags and the dataset's manifest, or directly
-in tests); the library reads only this object. As every config of the project: its values are
-checked at construction, every problem named in one `ConfigError`; what lies outside it (the data,
-the judge, `TF_CONFIG`) is checked by `check_inputs()`. No TensorFlow is imported here until the
-precision is resolved, so a bad flag is refused at once.
+in tests); the library reads only this object. As every config of the project
+(`ssagan_tf.settings`): its values are checked at construction, every problem named in one
+`ConfigError`; what lies outside it (the data, the judge, `TF_CONFIG`) is checked by
+`check_inputs()`. Its fields carry the help text of `run_train.py`'s flags, which are generated
+from them. No TensorFlow is imported here until the precision is resolved, so a bad flag is
+refused at once.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ import os
 from dataclasses import dataclass, field
 
 from ssagan_tf import precision as precisions
-from ssagan_tf.settings import setting
+from ssagan_tf.settings import ConfigError, Problems, setting  # noqa: F401 - ConfigError: training's name for it
 from ssagan_tf.choices import CYCLE_ATTENTIONS, D_MODE_ALIASES, D_MODES, GAN_LOSSES, MASK_LOSS_TYPES
 from ssagan_tf.data import combined, integrity, schema
 from ssagan_tf.models.config import ModelConfig
@@ -48,10 +50,6 @@ def unused_settings(model: ModelConfig, names) -> list:
     names = set(names)
     return [(name, who) for name, (switch, who) in SYSTEM_SPECIFIC.items()
             if name in names and not getattr(model, switch)]
-
-
-class ConfigError(ValueError):
-    """A setting that cannot work (with this data or this machine); raised before any training."""
 
 
 class RunConfigFileError(ValueError):
@@ -205,12 +203,8 @@ class RunConfig:
 
     def problems(self) -> list:
         """Every value that cannot work, one message each (pure: no file or environment is read)."""
-        problems = []
-
-        def need(ok, message):
-            if not ok:
-                problems.append(message)
-
+        problems = Problems()
+        need = problems.need
         need(bool(self.data_dir), "data_dir is required")
         need(bool(self.model_dir), "model_dir is required")
         need(all(isinstance(d, str) and d for d in self.extra_data_dirs),
@@ -265,7 +259,7 @@ class RunConfig:
         need(not unknown, f"allow_changes: {', '.join(map(repr, unknown))} cannot be named; the settings a resume "
                           f"checks are {', '.join(RESUME_GUARDED)} (the others may change freely; the model's shape "
                           "never: its checkpoint would not load)")
-        return problems
+        return problems.messages
 
     def data_warnings(self, manifest: schema.Manifest) -> list:
         """What the data lack for training without being wrong: an augmentation's output
