@@ -120,9 +120,8 @@ def _write(array: np.ndarray, path: str) -> None:
     image = sitk.GetImageFromArray(array)
     image.SetSpacing((1.0, 1.0, 1.0))
     image.SetOrigin((0.0, 0.0, 0.0))
-    tmp = path.replace(".nii.gz", ".tmp.nii.gz")
-    sitk.WriteImage(image, tmp, useCompression=True)
-    durable.replace_durably(tmp, path)
+    with durable.atomic_output(path, suffix=".nii.gz") as temp:
+        sitk.WriteImage(image, temp, useCompression=True)
 
 
 def write_case(output_dir: str, index: int, size: int, slices: int, seed: int) -> str:

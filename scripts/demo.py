@@ -34,6 +34,8 @@ import time
 
 from absl import flags
 
+from ssagan_tf import io as durable
+
 flags.DEFINE_string("output_dir", "runs/demo", "Where every demo output goes.")
 flags.DEFINE_integer("cases", 16, "Phantom cases (every fifth is tumor-free).")
 flags.DEFINE_integer("image_size", 64, "Slice size of the demo dataset.")
@@ -69,9 +71,7 @@ def check_output_dir(out: str, settings: dict, fresh: bool) -> None:
                          "they are not known to be a demo's outputs; choose another --output_dir (--fresh removes "
                          "only what a demo recorded)")
     os.makedirs(out, exist_ok=True)
-    with open(record + ".tmp", "w") as f:
-        json.dump(settings, f)
-    os.replace(record + ".tmp", record)
+    durable.atomic_write(record, json.dumps(settings))
 
 
 def run(title: str, args: list) -> None:

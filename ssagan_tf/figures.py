@@ -1,6 +1,8 @@
 """Labelled figures, drawn with matplotlib on its Agg backend (no display needed): the one image
 grid every sheet of slices uses (conversion, augmentation, training samples, evaluation samples),
-with row labels and column titles, and the writing of a figure as PNG (and PDF) atomically.
+with row labels and column titles, and the writing of a figure as PNG (and PDF) atomically. Also
+the one way images become grey levels (`to_unit`; `to_uint8` for PNG bytes) and the one plain
+tiling, without labels (`tile`: TensorBoard's sample grid).
 
 Figures are `matplotlib.figure.Figure` objects with their own Agg canvas, never pyplot: nothing is
 global, nothing opens a window, and a figure is freed when it is dropped. `texts(figure)` lists
@@ -16,6 +18,8 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from skimage.util import montage
 
+from ssagan_tf import io as durable
+
 OUTLINE_COLOR = "red"
 
 
@@ -27,11 +31,17 @@ def new_figure(width: float, height: float) -> Figure:
 
 
 def to_unit(image: np.ndarray, low: float = -1.0, high: float = 1.0) -> np.ndarray:
-    """The first channel of an image (or a 2-D map) in [low, high], as [0, 1] grey levels."""
+    """The first channel of an image [H, W, C] or of a batch of them [..., H, W, C] (a 2-D map
+    [H, W] as it is) in [low, high], as [0, 1] grey levels, float32."""
     image = np.asarray(image, np.float32)
-    if image.ndim == 3:
+    if image.ndim >= 3:
         image = image[..., 0]
     return np.clip((image - low) / (high - low), 0.0, 1.0)
+
+
+def to_uint8(grey: np.ndarray) -> np.ndarray:
+    """[0, 1] grey levels as 0..255 bytes (rounded to the nearest level, halves to even; clipped)."""
+    return np.round(np.clip(grey, 0, 1) * 255).astype(np.uint8)
 
 
 def labelled_grid(tiles: list, column_titles: list, row_labels: list, title: str | None = None,
@@ -78,11 +88,9 @@ def save(figure: Figure, path: str, vector: bool = False) -> list:
     stem, _ = os.path.splitext(path)
     written = []
     for extension in (".png", ".pdf") if vector else (".png",):
-        target = stem + extension
-        tmp = f"{stem}.tmp-{os.getpid()}{extension}"
-        figure.savefig(tmp, dpi=150 if extension == ".png" else None)
-        os.replace(tmp, target)
-        written.append(target)
+        with durable.atomic_output(stem + extension, suffix=extension) as temp:
+            figure.savefig(temp, dpi=150 if extension == ".png" else None)
+        written.append(stem + extension)
     return written
 
 
@@ -94,7 +102,8 @@ def rgb_array(figure: Figure) -> np.ndarray:
 
 def tile(images: np.ndarray, columns: int, padding: int = 2) -> np.ndarray:
     """A plain tiling, no labels (`skimage.util.montage`): [K, H, W] images, row by row,
-    `columns` per row, white padding; returns [rows * (H + padding), columns * (W + padding)]."""
+    `columns` per row, white (1.0) between and around them and in the slots of a last row left
+    short; returns float32 [rows * (H + padding) + padding, columns * (W + padding) + padding]."""
     images = np.asarray(images, np.float32)
     rows = int(np.ceil(len(images) / columns))
     return montage(images, grid_shape=(rows, columns), padding_width=padding, fill=1.0)

@@ -6,15 +6,24 @@ rename can reach the disk before the file's data, and a power cut then leaves an
 file under the final name. Flushing the data before the rename, and the folder after it (the
 rename is an entry of the folder), closes that window.
 
-Temporary files are written where the caller says: beside the final file by default, or in a
-folder of the caller's own (a staging folder), so that a temporary left by a killed process is
-never mistaken for, nor confused with, a user's file.
+The ways in: `atomic_write` for text or bytes in hand, `atomic_output` for writers that need a
+file name (np.savez, a figure's savefig, SimpleITK's WriteImage, shutil.copyfile), and
+`replace_durably` for a file or a folder staged elsewhere (a folder flushed with `fsync_tree`
+first). Temporary files are written where the caller says: beside the final
+file by default, or in a folder of the caller's own (a staging folder), so that a temporary left by
+a killed process is never mistaken for, nor confused with, a user's file. Their names are the
+final name with `.tmp-<12 hex digits>` appended (`TEMPORARY_MARK`; `atomic_output` may add the
+writer's extension after it), by which a program that cleans its own folders recognises them.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import uuid
+
+# A regular expression of what `temporary_path` appends to a file's name.
+TEMPORARY_MARK = r"\.tmp-[0-9a-f]{12}"
 
 
 def fsync_file(path: str) -> None:
@@ -89,6 +98,23 @@ def atomic_write(path: str, data, temp_dir: str | None = None) -> str:
         raise
     fsync_dir(os.path.dirname(os.path.abspath(path)))
     return path
+
+
+@contextlib.contextmanager
+def atomic_output(path: str, temp_dir: str | None = None, suffix: str = ""):
+    """`with atomic_output(path) as temp:` write the file at `temp`; when the block ends it is
+    flushed and renamed to `path` (`replace_durably`), and when the block raises it is removed, so
+    `path` holds either its old content or all of the new. `suffix` ends the temporary name, for
+    writers that choose the format by it (np.savez adds `.npz` to a name without it, savefig and
+    SimpleITK read the extension)."""
+    temp = temporary_path(path, temp_dir) + suffix
+    try:
+        yield temp
+        replace_durably(temp, path)
+    except BaseException:
+        if os.path.lexists(temp):
+            os.remove(temp)
+        raise
 
 
 def entries_under(root: str, skip_top=lambda name: False) -> list:

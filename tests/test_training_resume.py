@@ -224,6 +224,25 @@ def test_fresh_removes_only_what_training_wrote(data_dir, tmp_path):
     assert len(said) == 1 and "kept 3 file(s) training did not write" in said[0], said
 
 
+def test_fresh_removes_the_temporaries_of_this_and_of_earlier_versions(data_dir, tmp_path):
+    """A writer killed before its rename leaves a temporary: ssagan_tf.io's `<name>.tmp-<hex>`
+    (a sample PNG's also ends in `.png`), or the `<name>.tmp` (samples: `step_<N>.tmp-<pid>.png`)
+    of the versions before it. --fresh removes both kinds, and still nothing of the user's."""
+    run_dir = tmp_path / "run"
+    _plant_run(run_dir, data_dir)
+    temporaries = ["config.json.tmp", "config.json.tmp-0123456789ab", "selection/scores.json.tmp",
+                   "selection/scores.json.tmp-0123456789ab", "selection/ckpt-2.index.tmp",
+                   "selection/ckpt-2.data-00000-of-00001.tmp-0123456789ab", "samples/step_00000002.tmp-4242.png",
+                   "samples/step_00000002.png.tmp-0123456789ab.png"]
+    users = ["config.json.bak", "selection/notes.tmp", "samples/step_2.png.tmp-0123456789ab.png"]
+    for name in temporaries + users:
+        (run_dir / name).parent.mkdir(parents=True, exist_ok=True)
+        (run_dir / name).write_text("x")
+    resume.start_fresh(str(run_dir), print)
+    left = sorted(str(p.relative_to(run_dir)) for p in run_dir.rglob("*") if p.is_file())
+    assert left == sorted(["README.txt", "checkpoints/my_notes.txt", "logs/baseline.csv", "samples/figure.png"] + users)
+
+
 @pytest.mark.parametrize("config_json", [None, "{not json", '{"model": 3}', '{"data_dir": "d"}'])
 def test_fresh_on_a_folder_that_is_not_a_run_deletes_nothing(data_dir, tmp_path, config_json):
     folder = tmp_path / "someone_elses"

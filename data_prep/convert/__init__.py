@@ -322,7 +322,8 @@ def _write_dataset(config, stage, outcomes, channels, normalisation, cohort) -> 
         cohort["warnings"].append(untrainable_size_warning(config.prep.image_size))
     manifest = _manifest(config, outcomes, writer.counts, channels, normalisation, labelled, cohort)
     manifest["shards"] = writer.shards
-    _write_json_atomic(os.path.join(stage.dataset_dir, schema.MANIFEST_NAME), manifest)
+    durable.atomic_write(os.path.join(stage.dataset_dir, schema.MANIFEST_NAME),
+                         json.dumps(manifest, indent=2, default=str))
     write_report(config, outcomes, manifest, cohort, directory=stage.dataset_dir)
     write_sheet(os.path.join(stage.dataset_dir, SHEET_NAME), sorted(sheet, key=lambda p: p[0]))
     return manifest
@@ -460,10 +461,6 @@ def _manifest(config, outcomes, counts, channels, normalisation, labelled, cohor
 
 def _relative(path: str, root: str) -> str:
     return os.path.relpath(path, root).replace(os.sep, "/")
-
-
-def _write_json_atomic(path: str, payload) -> None:
-    durable.atomic_write(path, json.dumps(payload, indent=2, default=str))
 
 
 def _write_report_safely(config, outcomes, cohort, stage) -> str:

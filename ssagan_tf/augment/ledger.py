@@ -35,10 +35,6 @@ def _json_text(value) -> str:
     return json.dumps(value, indent=2, sort_keys=True) + "\n"
 
 
-def _write_json_atomic(path: str, value, temp_dir: str | None = None) -> None:
-    durable.atomic_write(path, _json_text(value), temp_dir=temp_dir)
-
-
 def inside(root: str, relative: str) -> str:
     """`root/relative`, refusing any path that would resolve outside `root`."""
     root_real = os.path.realpath(root)
@@ -73,7 +69,7 @@ class Ledger:
             shutil.rmtree(folder, ignore_errors=True)
             os.makedirs(folder)
         if not os.path.isfile(path):
-            _write_json_atomic(path, plan_settings)
+            durable.atomic_write(path, _json_text(plan_settings))
 
     def _record_path(self, chunk) -> str:
         return os.path.join(self.chunks_dir, f"{chunk.name}.json")
@@ -101,7 +97,7 @@ class Ledger:
     def claim(self, name: str, relatives) -> None:
         """Record, before they are written, output files (relative paths) as this augmentation's."""
         os.makedirs(self.claims_dir, exist_ok=True)
-        _write_json_atomic(os.path.join(self.claims_dir, f"{name}.json"), {"files": sorted(relatives)})
+        durable.atomic_write(os.path.join(self.claims_dir, f"{name}.json"), _json_text({"files": sorted(relatives)}))
 
     def owned(self) -> set:
         """Every output file (relative path) an augmentation claimed or recorded in this folder.
@@ -131,7 +127,7 @@ class Ledger:
             os.makedirs(os.path.dirname(final), exist_ok=True)
             durable.replace_durably(staged, final)
         shutil.rmtree(os.path.join(self.staging_dir, chunk.name), ignore_errors=True)
-        _write_json_atomic(self._record_path(chunk), {"chunk": chunk.name, "rows": rows})
+        durable.atomic_write(self._record_path(chunk), _json_text({"chunk": chunk.name, "rows": rows}))
 
     def committed_any(self) -> bool:
         return os.path.isdir(self.chunks_dir) and any(n.endswith(".json") for n in os.listdir(self.chunks_dir))
@@ -149,10 +145,9 @@ class Ledger:
         into place."""
         self.claim(relative.replace("/", "_"), [relative])
         os.makedirs(self.temp_dir, exist_ok=True)
-        temp = durable.temporary_path(relative.replace("/", "_"), self.temp_dir) + os.path.splitext(relative)[1]
-        write(temp)
         final = inside(self.output_dir, relative)
-        durable.replace_durably(temp, final)
+        with durable.atomic_output(final, self.temp_dir, suffix=os.path.splitext(relative)[1]) as temp:
+            write(temp)
         return final
 
 

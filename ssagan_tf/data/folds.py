@@ -23,6 +23,8 @@ import shutil
 
 import numpy as np
 
+from ssagan_tf import io as durable
+
 VAL_FRACTION = 0.2
 FOLD_DATA_NAME = "fold_data"     # the fold's training data, inside run_train's --model_dir
 
@@ -181,9 +183,8 @@ def write_fold_dataset(data_dir: str, out_dir: str, cohort: dict) -> str:
                                                              & set(cohort["train_patients"]))
         with open(os.path.join(staging, schema.MANIFEST_NAME), "w") as f:
             json.dump(raw_manifest, f, indent=2)
-            f.flush()
-            os.fsync(f.fileno())
-        os.rename(staging, out_dir)
+        durable.fsync_tree(staging)        # shards and manifest on disk before the folder's rename
+        durable.replace_durably(staging, out_dir)
     except BaseException:
         for writer in writers.values():
             writer.close()

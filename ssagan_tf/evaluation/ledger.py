@@ -20,6 +20,7 @@ import os
 
 import numpy as np
 
+from ssagan_tf import io as durable
 from ssagan_tf.exported import Translation
 
 LOCK_NAME = "evaluate.lock"
@@ -44,21 +45,6 @@ def to_json_safe(value):
     if isinstance(value, (float, np.floating)):
         return float(value) if math.isfinite(value) else None
     return value
-
-
-def write_atomic(path: str, text: str) -> None:
-    """Write `text` to `path` through a temporary file, fsynced, renamed over the old file."""
-    tmp = f"{path}.tmp-{os.getpid()}"
-    with open(tmp, "w") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    folder = os.open(os.path.dirname(os.path.abspath(path)), os.O_RDONLY)
-    try:
-        os.fsync(folder)
-    finally:
-        os.close(folder)
 
 
 def _written_by_us(path: str) -> bool:
@@ -112,7 +98,7 @@ class Ledger:
 
     def put(self, key: dict, result: dict) -> None:
 
-        write_atomic(self._path(key), json.dumps(to_json_safe({"key": key, "result": result}), allow_nan=False))
+        durable.atomic_write(self._path(key), json.dumps(to_json_safe({"key": key, "result": result}), allow_nan=False))
 
 
 class TranslationCache:
@@ -139,9 +125,8 @@ class TranslationCache:
         arrays = {"key": np.array(json.dumps(key, sort_keys=True, default=str))}
         for name, t in translations.items():
             arrays.update({f"{name}/source": t.source, f"{name}/image": t.image, f"{name}/attention": t.attention})
-        tmp = f"{path}.tmp-{os.getpid()}.npz"
-        np.savez(tmp, **arrays)
-        os.replace(tmp, path)
+        with durable.atomic_output(path, suffix=".npz") as temp:
+            np.savez(temp, **arrays)
 
 
 def augmenter_identity(path: str) -> dict:

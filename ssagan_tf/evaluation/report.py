@@ -7,6 +7,8 @@ import json
 import math
 import os
 
+from ssagan_tf import io as durable
+
 # Paper Table I, ResNet18 (%): real + classic augmentation -> real + SSA-CycleGAN synthetic at 1:1.
 PAPER_TABLE_I = (("BraTS19", 67.66, 77.44, 72.69, 78.66), ("BraTS18", 69.83, 78.38, 73.77, 80.16),
                  ("BraTS15", 69.45, 80.93, 71.32, 80.43))
@@ -15,9 +17,9 @@ TABLE_METRICS = (("sensitivity", "Sensitivity"), ("specificity", "Specificity"),
 
 
 def write_results_json(path: str, results: dict) -> None:
-    from ssagan_tf.evaluation.ledger import to_json_safe, write_atomic
+    from ssagan_tf.evaluation.ledger import to_json_safe
 
-    write_atomic(path, json.dumps(to_json_safe(results), indent=1, allow_nan=False))
+    durable.atomic_write(path, json.dumps(to_json_safe(results), indent=1, allow_nan=False))
 
 
 def percent(summary: dict, signed: bool = False) -> str:
@@ -280,6 +282,4 @@ def write_report(path: str, results: dict) -> None:
     lines += sample_size_section(results) + pooled_section(results) + main_tables(results) + comparison_section(results)
     lines += attention_section(results) + judge_section(results) + setup_section(results)
     lines += figures_section(results) + paper_section()
-    from ssagan_tf.evaluation.ledger import write_atomic
-
-    write_atomic(path, "\n".join(lines))
+    durable.atomic_write(path, "\n".join(lines))

@@ -17,6 +17,7 @@ import math
 import os
 from dataclasses import dataclass, field
 
+from ssagan_tf import io as durable
 from ssagan_tf import precision as precisions
 from ssagan_tf.settings import ConfigError, Problems, setting  # noqa: F401 - ConfigError: training's name for it
 from ssagan_tf.choices import CYCLE_ATTENTIONS, D_MODE_ALIASES, D_MODES, GAN_LOSSES, MASK_LOSS_TYPES
@@ -386,18 +387,11 @@ def save_config(config: RunConfig, directory: str, data_checksum: str | None = N
     """Write `config` (and the checksum of its data, `integrity.dataset_checksum`) as
     `<directory>/config.json`, atomically."""
     os.makedirs(directory, exist_ok=True)
-    path = config_path(directory)
-    tmp = path + ".tmp"
     values = config.to_dict()
     values["allow_changes"] = list(config.allow_changes)
     if data_checksum:
         values[DATA_CHECKSUM_KEY] = data_checksum
-    with open(tmp, "w") as f:
-        json.dump(values, f, indent=2, sort_keys=True)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    return path
+    return durable.atomic_write(config_path(directory), json.dumps(values, indent=2, sort_keys=True))
 
 
 # What every run's config.json has held since the first version (newer fields may be missing).

@@ -16,6 +16,7 @@ import os
 import re
 import shutil
 
+from ssagan_tf import io as durable
 from ssagan_tf import run_dir
 from ssagan_tf.models import ModelConfig
 from ssagan_tf.run_dir import CONFIG_NAME
@@ -23,15 +24,18 @@ from ssagan_tf.training.config import (DATA_CHECKSUM_KEY, RESUME_GUARDED, Config
                                        load_config_dict)
 
 # What training writes in its run directory, by folder: only such entries are deleted by --fresh.
+# A file written whole may have left its temporary (ssagan_tf.io), or one of the versions before it
+# (`.tmp` appended; samples: `step_<N>.tmp-<pid>.png`).
+_TEMPORARY = rf"(\.tmp|{durable.TEMPORARY_MARK})?"
 WRITTEN = {
     run_dir.CHECKPOINT_SUBDIR: re.compile(r"^(checkpoint|checkpoint\.tmp[0-9a-f]*|ckpt-\d+(\.index|\.data-\d+-of-\d+)"
                                               r"|ckpt-\d+_temp)$"),
     run_dir.LOGS_SUBDIR: re.compile(r"^events\.out\.tfevents\.\d+\..+$"),
-    run_dir.SAMPLES_SUBDIR: re.compile(r"^step_\d{8}\.png$"),
+    run_dir.SAMPLES_SUBDIR: re.compile(rf"^step_\d{{8}}(\.png({durable.TEMPORARY_MARK}\.png)?|\.tmp-\d+\.png)$"),
     # --select_best: the scores and the kept copy of the best checkpoint (training.selection)
-    run_dir.SELECTION_SUBDIR: re.compile(r"^(scores\.json(\.tmp)?|ckpt-\d+(\.index|\.data-\d+-of-\d+)(\.tmp)?)$"),
+    run_dir.SELECTION_SUBDIR: re.compile(rf"^(scores\.json|ckpt-\d+(\.index|\.data-\d+-of-\d+)){_TEMPORARY}$"),
 }
-WRITTEN_FILES = (CONFIG_NAME, CONFIG_NAME + ".tmp")
+WRITTEN_FILES = re.compile(rf"^{re.escape(CONFIG_NAME)}{_TEMPORARY}$")
 
 
 def check_fresh(model_dir: str) -> None:
@@ -79,8 +83,8 @@ def start_fresh(model_dir: str, log) -> None:
                 removed += 1
         if not os.listdir(folder):
             os.rmdir(folder)
-    for name in WRITTEN_FILES:
-        if os.path.isfile(os.path.join(model_dir, name)):
+    for name in sorted(os.listdir(model_dir)):
+        if WRITTEN_FILES.match(name) and os.path.isfile(os.path.join(model_dir, name)):
             os.remove(os.path.join(model_dir, name))
             removed += 1
     if removed:

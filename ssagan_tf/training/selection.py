@@ -48,6 +48,7 @@ import shutil
 
 import numpy as np
 
+from ssagan_tf import io as durable
 from ssagan_tf.data.schema import DIRECTIONS
 from ssagan_tf.run_dir import SCORES_NAME, best_checkpoint, read_scores, selection_dir
 
@@ -144,10 +145,8 @@ def best_record(records: list) -> dict | None:
 
 def _write_scores(model_dir: str, scores: dict) -> None:
     os.makedirs(selection_dir(model_dir), exist_ok=True)
-    path = os.path.join(selection_dir(model_dir), SCORES_NAME)
-    with open(path + ".tmp", "w") as f:
-        json.dump(scores, f, indent=2, sort_keys=True)
-    os.replace(path + ".tmp", path)
+    durable.atomic_write(os.path.join(selection_dir(model_dir), SCORES_NAME),
+                         json.dumps(scores, indent=2, sort_keys=True))
 
 
 RULE = (f"score = mean over normal_to_tumor and tumor_to_normal of (judge rate - {KID_WEIGHT} * kid_left), "
@@ -246,9 +245,8 @@ class KeepBest:
         folder = selection_dir(self.config.model_dir)
         old = scores.get("best")
         for path in files:          # new files in place first, then scores.json names them
-            target = os.path.join(folder, os.path.basename(path))
-            shutil.copyfile(path, target + ".tmp")
-            os.replace(target + ".tmp", target)
+            with durable.atomic_output(os.path.join(folder, os.path.basename(path))) as temp:
+                shutil.copyfile(path, temp)
         scores["best"] = {"epoch": best["epoch"], "step": best["checkpoint_step"], "score": best["score"],
                           "checkpoint": os.path.basename(source)}
         _write_scores(self.config.model_dir, scores)

@@ -111,7 +111,7 @@ class Summaries:
 
     def image(self, step: int, name: str, grid: np.ndarray, description: str = ""):
         """One [H, W, 1] image in [0, 1], as TensorBoard's image plugin stores it."""
-        png = tf.io.encode_png(tf.cast(np.round(np.clip(grid, 0, 1) * 255), tf.uint8))
+        png = tf.io.encode_png(figures.to_uint8(grid))
         height, width = grid.shape[:2]
         with self.writer.as_default(step=step):
             tf.summary.write(name, tf.stack([tf.constant(str(width)), tf.constant(str(height)), png]),
@@ -151,11 +151,6 @@ def _flatten(settings: dict) -> dict:
     return flat
 
 
-def _display(images) -> np.ndarray:
-    """First channel of [-1, 1] images -> [0, 1] grayscale, [B, H, W, 1]."""
-    return np.clip((np.asarray(images)[..., :1] + 1.0) / 2.0, 0.0, 1.0)
-
-
 GRID_COLUMNS = ("input", "attention", "translation", "reconstruction")
 
 
@@ -177,9 +172,8 @@ def translation_rows(models, normal, tumor, tau: float, cycle_attention: str = "
              (models.normal_to_tumor, models.attention_normal))):
         translated, attention = translate(*forward, images, tau=tau)
         reconstructed = reconstruct(*backward, translated, attention, cycle_attention, tau=tau)
-        columns = [_display(images), np.clip(np.asarray(attention, np.float32)[..., :1], 0, 1), _display(translated),
-                   _display(reconstructed)]
-        rows.append((direction, [c[..., 0] for c in columns]))
+        rows.append((direction, [figures.to_unit(images), figures.to_unit(attention, 0.0, 1.0),
+                                 figures.to_unit(translated), figures.to_unit(reconstructed)]))
     return rows
 
 
