@@ -60,14 +60,20 @@ HELP = "help"
 CHOICES = "choices"
 ALIASES = "aliases"
 FLAG = "flag"
+PARSE = "parse"
+FLAG_DEFAULT = "flag_default"
 
 
-def setting(default=dataclasses.MISSING, help="", *, choices=None, flag=None, aliases=(), default_factory=None):
+def setting(default=dataclasses.MISSING, help="", *, choices=None, flag=None, aliases=(), parse=None,
+            flag_default=dataclasses.MISSING, default_factory=None):
     """A dataclass field with its command-line help (and enum `choices`; `flag`, the flag's name
     when it is not the field's, as for a name every command shares; old flag spellings `aliases`).
-    `help` may be a function returning the text, for a text built from names defined later."""
+    `help` may be a function returning the text, for a text built from names defined later. A
+    field whose value the command line spells otherwise (numbers in a comma list, NAME=PATH pairs)
+    gives the flag's default as spelled (`flag_default`, which also chooses the flag's kind) and
+    `parse`, which turns the flag's value into the field's (raising ValueError for a bad one)."""
     metadata = {HELP: help, CHOICES: tuple(choices) if choices is not None else None, ALIASES: tuple(aliases),
-                FLAG: flag}
+                FLAG: flag, PARSE: parse, FLAG_DEFAULT: flag_default}
     if default_factory is not None:
         return dataclasses.field(default_factory=default_factory, metadata=metadata)
     return dataclasses.field(default=default, metadata=metadata)
@@ -133,7 +139,9 @@ def define_flags(cls, names=None, flag_values=flags.FLAGS, module_name: str | No
     for name in names:
         f = field_of(cls, name)
         help = f.metadata.get(HELP, "")
-        define(flag_name(f), default_of(f), help() if callable(help) else help, f.metadata.get(CHOICES),
+        default = f.metadata.get(FLAG_DEFAULT, dataclasses.MISSING)
+        default = default_of(f) if default is dataclasses.MISSING else default
+        define(flag_name(f), default, help() if callable(help) else help, f.metadata.get(CHOICES),
                f.metadata.get(ALIASES, ()), flag_values, module_name)
     return names
 
@@ -159,9 +167,23 @@ def read_flags(names, flag_values=flags.FLAGS) -> dict:
 
 
 def read_fields(cls, names, flag_values=flags.FLAGS) -> dict:
-    """field name -> parsed value of the flag of each of `cls`'s fields `names` (`define_flags`)."""
+    """field name -> value of the flag of each of `cls`'s fields `names` (`define_flags`), turned
+    into the field's value by its `parse`. A value `parse` refuses raises ConfigError naming the
+    flag; every such problem is named at once."""
     by_flag = {flag_name(field_of(cls, name)): name for name in names}
-    return {by_flag[k]: v for k, v in read_flags(tuple(by_flag), flag_values).items()}
+    values, problems = {}, Problems()
+    for flag, value in read_flags(tuple(by_flag), flag_values).items():
+        parse = field_of(cls, by_flag[flag]).metadata.get(PARSE)
+        try:
+            values[by_flag[flag]] = parse(value) if parse is not None else value
+        except ValueError as err:
+            problems.add(f"--{flag}={_spelled(value)}: {err}")
+    problems.raise_any()
+    return values
+
+
+def _spelled(value) -> str:
+    return ",".join(map(str, value)) if isinstance(value, (tuple, list)) else str(value)
 
 
 def deprecation_line(alias: str, name: str) -> str:

@@ -79,23 +79,42 @@ def test_a_setting_without_help_or_of_an_unknown_kind_is_refused():
         settings.define_flags(Bad, ["odd"], flag_values=fresh())
 
 
-def test_run_train_reads_every_flag_it_defines_into_its_config():
-    from ssagan_tf.commands import train
-    from ssagan_tf.models.config import ModelConfig
-    from ssagan_tf.training.config import RunConfig
+PROBE_TRAIN = """
+import json
+from absl import flags
+from ssagan_tf import settings
+from ssagan_tf.commands import train
+from ssagan_tf.models.config import ModelConfig
+from ssagan_tf.training.config import RunConfig
 
-    defined = {f.name for f in flags.FLAGS.get_flags_for_module(train.__name__)}
-    own = {"folds", "fold", "fold_seed", "tumor_fraction"}        # the entry point's cross-validation flags
-    generated = {settings.flag_name(settings.field_of(cls, name))
-                 for cls, names in ((RunConfig, train.RUN_FLAGS), (ModelConfig, train.MODEL_FLAGS)) for name in names}
+defaults = {}
+for cls, names in ((RunConfig, train.RUN_FLAGS), (ModelConfig, train.MODEL_FLAGS)):
+    for name in names:
+        field = settings.field_of(cls, name)
+        default = settings.default_of(field)
+        flag = flags.FLAGS[settings.flag_name(field)]
+        defaults[flag.name] = flag.default == (list(default) if isinstance(default, tuple) else default)
+print(json.dumps({"defined": sorted(f.name for f in flags.FLAGS.get_flags_for_module(train.__name__)),
+                  "own": list(train.OWN_SETTINGS), "defaults": defaults}))
+"""
+
+
+def test_run_train_reads_every_flag_it_defines_into_its_config():
+    """In a process of its own: the commands define their flags on absl's global FLAGS."""
+    import json
+    import subprocess
+    import sys
+
+    from conftest import REPO_ROOT
+
+    done = subprocess.run([sys.executable, "-c", PROBE_TRAIN], cwd=REPO_ROOT, capture_output=True, text=True,
+                          check=True)
+    found = json.loads(done.stdout.strip().splitlines()[-1])
+    cross_validation = {"folds", "fold", "fold_seed", "tumor_fraction"}     # the entry point's own, read apart
     old_spellings = {"model", "judge_dir"}
-    assert defined - own - old_spellings == set(train.OWN_SETTINGS) | generated
-    assert "judge" in generated and "system" in train.OWN_SETTINGS
-    for cls, names in ((RunConfig, train.RUN_FLAGS), (ModelConfig, train.MODEL_FLAGS)):
-        for name in names:                       # defaults declared once: the field's
-            default = settings.default_of(settings.field_of(cls, name))
-            flag = flags.FLAGS[settings.flag_name(settings.field_of(cls, name))]
-            assert flag.default == (list(default) if isinstance(default, tuple) else default)
+    assert set(found["defined"]) - cross_validation - old_spellings == set(found["own"]) | set(found["defaults"])
+    assert {"judge", "ngf", "epochs"} <= set(found["defaults"]) and "system" in found["own"]
+    assert all(found["defaults"].values()), found["defaults"]              # each flag's default is its field's
 
 
 def test_problems_collects_every_message_into_one_error():
@@ -140,3 +159,30 @@ def test_a_convert_config_checks_its_folders_in_check_inputs_not_at_construction
     with pytest.raises(ValueError, match="--input: .*absent is not a directory"):
         config.check_inputs()
     assert not (tmp_path / "o").exists()
+
+
+def test_run_evaluate_flags_are_the_config_fields_and_parse_into_them():
+    import json
+    import subprocess
+    import sys
+
+    from conftest import REPO_ROOT
+    from ssagan_tf.evaluation.config import EvaluationConfig
+
+    probe = ("import json; from absl import flags; from ssagan_tf.commands import evaluate as e; "
+             "print(json.dumps([sorted(f.name for f in flags.FLAGS.get_flags_for_module(e.__name__)), "
+             "sorted(e.CONFIG_FLAGS), flags.FLAGS['seeds'].default, flags.FLAGS['augmenters'].default]))")
+    done = subprocess.run([sys.executable, "-c", probe], cwd=REPO_ROOT, capture_output=True, text=True, check=True)
+    defined, generated, seeds, augmenters = json.loads(done.stdout.strip().splitlines()[-1])
+    assert set(defined) == set(generated) | {"precision"} and "judge" in generated
+    assert seeds == ["0", "1", "2"] and augmenters == ""
+    values = flags.FlagValues()
+    names = settings.define_flags(EvaluationConfig, ["seeds", "ratios", "augmenters", "arms"], flag_values=values)
+    values(["prog", "--seeds=3,4", "--ratios=0.5,2", "--augmenters=ssa=/e/ssa,copy_paste", "--arms=none, classic"])
+    assert settings.read_fields(EvaluationConfig, names, values) == {
+        "seeds": (3, 4), "ratios": (0.5, 2.0), "augmenters": (("ssa", "/e/ssa"), ("copy_paste", "")),
+        "arms": ("none", "classic")}
+    values(["prog", "--seeds=3,x", "--ratios=a"])
+    with pytest.raises(settings.ConfigError, match=r"^--seeds=3,x: expected comma-separated int values; "
+                                                   r"--ratios=a: expected comma-separated float values$"):
+        settings.read_fields(EvaluationConfig, names, values)

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 from ssagan_tf.choices import CLASSIC_IMPLEMENTATIONS
 from ssagan_tf.precision import PRECISIONS
-from ssagan_tf.settings import Problems
+from ssagan_tf.settings import Problems, setting
 
 # The paper's four training arms (real only, real + classic augmentation, real + synthetic,
 # real + synthetic + classic) and the cheap baselines MixUp and CutMix, alone or after classic.
@@ -25,60 +25,92 @@ LR_SCHEDULES = ("constant", "cosine")
 ALLOWED_RATIOS = (0.5, 1.0, 2.0, 3.0)
 
 
+def _numbers(kind):
+    """A comma list of `kind` values (the flag's strings) -> a tuple of them."""
+    def parse(values) -> tuple:
+        try:
+            return tuple(kind(v) for v in values if str(v).strip())
+        except ValueError:
+            raise ValueError(f"expected comma-separated {kind.__name__} values") from None
+    return parse
+
+
+def _names(values) -> tuple:
+    return tuple(v.strip() for v in values if v.strip())
+
+
 @dataclass(frozen=True)
 class EvaluationConfig:
     """Everything `run_evaluation` needs; built once (from flags or by hand) and never mutated.
+    Each field's help text (`run_evaluate.py --help`, generated from the fields) says what it is.
 
     augmenters: (name, exported model directory) pairs, one per system compared (the paper's
-        CycleGAN, Spec-CycleGAN, ..., SSA-CycleGAN). A directory is a TF Serving version
-        directory or its model base directory (the highest integer version is used).
-    arms: a subset of `ARMS`; the synthetic arms need at least one augmenter.
-    ratios: synthetic:real ratios per class, each in `ALLOWED_RATIOS`.
-    seeds: one classifier per (arm, augmenter, ratio, seed); the spread over seeds is reported.
-    width: ResNet18 base width (64 = the paper's ResNet18; 8-16 for demos on CPU).
-    tau: attention threshold for the attention metrics (docs/method.md, "The composition"; default 0.1).
+        CycleGAN, Spec-CycleGAN, ..., SSA-CycleGAN); a built-in control has the path "".
     precision: compute precision of the classifiers (`ssagan_tf.precision`; auto picks by hardware).
         The augmenters compute in the precision they were exported in.
-    judge: a judge directory (`python -m ssagan_tf.evaluation.judge`) that scores each augmenter's
-        test translations (tumor/normal rate, KID); "" = none.
-    tumor_fraction: the low-data regime: keep the tumor slices of only this fraction of the
-        training cases (at least one case, chosen with a fixed seed; their normal slices and every
-        other case's normal slices stay). 1 = all.
-    folds: patient-level K-fold cross-validation over the patients of all splits (0 = the
-        dataset's own split); an augmenter path may hold `{fold}`, replaced by the fold index.
-    fold_seed: the seed of the fold assignment (run_train.py --fold_seed must match).
-    weight_decay: decoupled weight decay (AdamW) of the classifier; 0 = Adam.
-    lr_schedule: constant, or cosine (from learning_rate to 0 over `epochs`, per epoch).
-    classic_impl / classic_strength: classic augmentation by one warp or Keras layers, and a
-        factor on its rotation, translation and crop ranges (arms.py).
-    bootstrap_resamples: patient-level bootstrap replicates of the confidence intervals.
     """
 
-    data_dir: str
-    output_dir: str
-    augmenters: tuple = ()
-    arms: tuple = ("none", "classic", "synthetic", "synthetic+classic")
-    ratios: tuple = (1.0,)
-    seeds: tuple = (0, 1, 2)
-    epochs: int = 30
-    batch_size: int = 32
-    patience: int = 5
-    width: int = 64
-    learning_rate: float = 1e-3
-    tau: float = 0.1
-    threshold: float = 0.5
-    sample_count: int = 4
-    verbose: int = 0
+    data_dir: str = setting(help="Converted dataset (the --output_dir of `python -m data_prep.convert`) with "
+                                 "train, val and test splits, each holding normal and tumor slices.")
+    output_dir: str = setting(help="Where report.md, results.json and the PNG figures are written; not the "
+                                   "dataset folder, nor inside it, nor a file.")
+    augmenters: tuple = setting(
+        (), "Comma-separated NAME=EXPORTED_DIR pairs, one per system compared, e.g. "
+        "ssa=exports/ssa_cyclegan,cyclegan=exports/cyclegan. EXPORTED_DIR is a TF Serving model directory (its "
+        "highest version is used) or one version directory; with --folds it may hold {fold}. The built-in "
+        "copy_paste (a real lesion pasted into a normal slice) and identity (the control: the slice itself, "
+        "relabelled) take no path. Needed by the synthetic arms; also scored by the attention metrics.",
+        flag_default="", parse=lambda text: parse_augmenters(text))
+    arms: tuple = setting(
+        ("none", "classic", "synthetic", "synthetic+classic"), lambda: (
+            f"Training arms to run, any of {', '.join(ARMS)}: real slices only, + classic augmentation (flip, "
+            "rotation, translation, crop), + synthetic slices from each augmenter, + both; MixUp or CutMix (Keras "
+            "3's layers) of the real batches, alone or after classic augmentation."), parse=_names)
+    ratios: tuple = setting(
+        (1.0,), "Synthetic:real ratios per class for the synthetic arms, each one of "
+        f"{', '.join(f'{r:g}' for r in ALLOWED_RATIOS)} (the paper's; 1 was its best).", flag_default=("1",),
+        parse=_numbers(float))
+    seeds: tuple = setting(
+        (0, 1, 2), "Integer seeds; one classifier per seed and row. Mean and std over seeds are reported, and "
+        "arms are compared seed by seed.", flag_default=("0", "1", "2"), parse=_numbers(int))
+    epochs: int = setting(30, "Maximum training epochs per classifier.")
+    batch_size: int = setting(32, "Classifier batch size.")
+    patience: int = setting(5, "Early stopping: epochs without a lower validation loss before training stops; the "
+                               "best epoch's weights are kept.")
+    width: int = setting(64, "ResNet18 base width (stem and first stage channels); 64 is the standard ResNet18 of "
+                             "the paper, 8-16 suits CPU demos.")
+    learning_rate: float = setting(1e-3, "Adam learning rate of the classifier.")
+    tau: float = setting(0.1, "Attention threshold: pixels with attention >= tau count as attended in the "
+                              "Dice/IoU and background-change metrics.")
+    threshold: float = setting(0.5, "Decision threshold on the tumor probability for sensitivity, specificity "
+                                    "and accuracy (AUC uses all thresholds).")
+    sample_count: int = setting(4, "Test slices per class shown in each augmenter's sample grid.")
+    verbose: int = setting(0, "Keras fit verbosity (0 silent, 1 progress bar, 2 one line per epoch).")
     precision: str = "auto"
-    judge: str = ""
-    tumor_fraction: float = 1.0
-    folds: int = 0
-    fold_seed: int = 0
-    weight_decay: float = 0.0
-    lr_schedule: str = "constant"
-    classic_impl: str = "warp"
-    classic_strength: float = 1.0
-    bootstrap_resamples: int = 2000
+    judge: str = setting("", "A judge trained on this dataset (python -m ssagan_tf.evaluation.judge): it scores "
+                             "each augmenter's test translations (tumor rate of normal->tumor, normal rate of "
+                             "tumor->normal, KID against real slices). Empty = no judge.")
+    tumor_fraction: float = setting(1.0, "Low-data regime: keep the tumor slices of only this fraction of the "
+                                         "training cases (at least one, fixed seed); normal slices all stay. "
+                                         "1 = all.")
+    folds: int = setting(0, "Patient-level K-fold cross-validation: the patients of all splits pooled and dealt "
+                            "into K folds (seeded); each fold tested once, early stopping on a fifth of its "
+                            "training patients. Augmenter paths may hold {fold} (one export per fold, trained "
+                            "with run_train.py --folds=K --fold=k); a fold whose augmenter saw its test patients "
+                            "is refused. 0 = the dataset's own split.")
+    fold_seed: int = setting(0, "Seed of the fold assignment (run_train.py --fold_seed must be the same).")
+    weight_decay: float = setting(0.0, "Decoupled weight decay of the classifier (AdamW); 0 = plain Adam.")
+    lr_schedule: str = setting("constant", "Classifier learning rate per epoch: constant, or cosine from "
+                                           "--learning_rate towards 0 over --epochs.", choices=LR_SCHEDULES)
+    classic_impl: str = setting(
+        "warp", "Classic augmentation: one bilinear warp per slice (warp, the default and earlier releases' path) "
+        "or Keras 3 RandomFlip/RandomRotation/RandomTranslation/RandomZoom layers over the same ranges (keras; not "
+        "bit-identical: four interpolations, translation range independent of the crop).",
+        choices=CLASSIC_IMPLEMENTATIONS)
+    classic_strength: float = setting(1.0, "Factor on the classic augmentation's rotation, translation and crop "
+                                           "ranges (1 = ±15°, ±10%, 85-100%; 0 = flips only), in [0, 3].")
+    bootstrap_resamples: int = setting(2000, "Patient-level bootstrap replicates of the 95% confidence intervals "
+                                             "(seeded).")
 
     def __post_init__(self):
         check_values(self)
