@@ -62,18 +62,20 @@ ALIASES = "aliases"
 FLAG = "flag"
 PARSE = "parse"
 FLAG_DEFAULT = "flag_default"
+KIND = "kind"
 
 
 def setting(default=dataclasses.MISSING, help="", *, choices=None, flag=None, aliases=(), parse=None,
-            flag_default=dataclasses.MISSING, default_factory=None):
+            flag_default=dataclasses.MISSING, kind=None, default_factory=None):
     """A dataclass field with its command-line help (and enum `choices`; `flag`, the flag's name
     when it is not the field's, as for a name every command shares; old flag spellings `aliases`).
     `help` may be a function returning the text, for a text built from names defined later. A
     field whose value the command line spells otherwise (numbers in a comma list, NAME=PATH pairs)
     gives the flag's default as spelled (`flag_default`, which also chooses the flag's kind) and
-    `parse`, which turns the flag's value into the field's (raising ValueError for a bad one)."""
+    `parse`, which turns the flag's value into the field's (raising ValueError for a bad one).
+    `kind` (int or float) is the flag's kind where the default (None: unset) does not say it."""
     metadata = {HELP: help, CHOICES: tuple(choices) if choices is not None else None, ALIASES: tuple(aliases),
-                FLAG: flag, PARSE: parse, FLAG_DEFAULT: flag_default}
+                FLAG: flag, PARSE: parse, FLAG_DEFAULT: flag_default, KIND: kind}
     if default_factory is not None:
         return dataclasses.field(default_factory=default_factory, metadata=metadata)
     return dataclasses.field(default=default, metadata=metadata)
@@ -95,9 +97,9 @@ def default_of(f: dataclasses.Field):
 
 
 def define(name: str, default, help: str, choices=None, aliases=(), flag_values=flags.FLAGS,
-           module_name: str | None = None) -> None:
-    """One absl flag, its kind chosen by `default`'s type (see the module docstring), listed by
-    `--help` among the flags of `module_name` (default: the module calling this)."""
+           module_name: str | None = None, kind=None) -> None:
+    """One absl flag, its kind chosen by `default`'s type (see the module docstring) or by `kind`,
+    listed by `--help` among the flags of `module_name` (default: the module calling this)."""
     if not help:
         raise ValueError(f"--{name}: a setting without help text")
     where = {"flag_values": flag_values, "module_name": module_name or _caller()}
@@ -105,9 +107,9 @@ def define(name: str, default, help: str, choices=None, aliases=(), flag_values=
         flags.DEFINE_enum(name, default, list(choices), help, **where)
     elif isinstance(default, bool):
         flags.DEFINE_boolean(name, default, help, **where)
-    elif isinstance(default, int):
+    elif kind is int or isinstance(default, int):
         flags.DEFINE_integer(name, default, help, **where)
-    elif isinstance(default, float):
+    elif kind is float or isinstance(default, float):
         flags.DEFINE_float(name, default, help, **where)
     elif isinstance(default, (tuple, list)):
         flags.DEFINE_list(name, list(default), help, **where)
@@ -142,7 +144,7 @@ def define_flags(cls, names=None, flag_values=flags.FLAGS, module_name: str | No
         default = f.metadata.get(FLAG_DEFAULT, dataclasses.MISSING)
         default = default_of(f) if default is dataclasses.MISSING else default
         define(flag_name(f), default, help() if callable(help) else help, f.metadata.get(CHOICES),
-               f.metadata.get(ALIASES, ()), flag_values, module_name)
+               f.metadata.get(ALIASES, ()), flag_values, module_name, f.metadata.get(KIND))
     return names
 
 

@@ -379,7 +379,7 @@ def test_command_line(model_base, tiny_dataset, tmp_path):
     common = [f"--model={model_base}", f"--data_dir={tiny_dataset}", f"--output_dir={tmp_path / 'aug'}"]
     bad = subprocess.run([sys.executable, script, *common, "--ratio=-1"], capture_output=True, text=True,
                          timeout=HANG_TIMEOUT, env=env, cwd=REPO_ROOT)
-    assert bad.returncode != 0 and "--ratio must be a positive number or 'all'" in bad.stderr
+    assert bad.returncode != 0 and "--ratio=-1: ratio must be a positive number or 'all'" in bad.stderr
     assert not os.path.exists(tmp_path / "aug")
     good = subprocess.run([sys.executable, script, *common, "--format=png", "--directions=tumor_to_normal",
                            "--split=val"], capture_output=True, text=True, timeout=HANG_TIMEOUT, env=env, cwd=REPO_ROOT)

@@ -76,7 +76,7 @@ def test_helpshort_and_helpxml_exit_0_without_tensorflow(entry_point, flag):
 @pytest.mark.parametrize("entry_point, args, code, expected", [
     ("run_augment.py", ["--help"], 0, "--chunk_size"),
     ("run_augment.py", ["--model=m", "--data_dir=d", "--output_dir=o", "--ratio=-1"], 2,
-     "run_augment.py: flag --ratio=-1: --ratio must be a positive number or 'all' (try --help)"),
+     "run_augment.py: --ratio=-1: ratio must be a positive number or 'all', got '-1' (try --help)"),
     ("run_augment.py", ["--model=/nonexistent", "--data_dir=/nonexistent", "--output_dir=/tmp/o"], 2, "/nonexistent"),
     ("-m ssagan_tf.export", ["--help"], 0, "--model_name"),
     ("-m ssagan_tf.export", ["--model_dir=/nonexistent", "--export_dir=x"], 2,
@@ -96,7 +96,7 @@ def test_augment_and_export_answer_before_tensorflow(entry_point, args, code, ex
     (["train", "--help"], 0, "--attention_epochs"),
     (["export", "--help"], 0, "--tolerance"),
     (["augment", "--helpfull"], 0, "--chunk_size"),
-    (["train", "--model=nope"], 2, "ssagan train: flag --model=nope: value should be one of"),
+    (["train", "--system=nope"], 2, "ssagan train: flag --system=nope: value should be one of"),
     (["demo", "--help"], 0, "--image_size"),
 ])
 def test_ssagan_verbs_are_the_entry_points(args, code, expected):

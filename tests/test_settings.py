@@ -186,3 +186,27 @@ def test_run_evaluate_flags_are_the_config_fields_and_parse_into_them():
     with pytest.raises(settings.ConfigError, match=r"^--seeds=3,x: expected comma-separated int values; "
                                                    r"--ratios=a: expected comma-separated float values$"):
         settings.read_fields(EvaluationConfig, names, values)
+
+
+def test_run_augment_flags_are_the_config_fields_and_parse_into_them():
+    import json
+    import subprocess
+    import sys
+
+    from conftest import REPO_ROOT
+    from ssagan_tf.augment.config import AugmentConfig
+
+    probe = ("import json; from absl import flags; from ssagan_tf.commands import augment as a; "
+             "print(json.dumps([sorted(f.name for f in flags.FLAGS.get_flags_for_module(a.__name__)), "
+             "sorted(a.CONFIG_FLAGS), flags.FLAGS['mask_threshold'].flag_type()]))")
+    done = subprocess.run([sys.executable, "-c", probe], cwd=REPO_ROOT, capture_output=True, text=True, check=True)
+    defined, generated, threshold_kind = json.loads(done.stdout.strip().splitlines()[-1])
+    assert set(defined) == set(generated) | {"precision"} and "judge_slices" not in defined
+    assert threshold_kind == "float"                # kind=float: its default (None, the model's tau) says nothing
+    values = flags.FlagValues()
+    names = settings.define_flags(AugmentConfig, ["ratio", "directions", "mask_threshold"], flag_values=values)
+    values(["prog", "--ratio=all", "--directions=tumor_to_normal", "--mask_threshold=0.3"])
+    assert settings.read_fields(AugmentConfig, names, values) == {
+        "ratio": None, "directions": ("tumor_to_normal",), "mask_threshold": 0.3}
+    values(["prog", "--ratio=2", "--directions=both"])
+    assert settings.read_fields(AugmentConfig, names, values)["directions"] == ("normal_to_tumor", "tumor_to_normal")

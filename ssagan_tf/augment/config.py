@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 from ssagan_tf.data.schema import DIRECTIONS
 from ssagan_tf.precision import PRECISIONS
-from ssagan_tf.settings import Problems
+from ssagan_tf.settings import Problems, setting
 
 FORMATS = ("tfrecord", "png", "nifti")
 FIELD_OF_VIEW_CHOICES = ("auto", "fit", "pad")     # auto: the framing of the model's training data
@@ -39,57 +39,65 @@ def parse_ratio(value: str):
     return ratio
 
 
+def _directions(value) -> tuple:
+    return parse_directions(value)
+
+
 @dataclass(frozen=True)
 class AugmentConfig:
-    """One augmentation run.
+    """One augmentation run; each field's help text (`run_augment.py --help`, generated from the
+    fields) says what it is. `ratio` None translates every input slice once; `directions` is a
+    tuple of `DIRECTIONS`; `precision` (its flag is `ssagan_tf.precision`'s): a training run given
+    as `model` is exported in it, an export computes in the precision it was exported in and
+    another explicit precision is refused; `judge_slices`: how many planned synthetic slices per
+    direction the judge scores."""
 
-    model          an export base dir (`<export_dir>/<model_name>`, newest version used), one version
-                   dir, or a training run dir (exported to a temporary directory first)
-    data_dir       converted TFRecords (a dir with `manifest.json`), or class folders
-                   `normal/` and `tumor/` holding PNG slices or NIfTI volumes
-    output_dir     everything is written below it, nothing elsewhere
-    ratio          synthetic:real per class (None: translate every input slice once)
-    format         `tfrecord`, `png` or `nifti`
-    split          the TFRecord split to read (ignored for file inputs), and the output split name
-    mask_threshold attention at or above it is the synthetic tumors' pseudo-mask (None: the
-                   model's tau, or 0.5 when the model was exported with tau 0)
-    chunk_size     slices per committed chunk (one TFRecord shard or PNG batch); the unit a
-                   re-run skips (NIfTI: one chunk per source case and direction)
-    overwrite      remove an earlier augmentation's outputs in output_dir first (otherwise a re-run
-                   must have the same settings, and completes the earlier run)
-    precision      compute precision (`ssagan_tf.precision`): a training run given as `model` is
-                   exported in it (`auto`: by hardware); an export computes in the precision it was
-                   exported in, and another explicit precision is refused
-    judge          a judge (`python -m ssagan_tf.evaluation.judge`) that scores up to `judge_slices`
-                   planned synthetic slices per direction (rate and KID, in augment.json); "" = none
-    lesion_masks   synthetic tumors are drawn inside real lesion masks transplanted from the
-                   split's labelled tumor slices (`ssagan_tf.lesions`), in A_n's place, and each
-                   written mask is the mask it was asked to fill (converted TFRecord input only)
-    field_of_view  how PNG/NIfTI inputs are brought to the model's frame (`fit` or `pad`, as
-                   `data_prep.convert --field_of_view`); `auto`: as the model's training data was
-                   (its export.json's `training_framing`), `pad` when the export does not say.
-                   Converted TFRecord inputs are framed already: an explicit value must match
-                   their manifest's
-    """
-
-    model: str
-    data_dir: str
-    output_dir: str
-    ratio: float | None = 1.0
-    format: str = "tfrecord"
-    split: str = "train"
-    batch_size: int = 16
-    directions: tuple = DIRECTIONS
-    seed: int = 0
-    mask_threshold: float | None = None
-    chunk_size: int = 256
-    contact_rows: int = 4
-    overwrite: bool = False
+    model: str = setting(help="An exported model: its base dir <export_dir>/<model_name> (newest version used), "
+                              "one version dir, or a training run dir (exported to a temporary dir first).")
+    data_dir: str = setting(help="Real slices: a converted dataset (manifest.json + TFRecords), or class folders "
+                                 "normal/ and tumor/ of PNG slices or NIfTI volumes.")
+    output_dir: str = setting(help="Where the synthetic dataset goes; nothing is written outside it. Must be new, "
+                                   "empty, or an earlier augmentation's holding only what it wrote (a folder "
+                                   "holding other files, inside --data_dir or holding it, is refused); one run at a "
+                                   "time. Re-running with the same settings on the same input data completes an "
+                                   "interrupted (or killed) run.")
+    ratio: float | None = setting(1.0, "Synthetic:real slices per class (the paper's 1:1 is 1.0; above the number "
+                                       "of source slices, sources repeat), or 'all' to translate every input slice "
+                                       "once.", flag_default="1.0", parse=lambda value: parse_ratio(value))
+    format: str = setting("tfrecord", "Output: TFRecords in the real data's schema, 16-bit PNG folders with masks, "
+                                      "or NIfTI stacks (one per source case and direction).", choices=FORMATS)
+    split: str = setting("train", "Split of a converted dataset to read; also the output's split folder.")
+    batch_size: int = setting(16, "Slices per forward pass.")
+    directions: tuple = setting(DIRECTIONS, "both, normal_to_tumor (synthetic tumors) or tumor_to_normal "
+                                            "(synthetic normals).", flag_default="both", parse=_directions)
+    seed: int = setting(0, "Seed of the source sampling (same seed, same synthetic set).")
+    mask_threshold: float | None = setting(None, "Attention at or above this is a synthetic tumor's pseudo-mask; "
+                                                 "default: the model's tau (0.5 if it was exported with tau 0).",
+                                           kind=float)
+    chunk_size: int = setting(256, "Slices per committed chunk (one TFRecord shard); an interrupted run redoes at "
+                                   "most the chunks in flight. NIfTI output commits one case at a time.")
+    contact_rows: int = setting(4, "Rows per direction in contact_sheet.png (0: no sheet).")
+    overwrite: bool = setting(False, "Remove an earlier augmentation's outputs in --output_dir first (exactly the "
+                                     "files its record in .augment/ lists); without it a re-run must use the same "
+                                     "settings and input data (and completes the earlier run).")
     precision: str = "auto"
-    judge: str = ""
+    judge: str = setting("", "A judge trained on this dataset (python -m ssagan_tf.evaluation.judge): it scores up "
+                             "to 256 of the planned synthetic slices per direction (tumor rate, normal rate, KID "
+                             "against the input's real slices of the target class) into augment.json. Empty = no "
+                             "judge.")
     judge_slices: int = 256
-    lesion_masks: bool = False
-    field_of_view: str = "auto"
+    lesion_masks: bool = setting(False, "Synthetic tumors are drawn inside real lesion masks transplanted from the "
+                                        "split's labelled tumor slices (inside the head, rotated and scaled within "
+                                        "limits; ssagan_tf/lesions.py) instead of where A_n points, and each "
+                                        "written mask is exactly the mask the model was asked to fill. Converted "
+                                        "TFRecord input only.")
+    field_of_view: str = setting(
+        "auto", "How PNG/NIfTI inputs are brought to the model's frame, as data_prep.convert --field_of_view does: "
+        "fit (the head's bounding box scaled to a fixed fraction of the frame, by pixel spacing) or pad (padded to "
+        "a square, shrunk when larger). auto: as the model's training data was framed (export.json's "
+        "training_framing, from the training run's dataset manifest); pad, with a line saying so, for an export "
+        "that does not record it. A converted dataset's slices are framed already: a value other than its "
+        "manifest's is refused.", choices=FIELD_OF_VIEW_CHOICES)
 
     def __post_init__(self):
         """Check the values (every problem in one ConfigError, a ValueError); `check_inputs` checks
