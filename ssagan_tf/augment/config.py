@@ -7,6 +7,7 @@ import re
 from dataclasses import dataclass
 
 from ssagan_tf.data.schema import DIRECTIONS
+from ssagan_tf.judge.config import read_judge_info
 from ssagan_tf.precision import PRECISIONS
 
 FORMATS = ("tfrecord", "png", "nifti")
@@ -59,7 +60,7 @@ class AugmentConfig:
     precision      compute precision (`ssagan_tf.precision`): a training run given as `model` is
                    exported in it (`auto`: by hardware); an export computes in the precision it was
                    exported in, and another explicit precision is refused
-    judge          a judge (`python -m ssagan_tf.evaluation.judge`) that scores up to `judge_slices`
+    judge          a judge (`python -m ssagan_tf.judge`) that scores up to `judge_slices`
                    planned synthetic slices per direction (rate and KID, in augment.json); "" = none
     lesion_masks   synthetic tumors are drawn inside real lesion masks transplanted from the
                    split's labelled tumor slices (`ssagan_tf.lesions`), in A_n's place, and each
@@ -141,6 +142,4 @@ class AugmentConfig:
             raise ValueError(f"--lesion_masks takes its lesions from the tumor masks of a converted dataset; "
                              f"{self.data_dir} has no manifest.json")
         if self.judge:
-            from ssagan_tf.evaluation.judge import read_judge_info
-
             read_judge_info(self.judge)

@@ -48,7 +48,7 @@ flags.DEFINE_enum("precision", "auto", ["auto", "fp32", "bf16", "fp16"],
                   "on CPUs with AMX/AVX-512 BF16 and GPUs of capability >= 8.0, fp16 on 7.x, else fp32). An export "
                   "computes in the precision it was exported in (python -m ssagan_tf.export --precision); asking "
                   "for another one is refused.")
-flags.DEFINE_string("judge", "", "A judge trained on this dataset (python -m ssagan_tf.evaluation.judge): it scores up "
+flags.DEFINE_string("judge", "", "A judge trained on this dataset (python -m ssagan_tf.judge): it scores up "
                     "to 256 of the planned synthetic slices per direction (tumor rate, normal rate, KID against the "
                     "input's real slices of the target class) into augment.json. Empty = no judge.")
 flags.DEFINE_bool("lesion_masks", False, "Synthetic tumors are drawn inside real lesion masks transplanted from the "

@@ -56,7 +56,7 @@ flags.DEFINE_enum("precision", "auto", ["auto", "fp32", "bf16", "fp16"],
                   "stay float32; fp16 scales the loss). auto picks by hardware: bf16 on CPUs with AMX/AVX-512 BF16 "
                   "and GPUs of capability >= 8.0, fp16 on 7.x, else fp32. The augmenters compute in the precision "
                   "they were exported in.")
-flags.DEFINE_string("judge", "", "A judge trained on this dataset (python -m ssagan_tf.evaluation.judge): it scores "
+flags.DEFINE_string("judge", "", "A judge trained on this dataset (python -m ssagan_tf.judge): it scores "
                     "each augmenter's test translations (tumor rate of normal->tumor, normal rate of "
                     "tumor->normal, KID against real slices). Empty = no judge.")
 flags.DEFINE_float("tumor_fraction", 1.0, "Low-data regime: keep the tumor slices of only this fraction of the "

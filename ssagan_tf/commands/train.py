@@ -73,7 +73,7 @@ flags.DEFINE_enum("d_mode", "own_attention", list(D_MODES) + list(D_MODE_ALIASES
                   "masked by the fake's source attention (source_attention, the paper's form; alias paper); or fakes "
                   "masked by their source attention and reals by their own attention (own_attention, Mejjati et "
                   "al.; alias mejjati).")
-flags.DEFINE_string("judge_dir", "", "A judge trained on this dataset (python -m ssagan_tf.evaluation.judge): each "
+flags.DEFINE_string("judge_dir", "", "A judge trained on this dataset (python -m ssagan_tf.judge): each "
                     "epoch it scores the validation translations (tumor rate of normal->tumor, normal rate of "
                     "tumor->normal, KID against real slices). Empty = no judge.")
 flags.DEFINE_float("attention_area", 0.0, "Not in the paper. > 0: while the attention trains, a hinge loss keeps the "

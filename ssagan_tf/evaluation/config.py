@@ -10,6 +10,7 @@ import os
 from dataclasses import dataclass
 
 from ssagan_tf.choices import CLASSIC_IMPLEMENTATIONS
+from ssagan_tf.judge.config import check_judge_for
 from ssagan_tf.precision import PRECISIONS
 
 # The paper's four training arms (real only, real + classic augmentation, real + synthetic,
@@ -38,7 +39,7 @@ class EvaluationConfig:
     tau: attention threshold for the attention metrics (docs/method.md, "The composition"; default 0.1).
     precision: compute precision of the classifiers (`ssagan_tf.precision`; auto picks by hardware).
         The augmenters compute in the precision they were exported in.
-    judge: a judge directory (`python -m ssagan_tf.evaluation.judge`) that scores each augmenter's
+    judge: a judge directory (`python -m ssagan_tf.judge`) that scores each augmenter's
         test translations (tumor/normal rate, KID); "" = none.
     tumor_fraction: the low-data regime: keep the tumor slices of only this fraction of the
         training cases (at least one case, chosen with a fixed seed; their normal slices and every
@@ -49,7 +50,7 @@ class EvaluationConfig:
     weight_decay: decoupled weight decay (AdamW) of the classifier; 0 = Adam.
     lr_schedule: constant, or cosine (from learning_rate to 0 over `epochs`, per epoch).
     classic_impl / classic_strength: classic augmentation by one warp or Keras layers, and a
-        factor on its rotation, translation and crop ranges (arms.py).
+        factor on its rotation, translation and crop ranges (ssagan_tf/judge/datasets.py).
     bootstrap_resamples: patient-level bootstrap replicates of the confidence intervals.
     """
 
@@ -203,6 +204,4 @@ def check_inputs(config: EvaluationConfig) -> None:
             if path:
                 resolve_version_dir(path.replace("{fold}", str(fold)) if fold is not None else path)
     if config.judge:
-        from ssagan_tf.evaluation.judge import check_judge_for
-
         check_judge_for(config.judge, manifest.image_size, manifest.channels)

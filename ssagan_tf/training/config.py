@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from ssagan_tf import precision as precisions
 from ssagan_tf.choices import CYCLE_ATTENTIONS, D_MODE_ALIASES, D_MODES, GAN_LOSSES, MASK_LOSS_TYPES
 from ssagan_tf.data import combined, integrity, schema
+from ssagan_tf.judge.config import check_judge_for
 from ssagan_tf.models.config import ModelConfig
 from ssagan_tf.run_dir import config_path, has_checkpoint_index
 
@@ -95,7 +96,7 @@ class RunConfig:
     flip: bool = True
     strategy: str = "mirrored"
     cpu_replicas: int = 0
-    judge_dir: str = ""                # a judge (python -m ssagan_tf.evaluation.judge) scoring each epoch; "" = none
+    judge_dir: str = ""                # a judge (python -m ssagan_tf.judge) scoring each epoch; "" = none
     precision_reason: str = ""         # why model.precision was chosen (auto's reasoning), for the record
     jit_compile: bool = False
     deterministic: bool = False
@@ -196,7 +197,7 @@ class RunConfig:
         for name in ("select_best", "warmup_patience"):
             need(not getattr(self, name) or bool(self.judge_dir),
                  f"{name} scores the validation translations with a judge: set judge_dir "
-                 "(python -m ssagan_tf.evaluation.judge makes one)")
+                 "(python -m ssagan_tf.judge makes one)")
         need(not (self.warmup_patience and self.strategy == "multi_worker"),
              "warmup_patience needs the chief's validation to change every worker's schedule; with multi_worker "
              "use a fixed --attention_epochs")
@@ -294,8 +295,6 @@ class RunConfig:
                 raise ConfigError(f"{self.data_dir}: the val split has fewer than 2 {' or '.join(few)} slices, so the "
                                   "judge cannot score both directions for --select_best / --warmup_patience")
         if self.judge_dir:
-            from ssagan_tf.evaluation.judge import check_judge_for
-
             try:
                 check_judge_for(self.judge_dir, m.image_size, m.channels)
             except ValueError as err:
