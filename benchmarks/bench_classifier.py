@@ -66,7 +66,7 @@ def measure(width: int, size: int, precision: str) -> dict:
     import numpy as np
     import tensorflow as tf
 
-    from ssagan_tf.evaluation.classifier import Classifier
+    from ssagan_tf.judge.classifier import Classifier
 
     n = FLAGS.batch_size * FLAGS.batches
     rng = np.random.default_rng(0)

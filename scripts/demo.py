@@ -6,7 +6,7 @@ Each step runs the same command a user runs, printed before it runs, with output
     phantom/   the synthetic BraTS-layout cohort        (python -m data_prep.phantom)
     data/      TFRecord shards + manifest + report      (python -m data_prep.convert)
     stream     a pass of the training pipeline          (ssagan_tf.data.pipeline)
-    judge/     the judge classifier                     (python -m ssagan_tf.evaluation.judge)
+    judge/     the judge classifier                     (python -m ssagan_tf.judge)
     train/     checkpoints, TensorBoard logs, samples   (python run_train.py --flagfile=demo.flags)
     export/    the TF Serving model directory           (python -m ssagan_tf.export)
     augmented/ synthetic slices + contact sheet         (python run_augment.py)
@@ -115,7 +115,7 @@ def main(argv) -> None:
     stream(data)
     judge = os.path.join(out, "judge")
     run("train the judge, a ResNet18 on the real training slices that scores the translations",
-        ["python", "-m", "ssagan_tf.evaluation.judge", f"--data_dir={data}", f"--output_dir={judge}", "--width=16"])
+        ["python", "-m", "ssagan_tf.judge", f"--data_dir={data}", f"--output_dir={judge}", "--width=16"])
     train, export = os.path.join(out, "train"), os.path.join(out, "export")
     augmented, report = os.path.join(out, "augmented"), os.path.join(out, "report")
     run("train SSA-CycleGAN (resumes if run before)",

@@ -115,7 +115,7 @@ def real_data_dir():
 # are slow throughout and are marked here. Everything else (losses, layers, models, data, readers,
 # metrics, the classifier pieces, validation and image pools by value) is the fast tier.
 SLOW_MODULES = {"test_training_cli", "test_training_faults", "test_augment", "test_export",
-                "test_evaluation", "test_evaluation_crossval", "test_evaluation_judge", "test_cli", "test_convert_cohort", "test_convert_cli",
+                "test_evaluation", "test_evaluation_crossval", "test_judge", "test_cli", "test_convert_cohort", "test_convert_cli",
                 "test_entry_points", "test_packaging", "test_training_resume",
                 "test_locking"}
 

@@ -394,8 +394,10 @@ def test_judge_scores_the_synthetic_slices_into_the_summary(model_base, tiny_dat
     measured translations are those written (the generator is deterministic)."""
     import json
 
-    from ssagan_tf.evaluation.judge import Judge, JudgeConfig, train_judge
     from ssagan_tf import metrics
+    from ssagan_tf.judge.config import JudgeConfig
+    from ssagan_tf.judge.scoring import Judge
+    from ssagan_tf.judge.train import train_judge
 
     judge_dir = str(tmp_path / "judge")
     train_judge(JudgeConfig(data_dir=tiny_dataset, output_dir=judge_dir, width=4, epochs=1, precision="fp32"),

@@ -21,7 +21,7 @@ ENTRY_POINTS = {
                         "--bootstrap_resamples"],
     "-m ssagan_tf.export": ["--model_dir", "--export_dir", "--precision", "--tolerance"],
     "-m data_prep.convert": ["--input", "--channel_names", "--[no]match_anatomy"],
-    "-m ssagan_tf.evaluation.judge": ["--data_dir", "--output_dir", "--width", "--[no]classic"],
+    "-m ssagan_tf.judge": ["--data_dir", "--output_dir", "--width", "--[no]classic"],
     "-m data_prep.phantom": ["--output_dir", "--cases", "--size", "--slices", "--seed"],
     "-m scripts.demo": ["--output_dir", "--cases", "--image_size", "--epochs", "--[no]fresh"],
     "-m scripts.crossval": ["--data_dir", "--output_dir", "--folds", "--systems", "--train_flagfile",

@@ -74,7 +74,7 @@ def test_log_records_print_as_plain_lines_warnings_prefixed(capsys):
 
 
 def test_judge_lines_and_classifier_epochs_are_rounded_with_k_of_n_and_eta():
-    from ssagan_tf.evaluation.classifier import EpochLines, format_seconds
+    from ssagan_tf.judge.classifier import EpochLines, format_seconds
     from ssagan_tf.training.validation import describe_judge
 
     measures = {"normal_to_tumor": {"target": "tumor", "rate": {"synthetic": 0.7293, "inputs": 0.0028771162033081055,

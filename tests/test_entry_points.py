@@ -37,7 +37,8 @@ ENTRY_POINTS = {
     "run_evaluate.py": ("path", "run_evaluate.py", "--augmenters"),
     "-m ssagan_tf.export": ("module", "ssagan_tf.export", "--tolerance"),
     "-m data_prep.convert": ("module", "data_prep.convert", "--image_size"),
-    "-m ssagan_tf.evaluation.judge": ("module", "ssagan_tf.evaluation.judge", "--patience"),
+    "-m ssagan_tf.judge": ("module", "ssagan_tf.judge", "--patience"),
+    "-m ssagan_tf.evaluation.judge": ("module", "ssagan_tf.evaluation.judge", "--patience"),     # the former name
     "-m data_prep.phantom": ("module", "data_prep.phantom", "--slices"),
     "-m scripts.demo": ("module", "scripts.demo", "--cases"),
     "-m scripts.crossval": ("module", "scripts.crossval", "--train_flagfile"),

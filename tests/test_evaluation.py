@@ -236,7 +236,8 @@ def test_keep_tumor_cases_by_value():
 
 
 def test_judge_and_low_data_regime_in_the_evaluation(tmp_path, tiny_dataset, exports):
-    from ssagan_tf.evaluation.judge import JudgeConfig, train_judge
+    from ssagan_tf.judge.config import JudgeConfig
+    from ssagan_tf.judge.train import train_judge
 
     judge = str(tmp_path / "judge")
     train_judge(JudgeConfig(data_dir=tiny_dataset, output_dir=judge, width=4, epochs=1, precision="fp32"),

@@ -63,8 +63,8 @@ def test_the_wheel_holds_the_packages_and_the_console_script(installed):
         entry_points = next(archive.read(n).decode() for n in names if n.endswith("entry_points.txt"))
         metadata = next(archive.read(n).decode() for n in names if n.endswith("METADATA"))
     for module in ("ssagan_tf/commands/train.py", "ssagan_tf/commands/augment.py", "ssagan_tf/commands/evaluate.py",
-                   "ssagan_tf/commands/export.py", "ssagan_tf/evaluation/judge.py", "data_prep/convert_cli.py",
-                   "data_prep/readers/brats.py"):
+                   "ssagan_tf/commands/export.py", "ssagan_tf/commands/judge.py", "ssagan_tf/judge/__main__.py",
+                   "data_prep/convert_cli.py", "data_prep/readers/brats.py"):
         assert module in names
     assert not [n for n in names if n.startswith(("tests/", "runs/", "scripts/"))]
     assert "ssagan = ssagan_tf.commands:main" in entry_points

@@ -204,7 +204,7 @@ def test_judge_warning_by_value():
 
 
 def test_selection_warns_at_start_when_its_judge_is_weak_on_validation(tiny_dataset, tmp_path):
-    from ssagan_tf.evaluation import judge
+    from ssagan_tf.judge import config as judge
 
     folder = tmp_path / "judge"
     folder.mkdir()

@@ -384,7 +384,9 @@ def test_a_judge_scores_each_epoch_and_a_mismatched_one_is_refused(data_dir, tmp
     from types import SimpleNamespace
 
     from ssagan_tf.data.pipeline import load_split_arrays
-    from ssagan_tf.evaluation.judge import Judge, JudgeConfig, train_judge
+    from ssagan_tf.judge.config import JudgeConfig
+    from ssagan_tf.judge.scoring import Judge
+    from ssagan_tf.judge.train import train_judge
     from ssagan_tf.training import validation
     from ssagan_tf.training.config import ConfigError
 
@@ -758,7 +760,8 @@ def test_a_run_with_a_weight_average_validates_with_it(data_dir, tmp_path):
 
 @pytest.fixture(scope="module")
 def tiny_judge(data_dir, tmp_path_factory):
-    from ssagan_tf.evaluation.judge import JudgeConfig, train_judge
+    from ssagan_tf.judge.config import JudgeConfig
+    from ssagan_tf.judge.train import train_judge
 
     judge_dir = str(tmp_path_factory.mktemp("judge"))
     train_judge(JudgeConfig(data_dir=data_dir, output_dir=judge_dir, width=8, epochs=1, precision="fp32"),

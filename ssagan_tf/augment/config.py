@@ -7,6 +7,7 @@ import re
 from dataclasses import dataclass
 
 from ssagan_tf.data.schema import DIRECTIONS
+from ssagan_tf.judge.config import read_judge_info
 from ssagan_tf.precision import PRECISIONS
 from ssagan_tf.settings import Problems, setting
 
@@ -81,7 +82,7 @@ class AugmentConfig:
                                      "files its record in .augment/ lists); without it a re-run must use the same "
                                      "settings and input data (and completes the earlier run).")
     precision: str = "auto"
-    judge: str = setting("", "A judge trained on this dataset (python -m ssagan_tf.evaluation.judge): it scores up "
+    judge: str = setting("", "A judge trained on this dataset (python -m ssagan_tf.judge): it scores up "
                              "to 256 of the planned synthetic slices per direction (tumor rate, normal rate, KID "
                              "against the input's real slices of the target class) into augment.json. Empty = no "
                              "judge.")
@@ -147,6 +148,4 @@ class AugmentConfig:
             raise ValueError(f"--lesion_masks takes its lesions from the tumor masks of a converted dataset; "
                              f"{self.data_dir} has no manifest.json")
         if self.judge:
-            from ssagan_tf.evaluation.judge import read_judge_info
-
             read_judge_info(self.judge)

@@ -31,6 +31,7 @@ from ssagan_tf.augment.writers import WRITERS, WriteContext
 from ssagan_tf.data import integrity, schema
 from ssagan_tf.data.schema import SOURCE_DOMAIN, TARGET_DOMAIN
 from ssagan_tf.exported import load_translator
+from ssagan_tf.judge import scoring
 from ssagan_tf.locking import DirectoryLock
 
 CONTACT_SHEET_NAME = "contact_sheet.png"
@@ -217,43 +218,46 @@ def _translate_direction(direction: str, chunks: list, source, translator, write
 
 
 def _judge_sample(config, plan: list, source, translator, lesion_masks=None) -> dict:
-    """The judge's measures (`judge.translation_measures`) of up to `config.judge_slices` planned
-    source slices per direction, translated again (the generator is deterministic, so these are the
-    slices written), against real slices of the target class from the input: the other
-    direction's sources, whether or not that direction was augmented."""
-    from ssagan_tf.evaluation.judge import Judge, translation_measures
-
-    judge = Judge(config.judge)
+    """The judge's measures (`scoring.measure`) of up to `config.judge_slices` planned source
+    slices per direction, translated again in batches of `config.batch_size` (the generator is
+    deterministic, so these are the slices written), against real slices of the target class from
+    the input: the other direction's sources, whether or not that direction was augmented."""
+    judge = scoring.Judge(config.judge)
     judge.check_shape(translator.image_shape)
     rng = np.random.default_rng(config.seed)
 
-    def sample(domain: str, wanted=None) -> tuple:
+    def sample(domain: str, wanted=None) -> dict:
+        """Up to `config.judge_slices` of the `domain` slices at positions `wanted` (default: all),
+        labelled, with their cases and positions."""
         refs = source.refs(domain)
         positions = sorted(wanted) if wanted is not None else range(len(refs))
         positions = np.asarray(positions, np.int64)
         if len(positions) > config.judge_slices:
             positions = np.sort(rng.choice(positions, config.judge_slices, replace=False))
         parts = list(source.stream(domain, positions, config.batch_size))
-        images = np.concatenate([p[0] for p in parts]) if parts else np.zeros((0,) + translator.image_shape)
-        cases = np.asarray([refs[int(p)].case_id for part in parts for p in part[1]])
+        images = np.concatenate([p[0] for p in parts]) if parts else np.zeros((0,) + translator.image_shape, np.float32)
         read = np.concatenate([p[1] for p in parts]) if parts else np.zeros(0, np.int64)
-        return images, cases, read
+        return {"image": images, "label": np.full(len(read), schema.LABELS[domain], np.int64),
+                "case_id": np.asarray([refs[int(p)].case_id for p in read], dtype=str), "position": read}
+
+    def translate(direction: str, part: dict):
+        return _translate(translator, direction, part["image"], part["position"], lesion_masks)[0]
 
     out = {}
     for direction in config.directions:
         planned = {item.ref.position for chunk in plan if chunk.direction == direction for item in chunk.items}
-        inputs, _, positions = sample(SOURCE_DOMAIN[direction], planned)
-        target, target_cases, _ = sample(TARGET_DOMAIN[direction])
-        if len(inputs) < 2 or len(target) < 2:
+        inputs = sample(SOURCE_DOMAIN[direction], planned)
+        target = sample(TARGET_DOMAIN[direction])
+        both = {key: np.concatenate([inputs[key], target[key]]) for key in inputs}
+        measured = scoring.measure(judge, translate, both, directions=(direction,), batch_size=config.batch_size,
+                                   seed=config.seed)
+        if direction not in measured:
             continue
-        step = config.batch_size
-        translated = np.concatenate([_translate(translator, direction, inputs[i:i + step], positions[i:i + step],
-                                                lesion_masks)[0] for i in range(0, len(inputs), step)])
-        out[direction] = translation_measures(judge, translated, inputs, target, TARGET_DOMAIN[direction] == "tumor",
-                                              target_cases, seed=config.seed)
+        out[direction] = measured[direction]
         rate = out[direction]["rate"]
         logging.info("judge %s: %s rate %.2f (inputs %.2f, real %.2f) over %d slices", direction.replace("_to_", "->"),
-                     TARGET_DOMAIN[direction], rate["synthetic"], rate["inputs"], rate["real_target"], len(inputs))
+                     TARGET_DOMAIN[direction], rate["synthetic"], rate["inputs"], rate["real_target"],
+                     len(inputs["image"]))
     return {"judge": config.judge, "judge_test_auc": judge.test_auc, "directions": out}
 
 

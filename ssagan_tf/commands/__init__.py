@@ -2,7 +2,7 @@
 as its own entry point (same flags, `--help`, errors and exit codes):
 
     ssagan convert   ==  python -m data_prep.convert
-    ssagan judge     ==  python -m ssagan_tf.evaluation.judge
+    ssagan judge     ==  python -m ssagan_tf.judge       (ssagan_tf/commands/judge.py)
     ssagan train     ==  python run_train.py            (ssagan_tf/commands/train.py)
     ssagan export    ==  python -m ssagan_tf.export      (ssagan_tf/commands/export.py)
     ssagan augment   ==  python run_augment.py          (ssagan_tf/commands/augment.py)
@@ -23,7 +23,7 @@ import sys
 VERBS = {
     "convert": ("data_prep.convert_cli", "main", "MRI volumes or slices -> TFRecord shards, manifest.json, "
                 "conversion_report.md and conversion_sheet.png"),
-    "judge": ("ssagan_tf.evaluation.judge", "run", "train the judge, a ResNet18 tumor/normal classifier that "
+    "judge": ("ssagan_tf.commands.judge", "run", "train the judge, a ResNet18 tumor/normal classifier that "
               "scores translations"),
     "train": ("ssagan_tf.commands.train", "run", "train SSA-CycleGAN (or one of the four other systems)"),
     "export": ("ssagan_tf.commands.export", "run", "a training run -> a TF Serving model directory"),

@@ -10,6 +10,7 @@ import os
 from dataclasses import dataclass
 
 from ssagan_tf.choices import CLASSIC_IMPLEMENTATIONS
+from ssagan_tf.judge.config import check_judge_for
 from ssagan_tf.precision import PRECISIONS
 from ssagan_tf.settings import Problems, setting
 
@@ -87,7 +88,7 @@ class EvaluationConfig:
     sample_count: int = setting(4, "Test slices per class shown in each augmenter's sample grid.")
     verbose: int = setting(0, "Keras fit verbosity (0 silent, 1 progress bar, 2 one line per epoch).")
     precision: str = "auto"
-    judge: str = setting("", "A judge trained on this dataset (python -m ssagan_tf.evaluation.judge): it scores "
+    judge: str = setting("", "A judge trained on this dataset (python -m ssagan_tf.judge): it scores "
                              "each augmenter's test translations (tumor rate of normal->tumor, normal rate of "
                              "tumor->normal, KID against real slices). Empty = no judge.")
     tumor_fraction: float = setting(1.0, "Low-data regime: keep the tumor slices of only this fraction of the "
@@ -235,6 +236,4 @@ def check_inputs(config: EvaluationConfig) -> None:
             if path:
                 resolve_version_dir(path.replace("{fold}", str(fold)) if fold is not None else path)
     if config.judge:
-        from ssagan_tf.evaluation.judge import check_judge_for
-
         check_judge_for(config.judge, manifest.image_size, manifest.channels)

@@ -20,10 +20,11 @@ from ssagan_tf.data import combined, schema
 from ssagan_tf.data.folds import manifest_sha256
 from ssagan_tf.data.pipeline import load_split_arrays
 from ssagan_tf.evaluation import arms, crossval, ledger
-from ssagan_tf.evaluation.classifier import Classifier, format_seconds, predict_probabilities, train_classifier
 from ssagan_tf.evaluation.config import SYNTHETIC_ARMS, EvaluationConfig, check_inputs
 from ssagan_tf.evaluation.controls import ControlAugmenter
 from ssagan_tf.exported import Translation, attention_present, load_translator
+from ssagan_tf.judge import datasets, scoring
+from ssagan_tf.judge.classifier import Classifier, format_seconds, predict_probabilities, train_classifier
 from ssagan_tf.locking import DirectoryLock
 from ssagan_tf.precision import choose_precision
 
@@ -112,14 +113,14 @@ def run_one(config: EvaluationConfig, classifier: Classifier, row: Row, seed: in
     base, classic = arms.arm_parts(row.arm)
     started = time.time()
     trained = train_classifier(
-        classifier, arms.train_dataset(images, labels, config.batch_size, seed, classic,
-                                       mixing=base if base in arms.MIXING else "", classic_impl=config.classic_impl,
-                                       classic_strength=config.classic_strength),
-        arms.eval_dataset(data["val"]["image"], data["val"]["label"], config.batch_size),
+        classifier, datasets.train_dataset(images, labels, config.batch_size, seed, classic,
+                                           mixing=base if base in datasets.MIXING else "",
+                                           classic_impl=config.classic_impl, classic_strength=config.classic_strength),
+        datasets.eval_dataset(data["val"]["image"], data["val"]["label"], config.batch_size),
         config.epochs, config.patience, seed, config.verbose)
     test = data["test"]
-    probabilities = predict_probabilities(trained.model, arms.eval_dataset(test["image"], test["label"],
-                                                                          config.batch_size))
+    probabilities = predict_probabilities(trained.model, datasets.eval_dataset(test["image"], test["label"],
+                                                                              config.batch_size))
     result = metrics.classification_metrics(test["label"], probabilities, config.threshold)
     result.update(seed=seed, train_slices=int(len(labels)), train_tumor=int(np.sum(labels == 1)),
                   synthetic_slices=int(len(labels) - len(data["train"]["label"])),
@@ -254,11 +255,10 @@ def _run(config: EvaluationConfig) -> dict:
         if plan is plans[0]:
             first_translations = translations
             if config.judge:
-                from ssagan_tf.evaluation.judge import Judge, both_directions
-
-                judge = Judge(config.judge)
+                judge = scoring.Judge(config.judge)
                 judged = {"judge": config.judge, "judge_test_auc": judge.test_auc, "augmenters": {
-                    name: both_directions(judge, plan["test"], t["test_to_tumor"].image, t["test_to_normal"].image)
+                    name: scoring.measure(judge, {"normal_to_tumor": t["test_to_tumor"].image,
+                                                  "tumor_to_normal": t["test_to_normal"].image}, plan["test"])
                     for name, t in translations.items()}}
         for row in rows:
             synthetic = translations[row.augmenter].get("synthetic") if row.augmenter else None

@@ -22,6 +22,7 @@ from ssagan_tf import precision as precisions
 from ssagan_tf.settings import ConfigError, Problems, setting  # noqa: F401 - ConfigError: training's name for it
 from ssagan_tf.choices import CYCLE_ATTENTIONS, D_MODE_ALIASES, D_MODES, GAN_LOSSES, MASK_LOSS_TYPES
 from ssagan_tf.data import combined, integrity, schema
+from ssagan_tf.judge.config import check_judge_for
 from ssagan_tf.models.config import ModelConfig
 from ssagan_tf.run_dir import config_path, has_checkpoint_index
 
@@ -121,7 +122,7 @@ class RunConfig:
         "MultiWorkerMirroredStrategy across machines, configured by TF_CONFIG.", choices=STRATEGIES)
     cpu_replicas: int = setting(0, "Split the CPU into this many logical devices, one replica each (tests the "
                                    "distributed path without GPUs; 0 = off).")
-    judge_dir: str = setting("", "A judge trained on this dataset (python -m ssagan_tf.evaluation.judge): each "
+    judge_dir: str = setting("", "A judge trained on this dataset (python -m ssagan_tf.judge): each "
                                  "epoch it scores the validation translations (tumor rate of normal->tumor, "
                                  "normal rate of tumor->normal, KID against real slices). Empty = no judge.",
                              flag="judge", aliases=("judge_dir",))
@@ -247,7 +248,7 @@ class RunConfig:
         for name in ("select_best", "warmup_patience"):
             need(not getattr(self, name) or bool(self.judge_dir),
                  f"{name} scores the validation translations with a judge: set judge_dir "
-                 "(python -m ssagan_tf.evaluation.judge makes one)")
+                 "(python -m ssagan_tf.judge makes one)")
         need(not (self.warmup_patience and self.strategy == "multi_worker"),
              "warmup_patience needs the chief's validation to change every worker's schedule; with multi_worker "
              "use a fixed --attention_epochs")
@@ -345,8 +346,6 @@ class RunConfig:
                 raise ConfigError(f"{self.data_dir}: the val split has fewer than 2 {' or '.join(few)} slices, so the "
                                   "judge cannot score both directions for --select_best / --warmup_patience")
         if self.judge_dir:
-            from ssagan_tf.evaluation.judge import check_judge_for
-
             try:
                 check_judge_for(self.judge_dir, m.image_size, m.channels)
             except ValueError as err:

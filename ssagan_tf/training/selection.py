@@ -49,7 +49,9 @@ import shutil
 import numpy as np
 
 from ssagan_tf import io as durable
+from ssagan_tf.data import schema
 from ssagan_tf.data.schema import DIRECTIONS
+from ssagan_tf.judge.config import read_judge_info
 from ssagan_tf.run_dir import SCORES_NAME, best_checkpoint, read_scores, selection_dir
 
 KID_WEIGHT = 0.5
@@ -160,9 +162,6 @@ class RecordValidation:
     def __init__(self, config, schedule, result, log):
         self.config, self.schedule, self.result, self.log = config, schedule, result, log
         self.recorded = set()
-        from ssagan_tf.data import schema
-        from ssagan_tf.evaluation.judge import read_judge_info
-
         manifest = schema.read_manifest(config.data_dir)
         warning = slices_warning(manifest.count("val", "normal"), manifest.count("val", "tumor"))
         if warning:

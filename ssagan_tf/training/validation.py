@@ -10,7 +10,10 @@ import tensorflow as tf
 
 from ssagan_tf import metrics
 from ssagan_tf.data import pipeline
+from ssagan_tf.judge import scoring
 from ssagan_tf.models import translate
+
+JUDGE_BATCH = 16        # validation slices per translation call when the judge scores them
 
 
 def validation_attention(attention_tumor, data_dir: str, tau: float, batch_size: int = 8):
@@ -110,19 +113,14 @@ def healthy_fill_measures(tumor_to_normal, pairs) -> dict | None:
 def judge_measures(judge, models, arrays: dict, tau: float = 0.0, seed: int = 0) -> dict:
     """The judge's view of both directions on a split's slices (`arrays` from
     `pipeline.load_split_arrays`), translated with the inference threshold `tau` as augmentation
-    does: `judge.both_directions`."""
-    from ssagan_tf.evaluation.judge import both_directions
+    does, `JUDGE_BATCH` slices at a time: `scoring.measure`."""
+    networks = {"normal_to_tumor": (models.normal_to_tumor, models.attention_normal),
+                "tumor_to_normal": (models.tumor_to_normal, models.attention_tumor)}
 
-    def translated(generator, attention, images):
-        parts = [np.asarray(translate(generator, attention, images[i:i + 16], tau=tau)[0])
-                 for i in range(0, len(images), 16)]
-        return np.concatenate(parts) if parts else np.zeros_like(images)
+    def translator(direction, part):
+        return translate(*networks[direction], part["image"], tau=tau)[0]
 
-    tumor = arrays["label"] == 1
-    return both_directions(judge, arrays,
-                           translated(models.normal_to_tumor, models.attention_normal, arrays["image"][~tumor]),
-                           translated(models.tumor_to_normal, models.attention_tumor, arrays["image"][tumor]),
-                           seed=seed)
+    return scoring.measure(judge, translator, arrays, batch_size=JUDGE_BATCH, seed=seed)
 
 
 def judge_scalars(measures: dict) -> dict:
@@ -197,9 +195,7 @@ class Validation:
             # The same transplants every epoch, so the healthy-fill figures compare across epochs.
             self.fill_pairs = transplanted_pairs(pipeline.load_split_arrays(config.data_dir, "val"), config.seed)
         if config.judge_dir:
-            from ssagan_tf.evaluation.judge import Judge
-
-            self.judge = Judge(config.judge_dir)
+            self.judge = scoring.Judge(config.judge_dir)
             self.val_arrays = pipeline.load_split_arrays(config.data_dir, "val")
             log(f"Judge {config.judge_dir} (its test AUC {self.judge.test_auc:.3f}) scores the validation "
                 "translations each epoch")

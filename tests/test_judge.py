@@ -1,18 +1,25 @@
-"""ssagan_tf/evaluation/judge.py and the judge's measures in metrics.py: tumor rate and KID by
-value on constructed inputs, and a judge trained, saved, reloaded and used end to end."""
+"""ssagan_tf/judge/ (config.py, train.py, scoring.py), its command line (ssagan_tf/commands/judge.py,
+`python -m ssagan_tf.judge` and the former `python -m ssagan_tf.evaluation.judge`) and the judge's
+measures in metrics.py: tumor rate and KID by value on constructed inputs, `measure` (translate,
+then score) by construction, and a judge trained, saved, reloaded and used end to end."""
 
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 
+import keras
 import numpy as np
 import pytest
 
 from conftest import REPO_ROOT, write_tiny_dataset
 from ssagan_tf import metrics
-
+from ssagan_tf.data.pipeline import load_split_arrays
+from ssagan_tf.judge.config import JUDGE_MODEL, JudgeConfig, check_output_dir
+from ssagan_tf.judge.scoring import Judge, measure, translation_measures
+from ssagan_tf.judge.train import train_judge
 
 
 def test_class_rate_by_value():
@@ -65,8 +72,6 @@ def test_split_by_case_keeps_each_case_in_one_half():
 
 @pytest.fixture(scope="module")
 def judge_dir(tmp_path_factory):
-    from ssagan_tf.evaluation.judge import JudgeConfig, train_judge
-
     data = write_tiny_dataset(str(tmp_path_factory.mktemp("judge_data")), n_normal=8, n_tumor=8)
     out = str(tmp_path_factory.mktemp("judges") / "judge")
     info = train_judge(JudgeConfig(data_dir=data, output_dir=out, width=8, epochs=3, patience=3, batch_size=8,
@@ -76,8 +81,6 @@ def judge_dir(tmp_path_factory):
 
 
 def test_judge_is_saved_with_its_scores_and_reloads(judge_dir):
-    from ssagan_tf.evaluation.judge import Judge
-
     data, path = judge_dir
     assert sorted(os.listdir(path)) == ["judge.json", "judge.keras"]
     assert not [n for n in os.listdir(os.path.dirname(path)) if n.startswith(".tmp-judge-")]
@@ -95,9 +98,6 @@ def test_judge_is_saved_with_its_scores_and_reloads(judge_dir):
 
 
 def test_translation_measures_by_construction(judge_dir):
-    from ssagan_tf.data.pipeline import load_split_arrays
-    from ssagan_tf.evaluation.judge import Judge, translation_measures
-
     data, path = judge_dir
     judge = Judge(path)
     test = load_split_arrays(data, "test")
@@ -118,9 +118,42 @@ def test_translation_measures_by_construction(judge_dir):
     assert back["target"] == "normal" and back["rate"]["synthetic"] == metrics.class_rate(p_normal, False)
 
 
-def test_judge_output_folder_rules(judge_dir, tmp_path):
-    from ssagan_tf.evaluation.judge import JudgeConfig, check_output_dir, train_judge
+def test_measure_translates_in_the_callers_chunks_and_scores_as_made_translations(judge_dir):
+    """`measure` hands the translator each direction's source slices in order, `batch_size` at a
+    time, with every key of the arrays; a chunk-free translation scores alike in any chunks, and
+    alike when the translations are given made."""
+    data, path = judge_dir
+    judge = Judge(path)
+    test = load_split_arrays(data, "test")
+    test = dict(test, position=np.arange(len(test["label"])))        # a key of the caller's own
+    normal, tumor = test["label"] == 0, test["label"] == 1
+    calls = []
 
+    def translator(direction, part):
+        calls.append((direction, part["position"].tolist()))
+        return -part["image"]
+
+    chunked = measure(judge, translator, test, batch_size=3, seed=2)
+    sources = {"normal_to_tumor": np.flatnonzero(normal).tolist(), "tumor_to_normal": np.flatnonzero(tumor).tolist()}
+    assert len(sources["normal_to_tumor"]) == 8
+    assert calls == [(d, rows[i:i + 3]) for d, rows in sources.items() for i in range(0, len(rows), 3)]
+    assert chunked["normal_to_tumor"] == translation_measures(judge, -test["image"][normal], test["image"][normal],
+                                                              test["image"][tumor], True, test["case_id"][tumor],
+                                                              seed=2)
+    assert chunked["tumor_to_normal"]["target"] == "normal" and chunked["tumor_to_normal"]["slices"] == 8
+    calls.clear()
+    assert measure(judge, translator, test, seed=2) == chunked and len(calls) == 2      # no batch_size: one call
+    made = {"normal_to_tumor": -test["image"][normal], "tumor_to_normal": -test["image"][tumor]}
+    assert measure(judge, made, test, seed=2) == chunked
+    assert list(measure(judge, made, test, directions=("tumor_to_normal",), seed=2)) == ["tumor_to_normal"]
+    # One tumor slice: normal->tumor lacks real targets, tumor->normal inputs; both are left out.
+    one_tumor = {k: v[np.r_[np.flatnonzero(normal), np.flatnonzero(tumor)[:1]]] for k, v in test.items()}
+    assert measure(judge, translator, one_tumor) == {}
+    with pytest.raises(ValueError, match="normal_to_tumor: 3 translations given for 8 source slices"):
+        measure(judge, {"normal_to_tumor": made["normal_to_tumor"][:3]}, test, directions=("normal_to_tumor",))
+
+
+def test_judge_output_folder_rules(judge_dir, tmp_path):
     data, _ = judge_dir
     foreign = tmp_path / "foreign"
     foreign.mkdir()
@@ -128,8 +161,6 @@ def test_judge_output_folder_rules(judge_dir, tmp_path):
     with pytest.raises(ValueError, match="not empty and holds no judge"):
         train_judge(JudgeConfig(data_dir=data, output_dir=str(foreign), width=8, epochs=1, precision="fp32"))
     assert (foreign / "notes.txt").read_text() == "mine"
-    import shutil
-
     beside = tmp_path / "judge_and_notes"          # a judge, and a user's file beside it
     shutil.copytree(judge_dir[1], beside)
     (beside / "notes.txt").write_text("mine")
@@ -149,7 +180,7 @@ def test_judge_command_line(judge_dir, tmp_path):
     data, _ = judge_dir
     out = tmp_path / "cli_judge"
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
-    done = subprocess.run([sys.executable, "-m", "ssagan_tf.evaluation.judge", f"--data_dir={data}",
+    done = subprocess.run([sys.executable, "-m", "ssagan_tf.judge", f"--data_dir={data}",
                            f"--output_dir={out}", "--width=8", "--epochs=1", "--precision=fp32"],
                           cwd=REPO_ROOT, capture_output=True, text=True, env=env)
     assert done.returncode == 0, done.stderr[-2000:]
@@ -159,31 +190,35 @@ def test_judge_command_line(judge_dir, tmp_path):
     assert (out / "judge.keras").is_file()
     # Retraining replaces the earlier judge whole.
     before = json.load(open(out / "judge.json"))
-    done = subprocess.run([sys.executable, "-m", "ssagan_tf.evaluation.judge", f"--data_dir={data}",
+    done = subprocess.run([sys.executable, "-m", "ssagan_tf.judge", f"--data_dir={data}",
                            f"--output_dir={out}", "--width=8", "--epochs=2", "--patience=5", "--precision=fp32"],
                           cwd=REPO_ROOT, capture_output=True, text=True, env=env)
     assert done.returncode == 0, done.stderr[-2000:]
     assert json.load(open(out / "judge.json"))["config"]["epochs"] == 2 != before["config"]["epochs"]
 
 
-def test_balanced_class_weights_by_value():
-    from ssagan_tf.evaluation.arms import balanced_class_weights
-
-    weights = balanced_class_weights(np.array([0, 1, 1, 1]))
-    assert weights == {0: pytest.approx(2.0), 1: pytest.approx(4 / 6)}
-    # Each class then weighs half of the weighted total.
-    assert 1 * weights[0] == pytest.approx(3 * weights[1])
-    assert balanced_class_weights(np.array([1, 1])) == {0: 1.0, 1: 1.0}
+def test_the_former_command_path_trains_a_judge_and_says_it_moved(judge_dir, tmp_path):
+    data, _ = judge_dir
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
+    moved = ("python -m ssagan_tf.evaluation.judge is deprecated: use python -m ssagan_tf.judge (or ssagan judge), "
+             "same flags")
+    out = tmp_path / "old_path_judge"
+    done = subprocess.run([sys.executable, "-m", "ssagan_tf.evaluation.judge", f"--data_dir={data}",
+                           f"--output_dir={out}", "--width=8", "--epochs=1", "--precision=fp32"],
+                          cwd=REPO_ROOT, capture_output=True, text=True, env=env)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stderr.splitlines()[0] == moved and "test AUC" in done.stdout
+    assert json.load(open(out / "judge.json"))["config"]["width"] == 8
+    done = subprocess.run([sys.executable, "-m", "ssagan_tf.evaluation.judge", f"--data_dir={tmp_path / 'nowhere'}",
+                           f"--output_dir={tmp_path / 'j'}"], cwd=REPO_ROOT, capture_output=True, text=True, env=env)
+    lines = [line for line in done.stderr.splitlines() if line.strip()]
+    assert done.returncode == 2 and len(lines) == 2 and lines[0] == moved, done.stderr
+    assert lines[1].startswith("python -m ssagan_tf.evaluation.judge: ") and "nowhere" in lines[1]
 
 
 def test_a_balanced_judge_stops_on_the_class_weighted_validation_loss(tmp_path):
     """3 normal / 9 tumor slices per split: the judge records its weights, and its best validation
     loss is the class-weighted binary cross-entropy of the kept model on val, by hand."""
-    import keras
-
-    from ssagan_tf.data.pipeline import load_split_arrays
-    from ssagan_tf.evaluation.judge import JUDGE_MODEL, JudgeConfig, train_judge
-
     data = write_tiny_dataset(str(tmp_path / "data"), n_normal=3, n_tumor=9)
     out = str(tmp_path / "judge")
     info = train_judge(JudgeConfig(data_dir=data, output_dir=out, width=8, epochs=3, patience=3, batch_size=32,

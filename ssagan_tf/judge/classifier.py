@@ -1,4 +1,5 @@
-"""Training ResNet18 tumor/normal classifiers, with early stopping on the validation split.
+"""Training ResNet18 tumor/normal classifiers (the judge, and the evaluation's arms), with early
+stopping on the validation split.
 
 Tracing a ResNet18 train step costs several seconds on CPU, more than training one on a few
 hundred small slices, so one compiled model is reused for every (arm, seed) run: each run
@@ -18,7 +19,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from ssagan_tf.evaluation.resnet import build_resnet18
+from ssagan_tf.judge.resnet import build_resnet18
 
 
 @dataclass(frozen=True)
@@ -105,7 +106,7 @@ def train_classifier(classifier: Classifier, train: tf.data.Dataset, val: tf.dat
     """Fit the classifier from a fresh start under `seed`; keep the weights of the epoch with the
     lowest validation loss. `progress`: a label for one console line per epoch (`EpochLines`).
     `class_weight` ({label: weight}) weights each training slice's loss by its class (give `val`
-    the same weights, `arms.eval_dataset(..., class_weight)`, to stop on a weighted loss too)."""
+    the same weights, `datasets.eval_dataset(..., class_weight)`, to stop on a weighted loss too)."""
     classifier.reset(seed)
     stopper = keras.callbacks.EarlyStopping(monitor="val_loss", patience=patience,
                                             restore_best_weights=True)

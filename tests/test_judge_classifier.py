@@ -1,12 +1,12 @@
-"""evaluation/classifier.py and resnet.py: the ResNet18 in each precision, and a bf16 classifier
+"""ssagan_tf/judge/classifier.py and resnet.py: the ResNet18 in each precision, and a bf16 classifier
 that trains."""
 
 import numpy as np
 import pytest
 import tensorflow as tf
 
-from ssagan_tf.evaluation.classifier import Classifier, predict_probabilities, train_classifier
-from ssagan_tf.evaluation.resnet import build_resnet18
+from ssagan_tf.judge.classifier import Classifier, predict_probabilities, train_classifier
+from ssagan_tf.judge.resnet import build_resnet18
 
 
 def separable(n=32, size=32, seed=0):

@@ -1,9 +1,9 @@
-"""ssagan_tf/evaluation/resnet.py and classifier.py: ResNet18 shapes, parameter count, reuse."""
+"""ssagan_tf/judge/resnet.py and classifier.py: ResNet18 shapes, parameter count, reuse."""
 
 import numpy as np
 
-from ssagan_tf.evaluation.classifier import Classifier
-from ssagan_tf.evaluation.resnet import build_resnet18
+from ssagan_tf.judge.classifier import Classifier
+from ssagan_tf.judge.resnet import build_resnet18
 
 
 def _count(weights):
