@@ -24,22 +24,17 @@ import sys
 
 from absl import app, flags
 
-from ssagan_tf import cli
-from ssagan_tf.data import schema
-from ssagan_tf.judge.config import JUDGE_INFO, JUDGE_MODEL, JudgeConfig, check_output_dir
+from ssagan_tf import cli, settings
+from ssagan_tf import precision as precisions
+from ssagan_tf.judge.config import JudgeConfig
 
 
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-    f = flags.FLAGS
     try:
-        config = JudgeConfig(data_dir=f.data_dir, output_dir=f.output_dir, width=f.width, epochs=f.epochs,
-                             patience=f.patience, batch_size=f.batch_size, learning_rate=f.learning_rate,
-                             seed=f.seed, classic=f.classic, threshold=f.threshold, precision=f.precision,
-                             balance_classes=f.balance_classes)
-        check_output_dir(config.output_dir)
-        schema.read_manifest(config.data_dir)
+        config = JudgeConfig(precision=flags.FLAGS.precision, **settings.read_fields(JudgeConfig, CONFIG_FLAGS))
+        config.check_inputs()
     except (OSError, ValueError) as err:
         raise app.UsageError(str(err))
     # Here, after the flags are checked: training the judge imports TensorFlow.
@@ -53,25 +48,14 @@ def main(argv):
     return 0
 
 
+CONFIG_FLAGS = settings.flag_names(JudgeConfig)
+
+
 def _define_flags():
-    flags.DEFINE_string("data_dir", None, "Converted dataset (train, val and test splits) the judge learns and "
-                        "scores.")
-    flags.DEFINE_string("output_dir", None, f"Where {JUDGE_MODEL} and {JUDGE_INFO} go: a new or empty folder, or "
-                        "an earlier judge, which is replaced.")
-    flags.DEFINE_integer("width", 32, "ResNet18 base width.")
-    flags.DEFINE_integer("epochs", 30, "Maximum training epochs.")
-    flags.DEFINE_integer("patience", 5, "Early stopping patience on the validation loss (the best epoch is kept).")
-    flags.DEFINE_integer("batch_size", 32, "Batch size.")
-    flags.DEFINE_float("learning_rate", 1e-3, "Adam learning rate.")
-    flags.DEFINE_integer("seed", 0, "Seed of the initialisation, shuffling and augmentation.")
-    flags.DEFINE_bool("classic", True, "Classic augmentation (flip, rotation, translation, crop) while training.")
-    flags.DEFINE_float("threshold", 0.5, "Tumor probability at and above which the judge calls a slice tumor.")
-    flags.DEFINE_enum("precision", "auto", ["auto", "fp32", "bf16", "fp16"],
-                      "Compute precision (auto: bf16 on CPUs with AMX/AVX-512 BF16 and GPUs of capability >= 8.0, "
-                      "fp16 on 7.x, else fp32).")
-    flags.DEFINE_bool("balance_classes", False, "Weight each slice's loss by n / (2 n_class) of its class, in training "
-                      "and in the validation loss that stops it, so that the rarer class (often the normals) counts "
-                      "as much as the other.")
+    """Every setting with help text in JudgeConfig's fields is a flag, and the one --precision."""
+    settings.define_flags(JudgeConfig, CONFIG_FLAGS)
+    precisions.define_flag("of the judge's ResNet18 (batch-norm statistics, logits and optimizer state stay "
+                           "float32)")
     flags.mark_flags_as_required(["data_dir", "output_dir"])
 
 

@@ -13,7 +13,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ssagan_tf.data import schema
 from ssagan_tf.precision import PRECISIONS
+from ssagan_tf.settings import Problems, setting
 
 JUDGE_MODEL = "judge.keras"
 JUDGE_INFO = "judge.json"
@@ -23,33 +25,44 @@ FORMAT = 1
 
 @dataclass(frozen=True)
 class JudgeConfig:
-    data_dir: str
-    output_dir: str
-    width: int = 32
-    epochs: int = 30
-    patience: int = 5
-    batch_size: int = 32
-    learning_rate: float = 1e-3
-    seed: int = 0
-    classic: bool = True
-    threshold: float = 0.5
+    """One judge's training; each field's help text is its flag's (`python -m ssagan_tf.judge
+    --help`, generated from the fields; `precision` has `ssagan_tf.precision`'s one flag)."""
+
+    data_dir: str = setting(help="Converted dataset (train, val and test splits) the judge learns and scores.")
+    output_dir: str = setting(help=f"Where {JUDGE_MODEL} and {JUDGE_INFO} go: a new or empty folder, or an "
+                                   "earlier judge, which is replaced.")
+    width: int = setting(32, "ResNet18 base width.")
+    epochs: int = setting(30, "Maximum training epochs.")
+    patience: int = setting(5, "Early stopping patience on the validation loss (the best epoch is kept).")
+    batch_size: int = setting(32, "Batch size.")
+    learning_rate: float = setting(1e-3, "Adam learning rate.")
+    seed: int = setting(0, "Seed of the initialisation, shuffling and augmentation.")
+    classic: bool = setting(True, "Classic augmentation (flip, rotation, translation, crop) while training.")
+    threshold: float = setting(0.5, "Tumor probability at and above which the judge calls a slice tumor.")
     precision: str = "auto"
-    balance_classes: bool = False
+    balance_classes: bool = setting(False, "Weight each slice's loss by n / (2 n_class) of its class, in training "
+                                           "and in the validation loss that stops it, so that the rarer class "
+                                           "(often the normals) counts as much as the other.")
 
     def __post_init__(self):
-        """Check the values, every problem in one ValueError (`check_output_dir` checks the folder)."""
-        problems = [f"{name} must be >= 1, got {getattr(self, name)}" for name in ("width", "epochs", "batch_size")
-                    if getattr(self, name) < 1]
-        if self.patience < 0:
-            problems.append(f"patience must be >= 0, got {self.patience}")
-        if not (np.isfinite(self.learning_rate) and self.learning_rate > 0):
-            problems.append(f"learning_rate must be finite and > 0, got {self.learning_rate}")
-        if not 0.0 < self.threshold < 1.0:
-            problems.append(f"threshold must be in (0, 1), got {self.threshold}")
-        if self.precision not in PRECISIONS:
-            problems.append(f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
-        if problems:
-            raise ValueError("; ".join(problems))
+        """Check the values, every problem in one ConfigError, a ValueError (`check_inputs`
+        checks the folders)."""
+        problems = Problems()
+        for name in ("width", "epochs", "batch_size"):
+            problems.need(getattr(self, name) >= 1, f"{name} must be >= 1, got {getattr(self, name)}")
+        problems.need(self.patience >= 0, f"patience must be >= 0, got {self.patience}")
+        problems.need(np.isfinite(self.learning_rate) and self.learning_rate > 0,
+                      f"learning_rate must be finite and > 0, got {self.learning_rate}")
+        problems.need(0.0 < self.threshold < 1.0, f"threshold must be in (0, 1), got {self.threshold}")
+        problems.need(self.precision in PRECISIONS,
+                      f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
+        problems.raise_any()
+
+    def check_inputs(self) -> None:
+        """The output folder may be written (`check_output_dir`) and the data are a converted
+        dataset; raises ValueError before any work."""
+        check_output_dir(self.output_dir)
+        schema.read_manifest(self.data_dir)
 
 
 def is_judge_dir(path: str) -> bool:
