@@ -10,9 +10,13 @@ import json
 import os
 import re
 import shutil
+from dataclasses import dataclass
 
 from ssagan_tf import io as durable
+from ssagan_tf import run_dir
 from ssagan_tf.locking import is_stale
+from ssagan_tf.precision import PRECISIONS
+from ssagan_tf.settings import Problems, setting
 
 SAVED_MODEL_FILE = "saved_model.pb"
 EXPORT_INFO_NAME = "export.json"      # beside saved_model.pb: what the export is (ssagan_tf.export)
@@ -27,6 +31,51 @@ DEFAULT_TOLERANCE = 1e-5
 # SavedModel runs the same graph as Keras, but graph optimisation may fuse and reorder reduced-
 # precision arithmetic, whose rounding step is 2^-8 (bf16) or 2^-11 (fp16) of the value.
 TOLERANCES = {"fp32": DEFAULT_TOLERANCE, "bf16": 3e-2, "fp16": 5e-3}
+
+
+@dataclass(frozen=True)
+class ExportConfig:
+    """One export of a training run; each field's help text is its flag's (`python -m
+    ssagan_tf.export --help`, generated from the fields; `precision` has `ssagan_tf.precision`'s
+    one flag, and must be resolved from `auto` before exporting)."""
+
+    model_dir: str = setting(help="Training run directory (holds config.json and checkpoints/); its latest "
+                                  "checkpoint is exported.")
+    export_dir: str = setting(help="Base directory for TF Serving models; the export is written to "
+                                   "<export_dir>/<model_name>/<next integer version>/.")
+    model_name: str = setting(DEFAULT_MODEL_NAME, "Model name: the directory under --export_dir, and the "
+                                                  "MODEL_NAME TF Serving serves it as.")
+    tau: float | None = setting(None, "Inference attention threshold baked into the signatures (attention below "
+                                      "tau is zeroed); default: the run's tau from config.json.", kind=float)
+    tolerance: float | None = setting(None, "Largest allowed max-abs difference between the reloaded SavedModel "
+                                            "and the Keras models; the export fails above it. Default: by "
+                                            "precision, " + ", ".join(f"{k} {v:g}" for k, v in TOLERANCES.items())
+                                      + ".", kind=float)
+    precision: str = "fp32"
+    checkpoint: str = setting("auto", "Which checkpoint to export: latest (the newest intact one), best (the one "
+                                      "--select_best kept in <model_dir>/selection/), or auto (best when the run "
+                                      "kept one, else latest).", choices=run_dir.CHECKPOINT_CHOICES)
+
+    def __post_init__(self):
+        """Every bad value in one ConfigError (a ValueError); `check_inputs` checks the run folder."""
+        problems = Problems()
+        problems.need(bool(self.model_dir) and bool(self.export_dir), "--model_dir and --export_dir are required")
+        problems.need(bool(MODEL_NAME_PATTERN.match(self.model_name or "")),
+                      "--model_name: use letters, digits, '.', '_' or '-', starting with a letter or digit, "
+                      f"got {self.model_name!r}")
+        problems.need(self.tau is None or 0.0 <= self.tau < 1.0, f"--tau must be in [0, 1), got {self.tau}")
+        problems.need(self.tolerance is None or self.tolerance > 0, f"--tolerance must be > 0, got {self.tolerance}")
+        problems.need(self.precision in PRECISIONS,
+                      f"--precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
+        problems.need(self.checkpoint in run_dir.CHECKPOINT_CHOICES,
+                      f"--checkpoint must be one of {', '.join(run_dir.CHECKPOINT_CHOICES)}, got {self.checkpoint!r}")
+        problems.raise_any()
+
+    def check_inputs(self) -> None:
+        """`model_dir` is a training run; raises ValueError before any work."""
+        if not os.path.isfile(run_dir.config_path(self.model_dir)):
+            raise ValueError(f"--model_dir must be a training run directory holding config.json, got "
+                             f"{self.model_dir!r}")
 
 
 class ExportError(RuntimeError):

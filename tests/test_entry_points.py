@@ -81,7 +81,7 @@ def test_helpshort_and_helpxml_exit_0_without_tensorflow(entry_point, flag):
     ("run_augment.py", ["--model=/nonexistent", "--data_dir=/nonexistent", "--output_dir=/tmp/o"], 2, "/nonexistent"),
     ("-m ssagan_tf.export", ["--help"], 0, "--model_name"),
     ("-m ssagan_tf.export", ["--model_dir=/nonexistent", "--export_dir=x"], 2,
-     "python -m ssagan_tf.export: flag --model_dir=/nonexistent: --model_dir must be a training run directory"),
+     "python -m ssagan_tf.export: --model_dir must be a training run directory"),
 ])
 def test_augment_and_export_answer_before_tensorflow(entry_point, args, code, expected):
     kind, target, _ = ENTRY_POINTS[entry_point]

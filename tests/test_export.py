@@ -187,15 +187,17 @@ def test_model_name_and_tau_validated(tmp_path):
     (["--model_dir=/nonexistent", "--export_dir=out"], "--model_dir must be a training run directory"),
     (["--model_dir={run}", "--export_dir=out", "--model_name=../up"], "--model_name: use letters"),
     (["--model_dir={run}", "--export_dir=out", "--tau=1.5"], "--tau must be in"),
+    (["--model_dir={run}", "--export_dir=out", "--tau=1.5", "--tolerance=0"], "--tau must be in .*; --tolerance must"),
 ])
 def test_bad_flags_rejected_before_work(run_dir, argv, message):
     from absl import flags
 
-    from ssagan_tf.commands.export import define_flags
+    from ssagan_tf.commands.export import config_from_flags, define_flags
 
     flag_values = define_flags(flags.FlagValues())
-    with pytest.raises(flags.IllegalFlagValueError, match=message):
-        flag_values(["export"] + [arg.format(run=run_dir) for arg in argv])
+    flag_values(["export"] + [arg.format(run=run_dir) for arg in argv])
+    with pytest.raises(ValueError, match=message):
+        config_from_flags(flag_values)
 
 
 def test_bf16_export_takes_and_returns_float32_and_matches_keras_within_its_tolerance(run_dir, tmp_path):
