@@ -75,6 +75,7 @@ def judge_dir(tmp_path_factory):
     return data, out
 
 
+@pytest.mark.slow
 def test_judge_is_saved_with_its_scores_and_reloads(judge_dir):
     from ssagan_tf.evaluation.judge import Judge
 
@@ -94,6 +95,7 @@ def test_judge_is_saved_with_its_scores_and_reloads(judge_dir):
         judge.score(np.zeros((1, 16, 16, 1)))
 
 
+@pytest.mark.slow
 def test_translation_measures_by_construction(judge_dir):
     from ssagan_tf.data.pipeline import load_split_arrays
     from ssagan_tf.evaluation.judge import Judge, translation_measures
@@ -118,6 +120,7 @@ def test_translation_measures_by_construction(judge_dir):
     assert back["target"] == "normal" and back["rate"]["synthetic"] == metrics.class_rate(p_normal, False)
 
 
+@pytest.mark.slow
 def test_judge_output_folder_rules(judge_dir, tmp_path):
     from ssagan_tf.evaluation.judge import JudgeConfig, check_output_dir, train_judge
 
@@ -145,6 +148,7 @@ def test_judge_output_folder_rules(judge_dir, tmp_path):
         JudgeConfig(data_dir=data, output_dir="x", width=0, precision="fp64")
 
 
+@pytest.mark.slow
 def test_judge_command_line(judge_dir, tmp_path):
     data, _ = judge_dir
     out = tmp_path / "cli_judge"
@@ -176,6 +180,7 @@ def test_balanced_class_weights_by_value():
     assert balanced_class_weights(np.array([1, 1])) == {0: 1.0, 1: 1.0}
 
 
+@pytest.mark.slow
 def test_a_balanced_judge_stops_on_the_class_weighted_validation_loss(tmp_path):
     """3 normal / 9 tumor slices per split: the judge records its weights, and its best validation
     loss is the class-weighted binary cross-entropy of the kept model on val, by hand."""
