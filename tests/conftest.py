@@ -108,20 +108,3 @@ def real_data_dir():
         pytest.skip(f"real data not found at {os.path.normpath(REAL_DATA)} (../shared/data beside the repo)")
     return REAL_DATA
 
-
-# What `make test-fast` leaves out: tests that train GANs end to end in-process or start the entry
-# points as subprocesses, and take most of the suite's time. A module of unit tests beside such
-# tests (test_training) marks its slow tests one by one with `@pytest.mark.slow`; the modules below
-# are slow throughout and are marked here. Everything else (losses, layers, models, data, readers,
-# metrics, the classifier pieces, validation and image pools by value) is the fast tier.
-SLOW_MODULES = {"test_training_cli", "test_training_faults", "test_augment", "test_export",
-                "test_evaluation", "test_evaluation_crossval", "test_judge", "test_cli", "test_convert_cohort", "test_convert_cli",
-                "test_entry_points", "test_packaging", "test_training_resume",
-                "test_locking"}
-
-
-def pytest_collection_modifyitems(config, items):
-    for item in items:
-        if item.module.__name__.rpartition(".")[2] in SLOW_MODULES:
-            item.add_marker(pytest.mark.slow)
-

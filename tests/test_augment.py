@@ -67,6 +67,7 @@ def test_flag_parsers():
         parse_directions("a_to_b")
 
 
+@pytest.mark.slow
 def test_tfrecord_output_reads_like_real_data(model_base, tiny_dataset, tmp_path):
     out = str(tmp_path / "aug")
     result = _augment(model_base, tiny_dataset, out, format="tfrecord", chunk_size=3)
@@ -117,6 +118,7 @@ def _check_pseudo_masks(model_base, data_dir, arrays):
         np.testing.assert_array_equal(arrays["mask"][i], expected[(arrays["case_id"][i], arrays["slice_index"][i])])
 
 
+@pytest.mark.slow
 def test_png_output_with_masks(model_base, tiny_dataset, tmp_path):
     out = str(tmp_path / "aug")
     _augment(model_base, tiny_dataset, out, format="png", ratio=None, contact_rows=0)
@@ -131,6 +133,7 @@ def test_png_output_with_masks(model_base, tiny_dataset, tmp_path):
     assert not os.path.exists(os.path.join(out, "contact_sheet.png"))
 
 
+@pytest.mark.slow
 def test_nifti_output_one_stack_per_case_and_direction(model_base, tiny_dataset, tmp_path):
     out = str(tmp_path / "aug")
     _augment(model_base, tiny_dataset, out, format="nifti", ratio=None, contact_rows=0)
@@ -146,6 +149,7 @@ def test_nifti_output_one_stack_per_case_and_direction(model_base, tiny_dataset,
     assert masks == {f"train/tumor/train_case{i}_mask.nii.gz" for i in (0, 1)}
 
 
+@pytest.mark.slow
 def test_ratio_above_sources_repeats_balanced(model_base, tiny_dataset, tmp_path):
     out = str(tmp_path / "aug")
     result = _augment(model_base, tiny_dataset, out, format="png", ratio=2.0, directions=("normal_to_tumor",),
@@ -158,6 +162,7 @@ def test_ratio_above_sources_repeats_balanced(model_base, tiny_dataset, tmp_path
     assert result.slices_translated == 6                   # a repeated source is translated once
 
 
+@pytest.mark.slow
 def test_interrupted_run_completes_without_duplicates(model_base, tiny_dataset, tmp_path, monkeypatch):
     out = str(tmp_path / "aug")
     commit = ledger_lib.Ledger.commit
@@ -190,6 +195,7 @@ def test_interrupted_run_completes_without_duplicates(model_base, tiny_dataset, 
     assert len(_rows(out)) == 10 and len(_files_below(os.path.join(out, "train"))) == 4   # no 2-chunk shards left
 
 
+@pytest.mark.slow
 def test_run_killed_with_sigkill_completes_without_duplicates(model_base, tiny_dataset, tmp_path):
     """kill -9 at any moment (here: once a few of 400 one-slice chunks are committed); the re-run
     keeps what was committed, redoes the rest once, and holds every planned slice exactly once."""
@@ -233,6 +239,7 @@ def _write_volume(path, shape_zyx, spacing, origin, seed):
     sitk.WriteImage(image, path)
 
 
+@pytest.mark.slow
 def test_nifti_inputs_keep_geometry(model_base, tmp_path):
     data = tmp_path / "volumes"
     _write_volume(str(data / "normal" / "site A" / "scan1.nii.gz"), (3, 40, 48), (0.8, 0.8, 2.5), (10.0, 20.0, 30.0), 0)
@@ -281,6 +288,7 @@ def test_nifti_inputs_are_prepared_as_the_converter_prepares_them(tmp_path):
         FileSource(str(tmp_path / "nan"), (SIZE, SIZE, 1)).refs("tumor")
 
 
+@pytest.mark.slow
 def test_png_inputs(model_base, tmp_path):
     data = tmp_path / "pngs"
     rng = np.random.default_rng(0)
@@ -308,6 +316,7 @@ def test_output_paths_stay_inside(tmp_path):
         ledger_lib.inside(str(tmp_path), "../escape.png")
 
 
+@pytest.mark.slow
 def test_refuses_to_write_into_real_data(model_base, tiny_dataset, tmp_path):
     with pytest.raises(ValueError, match="output_dir must differ"):
         AugmentConfig(model=model_base, data_dir=tiny_dataset, output_dir=tiny_dataset).check_inputs()
@@ -322,6 +331,7 @@ def test_refuses_to_write_into_real_data(model_base, tiny_dataset, tmp_path):
         AugmentConfig(model=model_base, data_dir=tiny_dataset, output_dir=str(tmp_path / "file")).check_inputs()
 
 
+@pytest.mark.slow
 def test_refuses_a_folder_holding_files_it_did_not_write(model_base, tiny_dataset, tmp_path):
     """A user's shard under one of the names an augmentation writes stays as it was, even with
     --overwrite (which removes only an earlier augmentation's files)."""
@@ -335,6 +345,7 @@ def test_refuses_a_folder_holding_files_it_did_not_write(model_base, tiny_datase
     assert mine.read_bytes() == b"the user's own shard" and sorted(os.listdir(out)) == ["train"]
 
 
+@pytest.mark.slow
 def test_one_augmentation_per_output_folder(model_base, tiny_dataset, tmp_path):
     out = tmp_path / "aug"
     with DirectoryLock(str(out), run_lib.LOCK_NAME, "an augmentation run", "--output_dir"):
@@ -345,6 +356,7 @@ def test_one_augmentation_per_output_folder(model_base, tiny_dataset, tmp_path):
     assert result.counts["normal"] == 6                                   # free again once released
 
 
+@pytest.mark.slow
 def test_model_from_training_run(tiny_dataset, tmp_path):
     from test_export import make_run_dir
 
@@ -355,6 +367,7 @@ def test_model_from_training_run(tiny_dataset, tmp_path):
     assert _rows(str(tmp_path / "aug"))[0]["model_version"] == "step-11"
 
 
+@pytest.mark.slow
 def test_precision_of_a_training_run_and_of_an_export(model_base, tiny_dataset, tmp_path):
     """A training run is exported in the requested precision; an export computes in its own, and
     asking for another one explicitly is refused before anything is written."""
@@ -373,6 +386,7 @@ def test_precision_of_a_training_run_and_of_an_export(model_base, tiny_dataset, 
         AugmentConfig(model=model_base, data_dir=tiny_dataset, output_dir=str(tmp_path / "x"), precision="fp64")
 
 
+@pytest.mark.slow
 def test_command_line(model_base, tiny_dataset, tmp_path):
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
     script = os.path.join(REPO_ROOT, "run_augment.py")
@@ -389,6 +403,7 @@ def test_command_line(model_base, tiny_dataset, tmp_path):
     assert all(row["output_path"].startswith("val/normal/") for row in rows)
 
 
+@pytest.mark.slow
 def test_judge_scores_the_synthetic_slices_into_the_summary(model_base, tiny_dataset, tmp_path):
     """With --judge, augment.json holds the judge's measures of the planned synthetic slices; the
     measured translations are those written (the generator is deterministic)."""
@@ -425,6 +440,7 @@ def _write_pngs(data, seed=0):
     return str(data)
 
 
+@pytest.mark.slow
 def test_overwrite_removes_exactly_the_files_it_wrote_and_refuses_user_files_beside(model_base, tiny_dataset,
                                                                                      tmp_path):
     """--overwrite deletes by its own record, never by pattern: user PNGs beside its own (named
@@ -445,6 +461,7 @@ def test_overwrite_removes_exactly_the_files_it_wrote_and_refuses_user_files_bes
     assert removed == len(owned) and sorted(os.listdir(out)) == [run_lib.LOCK_NAME]
 
 
+@pytest.mark.slow
 def test_refuses_data_inside_the_output_folder(model_base, tmp_path):
     data = write_tiny_dataset(str(tmp_path / "project" / "data"), splits=("train",))
     before = _files_below(data)
@@ -454,6 +471,7 @@ def test_refuses_data_inside_the_output_folder(model_base, tmp_path):
     assert _files_below(data) == before
 
 
+@pytest.mark.slow
 def test_resume_refuses_other_input_data(model_base, tmp_path):
     """A re-conversion with other values under the same path (or edited PNGs) is other data: a
     re-run refuses to mix it with the committed chunks, naming the fix."""
@@ -472,6 +490,7 @@ def test_resume_refuses_other_input_data(model_base, tmp_path):
         _augment(model_base, pngs, tmp_path / "aug_png", format="png", contact_rows=0)
 
 
+@pytest.mark.slow
 def test_a_moved_project_completes_its_interrupted_run(model_base, tmp_path, monkeypatch):
     import shutil
 
@@ -496,6 +515,7 @@ def test_a_moved_project_completes_its_interrupted_run(model_base, tmp_path, mon
     assert result.chunks == 5 and result.chunks_skipped == 2 and len(_rows(str(moved / "aug"))) == 10
 
 
+@pytest.mark.slow
 def test_unknown_split_is_refused_and_a_failed_run_leaves_nothing(model_base, tiny_dataset, tmp_path):
     out = tmp_path / "aug"
     with pytest.raises(ValueError, match="--split=tset: .* has no such split; its splits are test, train, val"):
@@ -507,6 +527,7 @@ def test_unknown_split_is_refused_and_a_failed_run_leaves_nothing(model_base, ti
     assert out.is_dir() and os.listdir(out) == []
 
 
+@pytest.mark.slow
 def test_a_chunk_cut_short_after_its_files_moved_is_still_owned(model_base, tiny_dataset, tmp_path, monkeypatch):
     """Killed between moving a chunk's files into place and recording it: the files were claimed
     first, so the re-run neither refuses them as a user's nor loses track of them."""
@@ -529,6 +550,7 @@ def test_a_chunk_cut_short_after_its_files_moved_is_still_owned(model_base, tiny
     assert sorted(os.listdir(out)) == [run_lib.LOCK_NAME]
 
 
+@pytest.mark.slow
 def test_lesion_masks_are_the_masks_written_with_each_synthetic_tumor(model_base, tiny_dataset, tmp_path):
     """--lesion_masks: every synthetic tumor's mask is exactly the lesion mask transplanted onto its
     source slice (inside the head), the slice is unchanged outside it, and a re-run draws the same."""

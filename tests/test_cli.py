@@ -29,6 +29,7 @@ ENTRY_POINTS = {
 }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("entry_point", sorted(ENTRY_POINTS))
 def test_help_lists_the_flags_and_exits_0(entry_point):
     done = subprocess.run([sys.executable, *entry_point.split(), "--help"], cwd=REPO_ROOT, capture_output=True,
@@ -78,6 +79,7 @@ def _errors(data_dir, tmp):
     }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("entry_point", ["run_train.py", "run_augment.py", "-m ssagan_tf.export",
                                          "-m data_prep.convert"])
 def test_project_errors_are_one_line_and_exit_1(entry_point, data_dir, tmp_path):
@@ -89,6 +91,7 @@ def test_project_errors_are_one_line_and_exit_1(entry_point, data_dir, tmp_path)
     assert len(lines) == 1 and re.search(expected, lines[0]), done.stderr[-3000:]
 
 
+@pytest.mark.slow
 def test_debug_shows_the_traceback(data_dir, tmp_path):
     args, _ = _errors(data_dir, tmp_path)["run_augment.py"]
     done = _run("run_augment.py", *args, "--debug")
@@ -96,6 +99,7 @@ def test_debug_shows_the_traceback(data_dir, tmp_path):
     assert "ValueError: --model" in done.stderr
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("args, expected", [
     (["--epochs=many"], r"flag --epochs=many: invalid literal for int\(\)"),
     (["--no_such_flag=1"], r"Unknown command line flag 'no_such_flag'"),
@@ -132,6 +136,7 @@ NOISE = ("failed call to cuInit", "oneDNN custom operations", "Could not find cu
          "Using MirroredStrategy with devices", "Sharding callback duration", "absl::InitializeLog")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("level", [None, "0"])
 def test_tensorflow_start_up_chatter_is_quiet_and_real_errors_show(tmp_path, level):
     """A command that imports TensorFlow, makes the strategy and saves a checkpoint: none of
@@ -174,6 +179,7 @@ def _wait_for(condition, proc, what, seconds=240):
         time.sleep(0.05)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["SIGTERM", "SIGINT"])
 def test_sigterm_and_ctrl_c_end_a_command_with_one_line_and_exit_130(tmp_path, name):
     """What every entry point shares (ssagan_tf.cli): SIGTERM ends as Ctrl-C does, never with -15."""
@@ -191,6 +197,7 @@ def test_sigterm_and_ctrl_c_end_a_command_with_one_line_and_exit_130(tmp_path, n
     assert proc.returncode == 130 and err.strip().splitlines() == ["probe: interrupted"], (proc.returncode, err)
 
 
+@pytest.mark.slow
 def test_augmentation_stopped_with_sigterm_says_interrupted_and_exits_130(data_dir, tmp_path):
     import signal
 
@@ -212,6 +219,9 @@ def test_augmentation_stopped_with_sigterm_says_interrupted_and_exits_130(data_d
     assert _our_lines(err, "run_augment.py") == ["run_augment.py: interrupted"], err[-3000:]
     lock = out / ".augment.lock"
     assert not (out / "manifest.csv").exists() and lock.exists() and not is_held(str(lock))
+
+
+@pytest.mark.slow
 def test_demo_with_other_settings_refuses_at_start_and_fresh_removes_only_its_own(tmp_path):
     import json
 
@@ -235,6 +245,7 @@ def test_demo_with_other_settings_refuses_at_start_and_fresh_removes_only_its_ow
     assert json.loads((out / "demo.json").read_text()) == {"image_size": 32, "cases": 16}
 
 
+@pytest.mark.slow
 def test_demo_refuses_folders_it_did_not_record(tmp_path):
     (tmp_path / "train").mkdir()
     done = _run("-m", "scripts.demo", f"--output_dir={tmp_path}", "--fresh")

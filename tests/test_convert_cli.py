@@ -103,6 +103,7 @@ def _help(module):
                           text=True, timeout=HANG_TIMEOUT)
 
 
+@pytest.mark.slow
 def test_help_lists_every_flag_and_exits_0():
     done = _help("data_prep.convert")
     assert done.returncode == 0, done.stderr
@@ -117,6 +118,7 @@ def test_help_lists_every_flag_and_exits_0():
     assert phantom.returncode == 0 and "--cases" in phantom.stdout and "--seed" in phantom.stdout
 
 
+@pytest.mark.slow
 def test_cli_refuses_the_input_as_output_with_one_line(tmp_path):
     import os
     import subprocess

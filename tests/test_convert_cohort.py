@@ -51,6 +51,7 @@ def folders_config(root, out, **kw):
                          prep=PrepOptions(image_size=24, min_tumor_pixels=1), workers=1, num_shards=1, **kw)
 
 
+@pytest.mark.slow
 def test_duplicates_are_grouped_into_one_split_dropped_or_reported(tmp_path):
     write_class_folders(tmp_path / "in")
     manifest = convert(folders_config(tmp_path / "in", tmp_path / "group"), **QUIET)
@@ -117,6 +118,7 @@ def brats_config(cohort, out, **kw):
                          prep=PrepOptions(image_size=32, min_tumor_pixels=5), **kw)
 
 
+@pytest.mark.slow
 def test_match_anatomy_keeps_normal_slices_at_tumor_levels_and_reports_both(cohort_dir, tmp_path):
     on = convert(brats_config(cohort_dir, tmp_path / "on"), **QUIET)
     off = convert(brats_config(cohort_dir, tmp_path / "off", match_anatomy=False), **QUIET)
@@ -131,6 +133,7 @@ def test_match_anatomy_keeps_normal_slices_at_tumor_levels_and_reports_both(coho
     assert "## Anatomy of the slices" in report and "normal, before matching" in report and "tumor |" in report
 
 
+@pytest.mark.slow
 def test_conversion_sheet_shows_slices_with_outlines(cohort_dir, tmp_path):
     convert(brats_config(cohort_dir, tmp_path / "out"), **QUIET)
     sheet = skio.imread(str(tmp_path / "out" / "conversion_sheet.png"))
@@ -157,6 +160,7 @@ def test_full_disk_gives_one_error_removes_what_it_wrote_and_keeps_the_report(co
     assert "disk is full" in open(out / "conversion_report.md", encoding="utf-8").read()
 
 
+@pytest.mark.slow
 def test_overwrite_keeps_the_old_dataset_until_the_new_one_is_complete(cohort_dir, tmp_path, monkeypatch):
     out = tmp_path / "out"
     convert(brats_config(cohort_dir, out), **QUIET)
@@ -189,6 +193,7 @@ def test_stale_staging_of_a_dead_run_is_removed(cohort_dir, tmp_path):
     assert not (out / f".staging-{dead.pid}-x").exists()
 
 
+@pytest.mark.slow
 def test_sigterm_cleans_up_like_ctrl_c(cohort_dir, tmp_path):
     out = tmp_path / "out"
     code = (f"import time, data_prep.stage as st\n"
@@ -251,6 +256,7 @@ def test_pairs_keep_splits_and_record_modality_names(tmp_path):
                                     "test": ["test/P20", "test/P21"]}
 
 
+@pytest.mark.slow
 def test_swap_never_shows_shards_without_a_manifest(cohort_dir, tmp_path, monkeypatch):
     from data_prep import stage
 

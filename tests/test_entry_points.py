@@ -54,6 +54,7 @@ def probe(kind, target, args):
     return json.loads(lines[-1]), "\n".join(lines[:-1]), done.stderr
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("entry_point", sorted(ENTRY_POINTS))
 def test_helpfull_lists_every_flag_and_exits_0_without_tensorflow(entry_point):
     kind, target, own_flag = ENTRY_POINTS[entry_point]
@@ -63,6 +64,7 @@ def test_helpfull_lists_every_flag_and_exits_0_without_tensorflow(entry_point):
     assert own_flag in out and "--flagfile" in out and "--verbosity" in out, out[-3000:]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("entry_point, flag", [("run_train.py", "--helpshort"), ("-m ssagan_tf.export", "--helpshort"),
                                                ("run_augment.py", "--helpxml")])
 def test_helpshort_and_helpxml_exit_0_without_tensorflow(entry_point, flag):
@@ -74,6 +76,7 @@ def test_helpshort_and_helpxml_exit_0_without_tensorflow(entry_point, flag):
         assert "--verbosity" not in out       # the entry point's own flags only, as --help
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("entry_point, args, code, expected", [
     ("run_augment.py", ["--help"], 0, "--chunk_size"),
     ("run_augment.py", ["--model=m", "--data_dir=d", "--output_dir=o", "--ratio=-1"], 2,
@@ -90,6 +93,7 @@ def test_augment_and_export_answer_before_tensorflow(entry_point, args, code, ex
     assert expected in out + err, (out + err)[-3000:]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("args, code, expected", [
     (["--help"], 0, "judge     train the judge"),
     ([], 2, "usage: ssagan VERB [flags]"),
@@ -106,6 +110,7 @@ def test_ssagan_verbs_are_the_entry_points(args, code, expected):
     assert expected in out + err, (out + err)[-3000:]
 
 
+@pytest.mark.slow
 def test_ssagan_train_reads_a_flagfile_and_names_itself_in_errors(tmp_path):
     """A flagfile's settings are checked like flags: here a missing dataset, refused before TensorFlow."""
     flagfile = tmp_path / "bad.flags"

@@ -67,6 +67,7 @@ def evaluated(tmp_path_factory, tiny_dataset, exports):
     return config, run_evaluation(config)
 
 
+@pytest.mark.slow
 def test_every_arm_and_augmenter_row_is_trained_and_scored(evaluated):
     config, results = evaluated
     names = [row["name"] for row in results["rows"]]
@@ -85,6 +86,7 @@ def test_every_arm_and_augmenter_row_is_trained_and_scored(evaluated):
     assert all(c["baseline"] == "classic" and len(c["metrics"]["auc"]["differences"]) == 2 for c in comparisons)
 
 
+@pytest.mark.slow
 def test_same_seed_draws_the_same_synthetic_slices_in_every_arm(evaluated):
     _, results = evaluated
     rows = {row["name"]: row for row in results["rows"]}
@@ -96,6 +98,7 @@ def test_same_seed_draws_the_same_synthetic_slices_in_every_arm(evaluated):
         rows["synthetic [ssa 1:1]"]["runs"][1]["synthetic_sources"]
 
 
+@pytest.mark.slow
 def test_attention_metrics_of_a_perfect_and_of_an_attention_free_augmenter(evaluated):
     _, results = evaluated
     ssa = results["attention"]["ssa"]
@@ -122,6 +125,7 @@ def test_attention_metrics_by_value():
     assert result["outside_change_tumor_to_normal"]["mean"] == pytest.approx(0.5)
 
 
+@pytest.mark.slow
 def test_report_and_results_are_written_and_parse(evaluated):
     config, results = evaluated
     with open(os.path.join(config.output_dir, "results.json")) as f:
@@ -153,6 +157,7 @@ def test_augmenter_without_the_signatures_is_refused(tmp_path):
         load_translator(str(tmp_path), name="broken", require_info=False)
 
 
+@pytest.mark.slow
 def test_augmenter_for_another_slice_shape_is_refused(exports):
     from ssagan_tf.exported import load_translator
 
@@ -167,6 +172,7 @@ def _cli(*flags):
                           capture_output=True, text=True, cwd=REPO_ROOT, timeout=HANG_TIMEOUT)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("flags, message", [
     (["--arms=none,mixip"], "unknown arm"),
     (["--folds=1", "--arms=none"], "folds=1"),
@@ -185,6 +191,7 @@ def test_cli_rejects_bad_flags_before_any_work(tmp_path, tiny_dataset, flags, me
     assert not out.exists()
 
 
+@pytest.mark.slow
 def test_cli_rejects_missing_inputs(tmp_path, tiny_dataset):
     assert "--data_dir" in _cli(f"--output_dir={tmp_path}").stderr
     result = _cli(f"--data_dir={tmp_path}", f"--output_dir={tmp_path / 'r'}", "--arms=none")
@@ -193,6 +200,7 @@ def test_cli_rejects_missing_inputs(tmp_path, tiny_dataset):
     assert result.returncode != 0 and "no such exported" in result.stderr
 
 
+@pytest.mark.slow
 def test_cli_refuses_to_write_into_the_dataset_or_over_a_file(tmp_path, tiny_dataset):
     before = sorted(os.listdir(tiny_dataset))
     inside = os.path.join(tiny_dataset, "report")
@@ -207,6 +215,7 @@ def test_cli_refuses_to_write_into_the_dataset_or_over_a_file(tmp_path, tiny_dat
     assert (tmp_path / "report.md").read_text() == "mine"
 
 
+@pytest.mark.slow
 def test_cli_runs_and_prints_the_report_path(tmp_path):
     data = write_tiny_dataset(str(tmp_path / "data"), n_normal=4, n_tumor=4)
     out = tmp_path / "report"
@@ -235,6 +244,7 @@ def test_keep_tumor_cases_by_value():
     assert len(keep_tumor_cases(train, 0.01)[1]) == 1               # never fewer than one case
 
 
+@pytest.mark.slow
 def test_judge_and_low_data_regime_in_the_evaluation(tmp_path, tiny_dataset, exports):
     from ssagan_tf.judge.config import JudgeConfig
     from ssagan_tf.judge.train import train_judge

@@ -40,6 +40,7 @@ def crossval(tmp_path_factory, tiny_dataset):
     return config, run_evaluation(config), base
 
 
+@pytest.mark.slow
 def test_two_fold_run_tests_every_patient_once_with_pooled_cis(crossval, tiny_dataset):
     config, results, _ = crossval
     per_fold = results["cross_validation"]["per_fold"]
@@ -69,6 +70,7 @@ def test_two_fold_run_tests_every_patient_once_with_pooled_cis(crossval, tiny_da
     assert "Δ AUC [95% CI]" in report and "best cheap baseline" in report
 
 
+@pytest.mark.slow
 def test_a_rerun_reuses_every_classifier_and_rewrites_the_report(crossval):
     config, first, _ = crossval
     again = run_evaluation(config)
@@ -78,6 +80,7 @@ def test_a_rerun_reuses_every_classifier_and_rewrites_the_report(crossval):
     assert len(cached) == 3 * 2                                                # augmenters x folds, made once
 
 
+@pytest.mark.slow
 def test_an_interrupted_rerun_leaves_no_report_that_looks_current(crossval, monkeypatch):
     from ssagan_tf.evaluation import runner
 
@@ -94,6 +97,7 @@ def test_an_interrupted_rerun_leaves_no_report_that_looks_current(crossval, monk
     assert not os.path.exists(os.path.join(config.output_dir, "results.json"))
 
 
+@pytest.mark.slow
 def test_the_output_folder_is_locked(crossval):
     from ssagan_tf.locking import DirectoryLock, DirectoryLockedError
 
@@ -112,6 +116,7 @@ def test_a_report_this_program_did_not_write_is_left_alone(tmp_path, tiny_datase
     assert (out / "report.md").read_text() == "my notes"
 
 
+@pytest.mark.slow
 def test_a_leaking_or_mismatched_augmenter_is_refused(tmp_path, tiny_dataset):
     # One export for both folds, trained on fold 0's patients: it saw fold 1's test patients.
     _export_for(tmp_path / "ssa", tiny_dataset, 0)
@@ -141,6 +146,7 @@ def test_a_leaking_or_mismatched_augmenter_is_refused(tmp_path, tiny_dataset):
         run_evaluation(_config(tiny_dataset, tmp_path / "bare_out", (("ssa", bare),), arms=("synthetic",)))
 
 
+@pytest.mark.slow
 def test_an_augmenter_from_another_cohort_is_labelled_as_such(tmp_path, tiny_dataset):
     other = {"seen_patients": ["elsewhere-1", "elsewhere-2"], "folds": 0, "tumor_fraction": 1.0}
     _export_for(tmp_path / "ext", tiny_dataset, 0, cohort=other)

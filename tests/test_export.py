@@ -72,6 +72,7 @@ def _batch(n=3, seed=1, size=32):
     return np.random.default_rng(seed).uniform(-1, 1, (n, size, size, 1)).astype(np.float32)
 
 
+@pytest.mark.slow
 def test_export_reload_matches_keras(exported, run_dir):
     from ssagan_tf.training.checkpoints import restore_models
 
@@ -98,6 +99,7 @@ def test_export_reload_matches_keras(exported, run_dir):
         assert np.all((below == 0) | (below >= 0.25)), "tau not applied"
 
 
+@pytest.mark.slow
 def test_saved_model_cli_reports_signatures(exported):
     cli = os.path.join(os.path.dirname(sys.executable), "saved_model_cli")
     result = subprocess.run([cli, "show", "--all", "--dir", exported], capture_output=True, text=True, timeout=HANG_TIMEOUT,
@@ -113,6 +115,7 @@ def test_saved_model_cli_reports_signatures(exported):
                                    ("outputs", "image", "DT_FLOAT", "-1, 32, 32, 1")], name
 
 
+@pytest.mark.slow
 def test_graph_loader_as_tf_serving_uses_it(exported):
     """TF Serving loads the SavedModel's graph and runs its restore op (TF1 loader), not the object
     graph `tf.saved_model.load` uses; every signature must run and agree with the reloaded module."""
@@ -129,6 +132,7 @@ def test_graph_loader_as_tf_serving_uses_it(exported):
                 np.testing.assert_allclose(out[key], expected[name][key].numpy(), atol=1e-5)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("bad, message", [
     (np.zeros((1, 64, 64, 1), np.float32), SHAPE_ERROR),
     (np.zeros((32, 32, 1), np.float32), SHAPE_ERROR),
@@ -145,6 +149,7 @@ def test_bad_input_rejected(normal_to_tumor_signature, bad, message):
         signature(images=tf.constant(bad))
 
 
+@pytest.mark.slow
 def test_versions_increment_and_never_overwrite(exported, run_dir, export_dir):
     base = os.path.join(export_dir, "ssagan")
     os.makedirs(os.path.join(base, ".tmp-export-stale"))   # a crashed export's leftovers
@@ -158,6 +163,7 @@ def test_versions_increment_and_never_overwrite(exported, run_dir, export_dir):
     assert export.read_export_info(exported)["tau"] == 0.25
 
 
+@pytest.mark.slow
 def test_failed_verification_leaves_no_version(run_dir, tmp_path, monkeypatch):
     monkeypatch.setattr(export, "verify_export", lambda *a, **k: {name: 1.0 for name in export.SIGNATURE_NAMES})
     with pytest.raises(export.ExportError, match="does not reproduce"):
@@ -165,6 +171,7 @@ def test_failed_verification_leaves_no_version(run_dir, tmp_path, monkeypatch):
     assert os.listdir(os.path.join(str(tmp_path), "ssagan")) == []
 
 
+@pytest.mark.slow
 def test_system_without_attention_returns_ones(tmp_path):
     models = build_models(ModelConfig.for_system("cyclegan", **TINY))
     version = export.write_export(models, str(tmp_path), tau=0.1)
@@ -200,6 +207,7 @@ def test_bad_flags_rejected_before_work(run_dir, argv, message):
         config_from_flags(flag_values)
 
 
+@pytest.mark.slow
 def test_bf16_export_takes_and_returns_float32_and_matches_keras_within_its_tolerance(run_dir, tmp_path):
     from ssagan_tf.training.checkpoints import restore_models
 
@@ -221,6 +229,7 @@ def test_bf16_export_takes_and_returns_float32_and_matches_keras_within_its_tole
     assert 0 < difference < 0.05           # computed in bfloat16, so close to fp32 but not equal
 
 
+@pytest.mark.slow
 def test_bf16_export_verifies_with_attention_at_tau(run_dir, tmp_path):
     """With tau at the median attention half the pixels sit near the threshold, where bf16
     rounding can flip it between the SavedModel and Keras; those pixels are left out of the
@@ -243,6 +252,7 @@ def chunked(tmp_path_factory):
     return models, export.write_export(models, str(tmp_path_factory.mktemp("chunked")), tau=0.25, chunk_size=4)
 
 
+@pytest.mark.slow
 def test_empty_batch_gives_empty_outputs(normal_to_tumor_signature, exported):
     loaded, _ = normal_to_tumor_signature
     for name in export.SIGNATURE_NAMES:
@@ -250,6 +260,7 @@ def test_empty_batch_gives_empty_outputs(normal_to_tumor_signature, exported):
         assert out["image"].shape == (0, 32, 32, 1) and out["attention"].shape == (0, 32, 32, 1), name
 
 
+@pytest.mark.slow
 def test_large_batches_are_translated_chunk_by_chunk(chunked):
     """9 slices through a 4-slice chunk loop (4 + 4 + 1) equal the Keras models slice by slice,
     in order; the loop is in the saved graph, so TF Serving runs it too."""
@@ -277,6 +288,7 @@ def test_large_batches_are_translated_chunk_by_chunk(chunked):
     assert empty.shape == (0, 32, 32, 1)
 
 
+@pytest.mark.slow
 def test_a_stray_file_named_like_a_version_is_stepped_over(chunked, tmp_path):
     models, _ = chunked
     base = tmp_path / "ssagan"
@@ -329,6 +341,7 @@ def test_staging_folders_of_dead_exports_are_removed_and_live_ones_kept(tmp_path
     assert (old / "notes.txt").read_text() == "a user's"
 
 
+@pytest.mark.slow
 def test_staging_folder_of_an_export_killed_with_sigkill_is_removed_by_the_next(run_dir, tmp_path):
     import signal
     import time
@@ -352,6 +365,7 @@ def test_staging_folder_of_an_export_killed_with_sigkill_is_removed_by_the_next(
     assert version_dir == str(base / "1") and not staged[0].exists()
 
 
+@pytest.mark.slow
 def test_export_of_a_run_with_a_weight_average_serves_the_averaged_weights(tmp_path):
     """The export of a checkpoint holding a weight average (--ema_decay) translates exactly as the
     averaged generators under the trained (not averaged) attention do, not as the raw generators,
@@ -375,6 +389,7 @@ def test_export_of_a_run_with_a_weight_average_serves_the_averaged_weights(tmp_p
     assert np.abs(served["image"].numpy() - not_expected.numpy()).max() > 1e-3
 
 
+@pytest.mark.slow
 def test_export_of_the_best_checkpoint_serves_its_weights(tmp_path):
     """--checkpoint=best exports the checkpoint the selection kept, latest the newest, auto the
     kept one when there is one; best without a selection is refused, naming what to do."""
@@ -409,6 +424,7 @@ def test_export_of_the_best_checkpoint_serves_its_weights(tmp_path):
         np.testing.assert_allclose(served["image"].numpy(), expected.numpy(), atol=1e-5, err_msg=which)
 
 
+@pytest.mark.slow
 def test_the_in_masks_signature_draws_where_the_caller_says(exported, run_dir):
     """normal_to_tumor_in_masks is Eq. 1 with the caller's masks in A_n's place; its attention
     output is those masks; masks outside [0, 1] are refused."""

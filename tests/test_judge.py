@@ -80,6 +80,7 @@ def judge_dir(tmp_path_factory):
     return data, out
 
 
+@pytest.mark.slow
 def test_judge_is_saved_with_its_scores_and_reloads(judge_dir):
     data, path = judge_dir
     assert sorted(os.listdir(path)) == ["judge.json", "judge.keras"]
@@ -97,6 +98,7 @@ def test_judge_is_saved_with_its_scores_and_reloads(judge_dir):
         judge.score(np.zeros((1, 16, 16, 1)))
 
 
+@pytest.mark.slow
 def test_translation_measures_by_construction(judge_dir):
     data, path = judge_dir
     judge = Judge(path)
@@ -118,6 +120,7 @@ def test_translation_measures_by_construction(judge_dir):
     assert back["target"] == "normal" and back["rate"]["synthetic"] == metrics.class_rate(p_normal, False)
 
 
+@pytest.mark.slow
 def test_measure_translates_in_the_callers_chunks_and_scores_as_made_translations(judge_dir):
     """`measure` hands the translator each direction's source slices in order, `batch_size` at a
     time, with every key of the arrays; a chunk-free translation scores alike in any chunks, and
@@ -153,6 +156,7 @@ def test_measure_translates_in_the_callers_chunks_and_scores_as_made_translation
         measure(judge, {"normal_to_tumor": made["normal_to_tumor"][:3]}, test, directions=("normal_to_tumor",))
 
 
+@pytest.mark.slow
 def test_judge_output_folder_rules(judge_dir, tmp_path):
     data, _ = judge_dir
     foreign = tmp_path / "foreign"
@@ -176,6 +180,7 @@ def test_judge_output_folder_rules(judge_dir, tmp_path):
         JudgeConfig(data_dir=data, output_dir="x", width=0, precision="fp64")
 
 
+@pytest.mark.slow
 def test_judge_command_line(judge_dir, tmp_path):
     data, _ = judge_dir
     out = tmp_path / "cli_judge"
@@ -197,6 +202,7 @@ def test_judge_command_line(judge_dir, tmp_path):
     assert json.load(open(out / "judge.json"))["config"]["epochs"] == 2 != before["config"]["epochs"]
 
 
+@pytest.mark.slow
 def test_the_former_command_path_trains_a_judge_and_says_it_moved(judge_dir, tmp_path):
     data, _ = judge_dir
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
@@ -216,6 +222,7 @@ def test_the_former_command_path_trains_a_judge_and_says_it_moved(judge_dir, tmp
     assert lines[1].startswith("python -m ssagan_tf.evaluation.judge: ") and "nowhere" in lines[1]
 
 
+@pytest.mark.slow
 def test_a_balanced_judge_stops_on_the_class_weighted_validation_loss(tmp_path):
     """3 normal / 9 tumor slices per split: the judge records its weights, and its best validation
     loss is the class-weighted binary cross-entropy of the kept model on val, by hand."""

@@ -56,6 +56,7 @@ def installed(tmp_path_factory):
     return venv, elsewhere, wheel
 
 
+@pytest.mark.slow
 def test_the_wheel_holds_the_packages_and_the_console_script(installed):
     _, _, wheel = installed
     with zipfile.ZipFile(wheel) as archive:
@@ -75,6 +76,7 @@ def test_the_wheel_holds_the_packages_and_the_console_script(installed):
     assert 'Requires-Dist: tensorflow[and-cuda]==2.21.0; extra == "gpu"' in metadata
 
 
+@pytest.mark.slow
 def test_ssagan_help_and_convert_help_from_another_folder(installed):
     venv, elsewhere, _ = installed
     listed = _run([str(venv / "bin" / "ssagan"), "--help"], cwd=elsewhere)
@@ -87,6 +89,7 @@ def test_ssagan_help_and_convert_help_from_another_folder(installed):
         assert done.returncode == 0 and "--modalities:" in done.stdout, done.stderr[-2000:]
 
 
+@pytest.mark.slow
 def test_the_installed_package_is_imported_not_the_repository(installed):
     venv, elsewhere, _ = installed
     done = _run([str(venv / "bin" / "python"), "-c", "import ssagan_tf, data_prep; print(ssagan_tf.__file__); "
@@ -96,6 +99,7 @@ def test_the_installed_package_is_imported_not_the_repository(installed):
         assert path.startswith(str(venv)), done.stdout
 
 
+@pytest.mark.slow
 def test_ssagan_demo_outside_a_checkout_says_where_to_run_it(installed):
     venv, elsewhere, _ = installed
     done = _run([str(venv / "bin" / "ssagan"), "demo"], cwd=elsewhere)

@@ -71,6 +71,7 @@ def summary_tags(log_dir):
     return tags
 
 
+@pytest.mark.slow
 def test_bad_flags_fail_before_work(data_dir, tmp_path):
     code, out = run(f"--data_dir={data_dir}", f"--model_dir={tmp_path}", "--batch_size=0", timeout=HANG_TIMEOUT)
     assert code != 0 and "batch_size must be >= 1" in out
@@ -82,6 +83,7 @@ def test_bad_flags_fail_before_work(data_dir, tmp_path):
     assert not os.path.exists(tmp_path / "config.json") and not os.path.exists(tmp_path / "checkpoints")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("flagfile", ["brain.flags", "demo.flags", "lgg.flags"])
 def test_shipped_flagfiles_parse(data_dir, tmp_path, flagfile):
     """Every flag in the shipped flagfiles exists: the command gets past flag parsing to the data
@@ -94,6 +96,7 @@ def test_shipped_flagfiles_parse(data_dir, tmp_path, flagfile):
     assert not os.path.exists(tmp_path / "config.json")
 
 
+@pytest.mark.slow
 def test_flagfile_run_killed_and_rerun_finishes(data_dir, tmp_path):
     model_dir, export_dir = tmp_path / "run", tmp_path / "export"
     flagfile = tmp_path / "tiny.flags"
@@ -146,6 +149,7 @@ def test_flagfile_run_killed_and_rerun_finishes(data_dir, tmp_path):
     assert not different, different[:5]
 
 
+@pytest.mark.slow
 def test_sigterm_saves_the_last_step_exits_130_and_the_rerun_matches_an_uninterrupted_run(data_dir, tmp_path):
     """SIGTERM (a scheduler, `kill`, `docker stop`) mid-run: a checkpoint of the last finished step
     (checkpoint_every is far away), one line saying so, `interrupted`, exit 130; the rerun ends
@@ -183,6 +187,7 @@ def test_sigterm_saves_the_last_step_exits_130_and_the_rerun_matches_an_uninterr
     assert not different, different[:5]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("model,steps,rtol,atol,loose_share", [
     # One step each: after a second, Adam's sign-like first step has spread the replicas' rounding
     # differences (measured here: up to 2e-4 on 10% of one generator moment after two steps).
@@ -221,6 +226,7 @@ def test_two_cpu_replicas_match_one_device(data_dir, tmp_path, model, steps, rto
     assert loose <= total * loose_share, f"{loose} of {total} values differ by more than 1e-5"
 
 
+@pytest.mark.slow
 def test_fp16_precision_scales_the_loss_and_cannot_resume_as_another(data_dir, tmp_path):
     code, out = run(f"--data_dir={data_dir}", f"--model_dir={tmp_path}", *TINY, "--max_steps=2", "--precision=fp16")
     assert code == 0, out
@@ -232,6 +238,7 @@ def test_fp16_precision_scales_the_loss_and_cannot_resume_as_another(data_dir, t
     assert code != 0 and "resume with --precision=fp16, or use --fresh" in out
 
 
+@pytest.mark.slow
 def test_auto_precision_says_what_it_picked_first_and_in_config(data_dir, tmp_path):
     done = subprocess.run(command(f"--data_dir={data_dir}", f"--model_dir={tmp_path}",
                                   *[a for a in TINY if not a.startswith("--precision")], "--max_steps=1"),
@@ -251,6 +258,7 @@ def test_auto_precision_says_what_it_picked_first_and_in_config(data_dir, tmp_pa
     assert code == 0 and f"resuming a run trained in {expected.precision}" in out, out
 
 
+@pytest.mark.slow
 def test_jit_compile_flag_with_light_attention_and_l1_dice(data_dir, tmp_path):
     code, out = run(f"--data_dir={data_dir}", f"--model_dir={tmp_path}", *TINY, "--max_steps=3", "--jit_compile",
                     "--attention_ngf=4", "--mask_loss_type=l1_dice")
@@ -271,6 +279,7 @@ def free_port():
         return s.getsockname()[1]
 
 
+@pytest.mark.slow
 def test_multi_worker_two_local_processes(data_dir, tmp_path):
     cluster = {"worker": [f"127.0.0.1:{free_port()}", f"127.0.0.1:{free_port()}"]}
     model_dir = tmp_path / "run"
@@ -300,6 +309,7 @@ def test_multi_worker_two_local_processes(data_dir, tmp_path):
     assert not [p for p in temps[1].iterdir() if p.name.startswith("ssagan_")]
 
 
+@pytest.mark.slow
 def test_garbage_shard_stops_training_with_one_line_naming_it(tmp_path):
     """Random bytes of a shard's recorded size pass the start check; the first read fails with one
     line naming the shard, no traceback, exit 1."""
@@ -314,6 +324,7 @@ def test_garbage_shard_stops_training_with_one_line_naming_it(tmp_path):
     assert not (tmp_path / "run" / "checkpoints").exists()
 
 
+@pytest.mark.slow
 def test_flags_the_system_does_not_use_are_named(data_dir, tmp_path):
     """Set on the command line or in a flagfile: named; left at their defaults: not named."""
     flagfile = tmp_path / "more.flags"
@@ -326,6 +337,7 @@ def test_flags_the_system_does_not_use_are_named(data_dir, tmp_path):
     assert code == 2 and "batch_size 1000 is larger than the training set" in out
 
 
+@pytest.mark.slow
 def test_a_fold_run_trains_on_its_patients_only_and_its_export_says_so(tmp_path):
     """run_train --folds=2 --fold=1: fold data without the fold's test patients, the cohort in
     config.json and export.json, and the evaluation refusing that export for fold 0's patients."""

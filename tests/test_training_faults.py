@@ -68,6 +68,7 @@ def test_shards_disagreeing_with_the_manifest_stop_training_at_start(tmp_path, f
     assert not os.path.exists(tmp_path / "run" / "checkpoints")
 
 
+@pytest.mark.slow
 def test_record_counts_are_checked_on_the_first_pass(tmp_path):
     """A manifest consistent with itself (split count = sum of its shards' counts) but not with
     the shard: the first pass stops, naming the shard, before any checkpoint."""
@@ -85,6 +86,7 @@ def test_record_counts_are_checked_on_the_first_pass(tmp_path):
     assert not list((tmp_path / "run" / "checkpoints").glob("*.index"))
 
 
+@pytest.mark.slow
 def test_truncated_shard_of_an_old_manifest_is_named_during_training(tmp_path):
     """Without recorded sizes the truncation shows only when read: one error naming the shard,
     and the old manifest is warned about at start."""

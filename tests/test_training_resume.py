@@ -76,6 +76,7 @@ def data_file(run_dir, number):
     return next((run_dir / "checkpoints").glob(f"ckpt-{number}.data-*"))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("state", ["missing", "garbage", "binary"])
 def test_a_missing_or_garbage_state_file_resumes_from_the_newest_checkpoint(data_dir, three_checkpoints, tmp_path,
                                                                              state):
@@ -101,6 +102,7 @@ def test_a_missing_or_garbage_state_file_resumes_from_the_newest_checkpoint(data
     assert sorted(n for n in after if n.endswith(".index")) == ["ckpt-2.index", "ckpt-3.index", "ckpt-4.index"]
 
 
+@pytest.mark.slow
 def test_an_unreadable_latest_checkpoint_is_skipped_by_name_in_training_and_export(data_dir, three_checkpoints,
                                                                                    tmp_path):
     run_dir = copy_run(three_checkpoints, tmp_path)
@@ -123,6 +125,7 @@ def test_an_unreadable_latest_checkpoint_is_skipped_by_name_in_training_and_expo
     assert layout.newest_intact_checkpoint(str(run_dir), log=said.append).endswith("ckpt-5")
 
 
+@pytest.mark.slow
 def test_checkpoint_problems_are_named(three_checkpoints, tmp_path):
     run_dir = copy_run(three_checkpoints, tmp_path)
     folder = run_dir / "checkpoints"
@@ -139,6 +142,7 @@ def test_checkpoint_problems_are_named(three_checkpoints, tmp_path):
     assert [c.number for c in layout.list_checkpoints(str(run_dir))] == [1, 2, 3]
 
 
+@pytest.mark.slow
 def test_no_readable_checkpoint_is_refused_naming_them(data_dir, three_checkpoints, tmp_path):
     run_dir = copy_run(three_checkpoints, tmp_path)
     for number in (1, 2, 3):
@@ -153,6 +157,7 @@ def test_no_readable_checkpoint_is_refused_naming_them(data_dir, three_checkpoin
         export.export_models(str(run_dir), str(tmp_path / "export"))
 
 
+@pytest.mark.slow
 def test_changed_settings_are_refused_and_config_json_is_written_only_once_training_continues(
         data_dir, three_checkpoints, tmp_path, monkeypatch):
     run_dir = copy_run(three_checkpoints, tmp_path)
@@ -181,6 +186,7 @@ def test_changed_settings_are_refused_and_config_json_is_written_only_once_train
     assert json.loads((run_dir / "config.json").read_text())["tau"] == 0.5
 
 
+@pytest.mark.slow
 def test_other_data_is_refused_and_an_old_config_without_a_checksum_resumes(data_dir, three_checkpoints, tmp_path):
     run_dir = copy_run(three_checkpoints, tmp_path)
     other = write_tiny_dataset(str(tmp_path / "other_data"), seed=1)        # same shape, other slices
@@ -260,6 +266,7 @@ def test_fresh_on_a_folder_that_is_not_a_run_deletes_nothing(data_dir, tmp_path,
         assert isinstance(error, ConfigError) and sorted(p for p in folder.rglob("*")) == before
 
 
+@pytest.mark.slow
 def test_sigterm_saves_the_last_finished_step_and_stops(data_dir, tmp_path, monkeypatch):
     original_call = TrainStep.__call__
     calls = []
@@ -283,6 +290,7 @@ def test_sigterm_saves_the_last_finished_step_and_stops(data_dir, tmp_path, monk
     assert result.resumed_from == 2 and result.step == 3
 
 
+@pytest.mark.slow
 def test_training_exports_in_float32_whatever_it_trained_in(data_dir, tmp_path):
     model = dataclasses.replace(tiny_config(data_dir, tmp_path).model, precision="bf16")
     result, out = run(tiny_config(data_dir, tmp_path / "run", model=model, max_steps=1,
