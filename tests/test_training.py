@@ -839,6 +839,41 @@ def test_train_step_lesion_guidance_and_healthy_fill_by_value(data_dir, tmp_path
     assert float(values["lesion_guidance"]) == 0.0 and float(values["healthy_fill"]) > 0
 
 
+def test_generator_objective_total_is_the_sum_of_its_named_terms(data_dir, tmp_path):
+    """With every optional term on, the generator objective's total is the sum of the terms it
+    names (each already weighted), and each of them is in play (non-zero)."""
+    from ssagan_tf import lesions
+
+    config = tiny_config(data_dir, tmp_path, lambda_identity=0.5, attention_area=0.9, lesion_guidance=1.5,
+                         lambda_fill=2.0)
+    train_step, _, _ = make_train_step(config)
+    batch = random_batch()
+    x_n, tumor = batch["normal"]["image"], batch["tumor"]
+    lesioned, moved, placed = lesions.transplant(x_n, tumor["image"], tumor["mask"], tumor["has_mask"],
+                                                 tf.constant([0, 0], tf.int64))
+    batch["lesion"] = {"image": lesioned, "mask": moved, "placed": placed, "count": tf.reduce_sum(placed)}
+    cycle = train_step.translations(x_n, tumor["image"])
+    total, terms = train_step.generator_objective(batch, cycle, tf.reduce_sum(tumor["has_mask"]), phase(config, True))
+    assert set(terms) == {"adversarial_normal_to_tumor", "adversarial_tumor_to_normal", "cycle_normal", "cycle_tumor",
+                          "identity", "attention_mask", "attention_area", "lesion_guidance", "healthy_fill"}
+    assert all(float(v) > 0 for v in terms.values()), terms
+    assert float(total) == pytest.approx(sum(float(v) for v in terms.values()), rel=1e-6)
+
+
+def test_one_discriminator_objective_serves_both_discriminators(data_dir, tmp_path):
+    """`discriminator_objective(disc, real, fake)` is 0.5 x (mean (D(real) - 1)^2 + mean D(fake)^2)
+    per example, for D_t and D_n alike (networks without spectral norm, whose power iteration
+    would move between the calls)."""
+    model = ModelConfig.for_system("attention_cyclegan", image_size=32, channels=1, ngf=8, ndf=8, n_res_blocks=1)
+    train_step, models, _ = make_train_step(tiny_config(data_dir, tmp_path, model=model))
+    batch = random_batch()
+    real, fake = batch["tumor"]["image"], batch["normal"]["image"]
+    for disc in (models.disc_tumor, models.disc_normal):
+        d_real, d_fake = disc(real, training=True).numpy(), disc(fake, training=True).numpy()
+        expected = 0.5 * (((d_real - 1) ** 2).mean(axis=(1, 2, 3)) + (d_fake ** 2).mean(axis=(1, 2, 3)))
+        np.testing.assert_allclose(train_step.discriminator_objective(disc, real, fake).numpy(), expected, rtol=1e-5)
+
+
 def test_healthy_fill_measures_compare_the_fill_inside_transplanted_masks(data_dir):
     """Every validation normal slice gets a lesion from a labelled validation tumor slice; a
     tumor->normal that paints a constant scores as fill_scores says it does, inside the masks."""

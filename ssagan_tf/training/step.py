@@ -1,14 +1,18 @@
 """The inner train step: one simultaneous update of the generators (+ attention) and the
 discriminators on one global batch, run on every replica with `strategy.run`.
 
-The generator objective (docs/method.md, "Losses"): adversarial + lambda_cyc * cycle
-+ lambda_idt * lambda_cyc * identity + lambda_mask * semi-supervised attention loss (+ the
-attention-area hinge while the attention trains, when asked for); the discriminators see
-attention-guided inputs once the attention warm-up is over. Terms are named, not numbered (the
-paper numbers its losses as one group).
+The step is composed as pytorch-CycleGAN composes its own: one forward pass of both cycles
+(`TrainStep.translations`), the generator objective (`generator_objective`, docs/method.md,
+"Losses": adversarial + lambda_cyc * cycle + lambda_idt * lambda_cyc * identity + lambda_mask *
+semi-supervised attention loss, + the attention-area hinge while the attention trains and the
+lesion levers when asked for) and one discriminator objective (`discriminator_objective`) called
+for D_t and for D_n, which see attention-guided inputs once the attention warm-up is over. Terms
+are named, not numbered (the paper numbers its losses as one group).
 """
 
 from __future__ import annotations
+
+from typing import NamedTuple
 
 import keras
 import tensorflow as tf
@@ -17,6 +21,17 @@ from ssagan_tf import lesions, losses
 from ssagan_tf.models import compose_attention, reconstruct, translate
 from ssagan_tf.training.pool import replica_pool
 from ssagan_tf.training.schedule import Phase
+
+
+class Translations(NamedTuple):
+    """One forward pass of both cycles: each fake with the attention map of its source slice
+    (all ones without attention networks), and each reconstruction."""
+    fake_t: tf.Tensor      # x_n translated to the tumor domain
+    att_n: tf.Tensor       # A_n(x_n)
+    rec_n: tf.Tensor       # fake_t translated back
+    fake_n: tf.Tensor      # x_t translated to the normal domain
+    att_t: tf.Tensor       # A_t(x_t)
+    rec_t: tf.Tensor       # fake_n translated back
 
 
 class TrainStep:
@@ -80,72 +95,108 @@ class TrainStep:
     def _scaled(self, optimizer, loss):
         return optimizer.scale_loss(loss) if isinstance(optimizer, keras.optimizers.LossScaleOptimizer) else loss
 
-    def _losses_and_gradients(self, batch, labelled, phase):
+    def _global_mean(self, per_example):
+        """A per-example loss [B] as this replica's share of its mean over the global batch (the
+        shares of all replicas add up to that mean)."""
+        return tf.nn.compute_average_loss(per_example, global_batch_size=self.config.batch_size)
+
+    def translations(self, x_n, x_t) -> Translations:
+        """Both cycles on a batch (pytorch-CycleGAN's `forward`): x_n -> fake_t -> rec_n and
+        x_t -> fake_n -> rec_t, the way back as `--cycle_attention` says."""
+        m, c = self.models, self.config
+        fake_t, att_n = translate(m.normal_to_tumor, m.attention_normal, x_n, training=True)
+        rec_n = reconstruct(m.tumor_to_normal, m.attention_tumor, fake_t, att_n, c.cycle_attention, training=True)
+        fake_n, att_t = translate(m.tumor_to_normal, m.attention_tumor, x_t, training=True)
+        rec_t = reconstruct(m.normal_to_tumor, m.attention_normal, fake_n, att_t, c.cycle_attention, training=True)
+        return Translations(fake_t, att_n, rec_n, fake_n, att_t, rec_t)
+
+    def generator_objective(self, batch, cycle: Translations, labelled, phase: Phase):
+        """What the generators (and, while they train, the attention networks) minimise
+        (pytorch-CycleGAN's `backward_G` without the backward): `(total, terms)`, each term named
+        as the console and TensorBoard report it and, like the total, this replica's share of a
+        global mean (over the global batch; the attention-mask, lesion-guidance and fill terms over
+        the global batch's labelled slices, `labelled`, and placed lesions)."""
         m, c = self.models, self.config
         x_n, x_t = batch["normal"]["image"], batch["tumor"]["image"]
-        global_batch = c.batch_size
+        mean = self._global_mean
+        masked = phase.mask_discriminators
+        # D_t judges tumor slices: real x_t (own attention A_t) against fakes from x_n (A_n).
+        _, view_fake_t = losses.discriminator_views(c.d_mode, masked, x_t, cycle.fake_t, cycle.att_n, cycle.att_t,
+                                                    c.tau)
+        _, view_fake_n = losses.discriminator_views(c.d_mode, masked, x_n, cycle.fake_n, cycle.att_t, cycle.att_n,
+                                                    c.tau)
 
-        def mean(per_example):
-            return tf.nn.compute_average_loss(per_example, global_batch_size=global_batch)
+        adv_n2t = losses.generator_adversarial_loss(m.disc_tumor(view_fake_t, training=True), c.gan_loss)
+        adv_t2n = losses.generator_adversarial_loss(m.disc_normal(view_fake_n, training=True), c.gan_loss)
+        cyc_n = c.lambda_cycle * losses.cycle_consistency_loss(x_n, cycle.rec_n)
+        cyc_t = c.lambda_cycle * losses.cycle_consistency_loss(x_t, cycle.rec_t)
+        per_example = adv_n2t + adv_t2n + cyc_n + cyc_t
+        identity = tf.zeros_like(cyc_n)
+        if c.lambda_identity > 0:
+            identity = c.lambda_identity * c.lambda_cycle * (
+                losses.identity_loss(x_t, m.normal_to_tumor(x_t, training=True))
+                + losses.identity_loss(x_n, m.tumor_to_normal(x_n, training=True)))
+            per_example += identity
+        if phase.train_attention and c.attention_area > 0 and m.config.use_attention:
+            area = c.lambda_attention_area * losses.attention_area_loss(cycle.att_n, x_n, c.attention_area)
+            per_example += area
+        else:
+            area = tf.zeros_like(cyc_n)
+        attention_mask = tf.constant(0.0)
+        if m.config.mask_loss:
+            attention_mask = c.lambda_mask * losses.semi_supervised_attention_loss(
+                cycle.att_t, batch["tumor"]["mask"], batch["tumor"]["has_mask"], labelled, c.mask_loss_type)
+        guidance = fill = tf.constant(0.0)
+        if c.lesion_guidance > 0 and phase.train_attention and m.config.use_attention:
+            lesion = batch["lesion"]
+            guidance = c.lesion_guidance * losses.semi_supervised_attention_loss(
+                cycle.att_n, lesion["mask"], lesion["placed"], lesion["count"], c.mask_loss_type)
+        if c.lambda_fill > 0:
+            lesion = batch["lesion"]
+            filled = compose_attention(lesion["image"], tf.cast(m.tumor_to_normal(lesion["image"], training=True),
+                                                                tf.float32), lesion["mask"])
+            fill = c.lambda_fill * losses.healthy_fill_loss(filled, x_n, lesion["mask"], lesion["placed"],
+                                                            lesion["count"])
+        total = mean(per_example) + attention_mask + guidance + fill
+        terms = {"adversarial_normal_to_tumor": mean(adv_n2t), "adversarial_tumor_to_normal": mean(adv_t2n),
+                 "cycle_normal": mean(cyc_n), "cycle_tumor": mean(cyc_t), "identity": mean(identity),
+                 "attention_mask": attention_mask, "attention_area": mean(area)}
+        if c.lesion_guidance > 0:
+            terms["lesion_guidance"] = guidance
+        if c.lambda_fill > 0:
+            terms["healthy_fill"] = fill
+        return total, terms
 
+    def discriminator_objective(self, disc, real, fake):
+        """What one discriminator minimises on its (real, fake) views (pytorch-CycleGAN's
+        `backward_D_basic`; the same function for D_t and D_n): per example, [B]."""
+        return losses.discriminator_adversarial_loss(disc(real, training=True), disc(fake, training=True),
+                                                     self.config.gan_loss)
+
+    def _losses_and_gradients(self, batch, labelled, phase):
+        """Under one tape: the translations, the generator objective and the discriminator
+        objective of D_t and of D_n; then each player's gradients (of its loss-scaled total under
+        fp16) and the step's values, every one a global-batch mean."""
+        m, c = self.models, self.config
+        x_n, x_t = batch["normal"]["image"], batch["tumor"]["image"]
+        mean = self._global_mean
         masked = phase.mask_discriminators
         with tf.GradientTape(persistent=True) as tape:
-            fake_t, att_n = translate(m.normal_to_tumor, m.attention_normal, x_n, training=True)
-            rec_n = reconstruct(m.tumor_to_normal, m.attention_tumor, fake_t, att_n, c.cycle_attention, training=True)
-            fake_n, att_t = translate(m.tumor_to_normal, m.attention_tumor, x_t, training=True)
-            rec_t = reconstruct(m.normal_to_tumor, m.attention_normal, fake_n, att_t, c.cycle_attention, training=True)
-
-            # D_t judges tumor slices: real x_t (own attention A_t) against fakes from x_n (A_n).
-            _, view_fake_t = losses.discriminator_views(c.d_mode, masked, x_t, fake_t, att_n, att_t, c.tau)
-            _, view_fake_n = losses.discriminator_views(c.d_mode, masked, x_n, fake_n, att_t, att_n, c.tau)
-
-            adv_n2t = losses.generator_adversarial_loss(m.disc_tumor(view_fake_t, training=True), c.gan_loss)
-            adv_t2n = losses.generator_adversarial_loss(m.disc_normal(view_fake_n, training=True), c.gan_loss)
-            cyc_n = c.lambda_cycle * losses.cycle_consistency_loss(x_n, rec_n)
-            cyc_t = c.lambda_cycle * losses.cycle_consistency_loss(x_t, rec_t)
-            per_example = adv_n2t + adv_t2n + cyc_n + cyc_t
-            identity = tf.zeros_like(cyc_n)
-            if c.lambda_identity > 0:
-                identity = c.lambda_identity * c.lambda_cycle * (
-                    losses.identity_loss(x_t, m.normal_to_tumor(x_t, training=True))
-                    + losses.identity_loss(x_n, m.tumor_to_normal(x_n, training=True)))
-                per_example += identity
-            if phase.train_attention and c.attention_area > 0 and m.config.use_attention:
-                area = c.lambda_attention_area * losses.attention_area_loss(att_n, x_n, c.attention_area)
-                per_example += area
-            else:
-                area = tf.zeros_like(cyc_n)
-            attention_mask = tf.constant(0.0)
-            if m.config.mask_loss:
-                attention_mask = c.lambda_mask * losses.semi_supervised_attention_loss(
-                    att_t, batch["tumor"]["mask"], batch["tumor"]["has_mask"], labelled, c.mask_loss_type)
-            guidance = fill = tf.constant(0.0)
-            if c.lesion_guidance > 0 and phase.train_attention and m.config.use_attention:
-                lesion = batch["lesion"]
-                guidance = c.lesion_guidance * losses.semi_supervised_attention_loss(
-                    att_n, lesion["mask"], lesion["placed"], lesion["count"], c.mask_loss_type)
-            if c.lambda_fill > 0:
-                lesion = batch["lesion"]
-                filled = compose_attention(lesion["image"], tf.cast(m.tumor_to_normal(lesion["image"], training=True),
-                                                                    tf.float32), lesion["mask"])
-                fill = c.lambda_fill * losses.healthy_fill_loss(filled, x_n, lesion["mask"], lesion["placed"],
-                                                                lesion["count"])
-            gen_total = mean(per_example) + attention_mask + guidance + fill
+            cycle = self.translations(x_n, x_t)
+            gen_total, gen_terms = self.generator_objective(batch, cycle, labelled, phase)
 
             # The pools hold unmasked fakes with their source attention; the phase's masking is
             # applied to what they return.
-            pooled_t, pooled_att_n = replica_pool(self.state.pools_tumor).query(tf.stop_gradient(fake_t),
-                                                                          tf.stop_gradient(att_n))
-            pooled_n, pooled_att_t = replica_pool(self.state.pools_normal).query(tf.stop_gradient(fake_n),
-                                                                           tf.stop_gradient(att_t))
+            pooled_t, pooled_att_n = replica_pool(self.state.pools_tumor).query(tf.stop_gradient(cycle.fake_t),
+                                                                                tf.stop_gradient(cycle.att_n))
+            pooled_n, pooled_att_t = replica_pool(self.state.pools_normal).query(tf.stop_gradient(cycle.fake_n),
+                                                                                 tf.stop_gradient(cycle.att_t))
             real_t, pooled_t = losses.discriminator_views(c.d_mode, masked, x_t, pooled_t, pooled_att_n,
-                                                          tf.stop_gradient(att_t), c.tau)
+                                                          tf.stop_gradient(cycle.att_t), c.tau)
             real_n, pooled_n = losses.discriminator_views(c.d_mode, masked, x_n, pooled_n, pooled_att_t,
-                                                          tf.stop_gradient(att_n), c.tau)
-            d_t = losses.discriminator_adversarial_loss(m.disc_tumor(real_t, training=True),
-                                                        m.disc_tumor(pooled_t, training=True), c.gan_loss)
-            d_n = losses.discriminator_adversarial_loss(m.disc_normal(real_n, training=True),
-                                                        m.disc_normal(pooled_n, training=True), c.gan_loss)
+                                                          tf.stop_gradient(cycle.att_n), c.tau)
+            d_t = self.discriminator_objective(m.disc_tumor, real_t, pooled_t)
+            d_n = self.discriminator_objective(m.disc_normal, real_n, pooled_n)
             disc_total = mean(d_t + d_n)
             gen_scaled = self._scaled(self.state.generator_optimizer, gen_total)
             disc_scaled = self._scaled(self.state.discriminator_optimizer, disc_total)
@@ -153,19 +204,12 @@ class TrainStep:
         gen_grads = tape.gradient(gen_scaled, self.trainable_generator_variables(phase))
         disc_grads = tape.gradient(disc_scaled, m.discriminator_variables)
         del tape
-        # Every value is a global-batch mean; these names drive the console, TensorBoard and results.
-        values = {"generator_total": gen_total, "discriminator_total": disc_total,
-                  "adversarial_normal_to_tumor": mean(adv_n2t), "adversarial_tumor_to_normal": mean(adv_t2n),
-                  "cycle_normal": mean(cyc_n), "cycle_tumor": mean(cyc_t), "identity": mean(identity),
-                  "attention_mask": attention_mask, "attention_area": mean(area),
+        # These names drive the console, TensorBoard and results.
+        values = {"generator_total": gen_total, "discriminator_total": disc_total, **gen_terms,
                   "disc_tumor": mean(d_t), "disc_normal": mean(d_n)}
-        if c.lesion_guidance > 0:
-            values["lesion_guidance"] = guidance
-        if c.lambda_fill > 0:
-            values["healthy_fill"] = fill
         if m.config.use_attention:
             # The mean attention of each direction on the step's inputs (A_n on the normal slices, A_t
             # on the tumor slices): A_n at exactly 0 means normal->tumor is the identity.
-            values["attention_normal_mean"] = mean(losses.per_example_mean(att_n))
-            values["attention_tumor_mean"] = mean(losses.per_example_mean(att_t))
+            values["attention_normal_mean"] = mean(losses.per_example_mean(cycle.att_n))
+            values["attention_tumor_mean"] = mean(losses.per_example_mean(cycle.att_t))
         return gen_grads, disc_grads, values
