@@ -25,6 +25,7 @@ import sys
 
 from absl import flags
 
+
 class ConfigError(ValueError):
     """Settings that cannot work: every problem found, in one message."""
 
