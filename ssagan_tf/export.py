@@ -314,20 +314,21 @@ def export_models(model_dir: str, export_dir: str, model_name: str = DEFAULT_MOD
     newer checkpoints are skipped and named through `log`), `best` (the one `--select_best` kept)
     or `auto` (best when there is one, else latest). `tau` defaults to the run's inference
     threshold, `tolerance` to the precision's."""
-    from ssagan_tf.data.folds import training_cohort
+    from ssagan_tf.data.folds import run_datasets, training_cohort
     from ssagan_tf.run_dir import best_checkpoint, chosen_checkpoint
     from ssagan_tf.training.checkpoints import restore_models, uses_average
 
     path = chosen_checkpoint(model_dir, checkpoint, log)
     models, _, run_config = restore_models(model_dir, precision=precision, checkpoint=path)
     tau = run_tau(run_config) if tau is None else float(tau)
+    dataset, extras = run_datasets(run_config)
     # "average": the checkpoint's moving average of the weights (--ema_decay), else the raw weights.
     # "cohort": the patients it saw; the evaluation refuses an augmenter that saw the patients it tests on.
     # "training_framing": how its training slices were framed; augmentation frames file inputs alike.
     metadata = {"source_model_dir": os.path.abspath(model_dir), "step": restored_step(path),
                 "checkpoint": "best" if path == best_checkpoint(model_dir) else "latest",
                 "checkpoint_file": os.path.basename(path), "weights": "average" if uses_average(path) else "raw",
-                "cohort": training_cohort(run_config), TRAINING_FRAMING: training_framing(run_config)}
+                "cohort": training_cohort(run_config, dataset, extras), TRAINING_FRAMING: training_framing(dataset)}
     return write_export(models, export_dir, model_name, tau, metadata, tolerance)
 
 
@@ -343,20 +344,17 @@ def export_after_training(config, result, log=print) -> str | None:
     return version_dir
 
 
-def training_framing(run_config: dict):
+def training_framing(dataset):
     """How the slices a training run trained on were framed (`preprocess.recorded_framing` of its
     dataset's manifest, with that manifest's path as `source_manifest`), for `export.json`; None
-    when the dataset is no longer there or its manifest does not say."""
-    from ssagan_tf.data import schema
+    when the dataset is no longer there (`dataset` None, `folds.run_datasets`) or its manifest does
+    not say."""
     from ssagan_tf.data.preprocess import recorded_framing
 
-    data_dir = run_config.get("data_dir", "")
-    try:
-        manifest = schema.read_manifest(data_dir)
-    except (OSError, ValueError):
+    if dataset is None:
         return None
-    framing = recorded_framing(manifest.raw)
-    return None if framing is None else dict(framing, source_manifest=os.path.abspath(manifest.path))
+    framing = recorded_framing(dataset.manifest.raw)
+    return None if framing is None else dict(framing, source_manifest=os.path.abspath(dataset.manifest.path))
 
 
 def run_tau(run_config: dict) -> float:

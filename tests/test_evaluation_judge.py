@@ -12,6 +12,7 @@ import pytest
 
 from conftest import REPO_ROOT, write_tiny_dataset
 from ssagan_tf import metrics
+from ssagan_tf.data import schema
 
 
 
@@ -100,7 +101,7 @@ def test_translation_measures_by_construction(judge_dir):
 
     data, path = judge_dir
     judge = Judge(path)
-    test = load_split_arrays(data, "test")
+    test = load_split_arrays(schema.open(data), "test")
     normal, tumor = test["image"][test["label"] == 0], test["image"][test["label"] == 1]
     p_normal, _ = judge.score(normal)
     p_tumor, _ = judge.score(tumor)
@@ -190,7 +191,7 @@ def test_a_balanced_judge_stops_on_the_class_weighted_validation_loss(tmp_path):
                                    precision="fp32", balance_classes=True), log=lambda _: None)
     assert info["config"]["balance_classes"] is True
     assert info["class_weights"]["train"] == {"0": pytest.approx(2.0), "1": pytest.approx(12 / 18)}
-    val = load_split_arrays(data, "val")
+    val = load_split_arrays(schema.open(data), "val")
     model = keras.models.load_model(os.path.join(out, JUDGE_MODEL), compile=False)
     logits = np.asarray(model.predict(val["image"], verbose=0), np.float64).ravel()
     y = val["label"].astype(np.float64)

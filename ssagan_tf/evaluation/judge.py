@@ -105,8 +105,8 @@ def train_judge(config: JudgeConfig, log=print) -> dict:
     from ssagan_tf.precision import choose_precision
 
     check_output_dir(config.output_dir)
-    manifest = schema.read_manifest(config.data_dir)
-    data = {split: load_split_arrays(config.data_dir, split) for split in schema.SPLITS}
+    dataset = schema.open(config.data_dir)
+    manifest, data = dataset.manifest, {split: load_split_arrays(dataset, split) for split in schema.SPLITS}
     for split in ("train", "val"):
         missing = [name for name, label in schema.LABELS.items() if not np.any(data[split]["label"] == label)]
         if missing:
@@ -280,7 +280,7 @@ def main(argv):
         check_output_dir(config.output_dir)
         from ssagan_tf.data import schema
 
-        schema.read_manifest(config.data_dir)
+        schema.open(config.data_dir)
     except (OSError, ValueError) as err:
         raise app.UsageError(str(err))
     info = train_judge(config)
