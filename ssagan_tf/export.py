@@ -56,7 +56,7 @@ import time
 import numpy as np
 import tensorflow as tf
 
-from ssagan_tf.data.schema import DIRECTIONS
+from ssagan_tf.data import schema
 from ssagan_tf.export_layout import (DEFAULT_MODEL_NAME, DEFAULT_TOLERANCE, EXPORT_FORMAT_VERSION,  # noqa: F401
                                      EXPORT_INFO_NAME, IN_MASKS, MODEL_NAME_PATTERN, STAGING_LOCK, STAGING_PREFIX,
                                      TOLERANCES, ExportError, commit_version, latest_version_dir, read_export_info,
@@ -64,10 +64,8 @@ from ssagan_tf.export_layout import (DEFAULT_MODEL_NAME, DEFAULT_TOLERANCE, EXPO
 from ssagan_tf.locking import DirectoryLock
 from ssagan_tf.models import SSAModels, compose_attention, translate
 
-SIGNATURE_NAMES = DIRECTIONS + ("serving_default",)
+SIGNATURE_NAMES = schema.DIRECTIONS + ("serving_default",)
 TRAINING_FRAMING = "training_framing"      # export.json: how the training slices were framed (or null)
-# Slack on the [-1, 1] input range, as in the data pipeline: resampling can overshoot by rounding.
-INPUT_RANGE_TOLERANCE = 1e-3
 # Slices a signature translates at once; a request of any size runs chunk by chunk (`_in_chunks`).
 SERVING_CHUNK = 16
 
@@ -174,11 +172,12 @@ def _checked_shape(images, image_shape):
 
 
 def _checked_range(images):
-    """Reject images outside [-1, 1]: a client sending 0-255 or raw MRI intensities would
-    otherwise get a plausible-looking but meaningless translation."""
+    """Reject images outside [-1, 1] (with the data pipeline's slack, `schema.RANGE_TOLERANCE`): a
+    client sending 0-255 or raw MRI intensities would otherwise get a plausible-looking but
+    meaningless translation."""
     largest = tf.reduce_max(tf.abs(tf.reshape(images, [-1])))
     check = tf.debugging.assert_less_equal(
-        largest, 1.0 + INPUT_RANGE_TOLERANCE,
+        largest, 1.0 + schema.RANGE_TOLERANCE,
         message="images must be float32 scaled to [-1, 1] (per-volume percentile normalisation, "
                 "as written by data_prep.convert); got values of magnitude")
     with tf.control_dependencies([check]):

@@ -242,7 +242,7 @@ class FileSource:
     def description(self) -> dict:
         return {"kind": self.kind, "data_dir": os.path.abspath(self.data_dir), "modalities": ["image"],
                 "normalisation": {"method": "per-volume percentile clip over brain voxels, scaled to [-1, 1]",
-                                  "percentiles": list(preprocess.PERCENTILES), "background": -1.0},
+                                  "percentiles": list(preprocess.PERCENTILES), "background": schema.BACKGROUND},
                 "field_of_view": self.choice.field_of_view}
 
 

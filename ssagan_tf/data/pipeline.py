@@ -20,8 +20,6 @@ import tensorflow as tf
 from ssagan_tf.data import combined, integrity, schema
 
 AUTOTUNE = tf.data.AUTOTUNE
-# Slack on the [-1, 1] range: resizing with antialiasing can overshoot by float rounding.
-_RANGE_TOLERANCE = schema.RANGE_TOLERANCE
 
 
 def _shards(manifest: schema.Manifest, split: str, domain: str) -> list:
@@ -185,7 +183,7 @@ def parse_and_validate(manifest: schema.Manifest, domain: str):
             _check(tf.reduce_all(tf.equal(shape, [size, size, channels])), path, "a record of shape ",
                    tf.strings.reduce_join(tf.strings.as_string(shape), separator="x"),
                    f" disagrees with the manifest ({size}x{size}x{channels})"),
-            _check(largest <= 1.0 + _RANGE_TOLERANCE, path, "image values outside [-1, 1] (magnitude ",
+            _check(largest <= 1.0 + schema.RANGE_TOLERANCE, path, "image values outside [-1, 1] (magnitude ",
                    tf.strings.as_string(largest), ")"),
             _check(tf.reduce_max(mask) <= 1.0, path, "mask values above 1"),
             _check(tf.equal(ex["label"], label), path, "a record labelled ", tf.strings.as_string(ex["label"]),
