@@ -804,6 +804,42 @@ def test_selection_and_a_validation_ended_warmup_end_to_end(data_dir, tiny_judge
 
 
 @pytest.mark.slow
+def test_each_manifest_is_read_once_from_the_config_check_through_the_epochs_validation(data_dir, tiny_judge,
+                                                                                          tmp_path, monkeypatch):
+    """The run's datasets are opened once, by the config check, and handed on: through the set-up of
+    the first step (data stream, sample grids, validation's arrays and judge, selection's counts)
+    and two validations (the untrained baseline and epoch 1's), each data_dir's manifest.json is
+    read once and opened once, the extra dataset's as the main one's."""
+    import builtins
+    import collections
+    import os
+
+    extra = write_tiny_dataset(str(tmp_path / "extra"), n_normal=3, n_tumor=0, splits=("train",), seed=1)
+    reads, opens = collections.Counter(), collections.Counter()
+    read_manifest, real_open = schema.read_manifest, builtins.open
+
+    def counted_read(folder):
+        reads[os.path.realpath(folder)] += 1
+        return read_manifest(folder)
+
+    def counted_open(file, *args, **kwargs):
+        if isinstance(file, (str, os.PathLike)) and os.path.basename(os.fspath(file)) == schema.MANIFEST_NAME:
+            opens[os.path.realpath(os.path.dirname(os.fspath(file)))] += 1
+        return real_open(file, *args, **kwargs)
+
+    config = tiny_config(data_dir, tmp_path / "run", extra_data_dirs=(extra,), batch_size=3, max_steps=3, epochs=1,
+                         attention_epochs=1, judge_dir=tiny_judge, select_best=True, lambda_fill=1.0)
+    monkeypatch.setattr(schema, "read_manifest", counted_read)
+    monkeypatch.setattr(builtins, "open", counted_open)
+    result = quiet_train(config)
+    monkeypatch.undo()
+    # 6 + 3 normal train slices in batches of 3: epoch 1 ends at step 3.
+    assert result.step == 3 and set(result.val_dice) == set(result.val_judge) == set(result.val_fill) == {0, 1}
+    expected = {os.path.realpath(data_dir): 1, os.path.realpath(extra): 1}
+    assert dict(reads) == expected and dict(opens) == expected
+
+
+@pytest.mark.slow
 def test_train_step_lesion_guidance_and_healthy_fill_by_value(data_dir, tmp_path):
     """With --lesion_guidance and --lambda_fill the step's two terms equal, computed by hand from
     the weights before the step and the transplants the step's seed draws: the mask loss of A_n
