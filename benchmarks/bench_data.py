@@ -107,11 +107,11 @@ def bench_conversion(work: str) -> dict:
 def bench_pipeline(work: str, size: int) -> dict:
     sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "tests"))
     from conftest import write_tiny_dataset
-    from ssagan_tf.data import pipeline
+    from ssagan_tf.data import pipeline, schema
 
     data = write_tiny_dataset(os.path.join(work, f"pipe{size}"), size=size, n_normal=FLAGS.slices,
                               n_tumor=FLAGS.slices, splits=("train",))
-    ds = pipeline.make_unpaired_dataset(data, "train", FLAGS.batch_size, seed=0)
+    ds = pipeline.make_unpaired_dataset(schema.open(data), "train", FLAGS.batch_size, seed=0)
     iterator = iter(ds)
     for _ in range(5):  # warm-up: fill the shuffle buffers
         next(iterator)
@@ -142,40 +142,41 @@ def _storage_source(work: str) -> str:
     return config.output_dir
 
 
-def rewrite(source_dir: str, out_dir: str, storage) -> str:
-    """`source_dir`'s dataset, record by record, in `storage` (the converter's writer and encoder)."""
+def rewrite(source, out_dir: str, storage) -> str:
+    """The dataset `source` (a `schema.Dataset`), record by record, in `storage` (the converter's
+    writer and encoder)."""
     from data_prep.writer import ShardedWriter
     from ssagan_tf.data import pipeline, schema
 
-    manifest = schema.read_manifest(source_dir)
-    writer = ShardedWriter(out_dir, max(1, max(len(manifest.shards(s, d)) for s in schema.SPLITS
+    writer = ShardedWriter(out_dir, max(1, max(len(source.shards(s, d)) for s in schema.SPLITS
                                                for d in schema.DOMAINS)), storage)
     for split in schema.SPLITS:
         for domain in schema.DOMAINS:
-            if not manifest.count(split, domain):
+            if not source.count(split, domain):
                 continue
-            arrays = pipeline.load_split_arrays(source_dir, split, (domain,))
+            arrays = pipeline.load_split_arrays(source, split, (domain,))
             for i in range(len(arrays["label"])):
                 writer.write(split, domain, schema.serialize_slice(
                     arrays["image"][i], arrays["mask"][i, ..., 0].astype(np.uint8), bool(arrays["has_mask"][i]),
                     int(arrays["label"][i]), arrays["case_id"][i].decode(), arrays["source"][i].decode(),
                     int(arrays["slice_index"][i]), storage))
     writer.close()
-    raw = dict(manifest.raw, schema_version=schema.SCHEMA_VERSION, counts=writer.counts, shards=writer.shards)
+    raw = dict(source.manifest.raw, schema_version=schema.SCHEMA_VERSION, counts=writer.counts, shards=writer.shards)
     raw[schema.STORAGE_KEY] = storage.manifest_entry()
     with open(os.path.join(out_dir, schema.MANIFEST_NAME), "w") as f:
         json.dump(raw, f)
     return out_dir
 
 
-def _read_rate(data_dir: str, seconds: float) -> float:
-    """Slices per second through `make_slice_dataset` over the train split (both domains, repeated)."""
+def _read_rate(dataset, seconds: float) -> float:
+    """Slices per second through `make_slice_dataset` over the train split of `dataset` (a
+    `schema.Dataset`; both domains, repeated)."""
     from ssagan_tf.data import pipeline
 
     count, start = 0, time.perf_counter()
     while time.perf_counter() - start < seconds:
         for domain in ("normal", "tumor"):
-            for batch in pipeline.make_slice_dataset(data_dir, "train", domain, batch_size=FLAGS.batch_size):
+            for batch in pipeline.make_slice_dataset(dataset, "train", domain, batch_size=FLAGS.batch_size):
                 count += int(batch["image"].shape[0])
     return count / (time.perf_counter() - start)
 
@@ -183,33 +184,32 @@ def _read_rate(data_dir: str, seconds: float) -> float:
 def bench_storage(work: str) -> dict:
     from ssagan_tf.data import pipeline, schema
 
-    source = _storage_source(work)
+    source = schema.open(_storage_source(work))
     reference = pipeline.load_split_arrays(source, "train")
     variants = {}
     for dtype, compression in STORAGES:
         storage = schema.Storage(dtype, compression)
         name = f"{dtype}/{compression}"
-        data = rewrite(source, os.path.join(work, "storage", name.replace("/", "-")), storage)
+        data = schema.open(rewrite(source, os.path.join(work, "storage", name.replace("/", "-")), storage))
         back = pipeline.load_split_arrays(data, "train")
-        variants[name] = {"bytes": sum(e["bytes"] for e in schema.read_manifest(data).raw["shards"].values()),
+        variants[name] = {"bytes": sum(e["bytes"] for e in data.manifest.raw["shards"].values()),
                           "max_error": float(np.abs(back["image"] - reference["image"]).max()),
-                          "stated_max_error": storage.max_error, "dir": data, "rates": []}
+                          "stated_max_error": storage.max_error, "dataset": data, "rates": []}
         _read_rate(data, 0.5)      # warm-up: the first pass pays for graph building
     for _ in range(FLAGS.rounds):
         for entry in variants.values():
-            entry["rates"].append(_read_rate(entry["dir"], FLAGS.read_seconds))
-    manifest = schema.read_manifest(source)
+            entry["rates"].append(_read_rate(entry["dataset"], FLAGS.read_seconds))
     base = variants["float32/none"]["bytes"]
     for entry in variants.values():
-        del entry["dir"]
+        del entry["dataset"]
         entry["ratio_to_float32"] = base / entry["bytes"]
         entry["slices_per_s_median"] = float(np.median(entry["rates"]))
         # Within a round the variants share the machine's load: their speed relative to float32/none.
         entry["speed_vs_float32_median"] = float(np.median(np.divide(entry["rates"],
                                                                      variants["float32/none"]["rates"])))
-    return {"source": os.path.abspath(source) if FLAGS.storage_data else "lgg_kaggle_3m FLAIR 256",
-            "image_size": manifest.image_size, "channels": manifest.channels,
-            "slices": sum(manifest.count(s, d) for s in schema.SPLITS for d in schema.DOMAINS),
+    return {"source": os.path.abspath(source.data_dir) if FLAGS.storage_data else "lgg_kaggle_3m FLAIR 256",
+            "image_size": source.image_size, "channels": source.channels,
+            "slices": sum(source.count(s, d) for s in schema.SPLITS for d in schema.DOMAINS),
             "rounds": FLAGS.rounds, "read_seconds": FLAGS.read_seconds, "variants": variants}
 
 

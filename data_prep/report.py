@@ -11,6 +11,7 @@ import numpy as np
 
 from data_prep.preprocess import DROP_REASONS
 from ssagan_tf import io as durable
+from ssagan_tf.data import schema
 
 # A group of cases whose healthy in-head tissue differs in mean normalised intensity ([-1, 1]) from
 # the other cases' by more than this is a shortcut a classifier can learn (tumor-free cases that
@@ -80,14 +81,14 @@ def write_report(config, outcomes, manifest, cohort: dict, directory: str | None
 
 def healthy_intensity(images: np.ndarray, masks: np.ndarray) -> float:
     """Mean normalised intensity (all channels) of a case's written slices over head pixels at
-    least 2 pixels away from any tumor; NaN when there are none. Background is -1 after
-    normalisation, so the head is what lies above it."""
+    least 2 pixels away from any tumor; NaN when there are none. Background is -1
+    (`schema.BACKGROUND`) after normalisation, so the head is what lies above it."""
     from scipy import ndimage
 
     if not len(images):
         return float("nan")
     near_tumor = ndimage.binary_dilation(masks > 0, structure=np.ones((1, 5, 5), bool))
-    healthy = (images.max(axis=-1) > -1.0 + 1e-3) & ~near_tumor
+    healthy = (images.max(axis=-1) > schema.BACKGROUND + 1e-3) & ~near_tumor
     return float(images[healthy].mean()) if healthy.any() else float("nan")
 
 

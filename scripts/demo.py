@@ -88,14 +88,14 @@ def stream(data_dir: str) -> None:
     from ssagan_tf.data import pipeline, schema
 
     print("\n== stream the training split through the tf.data pipeline", flush=True)
-    manifest = schema.read_manifest(data_dir)
-    ds = pipeline.make_unpaired_dataset(data_dir, "train", global_batch_size=8, seed=0, repeat=False)
+    dataset = schema.open(data_dir)
+    ds = pipeline.make_unpaired_dataset(dataset, "train", global_batch_size=8, seed=0, repeat=False)
     batches, start = 0, time.perf_counter()
     for batch in ds:
         batches += 1
     shape = tuple(batch["normal"]["image"].shape)
     print(f"   {batches} batches of {shape} normal + tumor slices with masks "
-          f"({manifest.count('train', 'normal')} normal, {manifest.count('train', 'tumor')} tumor training "
+          f"({dataset.count('train', 'normal')} normal, {dataset.count('train', 'tumor')} tumor training "
           f"slices) in {time.perf_counter() - start:.1f} s")
 
 

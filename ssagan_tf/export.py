@@ -56,7 +56,7 @@ import time
 import numpy as np
 import tensorflow as tf
 
-from ssagan_tf.data.schema import DIRECTIONS
+from ssagan_tf.data import schema
 from ssagan_tf.export_layout import (DEFAULT_MODEL_NAME, DEFAULT_TOLERANCE, EXPORT_FORMAT_VERSION,  # noqa: F401
                                      EXPORT_INFO_NAME, IN_MASKS, MODEL_NAME_PATTERN, STAGING_LOCK, STAGING_PREFIX,
                                      TOLERANCES, ExportError, commit_version, latest_version_dir, read_export_info,
@@ -64,10 +64,8 @@ from ssagan_tf.export_layout import (DEFAULT_MODEL_NAME, DEFAULT_TOLERANCE, EXPO
 from ssagan_tf.locking import DirectoryLock
 from ssagan_tf.models import SSAModels, compose_attention, translate
 
-SIGNATURE_NAMES = DIRECTIONS + ("serving_default",)
+SIGNATURE_NAMES = schema.DIRECTIONS + ("serving_default",)
 TRAINING_FRAMING = "training_framing"      # export.json: how the training slices were framed (or null)
-# Slack on the [-1, 1] input range, as in the data pipeline: resampling can overshoot by rounding.
-INPUT_RANGE_TOLERANCE = 1e-3
 # Slices a signature translates at once; a request of any size runs chunk by chunk (`_in_chunks`).
 SERVING_CHUNK = 16
 
@@ -174,11 +172,12 @@ def _checked_shape(images, image_shape):
 
 
 def _checked_range(images):
-    """Reject images outside [-1, 1]: a client sending 0-255 or raw MRI intensities would
-    otherwise get a plausible-looking but meaningless translation."""
+    """Reject images outside [-1, 1] (with the data pipeline's slack, `schema.RANGE_TOLERANCE`): a
+    client sending 0-255 or raw MRI intensities would otherwise get a plausible-looking but
+    meaningless translation."""
     largest = tf.reduce_max(tf.abs(tf.reshape(images, [-1])))
     check = tf.debugging.assert_less_equal(
-        largest, 1.0 + INPUT_RANGE_TOLERANCE,
+        largest, 1.0 + schema.RANGE_TOLERANCE,
         message="images must be float32 scaled to [-1, 1] (per-volume percentile normalisation, "
                 "as written by data_prep.convert); got values of magnitude")
     with tf.control_dependencies([check]):
@@ -314,20 +313,21 @@ def export_models(model_dir: str, export_dir: str, model_name: str = DEFAULT_MOD
     newer checkpoints are skipped and named through `log`), `best` (the one `--select_best` kept)
     or `auto` (best when there is one, else latest). `tau` defaults to the run's inference
     threshold, `tolerance` to the precision's."""
-    from ssagan_tf.data.folds import training_cohort
+    from ssagan_tf.data.folds import run_datasets, training_cohort
     from ssagan_tf.run_dir import best_checkpoint, chosen_checkpoint
     from ssagan_tf.training.checkpoints import restore_models, uses_average
 
     path = chosen_checkpoint(model_dir, checkpoint, log)
     models, _, run_config = restore_models(model_dir, precision=precision, checkpoint=path)
     tau = run_tau(run_config) if tau is None else float(tau)
+    dataset, extras = run_datasets(run_config)
     # "average": the checkpoint's moving average of the weights (--ema_decay), else the raw weights.
     # "cohort": the patients it saw; the evaluation refuses an augmenter that saw the patients it tests on.
     # "training_framing": how its training slices were framed; augmentation frames file inputs alike.
     metadata = {"source_model_dir": os.path.abspath(model_dir), "step": restored_step(path),
                 "checkpoint": "best" if path == best_checkpoint(model_dir) else "latest",
                 "checkpoint_file": os.path.basename(path), "weights": "average" if uses_average(path) else "raw",
-                "cohort": training_cohort(run_config), TRAINING_FRAMING: training_framing(run_config)}
+                "cohort": training_cohort(run_config, dataset, extras), TRAINING_FRAMING: training_framing(dataset)}
     return write_export(models, export_dir, model_name, tau, metadata, tolerance)
 
 
@@ -343,20 +343,17 @@ def export_after_training(config, result, log=print) -> str | None:
     return version_dir
 
 
-def training_framing(run_config: dict):
+def training_framing(dataset):
     """How the slices a training run trained on were framed (`preprocess.recorded_framing` of its
     dataset's manifest, with that manifest's path as `source_manifest`), for `export.json`; None
-    when the dataset is no longer there or its manifest does not say."""
-    from ssagan_tf.data import schema
+    when the dataset is no longer there (`dataset` None, `folds.run_datasets`) or its manifest does
+    not say."""
     from ssagan_tf.data.preprocess import recorded_framing
 
-    data_dir = run_config.get("data_dir", "")
-    try:
-        manifest = schema.read_manifest(data_dir)
-    except (OSError, ValueError):
+    if dataset is None:
         return None
-    framing = recorded_framing(manifest.raw)
-    return None if framing is None else dict(framing, source_manifest=os.path.abspath(manifest.path))
+    framing = recorded_framing(dataset.manifest.raw)
+    return None if framing is None else dict(framing, source_manifest=os.path.abspath(dataset.manifest.path))
 
 
 def run_tau(run_config: dict) -> float:

@@ -8,8 +8,8 @@ least `margin` pixels (an eighth of the slice) from the background, drawn unifor
 then cut to the head, so a transplanted mask never covers background. Every draw is stateless: the
 same `seed` gives the same placements, in a training graph as in eager code.
 
-The head of a normalised slice (`data_prep.convert`: background exactly -1) is every pixel above
--1 in some channel, closed over small dark holes (CSF clipped to -1 inside the head).
+The head of a normalised slice (`data_prep.convert`: background exactly `schema.BACKGROUND`, -1)
+is every pixel above it in some channel, closed over small dark holes (CSF clipped to -1 inside the head).
 """
 
 from __future__ import annotations
@@ -18,15 +18,16 @@ import math
 
 import tensorflow as tf
 
+from ssagan_tf.data import schema
+
 MAX_ROTATION_DEGREES = 45.0
 SCALE_RANGE = (0.8, 1.25)
-BACKGROUND = -1.0
 
 
 def head_mask(images, closing: int = 5):
     """[B, H, W, C] slices in [-1, 1] -> [B, H, W, 1] float head mask (1 inside)."""
     images = tf.convert_to_tensor(images, tf.float32)
-    head = tf.cast(tf.reduce_max(images, axis=-1, keepdims=True) > BACKGROUND + 1e-3, tf.float32)
+    head = tf.cast(tf.reduce_max(images, axis=-1, keepdims=True) > schema.BACKGROUND + 1e-3, tf.float32)
     dilated = tf.nn.max_pool2d(head, closing, 1, "SAME")
     return 1.0 - tf.nn.max_pool2d(1.0 - dilated, closing, 1, "SAME")
 
@@ -96,5 +97,5 @@ def transplant(normal_images, tumor_images, tumor_masks, valid, seed, margin: in
     moved = tf.cast(warp(tumor_masks, 0.0) > 0.5, tf.float32) * head
     moved *= tf.reshape(tf.cast(valid, tf.float32), [-1, 1, 1, 1])
     placed = tf.cast(tf.reduce_sum(moved, axis=[1, 2, 3]) > 0, tf.float32)
-    lesion = warp(tumor_images, BACKGROUND)
+    lesion = warp(tumor_images, schema.BACKGROUND)
     return moved * lesion + (1.0 - moved) * normal_images, moved, placed

@@ -11,6 +11,7 @@ from __future__ import annotations
 import tensorflow as tf
 
 from ssagan_tf.choices import D_MODE_ALIASES, D_MODES, GAN_LOSSES, MASK_LOSS_TYPES, canonical_d_mode  # noqa: F401
+from ssagan_tf.data import schema
 
 
 def per_example_mean(x):
@@ -89,8 +90,9 @@ def _mask_loss_fn(mask_loss_type: str):
     return attention_mask_l1 if mask_loss_type == "l1" else attention_mask_l1_dice
 
 
-# Pixels above this value (images in [-1, 1], background at -1 after conversion) count as head.
-HEAD_THRESHOLD = -0.98
+# Pixels above this value (-0.98; images in [-1, 1], the background at `schema.BACKGROUND`) count
+# as head.
+HEAD_THRESHOLD = schema.BACKGROUND + 0.02
 
 
 def attention_area_loss(attention, images, target: float):

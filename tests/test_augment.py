@@ -84,12 +84,12 @@ def test_tfrecord_output_reads_like_real_data(model_base, tiny_dataset, tmp_path
     assert all(entry["bytes"] == os.path.getsize(os.path.join(out, name))
                for name, entry in manifest.raw["shards"].items())
     assert integrity.verify_checksums(manifest) == []
-    arrays = pipeline.load_split_arrays(out, "train")
+    arrays = pipeline.load_split_arrays(schema.open(out), "train")
     assert sorted(arrays["label"].tolist()) == [0] * 6 + [1] * 4
     np.testing.assert_array_equal(arrays["has_mask"], arrays["label"].astype(np.float32))
     assert all(s.decode().startswith("synthetic:ssagan/1:train_case") for s in arrays["source"])
     _check_pseudo_masks(model_base, tiny_dataset, arrays)
-    batch = next(iter(pipeline.make_unpaired_dataset(out, "train", global_batch_size=2, seed=0)))
+    batch = next(iter(pipeline.make_unpaired_dataset(schema.open(out), "train", global_batch_size=2, seed=0)))
     assert batch["tumor"]["image"].shape == (2, SIZE, SIZE, 1)
     sheet = tf.io.decode_png(tf.io.read_file(result.contact_sheet)).numpy()
     assert sheet.shape[2] in (3, 4) and sheet.shape[0] > 8 * SIZE and sheet.shape[1] > 3 * SIZE
@@ -109,7 +109,7 @@ def test_contact_sheet_titles_columns_and_labels_rows_by_direction():
 
 def _check_pseudo_masks(model_base, data_dir, arrays):
     """Synthetic tumors' masks are their attention thresholded at tau (0.1)."""
-    real = pipeline.load_split_arrays(data_dir, "train", domains=("normal",))
+    real = pipeline.load_split_arrays(schema.open(data_dir), "train", domains=("normal",))
     signature = tf.saved_model.load(export.latest_version_dir(model_base)).signatures["normal_to_tumor"]
     attention = signature(images=tf.constant(real["image"]))["attention"].numpy()
     expected = {(case, index): (a >= 0.1).astype(np.float32)
@@ -188,7 +188,7 @@ def test_interrupted_run_completes_without_duplicates(model_base, tiny_dataset, 
     assert len(schema.read_manifest(out).shards("train", "tumor")) == 2
     assert all(os.path.getmtime(os.path.join(out, "train", p)) == t for p, t in first.items())
     assert not os.listdir(os.path.join(out, ".augment", "staging"))
-    assert len(pipeline.load_split_arrays(out, "train")["label"]) == 10
+    assert len(pipeline.load_split_arrays(schema.open(out), "train")["label"]) == 10
     with pytest.raises(ValueError, match="other settings.*seed"):
         _augment(model_base, tiny_dataset, out, format="tfrecord", chunk_size=2, seed=1)
     _augment(model_base, tiny_dataset, out, format="tfrecord", chunk_size=3, seed=1, overwrite=True)
@@ -225,7 +225,7 @@ def test_run_killed_with_sigkill_completes_without_duplicates(model_base, tiny_d
     rows = _rows(str(out))
     assert len(rows) == 400 and len({(r["output_path"], r["output_index"]) for r in rows}) == 400
     assert len(_files_below(str(out / "train"))) == 400
-    assert len(pipeline.load_split_arrays(str(out), "train")["label"]) == 400
+    assert len(pipeline.load_split_arrays(schema.open(str(out)), "train")["label"]) == 400
 
 
 def _write_volume(path, shape_zyx, spacing, origin, seed):
@@ -301,7 +301,7 @@ def test_png_inputs(model_base, tmp_path):
     out = str(tmp_path / "aug")
     result = _augment(model_base, str(data), out, format="tfrecord", ratio=1.0)
     assert result.counts == {"normal": 3, "tumor": 2}
-    arrays = pipeline.load_split_arrays(out, "train")
+    arrays = pipeline.load_split_arrays(schema.open(out), "train")
     assert arrays["image"].shape == (5, SIZE, SIZE, 1)
 
 
@@ -421,7 +421,7 @@ def test_judge_scores_the_synthetic_slices_into_the_summary(model_base, tiny_dat
     _augment(model_base, tiny_dataset, out, format="tfrecord", ratio=None, judge=judge_dir, contact_rows=0)
     judged = json.load(open(os.path.join(out, "augment.json")))["judge"]
     assert judged["judge"] == judge_dir and set(judged["directions"]) == {"normal_to_tumor", "tumor_to_normal"}
-    written = pipeline.load_split_arrays(out, "train")
+    written = pipeline.load_split_arrays(schema.open(out), "train")
     p_tumor, _ = Judge(judge_dir).score(written["image"][written["label"] == 1])
     n2t = judged["directions"]["normal_to_tumor"]
     assert n2t["slices"] == 6 and n2t["rate"]["synthetic"] == pytest.approx(metrics.class_rate(p_tumor, True))
@@ -560,12 +560,13 @@ def test_lesion_masks_are_the_masks_written_with_each_synthetic_tumor(model_base
     out = str(tmp_path / "aug")
     _augment(model_base, tiny_dataset, out, format="tfrecord", directions=("normal_to_tumor",), lesion_masks=True,
              ratio=None, seed=3, batch_size=4)
-    normal = pipeline.load_split_arrays(tiny_dataset, "train", domains=("normal",))
-    expected = LesionMasks(tiny_dataset, "train", seed=3)(normal["image"], np.arange(len(normal["image"])))
+    source = schema.open(tiny_dataset)
+    normal = pipeline.load_split_arrays(source, "train", domains=("normal",))
+    expected = LesionMasks(source, "train", seed=3)(normal["image"], np.arange(len(normal["image"])))
     assert (expected.sum(axis=(1, 2, 3)) > 0).all()
     head = lesions.head_mask(normal["image"]).numpy()
     assert not (expected * (1 - head)).any()
-    synthetic = pipeline.load_split_arrays(out, "train")
+    synthetic = pipeline.load_split_arrays(schema.open(out), "train")
     assert len(synthetic["image"]) == len(normal["image"]) and (synthetic["label"] == 1).all()
     position = {(c, int(s)): i for i, (c, s) in enumerate(zip(normal["case_id"], normal["slice_index"]))}
     for k in range(len(synthetic["image"])):
@@ -575,5 +576,5 @@ def test_lesion_masks_are_the_masks_written_with_each_synthetic_tumor(model_base
         outside = expected[i][..., 0] == 0
         np.testing.assert_array_equal(synthetic["image"][k][outside], normal["image"][i][outside])
     # Another batch size draws the same masks (they depend on the slice, not the batch).
-    again = LesionMasks(tiny_dataset, "train", seed=3)(normal["image"][1:3], np.arange(1, 3))
+    again = LesionMasks(source, "train", seed=3)(normal["image"][1:3], np.arange(1, 3))
     np.testing.assert_array_equal(again, expected[1:3])

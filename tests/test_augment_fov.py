@@ -21,7 +21,7 @@ from ssagan_tf.augment import AugmentConfig, augment_dataset
 from ssagan_tf.augment import ledger as ledger_lib
 from ssagan_tf.augment.framing import FramingChoice, choose_framing
 from ssagan_tf.augment.sources import FileSource
-from ssagan_tf.data import volumes
+from ssagan_tf.data import schema, volumes
 from ssagan_tf.models import ModelConfig, build_models
 
 SIZE = 32
@@ -182,8 +182,8 @@ def test_auto_follows_the_export_and_falls_back_to_pad_saying_so(exports, tmp_pa
     # The same input framed otherwise is other data: the fit output differs from the pad one.
     from ssagan_tf.data import pipeline
 
-    fitted = pipeline.load_split_arrays(str(outputs["fit"]), "train")["image"]
-    padded = pipeline.load_split_arrays(str(outputs["old"]), "train")["image"]
+    fitted = pipeline.load_split_arrays(schema.open(str(outputs["fit"])), "train")["image"]
+    padded = pipeline.load_split_arrays(schema.open(str(outputs["old"])), "train")["image"]
     assert fitted.shape == padded.shape and np.abs(fitted - padded).max() > 0.5
 
 
@@ -216,7 +216,7 @@ def test_a_training_run_exports_the_framing_of_its_data(tmp_path):
                                         "source_manifest": os.path.abspath(os.path.join(data, "manifest.json"))}
     choice = choose_framing("auto", info, "run/1")
     assert (choice.field_of_view, choice.min_brain_ratio, choice.brain_length_mm) == ("fit", 0.4, 100.0)
-    assert export.training_framing({"data_dir": str(tmp_path / "nowhere")}) is None
+    assert export.training_framing(None) is None
     older = str(tmp_path / "older")
     shutil.copytree(data, older)
     with open(os.path.join(older, "manifest.json")) as f:
@@ -224,7 +224,7 @@ def test_a_training_run_exports_the_framing_of_its_data(tmp_path):
     manifest["settings"]["prep"].pop("field_of_view")
     with open(os.path.join(older, "manifest.json"), "w") as f:
         json.dump(manifest, f)
-    assert export.training_framing({"data_dir": older})["field_of_view"] == "pad"
+    assert export.training_framing(schema.open(older))["field_of_view"] == "pad"
 
 
 def test_invalid_and_contradicting_values_are_refused(exports, tmp_path):

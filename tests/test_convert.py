@@ -52,7 +52,7 @@ def test_phantom_cohort_converts_with_counts_cases_and_report(cohort, tmp_path):
     assert sum(on_disk.count(s, "tumor") for s in schema.SPLITS) > 10
     report = open(tmp_path / "out" / "conversion_report.md", encoding="utf-8").read()
     assert "Phantom_004" in report and "converted" in report
-    arrays = pipeline.load_split_arrays(str(tmp_path / "out"), "train")
+    arrays = pipeline.load_split_arrays(schema.open(str(tmp_path / "out")), "train")
     assert arrays["image"].min() >= -1.0 and arrays["image"].max() <= 1.0
     tumor = arrays["label"] == 1
     assert np.all(arrays["mask"][tumor].reshape(tumor.sum(), -1).sum(1) >= 10)
@@ -64,7 +64,7 @@ def test_four_channel_stack(cohort, tmp_path):
     config = _config(cohort_dir, tmp_path / "out", reader=ReaderOptions(modalities=("flair", "t1", "t1ce", "t2")))
     manifest = convert(config, log=lambda _: None)
     assert manifest["channels"] == 4 and manifest["modalities"] == ["flair", "t1", "t1ce", "t2"]
-    assert pipeline.load_split_arrays(str(tmp_path / "out"), "train")["image"].shape[-1] == 4
+    assert pipeline.load_split_arrays(schema.open(str(tmp_path / "out")), "train")["image"].shape[-1] == 4
 
 
 def test_parallel_workers_write_the_same_dataset(cohort, tmp_path):
@@ -73,8 +73,8 @@ def test_parallel_workers_write_the_same_dataset(cohort, tmp_path):
     convert(ConvertConfig(input_dir=cohort_dir, format="brats", output_dir=str(tmp_path / "parallel"),
                           prep=PrepOptions(image_size=32, min_tumor_pixels=10), workers=2, num_shards=2),
             log=lambda _: None)
-    a = pipeline.load_split_arrays(str(tmp_path / "serial"), "train")
-    b = pipeline.load_split_arrays(str(tmp_path / "parallel"), "train")
+    a = pipeline.load_split_arrays(schema.open(str(tmp_path / "serial")), "train")
+    b = pipeline.load_split_arrays(schema.open(str(tmp_path / "parallel")), "train")
     np.testing.assert_array_equal(a["image"], b["image"])
 
 
@@ -84,11 +84,11 @@ def test_labelled_fraction_drops_masks_of_some_training_patients(cohort, tmp_pat
                                labelled_fraction=0.5), log=lambda _: None)
     train = manifest["patients"]["train"]
     assert len(manifest["labelled_train_patients"]) == int(np.ceil(0.5 * len(train)))
-    arrays = pipeline.load_split_arrays(str(tmp_path / "out"), "train", domains=("tumor",))
+    arrays = pipeline.load_split_arrays(schema.open(str(tmp_path / "out")), "train", domains=("tumor",))
     labelled = set(manifest["labelled_train_patients"])
     for case, has_mask in zip(arrays["case_id"], arrays["has_mask"]):
         assert has_mask == (case.decode() in labelled)
-    test = pipeline.load_split_arrays(str(tmp_path / "out"), "test", domains=("tumor",))
+    test = pipeline.load_split_arrays(schema.open(str(tmp_path / "out")), "test", domains=("tumor",))
     assert np.all(test["has_mask"] == 1.0)
 
 
@@ -221,7 +221,7 @@ def test_real_data_converts_through_the_pair_reader(real_data_dir, tmp_path):
     # the 5th-95th percentile window of the tumors' positions, 105 drawn to their position histogram
     assert (tumor, normal) == (160, 105)
     assert manifest["modalities"] == ["t1ce"] and manifest["dropped"]["anatomy"] == 155
-    arrays = pipeline.load_split_arrays(str(tmp_path / "real"), "test", domains=("tumor",))
+    arrays = pipeline.load_split_arrays(schema.open(str(tmp_path / "real")), "test", domains=("tumor",))
     assert arrays["image"].shape[1:] == (256, 256, 1) and np.all(arrays["has_mask"] == 1)
 
 

@@ -53,7 +53,7 @@ def test_lgg_flair_stacked_per_patient_with_matched_anatomy(tmp_path):
     # the normal slices drawn to the tumors' positions: far apart before, alike after
     assert manifest["anatomy"]["ks_before"] > 0.5 and manifest["anatomy"]["ks_after"] < 0.1
     assert not manifest["warnings"]
-    arrays = pipeline.load_split_arrays(str(tmp_path / "lgg"), "train")
+    arrays = pipeline.load_split_arrays(schema.open(str(tmp_path / "lgg")), "train")
     assert arrays["image"].shape[1:] == (64, 64, 1)
     # FLAIR, per-volume normalised: each patient's slices span the whole [-1, 1] range together
     assert arrays["image"].min() == -1.0 and arrays["image"].max() > 0.95   # (shrinking smooths the top)

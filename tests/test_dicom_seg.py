@@ -223,7 +223,7 @@ def test_pairs_conversion_writes_the_seg_lesion_and_refuses_the_misplaced_seg(tm
     assert "frame of reference" in rejected["problem"]
     written = {"P1/T1": 0, "P2/T1": 0, "P3/T1": 0, "P4/T1": 0}
     for split in schema.SPLITS:
-        arrays = pipeline.load_split_arrays(str(tmp_path / "out"), split)
+        arrays = pipeline.load_split_arrays(schema.open(str(tmp_path / "out")), split)
         for k, case in enumerate(arrays["case_id"].astype(str)):
             assert case != "P5/T1"
             lesion = lesions[case.split("/")[0]][arrays["slice_index"][k]]

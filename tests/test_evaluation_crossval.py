@@ -9,14 +9,15 @@ import pytest
 
 from test_evaluation import save_fake_augmenter
 
-from ssagan_tf.data import folds
+from ssagan_tf.data import folds, schema
 from ssagan_tf.evaluation import EvaluationConfig, run_evaluation
 
 
 def _export_for(path, data_dir, fold, folds_k=2, tumor_fraction=1.0, cohort=None):
     """A fake export per fold, its export.json recording the fold's patients as ssagan_tf.export does."""
     version = os.path.join(save_fake_augmenter(path), "1")
-    record = cohort if cohort is not None else folds.cohort_record(data_dir, folds_k, fold, 0, tumor_fraction)
+    record = cohort if cohort is not None else folds.cohort_record(schema.open(data_dir), folds_k, fold, 0,
+                                                                   tumor_fraction)
     with open(os.path.join(version, "export.json"), "w") as f:
         json.dump({"cohort": record}, f)
     return str(path)

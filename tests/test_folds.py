@@ -1,5 +1,6 @@
 """ssagan_tf/data/folds.py: patient-level folds, and a fold's training data written for run_train."""
 
+import hashlib
 import json
 import os
 
@@ -56,22 +57,29 @@ def test_kept_tumor_cases_are_the_evaluations():
 def test_fold_dataset_holds_only_the_folds_training_patients(tmp_path, tiny_dataset):
     from ssagan_tf.data.pipeline import load_split_arrays
 
-    cohort = folds.cohort_record(tiny_dataset, 2, 1, 0, tumor_fraction=0.5)
+    source = schema.open(tiny_dataset)
+    cohort = folds.cohort_record(source, 2, 1, 0, tumor_fraction=0.5)
     assert sorted(cohort["seen_patients"] + cohort["test_patients"]) == sorted(
-        c for s in schema.SPLITS for c in schema.read_manifest(tiny_dataset).cases[s])
-    out = folds.write_fold_dataset(tiny_dataset, str(tmp_path / "fold"), cohort)
-    manifest = schema.read_manifest(out)
-    assert manifest.raw["fold"] == cohort
-    train, val = load_split_arrays(out, "train"), load_split_arrays(out, "val")
+        c for s in schema.SPLITS for c in source.manifest.cases[s])
+    assert cohort["source_manifest_sha256"] == hashlib.sha256(
+        open(os.path.join(tiny_dataset, schema.MANIFEST_NAME), "rb").read()).hexdigest()
+    out = folds.write_fold_dataset(source, str(tmp_path / "fold"), cohort)
+    fold = schema.open(out)
+    assert fold.manifest.raw["fold"] == cohort
+    train, val = load_split_arrays(fold, "train"), load_split_arrays(fold, "val")
     assert {c.decode() for c in train["case_id"]} == set(cohort["train_patients"])
     assert {c.decode() for c in val["case_id"]} == set(cohort["val_patients"])
     assert {c.decode() for c in train["case_id"][train["label"] == 1]} == set(cohort["kept_tumor_cases"])
-    assert manifest.count("test", "tumor") == manifest.count("test", "normal") == 0
-    assert folds.write_fold_dataset(tiny_dataset, out, cohort) == out            # the same fold: reused
+    assert fold.count("test", "tumor") == fold.count("test", "normal") == 0
+    assert folds.write_fold_dataset(source, out, cohort) == out            # the same fold: reused
     with pytest.raises(ValueError, match="another fold"):
-        folds.write_fold_dataset(tiny_dataset, out, folds.cohort_record(tiny_dataset, 2, 0, 0, 0.5))
+        folds.write_fold_dataset(source, out, folds.cohort_record(source, 2, 0, 0, 0.5))
     assert not [n for n in os.listdir(tmp_path) if "staging" in n]
-    record = folds.training_cohort({"data_dir": tiny_dataset})
+    record = folds.training_cohort({"data_dir": tiny_dataset}, *folds.run_datasets({"data_dir": tiny_dataset}))
     assert record["folds"] == 0 and len(record["seen_patients"]) == 4          # train + val cases, one patient each
-    assert folds.training_cohort({"cohort": cohort}) == cohort
+    assert record["source_manifest_sha256"] == cohort["source_manifest_sha256"]
+    gone, [there] = folds.run_datasets({"data_dir": str(tmp_path / "nowhere"), "extra_data_dirs": [tiny_dataset]})
+    assert gone is None and there.data_dir == tiny_dataset
+    assert folds.training_cohort({"data_dir": tiny_dataset}, gone)["seen_patients"] is None      # no longer there
+    assert folds.training_cohort({"cohort": cohort}, None) == cohort
     assert json.loads(json.dumps(cohort)) == cohort

@@ -16,6 +16,7 @@ import pytest
 
 from conftest import REPO_ROOT, write_tiny_dataset
 from ssagan_tf import metrics
+from ssagan_tf.data import schema
 from ssagan_tf.data.pipeline import load_split_arrays
 from ssagan_tf.judge.config import JUDGE_MODEL, JudgeConfig, check_output_dir
 from ssagan_tf.judge.scoring import Judge, measure, translation_measures
@@ -102,7 +103,7 @@ def test_judge_is_saved_with_its_scores_and_reloads(judge_dir):
 def test_translation_measures_by_construction(judge_dir):
     data, path = judge_dir
     judge = Judge(path)
-    test = load_split_arrays(data, "test")
+    test = load_split_arrays(schema.open(data), "test")
     normal, tumor = test["image"][test["label"] == 0], test["image"][test["label"] == 1]
     p_normal, _ = judge.score(normal)
     p_tumor, _ = judge.score(tumor)
@@ -127,7 +128,7 @@ def test_measure_translates_in_the_callers_chunks_and_scores_as_made_translation
     alike when the translations are given made."""
     data, path = judge_dir
     judge = Judge(path)
-    test = load_split_arrays(data, "test")
+    test = load_split_arrays(schema.open(data), "test")
     test = dict(test, position=np.arange(len(test["label"])))        # a key of the caller's own
     normal, tumor = test["label"] == 0, test["label"] == 1
     calls = []
@@ -232,7 +233,7 @@ def test_a_balanced_judge_stops_on_the_class_weighted_validation_loss(tmp_path):
                                    precision="fp32", balance_classes=True), log=lambda _: None)
     assert info["config"]["balance_classes"] is True
     assert info["class_weights"]["train"] == {"0": pytest.approx(2.0), "1": pytest.approx(12 / 18)}
-    val = load_split_arrays(data, "val")
+    val = load_split_arrays(schema.open(data), "val")
     model = keras.models.load_model(os.path.join(out, JUDGE_MODEL), compile=False)
     logits = np.asarray(model.predict(val["image"], verbose=0), np.float64).ravel()
     y = val["label"].astype(np.float64)

@@ -3,6 +3,7 @@
 against the main dataset; counts, checksum, resume and the export's cohort follow the list."""
 
 import dataclasses
+import hashlib
 import io
 import json
 import os
@@ -49,25 +50,25 @@ def _images(dataset, key):
 def test_the_healthy_cohort_s_train_normals_join_the_normal_domain(cohorts):
     from ssagan_tf.data import pipeline
 
-    main, healthy = (schema.read_manifest(cohorts[k]) for k in ("main", "healthy"))
+    main, healthy = (schema.open(cohorts[k]) for k in ("main", "healthy"))
     assert healthy.count("train", "tumor") == 0 and healthy.count("train", "normal") > 0
     total = main.count("train", "normal") + healthy.count("train", "normal")
     assert total > main.count("train", "tumor")                 # normal is now the longer domain
-    ds = pipeline.make_unpaired_dataset(cohorts["main"], global_batch_size=1, shuffle=True, flip=False, seed=3,
-                                        deterministic=True, repeat=False, extra_data_dirs=[cohorts["healthy"]])
+    ds = pipeline.make_unpaired_dataset(main, global_batch_size=1, shuffle=True, flip=False, seed=3,
+                                        deterministic=True, repeat=False, extras=[healthy])
     normals = _images(ds, "normal")
     # One pass over the longer domain: every normal slice of both train splits exactly once.
-    expected = [bytes(im.tobytes()) for d in ("main", "healthy")
-                for im in pipeline.load_split_arrays(cohorts[d], "train", domains=("normal",))["image"]]
+    expected = [bytes(im.tobytes()) for d in (main, healthy)
+                for im in pipeline.load_split_arrays(d, "train", domains=("normal",))["image"]]
     assert len(normals) == total and sorted(normals) == sorted(expected)
     healthy_val = {bytes(im.tobytes()) for s in ("val", "test")
-                   for im in pipeline.load_split_arrays(cohorts["healthy"], s, domains=("normal",))["image"]}
+                   for im in pipeline.load_split_arrays(healthy, s, domains=("normal",))["image"]}
     assert healthy_val and not healthy_val & set(normals)       # an extra's val and test splits are not read
     tumors = _images(ds, "tumor")
     assert len(tumors) == total and len(set(tumors)) == main.count("train", "tumor")   # the shorter one repeats
 
-    assert pipeline.steps_per_epoch(cohorts["main"], 2, extra_data_dirs=[cohorts["healthy"]]) == total // 2
-    assert pipeline.steps_per_epoch(cohorts["main"], 2) == max(main.count("train", d) for d in schema.DOMAINS) // 2
+    assert pipeline.steps_per_epoch(main, 2, extras=[healthy]) == total // 2
+    assert pipeline.steps_per_epoch(main, 2) == max(main.count("train", d) for d in schema.DOMAINS) // 2
 
 
 def test_the_schedule_counts_the_combined_slices(cohorts):
@@ -161,13 +162,17 @@ def test_a_patient_in_two_splits_is_refused_but_other_cohorts_ids_are_namespaced
                                                                  + combined.split_patients(main)["test"])
     config = build_run_config(data_dir=[cohorts["main"], cohorts["healthy"]], model_dir=str(tmp_path / "run"),
                               precision="fp32")
-    record = folds.training_cohort(config.to_dict())
+    record = folds.training_cohort(config.to_dict(), schema.open(cohorts["main"]),
+                                   [schema.open(cohorts["healthy"])])
     seen = sorted({p for s in ("train", "val") for p in combined.split_patients(main)[s]})
     assert record["seen_patients"] == seen and record["patient_namespace"] == combined.patient_namespace(main)
     [other] = record["other_cohorts"]
     assert other["patient_namespace"] == combined.patient_namespace(healthy) != record["patient_namespace"]
     assert other["seen_patients"] == combined.split_patients(healthy)["train"]
-    assert other["source_manifest_sha256"] == folds.manifest_sha256(cohorts["healthy"])
+    assert other["source_manifest_sha256"] == hashlib.sha256(
+        open(os.path.join(cohorts["healthy"], schema.MANIFEST_NAME), "rb").read()).hexdigest()
+    # A dataset no longer there: who the run saw is unknown.
+    assert folds.training_cohort(config.to_dict(), schema.open(cohorts["main"]), [None])["seen_patients"] is None
 
     # The evaluation compares the ids of the input it evaluates on: on the main dataset the healthy
     # cohort's Phantom_00x are other people; on the healthy cohort's own input they are its patients.
@@ -282,18 +287,19 @@ def test_datasets_stored_differently_are_read_together_each_by_its_own_storage(t
     dataset's records are decoded by its own manifest's storage."""
     from ssagan_tf.data import pipeline
 
-    main = write_tiny_dataset(str(tmp_path / "main"), storage=schema.Storage("uint16", "gzip"))
-    healthy = write_tiny_dataset(str(tmp_path / "healthy"), n_normal=5, n_tumor=0, splits=("train",), seed=1)
-    assert schema.read_manifest(main).storage.quantised
-    assert not schema.read_manifest(healthy).storage.quantised
+    main = schema.open(write_tiny_dataset(str(tmp_path / "main"), storage=schema.Storage("uint16", "gzip")))
+    healthy = schema.open(write_tiny_dataset(str(tmp_path / "healthy"), n_normal=5, n_tumor=0, splits=("train",),
+                                             seed=1))
+    assert main.storage.quantised
+    assert not healthy.storage.quantised
     ds = pipeline.make_unpaired_dataset(main, global_batch_size=1, shuffle=False, flip=False, seed=0,
-                                        deterministic=True, repeat=False, extra_data_dirs=[healthy])
+                                        deterministic=True, repeat=False, extras=[healthy])
     normals = [im for batch in ds for im in batch["normal"]["image"].numpy()]
     expected = [im for d in (main, healthy)
                 for im in pipeline.load_split_arrays(d, "train", domains=("normal",))["image"]]
     assert len(normals) == len(expected) == 6 + 5
     # every streamed normal is one of the two datasets' slices, decoded within the storage's error
     for im in normals:
-        assert min(float(np.abs(im - e).max()) for e in expected) <= schema.read_manifest(main).storage.max_error
+        assert min(float(np.abs(im - e).max()) for e in expected) <= main.storage.max_error
     found = [min(range(len(expected)), key=lambda k: float(np.abs(im - expected[k]).max())) for im in normals]
     assert sorted(found) == list(range(len(expected)))

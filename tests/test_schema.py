@@ -1,3 +1,4 @@
+import hashlib
 import json
 import os
 
@@ -52,3 +53,38 @@ def test_read_manifest_of_a_dataset(tiny_dataset):
     assert manifest.image_size == 32 and manifest.channels == 1
     assert manifest.count("train", "tumor") == 4
     assert [os.path.basename(p) for p in manifest.shards("train", "normal")] == ["normal-00000-of-00001.tfrecord"]
+
+
+def test_open_reads_the_manifest_once_and_answers_from_it(tiny_dataset, monkeypatch):
+    """A Dataset keeps the folder as it was given, and answers what readers ask from the manifest it
+    read: its counts, size, storage and the sha256 of its bytes, without reading the file again."""
+    given = tiny_dataset + os.sep
+    dataset = schema.open(given)
+    with open(os.path.join(tiny_dataset, schema.MANIFEST_NAME), "rb") as f:
+        assert dataset.manifest.sha256 == hashlib.sha256(f.read()).hexdigest()
+    monkeypatch.setattr(schema, "read_manifest", lambda data_dir: pytest.fail("the manifest was read again"))
+    assert dataset.data_dir == given and dataset.manifest.data_dir == tiny_dataset
+    assert (dataset.image_size, dataset.channels, dataset.storage) == (32, 1, schema.LEGACY_STORAGE)
+    assert dataset.count("val", "normal") == 6 and dataset.count("val", "nothing") == 0
+    assert dataset.shards("train", "normal") == dataset.manifest.shards("train", "normal")
+    assert dataset.manifest.schema_version == 1                       # a version 1 dataset opens as before
+
+
+def test_open_raises_read_manifest_s_errors(tmp_path):
+    with pytest.raises(FileNotFoundError, match="no manifest"):
+        schema.open(str(tmp_path))
+    (tmp_path / "manifest.json").write_text(json.dumps({"schema_version": 2, "image_size": 8, "channels": 1,
+                                                        "counts": {}, "cases": {}}))
+    with pytest.raises(ValueError, match="missing key 'storage'"):
+        schema.open(str(tmp_path))
+
+
+def test_the_data_conventions_live_in_schema():
+    """The background is the quantised storages' lowest level, read back exactly; a value beyond
+    [-1, 1] by less than the range slack is written (clipped), one beyond it refused."""
+    storage = schema.Storage("uint8")
+    level = storage.decode(tf.constant(storage.encode(np.full((1, 1, 1), schema.BACKGROUND))), [1, 1, 1])
+    assert level.numpy().item() == schema.BACKGROUND == -1.0
+    storage.encode(np.full((1, 1, 1), 1 + schema.RANGE_TOLERANCE / 2))
+    with pytest.raises(ValueError, match="outside"):
+        storage.encode(np.full((1, 1, 1), 1 + 2 * schema.RANGE_TOLERANCE))

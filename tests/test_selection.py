@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from ssagan_tf.data import schema
 from ssagan_tf.training import selection
 from ssagan_tf.run_dir import chosen_checkpoint, read_scores
 
@@ -86,11 +87,11 @@ def test_the_best_checkpoint_is_kept_through_keep_checkpoints_and_named_in_score
                                          max_to_keep=2)
     schedule = SimpleNamespace(steps_per_epoch=3, ends_epoch=lambda s: s % 3 == 0, freeze_epoch=None,
                                warmup_end=FakeWarmupEnd())
-    config = SimpleNamespace(model_dir=model_dir, data_dir=tiny_dataset, warmup_patience=0, warmup_min_delta=0.02,
-                             judge_dir="")
+    config = SimpleNamespace(model_dir=model_dir, warmup_patience=0, warmup_min_delta=0.02, judge_dir="")
     result = SimpleNamespace(val_judge={}, val_dice={})
     log = io.StringIO()
-    record = selection.RecordValidation(config, schedule, result, lambda m: print(m, file=log))
+    record = selection.RecordValidation(config, schema.open(tiny_dataset), schedule, result,
+                                        lambda m: print(m, file=log))
     keep = selection.KeepBest(config, schedule, os.path.join(model_dir, "checkpoints"), lambda m: print(m, file=log))
     for epoch, rates in enumerate([(0.1, 0.1), (0.9, 0.7), (0.5, 0.5), (0.8, 0.7)]):
         result.val_judge[epoch] = measures(*rates)
@@ -125,10 +126,9 @@ def test_a_later_better_score_replaces_the_kept_checkpoint(tiny_dataset, tmp_pat
     manager = tf.train.CheckpointManager(tf.train.Checkpoint(value=value), os.path.join(model_dir, "checkpoints"), 5)
     schedule = SimpleNamespace(steps_per_epoch=1, ends_epoch=lambda s: True, freeze_epoch=None,
                                warmup_end=FakeWarmupEnd())
-    config = SimpleNamespace(model_dir=model_dir, data_dir=tiny_dataset, warmup_patience=0, warmup_min_delta=0.0,
-                             judge_dir="")
+    config = SimpleNamespace(model_dir=model_dir, warmup_patience=0, warmup_min_delta=0.0, judge_dir="")
     result = SimpleNamespace(val_judge={}, val_dice={})
-    record = selection.RecordValidation(config, schedule, result, lambda m: None)
+    record = selection.RecordValidation(config, schema.open(tiny_dataset), schedule, result, lambda m: None)
     keep = selection.KeepBest(config, schedule, os.path.join(model_dir, "checkpoints"), lambda m: None)
     for epoch, rate in ((1, 0.5), (2, 0.9)):
         result.val_judge[epoch] = measures(rate, rate)
@@ -143,10 +143,9 @@ def test_a_later_better_score_replaces_the_kept_checkpoint(tiny_dataset, tmp_pat
 def test_the_warmup_ends_when_the_record_says_it_plateaued(tiny_dataset, tmp_path):
     schedule = SimpleNamespace(steps_per_epoch=1, ends_epoch=lambda s: True, freeze_epoch=5,
                                warmup_end=FakeWarmupEnd())
-    config = SimpleNamespace(model_dir=str(tmp_path), data_dir=tiny_dataset, warmup_patience=1,
-                             warmup_min_delta=0.02, judge_dir="")
+    config = SimpleNamespace(model_dir=str(tmp_path), warmup_patience=1, warmup_min_delta=0.02, judge_dir="")
     result = SimpleNamespace(val_judge={}, val_dice={})
-    record = selection.RecordValidation(config, schedule, result, lambda m: None)
+    record = selection.RecordValidation(config, schema.open(tiny_dataset), schedule, result, lambda m: None)
     for epoch, (dice, rate) in enumerate([(0.1, 0.2), (0.3, 0.6), (0.31, 0.61)]):
         result.val_judge[epoch], result.val_dice[epoch] = measures(rate, 0.5), dice
         record(epoch)
@@ -174,10 +173,9 @@ def test_a_checkpoint_from_inside_the_warmup_is_replaced_by_the_first_one_after_
     manager = tf.train.CheckpointManager(tf.train.Checkpoint(value=value), os.path.join(model_dir, "checkpoints"), 5)
     schedule = SimpleNamespace(steps_per_epoch=1, ends_epoch=lambda s: True, freeze_epoch=2,
                                warmup_end=FakeWarmupEnd())
-    config = SimpleNamespace(model_dir=model_dir, data_dir=tiny_dataset, warmup_patience=0, warmup_min_delta=0.0,
-                             judge_dir="")
+    config = SimpleNamespace(model_dir=model_dir, warmup_patience=0, warmup_min_delta=0.0, judge_dir="")
     result = SimpleNamespace(val_judge={}, val_dice={})
-    record = selection.RecordValidation(config, schedule, result, lambda m: None)
+    record = selection.RecordValidation(config, schema.open(tiny_dataset), schedule, result, lambda m: None)
     keep = selection.KeepBest(config, schedule, os.path.join(model_dir, "checkpoints"), lambda m: None)
     kept = []
     for epoch, rate in ((1, 0.95), (2, 0.6), (3, 0.5)):
@@ -213,8 +211,9 @@ def test_selection_warns_at_start_when_its_judge_is_weak_on_validation(tiny_data
         {"format": judge.FORMAT, "scores": {"val": {"auc": 0.52, "sensitivity": 1.0, "specificity": 0.0}}}))
     schedule = SimpleNamespace(steps_per_epoch=1, ends_epoch=lambda s: True, freeze_epoch=None,
                                warmup_end=FakeWarmupEnd())
-    config = SimpleNamespace(model_dir=str(tmp_path / "run"), data_dir=tiny_dataset, warmup_patience=0,
+    config = SimpleNamespace(model_dir=str(tmp_path / "run"), warmup_patience=0,
                              warmup_min_delta=0.0, judge_dir=str(folder))
     lines = []
-    selection.RecordValidation(config, schedule, SimpleNamespace(val_judge={}, val_dice={}), lines.append)
+    selection.RecordValidation(config, schema.open(tiny_dataset), schedule, SimpleNamespace(val_judge={}, val_dice={}),
+                               lines.append)
     assert any("judge is weak on the validation split (auc 0.52, specificity 0.00" in line for line in lines)

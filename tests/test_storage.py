@@ -77,14 +77,15 @@ def test_a_dataset_in_each_storage_reads_back_the_same_slices(tmp_path, version_
     assert manifest.schema_version == 2 and manifest.storage == storage
     assert manifest.raw["storage"]["image_dtype"] == storage.image_dtype
     for split in schema.SPLITS:
-        old, new = pipeline.load_split_arrays(version_1, split), pipeline.load_split_arrays(data, split)
+        old = pipeline.load_split_arrays(schema.open(version_1), split)
+        new = pipeline.load_split_arrays(schema.open(data), split)
         for key in ("mask", "has_mask", "label", "case_id", "source", "slice_index"):
             np.testing.assert_array_equal(new[key], old[key])
         if storage.quantised:
             assert np.abs(new["image"] - old["image"]).max() <= storage.max_error
         else:
             np.testing.assert_array_equal(new["image"], old["image"])
-    batch = next(iter(pipeline.make_unpaired_dataset(data, "train", global_batch_size=2, seed=0)))
+    batch = next(iter(pipeline.make_unpaired_dataset(schema.open(data), "train", global_batch_size=2, seed=0)))
     assert batch["tumor"]["image"].shape == (2, 32, 32, 1) and batch["tumor"]["image"].dtype == tf.float32
 
 
@@ -95,10 +96,10 @@ def test_a_version_1_dataset_reads_as_float32_uncompressed(version_1):
     assert "image_dtype" not in tf.train.Example.FromString(record.numpy()).features.feature
     manifest = schema.read_manifest(version_1)
     assert manifest.storage == schema.LEGACY_STORAGE
-    arrays = pipeline.load_split_arrays(version_1, "train")
+    arrays = pipeline.load_split_arrays(schema.open(version_1), "train")
     tumor = arrays["label"] == 1
     np.testing.assert_array_equal(arrays["image"][tumor][arrays["mask"][tumor] > 0], np.float32(0.9))
-    assert next(iter(pipeline.make_unpaired_dataset(version_1, "train", global_batch_size=2, seed=0)))
+    assert next(iter(pipeline.make_unpaired_dataset(schema.open(version_1), "train", global_batch_size=2, seed=0)))
 
 
 def test_compact_storage_shrinks_the_shards(tmp_path):
@@ -143,8 +144,8 @@ def test_the_converter_writes_its_default_storage_and_records_it(tmp_path):
         written[name] = sum(e["bytes"] for e in manifest["shards"].values())
     assert schema.read_manifest(str(tmp_path / "default")).storage == schema.Storage("uint16", "gzip")
     for split in schema.SPLITS:
-        compact = pipeline.load_split_arrays(str(tmp_path / "default"), split)
-        exact = pipeline.load_split_arrays(str(tmp_path / "float32"), split)
+        compact = pipeline.load_split_arrays(schema.open(str(tmp_path / "default")), split)
+        exact = pipeline.load_split_arrays(schema.open(str(tmp_path / "float32")), split)
         assert np.abs(compact["image"] - exact["image"]).max() <= schema.DEFAULT_STORAGE.max_error
         # The background stays exactly -1 (values within half a step of it join it).
         assert np.all(compact["image"][exact["image"] == -1.0] == -1.0)
@@ -173,8 +174,8 @@ def _edit_manifest(data, **storage):
 def test_an_unknown_or_edited_storage_is_one_error_naming_the_manifest(tmp_path, edit, message):
     data = write_tiny_dataset(str(tmp_path / "d"), splits=("train",), storage=schema.Storage("uint16", "gzip"))
     path = _edit_manifest(data, **edit)
-    for read in (lambda: schema.read_manifest(data), lambda: pipeline.load_split_arrays(data, "train"),
-                 lambda: pipeline.make_unpaired_dataset(data, "train", 1)):
+    for read in (lambda: schema.read_manifest(data), lambda: pipeline.load_split_arrays(schema.open(data), "train"),
+                 lambda: pipeline.make_unpaired_dataset(schema.open(data), "train", 1)):
         with pytest.raises(ValueError, match=message) as err:
             read()
         assert str(err.value).startswith(path + ":")
@@ -185,7 +186,7 @@ def test_records_of_another_storage_than_the_manifests_are_named(tmp_path):
     _edit_manifest(data, image_dtype="float32", scale=1.0, offset=0.0)
     with pytest.raises(pipeline.DataCheckError, match="normal-00000-of-00001.tfrecord: a record stored as uint16 "
                                                       "in a dataset whose manifest says float32"):
-        pipeline.load_split_arrays(data, "train")
+        pipeline.load_split_arrays(schema.open(data), "train")
 
 
 def test_a_truncated_gzip_shard_is_named(tmp_path):
@@ -195,11 +196,11 @@ def test_a_truncated_gzip_shard_is_named(tmp_path):
     payload = open(shard, "rb").read()
     open(shard, "wb").write(payload[: len(payload) // 2])
     with pytest.raises(pipeline.CorruptShardError, match="tumor-00000-of-00001.tfrecord: corrupt"):
-        pipeline.load_split_arrays(data, "train")
+        pipeline.load_split_arrays(schema.open(data), "train")
 
 
 def test_a_fold_dataset_keeps_its_sources_storage(tmp_path):
-    data = write_tiny_dataset(str(tmp_path / "d"), storage=schema.Storage("uint8", "gzip"))
+    data = schema.open(write_tiny_dataset(str(tmp_path / "d"), storage=schema.Storage("uint8", "gzip")))
     cohort = folds.cohort_record(data, 2, 1, 0, tumor_fraction=1.0)
     out = folds.write_fold_dataset(data, str(tmp_path / "fold"), cohort)
     assert schema.read_manifest(out).storage == schema.Storage("uint8", "gzip")
@@ -209,7 +210,7 @@ def test_a_fold_dataset_keeps_its_sources_storage(tmp_path):
         arrays = pipeline.load_split_arrays(data, split)
         for i, key in enumerate(zip(arrays["case_id"], arrays["slice_index"], arrays["label"])):
             source[key] = arrays["image"][i]
-    train = pipeline.load_split_arrays(out, "train")
+    train = pipeline.load_split_arrays(schema.open(out), "train")
     assert len(train["label"]) > 0
     for i, key in enumerate(zip(train["case_id"], train["slice_index"], train["label"])):
         np.testing.assert_array_equal(train["image"][i], source[key])

@@ -12,6 +12,7 @@ import tensorflow as tf
 
 from conftest import write_tiny_dataset
 from ssagan_tf import losses, run_dir
+from ssagan_tf.data import schema
 from ssagan_tf.models import ModelConfig, build_models
 from ssagan_tf.training import checkpoints
 from ssagan_tf.training.config import ConfigError, RunConfig, save_config
@@ -325,45 +326,47 @@ def test_validation_attention_by_value(data_dir):
     from ssagan_tf.data.pipeline import load_split_arrays
     from ssagan_tf.training import validation
 
-    val = load_split_arrays(data_dir, "val", ("tumor",))
+    dataset = schema.open(data_dir)
+    val = load_split_arrays(dataset, "val", ("tumor",))
     masks = val["mask"].reshape(4, -1)
-    zero = validation.validation_attention(lambda x: tf.zeros_like(x[..., :1]), data_dir, 0.1)
+    zero = validation.validation_attention(lambda x: tf.zeros_like(x[..., :1]), dataset, 0.1)
     assert zero == {"dice": pytest.approx(0.0, abs=1e-6), "attended": 0.0, "inside": 0.0, "outside": 0.0}
     assert validation.attention_failing(zero)
-    full = validation.validation_attention(lambda x: tf.ones_like(x[..., :1]), data_dir, 0.1)
+    full = validation.validation_attention(lambda x: tf.ones_like(x[..., :1]), dataset, 0.1)
     expected = np.mean(2 * masks.sum(1) / (masks.shape[1] + masks.sum(1)))
     assert full["attended"] == 1.0 and full["dice"] == pytest.approx(expected, rel=1e-5)
     # The tiny dataset's tumors are bright discs (0.9) on a darker background: an attention equal to
     # (image + 1) / 2 is stronger inside them, and its complement is stronger outside.
-    bright = validation.validation_attention(lambda x: (x[..., :1] + 1) / 2, data_dir, 0.1)
+    bright = validation.validation_attention(lambda x: (x[..., :1] + 1) / 2, dataset, 0.1)
     tumor = val["mask"] > 0.5
     assert bright["inside"] == pytest.approx(0.95, rel=1e-5)
     assert bright["outside"] == pytest.approx(((val["image"][~tumor] + 1) / 2).mean(), rel=1e-4)
     assert not validation.attention_failing(bright)
-    assert validation.attention_failing(validation.validation_attention(lambda x: (1 - x[..., :1]) / 2, data_dir, 0.1))
-    assert validation.validation_attention(None, data_dir, 0.1) is None
+    assert validation.attention_failing(validation.validation_attention(lambda x: (1 - x[..., :1]) / 2, dataset, 0.1))
+    assert validation.validation_attention(None, dataset, 0.1) is None
 
 
 def test_validation_normal_attention_by_value(data_dir):
     from ssagan_tf.data.pipeline import load_split_arrays
     from ssagan_tf.training import validation
 
-    images = load_split_arrays(data_dir, "val", ("normal",))["image"].astype(np.float64)
+    dataset = schema.open(data_dir)
+    images = load_split_arrays(dataset, "val", ("normal",))["image"].astype(np.float64)
 
     def half_open(x):          # attention 0.5 on the left half, 0 elsewhere; translation = input + 0.25
         attention = np.zeros(x.shape[:3] + (1,), np.float32)
         attention[:, :, : x.shape[2] // 2] = 0.5
         return x + 0.25, tf.constant(attention)
 
-    stats = validation.validation_normal_attention(half_open, data_dir, 0.1)
+    stats = validation.validation_normal_attention(half_open, dataset, 0.1)
     assert stats == {"mean": pytest.approx(0.25), "max": 0.5, "attended": pytest.approx(0.5),
                      "change": pytest.approx(0.25, rel=1e-6)}
     # A collapsed A_n: exactly zero and no change, the state a run falls into when normal->tumor draws nothing.
-    shut = validation.validation_normal_attention(lambda x: (x, tf.zeros_like(x[..., :1])), data_dir, 0.1)
+    shut = validation.validation_normal_attention(lambda x: (x, tf.zeros_like(x[..., :1])), dataset, 0.1)
     assert shut == {"mean": 0.0, "max": 0.0, "attended": 0.0, "change": 0.0}
-    flipped = validation.validation_normal_attention(lambda x: (-x, tf.ones_like(x[..., :1])), data_dir, 0.1)
+    flipped = validation.validation_normal_attention(lambda x: (-x, tf.ones_like(x[..., :1])), dataset, 0.1)
     assert flipped["change"] == pytest.approx(2 * np.abs(images).mean(), rel=1e-5)
-    assert validation.validation_normal_attention(None, data_dir, 0.1) is None
+    assert validation.validation_normal_attention(None, dataset, 0.1) is None
 
 
 @pytest.mark.slow
@@ -401,7 +404,7 @@ def test_a_judge_scores_each_epoch_and_a_mismatched_one_is_refused(data_dir, tmp
     assert "judge normal->tumor: tumor rate" in stream.getvalue()
     assert "judge tumor->normal: normal rate" in stream.getvalue()
     # By construction: a direction whose attention is zero returns its inputs, so its rate is theirs.
-    judge, val = Judge(judge_dir), load_split_arrays(data_dir, "val")
+    judge, val = Judge(judge_dir), load_split_arrays(schema.open(data_dir), "val")
     shut = SimpleNamespace(normal_to_tumor=lambda x, training=False: tf.ones_like(x),
                            attention_normal=lambda x, training=False: tf.zeros_like(x[..., :1]),
                            tumor_to_normal=lambda x, training=False: -tf.ones_like(x),
@@ -468,7 +471,8 @@ def test_config_validation_messages(data_dir, tmp_path, monkeypatch):
     multi_worker = dataclasses.replace(good, strategy="multi_worker")        # a value that can work
     with pytest.raises(ConfigError, match="TF_CONFIG"):
         multi_worker.check_inputs()
-    assert good.check_inputs().image_size == 32
+    [main] = good.check_inputs()
+    assert (main.data_dir, main.image_size) == (data_dir, 32)
     with pytest.raises(ConfigError, match="32\\^2 x 1 channels but the model is configured for 64\\^2"):
         dataclasses.replace(good, model=dataclasses.replace(good.model, image_size=64)).check_inputs()
 
@@ -523,7 +527,6 @@ def test_checkpoint_whose_pools_hold_no_attention_is_refused_for_resume(data_dir
 def test_ssa_on_data_without_masks_warns_at_start(tmp_path):
     import json
 
-    from ssagan_tf.data import schema
     from ssagan_tf.training.loop import missing_masks_warning
 
     data = write_tiny_dataset(str(tmp_path / "data"), labelled=False)
@@ -752,7 +755,8 @@ def test_a_run_with_a_weight_average_validates_with_it(data_dir, tmp_path):
     result = quiet_train(config)
     averaged, _, _ = checkpoints.restore_models(str(tmp_path))
     raw, _, _ = checkpoints.restore_models(str(tmp_path), average=False)
-    expected = validation_attention(lambda x: raw.attention_tumor(x, training=False), data_dir, config.tau)
+    expected = validation_attention(lambda x: raw.attention_tumor(x, training=False), schema.open(data_dir),
+                                    config.tau)
     assert result.val_dice[1] == pytest.approx(expected["dice"], abs=1e-6)
     np.testing.assert_array_equal(averaged.attention_tumor.weights[0].numpy(), raw.attention_tumor.weights[0].numpy())
     assert not np.allclose(averaged.normal_to_tumor.weights[0].numpy(), raw.normal_to_tumor.weights[0].numpy())
@@ -800,6 +804,42 @@ def test_selection_and_a_validation_ended_warmup_end_to_end(data_dir, tiny_judge
     version = export.export_models(str(tmp_path), str(tmp_path / "export"), checkpoint="best")
     info = export.read_export_info(version)
     assert info["checkpoint"] == "best" and info["step"] == best["checkpoint_step"]
+
+
+@pytest.mark.slow
+def test_each_manifest_is_read_once_from_the_config_check_through_the_epochs_validation(data_dir, tiny_judge,
+                                                                                          tmp_path, monkeypatch):
+    """The run's datasets are opened once, by the config check, and handed on: through the set-up of
+    the first step (data stream, sample grids, validation's arrays and judge, selection's counts)
+    and two validations (the untrained baseline and epoch 1's), each data_dir's manifest.json is
+    read once and opened once, the extra dataset's as the main one's."""
+    import builtins
+    import collections
+    import os
+
+    extra = write_tiny_dataset(str(tmp_path / "extra"), n_normal=3, n_tumor=0, splits=("train",), seed=1)
+    reads, opens = collections.Counter(), collections.Counter()
+    read_manifest, real_open = schema.read_manifest, builtins.open
+
+    def counted_read(folder):
+        reads[os.path.realpath(folder)] += 1
+        return read_manifest(folder)
+
+    def counted_open(file, *args, **kwargs):
+        if isinstance(file, (str, os.PathLike)) and os.path.basename(os.fspath(file)) == schema.MANIFEST_NAME:
+            opens[os.path.realpath(os.path.dirname(os.fspath(file)))] += 1
+        return real_open(file, *args, **kwargs)
+
+    config = tiny_config(data_dir, tmp_path / "run", extra_data_dirs=(extra,), batch_size=3, max_steps=3, epochs=1,
+                         attention_epochs=1, judge_dir=tiny_judge, select_best=True, lambda_fill=1.0)
+    monkeypatch.setattr(schema, "read_manifest", counted_read)
+    monkeypatch.setattr(builtins, "open", counted_open)
+    result = quiet_train(config)
+    monkeypatch.undo()
+    # 6 + 3 normal train slices in batches of 3: epoch 1 ends at step 3.
+    assert result.step == 3 and set(result.val_dice) == set(result.val_judge) == set(result.val_fill) == {0, 1}
+    expected = {os.path.realpath(data_dir): 1, os.path.realpath(extra): 1}
+    assert dict(reads) == expected and dict(opens) == expected
 
 
 @pytest.mark.slow
@@ -881,7 +921,7 @@ def test_healthy_fill_measures_compare_the_fill_inside_transplanted_masks(data_d
     from ssagan_tf.metrics import fill_scores
     from ssagan_tf.training.validation import healthy_fill_measures, transplanted_pairs
 
-    arrays = load_split_arrays(data_dir, "val")
+    arrays = load_split_arrays(schema.open(data_dir), "val")
     originals, lesioned, masks = transplanted_pairs(arrays, seed=0)
     assert len(originals) == int((arrays["label"] == 0).sum())
     assert (masks.sum(axis=(1, 2, 3)) > 0).all()

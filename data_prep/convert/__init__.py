@@ -446,7 +446,7 @@ def _manifest(config, outcomes, counts, channels, normalisation, labelled, cohor
         "case_patients": {o.case_id: o.patient_id for o in sorted(converted, key=lambda o: o.case_id)},
         "labelled_train_patients": sorted(labelled),
         "normalisation": {"method": "per-volume percentile clip over head voxels, scaled to [-1, 1]",
-                          "percentiles": list(config.prep.percentiles), "background": -1.0,
+                          "percentiles": list(config.prep.percentiles), "background": schema.BACKGROUND,
                           "per_case_bounds": {k: v["bounds"] for k, v in normalisation.items()}},
         "rejected": [{"case": o.case_id, "problem": o.error} for o in outcomes if o.error],
         "dropped": {r: sum(o.dropped.get(r, 0) for o in outcomes) for r in preprocess.DROP_REASONS},

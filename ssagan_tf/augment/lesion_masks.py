@@ -19,12 +19,14 @@ ATTEMPTS = 8
 
 
 class LesionMasks:
-    def __init__(self, data_dir: str, split: str, seed: int):
-        tumors = pipeline.load_split_arrays(data_dir, split, domains=("tumor",))
+    """The lesion masks of the `split` of `dataset` (the source's `schema.Dataset`)."""
+
+    def __init__(self, dataset, split: str, seed: int):
+        tumors = pipeline.load_split_arrays(dataset, split, domains=("tumor",))
         labelled = (tumors["has_mask"] > 0) & (tumors["mask"].sum(axis=(1, 2, 3)) > 0)
         if not labelled.any():
-            raise ValueError(f"--lesion_masks: the {split} split of {data_dir} has no tumor slice with a mask to "
-                             "take lesions from")
+            raise ValueError(f"--lesion_masks: the {split} split of {dataset.data_dir} has no tumor slice with a "
+                             "mask to take lesions from")
         self.images, self.masks = tumors["image"][labelled], tumors["mask"][labelled]
         self.seed = int(seed)
         self.unplaced = 0

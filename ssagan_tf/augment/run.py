@@ -376,7 +376,7 @@ def _augment(config: AugmentConfig) -> AugmentResult:
     if config.lesion_masks and "normal_to_tumor" in config.directions:
         from ssagan_tf.augment.lesion_masks import LesionMasks
 
-        masks = LesionMasks(config.data_dir, config.split, config.seed)
+        masks = LesionMasks(source.dataset, config.split, config.seed)    # a TFRecordSource (check_inputs)
     try:
         for direction in config.directions:
             chunks = [chunk for chunk in pending if chunk.direction == direction]

@@ -59,21 +59,23 @@ def _batched(pairs, batch_size: int):
 
 
 class TFRecordSource:
-    """A split of a converted dataset (`schema` layout), read through `ssagan_tf.data.pipeline`."""
+    """A split of a converted dataset (`dataset`, the `schema.Dataset` `open_source` opened), read
+    through `ssagan_tf.data.pipeline`."""
 
     kind = "tfrecord"
 
-    def __init__(self, data_dir: str, split: str):
-        self.data_dir = data_dir
+    def __init__(self, dataset: schema.Dataset, split: str):
+        self.dataset = dataset
+        self.data_dir = dataset.data_dir
         self.split = split
-        self.manifest = schema.read_manifest(data_dir)
-        if split not in self.manifest.counts:
-            raise ValueError(f"--split={split}: {data_dir} has no such split; its splits are "
-                             f"{', '.join(sorted(self.manifest.counts))}")
-        if integrity.legacy_warning(self.manifest):
-            logging.warning(integrity.legacy_warning(self.manifest))
-        self.image_shape = (self.manifest.image_size, self.manifest.image_size, self.manifest.channels)
-        self.framing = preprocess.recorded_framing(self.manifest.raw)   # None: the manifest does not say
+        manifest = dataset.manifest
+        if split not in manifest.counts:
+            raise ValueError(f"--split={split}: {self.data_dir} has no such split; its splits are "
+                             f"{', '.join(sorted(manifest.counts))}")
+        if integrity.legacy_warning(manifest):
+            logging.warning(integrity.legacy_warning(manifest))
+        self.image_shape = (dataset.image_size, dataset.image_size, dataset.channels)
+        self.framing = preprocess.recorded_framing(manifest.raw)   # None: the manifest does not say
         self.framing_line = ""                                           # why (set by open_source)
         self._refs = {}
 
@@ -83,14 +85,14 @@ class TFRecordSource:
         return self._refs[domain]
 
     def _read_refs(self, domain: str) -> list:
-        if not integrity.check_shards(self.manifest, self.split, domain):
+        if not integrity.check_shards(self.dataset.manifest, self.split, domain):
             return []
         refs = []
         keys = ("case_id", "slice_index", "source")
-        dataset = pipeline.make_slice_dataset(self.data_dir, self.split, domain, batch_size=512)
-        dataset = dataset.map(lambda ex: {k: ex[k] for k in keys})
-        with pipeline.shard_errors_named(self.data_dir):
-            for batch in dataset.as_numpy_iterator():
+        slices = pipeline.make_slice_dataset(self.dataset, self.split, domain, batch_size=512)
+        slices = slices.map(lambda ex: {k: ex[k] for k in keys})
+        with pipeline.shard_errors_named(self.dataset):
+            for batch in slices.as_numpy_iterator():
                 for case_id, slice_index, source in zip(batch["case_id"], batch["slice_index"], batch["source"]):
                     refs.append(SliceRef(domain, len(refs), case_id.decode("utf-8"), int(slice_index),
                                          source.decode("utf-8")))
@@ -103,15 +105,15 @@ class TFRecordSource:
         wanted = np.zeros(len(self.refs(domain)), bool)
         wanted[positions] = True
         wanted = tf.constant(wanted)
-        dataset = pipeline.make_slice_dataset(self.data_dir, self.split, domain, batch_size=256).unbatch()
-        dataset = (dataset.enumerate()
-                   .filter(lambda i, ex: wanted[i])
-                   .map(lambda i, ex: (ex["image"], i))
-                   .take(len(positions))
-                   .batch(batch_size)
-                   .prefetch(2))
-        with pipeline.shard_errors_named(self.data_dir):
-            yield from dataset.as_numpy_iterator()
+        slices = pipeline.make_slice_dataset(self.dataset, self.split, domain, batch_size=256).unbatch()
+        slices = (slices.enumerate()
+                  .filter(lambda i, ex: wanted[i])
+                  .map(lambda i, ex: (ex["image"], i))
+                  .take(len(positions))
+                  .batch(batch_size)
+                  .prefetch(2))
+        with pipeline.shard_errors_named(self.dataset):
+            yield from slices.as_numpy_iterator()
 
     def geometry(self, case_id: str):
         """Unknown: the converter does not record the volumes' physical grid."""
@@ -120,11 +122,10 @@ class TFRecordSource:
     def checksum(self) -> str:
         """The identity of the split's data: the manifest's record of its shards (sizes and sha256)
         and normalisation, so a re-conversion with other settings reads as other data, wherever
-        the folder lies. A manifest without shard records: its own bytes."""
-        raw = self.manifest.raw
+        the folder lies. A manifest without shard records: its own bytes (`Manifest.sha256`)."""
+        raw = self.dataset.manifest.raw
         if "shards" not in raw:
-            with open(os.path.join(self.data_dir, schema.MANIFEST_NAME), "rb") as f:
-                return "manifest-sha256:" + hashlib.sha256(f.read()).hexdigest()
+            return "manifest-sha256:" + self.dataset.manifest.sha256
         prefix = f"{self.split}/"
         identity = {"shards": {k: v for k, v in raw["shards"].items() if k.startswith(prefix)},
                     "counts": raw["counts"].get(self.split), "normalisation": raw.get("normalisation"),
@@ -133,7 +134,7 @@ class TFRecordSource:
         return "shards-sha256:" + hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()
 
     def description(self) -> dict:
-        raw = self.manifest.raw
+        raw = self.dataset.manifest.raw
         return {"kind": self.kind, "data_dir": os.path.abspath(self.data_dir), "split": self.split,
                 "modalities": list(raw.get("modalities", [])), "normalisation": raw.get("normalisation", {}),
                 "field_of_view": self.framing["field_of_view"] if self.framing else None}
@@ -241,7 +242,7 @@ class FileSource:
     def description(self) -> dict:
         return {"kind": self.kind, "data_dir": os.path.abspath(self.data_dir), "modalities": ["image"],
                 "normalisation": {"method": "per-volume percentile clip over brain voxels, scaled to [-1, 1]",
-                                  "percentiles": list(preprocess.PERCENTILES), "background": -1.0},
+                                  "percentiles": list(preprocess.PERCENTILES), "background": schema.BACKGROUND},
                 "field_of_view": self.choice.field_of_view}
 
 
@@ -252,11 +253,11 @@ def open_source(data_dir: str, split: str, image_shape: tuple, framing: FramingC
     `framing` says (default `pad`). Logs the field of view used and why."""
     framing = framing or FramingChoice("pad", reason="field of view pad")
     if os.path.isfile(os.path.join(data_dir, schema.MANIFEST_NAME)):
-        source = TFRecordSource(data_dir, split)
+        source = TFRecordSource(schema.open(data_dir), split)
         if source.image_shape != tuple(image_shape):
             raise ValueError(f"{data_dir}: slices are {source.image_shape} (H, W, C) but the model takes "
                              f"{tuple(image_shape)}")
-        _, source.framing_line = converted_framing(requested, framing, source.manifest.raw, data_dir)
+        _, source.framing_line = converted_framing(requested, framing, source.dataset.manifest.raw, data_dir)
         logging.info("%s", source.framing_line)
         return source
     source = FileSource(data_dir, tuple(image_shape), framing)

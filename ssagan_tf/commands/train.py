@@ -81,11 +81,12 @@ def fold_settings() -> dict:
     data_dir = FLAGS.data_dir[0]
     import os
 
-    from ssagan_tf.data import folds
+    from ssagan_tf.data import folds, schema
 
     try:
-        cohort = folds.cohort_record(data_dir, FLAGS.folds, FLAGS.fold, FLAGS.fold_seed, FLAGS.tumor_fraction)
-        data_dir = folds.write_fold_dataset(data_dir, os.path.join(FLAGS.model_dir, folds.FOLD_DATA_NAME), cohort)
+        source = schema.open(data_dir)
+        cohort = folds.cohort_record(source, FLAGS.folds, FLAGS.fold, FLAGS.fold_seed, FLAGS.tumor_fraction)
+        data_dir = folds.write_fold_dataset(source, os.path.join(FLAGS.model_dir, folds.FOLD_DATA_NAME), cohort)
     except (FileNotFoundError, ValueError) as err:
         raise app.UsageError(str(err)) from err
     print(f"Fold {FLAGS.fold} of {FLAGS.folds}: training on {len(cohort['train_patients'])} patients, validating on "

@@ -9,14 +9,14 @@ patients. The evaluation (`run_evaluate.py --folds=K`) and the augmenters' train
 
 The unit is the patient: a patient with several scans (cases) is never split across folds. The
 converter records which case belongs to which patient (`case_patients` in manifest.json); a
-dataset converted before that record existed works when each patient has one case.
+dataset converted before that record existed works when each patient has one case. The functions
+that read a dataset take the `schema.Dataset` their command opened.
 
 This module imports no TensorFlow except in `write_fold_dataset`.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -80,23 +80,15 @@ def kept_tumor_cases(cases_with_tumor, fraction: float, seed: int = 0) -> list:
     return sorted(np.random.default_rng(seed).permutation(cases)[:count].tolist())
 
 
-def manifest_sha256(data_dir: str) -> str:
-    from ssagan_tf.data import schema
-
-    with open(os.path.join(data_dir, schema.MANIFEST_NAME), "rb") as f:
-        return hashlib.sha256(f.read()).hexdigest()
-
-
-def cohort_record(data_dir: str, folds: int, fold: int, seed: int, tumor_fraction: float) -> dict:
-    """What a fold's training run records (config.json `cohort`, export.json): the source dataset,
-    the folds and their seed, the fold's patients, and the low-data regime's kept tumor cases."""
-    from ssagan_tf.data import schema
-
-    manifest = schema.read_manifest(data_dir)
+def cohort_record(dataset, folds: int, fold: int, seed: int, tumor_fraction: float) -> dict:
+    """What a fold's training run records (config.json `cohort`, export.json): the source dataset
+    (a `schema.Dataset`), the folds and their seed, the fold's patients, and the low-data regime's
+    kept tumor cases."""
+    manifest = dataset.manifest
     owners = case_patients(manifest)
     split = fold_patients(owners.values(), folds, fold, seed)
     train_cases = sorted(c for c, p in owners.items() if p in set(split["train"]))
-    record = {"source_data_dir": os.path.abspath(data_dir), "source_manifest_sha256": manifest_sha256(data_dir),
+    record = {"source_data_dir": os.path.abspath(dataset.data_dir), "source_manifest_sha256": manifest.sha256,
               "folds": folds, "fold": fold, "fold_seed": seed, "test_patients": split["test"],
               "val_patients": split["val"], "train_patients": split["train"],
               "seen_patients": sorted(split["train"] + split["val"]), "tumor_fraction": float(tumor_fraction)}
@@ -126,11 +118,12 @@ def _cases_with_tumor(manifest, cases: set) -> list:
     return sorted({case for _, _, _, case, label in _records(manifest) if label == 1 and case in cases})
 
 
-def write_fold_dataset(data_dir: str, out_dir: str, cohort: dict) -> str:
-    """A converted dataset at `out_dir` holding the fold's training patients only (`cohort` from
-    `cohort_record`): train = its train patients (in the low-data regime with the tumor slices of
-    the kept cases only), val = its validation patients, no test slices. Written once, atomically;
-    a folder already holding this fold's data is reused, one holding anything else refused."""
+def write_fold_dataset(dataset, out_dir: str, cohort: dict) -> str:
+    """A converted dataset at `out_dir` holding the fold's training patients of `dataset` (a
+    `schema.Dataset`) only (`cohort` from `cohort_record`): train = its train patients (in the
+    low-data regime with the tumor slices of the kept cases only), val = its validation patients,
+    no test slices. Written once, atomically; a folder already holding this fold's data is
+    reused, one holding anything else refused."""
     import tensorflow as tf
 
     from ssagan_tf.data import integrity, schema
@@ -146,7 +139,7 @@ def write_fold_dataset(data_dir: str, out_dir: str, cohort: dict) -> str:
             return out_dir
         raise ValueError(f"{out_dir}: holds {'another fold' if existing else 'something other than fold data'}; "
                          "use another --model_dir (or --fresh to start this one over)")
-    manifest = schema.read_manifest(data_dir)
+    manifest = dataset.manifest
     owners = case_patients(manifest)
     role = {p: r for r in ("train", "val") for p in cohort[f"{r}_patients"]}
     kept = set(cohort.get("kept_tumor_cases", [])) if cohort["tumor_fraction"] < 1.0 else None
@@ -193,40 +186,55 @@ def write_fold_dataset(data_dir: str, out_dir: str, cohort: dict) -> str:
     return out_dir
 
 
-def training_cohort(run_config: dict) -> dict:
-    """The patients a training run saw, for its export's `export.json`: a fold run's `cohort`
-    record as is; otherwise its dataset's train and validation patients (the ones training and its
-    monitoring read). With extra datasets (`extra_data_dirs`, `ssagan_tf.data.combined`), their
-    train patients too: in `seen_patients` those of extras converted from the main dataset's
-    input (the same ids, the same people), in `other_cohorts` (one entry per extra from another
-    input: source_data_dir, patient_namespace, seen_patients) the rest. {"seen_patients": None,
-    ...} when a dataset is no longer there to ask."""
-    if run_config.get("cohort"):
-        return dict(run_config["cohort"])
+def run_datasets(run_config: dict) -> tuple:
+    """The datasets a training run read (its config's `data_dir`, then its `extra_data_dirs`), each
+    opened once, for what its export records (`training_cohort`): (main, [extras]), None in place
+    of one that is no longer there (or no longer readable)."""
     from ssagan_tf.data import schema
 
+    def opened(data_dir):
+        try:
+            return schema.open(data_dir)
+        except (OSError, ValueError):
+            return None
+
+    return opened(run_config.get("data_dir", "")), [opened(d) for d in run_config.get("extra_data_dirs") or []]
+
+
+def training_cohort(run_config: dict, dataset, extras=()) -> dict:
+    """The patients a training run saw, for its export's `export.json`: a fold run's `cohort`
+    record as is; otherwise those of its dataset, `dataset` (the `schema.Dataset` of the run's
+    `data_dir`): its train and validation patients (the ones training and its monitoring read).
+    With extra datasets (`extras`, the Datasets of the run's `extra_data_dirs`,
+    `ssagan_tf.data.combined`), their train patients too: in `seen_patients` those of extras
+    converted from the main dataset's input (the same ids, the same people), in `other_cohorts`
+    (one entry per extra from another input: source_data_dir, patient_namespace, seen_patients)
+    the rest. {"seen_patients": None, ...} when a dataset is no longer there to ask (None in
+    place of its Dataset, as `run_datasets` gives)."""
+    if run_config.get("cohort"):
+        return dict(run_config["cohort"])
     data_dir = run_config.get("data_dir", "")
     record = {"source_data_dir": os.path.abspath(data_dir) if data_dir else "", "folds": 0, "tumor_fraction": 1.0}
+    if dataset is None:
+        return dict(record, seen_patients=None)
+    manifest = dataset.manifest
     try:
-        manifest = schema.read_manifest(data_dir)
         owners = case_patients(manifest)
-    except (OSError, ValueError):
+    except ValueError:
         return dict(record, seen_patients=None)
     seen = {owners[c] for s in ("train", "val") for c in manifest.cases.get(s, [])}
-    record = dict(record, source_manifest_sha256=manifest_sha256(data_dir))
-    extra_dirs = run_config.get("extra_data_dirs") or []
-    if not extra_dirs:
+    record = dict(record, source_manifest_sha256=manifest.sha256)
+    if not extras:
         return dict(record, seen_patients=sorted(seen))
     from ssagan_tf.data import combined
 
-    try:
-        extras = [schema.read_manifest(d) for d in extra_dirs]
-    except (OSError, ValueError):
+    if any(extra is None for extra in extras):
         return dict(record, seen_patients=None)        # an extra dataset is gone: who it held is unknown
-    same, others = combined.extra_cohorts(manifest, extras)
+    same, others = combined.extra_cohorts(manifest, [extra.manifest for extra in extras])
+    checksums = {os.path.abspath(extra.manifest.data_dir): extra.manifest.sha256 for extra in extras}
     for entry in others:
-        entry["source_manifest_sha256"] = manifest_sha256(entry["source_data_dir"])
+        entry["source_manifest_sha256"] = checksums[entry["source_data_dir"]]
     # The extras' train patients of the main dataset's input are its own ids; those of other inputs
     # are other people whatever their ids, recorded apart under their namespace.
     return dict(record, seen_patients=sorted(seen | set(same)), patient_namespace=combined.patient_namespace(manifest),
-                extra_data_dirs=[os.path.abspath(d) for d in extra_dirs], other_cohorts=others)
+                extra_data_dirs=[os.path.abspath(extra.data_dir) for extra in extras], other_cohorts=others)

@@ -57,11 +57,11 @@ def dataset_checksum(manifest: schema.Manifest) -> str:
     """The identity of a dataset's content: the sha256 of its manifest's shard records (each
     shard's name, record count, size and sha256), so a copy elsewhere has the same checksum and a
     re-conversion with other settings another. A manifest without shard records (written by an
-    older version) is identified by its own bytes."""
+    older version) is identified by its own bytes (as read, `Manifest.sha256`)."""
     if has_shard_records(manifest):
         text = json.dumps(manifest.raw[SHARDS_KEY], sort_keys=True, separators=(",", ":")).encode()
         return "sha256:" + hashlib.sha256(text).hexdigest()
-    return "sha256:" + sha256_file(manifest.path)
+    return "sha256:" + manifest.sha256
 
 
 def legacy_warning(manifest: schema.Manifest) -> str | None:

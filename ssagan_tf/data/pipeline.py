@@ -3,6 +3,7 @@
 `make_unpaired_dataset` feeds training: unpaired batches of normal slices and tumor slices (with
 their masks and `has_mask`), the shorter domain repeating. `make_slice_dataset` and
 `load_split_arrays` read one split/domain in order, for validation, augmentation and evaluation.
+Each takes the `schema.Dataset` its command opened (`schema.open`), so the manifest is read once.
 """
 
 from __future__ import annotations
@@ -19,8 +20,6 @@ import tensorflow as tf
 from ssagan_tf.data import combined, integrity, schema
 
 AUTOTUNE = tf.data.AUTOTUNE
-# Slack on the [-1, 1] range: resizing with antialiasing can overshoot by float rounding.
-_RANGE_TOLERANCE = schema.RANGE_TOLERANCE
 
 
 def _shards(manifest: schema.Manifest, split: str, domain: str) -> list:
@@ -101,12 +100,12 @@ def find_corrupt_shard(shards, storage: schema.Storage = schema.LEGACY_STORAGE):
     return None
 
 
-def find_count_mismatch(data_dir: str):
+def find_count_mismatch(dataset: schema.Dataset):
     """The first shard holding another number of records than the manifest records, as
     (path, records, recorded), or None."""
-    manifest = schema.read_manifest(data_dir)
+    manifest = dataset.manifest
     for name, entry in sorted((manifest.raw.get(integrity.SHARDS_KEY) or {}).items()):
-        path = os.path.join(data_dir, name)
+        path = os.path.join(dataset.data_dir, name)
         records = sum(1 for _ in tf.data.TFRecordDataset(path, manifest.storage.tf_compression))
         if records != int(entry["records"]):
             return path, records, int(entry["records"])
@@ -114,18 +113,19 @@ def find_count_mismatch(data_dir: str):
 
 
 @contextlib.contextmanager
-def shard_errors_named(data_dir):
-    """Re-raise what goes wrong while reading `data_dir`'s shards as one clear error naming the
-    shard: a tf.data DataLossError (whose own message says only 'truncated record at N', not
-    which file) as `CorruptShardError`, and a failed check of `parse_and_validate` or of a
-    shard's record count as `DataCheckError`. `data_dir` may be a list of datasets read
-    together (`make_unpaired_dataset`'s `extra_data_dirs`): the shard is looked for in each."""
-    data_dirs = [data_dir] if isinstance(data_dir, str) else list(data_dir)
+def shard_errors_named(datasets):
+    """Re-raise what goes wrong while reading the shards of `datasets` (a `schema.Dataset`) as
+    one clear error naming the shard: a tf.data DataLossError (whose own message says only
+    'truncated record at N', not which file) as `CorruptShardError`, and a failed check of
+    `parse_and_validate` or of a shard's record count as `DataCheckError`. `datasets` may be a
+    list of datasets read together (`make_unpaired_dataset`'s `extras`): the shard is looked
+    for in each."""
+    datasets = [datasets] if isinstance(datasets, schema.Dataset) else list(datasets)
     try:
         yield
     except tf.errors.FailedPreconditionError as err:
         found = None
-        for one in data_dirs if "expected to contain" in err.message else ():
+        for one in datasets if "expected to contain" in err.message else ():
             found = found or find_count_mismatch(one)
         if found is None:
             raise
@@ -137,9 +137,9 @@ def shard_errors_named(data_dir):
         if message is not None:
             raise DataCheckError(message) from err
         found = None
-        for one in data_dirs:
-            found = found or find_corrupt_shard(sorted(glob.glob(os.path.join(glob.escape(one), "*", "*.tfrecord"))),
-                                                schema.read_manifest(one).storage)
+        for one in datasets:
+            found = found or find_corrupt_shard(
+                sorted(glob.glob(os.path.join(glob.escape(one.data_dir), "*", "*.tfrecord"))), one.storage)
         if found is None:
             raise
         path, message = found
@@ -183,7 +183,7 @@ def parse_and_validate(manifest: schema.Manifest, domain: str):
             _check(tf.reduce_all(tf.equal(shape, [size, size, channels])), path, "a record of shape ",
                    tf.strings.reduce_join(tf.strings.as_string(shape), separator="x"),
                    f" disagrees with the manifest ({size}x{size}x{channels})"),
-            _check(largest <= 1.0 + _RANGE_TOLERANCE, path, "image values outside [-1, 1] (magnitude ",
+            _check(largest <= 1.0 + schema.RANGE_TOLERANCE, path, "image values outside [-1, 1] (magnitude ",
                    tf.strings.as_string(largest), ")"),
             _check(tf.reduce_max(mask) <= 1.0, path, "mask values above 1"),
             _check(tf.equal(ex["label"], label), path, "a record labelled ", tf.strings.as_string(ex["label"]),
@@ -245,14 +245,14 @@ def _domain_dataset(manifest, split, domain, shuffle, flip, seed, deterministic,
     return ds
 
 
-def make_unpaired_dataset(data_dir: str, split: str = "train", global_batch_size: int = 1, shuffle: bool = True,
-                          flip: bool = True, seed=None, deterministic: bool = False, repeat: bool = True,
-                          extra_data_dirs=()):
+def make_unpaired_dataset(dataset: schema.Dataset, split: str = "train", global_batch_size: int = 1,
+                          shuffle: bool = True, flip: bool = True, seed=None, deterministic: bool = False,
+                          repeat: bool = True, extras=()):
     """Unpaired two-domain batches for training.
 
-    With `extra_data_dirs` (converted datasets of the same slice size and channels, checked by
-    `RunConfig.extra_manifests`), each domain reads the `split` slices of `data_dir` and of every
-    extra together (`ssagan_tf.data.combined`): a healthy cohort's normals join the normal
+    With `extras` (the `schema.Dataset`s of converted datasets of the same slice size and channels,
+    checked by `RunConfig.extra_datasets`), each domain reads the `split` slices of `dataset` and
+    of every extra together (`ssagan_tf.data.combined`): a healthy cohort's normals join the normal
     domain, an extra's tumor slices the tumor domain. Without them, the stream is the one
     dataset's, element for element.
 
@@ -262,19 +262,18 @@ def make_unpaired_dataset(data_dir: str, split: str = "train", global_batch_size
     the dataset is one pass over the longer domain. `deterministic=True` fixes the element order
     for a given seed (and needs a seed when shuffling).
     """
-    manifest = schema.read_manifest(data_dir)
-    extras = [schema.read_manifest(d) for d in extra_data_dirs]
+    manifest, extra_manifests = dataset.manifest, [extra.manifest for extra in extras]
     if global_batch_size < 1:
         raise ValueError(f"global_batch_size must be >= 1, got {global_batch_size}")
     if deterministic and shuffle and seed is None:
         raise ValueError("deterministic shuffling needs a seed")
-    counts = combined.combined_counts([manifest, *extras], split)
+    counts = combined.combined_counts([manifest, *extra_manifests], split)
     longer = max(counts, key=counts.get)
     domains = {}
     for i, domain in enumerate(schema.DOMAINS):
         domain_seed = None if seed is None else seed + i
         domains[domain] = _domain_dataset(manifest, split, domain, shuffle, flip, domain_seed, deterministic,
-                                          repeat=repeat or domain != longer, extras=extras)
+                                          repeat=repeat or domain != longer, extras=extra_manifests)
     normal = domains["normal"].map(lambda ex: {"image": ex["image"]})
     tumor = domains["tumor"].map(lambda ex: {"image": ex["image"], "mask": ex["mask"], "has_mask": ex["has_mask"]})
     ds = tf.data.Dataset.zip({"normal": normal, "tumor": tumor})
@@ -285,31 +284,31 @@ def make_unpaired_dataset(data_dir: str, split: str = "train", global_batch_size
     return ds.with_options(options).prefetch(AUTOTUNE)
 
 
-def make_slice_dataset(data_dir: str, split: str, domain: str, batch_size: int, drop_remainder: bool = False):
+def make_slice_dataset(dataset: schema.Dataset, split: str, domain: str, batch_size: int,
+                       drop_remainder: bool = False):
     """One ordered pass over a split's slices of one domain, batched; elements are
     `schema.decode_slice` dicts (image, mask, has_mask, label, case_id, source, slice_index)."""
-    manifest = schema.read_manifest(data_dir)
+    manifest = dataset.manifest
     shards = _shards(manifest, split, domain)
     ds = _read_records(manifest, shards, deterministic=True, shuffle_files=False, seed=None)
     ds = ds.map(parse_and_validate(manifest, domain), num_parallel_calls=AUTOTUNE)
     return ds.batch(batch_size, drop_remainder=drop_remainder).prefetch(AUTOTUNE)
 
 
-def load_split_arrays(data_dir: str, split: str, domains=schema.DOMAINS) -> dict:
+def load_split_arrays(dataset: schema.Dataset, split: str, domains=schema.DOMAINS) -> dict:
     """All slices of a split as numpy arrays (normal first, then tumor): image [N,H,W,C] f32,
     mask [N,H,W,1] f32, has_mask [N] f32, label [N] int64, case_id [N] bytes, source [N] bytes,
     slice_index [N] int64. For small sets (evaluation, augmentation bookkeeping)."""
-    manifest = schema.read_manifest(data_dir)
     parts = []
     for domain in domains:
-        if manifest.count(split, domain) == 0 and not manifest.shards(split, domain):
+        if dataset.count(split, domain) == 0 and not dataset.shards(split, domain):
             continue
-        with shard_errors_named(data_dir):
-            for batch in make_slice_dataset(data_dir, split, domain, batch_size=256):
+        with shard_errors_named(dataset):
+            for batch in make_slice_dataset(dataset, split, domain, batch_size=256):
                 parts.append({k: v.numpy() for k, v in batch.items()})
     keys = ("image", "mask", "has_mask", "label", "case_id", "source", "slice_index")
     if not parts:
-        size, c = manifest.image_size, manifest.channels
+        size, c = dataset.image_size, dataset.channels
         empty = {"image": np.zeros((0, size, size, c), np.float32), "mask": np.zeros((0, size, size, 1), np.float32),
                  "has_mask": np.zeros(0, np.float32), "label": np.zeros(0, np.int64),
                  "case_id": np.zeros(0, object), "source": np.zeros(0, object), "slice_index": np.zeros(0, np.int64)}
@@ -317,8 +316,8 @@ def load_split_arrays(data_dir: str, split: str, domains=schema.DOMAINS) -> dict
     return {k: np.concatenate([p[k] for p in parts]) for k in keys}
 
 
-def steps_per_epoch(data_dir: str, global_batch_size: int, split: str = "train", extra_data_dirs=()) -> int:
-    """Steps in one pass over the longer domain of a split (of `data_dir` and the extras together)."""
-    manifests = [schema.read_manifest(d) for d in (data_dir, *extra_data_dirs)]
+def steps_per_epoch(dataset: schema.Dataset, global_batch_size: int, split: str = "train", extras=()) -> int:
+    """Steps in one pass over the longer domain of a split (of `dataset` and the `extras` together)."""
+    manifests = [one.manifest for one in (dataset, *extras)]
     longest = max(combined.combined_counts(manifests, split).values())
     return max(1, longest // global_batch_size)

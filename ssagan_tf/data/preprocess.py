@@ -18,6 +18,8 @@ from scipy import ndimage
 from skimage.filters import threshold_triangle
 from skimage.transform import resize
 
+from ssagan_tf.data import schema
+
 PERCENTILES = (0.5, 99.5)          # the converter's default percentile clip
 MIN_BRAIN_FRACTION = 0.05          # the converter's default: slices with less head than this are dropped
 
@@ -129,10 +131,11 @@ FIELDS_OF_VIEW = ("fit", "pad")
 
 
 def fit_to_size(images: np.ndarray, masks: np.ndarray, size: int):
-    """The `pad` field of view: slices (N, Y, X, C) padded centrally with background (-1) to a
-    square of at least `size`; when that square is larger than `size`, shrunk (images linearly with
-    anti-aliasing, masks by nearest neighbour). Smaller slices are padded, never enlarged, so pixel
-    spacing is kept (BraTS 240^2 slices become 256^2 with an 8-pixel border)."""
+    """The `pad` field of view: slices (N, Y, X, C) padded centrally with background (-1,
+    `schema.BACKGROUND`) to a square of at least `size`; when that square is larger than `size`,
+    shrunk (images linearly with anti-aliasing, masks by nearest neighbour). Smaller slices are
+    padded, never enlarged, so pixel spacing is kept (BraTS 240^2 slices become 256^2 with an
+    8-pixel border)."""
     return _crop_and_resize(images, masks, pad_region(images.shape[1:3], size), size)
 
 
@@ -210,7 +213,7 @@ def _crop_and_resize(images: np.ndarray, masks: np.ndarray, region, size: int):
     the image, where background -1 and mask 0 fill in) of every slice, resized to size x size."""
     n, height, width, channels = images.shape
     r0, r1, c0, c1 = region
-    canvas = np.full((n, r1 - r0, c1 - c0, channels), -1.0, np.float32)
+    canvas = np.full((n, r1 - r0, c1 - c0, channels), schema.BACKGROUND, np.float32)
     canvas_masks = np.zeros((n, r1 - r0, c1 - c0), np.uint8)
     src_r, src_c = slice(max(r0, 0), min(r1, height)), slice(max(c0, 0), min(c1, width))
     dst_r = slice(src_r.start - r0, src_r.stop - r0)

@@ -17,10 +17,18 @@ Shards live at `<data_dir>/<split>/<domain>-<i>-of-<n>.tfrecord` next to
 `<data_dir>/manifest.json`, whose `storage` entry (schema version 2) says how the images are
 stored and whether the shards are GZIP-compressed TFRecord files. A version 1 manifest (no
 `storage`) is a dataset of float32, uncompressed shards, and still reads.
+
+A command opens the dataset once (`open`: the manifest read and checked, a `Dataset`) and hands
+that `Dataset` to everything that reads it. The data's conventions live here too: `BACKGROUND`,
+the value outside the head, and `RANGE_TOLERANCE`, the slack every check of the [-1, 1] range
+allows.
 """
 
 from __future__ import annotations
 
+import builtins
+import hashlib
+import io
 import json
 import os
 from dataclasses import dataclass
@@ -37,13 +45,17 @@ DIRECTIONS = ("normal_to_tumor", "tumor_to_normal")
 SOURCE_DOMAIN = {"normal_to_tumor": "normal", "tumor_to_normal": "tumor"}
 TARGET_DOMAIN = {"normal_to_tumor": "tumor", "tumor_to_normal": "normal"}
 LABELS = {"normal": 0, "tumor": 1}
+# The value of every pixel outside the head of a converted slice: slices are padded and framed with
+# it, and it reads back exactly in every storage (an end level of the quantised ones).
+BACKGROUND = -1.0
 MANIFEST_NAME = "manifest.json"
 STORAGE_KEY = "storage"
 # Quantised dtypes: q in 0..levels-1 stands for q / half - 1, half = (levels - 1) / 2, so that
 # -1 (the background) and 1 are exact and every other value is within half a step, 1 / (levels - 1).
 IMAGE_DTYPES = {"float32": None, "uint16": 65535, "uint8": 255}
 COMPRESSIONS = {"none": "", "gzip": "GZIP"}     # -> tf.data / tf.io compression_type
-# The reader's slack on [-1, 1] (pipeline); a quantised write clips within it and refuses beyond.
+# The slack on [-1, 1] of every range check (the reader, the export's signatures): resizing with
+# antialiasing can overshoot by float rounding. A quantised write clips within it and refuses beyond.
 RANGE_TOLERANCE = 1e-3
 
 
@@ -227,6 +239,7 @@ class Manifest:
     counts: dict          # counts[split][domain] -> slices
     cases: dict           # cases[split] -> list of case ids
     raw: dict
+    sha256: str           # of the manifest's bytes as read
     storage: Storage = LEGACY_STORAGE
 
     @property
@@ -249,9 +262,12 @@ def read_manifest(data_dir: str) -> Manifest:
     if not os.path.isfile(path):
         raise FileNotFoundError(
             f"{path}: no manifest; is {data_dir!r} the --output_dir of `python -m data_prep.convert`?")
+    # The bytes read once, for the checksum and the parse (as text, as `open(path)` reads it).
+    # `builtins.open`: this module's `open` opens a dataset.
+    with builtins.open(path, "rb") as f:
+        data = f.read()
     try:
-        with open(path) as f:
-            raw = json.load(f)
+        raw = json.load(io.TextIOWrapper(io.BytesIO(data)))
     except json.JSONDecodeError as err:
         raise ValueError(f"{path}: not valid JSON ({err})") from err
     version = raw.get("schema_version")
@@ -263,8 +279,44 @@ def read_manifest(data_dir: str) -> Manifest:
             raise ValueError(f"{path}: missing key {key!r}")
     return Manifest(path=path, schema_version=version, image_size=int(raw["image_size"]),
                     channels=int(raw["channels"]), modalities=tuple(raw.get("modalities", ())),
-                    counts=raw["counts"], cases=raw["cases"], raw=raw,
+                    counts=raw["counts"], cases=raw["cases"], raw=raw, sha256=hashlib.sha256(data).hexdigest(),
                     storage=storage_of(raw.get(STORAGE_KEY), path))
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """A converted dataset, opened once by a command (`open`) and handed to everything that reads
+    it, so its manifest is read once: the folder as the command was given it (the messages name it
+    so), its checked `manifest`, and what readers ask of it."""
+
+    data_dir: str
+    manifest: Manifest
+
+    @property
+    def storage(self) -> Storage:
+        return self.manifest.storage
+
+    @property
+    def image_size(self) -> int:
+        return self.manifest.image_size
+
+    @property
+    def channels(self) -> int:
+        return self.manifest.channels
+
+    def count(self, split: str, domain: str) -> int:
+        """The slices of one split and domain, as the manifest counts them."""
+        return self.manifest.count(split, domain)
+
+    def shards(self, split: str, domain: str) -> list:
+        """The shard files of one split and domain on disk (`integrity.check_shards` checks them)."""
+        return self.manifest.shards(split, domain)
+
+
+def open(data_dir: str) -> Dataset:
+    """The converted dataset in `data_dir`, its manifest read and checked once (`read_manifest`,
+    whose errors it raises)."""
+    return Dataset(data_dir, read_manifest(data_dir))
 
 
 def storage_of(entry, path: str = MANIFEST_NAME) -> Storage:

@@ -212,13 +212,14 @@ def parse_augmenters(text: str) -> tuple:
     return tuple(pairs)
 
 
-def check_inputs(config: EvaluationConfig) -> None:
+def check_inputs(config: EvaluationConfig):
     """Check that the dataset and every exported model exist, and that the output folder can be
-    written without touching the dataset or a file, before any training starts."""
+    written without touching the dataset or a file, before any training starts. Returns the
+    dataset, opened once here (a `schema.Dataset`)."""
     from ssagan_tf.data import integrity, schema
     from ssagan_tf.exported import resolve_version_dir
 
-    manifest = schema.read_manifest(config.data_dir)
+    dataset = schema.open(config.data_dir)
     data, output = os.path.realpath(config.data_dir), os.path.realpath(config.output_dir)
     if os.path.commonpath([data, output]) == data:
         raise ValueError(f"--output_dir {config.output_dir} is {'' if data == output else 'inside '}the dataset "
@@ -228,7 +229,7 @@ def check_inputs(config: EvaluationConfig) -> None:
                          "over it")
     for split in schema.SPLITS:
         for domain in schema.DOMAINS:
-            if manifest.count(split, domain) <= 0 or not integrity.check_shards(manifest, split, domain):
+            if dataset.count(split, domain) <= 0 or not integrity.check_shards(dataset.manifest, split, domain):
                 raise ValueError(f"{config.data_dir}: split {split!r} has no {domain} slices; "
                                  "the evaluation needs both classes in train, val and test")
     for _, path in config.augmenters:
@@ -236,4 +237,5 @@ def check_inputs(config: EvaluationConfig) -> None:
             if path:
                 resolve_version_dir(path.replace("{fold}", str(fold)) if fold is not None else path)
     if config.judge:
-        check_judge_for(config.judge, manifest.image_size, manifest.channels)
+        check_judge_for(config.judge, dataset.image_size, dataset.channels)
+    return dataset

@@ -18,6 +18,7 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage
 
+from ssagan_tf.data import schema
 from ssagan_tf.exported import Translation
 
 CONTROLS = ("copy_paste", "identity")
@@ -26,7 +27,7 @@ SCALE_RANGE = (0.8, 1.2)
 PLACEMENT_TRIES = 50            # random centres tried inside the head before a smaller lesion is tried
 MIN_LESION_PIXELS = 4
 HEAD_MARGIN = 2                 # pixels: the lesion stays this far inside the head's outline
-HEAD_THRESHOLD = -0.95          # the converted background is -1; the head is what lies above this
+HEAD_THRESHOLD = schema.BACKGROUND + 0.05      # -0.95: the head is what lies above this
 
 
 def head_mask(image: np.ndarray) -> np.ndarray:

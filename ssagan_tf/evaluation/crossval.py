@@ -80,7 +80,8 @@ def export_cohort(version_dir: str) -> dict | None:
         return info["cohort"]
     try:
         with open(run_dir.config_path(info.get("source_model_dir") or "")) as f:
-            return folding.training_cohort(json.load(f))
+            run_config = json.load(f)
+        return folding.training_cohort(run_config, *folding.run_datasets(run_config))
     except (OSError, ValueError, TypeError, AttributeError):
         return None
 

@@ -17,7 +17,6 @@ import tensorflow as tf
 
 from ssagan_tf import metrics
 from ssagan_tf.data import combined, schema
-from ssagan_tf.data.folds import manifest_sha256
 from ssagan_tf.data.pipeline import load_split_arrays
 from ssagan_tf.evaluation import arms, crossval, ledger
 from ssagan_tf.evaluation.config import SYNTHETIC_ARMS, EvaluationConfig, check_inputs
@@ -183,10 +182,10 @@ def run_key(config: EvaluationConfig, plan: dict, row: Row, seed: int, precision
             "augmenter": augmenter, **{name: getattr(config, name) for name in fields}}
 
 
-def build_augmenters(config: EvaluationConfig, plan: dict, low_data, image_shape: tuple) -> tuple:
-    """This fold's augmenters (exports and built-in controls) and what each saw."""
+def build_augmenters(config: EvaluationConfig, plan: dict, low_data, image_shape: tuple, namespace: str) -> tuple:
+    """This fold's augmenters (exports and built-in controls) and what each saw; `namespace` is the
+    dataset's patient namespace (`combined.patient_namespace`)."""
     loaded, cohorts = [], {}
-    namespace = combined.patient_namespace(schema.read_manifest(config.data_dir))
     for name, path in config.augmenters:
         if not path:
             augmenter = ControlAugmenter(name, plan["train"])
@@ -206,22 +205,22 @@ def run_evaluation(config: EvaluationConfig) -> dict:
     """Run the whole evaluation, holding the output folder's lock, and write `results.json`,
     `report.md` and the PNG plots to `config.output_dir`; finished classifiers and translations
     are kept there and reused by a rerun. Returns the results dictionary."""
-    check_inputs(config)
+    dataset = check_inputs(config)
     with DirectoryLock(config.output_dir, ledger.LOCK_NAME, "an evaluation", "--output_dir"):
-        return _run(config)
+        return _run(config, dataset)
 
 
-def _run(config: EvaluationConfig) -> dict:
+def _run(config: EvaluationConfig, dataset: schema.Dataset) -> dict:
     from ssagan_tf.evaluation import plots, report
 
     started = time.time()
     removed = ledger.retire_report(config.output_dir)
     if removed:
         print(f"Removed the previous {' and '.join(removed)} (rewritten at the end)", flush=True)
-    manifest = schema.read_manifest(config.data_dir)
-    manifest_sha = manifest_sha256(config.data_dir)
-    image_shape = (manifest.image_size, manifest.image_size, manifest.channels)
-    data = {split: load_split_arrays(config.data_dir, split) for split in schema.SPLITS}
+    manifest = dataset.manifest
+    manifest_sha, namespace = manifest.sha256, combined.patient_namespace(manifest)
+    image_shape = (dataset.image_size, dataset.image_size, dataset.channels)
+    data = {split: load_split_arrays(dataset, split) for split in schema.SPLITS}
     plans = crossval.plan_folds(config, manifest, data)
     rows = plan_rows(config)
     need_synthetic = any(arm in SYNTHETIC_ARMS for arm in config.arms)
@@ -239,7 +238,7 @@ def _run(config: EvaluationConfig) -> dict:
         if low_data:
             print(f"Low-data regime{label}: the tumor slices of {len(low_data['kept_tumor_cases'])} training case(s) "
                   f"kept ({low_data['tumor_slices']} of {low_data['tumor_slices_before']})", flush=True)
-        augmenters, cohorts = build_augmenters(config, plan, low_data, image_shape)
+        augmenters, cohorts = build_augmenters(config, plan, low_data, image_shape, namespace)
         translations = {}
         for augmenter in augmenters:
             key = {"augmenter": cohorts[augmenter.name]["identity"], "name": augmenter.name, "data": manifest_sha,
@@ -328,14 +327,13 @@ def assemble(config, plans, rows, fold_runs, folds_record, choice, image_shape, 
                 paired.append(dict(crossval.paired_comparison(row, reference, labels, patients, config.threshold,
                                                               config.bootstrap_resamples),
                                    best_cheap=reference is best))
-    manifest = schema.read_manifest(config.data_dir)
     return {
         "config": asdict(config),
         "tensorflow": tf.__version__,
         "precision": {"classifier": choice.precision, "reason": choice.reason},
         "cross_validation": {"folds": config.folds, "fold_seed": config.fold_seed, "per_fold": folds_record,
                              "patients": int(len(set(patients)))},
-        "data": folds_record[0]["data"] if not config.folds else pooled_summary(folds_record, manifest),
+        "data": folds_record[0]["data"] if not config.folds else pooled_summary(folds_record),
         "image_shape": list(image_shape),
         "test_labels": labels.tolist(),
         "test_patients": patients.tolist(),
@@ -349,7 +347,7 @@ def assemble(config, plans, rows, fold_runs, folds_record, choice, image_shape, 
     }
 
 
-def pooled_summary(folds_record: list, manifest) -> dict:
+def pooled_summary(folds_record: list) -> dict:
     """Split sizes summed over folds (each patient is tested once, trained on K-1 times)."""
     out = {}
     for split in schema.SPLITS:

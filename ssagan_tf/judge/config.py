@@ -62,7 +62,7 @@ class JudgeConfig:
         """The output folder may be written (`check_output_dir`) and the data are a converted
         dataset; raises ValueError before any work."""
         check_output_dir(self.output_dir)
-        schema.read_manifest(self.data_dir)
+        schema.open(self.data_dir)
 
 
 def is_judge_dir(path: str) -> bool:

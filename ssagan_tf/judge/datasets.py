@@ -20,6 +20,7 @@ import numpy as np
 import tensorflow as tf
 
 from ssagan_tf.choices import CLASSIC_IMPLEMENTATIONS
+from ssagan_tf.data import schema
 
 # Classic augmentation ranges. The paper names the operations but not their ranges; these are
 # the mild ones common for brain MRI, which keep the whole brain in view.
@@ -27,7 +28,6 @@ FLIP_PROBABILITY = 0.5        # left-right: the brain is roughly symmetric, tumo
 MAX_ROTATION_DEGREES = 15.0
 MAX_TRANSLATION = 0.1         # fraction of the side
 MIN_CROP_FRACTION = 0.85      # a random square crop of 85-100% of the side, resized back
-BACKGROUND = -1.0             # the converted slices' background value
 MIXUP_ALPHA = 0.2             # Zhang et al. 2018's ImageNet value, Keras' default
 CUTMIX_FACTOR = 1.0           # Yun et al. 2019: the box area ratio drawn from Beta(1, 1), Keras' default
 MIXING = ("mixup", "cutmix")
@@ -62,7 +62,7 @@ def classic_augment(images: tf.Tensor, seed, strength: float = 1.0) -> tf.Tensor
     transforms = _affine_transforms(shape[0], tf.cast(shape[2], tf.float32), seed, strength)
     warped = tf.raw_ops.ImageProjectiveTransformV3(
         images=images, transforms=transforms, output_shape=shape[1:3],
-        fill_value=tf.constant(BACKGROUND, tf.float32), interpolation="BILINEAR", fill_mode="CONSTANT")
+        fill_value=tf.constant(schema.BACKGROUND, tf.float32), interpolation="BILINEAR", fill_mode="CONSTANT")
     # Keep the static shape: a batch of unknown height and width would retrace the train step.
     return tf.ensure_shape(warped, images.shape)
 
@@ -70,7 +70,7 @@ def classic_augment(images: tf.Tensor, seed, strength: float = 1.0) -> tf.Tensor
 def keras_classic_layers(seed: int, strength: float = 1.0) -> list:
     """Keras 3 preprocessing layers over the classic ranges (scaled by `strength`), seeded; see the
     module docstring for how they differ from the single warp."""
-    fill = {"fill_mode": "constant", "fill_value": BACKGROUND, "interpolation": "bilinear"}
+    fill = {"fill_mode": "constant", "fill_value": schema.BACKGROUND, "interpolation": "bilinear"}
     # RandomFlip flips with probability 1/2, FLIP_PROBABILITY; a negative zoom factor zooms in (crops).
     return [keras.layers.RandomFlip("horizontal", seed=seed),
             keras.layers.RandomRotation(strength * MAX_ROTATION_DEGREES / 360.0, seed=seed + 1, **fill),

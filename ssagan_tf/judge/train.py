@@ -34,8 +34,8 @@ def train_judge(config: JudgeConfig, log=print) -> dict:
     """Train the judge on `config.data_dir`'s real training slices and write it to
     `config.output_dir` (staged next to it and moved into place whole). Returns judge.json."""
     check_output_dir(config.output_dir)
-    manifest = schema.read_manifest(config.data_dir)
-    data = {split: load_split_arrays(config.data_dir, split) for split in schema.SPLITS}
+    dataset = schema.open(config.data_dir)
+    manifest, data = dataset.manifest, {split: load_split_arrays(dataset, split) for split in schema.SPLITS}
     for split in ("train", "val"):
         missing = [name for name, label in schema.LABELS.items() if not np.any(data[split]["label"] == label)]
         if missing:

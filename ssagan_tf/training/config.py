@@ -4,9 +4,9 @@ Built once (`build_run_config` from `run_train.py`'s flags and the dataset's man
 in tests); the library reads only this object. As every config of the project
 (`ssagan_tf.settings`): its values are checked at construction, every problem named in one
 `ConfigError`; what lies outside it (the data, the judge, `TF_CONFIG`) is checked by
-`check_inputs()`. Its fields carry the help text of `run_train.py`'s flags, which are generated
-from them. No TensorFlow is imported here until the precision is resolved, so a bad flag is
-refused at once.
+`check_inputs()`, which opens the run's datasets once and returns them for training to hand on.
+Its fields carry the help text of `run_train.py`'s flags, which are generated from them. No
+TensorFlow is imported here until the precision is resolved, so a bad flag is refused at once.
 """
 
 from __future__ import annotations
@@ -280,29 +280,30 @@ class RunConfig:
                             "for the classifiers (run_evaluate.py)")
         return warnings
 
-    def extra_manifests(self, main: schema.Manifest) -> list:
-        """The manifests of `extra_data_dirs`, each checked against the main dataset's manifest
-        `main` and the extras before it (`combined.extra_problem`: slice size, channels,
-        modalities, a dataset given twice, no training slices, a patient in two splits);
-        ConfigError names the dataset and its problem. Reads the manifests only."""
-        manifests = []
+    def extra_datasets(self, main: schema.Dataset) -> list:
+        """The datasets of `extra_data_dirs` (`schema.Dataset`s), each opened once and checked
+        against the main dataset `main` and the extras before it (`combined.extra_problem`: slice
+        size, channels, modalities, a dataset given twice, no training slices, a patient in two
+        splits); ConfigError names the dataset and its problem. Reads the manifests only."""
+        extras = []
         for data_dir in self.extra_data_dirs:
             try:
-                manifest = schema.read_manifest(data_dir)
+                extra = schema.open(data_dir)
             except (FileNotFoundError, ValueError) as err:
                 raise ConfigError(f"--data_dir {data_dir} (extra dataset): {err}") from err
-            problem = combined.extra_problem(main, manifest, manifests)
+            problem = combined.extra_problem(main.manifest, extra.manifest, [e.manifest for e in extras])
             if problem:
                 raise ConfigError(problem)
-            manifests.append(manifest)
-        return manifests
+            extras.append(extra)
+        return extras
 
-    def check_inputs(self) -> schema.Manifest:
+    def check_inputs(self) -> list:
         """What the values cannot tell: the data agree with the model and their shards with their
         manifest (every dataset's: the extras' train splits are checked as the main one's, and
-        against it by `extra_manifests`), the judge fits the data, and TF_CONFIG describes a
+        against it by `extra_datasets`), the judge fits the data, and TF_CONFIG describes a
         multi_worker cluster. Raises ConfigError (or `integrity.DatasetMismatchError` for shards
-        that disagree with their manifest) before any work; returns the main dataset's manifest."""
+        that disagree with their manifest) before any work. Returns the run's datasets
+        (`data_dirs`, each a `schema.Dataset` opened once here), the main one first."""
         if self.strategy == "multi_worker":
             if "TF_CONFIG" not in os.environ:
                 raise ConfigError("strategy=multi_worker needs the TF_CONFIG environment variable "
@@ -317,31 +318,31 @@ class RunConfig:
                 raise ConfigError(f"--export_dir {self.export_dir}: {problem} (checked before training, which "
                                   "exports there at its end)")
         try:
-            manifest = schema.read_manifest(self.data_dir)
+            main = schema.open(self.data_dir)
         except (FileNotFoundError, ValueError) as err:
             raise ConfigError(str(err)) from err
         m = self.model
-        if (manifest.image_size, manifest.channels) != (m.image_size, m.channels):
-            raise ConfigError(f"{self.data_dir}: data are {manifest.image_size}^2 x {manifest.channels} channels but "
+        if (main.image_size, main.channels) != (m.image_size, m.channels):
+            raise ConfigError(f"{self.data_dir}: data are {main.image_size}^2 x {main.channels} channels but "
                               f"the model is configured for {m.image_size}^2 x {m.channels}")
         for domain in schema.DOMAINS:
-            if manifest.count("train", domain) == 0:
+            if main.count("train", domain) == 0:
                 raise ConfigError(f"{self.data_dir}: the train split has no {domain} slices"
                                   + (" (the main dataset, the first --data_dir, needs both classes)"
                                      if self.extra_data_dirs else ""))
-        extras = self.extra_manifests(manifest)
+        extras = self.extra_datasets(main)
         # Shards present, none extra, sizes as recorded; record counts are checked on the first pass.
         for split in ("train", "val"):
             for domain in schema.DOMAINS:
-                integrity.check_shards(manifest, split, domain)
+                integrity.check_shards(main.manifest, split, domain)
         for extra in extras:
             for domain in schema.DOMAINS:
-                integrity.check_shards(extra, "train", domain)
-        if (self.lesion_guidance or self.lambda_fill) and not labelled_tumors([manifest, *extras]):
+                integrity.check_shards(extra.manifest, "train", domain)
+        if (self.lesion_guidance or self.lambda_fill) and not labelled_tumors([d.manifest for d in (main, *extras)]):
             raise ConfigError(f"{', '.join(self.data_dirs)}: no tumor masks in the train split, so there are no "
                               "lesions to transplant for --lesion_guidance / --lambda_fill")
         if self.select_best or self.warmup_patience:
-            few = [d for d in schema.DOMAINS if manifest.count("val", d) < 2]
+            few = [d for d in schema.DOMAINS if main.count("val", d) < 2]
             if few:
                 raise ConfigError(f"{self.data_dir}: the val split has fewer than 2 {' or '.join(few)} slices, so the "
                                   "judge cannot score both directions for --select_best / --warmup_patience")
@@ -350,7 +351,7 @@ class RunConfig:
                 check_judge_for(self.judge_dir, m.image_size, m.channels)
             except ValueError as err:
                 raise ConfigError(f"--judge_dir: {err}") from err
-        return manifest
+        return [main, *extras]
 
 
 def labelled_tumors(manifests) -> bool:
@@ -481,7 +482,7 @@ def build_run_config(data_dir, model_dir: str, model: str = "ssa_cyclegan", imag
     others become `extra_data_dirs`), `model` names one of the paper's systems, `settings` holds
     the `MODEL_SETTINGS` and RunConfig's own fields. Image size and channels come from the main
     dataset's manifest (`image_size`, when not 0, must match it), and every extra dataset must
-    match it (`RunConfig.extra_manifests`). Every value is checked before `precision` is resolved
+    match it (`RunConfig.extra_datasets`). Every value is checked before `precision` is resolved
     (`auto`, and resuming, read the hardware and the run directory through TensorFlow), so a bad
     one costs no TensorFlow import."""
     if isinstance(data_dir, (list, tuple)):
@@ -495,20 +496,20 @@ def build_run_config(data_dir, model_dir: str, model: str = "ssa_cyclegan", imag
     if not data_dir or not model_dir:
         raise ConfigError("--data_dir and --model_dir are required")
     try:
-        manifest = schema.read_manifest(data_dir)
+        main = schema.open(data_dir)
     except (FileNotFoundError, ValueError) as err:
         raise ConfigError(str(err)) from err
-    if image_size and image_size != manifest.image_size:
-        raise ConfigError(f"--image_size={image_size} but {data_dir} holds {manifest.image_size}^2 slices "
+    if image_size and image_size != main.image_size:
+        raise ConfigError(f"--image_size={image_size} but {data_dir} holds {main.image_size}^2 slices "
                           "(convert again with --image_size, or leave this flag at 0)")
     try:
         precisions.check_precision(precision)
-        network = ModelConfig.for_system(model, image_size=manifest.image_size, channels=manifest.channels,
+        network = ModelConfig.for_system(model, image_size=main.image_size, channels=main.channels,
                                          **{k: settings.pop(k) for k in MODEL_SETTINGS if k in settings})
     except ValueError as err:
         raise ConfigError(str(err)) from err
     config = RunConfig(data_dir=data_dir, model_dir=model_dir, model=network, **settings)
-    config.extra_manifests(manifest)
+    config.extra_datasets(main)
     choice = resolve_precision(precision, model_dir, config.fresh)
     return dataclasses.replace(config, model=dataclasses.replace(network, precision=choice.precision),
                                precision_reason=choice.why)

@@ -102,12 +102,13 @@ def _prepare_model_dir(config: RunConfig, chief: bool, data_checksum: str, log):
     return latest
 
 
-def _dataset(config: RunConfig, skip: int):
+def _dataset(config: RunConfig, datasets: list, skip: int):
     # Always a deterministic element order: resuming replays the stream from the seed and skips
     # the batches already seen, and reading is far faster than training, so order costs nothing.
-    ds = pipeline.make_unpaired_dataset(config.data_dir, "train", global_batch_size=config.batch_size, shuffle=True,
+    main, *extras = datasets
+    ds = pipeline.make_unpaired_dataset(main, "train", global_batch_size=config.batch_size, shuffle=True,
                                         flip=config.flip, seed=config.seed, deterministic=True, repeat=True,
-                                        extra_data_dirs=config.extra_data_dirs)
+                                        extras=extras)
     options = tf.data.Options()
     # Shard by element: a small dataset may have fewer shard files than there are workers.
     options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
@@ -125,26 +126,28 @@ def train(config: RunConfig, stream=None, finish=None) -> TrainResult:
 
     log(f"Precision {config.model.precision}"
         + (f" ({config.precision_reason})" if config.precision_reason else ""))
-    manifest = config.check_inputs()
-    extras = config.extra_manifests(manifest)
-    for one in (manifest, *extras):
+    # The run's datasets, each opened once here and handed to everything that reads it.
+    datasets = config.check_inputs()
+    manifests = [dataset.manifest for dataset in datasets]
+    for one in manifests:
         for warning in config.data_warnings(one):
             log(warning)
     if config.fresh:
         resume.check_fresh(config.model_dir)        # before the lock: a refused folder is left as it was
-    schedule = Schedule.for_run(config, [manifest, *extras])
+    schedule = Schedule.for_run(config, manifests)
     # One trainer per run directory: two would write checkpoints under the same names. Only the
     # process that writes model_dir locks it (multi-worker peers save into temporary folders).
     lock = (DirectoryLock(config.model_dir, run_dir.LOCK_NAME, "a training run", "--model_dir")
             if is_chief_process(config.strategy) else contextlib.nullcontext())
     with lock:
-        result = _train(config, manifest, extras, schedule, log, stream)
+        result = _train(config, datasets, schedule, log, stream)
     if finish is not None:
         result.export = finish(config, result, log)
     return result
 
 
-def _train(config: RunConfig, manifest, extras, schedule: Schedule, log, stream) -> TrainResult:
+def _train(config: RunConfig, datasets: list, schedule: Schedule, log, stream) -> TrainResult:
+    manifest, *extras = (dataset.manifest for dataset in datasets)
     for warning in (missing_masks_warning(config, manifest, extras),
                     *(integrity.legacy_warning(m) for m in (manifest, *extras))):
         if warning:
@@ -193,7 +196,7 @@ def _train(config: RunConfig, manifest, extras, schedule: Schedule, log, stream)
     result = TrainResult(step=int(state.step.numpy()), epoch=int(state.epoch.numpy()), total_steps=total_steps,
                          resumed_from=resumed, chief=chief)
     try:
-        _run(config, schedule, strategy, chief, state, manager, result, log, stream,
+        _run(config, datasets, schedule, strategy, chief, state, manager, result, log, stream,
              record_config if chief and resume_from else None, number_offset)
     finally:
         cleanup_write_dir(out_dir, config.model_dir)
@@ -230,37 +233,39 @@ def _restore(ckpt, state: TrainingState, path: str, log):
         log(f"Note: the checkpoint has image pools for {saved_pools} replica(s), this run has {len(state.pools_tumor)}")
 
 
-def _run(config, schedule, strategy, chief, state, manager, result, log, stream, record_config, number_offset):
+def _run(config, datasets, schedule, strategy, chief, state, manager, result, log, stream, record_config,
+         number_offset):
     # Ctrl-C and SIGTERM stop the loop between steps, after a checkpoint of the last finished one
     # (multi-worker saves are collective: there they stop at once, without saving).
     with StopRequests(enabled=config.strategy != "multi_worker") as stop:
-        _loop(config, schedule, strategy, chief, state, manager, result, log, stream, record_config, number_offset,
-              stop)
+        _loop(config, datasets, schedule, strategy, chief, state, manager, result, log, stream, record_config,
+              number_offset, stop)
 
 
-def _loop(config, schedule, strategy, chief, state, manager, result, log, stream, record_config, number_offset,
-          stop):
+def _loop(config, datasets, schedule, strategy, chief, state, manager, result, log, stream, record_config,
+          number_offset, stop):
+    main = datasets[0]          # the one validated, judged and selected on
     board = summaries.Summaries(run_dir.logs_dir(config.model_dir) if chief else None)
     train_step = TrainStep(strategy, state, config)
     start = int(state.step.numpy())
-    iterator = iter(strategy.experimental_distribute_dataset(_dataset(config, skip=start)))
+    iterator = iter(strategy.experimental_distribute_dataset(_dataset(config, datasets, skip=start)))
     throughput = Throughput()
     actions = [LogProgress(config, schedule, state, board, throughput, stream)]
     validation = None
     if chief:
-        with pipeline.shard_errors_named(config.data_dir):
-            grid_inputs = summaries.sample_batch(config.data_dir)
+        with pipeline.shard_errors_named(main):
+            grid_inputs = summaries.sample_batch(main)
         # With --ema_decay, validation and the samples show the averaged generators and the raw
         # attention networks (what export uses).
         shown = state.models if state.average is None else build_models(config.model)
-        validation = Validation(config, schedule, shown, board, result, log)
+        validation = Validation(config, main, schedule, shown, board, result, log)
         shown_actions = [WriteImages(config, schedule, shown, board, grid_inputs), validation]
         if state.average is not None:
             shown_actions.insert(0, averaging.ShowAverage(state.average, state.models, shown, shown_actions))
         actions += shown_actions + [AnnounceFreeze(schedule, log)]
         board.run_settings(start, config, fresh=start == 0)
         if config.select_best or config.warmup_patience:
-            actions.append(selection.RecordValidation(config, schedule, result, log))
+            actions.append(selection.RecordValidation(config, main, schedule, result, log))
     saver = SaveCheckpoint(config, schedule, state, manager, start, number_offset)
     actions.append(saver)
     if chief and config.select_best:
@@ -275,7 +280,7 @@ def _loop(config, schedule, strategy, chief, state, manager, result, log, stream
             _stop(stop, saver, current, log)
         phase = schedule.phase(current)
         began = time.perf_counter()
-        with pipeline.shard_errors_named(config.data_dirs):    # a bad shard: one error naming it
+        with pipeline.shard_errors_named(datasets):    # a bad shard: one error naming it
             batch = next(iterator)
         values = {k: float(v) for k, v in train_step(batch, phase).items()}
         throughput.add(time.perf_counter() - began)

@@ -157,13 +157,14 @@ RULE = (f"score = mean over normal_to_tumor and tumor_to_normal of (judge rate -
 
 class RecordValidation:
     """Periodic action (chief, after `Validation`, before the checkpoint is saved): records each new
-    epoch's measures and score in scores.json, and ends the warm-up when the criterion says so."""
+    epoch's measures and score in scores.json, and ends the warm-up when the criterion says so.
+    `dataset`: the run's main dataset (the `schema.Dataset` training opened), whose validation
+    split is scored."""
 
-    def __init__(self, config, schedule, result, log):
+    def __init__(self, config, dataset, schedule, result, log):
         self.config, self.schedule, self.result, self.log = config, schedule, result, log
         self.recorded = set()
-        manifest = schema.read_manifest(config.data_dir)
-        warning = slices_warning(manifest.count("val", "normal"), manifest.count("val", "tumor"))
+        warning = slices_warning(dataset.count("val", "normal"), dataset.count("val", "tumor"))
         if warning:
             log(warning)
         warning = judge_warning(read_judge_info(config.judge_dir)) if config.judge_dir else None

@@ -198,17 +198,16 @@ def translation_figure(rows: list, step: int):
     return figures.labelled_grid(tiles, list(GRID_COLUMNS), labels, title=f"Translations at step {step}")
 
 
-def sample_batch(data_dir: str, count: int = 2) -> tuple:
-    """Up to `count` normal and tumor slices for image grids: from the validation split when it
-    has both domains, else from the training split."""
+def sample_batch(dataset, count: int = 2) -> tuple:
+    """Up to `count` normal and tumor slices of `dataset` (a `schema.Dataset`) for image grids:
+    from the validation split when it has both domains, else from the training split."""
     from ssagan_tf.data import schema
 
-    manifest = schema.read_manifest(data_dir)
-    split = "val" if all(manifest.count("val", d) for d in schema.DOMAINS) else "train"
+    split = "val" if all(dataset.count("val", d) for d in schema.DOMAINS) else "train"
     picked = []
     for domain in schema.DOMAINS:
-        n = min(count, manifest.count(split, domain))
-        batch = next(iter(pipeline.make_slice_dataset(data_dir, split, domain, n)))
+        n = min(count, dataset.count(split, domain))
+        batch = next(iter(pipeline.make_slice_dataset(dataset, split, domain, n)))
         picked.append(batch["image"].numpy())
     n = min(len(picked[0]), len(picked[1]))
     return picked[0][:n], picked[1][:n]

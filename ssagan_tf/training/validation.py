@@ -16,20 +16,18 @@ from ssagan_tf.models import translate
 JUDGE_BATCH = 16        # validation slices per translation call when the judge scores them
 
 
-def validation_attention(attention_tumor, data_dir: str, tau: float, batch_size: int = 8):
-    """How well the tumor attention A_t finds the tumor on the validation tumor slices that carry a
-    mask. Returns {"dice": mean Dice of A_t >= tau (the pseudo-mask augmentation writes) against
-    the true whole-tumor mask, "attended": fraction of their pixels with A_t >= tau, "inside" /
-    "outside": mean A_t over their tumor / non-tumor pixels}, or None when there is no attention
-    network or no such slice. `attention_tumor` maps images to attention (a model, or a
-    tf.function around one)."""
-    from ssagan_tf.data import schema
-
-    if attention_tumor is None or schema.read_manifest(data_dir).count("val", "tumor") == 0:
+def validation_attention(attention_tumor, dataset, tau: float, batch_size: int = 8):
+    """How well the tumor attention A_t finds the tumor on the validation tumor slices of `dataset`
+    (a `schema.Dataset`) that carry a mask. Returns {"dice": mean Dice of A_t >= tau (the
+    pseudo-mask augmentation writes) against the true whole-tumor mask, "attended": fraction of
+    their pixels with A_t >= tau, "inside" / "outside": mean A_t over their tumor / non-tumor
+    pixels}, or None when there is no attention network or no such slice. `attention_tumor` maps
+    images to attention (a model, or a tf.function around one)."""
+    if attention_tumor is None or dataset.count("val", "tumor") == 0:
         return None
     dice_sum, attended_sum, count = 0.0, 0.0, 0
     inside = outside = tumor_pixels = other_pixels = 0.0
-    for batch in pipeline.make_slice_dataset(data_dir, "val", "tumor", batch_size):
+    for batch in pipeline.make_slice_dataset(dataset, "val", "tumor", batch_size):
         keep = batch["has_mask"].numpy() > 0
         if not keep.any():
             continue
@@ -47,19 +45,18 @@ def validation_attention(attention_tumor, data_dir: str, tau: float, batch_size:
             "inside": float(inside / max(tumor_pixels, 1)), "outside": float(outside / max(other_pixels, 1))}
 
 
-def validation_normal_attention(normal_to_tumor, data_dir: str, tau: float, batch_size: int = 8):
-    """What the normal->tumor direction does to the validation normal slices. `normal_to_tumor`
-    maps images to (translation, attention A_n) (paper Eq. 1, no threshold). Returns {"mean": mean
-    A_n, "max": its largest value, "attended": fraction of pixels with A_n >= tau, "change": mean
-    |translation - input|}, or None when there is no attention network or no such slice. A_n
-    exactly 0 everywhere means every "synthetic tumor" equals its input."""
-    from ssagan_tf.data import schema
-
-    if normal_to_tumor is None or schema.read_manifest(data_dir).count("val", "normal") == 0:
+def validation_normal_attention(normal_to_tumor, dataset, tau: float, batch_size: int = 8):
+    """What the normal->tumor direction does to the validation normal slices of `dataset` (a
+    `schema.Dataset`). `normal_to_tumor` maps images to (translation, attention A_n) (paper Eq. 1,
+    no threshold). Returns {"mean": mean A_n, "max": its largest value, "attended": fraction of
+    pixels with A_n >= tau, "change": mean |translation - input|}, or None when there is no
+    attention network or no such slice. A_n exactly 0 everywhere means every "synthetic tumor"
+    equals its input."""
+    if normal_to_tumor is None or dataset.count("val", "normal") == 0:
         return None
     total = {"mean": 0.0, "attended": 0.0, "change": 0.0}
     largest, count = 0.0, 0
-    for batch in pipeline.make_slice_dataset(data_dir, "val", "normal", batch_size):
+    for batch in pipeline.make_slice_dataset(dataset, "val", "normal", batch_size):
         images = batch["image"].numpy()
         translated, attention = (np.asarray(t, np.float64) for t in normal_to_tumor(batch["image"]))
         total["mean"] += float(attention.mean(axis=(1, 2, 3)).sum())
@@ -179,10 +176,11 @@ class Validation:
     """The chief's validation at the end of every epoch (and of epoch 0, the untrained baseline):
     records each measure in `result` (a `TrainResult`) by epoch, writes it to `board` under
     `val/` and logs it. Warns once if the tumor attention fails while it trains, and again if it
-    still fails when the schedule freezes it."""
+    still fails when the schedule freezes it. `dataset` is the run's main dataset (the
+    `schema.Dataset` training opened), whose validation split it reads."""
 
-    def __init__(self, config, schedule, models, board, result, log):
-        self.config, self.schedule, self.models = config, schedule, models
+    def __init__(self, config, dataset, schedule, models, board, result, log):
+        self.config, self.dataset, self.schedule, self.models = config, dataset, schedule, models
         self.board, self.result, self.log = board, result, log
         self.attention_fn = (tf.function(lambda x: models.attention_tumor(x, training=False), reduce_retracing=True)
                              if models.attention_tumor is not None else None)
@@ -193,10 +191,10 @@ class Validation:
         self.judge = self.val_arrays = self.fill_pairs = None
         if config.lesion_guidance > 0 or config.lambda_fill > 0:
             # The same transplants every epoch, so the healthy-fill figures compare across epochs.
-            self.fill_pairs = transplanted_pairs(pipeline.load_split_arrays(config.data_dir, "val"), config.seed)
+            self.fill_pairs = transplanted_pairs(pipeline.load_split_arrays(dataset, "val"), config.seed)
         if config.judge_dir:
             self.judge = scoring.Judge(config.judge_dir)
-            self.val_arrays = pipeline.load_split_arrays(config.data_dir, "val")
+            self.val_arrays = pipeline.load_split_arrays(dataset, "val")
             log(f"Judge {config.judge_dir} (its test AUC {self.judge.test_auc:.3f}) scores the validation "
                 "translations each epoch")
 
@@ -204,18 +202,18 @@ class Validation:
         return self.schedule.ends_epoch(step)
 
     def __call__(self, step: int, values=None):
-        with pipeline.shard_errors_named(self.config.data_dir):
+        with pipeline.shard_errors_named(self.dataset):
             self._validate(step, self.schedule.epoch_of(step))
 
     def _validate(self, at_step: int, at_epoch: int):
         config, board, result, log = self.config, self.board, self.result, self.log
-        stats = validation_attention(self.attention_fn, config.data_dir, config.tau)
+        stats = validation_attention(self.attention_fn, self.dataset, config.tau)
         if stats is not None:
             result.val_dice[at_epoch] = stats["dice"]
             board.scalars(at_step, {f"attention_tumor_{k}": v for k, v in stats.items()}, prefix="val/")
             log(f"epoch {at_epoch}: validation Dice of A_t >= {config.tau} vs mask = {stats['dice']:.4f} "
                 f"({100 * stats['attended']:.1f}% of pixels attended)")
-        normal = validation_normal_attention(self.normal_fn, config.data_dir, config.tau)
+        normal = validation_normal_attention(self.normal_fn, self.dataset, config.tau)
         if normal is not None:
             result.val_normal_attention[at_epoch] = normal
             board.scalars(at_step, {f"attention_normal_{k}": v for k, v in normal.items()}, prefix="val/")
