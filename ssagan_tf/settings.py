@@ -11,7 +11,9 @@ flags are generated from the fields.
 A flag's kind follows the field's default: bool -> --[no]name, int, float, a string (an enum when
 the field names `choices`), a tuple -> a comma-separated list. A flag may keep old spellings
 (`aliases=`): an old spelling still works and, when read, prints one deprecation line. Plain
-Python and absl only, so a command's `--help` and a bad flag cost no TensorFlow import.
+Python and absl only, so a command's `--help` and a bad flag cost no TensorFlow import; absl's
+flags are imported only when flags are defined or read (importing `absl.flags` hooks the import
+system, and importing the library changes nothing outside it).
 
 Every config checks its values the same way: at construction, with a `Problems` collector, so that
 one `ConfigError` names every value that cannot work; what lies outside the values (folders,
@@ -22,8 +24,6 @@ from __future__ import annotations
 
 import dataclasses
 import sys
-
-from absl import flags
 
 
 class ConfigError(ValueError):
@@ -97,10 +97,19 @@ def default_of(f: dataclasses.Field):
     return None
 
 
-def define(name: str, default, help: str, choices=None, aliases=(), flag_values=flags.FLAGS,
+def _flags():
+    from absl import flags
+
+    return flags
+
+
+def define(name: str, default, help: str, choices=None, aliases=(), flag_values=None,
            module_name: str | None = None, kind=None) -> None:
-    """One absl flag, its kind chosen by `default`'s type (see the module docstring) or by `kind`,
-    listed by `--help` among the flags of `module_name` (default: the module calling this)."""
+    """One absl flag on `flag_values` (default: absl's FLAGS), its kind chosen by `default`'s type
+    (see the module docstring) or by `kind`, listed by `--help` among the flags of `module_name`
+    (default: the module calling this)."""
+    flags = _flags()
+    flag_values = flags.FLAGS if flag_values is None else flag_values
     if not help:
         raise ValueError(f"--{name}: a setting without help text")
     where = {"flag_values": flag_values, "module_name": module_name or _caller()}
@@ -133,7 +142,7 @@ def flag_name(f: dataclasses.Field) -> str:
     return f.metadata.get(FLAG) or f.name
 
 
-def define_flags(cls, names=None, flag_values=flags.FLAGS, module_name: str | None = None) -> tuple:
+def define_flags(cls, names=None, flag_values=None, module_name: str | None = None) -> tuple:
     """The flags of `cls`'s fields `names` (default: every `flag_names(cls)`), each with its
     field's default, help and choices, listed among `module_name`'s flags (default: the calling
     module's); returns the field names (`read_fields` reads them back)."""
@@ -158,9 +167,10 @@ def _caller() -> str:
     return frame.f_globals.get("__name__", "__main__")
 
 
-def read_flags(names, flag_values=flags.FLAGS) -> dict:
+def read_flags(names, flag_values=None) -> dict:
     """name -> parsed value of each flag in `names` (lists as tuples, as the configs hold them);
     an old spelling used prints its deprecation line."""
+    flag_values = _flags().FLAGS if flag_values is None else flag_values
     warn_old_spellings(names, flag_values)
     values = {}
     for name in names:
@@ -169,7 +179,7 @@ def read_flags(names, flag_values=flags.FLAGS) -> dict:
     return values
 
 
-def read_fields(cls, names, flag_values=flags.FLAGS) -> dict:
+def read_fields(cls, names, flag_values=None) -> dict:
     """field name -> value of the flag of each of `cls`'s fields `names` (`define_flags`), turned
     into the field's value by its `parse`. A value `parse` refuses raises ConfigError naming the
     flag; every such problem is named at once."""
@@ -193,9 +203,10 @@ def deprecation_line(alias: str, name: str) -> str:
     return f"WARNING: --{alias} is an old spelling of --{name}; it still works, and may go in a later release"
 
 
-def warn_old_spellings(names, flag_values=flags.FLAGS, out=None) -> list:
+def warn_old_spellings(names, flag_values=None, out=None) -> list:
     """Print one deprecation line for each old spelling of `names` the command line used; returns
     the lines."""
+    flag_values = _flags().FLAGS if flag_values is None else flag_values
     lines = [deprecation_line(alias, name) for name in names
              for alias in _OLD_SPELLINGS.get(name, ()) if alias in flag_values and flag_values[alias].present]
     for line in lines:

@@ -45,7 +45,7 @@ def test_brain_flags_reads_what_the_readme_converts():
     (convert,) = _commands(header.replace("Convert:", ""), "data_prep.convert")
     assert convert == brats[0]
     (judge,) = _commands(header, "ssagan_tf.judge")
-    assert judge == {"data_dir": values["data_dir"], "output_dir": values["judge_dir"]}
+    assert judge == {"data_dir": values["data_dir"], "output_dir": values["judge"]}
 
 
 def test_brain_flags_carries_lgg_flags_departures():

@@ -99,11 +99,11 @@ class RunConfig:
         "fake both masked by the fake's source attention (source_attention, the paper's form; alias paper); or fakes "
         "masked by their source attention and reals by their own attention (own_attention, Mejjati et al.; alias "
         "mejjati).", choices=D_MODES + tuple(D_MODE_ALIASES))
-    attention_area: float = setting(0.0, "Not in the paper. > 0: while the attention trains, a hinge loss keeps "
-                                         "the normal->tumor attention A_n open over at least this fraction of the "
-                                         "head (e.g. the median tumor area of the labelled slices), so it cannot "
-                                         "close to 0 and make normal->tumor the identity (docs/training.md, 'When "
-                                         "normal->tumor draws nothing'). 0 = off.")
+    attention_area: float = setting(
+        0.0, "Not in the paper. > 0: while the attention trains, a hinge loss keeps the normal->tumor attention A_n "
+        "open over at least this fraction of the head (e.g. the median tumor area of the labelled slices), so it "
+        "cannot close to 0 and make normal->tumor the identity "
+        "(docs/training.md, 'When normal->tumor draws nothing'). 0 = off.")
     lambda_attention_area: float = setting(1.0, "Weight of the --attention_area hinge (which lies in [0, 1]).")
     cycle_attention: str = setting(
         "recompute", "Attention of the cycle's way back. recompute (the paper; docs/method.md): the other "
