@@ -117,6 +117,20 @@ def test_run_train_reads_every_flag_it_defines_into_its_config():
     assert all(found["defaults"].values()), found["defaults"]              # each flag's default is its field's
 
 
+def test_a_list_setting_without_a_default_says_its_kind():
+    @dataclasses.dataclass
+    class Listed:
+        names: tuple = setting(("x",), "Which, by default the caller's choice.", flag_default=None, kind=tuple)
+
+    values = fresh()
+    names = settings.define_flags(Listed, flag_values=values)
+    assert values["names"].default is None and values["names"].flag_type() == "comma separated list of strings"
+    values(["prog"])
+    assert settings.read_fields(Listed, names, values) == {"names": None}
+    values(["prog", "--names=a,b"])
+    assert settings.read_fields(Listed, names, values) == {"names": ("a", "b")}
+
+
 def test_problems_collects_every_message_into_one_error():
     problems = settings.Problems()
     problems.need(True, "never")
