@@ -22,21 +22,65 @@ from ssagan_tf.data.preprocess import (BRAIN_LENGTH_MM, CUT_TOP_AREA, FIELDS_OF_
                                        VERTEX_AREA, axial_extent, below_vertex, brain_extent, fit_box, fit_to_size,
                                        foreground, frame_slices, head_box, head_mask, intensity_bounds,
                                        normalise_volume, reference_area, scale_to_unit)
+from ssagan_tf.settings import setting
 
+
+def _slice_range(text) -> tuple | None:
+    """--slice_range START:STOP (either may be empty) -> (start, stop); not given: None."""
+    if not text:
+        return None
+    parts = text.split(":")
+    try:
+        if len(parts) != 2:
+            raise ValueError
+        return tuple(int(p) if p else None for p in parts)
+    except ValueError:
+        raise ValueError("must be START:STOP with integers (either may be empty)") from None
+
+
+def _percentiles(values) -> tuple:
+    """--percentiles LOW,HIGH -> (low, high)."""
+    try:
+        numbers = tuple(float(v) for v in values)
+    except ValueError:
+        numbers = ()
+    if len(numbers) != 2:
+        raise ValueError("must be two numbers")
+    return numbers
 
 
 @dataclass(frozen=True)
 class PrepOptions:
-    image_size: int = 256
-    min_tumor_pixels: int = 20
-    normal_margin: int = 0
-    slice_range: tuple | None = None       # (start, stop) axial indices, Python slice semantics
-    min_brain_fraction: float = 0.05
-    percentiles: tuple = (0.5, 99.5)
-    assume_normal: bool = False
-    min_brain_ratio: float = 0.5           # normal slices: head area >= this x the volume's largest
-    brain_length_mm: float = BRAIN_LENGTH_MM   # normal slices: at most this far below the vertex; 0: no bound
-    field_of_view: str = "fit"             # fit: head box scaled to a fixed fraction of the frame; pad: as stored
+    """How one scan becomes slices; each field's help text is its flag's (`python -m
+    data_prep.convert --help`). ConvertConfig checks the values."""
+
+    image_size: int = setting(256, "Output slices are image_size x image_size (see --field_of_view; masks are "
+                                   "resized by nearest neighbour). run_train.py takes multiples of 4 from 32 on; "
+                                   "other sizes convert, with a warning, for the classifiers and the judge.")
+    min_tumor_pixels: int = setting(20, "A tumor slice has at least this many whole-tumor pixels (after resizing; 1 "
+                                        "to image_size^2); slices with fewer but some tumor are dropped.")
+    normal_margin: int = setting(0, "Normal slices must be at least this many slices away from any slice with tumor.")
+    slice_range: tuple | None = setting(       # (start, stop) axial indices, Python slice semantics
+        None, "START:STOP, axial slices to consider (Python slice; either may be empty), after reorientation.",
+        parse=_slice_range)
+    min_brain_fraction: float = setting(0.05, "Drop slices of a volume whose head covers less than this fraction of "
+                                              "the slice, in [0, 1).")
+    percentiles: tuple = setting((0.5, 99.5), "Per-volume intensity clip percentiles over brain voxels.",
+                                 flag_default=("0.5", "99.5"), parse=_percentiles)
+    assume_normal: bool = setting(False, "With --no_masks: every brain slice is a normal slice.")
+    min_brain_ratio: float = setting(
+        0.5, "Normal slices of a volume must lie in the brain's axial extent: the unbroken run of slices with at "
+        "least this fraction of the largest head slice's area, within --brain_length_mm of the vertex (drops "
+        "noise-only and scalp-top slices).")
+    brain_length_mm: float = setting(
+        BRAIN_LENGTH_MM, "Normal slices of a volume must lie at most this many mm (by the volume's slice spacing) "
+        "below the vertex, the top of the head: an adult brain spans about 110-130 mm from it, so neck, shoulders "
+        "and face below are no normal brain. 0: no bound. Not applied when the head is cut at the volume's top.")
+    field_of_view: str = setting(
+        "fit", "How slices fill the image_size frame. fit: the head's bounding box (over the brain's extent; per "
+        "image for 2-D slices) is scaled to 0.9 of the frame, enlarging or shrinking by the pixel spacing, one "
+        "scale per volume, so image size and field of view do not tell classes apart. pad: as stored, padded "
+        "centrally and shrunk only when larger than the frame (the earlier behaviour).", choices=FIELDS_OF_VIEW)
 
 
 DROP_REASONS = ("slice_range", "little_brain", "outside_brain_extent", "ambiguous", "anatomy", "duplicate")

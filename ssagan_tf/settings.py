@@ -74,7 +74,8 @@ def setting(default=dataclasses.MISSING, help="", *, choices=None, flag=None, al
     field whose value the command line spells otherwise (numbers in a comma list, NAME=PATH pairs)
     gives the flag's default as spelled (`flag_default`, which also chooses the flag's kind) and
     `parse`, which turns the flag's value into the field's (raising ValueError for a bad one).
-    `kind` (int or float) is the flag's kind where the default (None: unset) does not say it."""
+    `kind` (int, float or tuple: a comma-separated list) is the flag's kind where the default (None:
+    unset) does not say it."""
     metadata = {HELP: help, CHOICES: tuple(choices) if choices is not None else None, ALIASES: tuple(aliases),
                 FLAG: flag, PARSE: parse, FLAG_DEFAULT: flag_default, KIND: kind}
     if default_factory is not None:
@@ -121,8 +122,8 @@ def define(name: str, default, help: str, choices=None, aliases=(), flag_values=
         flags.DEFINE_integer(name, default, help, **where)
     elif kind is float or isinstance(default, float):
         flags.DEFINE_float(name, default, help, **where)
-    elif isinstance(default, (tuple, list)):
-        flags.DEFINE_list(name, list(default), help, **where)
+    elif kind is tuple or isinstance(default, (tuple, list)):
+        flags.DEFINE_list(name, None if default is None else list(default), help, **where)
     elif default is None or isinstance(default, str):
         flags.DEFINE_string(name, default, help, **where)
     else:

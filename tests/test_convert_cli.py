@@ -4,6 +4,7 @@ import pytest
 from absl import flags
 
 from data_prep import convert_cli
+from ssagan_tf.settings import ConfigError
 
 
 @pytest.fixture
@@ -26,8 +27,10 @@ def test_every_flag_lands_in_the_config(parse):
                    "--train_fraction=0.5", "--val_fraction=0.2", "--labelled_fraction=0.25", "--seed=7",
                    "--num_shards=4", "--workers=1", "--strict", "--overwrite", "--nomatch_anatomy",
                    "--dedupe=drop", "--keep_splits", "--min_brain_ratio=0.3", "--brain_length_mm=100",
-                   "--field_of_view=pad", "--storage=uint8", "--compression=none")
+                   "--field_of_view=pad", "--storage=uint8", "--compression=none", "--no_masks", "--assume_normal",
+                   "--stack_slices=off")
     reader, prep = config.reader, config.prep
+    assert reader.no_masks and prep.assume_normal and reader.stack_slices == "off"
     assert (config.storage, config.compression) == ("uint8", "none")
     assert reader.modalities == ("flair", "t1ce") and reader.image_glob == "*/*_img.nrrd"
     assert reader.modality_replace == (("t1ce", "_img", "_t1ce"),) and reader.keep_splits
@@ -70,6 +73,23 @@ def test_slice_range_forms(parse):
 def test_bad_values_are_refused(parse, extra, message):
     with pytest.raises(ValueError, match=message):
         parse(*extra)
+
+
+def test_every_flag_that_does_not_parse_is_named_in_one_error(parse):
+    with pytest.raises(ConfigError, match=r"^--class_folders=yes=2: 'yes=2': the label must be 0 or 1; "
+                                          r"--slice_range=a:b: must be START:STOP .*; --percentiles=1: must be two "
+                                          r"numbers$"):
+        parse("--class_folders=yes=2", "--slice_range=a:b", "--percentiles=1")
+
+
+def test_the_folders_and_the_format_are_required_all_at_once():
+    flags.FLAGS.unparse_flags()
+    flags.FLAGS(["convert"])
+    try:
+        with pytest.raises(ConfigError, match="^--input is required; --format is required; --output_dir is required$"):
+            convert_cli.config_from_flags()
+    finally:
+        flags.FLAGS.unparse_flags()
 
 
 def test_field_of_view_defaults_to_fit_and_refuses_other_values(parse):

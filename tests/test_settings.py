@@ -117,6 +117,59 @@ def test_run_train_reads_every_flag_it_defines_into_its_config():
     assert all(found["defaults"].values()), found["defaults"]              # each flag's default is its field's
 
 
+def test_a_list_setting_without_a_default_says_its_kind():
+    @dataclasses.dataclass
+    class Listed:
+        names: tuple = setting(("x",), "Which, by default the caller's choice.", flag_default=None, kind=tuple)
+
+    values = fresh()
+    names = settings.define_flags(Listed, flag_values=values)
+    assert values["names"].default is None and values["names"].flag_type() == "comma separated list of strings"
+    values(["prog"])
+    assert settings.read_fields(Listed, names, values) == {"names": None}
+    values(["prog", "--names=a,b"])
+    assert settings.read_fields(Listed, names, values) == {"names": ("a", "b")}
+
+
+PROBE_CONVERT = """
+import dataclasses
+import json
+from absl import flags
+from data_prep import convert_cli
+from ssagan_tf import settings
+
+defaults = {}
+for cls, names in convert_cli.SETTINGS.items():
+    for name in names:
+        field = settings.field_of(cls, name)
+        default = field.metadata[settings.FLAG_DEFAULT]
+        default = settings.default_of(field) if default is dataclasses.MISSING else default
+        flag = flags.FLAGS[settings.flag_name(field)]
+        defaults[flag.name] = flag.default == (list(default) if isinstance(default, tuple) else default)
+print(json.dumps({"defined": sorted(f.name for f in flags.FLAGS.get_flags_for_module(convert_cli.__name__)),
+                  "defaults": defaults}))
+"""
+
+
+def test_run_convert_reads_every_flag_it_defines_into_its_config():
+    """Every flag `python -m data_prep.convert` defines is a field of ConvertConfig, ReaderOptions or
+    PrepOptions that config_from_flags reads, with its field's default (or the flag's spelling of
+    it); in a process of its own, as the command defines its flags on absl's global FLAGS."""
+    import json
+    import subprocess
+    import sys
+
+    from conftest import REPO_ROOT
+
+    done = subprocess.run([sys.executable, "-c", PROBE_CONVERT], cwd=REPO_ROOT, capture_output=True, text=True,
+                          check=True)
+    found = json.loads(done.stdout.strip().splitlines()[-1])
+    assert found["defined"] == sorted(found["defaults"]) and len(found["defined"]) == 36
+    assert {"input", "modalities", "percentiles", "slice_range", "class_folders"} <= set(found["defined"])
+    assert "input_dir" not in found["defined"]                     # the field keeps its name, the flag its own
+    assert all(found["defaults"].values()), found["defaults"]
+
+
 def test_problems_collects_every_message_into_one_error():
     problems = settings.Problems()
     problems.need(True, "never")
@@ -130,6 +183,7 @@ def test_problems_collects_every_message_into_one_error():
 
 def test_every_config_names_all_its_bad_values_in_one_config_error(tmp_path):
     from data_prep.convert import ConvertConfig
+    from data_prep.readers import ReaderOptions
     from ssagan_tf.augment.config import AugmentConfig
     from ssagan_tf.evaluation.config import EvaluationConfig
     from ssagan_tf.models.config import ModelConfig
@@ -145,6 +199,10 @@ def test_every_config_names_all_its_bad_values_in_one_config_error(tmp_path):
          ["epochs=0: must be an integer >= 1", "width=0: must be an integer >= 1"]),
         (lambda: ConvertConfig(input_dir=str(tmp_path / "absent"), format="brats", output_dir=str(tmp_path / "o"),
                                num_shards=0, workers=-1), ["--num_shards must be >= 1", "--workers must be >= 0"]),
+        (lambda: ConvertConfig(input_dir="", format=None, output_dir=""),
+         ["--input is required", "--format is required", "--output_dir is required"]),
+        (lambda: ReaderOptions(patient_level=-1, mask_suffix=""),
+         ["--patient_level must be >= 0", "--mask_suffix is empty"]),
     ]
     for build, messages in cases:
         with pytest.raises(settings.ConfigError) as caught:

@@ -32,7 +32,7 @@ from data_prep.writer import ShardedWriter, labelled_patients
 from ssagan_tf.choices import image_size_problem
 from ssagan_tf import io as durable
 from ssagan_tf.data import schema
-from ssagan_tf.settings import Problems
+from ssagan_tf.settings import Problems, setting
 
 DEDUPE_MODES = ("group", "drop", "off")
 SHEET_PER_ROW = 4
@@ -41,23 +41,54 @@ PROGRESS_SECONDS = 5.0     # at most one progress line this often (first, failed
 
 @dataclass(frozen=True)
 class ConvertConfig:
-    input_dir: str
-    format: str
-    output_dir: str
+    """One conversion; each field's help text is its flag's (`python -m data_prep.convert --help`,
+    generated from the fields of this class, `ReaderOptions` and `PrepOptions`)."""
+
+    input_dir: str = setting(help="Folder holding the dataset to convert.", flag="input")
+    format: str = setting(help="Input layout: brats (BraTS 2013-2023 and MSD Task01 case folders), pairs (image + "
+                               "mask volumes matched by name: NIfTI, NRRD, MHA or DICOM series folders), folders "
+                               "(2-D class folders or name.tif + name_mask.tif pairs), figshare (brain-tumor .mat "
+                               "files).", choices=FORMATS)
+    output_dir: str = setting(help="Where shards, manifest.json and conversion_report.md are written: a new or "
+                                   "empty folder, or one the converter wrote before; never --input, a folder inside "
+                                   "it or holding it.")
     reader: ReaderOptions = field(default_factory=ReaderOptions)
     prep: preprocess.PrepOptions = field(default_factory=preprocess.PrepOptions)
-    train_fraction: float = 0.7
-    val_fraction: float = 0.1
-    labelled_fraction: float = 1.0
-    seed: int = 0
-    num_shards: int = 8
-    workers: int = 0          # 0: one per CPU core
-    strict: bool = False
-    overwrite: bool = False
-    match_anatomy: bool = True
-    dedupe: str = "group"
-    storage: str = schema.DEFAULT_STORAGE.image_dtype        # image dtype on disk (schema.IMAGE_DTYPES)
-    compression: str = schema.DEFAULT_STORAGE.compression    # shard files (schema.COMPRESSIONS)
+    train_fraction: float = setting(0.7, "Fraction of patients in the training split (the paper trains on half the "
+                                         "cases to simulate scarce data: 0.5).")
+    val_fraction: float = setting(0.1, "Fraction of patients in the validation split; the rest is test. With "
+                                       "--keep_splits and no validation folder: the fraction of the dataset's "
+                                       "training patients drawn for validation.")
+    labelled_fraction: float = setting(1.0, "Fraction of training patients whose tumor masks are kept (has_mask = "
+                                            "1); the others' are dropped, for semi-supervised runs. Val/test keep "
+                                            "masks.")
+    seed: int = setting(0, "Seed of the patient split and of the labelled subset.")
+    num_shards: int = setting(8, "Shards per split and domain (fewer when there are fewer slices).")
+    workers: int = setting(0, "Worker threads reading cases (>= 0); 0 = one per CPU core.")
+    strict: bool = setting(False, "Fail (exit non-zero) when any case fails.")
+    overwrite: bool = setting(False, "Replace a dataset the converter wrote in --output_dir, removing only the files "
+                                     "its record (.conversion-files.json) lists. A folder holding anything else, or "
+                                     "the input itself, is refused with or without it.")
+    match_anatomy: bool = setting(
+        True, "Draw normal slices of 3-D and stacked cases from the levels where the cohort's tumor slices lie: "
+        "normal slices whose head area ratio (to the extent's largest head slice) is below the tumor slices' 5th "
+        "percentile are dropped, and the rest are sampled (seeded by --seed) per tenth of the brain's axial extent "
+        "in proportion to the tumor slices' positions. A warning (console and report) when the written normals' "
+        "positions still differ from the tumors' by a Kolmogorov-Smirnov statistic above 0.15 (p < 0.05). The "
+        "report shows both distributions.")
+    dedupe: str = setting(
+        "group", "Exact duplicate slices (same decoded pixels) and, among single 2-D images, near duplicates (the "
+        "same scan at another size or JPEG quality: perceptual hashes at most 24 of 143 bits apart and thumbnails "
+        "correlating >= 0.95): group keeps the patients sharing one in the same split, drop keeps only the first "
+        "occurrence, off only reports them.", choices=DEDUPE_MODES)
+    storage: str = setting(         # image dtype on disk (schema.IMAGE_DTYPES)
+        schema.DEFAULT_STORAGE.image_dtype, "How slice images are stored: uint16 (default) quantises [-1, 1] to "
+        "65536 levels, every value within 1.532e-5 of the float32 one, -1 (background) and 1 exact; uint8 to 256 "
+        "levels (within 0.00393); float32 as computed (twice uint16's bytes). Readers take every storage, and "
+        "datasets written before this flag.", choices=("uint16", "uint8", "float32"))
+    compression: str = setting(     # shard files (schema.COMPRESSIONS)
+        schema.DEFAULT_STORAGE.compression, "Shard files: gzip (default; background and masks shrink to almost "
+        "nothing, docs/formats.md has the sizes and read speeds) or none.", choices=("gzip", "none"))
 
     def image_storage(self) -> schema.Storage:
         return schema.Storage(self.storage, self.compression)
@@ -68,7 +99,10 @@ class ConvertConfig:
         problems = Problems()
         need = problems.need
         prep = self.prep
-        need(self.format in FORMATS, f"--format must be one of {', '.join(FORMATS)}, got {self.format!r}")
+        for flag, value in (("input", self.input_dir), ("format", self.format), ("output_dir", self.output_dir)):
+            need(value, f"--{flag} is required")
+        need(not self.format or self.format in FORMATS,
+             f"--format must be one of {', '.join(FORMATS)}, got {self.format!r}")
         need(0.0 < self.train_fraction <= 1.0 and 0.0 <= self.val_fraction < 1.0
              and self.train_fraction + self.val_fraction <= 1.0,
              "--train_fraction in (0, 1] and --val_fraction in [0, 1) must add up to at most 1, "
@@ -102,10 +136,13 @@ class ConvertConfig:
         need(not (self.reader.no_masks and not prep.assume_normal and self.format in ("brats", "pairs")),
              "--no_masks needs --assume_normal: without masks no slice can be labelled tumor, so every brain "
              "slice is taken as normal only when you say so")
-        try:
-            check_for_format(self.reader, self.format)
-        except ValueError as err:
-            problems.add(str(err))
+        need(not (prep.assume_normal and not self.reader.no_masks),
+             "--assume_normal goes with --no_masks (a healthy cohort without masks)")
+        if self.format in FORMATS:
+            try:
+                check_for_format(self.reader, self.format)
+            except ValueError as err:
+                problems.add(str(err))
         problems.raise_any()
 
     def check_inputs(self) -> None:

@@ -15,46 +15,103 @@ from dataclasses import dataclass
 
 from data_prep.readers import brats, figshare, folders, pairs
 from data_prep.scan import CaseRef, LayoutError, Scan
+from ssagan_tf.settings import Problems, setting
 
 FORMATS = ("brats", "pairs", "folders", "figshare")
+STACK_SLICES = ("auto", "on", "off")
 _READERS = {"brats": brats, "pairs": pairs, "folders": folders, "figshare": figshare}
+
+
+def _pair(text: str, sep: str, form: str) -> tuple:
+    parts = text.split(sep)
+    if len(parts) != 2 or not parts[0]:
+        raise ValueError(f"{text!r} is not {form}")
+    return parts[0], parts[1]
+
+
+def _mask_replace(text) -> tuple | None:
+    """--mask_replace OLD:NEW -> (OLD, NEW); not given: None."""
+    return _pair(text, ":", "OLD:NEW") if text else None
+
+
+def _class_folders(items) -> tuple:
+    """--class_folders NAME=LABEL,... -> ((name, label), ...)."""
+    pairs = []
+    for item in items:
+        name, label = _pair(item, "=", "NAME=LABEL")
+        if label not in ("0", "1"):
+            raise ValueError(f"{item!r}: the label must be 0 or 1")
+        pairs.append((name, int(label)))
+    return tuple(pairs)
+
+
+def _modality_replace(items) -> tuple:
+    """--modality_replace NAME=OLD:NEW,... -> ((name, OLD, NEW), ...)."""
+    rules = []
+    for item in items:
+        name, _, rule = item.partition("=")
+        old, sep, new = rule.partition(":")
+        if not name or not old or not sep:
+            raise ValueError(f"{item!r} is not NAME=OLD:NEW")
+        rules.append((name, old, new))
+    return tuple(rules)
 
 
 @dataclass(frozen=True)
 class ReaderOptions:
-    """How to read a dataset. Lists are accepted and stored as tuples; bad values raise
-    ValueError at construction, before any work.
+    """How to read a dataset. Lists are accepted and stored as tuples; bad values raise one
+    ConfigError (a ValueError) naming them all, at construction, before any work. Each field's
+    help text is its flag's (`python -m data_prep.convert --help`); as values:
 
     modalities:    brats: channels in order, from t1, t1ce, t2, flair (BraTS 2023 t1n, t1c, t2w, t2f
                    and the MSD channels FLAIR, T1w, T1gd, T2w map onto these names).
     image_glob:    pairs: glob relative to the input, e.g. "*/*_Scan_T1.nii.gz" (`**` recurses).
     mask_replace:  pairs: (OLD, NEW): the mask path is the image path with every OLD replaced by NEW.
-    patient_level: pairs: the patient id is the first N folders of the path relative to the input.
-    no_masks:      pairs/brats: the scans have no segmentation (healthy subjects): Scan.mask is None.
+    no_masks:      pairs/brats: Scan.mask is None.
     class_folders: folders: class folder name -> label (0 normal, 1 tumor).
-    mask_suffix:   folders: `name.tif` + `name<mask_suffix>.tif` pairs.
-    channel_names: folders (figshare: one name): names of the channels stored in each image, in file order (e.g.
-                   t1,flair,t1ce for the LGG TIFFs); `modalities` then picks and orders them.
-                   ("rgb",) mixes colour pixels into one luminance channel. Empty: grey images only.
+    channel_names: ("rgb",) mixes colour pixels into one luminance channel. Empty: grey images only.
     modality_replace: pairs: ((name, OLD, NEW), ...): modality `name` is read from the image path
                    with OLD replaced by NEW; the first of `modalities` is the image_glob's file.
-    stack_slices:  folders: "auto" (stack `<name>_<n>` slices of a folder into one volume when
-                   every image of the folder is so numbered), "on" (always), "off" (never).
-    keep_splits:   pairs/folders: top-level train/val/test folders (and their usual spellings)
-                   fix the split of what is under them.
     """
 
-    modalities: tuple = ("t1ce",)
-    image_glob: str = "*"
-    mask_replace: tuple | None = None
-    patient_level: int = 1
-    no_masks: bool = False
-    class_folders: tuple = (("yes", 1), ("no", 0))
-    mask_suffix: str = "_mask"
-    channel_names: tuple = ()
-    modality_replace: tuple = ()
-    stack_slices: str = "auto"
-    keep_splits: bool = False
+    modalities: tuple = setting(
+        ("t1ce",), "Channels to write, in order. brats: from flair, t1, t1ce, t2 (default t1ce; flair,t1,t1ce,t2 "
+        "for four channels). pairs: the --image_glob file's modality first, then any read by --modality_replace "
+        "(default: one unnamed channel, 'image'). folders: names from --channel_names (default: all of them, in "
+        "stored order).", flag_default=None, kind=tuple)     # the command line's default follows --format
+    image_glob: str = setting("*", "pairs: glob of image files or DICOM folders, relative to --input.")
+    mask_replace: tuple | None = setting(
+        None, "pairs: OLD:NEW; a mask's path is its image's path with OLD replaced by NEW (e.g. _Scan_T1:_Mask); a "
+        "label volume on the image's grid, or a DICOM SEG (placed on the image's grid, every segment tumor).",
+        parse=_mask_replace)
+    patient_level: int = setting(
+        1, "pairs: the patient id is the first N path components under --input (below the split folder with "
+        "--keep_splits); scans of one patient never straddle two splits. Fewer than 3 patients cannot fill train, "
+        "val and test: the conversion stops and says so.")
+    no_masks: bool = setting(False, "pairs/brats: the scans have no tumor masks (healthy subjects); needs "
+                                    "--assume_normal.")
+    class_folders: tuple = setting(
+        (("yes", 1), ("no", 0)), "folders: class folder names and labels (1 tumor, 0 normal), as NAME=LABEL.",
+        flag_default=("yes=1", "no=0"), parse=_class_folders)
+    mask_suffix: str = setting("_mask", "folders: a mask is the image's name with this suffix.")
+    channel_names: tuple = setting(
+        (), "folders (figshare: one name): names of the channels stored in each image, in file order, e.g. "
+        "t1,flair,t1ce for the LGG TIFFs (pre-contrast T1, FLAIR, post-contrast T1); --modalities picks and orders "
+        "them. Images with several different channels are refused without it. 'rgb': mix colour pixels into one "
+        "BT.709 luminance channel, only for colour photographs of films or screenshots (luminance of MR sequences "
+        "is no MR contrast).")
+    modality_replace: tuple = setting(
+        (), "pairs: NAME=OLD:NEW per extra modality: its file is the image's path with OLD replaced by NEW (e.g. "
+        "--modalities=t1ce,flair --modality_replace=flair=_t1ce:_flair).", parse=_modality_replace)
+    stack_slices: str = setting(
+        "auto", "folders: stack the mask-paired slices <prefix>_<n> of one folder into one volume in numeric order "
+        "(per-volume normalisation, brain extent, --slice_range). auto: when every paired image of the folder is "
+        "so numbered; on: the numbered ones always; off: one case per image.", choices=STACK_SLICES)
+    keep_splits: bool = setting(
+        False, "pairs/folders: keep the dataset's own split: top-level folders train/Training, "
+        "val/valid/validation, test/Testing (any case) go to train, val, test; without a validation folder "
+        "(Training/ + Testing/), validation is --val_fraction of the dataset's training patients; cases outside "
+        "such folders are split by the fractions. The layout is checked before any image is read.")
 
     def __post_init__(self):
         object.__setattr__(self, "modalities", tuple(self.modalities))
@@ -67,31 +124,30 @@ class ReaderOptions:
 
 
 def _validate(options: ReaderOptions) -> None:
-    """Checks that hold whatever the format; `check_for_format` adds the format's own."""
-    if not options.modalities:
-        raise ValueError("modalities is empty; choose from " + ", ".join(brats.MODALITIES))
-    if len(set(options.modalities)) != len(options.modalities):
-        raise ValueError(f"modalities repeat a name: {options.modalities}")
-    if len(set(options.channel_names)) != len(options.channel_names) or "" in options.channel_names:
-        raise ValueError(f"channel_names must be distinct non-empty names, got {options.channel_names}")
-    if options.stack_slices not in ("auto", "on", "off"):
-        raise ValueError(f"stack_slices must be auto, on or off, got {options.stack_slices!r}")
+    """Checks that hold whatever the format, each naming its flag; `check_for_format` adds the
+    format's own."""
+    problems = Problems()
+    need = problems.need
+    need(options.modalities, "--modalities is empty; choose from " + ", ".join(brats.MODALITIES))
+    need(len(set(options.modalities)) == len(options.modalities),
+         f"--modalities repeat a name: {options.modalities}")
+    need(len(set(options.channel_names)) == len(options.channel_names) and "" not in options.channel_names,
+         f"--channel_names must be distinct non-empty names, got {options.channel_names}")
+    need(options.stack_slices in STACK_SLICES, f"--stack_slices must be auto, on or off, got {options.stack_slices!r}")
     for item in options.modality_replace:
-        if len(item) != 3 or not all(isinstance(s, str) for s in item) or not item[0] or not item[1]:
-            raise ValueError(f"modality_replace items must be (name, OLD, NEW) with a name and OLD, got {item!r}")
-    if not options.image_glob:
-        raise ValueError("image_glob is empty")
+        need(len(item) == 3 and all(isinstance(s, str) for s in item) and item[0] and item[1],
+             f"--modality_replace items must be (name, OLD, NEW) with a name and OLD, got {item!r}")
+    need(options.image_glob, "--image_glob is empty")
     if options.mask_replace is not None:
         if len(options.mask_replace) != 2 or not all(isinstance(s, str) for s in options.mask_replace):
-            raise ValueError(f"mask_replace must be (OLD, NEW) strings, got {options.mask_replace!r}")
-        if not options.mask_replace[0] or options.mask_replace[0] == options.mask_replace[1]:
-            raise ValueError(f"mask_replace {options.mask_replace!r}: OLD must be non-empty and differ from NEW")
-    if options.patient_level < 0:
-        raise ValueError(f"patient_level must be >= 0, got {options.patient_level}")
-    if not options.class_folders or any(len(item) != 2 or item[1] not in (0, 1) for item in options.class_folders):
-        raise ValueError(f"class_folders must be (name, label) pairs with label 0 or 1, got {options.class_folders!r}")
-    if not options.mask_suffix:
-        raise ValueError("mask_suffix is empty")
+            problems.add(f"--mask_replace must be (OLD, NEW) strings, got {options.mask_replace!r}")
+        elif not options.mask_replace[0] or options.mask_replace[0] == options.mask_replace[1]:
+            problems.add(f"--mask_replace {options.mask_replace!r}: OLD must be non-empty and differ from NEW")
+    need(options.patient_level >= 0, f"--patient_level must be >= 0, got {options.patient_level}")
+    need(options.class_folders and all(len(item) == 2 and item[1] in (0, 1) for item in options.class_folders),
+         f"--class_folders must be (name, label) pairs with label 0 or 1, got {options.class_folders!r}")
+    need(options.mask_suffix, "--mask_suffix is empty")
+    problems.raise_any()
 
 
 def check_for_format(options: ReaderOptions, fmt: str) -> None:
