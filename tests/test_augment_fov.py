@@ -120,6 +120,7 @@ def test_fit_slices_equal_the_converters_framing(tmp_path):
     ("fit", (12, 64, 56), (5, 36, 24), (6, 18, 13), (5, 30, 29)),
     ("pad", (8, 26, 22), (4, 13, 11), (5, 10, 8), (4, 9, 14)),     # smaller than the frame: padded only
 ])
+@pytest.mark.slow
 def test_written_nifti_maps_a_marked_voxel_to_its_physical_point(exports, tmp_path, field_of_view, shape, centre,
                                                                  radii, marker):
     data = tmp_path / "vols"
@@ -144,6 +145,7 @@ def test_written_nifti_maps_a_marked_voxel_to_its_physical_point(exports, tmp_pa
     assert summary["field_of_view"]["used"] == field_of_view and summary["source"]["field_of_view"] == field_of_view
 
 
+@pytest.mark.slow
 def test_auto_follows_the_export_and_falls_back_to_pad_saying_so(exports, tmp_path, monkeypatch):
     fit = choose_framing("auto", {"training_framing": FIT_RECORD}, "fit/1")
     assert fit.field_of_view == "fit" and "/data/brats/manifest.json" in fit.reason
@@ -199,6 +201,7 @@ def _fit_dataset(path):
     return data
 
 
+@pytest.mark.slow
 def test_a_training_run_exports_the_framing_of_its_data(tmp_path):
     """export_models records the run's dataset framing in export.json, which `auto` then reads;
     a dataset from before --field_of_view (settings without it) was framed with pad."""
@@ -227,6 +230,7 @@ def test_a_training_run_exports_the_framing_of_its_data(tmp_path):
     assert export.training_framing(schema.open(older))["field_of_view"] == "pad"
 
 
+@pytest.mark.slow
 def test_invalid_and_contradicting_values_are_refused(exports, tmp_path):
     with pytest.raises(ValueError, match="field_of_view must be one of auto, fit, pad, got 'crop'"):
         AugmentConfig(model=exports["fit"], data_dir=str(tmp_path), output_dir=str(tmp_path / "x"),

@@ -27,6 +27,7 @@ def test_resnet18_computes_in_its_precision_with_float32_statistics_and_logits(p
     assert model(np.zeros((2, 32, 32, 1), np.float32)).dtype == tf.float32
 
 
+@pytest.mark.slow
 def test_bf16_classifier_trains():
     images, labels = separable()
     train = tf.data.Dataset.from_tensor_slices((images, labels[:, None])).shuffle(32, seed=0).batch(8)
@@ -39,6 +40,7 @@ def test_bf16_classifier_trains():
     assert ((probabilities >= 0.5) == labels.astype(bool)).mean() >= 0.9
 
 
+@pytest.mark.slow
 def test_cosine_schedule_and_weight_decay_are_what_fit_uses():
     images, labels = separable(n=16)
     data = tf.data.Dataset.from_tensor_slices((images, labels[:, None])).batch(8)

@@ -218,6 +218,7 @@ def _tiny_run(data_dirs, model_dir, **overrides):
     return RunConfig(**values)
 
 
+@pytest.mark.slow
 def test_training_on_two_datasets_end_to_end_records_and_resumes_them(tiny, tmp_path):
     from ssagan_tf.training.loop import train
 
