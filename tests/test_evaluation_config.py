@@ -4,7 +4,7 @@ import os
 
 import pytest
 
-from ssagan_tf.evaluation.config import EvaluationConfig, check_inputs, parse_augmenters
+from ssagan_tf.evaluation.config import EvaluationConfig, parse_augmenters
 from ssagan_tf.exported import resolve_version_dir
 
 
@@ -67,7 +67,7 @@ def test_resolve_version_dir_picks_the_highest_version(tmp_path):
 
 def test_check_inputs_needs_a_manifest_and_existing_exports(tmp_path, tiny_dataset):
     with pytest.raises(FileNotFoundError, match="no manifest"):
-        check_inputs(_config(data_dir=str(tmp_path)))
+        _config(data_dir=str(tmp_path)).check_inputs()
     with pytest.raises(FileNotFoundError, match="no such exported"):
-        check_inputs(_config(data_dir=tiny_dataset, augmenters=(("ssa", str(tmp_path / "nope")),)))
-    check_inputs(_config(data_dir=tiny_dataset, arms=("none",), augmenters=()))
+        _config(data_dir=tiny_dataset, augmenters=(("ssa", str(tmp_path / "nope")),)).check_inputs()
+    _config(data_dir=tiny_dataset, arms=("none",), augmenters=()).check_inputs()

@@ -17,7 +17,7 @@ from absl import app, flags, logging
 from ssagan_tf import cli, settings
 from ssagan_tf import precision as precisions
 from ssagan_tf.data.integrity import DatasetMismatchError
-from ssagan_tf.evaluation.config import EvaluationConfig, check_inputs
+from ssagan_tf.evaluation.config import EvaluationConfig
 
 FLAGS = flags.FLAGS
 # Every setting with help text in EvaluationConfig's fields is a flag (default, help and choices there).
@@ -41,7 +41,7 @@ def main(argv):
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     config = config_from_flags()
     try:
-        check_inputs(config)
+        config.check_inputs()
     except DatasetMismatchError:
         raise                     # the data, not the flags, are at fault: one error line (ssagan_tf.cli)
     except (OSError, ValueError) as err:

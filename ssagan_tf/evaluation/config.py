@@ -10,6 +10,8 @@ import os
 from dataclasses import dataclass
 
 from ssagan_tf.choices import CLASSIC_IMPLEMENTATIONS
+from ssagan_tf.data import integrity, schema
+from ssagan_tf.exported import resolve_version_dir
 from ssagan_tf.judge.config import check_judge_for
 from ssagan_tf.precision import PRECISIONS
 from ssagan_tf.settings import Problems, setting
@@ -129,6 +131,31 @@ class EvaluationConfig:
                 return arm
         return None
 
+    def check_inputs(self):
+        """Check that the dataset and every exported model exist, and that the output folder can be
+        written without touching the dataset or a file, before any training starts. Returns the
+        dataset, opened once here (a `schema.Dataset`)."""
+        dataset = schema.open(self.data_dir)
+        data, output = os.path.realpath(self.data_dir), os.path.realpath(self.output_dir)
+        if os.path.commonpath([data, output]) == data:
+            raise ValueError(f"--output_dir {self.output_dir} is {'' if data == output else 'inside '}the dataset "
+                             f"{self.data_dir}; write the report elsewhere (the dataset stays as converted)")
+        if os.path.exists(self.output_dir) and not os.path.isdir(self.output_dir):
+            raise ValueError(f"--output_dir {self.output_dir}: is a file, not a folder; the report is not written "
+                             "over it")
+        for split in schema.SPLITS:
+            for domain in schema.DOMAINS:
+                if dataset.count(split, domain) <= 0 or not integrity.check_shards(dataset.manifest, split, domain):
+                    raise ValueError(f"{self.data_dir}: split {split!r} has no {domain} slices; "
+                                     "the evaluation needs both classes in train, val and test")
+        for _, path in self.augmenters:
+            for fold in (range(self.folds) if self.folds and "{fold}" in path else [None]):
+                if path:
+                    resolve_version_dir(path.replace("{fold}", str(fold)) if fold is not None else path)
+        if self.judge:
+            check_judge_for(self.judge, dataset.image_size, dataset.channels)
+        return dataset
+
 
 def check_values(config: EvaluationConfig) -> None:
     """Raise one ConfigError (a ValueError) naming every setting that cannot work."""
@@ -211,31 +238,3 @@ def parse_augmenters(text: str) -> tuple:
         pairs.append((name, path))
     return tuple(pairs)
 
-
-def check_inputs(config: EvaluationConfig):
-    """Check that the dataset and every exported model exist, and that the output folder can be
-    written without touching the dataset or a file, before any training starts. Returns the
-    dataset, opened once here (a `schema.Dataset`)."""
-    from ssagan_tf.data import integrity, schema
-    from ssagan_tf.exported import resolve_version_dir
-
-    dataset = schema.open(config.data_dir)
-    data, output = os.path.realpath(config.data_dir), os.path.realpath(config.output_dir)
-    if os.path.commonpath([data, output]) == data:
-        raise ValueError(f"--output_dir {config.output_dir} is {'' if data == output else 'inside '}the dataset "
-                         f"{config.data_dir}; write the report elsewhere (the dataset stays as converted)")
-    if os.path.exists(config.output_dir) and not os.path.isdir(config.output_dir):
-        raise ValueError(f"--output_dir {config.output_dir}: is a file, not a folder; the report is not written "
-                         "over it")
-    for split in schema.SPLITS:
-        for domain in schema.DOMAINS:
-            if dataset.count(split, domain) <= 0 or not integrity.check_shards(dataset.manifest, split, domain):
-                raise ValueError(f"{config.data_dir}: split {split!r} has no {domain} slices; "
-                                 "the evaluation needs both classes in train, val and test")
-    for _, path in config.augmenters:
-        for fold in (range(config.folds) if config.folds and "{fold}" in path else [None]):
-            if path:
-                resolve_version_dir(path.replace("{fold}", str(fold)) if fold is not None else path)
-    if config.judge:
-        check_judge_for(config.judge, dataset.image_size, dataset.channels)
-    return dataset

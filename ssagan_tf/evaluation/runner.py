@@ -19,7 +19,7 @@ from ssagan_tf import metrics
 from ssagan_tf.data import combined, schema
 from ssagan_tf.data.pipeline import load_split_arrays
 from ssagan_tf.evaluation import arms, crossval, ledger
-from ssagan_tf.evaluation.config import SYNTHETIC_ARMS, EvaluationConfig, check_inputs
+from ssagan_tf.evaluation.config import SYNTHETIC_ARMS, EvaluationConfig
 from ssagan_tf.evaluation.controls import ControlAugmenter
 from ssagan_tf.exported import Translation, attention_present, load_translator
 from ssagan_tf.judge import datasets, scoring
@@ -205,7 +205,7 @@ def run_evaluation(config: EvaluationConfig) -> dict:
     """Run the whole evaluation, holding the output folder's lock, and write `results.json`,
     `report.md` and the PNG plots to `config.output_dir`; finished classifiers and translations
     are kept there and reused by a rerun. Returns the results dictionary."""
-    dataset = check_inputs(config)
+    dataset = config.check_inputs()
     with DirectoryLock(config.output_dir, ledger.LOCK_NAME, "an evaluation", "--output_dir"):
         return _run(config, dataset)
 
