@@ -57,12 +57,16 @@ import numpy as np
 import tensorflow as tf
 
 from ssagan_tf.data import schema
+from ssagan_tf.data.folds import run_datasets, training_cohort
+from ssagan_tf.data.preprocess import recorded_framing
 from ssagan_tf.export_layout import (DEFAULT_MODEL_NAME, DEFAULT_TOLERANCE, EXPORT_FORMAT_VERSION,  # noqa: F401
                                      EXPORT_INFO_NAME, IN_MASKS, MODEL_NAME_PATTERN, STAGING_LOCK, STAGING_PREFIX,
                                      TOLERANCES, ExportError, commit_version, latest_version_dir, read_export_info,
                                      remove_stale_staging, validate_model_name, version_numbers)
 from ssagan_tf.locking import DirectoryLock
 from ssagan_tf.models import SSAModels, compose_attention, translate
+from ssagan_tf.run_dir import best_checkpoint, chosen_checkpoint
+from ssagan_tf.training.checkpoints import restore_models, uses_average
 
 SIGNATURE_NAMES = schema.DIRECTIONS + ("serving_default",)
 TRAINING_FRAMING = "training_framing"      # export.json: how the training slices were framed (or null)
@@ -313,10 +317,6 @@ def export_models(model_dir: str, export_dir: str, model_name: str = DEFAULT_MOD
     newer checkpoints are skipped and named through `log`), `best` (the one `--select_best` kept)
     or `auto` (best when there is one, else latest). `tau` defaults to the run's inference
     threshold, `tolerance` to the precision's."""
-    from ssagan_tf.data.folds import run_datasets, training_cohort
-    from ssagan_tf.run_dir import best_checkpoint, chosen_checkpoint
-    from ssagan_tf.training.checkpoints import restore_models, uses_average
-
     path = chosen_checkpoint(model_dir, checkpoint, log)
     models, _, run_config = restore_models(model_dir, precision=precision, checkpoint=path)
     tau = run_tau(run_config) if tau is None else float(tau)
@@ -348,8 +348,6 @@ def training_framing(dataset):
     dataset's manifest, with that manifest's path as `source_manifest`), for `export.json`; None
     when the dataset is no longer there (`dataset` None, `folds.run_datasets`) or its manifest does
     not say."""
-    from ssagan_tf.data.preprocess import recorded_framing
-
     if dataset is None:
         return None
     framing = recorded_framing(dataset.manifest.raw)

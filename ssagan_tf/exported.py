@@ -36,6 +36,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ssagan_tf import run_dir
+from ssagan_tf.precision import choose_precision
 from ssagan_tf.data.schema import DIRECTIONS
 from ssagan_tf.export_layout import (IN_MASKS, SAVED_MODEL_FILE, latest_version_dir, read_export_info,
                                      saved_model_dir, validate_model_name, version_numbers)
@@ -230,8 +231,6 @@ def load_translator(model: str, scratch_dir: str | None = None, precision: str =
 
 
 def _load_run(model: str, scratch_dir: str | None, precision: str, name: str | None, export_run) -> Translator:
-    from ssagan_tf.precision import choose_precision
-
     if scratch_dir:
         os.makedirs(scratch_dir, exist_ok=True)
     scratch = tempfile.mkdtemp(prefix="export-", dir=scratch_dir)

@@ -25,11 +25,13 @@ from ssagan_tf.augment import ledger as ledger_lib
 from ssagan_tf.augment import sheet
 from ssagan_tf.augment.config import AugmentConfig
 from ssagan_tf.augment.framing import choose_framing
+from ssagan_tf.augment.lesion_masks import LesionMasks
 from ssagan_tf.augment.plan import build_plan
 from ssagan_tf.augment.sources import open_source
 from ssagan_tf.augment.writers import WRITERS, WriteContext
 from ssagan_tf.data import integrity, schema
 from ssagan_tf.data.schema import SOURCE_DOMAIN, TARGET_DOMAIN
+from ssagan_tf.export import export_models
 from ssagan_tf.exported import load_translator
 from ssagan_tf.judge import scoring
 from ssagan_tf.locking import DirectoryLock
@@ -343,8 +345,6 @@ def _remove_if_nothing_committed(output_dir: str, created: list) -> None:
 
 
 def _augment(config: AugmentConfig) -> AugmentResult:
-    from ssagan_tf.export import export_models      # a training run as --model is exported first
-
     translator = load_translator(config.model, scratch_dir=os.path.join(config.output_dir, ledger_lib.STATE_DIR),
                                  precision=config.precision, export_run=export_models)
     logging.info("Precision %s (--precision=%s)", translator.precision, config.precision)
@@ -374,8 +374,6 @@ def _augment(config: AugmentConfig) -> AugmentResult:
     translated = 0
     masks = None
     if config.lesion_masks and "normal_to_tumor" in config.directions:
-        from ssagan_tf.augment.lesion_masks import LesionMasks
-
         masks = LesionMasks(source.dataset, config.split, config.seed)    # a TFRecordSource (check_inputs)
     try:
         for direction in config.directions:

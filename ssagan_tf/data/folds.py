@@ -24,6 +24,7 @@ import shutil
 import numpy as np
 
 from ssagan_tf import io as durable
+from ssagan_tf.data import combined, integrity, schema
 
 VAL_FRACTION = 0.2
 FOLD_DATA_NAME = "fold_data"     # the fold's training data, inside run_train's --model_dir
@@ -103,8 +104,6 @@ def _records(manifest):
     """(split, domain, raw record, case id, label) of every record of the dataset, in order."""
     import tensorflow as tf
 
-    from ssagan_tf.data import integrity, schema
-
     for split in schema.SPLITS:
         for domain in schema.DOMAINS:
             for path in integrity.check_shards(manifest, split, domain):
@@ -125,8 +124,6 @@ def write_fold_dataset(dataset, out_dir: str, cohort: dict) -> str:
     no test slices. Written once, atomically; a folder already holding this fold's data is
     reused, one holding anything else refused."""
     import tensorflow as tf
-
-    from ssagan_tf.data import integrity, schema
 
     marker = os.path.join(out_dir, schema.MANIFEST_NAME)
     if os.path.exists(out_dir):
@@ -190,8 +187,6 @@ def run_datasets(run_config: dict) -> tuple:
     """The datasets a training run read (its config's `data_dir`, then its `extra_data_dirs`), each
     opened once, for what its export records (`training_cohort`): (main, [extras]), None in place
     of one that is no longer there (or no longer readable)."""
-    from ssagan_tf.data import schema
-
     def opened(data_dir):
         try:
             return schema.open(data_dir)
@@ -226,8 +221,6 @@ def training_cohort(run_config: dict, dataset, extras=()) -> dict:
     record = dict(record, source_manifest_sha256=manifest.sha256)
     if not extras:
         return dict(record, seen_patients=sorted(seen))
-    from ssagan_tf.data import combined
-
     if any(extra is None for extra in extras):
         return dict(record, seen_patients=None)        # an extra dataset is gone: who it held is unknown
     same, others = combined.extra_cohorts(manifest, [extra.manifest for extra in extras])

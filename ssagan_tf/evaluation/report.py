@@ -8,6 +8,7 @@ import math
 import os
 
 from ssagan_tf import io as durable
+from ssagan_tf.evaluation.ledger import to_json_safe
 
 # Paper Table I, ResNet18 (%): real + classic augmentation -> real + SSA-CycleGAN synthetic at 1:1.
 PAPER_TABLE_I = (("BraTS19", 67.66, 77.44, 72.69, 78.66), ("BraTS18", 69.83, 78.38, 73.77, 80.16),
@@ -17,8 +18,6 @@ TABLE_METRICS = (("sensitivity", "Sensitivity"), ("specificity", "Specificity"),
 
 
 def write_results_json(path: str, results: dict) -> None:
-    from ssagan_tf.evaluation.ledger import to_json_safe
-
     durable.atomic_write(path, json.dumps(to_json_safe(results), indent=1, allow_nan=False))
 
 
@@ -275,8 +274,6 @@ def paper_section() -> list:
 
 def write_report(path: str, results: dict) -> None:
     """Write `report.md` from the results dictionary (atomically: a temporary file renamed)."""
-    from ssagan_tf.evaluation.ledger import to_json_safe
-
     results = to_json_safe(results)
     lines = ["# Classifier evaluation: does the augmentation help?", ""]
     lines += sample_size_section(results) + pooled_section(results) + main_tables(results) + comparison_section(results)

@@ -11,7 +11,7 @@ import os
 import numpy as np
 import tensorflow as tf
 
-from ssagan_tf import run_dir
+from ssagan_tf import figures, run_dir
 from ssagan_tf.training import summaries
 
 
@@ -94,8 +94,6 @@ class WriteImages:
         return step % self.config.image_every == 0 or step == self.schedule.stop_step
 
     def __call__(self, step: int, values: dict):
-        from ssagan_tf import figures
-
         rows = summaries.translation_rows(self.models, *self.grid_inputs, tau=self.config.tau,
                                           cycle_attention=self.config.cycle_attention)
         self.board.image(step, "translations", summaries.grid_image(rows),

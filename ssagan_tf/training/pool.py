@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import tensorflow as tf
 
+from ssagan_tf.training.strategy import first_replica_index, local_devices
+
 
 class ImagePool(tf.Module):
     """A pool of `size` (image, attention) pairs, images of shape `image_shape`, for one replica."""
@@ -71,8 +73,6 @@ class ImagePool(tf.Module):
 def make_pools(strategy, size: int, image_shape, seed: int, name: str) -> list:
     """One pool per local replica, each placed on its replica's device. They are plain (not
     mirrored) variables: replicas see different translations, so their pools differ."""
-    from ssagan_tf.training.strategy import first_replica_index, local_devices
-
     pools, first = [], first_replica_index(strategy)
     for i, device in enumerate(local_devices(strategy)):
         with tf.device(device):

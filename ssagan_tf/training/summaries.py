@@ -13,6 +13,7 @@ from tensorflow.core.framework.summary_pb2 import DataClass, SummaryMetadata
 
 from ssagan_tf import figures
 from ssagan_tf.data import pipeline
+from ssagan_tf.data import schema
 from ssagan_tf.models import reconstruct, translate
 
 def _metadata(plugin: str, data_class: int, description: str = ""):
@@ -201,8 +202,6 @@ def translation_figure(rows: list, step: int):
 def sample_batch(dataset, count: int = 2) -> tuple:
     """Up to `count` normal and tumor slices of `dataset` (a `schema.Dataset`) for image grids:
     from the validation split when it has both domains, else from the training split."""
-    from ssagan_tf.data import schema
-
     split = "val" if all(dataset.count("val", d) for d in schema.DOMAINS) else "train"
     picked = []
     for domain in schema.DOMAINS:

@@ -8,10 +8,10 @@ from __future__ import annotations
 import numpy as np
 import tensorflow as tf
 
-from ssagan_tf import metrics
+from ssagan_tf import lesions, metrics
 from ssagan_tf.data import pipeline
 from ssagan_tf.judge import scoring
-from ssagan_tf.models import translate
+from ssagan_tf.models import compose_attention, translate
 
 JUDGE_BATCH = 16        # validation slices per translation call when the judge scores them
 
@@ -73,8 +73,6 @@ def transplanted_pairs(arrays: dict, seed: int = 0):
     slice takes the (k mod n)-th of the n such tumor slices; `lesions.transplant`, seeded, so
     every call gives the same set). Returns ``(originals, lesioned, masks)`` as numpy arrays (the
     slices where no lesion could be placed left out), or None without either kind of slice."""
-    from ssagan_tf import lesions
-
     normal = arrays["image"][arrays["label"] == 0]
     labelled = (arrays["label"] == 1) & (arrays["has_mask"] > 0) & (arrays["mask"].sum(axis=(1, 2, 3)) > 0)
     if not len(normal) or not labelled.any():
@@ -93,8 +91,6 @@ def healthy_fill_measures(tumor_to_normal, pairs) -> dict | None:
     as its attention (paper Eq. 1 with the mask in place of A_t), and `metrics.fill_scores`
     compares what it paints inside the mask with the real tissue there. Returns the mean L1,
     PSNR and SSIM and the number of slices, or None without pairs."""
-    from ssagan_tf.models import compose_attention
-
     if pairs is None:
         return None
     originals, lesioned, masks = pairs
