@@ -25,7 +25,7 @@ flags.DEFINE_string("data_dir", None, "Converted dataset (python -m data_prep.co
 flags.DEFINE_string("output_dir", None, "Where every fold's runs, exports and the report go.")
 flags.DEFINE_integer("folds", 5, "Patient-level folds K (>= 2).")
 flags.DEFINE_integer("fold_seed", 0, "Seed of the fold assignment.")
-flags.DEFINE_list("systems", ["ssa_cyclegan", "cyclegan"], "run_train.py --model values; one augmenter each per fold.")
+flags.DEFINE_list("systems", ["ssa_cyclegan", "cyclegan"], "run_train.py --system values; one augmenter each per fold.")
 flags.DEFINE_string("train_flagfile", "", "A run_train.py flagfile (e.g. lgg.flags) for every fold's training.")
 flags.DEFINE_string("train_flags", "", "Further run_train.py flags, one string (they follow the flagfile).")
 flags.DEFINE_float("tumor_fraction", 1.0, "Low-data regime for the augmenters and the classifiers alike.")
@@ -54,7 +54,7 @@ def commands(data_dir: str, out: str) -> list:
             export = os.path.join(out, f"fold{fold}", f"export_{system}")
             if os.path.isdir(os.path.join(export, "ssagan")):
                 continue
-            args = ["python", os.path.join(REPO_ROOT, "run_train.py"), f"--data_dir={data_dir}", f"--model={system}",
+            args = ["python", os.path.join(REPO_ROOT, "run_train.py"), f"--data_dir={data_dir}", f"--system={system}",
                     f"--model_dir={os.path.join(out, f'fold{fold}', system)}", f"--folds={FLAGS.folds}",
                     f"--fold={fold}", f"--fold_seed={FLAGS.fold_seed}", f"--tumor_fraction={FLAGS.tumor_fraction}",
                     f"--export_dir={export}"]

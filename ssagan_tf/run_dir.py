@@ -180,7 +180,7 @@ def chosen_checkpoint(model_dir: str, which: str = "latest", log=None):
     best = best_checkpoint(model_dir) if which != "latest" else None
     if which == "best" and best is None:
         raise FileNotFoundError(f"{selection_dir(model_dir)}: no best checkpoint; train with --select_best and "
-                                "--judge_dir, or export --checkpoint=latest")
+                                "--judge, or export --checkpoint=latest")
     return best or newest_intact_checkpoint(model_dir, log)
 
 

@@ -38,6 +38,6 @@ def test_every_fold_and_system_is_trained_then_one_evaluation_runs(tmp_path):
 def test_a_fold_already_exported_is_not_trained_again(tmp_path):
     os.makedirs(tmp_path / "fold1" / "export_cyclegan" / "ssagan")
     steps = _plan(tmp_path, "--folds=2")
-    trained = [(next(a for a in s if a.startswith("--fold=")), next(a for a in s if a.startswith("--model=")))
+    trained = [(next(a for a in s if a.startswith("--fold=")), next(a for a in s if a.startswith("--system=")))
                for s in steps[:-1]]
-    assert ("--fold=1", "--model=cyclegan") not in trained and len(trained) == 3
+    assert ("--fold=1", "--system=cyclegan") not in trained and len(trained) == 3

@@ -535,7 +535,7 @@ def test_ssa_on_data_without_masks_warns_at_start(tmp_path):
     path.write_text(json.dumps({**manifest, "labelled_train_patients": []}))
     config = tiny_config(data, tmp_path / "run")
     warning = missing_masks_warning(config, schema.read_manifest(data))
-    assert "has no tumor masks in its train split" in warning and "--model=specatte_cyclegan" in warning
+    assert "has no tumor masks in its train split" in warning and "--system=specatte_cyclegan" in warning
     assert "trains as specatte_cyclegan" in warning
     # Not for systems without the mask loss, nor for manifests that name labelled patients.
     plain = dataclasses.replace(config, model=ModelConfig.for_system("specatte_cyclegan", image_size=32, channels=1))
@@ -545,7 +545,7 @@ def test_ssa_on_data_without_masks_warns_at_start(tmp_path):
     path.write_text(json.dumps({**manifest, "labelled_train_patients": []}))
     log = io.StringIO()
     train(dataclasses.replace(config, max_steps=1), stream=log)
-    assert "WARNING: --model=ssa_cyclegan" in log.getvalue().splitlines()[1]
+    assert "WARNING: --system=ssa_cyclegan" in log.getvalue().splitlines()[1]
 
 
 @pytest.fixture(scope="module")

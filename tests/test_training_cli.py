@@ -331,8 +331,8 @@ def test_flags_the_system_does_not_use_are_named(data_dir, tmp_path):
     flagfile.write_text("--tau=0.2\n")
     code, out = run(f"--data_dir={data_dir}", f"--model_dir={tmp_path / 'run'}", "--model=cyclegan",
                     "--lambda_mask=5", "--d_mode=full", f"--flagfile={flagfile}", "--batch_size=1000", timeout=HANG_TIMEOUT)
-    warning = [line for line in out.splitlines() if line.startswith("WARNING: --model=cyclegan")]
-    assert warning == ["WARNING: --model=cyclegan does not use --lambda_mask (only ssa_cyclegan), --d_mode (only the "
+    warning = [line for line in out.splitlines() if line.startswith("WARNING: --system=cyclegan")]
+    assert warning == ["WARNING: --system=cyclegan does not use --lambda_mask (only ssa_cyclegan), --d_mode (only the "
                        "systems with attention), --tau (only the systems with attention); ignored"], out[-2000:]
     assert code == 2 and "batch_size 1000 is larger than the training set" in out
 

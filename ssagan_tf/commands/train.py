@@ -1,7 +1,7 @@
 """Train SSA-CycleGAN (or one of the paper's other four systems) on converted TFRecords.
 
     python run_train.py --flagfile=brain.flags        (or: ssagan train --flagfile=brain.flags)
-    python run_train.py --data_dir=DIR --model_dir=DIR [--model=ssa_cyclegan] [--strategy=mirrored] ...
+    python run_train.py --data_dir=DIR --model_dir=DIR [--system=ssa_cyclegan] [--strategy=mirrored] ...
     python run_train.py --data_dir=DIR,HEALTHY_DIR ...   (a healthy cohort's train normals join the normal domain)
 
 Resumes from the newest intact checkpoint in --model_dir unless --fresh, with the settings the run

@@ -1,6 +1,6 @@
 """The judge: an independent ResNet18 tumor/normal classifier, trained once per dataset on the real
 training slices only, that grades translations. Training's validation (`run_train.py
---judge_dir`), augmentation (`run_augment.py --judge`) and evaluation (`run_evaluate.py --judge`)
+--judge`), augmentation (`run_augment.py --judge`) and evaluation (`run_evaluate.py --judge`)
 use it; it uses none of them, and the evaluation's own classifiers are built from its parts.
 
     config.py      JudgeConfig, the judge's folder (judge.keras + judge.json): read_judge_info,

@@ -153,14 +153,14 @@ class RunConfig:
                                     "validation, samples, export and augmentation use it, the raw weights train "
                                     "(docs/training.md, 'Levers'). 0 = off.")
     select_best: bool = setting(False, "Not in the paper. Score every epoch's validation translations with "
-                                       "--judge_dir (mean of both directions' judge rates minus a KID penalty; "
+                                       "--judge (mean of both directions' judge rates minus a KID penalty; "
                                        "docs/training.md, 'Levers'), record the scores in "
                                        "<model_dir>/selection/scores.json and keep the best checkpoint there "
                                        "(never deleted by --keep_checkpoints); export then uses it.")
     warmup_patience: int = setting(0, "Not in the paper. > 0: end the attention warm-up early, after the epoch "
                                       "where neither A_t's validation Dice nor the judge's tumor rate of "
                                       "normal->tumor has risen by more than --warmup_min_delta for this many "
-                                      "epochs (needs --judge_dir; --attention_epochs is the cap). 0 = the fixed "
+                                      "epochs (needs --judge; --attention_epochs is the cap). 0 = the fixed "
                                       "--attention_epochs.")
     warmup_min_delta: float = setting(0.02, "The rise of a validation measure that counts as progress for "
                                             "--warmup_patience.")
@@ -247,7 +247,7 @@ class RunConfig:
         need(self.warmup_min_delta >= 0, f"warmup_min_delta must be >= 0, got {self.warmup_min_delta}")
         for name in ("select_best", "warmup_patience"):
             need(not getattr(self, name) or bool(self.judge_dir),
-                 f"{name} scores the validation translations with a judge: set judge_dir "
+                 f"{name} scores the validation translations with a judge: set --judge "
                  "(python -m ssagan_tf.judge makes one)")
         need(not (self.warmup_patience and self.strategy == "multi_worker"),
              "warmup_patience needs the chief's validation to change every worker's schedule; with multi_worker "
@@ -350,7 +350,7 @@ class RunConfig:
             try:
                 check_judge_for(self.judge_dir, m.image_size, m.channels)
             except ValueError as err:
-                raise ConfigError(f"--judge_dir: {err}") from err
+                raise ConfigError(f"--judge: {err}") from err
         return [main, *extras]
 
 
@@ -522,4 +522,4 @@ def unused_settings_warning(model: ModelConfig, names) -> str | None:
     if not unused:
         return None
     named = ", ".join(f"--{name} (only {who})" for name, who in unused)
-    return f"WARNING: --model={model.system} does not use {named}; ignored"
+    return f"WARNING: --system={model.system} does not use {named}; ignored"

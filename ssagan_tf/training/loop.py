@@ -65,10 +65,10 @@ def missing_masks_warning(config: RunConfig, manifest, extras=()) -> str | None:
         return None
     if labelled_tumors(extras):
         return None
-    return (f"WARNING: --model={config.model.system} but {config.data_dir} has no tumor masks in its train split "
+    return (f"WARNING: --system={config.model.system} but {config.data_dir} has no tumor masks in its train split "
             "(no labelled training patient), so the semi-supervised mask loss is 0 on every step and this trains as "
             "specatte_cyclegan. Convert again with masks (--labelled_fraction above 0, without --no_masks), or "
-            "train --model=specatte_cyclegan to say so.")
+            "train --system=specatte_cyclegan to say so.")
 
 
 def data_line(config: RunConfig, manifest, extras=()) -> str:

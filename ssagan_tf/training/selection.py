@@ -1,7 +1,7 @@
 """Checkpoint selection on the validation judge (`--select_best`) and the warm-up's end by a
 validation criterion (`--warmup_patience`), instead of choosing epochs by hand.
 
-Every epoch's validation (`validation.Validation`, with `--judge_dir`) is recorded in
+Every epoch's validation (`validation.Validation`, with `--judge`) is recorded in
 `<model_dir>/selection/scores.json` with its selection score:
 
     score = mean over the two directions of (judge rate - KID_WEIGHT * kid_left)

@@ -1,6 +1,6 @@
 """The end-of-epoch validation of a training run: how well the tumor attention A_t finds the
 validation tumors (Dice of its pseudo-mask), what normal->tumor does to the validation normal
-slices, the judge's view of both directions (with --judge_dir), and the warning a user gets when
+slices, the judge's view of both directions (with --judge), and the warning a user gets when
 the attention collapses. `Validation` is the periodic action the training loop runs."""
 
 from __future__ import annotations
