@@ -242,3 +242,19 @@ def test_a_balanced_judge_stops_on_the_class_weighted_validation_loss(tmp_path):
     assert info["best_val_loss"] == pytest.approx(float(np.sum(w * per_slice) / len(y)), rel=1e-4)
     # Unweighted, the same model's loss differs: the weights reached the stopping criterion.
     assert abs(float(np.mean(per_slice)) - info["best_val_loss"]) > 1e-4
+
+
+@pytest.mark.slow
+def test_a_checked_judge_config_hands_its_dataset_to_the_trainer(tmp_path, monkeypatch):
+    """The judge's command checks its config (which opens the dataset) and gives the opened
+    dataset to `train_judge`: the manifest is read once; a trainer given none checks for itself."""
+    data = write_tiny_dataset(str(tmp_path / "data"), size=16, n_normal=4, n_tumor=4)
+    reads = []
+    read_manifest = schema.read_manifest
+    monkeypatch.setattr(schema, "read_manifest", lambda folder: reads.append(folder) or read_manifest(folder))
+    config = JudgeConfig(data_dir=data, output_dir=str(tmp_path / "judge"), width=8, epochs=1, precision="fp32")
+    info = train_judge(config, log=lambda _: None, dataset=config.check_inputs())
+    assert reads == [data] and info["epochs_run"] == 1
+    train_judge(JudgeConfig(data_dir=data, output_dir=str(tmp_path / "again"), width=8, epochs=1,
+                            precision="fp32"), log=lambda _: None)
+    assert reads == [data, data]

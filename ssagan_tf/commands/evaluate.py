@@ -41,7 +41,7 @@ def main(argv):
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     config = config_from_flags()
     try:
-        config.check_inputs()
+        dataset = config.check_inputs()
     except DatasetMismatchError:
         raise                     # the data, not the flags, are at fault: one error line (ssagan_tf.cli)
     except (OSError, ValueError) as err:
@@ -49,7 +49,7 @@ def main(argv):
     logging.set_verbosity(logging.INFO)
     from ssagan_tf.evaluation import run_evaluation
 
-    results = run_evaluation(config)
+    results = run_evaluation(config, dataset)
     classifiers = sum(len(row["runs"]) for row in results["rows"])
     print(f"report: {config.output_dir}/report.md ({classifiers} classifier{'s' * (classifiers != 1)}, "
           f"{results['seconds']:.0f} s)")

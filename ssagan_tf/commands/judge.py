@@ -34,13 +34,13 @@ def main(argv):
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     try:
         config = JudgeConfig(precision=flags.FLAGS.precision, **settings.read_fields(JudgeConfig, CONFIG_FLAGS))
-        config.check_inputs()
+        dataset = config.check_inputs()
     except (OSError, ValueError) as err:
         raise app.UsageError(str(err))
     # Here, after the flags are checked: training the judge imports TensorFlow.
     from ssagan_tf.judge.train import train_judge
 
-    info = train_judge(config)
+    info = train_judge(config, dataset=dataset)
     shown = ", ".join(f"{split} AUC {s['auc']:.3f} (sensitivity {s['sensitivity']:.3f}, specificity "
                       f"{s['specificity']:.3f})" for split, s in info["scores"].items())
     print(f"judge: {config.output_dir} ({info['epochs_run']} epochs, best {info['best_epoch']}; {shown}; "

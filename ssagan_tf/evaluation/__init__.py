@@ -9,12 +9,12 @@ Importing this package does not import TensorFlow, so settings can be checked in
 from ssagan_tf.evaluation.config import ALLOWED_RATIOS, ARMS, EvaluationConfig, parse_augmenters
 
 
-def run_evaluation(config: EvaluationConfig) -> dict:
+def run_evaluation(config: EvaluationConfig, dataset=None) -> dict:
     """Train and test every (arm, augmenter, ratio, seed) classifier and write `report.md`,
     `results.json` and the figures to `config.output_dir`; see `runner.run_evaluation`."""
     from ssagan_tf.evaluation.runner import run_evaluation as run
 
-    return run(config)
+    return run(config, dataset)
 
 
 __all__ = ["ALLOWED_RATIOS", "ARMS", "EvaluationConfig", "parse_augmenters", "run_evaluation"]

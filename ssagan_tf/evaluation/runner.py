@@ -201,11 +201,12 @@ def build_augmenters(config: EvaluationConfig, plan: dict, low_data, image_shape
     return loaded, cohorts
 
 
-def run_evaluation(config: EvaluationConfig) -> dict:
+def run_evaluation(config: EvaluationConfig, dataset: schema.Dataset | None = None) -> dict:
     """Run the whole evaluation, holding the output folder's lock, and write `results.json`,
     `report.md` and the PNG plots to `config.output_dir`; finished classifiers and translations
-    are kept there and reused by a rerun. Returns the results dictionary."""
-    dataset = config.check_inputs()
+    are kept there and reused by a rerun. Returns the results dictionary. `dataset`: what
+    `config.check_inputs()` returned, when the caller checked already (else it is checked here)."""
+    dataset = config.check_inputs() if dataset is None else dataset
     with DirectoryLock(config.output_dir, ledger.LOCK_NAME, "an evaluation", "--output_dir"):
         return _run(config, dataset)
 

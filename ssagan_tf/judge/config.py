@@ -58,11 +58,11 @@ class JudgeConfig:
                       f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
         problems.raise_any()
 
-    def check_inputs(self) -> None:
+    def check_inputs(self) -> schema.Dataset:
         """The output folder may be written (`check_output_dir`) and the data are a converted
-        dataset; raises ValueError before any work."""
+        dataset; raises ValueError before any work. Returns the dataset, opened once here."""
         check_output_dir(self.output_dir)
-        schema.open(self.data_dir)
+        return schema.open(self.data_dir)
 
 
 def is_judge_dir(path: str) -> bool:

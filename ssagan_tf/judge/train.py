@@ -30,11 +30,11 @@ def _dataset_summary(manifest, data: dict) -> dict:
                        for split, a in data.items()}}
 
 
-def train_judge(config: JudgeConfig, log=print) -> dict:
+def train_judge(config: JudgeConfig, log=print, dataset: schema.Dataset | None = None) -> dict:
     """Train the judge on `config.data_dir`'s real training slices and write it to
-    `config.output_dir` (staged next to it and moved into place whole). Returns judge.json."""
-    check_output_dir(config.output_dir)
-    dataset = schema.open(config.data_dir)
+    `config.output_dir` (staged next to it and moved into place whole). Returns judge.json.
+    `dataset`: what `config.check_inputs()` returned, when the caller checked already."""
+    dataset = config.check_inputs() if dataset is None else dataset
     manifest, data = dataset.manifest, {split: load_split_arrays(dataset, split) for split in schema.SPLITS}
     for split in ("train", "val"):
         missing = [name for name, label in schema.LABELS.items() if not np.any(data[split]["label"] == label)]
