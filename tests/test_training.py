@@ -843,6 +843,33 @@ def test_each_manifest_is_read_once_from_the_config_check_through_the_epochs_val
 
 
 @pytest.mark.slow
+def test_run_train_opens_each_dataset_once_and_hands_it_to_the_config_and_to_training(data_dir, tmp_path,
+                                                                                     monkeypatch):
+    """What `run_train.py` does: the datasets opened once (`open_dataset`), the flags' config built
+    from them and training handed them: through one step and its validations each manifest is read
+    once. A config built without them opens each for itself, and training again."""
+    import collections
+    import os
+
+    from ssagan_tf.training.config import build_run_config, open_dataset
+
+    extra = write_tiny_dataset(str(tmp_path / "extra"), n_normal=3, n_tumor=0, splits=("train",), seed=1)
+    reads = collections.Counter()
+    read_manifest = schema.read_manifest
+    monkeypatch.setattr(schema, "read_manifest",
+                        lambda folder: reads.update([os.path.realpath(folder)]) or read_manifest(folder))
+    settings = dict(model_dir=str(tmp_path / "run"), precision="fp32", ngf=8, ndf=8, n_res_blocks=1, batch_size=3,
+                    max_steps=1, epochs=1, attention_epochs=1, pool_size=2, strategy="one_device")
+    opened = [open_dataset(data_dir), open_dataset(extra, what=" (extra dataset)")]
+    config = build_run_config([data_dir, extra], opened=opened, **settings)
+    assert train(config, stream=io.StringIO(), opened=opened).step == 1
+    assert dict(reads) == {os.path.realpath(data_dir): 1, os.path.realpath(extra): 1}
+    reads.clear()
+    build_run_config([data_dir, extra], **dict(settings, model_dir=str(tmp_path / "other")))
+    assert dict(reads) == {os.path.realpath(data_dir): 1, os.path.realpath(extra): 1}
+
+
+@pytest.mark.slow
 def test_train_step_lesion_guidance_and_healthy_fill_by_value(data_dir, tmp_path):
     """With --lesion_guidance and --lambda_fill the step's two terms equal, computed by hand from
     the weights before the step and the transplants the step's seed draws: the mask loss of A_n

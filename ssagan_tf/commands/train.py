@@ -25,7 +25,7 @@ from ssagan_tf import precision as precisions
 from ssagan_tf.choices import SYSTEMS
 from ssagan_tf.data.integrity import DatasetMismatchError
 from ssagan_tf.models.config import ModelConfig
-from ssagan_tf.training.config import SYSTEM_SPECIFIC, ConfigError, RunConfig, build_run_config, \
+from ssagan_tf.training.config import SYSTEM_SPECIFIC, ConfigError, RunConfig, build_run_config, open_dataset, \
     unused_settings_warning
 
 flags.DEFINE_list("data_dir", None, "Converted dataset (the --output_dir of `python -m data_prep.convert`), or a "
@@ -105,7 +105,10 @@ def main(argv):
     values.update(settings.read_fields(RunConfig, RUN_FLAGS))
     values.update(fold_settings())
     try:
-        config = build_run_config(**values)
+        # Each dataset opened once, here, and handed to the config's checks and to training.
+        data_dirs = values["data_dir"] if isinstance(values["data_dir"], list) else [values["data_dir"]]
+        opened = [open_dataset(d, what=" (extra dataset)" if i else "") for i, d in enumerate(data_dirs) if d]
+        config = build_run_config(opened=opened, **values)
     except ConfigError as err:
         raise app.UsageError(str(err)) from err
     warning = unused_settings_warning(config.model, [name for name in SYSTEM_SPECIFIC if FLAGS[name].present])
@@ -116,7 +119,7 @@ def main(argv):
     from ssagan_tf.training.loop import train
 
     try:
-        train(config, finish=export_after_training)
+        train(config, finish=export_after_training, opened=opened)
     except DatasetMismatchError:
         raise                     # the data, not the flags, are at fault: one error line (ssagan_tf.cli)
     except ConfigError as err:    # the data, devices or run directory refuse these settings

@@ -280,30 +280,29 @@ class RunConfig:
                             "for the classifiers (run_evaluate.py)")
         return warnings
 
-    def extra_datasets(self, main: schema.Dataset) -> list:
-        """The datasets of `extra_data_dirs` (`schema.Dataset`s), each opened once and checked
-        against the main dataset `main` and the extras before it (`combined.extra_problem`: slice
-        size, channels, modalities, a dataset given twice, no training slices, a patient in two
-        splits); ConfigError names the dataset and its problem. Reads the manifests only."""
+    def extra_datasets(self, main: schema.Dataset, opened=()) -> list:
+        """The datasets of `extra_data_dirs` (`schema.Dataset`s: those among `opened`, the others
+        opened once here), each checked against the main dataset `main` and the extras before it
+        (`combined.extra_problem`: slice size, channels, modalities, a dataset given twice, no
+        training slices, a patient in two splits); ConfigError names the dataset and its problem.
+        Reads the manifests only."""
         extras = []
         for data_dir in self.extra_data_dirs:
-            try:
-                extra = schema.open(data_dir)
-            except (FileNotFoundError, ValueError) as err:
-                raise ConfigError(f"--data_dir {data_dir} (extra dataset): {err}") from err
+            extra = open_dataset(data_dir, opened, " (extra dataset)")
             problem = combined.extra_problem(main.manifest, extra.manifest, [e.manifest for e in extras])
             if problem:
                 raise ConfigError(problem)
             extras.append(extra)
         return extras
 
-    def check_inputs(self) -> list:
+    def check_inputs(self, opened=()) -> list:
         """What the values cannot tell: the data agree with the model and their shards with their
         manifest (every dataset's: the extras' train splits are checked as the main one's, and
         against it by `extra_datasets`), the judge fits the data, and TF_CONFIG describes a
         multi_worker cluster. Raises ConfigError (or `integrity.DatasetMismatchError` for shards
         that disagree with their manifest) before any work. Returns the run's datasets
-        (`data_dirs`, each a `schema.Dataset` opened once here), the main one first."""
+        (`data_dirs`, each a `schema.Dataset`: those among `opened`, which the caller opened, the
+        others opened once here), the main one first."""
         if self.strategy == "multi_worker":
             if "TF_CONFIG" not in os.environ:
                 raise ConfigError("strategy=multi_worker needs the TF_CONFIG environment variable "
@@ -317,10 +316,7 @@ class RunConfig:
             if problem:
                 raise ConfigError(f"--export_dir {self.export_dir}: {problem} (checked before training, which "
                                   "exports there at its end)")
-        try:
-            main = schema.open(self.data_dir)
-        except (FileNotFoundError, ValueError) as err:
-            raise ConfigError(str(err)) from err
+        main = open_dataset(self.data_dir, opened)
         m = self.model
         if (main.image_size, main.channels) != (m.image_size, m.channels):
             raise ConfigError(f"{self.data_dir}: data are {main.image_size}^2 x {main.channels} channels but "
@@ -330,7 +326,7 @@ class RunConfig:
                 raise ConfigError(f"{self.data_dir}: the train split has no {domain} slices"
                                   + (" (the main dataset, the first --data_dir, needs both classes)"
                                      if self.extra_data_dirs else ""))
-        extras = self.extra_datasets(main)
+        extras = self.extra_datasets(main, opened)
         # Shards present, none extra, sizes as recorded; record counts are checked on the first pass.
         for split in ("train", "val"):
             for domain in schema.DOMAINS:
@@ -352,6 +348,18 @@ class RunConfig:
             except ValueError as err:
                 raise ConfigError(f"--judge: {err}") from err
         return [main, *extras]
+
+
+def open_dataset(data_dir: str, opened=(), what: str = "") -> schema.Dataset:
+    """The dataset in `data_dir`: the one among `opened` (`schema.Dataset`s a caller opened) that
+    is that folder, else opened here; ConfigError when it cannot be read."""
+    for dataset in opened:
+        if os.path.realpath(dataset.data_dir) == os.path.realpath(data_dir):
+            return dataset
+    try:
+        return schema.open(data_dir)
+    except (FileNotFoundError, ValueError) as err:
+        raise ConfigError(f"--data_dir {data_dir}{what}: {err}" if what else str(err)) from err
 
 
 def labelled_tumors(manifests) -> bool:
@@ -476,15 +484,16 @@ MODEL_SETTINGS = ("ngf", "attention_ngf", "ndf", "n_res_blocks", "upsample")
 
 
 def build_run_config(data_dir, model_dir: str, model: str = "ssa_cyclegan", image_size: int = 0,
-                     precision: str = "auto", **settings) -> RunConfig:
+                     precision: str = "auto", opened=(), **settings) -> RunConfig:
     """The RunConfig of `run_train.py`'s settings (its flags by name): `data_dir` is one converted
     dataset or a list of them (`--data_dir=MAIN,EXTRA,...`: the first is the main dataset, the
     others become `extra_data_dirs`), `model` names one of the paper's systems, `settings` holds
     the `MODEL_SETTINGS` and RunConfig's own fields. Image size and channels come from the main
     dataset's manifest (`image_size`, when not 0, must match it), and every extra dataset must
-    match it (`RunConfig.extra_datasets`). Every value is checked before `precision` is resolved
-    (`auto`, and resuming, read the hardware and the run directory through TensorFlow), so a bad
-    one costs no TensorFlow import."""
+    match it (`RunConfig.extra_datasets`). `opened`: datasets the caller opened already
+    (`open_dataset`), read here instead of opening them again. Every value is checked before
+    `precision` is resolved (`auto`, and resuming, read the hardware and the run directory through
+    TensorFlow), so a bad one costs no TensorFlow import."""
     if isinstance(data_dir, (list, tuple)):
         if any(not d for d in data_dir):
             raise ConfigError(f"--data_dir={','.join(data_dir)}: an empty entry in the list of datasets")
@@ -495,10 +504,7 @@ def build_run_config(data_dir, model_dir: str, model: str = "ssa_cyclegan", imag
             settings["extra_data_dirs"] = extras
     if not data_dir or not model_dir:
         raise ConfigError("--data_dir and --model_dir are required")
-    try:
-        main = schema.open(data_dir)
-    except (FileNotFoundError, ValueError) as err:
-        raise ConfigError(str(err)) from err
+    main = open_dataset(data_dir, opened)
     if image_size and image_size != main.image_size:
         raise ConfigError(f"--image_size={image_size} but {data_dir} holds {main.image_size}^2 slices "
                           "(convert again with --image_size, or leave this flag at 0)")
@@ -509,7 +515,7 @@ def build_run_config(data_dir, model_dir: str, model: str = "ssa_cyclegan", imag
     except ValueError as err:
         raise ConfigError(str(err)) from err
     config = RunConfig(data_dir=data_dir, model_dir=model_dir, model=network, **settings)
-    config.extra_datasets(main)
+    config.extra_datasets(main, opened)
     choice = resolve_precision(precision, model_dir, config.fresh)
     return dataclasses.replace(config, model=dataclasses.replace(network, precision=choice.precision),
                                precision_reason=choice.why)

@@ -115,10 +115,11 @@ def _dataset(config: RunConfig, datasets: list, skip: int):
     return ds.skip(skip).with_options(options)
 
 
-def train(config: RunConfig, stream=None, finish=None) -> TrainResult:
+def train(config: RunConfig, stream=None, finish=None, opened=()) -> TrainResult:
     """Train (or resume) the run described by `config`; see the module docstring. `finish(config,
     result, log)`, when given, runs once training is done and the run directory's lock released
-    (e.g. the export of `config.export_dir`); its return value is the result's `export`."""
+    (e.g. the export of `config.export_dir`); its return value is the result's `export`.
+    `opened`: the run's datasets as the caller opened them (`training.config.open_dataset`), if it did."""
     stream = stream or sys.stdout
 
     def log(message):
@@ -126,8 +127,8 @@ def train(config: RunConfig, stream=None, finish=None) -> TrainResult:
 
     log(f"Precision {config.model.precision}"
         + (f" ({config.precision_reason})" if config.precision_reason else ""))
-    # The run's datasets, each opened once here and handed to everything that reads it.
-    datasets = config.check_inputs()
+    # The run's datasets, each opened once (here or by the caller) and handed to all that reads it.
+    datasets = config.check_inputs(opened)
     manifests = [dataset.manifest for dataset in datasets]
     for one in manifests:
         for warning in config.data_warnings(one):
