@@ -1,5 +1,6 @@
 """Every measure of the project, once, as pure numpy functions: classifier metrics, Dice/IoU of
-attention pseudo-masks, fill scores, KID/MMD, class rates and the sign test. Training's
+attention pseudo-masks, fill scores, period-2 (checkerboard and stripe) texture, KID/MMD, class
+rates and the sign test. Training's
 validation, augmentation and evaluation all use them (paper section IV; docs/method.md,
 "Augmentation and evaluation").
 
@@ -174,6 +175,43 @@ def fill_scores(original_images, filled_images, masks, data_range: float = 2.0) 
         _, ssim_map = structural_similarity(real, fill, data_range=data_range, channel_axis=-1, full=True)
         scores["ssim"].append(float(ssim_map.mean(axis=-1)[mask].mean()))
     return {name: np.asarray(values) for name, values in scores.items()}
+
+
+PERIOD_TWO_PATTERNS = ("checker", "rows", "cols")
+FLAT = 1e-9          # a mean detector response below this (of images in [-1, 1]) is rounding, not texture
+
+
+def _period_two_responses(images: np.ndarray) -> dict:
+    """|response| of three detectors of period-2 texture on [N, H, W] images, each [N, H, W]
+    (zero where a detector's window leaves the slice): `checker` the 2x2 kernel [[1, -1], [-1, 1]]
+    / 4 (a checkerboard, what stride-2 transposed convolutions paint), `rows` and `cols` the second
+    differences [1, -2, 1] / 4 across rows and across columns (alternating rows: horizontal stripes;
+    alternating columns: vertical stripes). Smooth intensity ramps give 0."""
+    x = np.asarray(images, np.float64)
+    out = {name: np.zeros_like(x) for name in PERIOD_TWO_PATTERNS}
+    out["checker"][:, :-1, :-1] = np.abs(x[:, :-1, :-1] - x[:, 1:, :-1] - x[:, :-1, 1:] + x[:, 1:, 1:]) / 4
+    out["rows"][:, 1:-1, :] = np.abs(x[:, :-2, :] - 2 * x[:, 1:-1, :] + x[:, 2:, :]) / 4
+    out["cols"][:, :, 1:-1] = np.abs(x[:, :, :-2] - 2 * x[:, :, 1:-1] + x[:, :, 2:]) / 4
+    return out
+
+
+def period_two_ratios(translated_images, source_images, regions) -> dict:
+    """How much more period-2 texture a translation has than its input, inside a region per slice
+    ([N, H, W, C] images, first channel; [N, H, W(, 1)] boolean regions, e.g. attention >= tau):
+    for each pattern of `_period_two_responses`, per slice the mean response on the translation
+    over the mean on the input in the slice's region (1: as much as the real image there; NaN for
+    a slice with an empty region or a flat input)."""
+    fake = _period_two_responses(np.asarray(translated_images)[..., 0])
+    real = _period_two_responses(np.asarray(source_images)[..., 0])
+    regions = np.asarray(regions, bool).reshape(fake["checker"].shape)
+    ratios = {}
+    for name in PERIOD_TWO_PATTERNS:
+        values = []
+        for f, r, region in zip(fake[name], real[name], regions):
+            below = r[region].mean() if region.any() else 0.0
+            values.append(f[region].mean() / below if below > FLAT else math.nan)
+        ratios[name] = np.asarray(values)
+    return ratios
 
 
 def class_rate(probabilities, tumor: bool, threshold: float = 0.5) -> float:

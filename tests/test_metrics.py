@@ -141,3 +141,22 @@ def test_fill_scores_inside_the_mask_by_hand():
     assert math.isnan(empty["l1"][0]) and math.isnan(empty["ssim"][0])
     same = metrics.fill_scores(original[:1], original[:1], mask[:1])
     assert same["l1"][0] == 0 and same["psnr"][0] == float("inf") and same["ssim"][0] == pytest.approx(1.0)
+
+
+def test_period_two_ratios_see_checkerboards_and_stripes_and_not_smooth_ramps():
+    yy, xx = np.mgrid[:8, :8].astype(np.float64)
+    source = (0.01 * xx + 0.02 * yy)[None, ..., None]                  # a smooth ramp: no period-2 texture
+    checker = source + 0.1 * ((-1.0) ** (xx + yy))[None, ..., None]
+    rows = source + 0.1 * ((-1.0) ** yy)[None, ..., None]
+    region = np.zeros((1, 8, 8, 1), bool)
+    region[:, 2:6, 2:6] = True
+    base = source + 0.05 * ((-1.0) ** (xx + yy))[None, ..., None]      # an input with some checkerboard
+    ratios = metrics.period_two_ratios(checker, base, region)
+    # checker response: |4 * 0.1| / 4 = 0.1 on the translation, 0.05 on the input (the ramp cancels).
+    assert ratios["checker"] == pytest.approx([2.0])
+    assert ratios["rows"] == pytest.approx([2.0]) and ratios["cols"] == pytest.approx([2.0])
+    stripes = metrics.period_two_ratios(rows, base, region)
+    assert stripes["checker"] == pytest.approx([0.0]) and stripes["cols"] == pytest.approx([0.0])
+    assert stripes["rows"] == pytest.approx([2.0])
+    assert np.isnan(metrics.period_two_ratios(checker, source, region)["checker"][0])    # a flat input
+    assert np.isnan(metrics.period_two_ratios(checker, base, np.zeros_like(region))["rows"][0])

@@ -1,0 +1,45 @@
+"""scripts/texture.py: period-2 texture of a translator inside its attention, by direction, with
+bootstrap intervals; a translator painting a checkerboard where it attends is told from one that
+does not."""
+
+import numpy as np
+import pytest
+
+from scripts import texture
+from ssagan_tf.exported import Translation
+
+
+class Painter:
+    """A translator that adds `checker` times a checkerboard inside a fixed square it attends."""
+
+    tau = 0.1
+
+    def __init__(self, checker):
+        self.checker = checker
+
+    def translate(self, direction, images):
+        yy, xx = np.mgrid[:images.shape[1], :images.shape[2]]
+        attention = np.zeros(images.shape[:3] + (1,), np.float32)
+        attention[:, 4:12, 4:12] = 1.0
+        pattern = self.checker * ((-1.0) ** (xx + yy))[None, ..., None] * attention
+        return Translation(source=images, image=images + pattern, attention=attention)
+
+
+def test_texture_tells_a_checkerboard_painter_from_an_identity():
+    rng = np.random.default_rng(0)
+    arrays = {"image": rng.uniform(-1, 1, (6, 16, 16, 1)), "label": np.array([0, 0, 0, 0, 1, 1])}
+    painted = texture.texture(arrays, Painter(0.5), resamples=200)
+    same = texture.texture(arrays, Painter(0.0), resamples=200)
+    assert set(painted) == {"normal_to_tumor", "tumor_to_normal"}
+    assert painted["normal_to_tumor"]["slices"] == 4 and painted["tumor_to_normal"]["slices"] == 2
+    assert painted["normal_to_tumor"]["attended"] == pytest.approx(64 / 256)
+    for direction in painted:
+        assert same[direction]["checker"][0] == pytest.approx(1.0)
+        mean, low, high = painted[direction]["checker"]
+        assert low <= mean <= high and low > 1.2
+
+
+def test_interval_is_the_mean_with_a_bootstrap_range_and_ignores_nan():
+    mean, low, high = texture.interval(np.array([1.0, 2.0, 3.0, np.nan]), resamples=500)
+    assert mean == pytest.approx(2.0) and 1.0 <= low < mean < high <= 3.0
+    assert all(np.isnan(texture.interval(np.array([np.nan]), resamples=10)))
