@@ -56,5 +56,5 @@ def image_size_problem(size: int) -> str | None:
     return None
 
 
-# The evaluation's classic augmentation (`run_evaluate.py --classic_impl`, ssagan_tf.evaluation.arms).
+# The evaluation's classic augmentation (`run_evaluate.py --classic_impl`, ssagan_tf.judge.datasets).
 CLASSIC_IMPLEMENTATIONS = ("warp", "keras")
