@@ -4,12 +4,18 @@
         --train_flagfile=lgg.flags [--systems=ssa_cyclegan,cyclegan] [--tumor_fraction=0.25] \
         [--evaluate_flags="--seeds=0,1,2 --width=64 --epochs=40 --patience=8"]
 
-For each fold k and each system it runs `run_train.py --folds=K --fold=k` (the fold's training
+For each fold k it writes the fold's training patients' data (`CV/fold<k>/judge_data/`: the
+train and validation patients of `run_train.py --folds=K --fold=k`, in the low-data regime with
+the same kept tumor cases) and trains a judge on them (`python -m ssagan_tf.judge`,
+`CV/fold<k>/judge/`), so that the judge which ends a fold's warm-up and selects its checkpoint
+(`--judge` of the training flagfile) has never seen the fold's test patients. Then, for each
+system, it runs `run_train.py --folds=K --fold=k --judge=CV/fold<k>/judge` (the fold's training
 patients only; `CV/fold<k>/<system>/`) and exports the model (`CV/fold<k>/export_<system>/`),
 then `run_evaluate.py --folds=K` over every fold's exports plus the cheap baselines and controls
 (`CV/report/`). Every command is printed before it runs. Interrupted, the same command continues
-where it stopped: a fold whose export exists is not trained again, an unfinished training run
-resumes from its last checkpoint, and the evaluation reuses its finished classifiers.
+where it stopped: a fold's data and judge are made once, a fold whose export exists is not
+trained again, an unfinished training run resumes from its last checkpoint, and the evaluation
+reuses its finished classifiers.
 """
 
 from __future__ import annotations
@@ -31,6 +37,11 @@ flags.DEFINE_string("train_flags", "", "Further run_train.py flags, one string (
 flags.DEFINE_float("tumor_fraction", 1.0, "Low-data regime for the augmenters and the classifiers alike.")
 flags.DEFINE_string("arms", "none,classic,mixup+classic,cutmix+classic,synthetic,synthetic+classic",
                     "run_evaluate.py --arms.")
+flags.DEFINE_boolean("fold_judges", True, "Train a judge per fold on the fold's training patients and give it to "
+                     "the fold's trainings as --judge (after the flagfile's). Off: the training flags bring "
+                     "their own judge, or none.")
+flags.DEFINE_string("judge_flags", "--width=32 --epochs=60 --patience=15",
+                    "python -m ssagan_tf.judge flags of the fold judges, one string.")
 flags.DEFINE_string("evaluate_flags", "", "Further run_evaluate.py flags, one string (seeds, width, epochs, ...).")
 flags.mark_flags_as_required(["data_dir", "output_dir"])
 FLAGS = flags.FLAGS
@@ -40,16 +51,40 @@ NAMES = {"ssa_cyclegan": "ssa", "cyclegan": "cyclegan"}
 
 def run(args: list) -> None:
     print(f"$ {shlex.join(args)}", flush=True)
-    result = subprocess.run([sys.executable if a == "python" else a for a in args])
+    # `python -m ssagan_tf.judge` finds the package from any working directory.
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [REPO_ROOT, os.environ.get("PYTHONPATH")])))
+    result = subprocess.run([sys.executable if a == "python" else a for a in args], env=env)
     if result.returncode != 0:
-        raise RuntimeError(f"crossval: `{os.path.basename(args[1])} ...` failed (exit {result.returncode}); rerun "
-                           "the same command to continue")
+        name = args[2] if args[1] == "-m" else os.path.basename(args[1])
+        raise RuntimeError(f"crossval: `{name} ...` failed (exit {result.returncode}); rerun the same command to "
+                           "continue")
+
+
+def judge_data_dir(out: str, fold: int) -> str:
+    return os.path.join(out, f"fold{fold}", "judge_data")
+
+
+def write_judge_data(data_dir: str, out: str) -> None:
+    """Each fold's training patients' data for its judge (written once; kept when already there)."""
+    from ssagan_tf.data import folds, schema
+
+    dataset = schema.open(data_dir)
+    for fold in range(FLAGS.folds):
+        target = judge_data_dir(out, fold)
+        if not os.path.isdir(target):
+            print(f"fold {fold}: writing the judge's data (the fold's training patients) to {target}", flush=True)
+        cohort = folds.cohort_record(dataset, FLAGS.folds, fold, FLAGS.fold_seed, FLAGS.tumor_fraction)
+        folds.write_fold_dataset(dataset, target, cohort)
 
 
 def commands(data_dir: str, out: str) -> list:
-    """Every command of the experiment, in order, skipping the trainings whose export exists."""
+    """Every command of the experiment, in order, skipping the judges and trainings already made."""
     steps = []
     for fold in range(FLAGS.folds):
+        judge = os.path.join(out, f"fold{fold}", "judge")
+        if FLAGS.fold_judges and not os.path.isfile(os.path.join(judge, "judge.json")):
+            steps.append(["python", "-m", "ssagan_tf.judge", f"--data_dir={judge_data_dir(out, fold)}",
+                          f"--output_dir={judge}"] + shlex.split(FLAGS.judge_flags))
         for system in FLAGS.systems:
             export = os.path.join(out, f"fold{fold}", f"export_{system}")
             if os.path.isdir(os.path.join(export, "ssagan")):
@@ -60,6 +95,8 @@ def commands(data_dir: str, out: str) -> list:
                     f"--export_dir={export}"]
             if FLAGS.train_flagfile:
                 args.insert(2, f"--flagfile={FLAGS.train_flagfile}")
+            if FLAGS.fold_judges:
+                args.append(f"--judge={judge}")
             steps.append(args + shlex.split(FLAGS.train_flags))
     # {fold} stays literal: run_evaluate.py fills in each fold's index.
     augmenters = [f"{NAMES.get(s, s)}={os.path.join(out, 'fold{fold}', f'export_{s}', 'ssagan')}"
@@ -77,6 +114,8 @@ def main(argv) -> int:
         raise ValueError(f"unexpected arguments: {argv[1:]}")
     if FLAGS.folds < 2:
         raise ValueError(f"--folds={FLAGS.folds}: need at least 2")
+    if FLAGS.fold_judges:
+        write_judge_data(FLAGS.data_dir, FLAGS.output_dir)
     for args in commands(FLAGS.data_dir, FLAGS.output_dir):
         run(args)
     print(f"report: {os.path.join(FLAGS.output_dir, 'report', 'report.md')}")

@@ -1,5 +1,5 @@
-"""scripts/crossval.py: the commands of the cross-validated experiment, and resuming by skipping
-the folds already exported."""
+"""scripts/crossval.py: the commands of the cross-validated experiment, each fold's judge data
+(its training patients only), and resuming by skipping the judges and folds already made."""
 
 import json
 import os
@@ -24,10 +24,17 @@ def _plan(tmp_path, *args):
 def test_every_fold_and_system_is_trained_then_one_evaluation_runs(tmp_path):
     steps = _plan(tmp_path, "--folds=3", "--tumor_fraction=0.25", "--train_flagfile=lgg.flags",
                   "--evaluate_flags=--seeds=0,1 --width=64")
-    trainings, evaluation = steps[:-1], steps[-1]
-    assert len(trainings) == 3 * 2
+    judges = [s for s in steps if s[1:3] == ["-m", "ssagan_tf.judge"]]
+    trainings, evaluation = [s for s in steps[:-1] if s not in judges], steps[-1]
+    assert len(judges) == 3 and len(trainings) == 3 * 2
+    for fold, args in enumerate(judges):
+        assert args[3:5] == [f"--data_dir={tmp_path}/fold{fold}/judge_data", f"--output_dir={tmp_path}/fold{fold}/judge"]
+        assert steps.index(args) < min(steps.index(t) for t in trainings if f"--fold={fold}" in t)
     for args in trainings:
         assert "--folds=3" in args and "--tumor_fraction=0.25" in args and args[2] == "--flagfile=lgg.flags"
+        fold = next(a for a in args if a.startswith("--fold="))[len("--fold="):]
+        # After the flagfile's --judge, so the fold's own judge is the one used.
+        assert f"--judge={tmp_path}/fold{fold}/judge" in args
     assert {a for args in trainings for a in args if a.startswith("--fold=")} == {"--fold=0", "--fold=1", "--fold=2"}
     assert os.path.basename(evaluation[1]) == "run_evaluate.py" and "--folds=3" in evaluation
     augmenters = next(a for a in evaluation if a.startswith("--augmenters="))
@@ -37,7 +44,34 @@ def test_every_fold_and_system_is_trained_then_one_evaluation_runs(tmp_path):
 
 def test_a_fold_already_exported_is_not_trained_again(tmp_path):
     os.makedirs(tmp_path / "fold1" / "export_cyclegan" / "ssagan")
+    os.makedirs(tmp_path / "fold0" / "judge")
+    (tmp_path / "fold0" / "judge" / "judge.json").write_text("{}")
     steps = _plan(tmp_path, "--folds=2")
+    judged = [s[4] for s in steps if s[1:3] == ["-m", "ssagan_tf.judge"]]
+    assert judged == [f"--output_dir={tmp_path}/fold1/judge"]
     trained = [(next(a for a in s if a.startswith("--fold=")), next(a for a in s if a.startswith("--system=")))
-               for s in steps[:-1]]
+               for s in steps[:-1] if "run_train.py" in s[1]]
     assert ("--fold=1", "--system=cyclegan") not in trained and len(trained) == 3
+    assert not [s for s in _plan(tmp_path, "--folds=2", "--nofold_judges") if "ssagan_tf.judge" in s
+                or any(a.startswith("--judge=") for a in s)]
+
+
+WRITE = ("import sys; from absl import flags; from scripts import crossval; flags.FLAGS(sys.argv[1:]); "
+         "crossval.write_judge_data(flags.FLAGS.data_dir, flags.FLAGS.output_dir)")
+
+
+def test_each_folds_judge_data_holds_its_training_patients_only(tmp_path, tiny_dataset):
+    from ssagan_tf.data import folds, schema
+
+    for _ in range(2):           # the second time, the folders are kept as they are
+        done = subprocess.run([sys.executable, "-c", WRITE, "crossval", f"--data_dir={tiny_dataset}",
+                               f"--output_dir={tmp_path}", "--folds=2", "--tumor_fraction=0.5"], cwd=REPO_ROOT,
+                              capture_output=True, text=True, timeout=HANG_TIMEOUT)
+        assert done.returncode == 0, done.stderr[-2000:]
+    source = schema.open(tiny_dataset)
+    for fold in range(2):
+        written = schema.open(str(tmp_path / f"fold{fold}" / "judge_data")).manifest
+        cohort = folds.cohort_record(source, 2, fold, 0, 0.5)
+        assert written.raw["fold"] == cohort
+        assert set(written.cases["train"]) | set(written.cases["val"]) == set(cohort["seen_patients"])
+        assert not set(cohort["test_patients"]) & set(sum(written.cases.values(), []))
