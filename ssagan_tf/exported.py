@@ -113,13 +113,18 @@ class Translator:
                 raise ValueError(f"augmenter {self.name!r}: {direction} takes images {spec.shape}, "
                                  f"the dataset's slices are {tuple(image_shape)}")
 
+    def _check_shape(self, images: np.ndarray) -> None:
+        """Refuse slices the signatures cannot take (a dimension the export leaves open takes any)."""
+        expected = self.image_shape
+        if len(images.shape) != 4 or any(e is not None and e != g for e, g in zip(expected, images.shape[1:])):
+            raise ValueError(f"images of shape {images.shape[1:]} given to a model of {expected}")
+
     def __call__(self, direction: str, images: np.ndarray):
         """images [B, H, W, C] float32 in [-1, 1] -> (translated [B, H, W, C], attention [B, H, W, 1]),
         in one signature call."""
         import tensorflow as tf
 
-        if images.shape[1:] != self.image_shape:
-            raise ValueError(f"images of shape {images.shape[1:]} given to a model of {self.image_shape}")
+        self._check_shape(images)
         out = self.functions[direction](images=tf.constant(images, tf.float32))
         return out["image"].numpy(), out["attention"].numpy()
 
@@ -129,9 +134,8 @@ class Translator:
 
         if IN_MASKS not in self.functions:
             raise ValueError(f"{self.path}: this export has no {IN_MASKS} signature (written by an older "
-                             "version); export the training run again to use --lesion_masks")
-        if images.shape[1:] != self.image_shape:
-            raise ValueError(f"images of shape {images.shape[1:]} given to a model of {self.image_shape}")
+                             "version); export the training run again to draw inside lesion masks")
+        self._check_shape(images)
         out = self.functions[IN_MASKS](images=tf.constant(images, tf.float32), masks=tf.constant(masks, tf.float32))
         return out["image"].numpy(), out["attention"].numpy()
 

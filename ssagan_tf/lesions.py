@@ -1,5 +1,5 @@
 """Real lesion masks transplanted onto normal slices (`--lesion_guidance`, `--lambda_fill`, the
-healthy-fill measure and `run_augment.py --lesion_masks`).
+healthy-fill measure, `run_augment.py --lesion_masks` and the evaluation's `--in_masks`).
 
 A labelled tumor slice's whole-tumor mask, and the tumor's pixels under it, are moved onto a
 normal slice: rotated by up to `MAX_ROTATION_DEGREES` either way and scaled by a factor in
@@ -16,11 +16,13 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import tensorflow as tf
 
 from ssagan_tf.data import schema
 
 MAX_ROTATION_DEGREES = 45.0
+MASK_ATTEMPTS = 8               # donors tried per slice by `LesionMasks` before it gives up on the slice
 SCALE_RANGE = (0.8, 1.25)
 
 
@@ -99,3 +101,41 @@ def transplant(normal_images, tumor_images, tumor_masks, valid, seed, margin: in
     placed = tf.cast(tf.reduce_sum(moved, axis=[1, 2, 3]) > 0, tf.float32)
     lesion = warp(tumor_images, schema.BACKGROUND)
     return moved * lesion + (1.0 - moved) * normal_images, moved, placed
+
+
+class LesionMasks:
+    """The lesion mask each synthetic tumor is drawn in (`run_augment.py --lesion_masks`, the
+    evaluation's `--in_masks`), from the labelled tumor slices `tumors` (arrays of
+    `pipeline.load_split_arrays`; `where` names them in errors).
+
+    Each normal slice, by its `position` among the slices it is drawn for (so a re-run or another
+    batch size gives the same mask), gets the whole-tumor mask of one of them transplanted onto it
+    (`transplant`). The donor and the placement are drawn from (seed, position); a donor whose mask
+    cannot be placed (it would fall outside the head) is replaced by the next, up to
+    `MASK_ATTEMPTS`; a slice none fits is counted in `unplaced` and gets an empty mask."""
+
+    def __init__(self, tumors: dict, seed: int, where: str):
+        labelled = (tumors["has_mask"] > 0) & (tumors["mask"].sum(axis=(1, 2, 3)) > 0)
+        if not labelled.any():
+            raise ValueError(f"{where} has no tumor slice with a mask to take lesions from")
+        self.images, self.masks = tumors["image"][labelled], tumors["mask"][labelled]
+        self.seed = int(seed)
+        self.unplaced = 0
+
+    def __call__(self, images: np.ndarray, positions) -> np.ndarray:
+        """[B, H, W, C] normal slices at `positions` -> their lesion masks [B, H, W, 1] (0/1)."""
+        out = np.zeros(images.shape[:3] + (1,), np.float32)
+        for k, position in enumerate(np.asarray(positions).tolist()):
+            rng = np.random.default_rng([self.seed, int(position)])
+            for attempt in range(MASK_ATTEMPTS):
+                donor = int(rng.integers(len(self.masks)))
+                _, mask, placed = transplant(images[k:k + 1], self.images[donor:donor + 1],
+                                             self.masks[donor:donor + 1], np.ones(1, np.float32),
+                                             tf.constant([self.seed, int(position) * MASK_ATTEMPTS + attempt],
+                                                         tf.int64))
+                if float(placed[0]) > 0:
+                    out[k] = mask.numpy()[0]
+                    break
+            else:
+                self.unplaced += 1
+        return out

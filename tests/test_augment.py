@@ -555,14 +555,14 @@ def test_lesion_masks_are_the_masks_written_with_each_synthetic_tumor(model_base
     """--lesion_masks: every synthetic tumor's mask is exactly the lesion mask transplanted onto its
     source slice (inside the head), the slice is unchanged outside it, and a re-run draws the same."""
     from ssagan_tf import lesions
-    from ssagan_tf.augment.lesion_masks import LesionMasks
 
     out = str(tmp_path / "aug")
     _augment(model_base, tiny_dataset, out, format="tfrecord", directions=("normal_to_tumor",), lesion_masks=True,
              ratio=None, seed=3, batch_size=4)
     source = schema.open(tiny_dataset)
     normal = pipeline.load_split_arrays(source, "train", domains=("normal",))
-    expected = LesionMasks(source, "train", seed=3)(normal["image"], np.arange(len(normal["image"])))
+    tumors = pipeline.load_split_arrays(source, "train", domains=("tumor",))
+    expected = lesions.LesionMasks(tumors, 3, "train")(normal["image"], np.arange(len(normal["image"])))
     assert (expected.sum(axis=(1, 2, 3)) > 0).all()
     head = lesions.head_mask(normal["image"]).numpy()
     assert not (expected * (1 - head)).any()
@@ -576,5 +576,5 @@ def test_lesion_masks_are_the_masks_written_with_each_synthetic_tumor(model_base
         outside = expected[i][..., 0] == 0
         np.testing.assert_array_equal(synthetic["image"][k][outside], normal["image"][i][outside])
     # Another batch size draws the same masks (they depend on the slice, not the batch).
-    again = LesionMasks(source, "train", seed=3)(normal["image"][1:3], np.arange(1, 3))
+    again = lesions.LesionMasks(tumors, 3, "train")(normal["image"][1:3], np.arange(1, 3))
     np.testing.assert_array_equal(again, expected[1:3])

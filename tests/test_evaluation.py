@@ -12,15 +12,19 @@ import pytest
 
 from conftest import HANG_TIMEOUT, REPO_ROOT, write_tiny_dataset
 
+from ssagan_tf.data import schema
+from ssagan_tf.data.pipeline import load_split_arrays
 from ssagan_tf.evaluation import EvaluationConfig, run_evaluation
+from ssagan_tf.export_layout import IN_MASKS
 from ssagan_tf.exported import Translation
 
 
-def save_fake_augmenter(path, attention=True):
+def save_fake_augmenter(path, attention=True, in_masks=False):
     """An exported model with the contract's two signatures. With attention: normal_to_tumor paints
     a bright disc in the centre and attends exactly there; tumor_to_normal attends to the bright
     pixels (the tiny dataset's tumor, exactly its mask) and darkens them. Without: identity, with
-    an all-ones attention as systems without attention export."""
+    an all-ones attention as systems without attention export. `in_masks` adds the masked
+    signature, painting 0.9 inside the masks it is given."""
     import tensorflow as tf
 
     spec = [tf.TensorSpec([None, None, None, 1], tf.float32)]
@@ -44,9 +48,15 @@ def save_fake_augmenter(path, attention=True):
             attended = tf.cast(images > 0.5, tf.float32)
             return {"image": attended * -0.6 + (1 - attended) * images, "attention": attended}
 
+        @tf.function(input_signature=spec * 2)
+        def normal_to_tumor_in_masks(self, images, masks):
+            return {"image": masks * 0.9 + (1 - masks) * images, "attention": masks}
+
     module = Fake()
-    tf.saved_model.save(module, os.path.join(path, "1"), signatures={
-        "normal_to_tumor": module.normal_to_tumor, "tumor_to_normal": module.tumor_to_normal})
+    signatures = {"normal_to_tumor": module.normal_to_tumor, "tumor_to_normal": module.tumor_to_normal}
+    if in_masks:
+        signatures[IN_MASKS] = module.normal_to_tumor_in_masks
+    tf.saved_model.save(module, os.path.join(path, "1"), signatures=signatures)
     return str(path)
 
 
@@ -270,3 +280,65 @@ def test_judge_and_low_data_regime_in_the_evaluation(tmp_path, tiny_dataset, exp
     assert "## The judge's view of the augmenters" in report and "low-data regime (--tumor_fraction=0.5)" in report
     with pytest.raises(ValueError, match="tumor_fraction"):
         EvaluationConfig(data_dir=tiny_dataset, output_dir=out, arms=("none",), tumor_fraction=0.0)
+
+
+def test_in_masks_draws_normal_to_tumor_inside_transplanted_training_lesions(tmp_path, tiny_dataset):
+    """--in_masks: normal->tumor paints exactly inside the lesion masks LesionMasks places from the
+    training tumor slices (inside the head), tumor->normal is the export's own, the rows of both
+    ways are trained, and the report says which augmenter drew in masks."""
+    from ssagan_tf import lesions
+    from ssagan_tf.evaluation.in_masks import DrawnInMasks
+    from ssagan_tf.exported import load_translator
+
+    path = save_fake_augmenter(tmp_path / "ssa", in_masks=True)
+    data = {split: load_split_arrays(schema.open(tiny_dataset), split) for split in ("train", "test")}
+    drawn = DrawnInMasks(load_translator(path, name="ssa_masks", require_info=False), data["train"])
+    normal = data["test"]["image"][data["test"]["label"] == 0]
+    out = drawn.translate("normal_to_tumor", normal)
+    train_tumors = {k: v[data["train"]["label"] == 1] for k, v in data["train"].items()}
+    expected = lesions.LesionMasks(train_tumors, 0, "train")(normal, np.arange(len(normal)))
+    assert (expected.sum(axis=(1, 2, 3)) > 0).all()
+    assert not (expected * (1 - lesions.head_mask(normal).numpy())).any()
+    np.testing.assert_array_equal(out.attention, expected)
+    np.testing.assert_allclose(out.image, expected * 0.9 + (1 - expected) * normal)
+    tumor = data["test"]["image"][data["test"]["label"] == 1]
+    np.testing.assert_array_equal(drawn.translate("tumor_to_normal", tumor).image,
+                                  load_translator(path, require_info=False).translate("tumor_to_normal", tumor).image)
+
+    config = EvaluationConfig(data_dir=tiny_dataset, output_dir=str(tmp_path / "report"),
+                              augmenters=(("ssa", path), ("ssa_masks", path)), in_masks=("ssa_masks",),
+                              arms=("synthetic",), seeds=(0,), epochs=1, batch_size=8, width=4, sample_count=2,
+                              precision="fp32")
+    results = run_evaluation(config)
+    assert [r["name"] for r in results["rows"]] == ["synthetic [ssa 1:1]", "synthetic [ssa_masks 1:1]"]
+    report = open(os.path.join(config.output_dir, "report.md"), encoding="utf-8").read()
+    assert "`ssa_masks` = `" + path + "` (normal->tumor drawn in transplanted lesion masks)" in report
+    assert "`ssa` = `" + path + "`," in report
+
+
+def test_in_masks_needs_an_export_with_the_masked_signature(tmp_path, tiny_dataset):
+    path = save_fake_augmenter(tmp_path / "old")          # written without normal_to_tumor_in_masks
+    config = EvaluationConfig(data_dir=tiny_dataset, output_dir=str(tmp_path / "report"),
+                              augmenters=(("ssa", path),), in_masks=("ssa",), arms=("synthetic",), seeds=(0,),
+                              epochs=1, batch_size=8, width=4, precision="fp32")
+    with pytest.raises(ValueError, match="no normal_to_tumor_in_masks signature"):
+        run_evaluation(config)
+
+
+def test_a_translator_refuses_slices_its_export_cannot_take(tmp_path):
+    from ssagan_tf.exported import Translator, load_translator
+
+    fixed = Translator("ssa", "1", "e", {"model_config": {"image_size": 32, "channels": 1}}, {})
+    fixed._check_shape(np.zeros((2, 32, 32, 1), np.float32))
+    for shape in ((2, 64, 64, 1), (2, 32, 32, 3), (32, 32, 1)):
+        with pytest.raises(ValueError, match="given to a model of"):
+            fixed._check_shape(np.zeros(shape, np.float32))
+    # An export whose signatures leave the size open (no export.json) takes any size, not another channel count.
+    open_size = load_translator(save_fake_augmenter(tmp_path / "ssa", in_masks=True), require_info=False)
+    images = np.full((2, 24, 24, 1), -0.5, np.float32)
+    masks = np.zeros((2, 24, 24, 1), np.float32)
+    masks[:, 5:9, 5:9] = 1
+    painted, attention = open_size.in_masks(images, masks)
+    np.testing.assert_allclose(painted, np.where(masks > 0, 0.9, -0.5))
+    with pytest.raises(ValueError, match="given to a model of"):
+        open_size.in_masks(np.zeros((2, 24, 24, 3), np.float32), masks)

@@ -30,6 +30,8 @@ def _config(**overrides):
     ({"tau": 1.5}, "tau"),
     ({"data_dir": ""}, "data_dir is required"),
     ({"augmenters": (("a", "x"), ("a", "y"))}, "names repeat"),
+    ({"in_masks": ("cyclegan",)}, "in_masks names 'cyclegan', which is not one of --augmenters"),
+    ({"augmenters": (("ssa", "e"), ("copy_paste", "")), "in_masks": ("copy_paste",)}, "places its own lesions"),
 ])
 def test_bad_values_are_rejected(overrides, message):
     with pytest.raises(ValueError, match=message):

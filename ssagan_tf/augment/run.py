@@ -21,15 +21,15 @@ import numpy as np
 from absl import logging
 
 from ssagan_tf import io as durable
+from ssagan_tf import lesions
 from ssagan_tf.augment import ledger as ledger_lib
 from ssagan_tf.augment import sheet
 from ssagan_tf.augment.config import AugmentConfig
 from ssagan_tf.augment.framing import choose_framing
-from ssagan_tf.augment.lesion_masks import LesionMasks
 from ssagan_tf.augment.plan import build_plan
 from ssagan_tf.augment.sources import open_source
 from ssagan_tf.augment.writers import WRITERS, WriteContext
-from ssagan_tf.data import integrity, schema
+from ssagan_tf.data import integrity, pipeline, schema
 from ssagan_tf.data.schema import SOURCE_DOMAIN, TARGET_DOMAIN
 from ssagan_tf.export import export_models
 from ssagan_tf.exported import load_translator
@@ -192,7 +192,7 @@ def _translate_direction(direction: str, chunks: list, source, translator, write
                          batch_size: int, progress: _Progress, lesion_masks=None) -> int:
     """Translate every source slice the pending `chunks` of one direction need, once each, and hand
     each chunk to the writer when its last slice is in; returns the number of translations. With
-    `lesion_masks` (`lesion_masks.LesionMasks`) normal->tumor draws inside the masks it gives."""
+    `lesion_masks` (`lesions.LesionMasks`) normal->tumor draws inside the masks it gives."""
     slots = collections.defaultdict(list)
     for chunk in chunks:
         for slot, item in enumerate(chunk.items):
@@ -374,7 +374,9 @@ def _augment(config: AugmentConfig) -> AugmentResult:
     translated = 0
     masks = None
     if config.lesion_masks and "normal_to_tumor" in config.directions:
-        masks = LesionMasks(source.dataset, config.split, config.seed)    # a TFRecordSource (check_inputs)
+        # A TFRecordSource (check_inputs): the lesions are the split's labelled tumor slices.
+        masks = lesions.LesionMasks(pipeline.load_split_arrays(source.dataset, config.split, domains=("tumor",)),
+                                    config.seed, f"--lesion_masks: the {config.split} split of {config.data_dir}")
     try:
         for direction in config.directions:
             chunks = [chunk for chunk in pending if chunk.direction == direction]

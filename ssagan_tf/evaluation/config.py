@@ -64,6 +64,12 @@ class EvaluationConfig:
         "copy_paste (a real lesion pasted into a normal slice) and identity (the control: the slice itself, "
         "relabelled) take no path. Needed by the synthetic arms; also scored by the attention metrics.",
         flag_default="", parse=lambda text: parse_augmenters(text))
+    in_masks: tuple = setting(
+        (), "Names of exported --augmenters whose normal->tumor paints inside real lesion masks instead of where "
+        "its own attention points: each normal slice gets the mask of a labelled training tumor slice "
+        "transplanted onto it (inside the head, rotated and scaled; ssagan_tf/lesions.py, as run_augment.py "
+        "--lesion_masks draws them), through the export's normal_to_tumor_in_masks signature. Name one export "
+        "twice in --augmenters to compare both ways.", parse=_names)
     arms: tuple = setting(
         ("none", "classic", "synthetic", "synthetic+classic"), lambda: (
             f"Training arms to run, any of {', '.join(ARMS)}: real slices only, + classic augmentation (flip, "
@@ -176,6 +182,11 @@ def check_values(config: EvaluationConfig) -> None:
     names = config.augmenter_names
     if len(set(names)) != len(names):
         problems.add(f"augmenter names repeat: {list(names)}")
+    for name in config.in_masks:
+        if name not in names:
+            problems.add(f"in_masks names {name!r}, which is not one of --augmenters")
+        elif name in CONTROL_AUGMENTERS:
+            problems.add(f"in_masks names the built-in {name!r}; it places its own lesions")
     bad_ratios = [r for r in config.ratios if float(r) not in ALLOWED_RATIOS]
     if bad_ratios or not config.ratios:
         problems.add(f"ratios {list(config.ratios)}: each must be one of {list(ALLOWED_RATIOS)}")

@@ -236,7 +236,9 @@ def setup_section(results: dict) -> list:
                      f"{low['tumor_slices_before']}): {', '.join(low['kept_tumor_cases'])}; the train line above "
                      "counts what remains")
     optimizer = f"AdamW (weight decay {config['weight_decay']})" if config.get("weight_decay") else "Adam"
-    augmenters = ", ".join(f"`{name}` = `{path}`" if path else f"`{name}` (built in)"
+    in_masks = set(config.get("in_masks") or ())
+    augmenters = ", ".join((f"`{name}` = `{path}`" + (" (normal->tumor drawn in transplanted lesion masks)"
+                                                      if name in in_masks else "")) if path else f"`{name}` (built in)"
                            for name, path in config["augmenters"]) or "none"
     lines += [f"- data: `{config['data_dir']}`, slices {'x'.join(map(str, results['image_shape']))}",
               f"- augmenters: {augmenters}",

@@ -21,6 +21,7 @@ from ssagan_tf.data.pipeline import load_split_arrays
 from ssagan_tf.evaluation import arms, crossval, ledger
 from ssagan_tf.evaluation.config import SYNTHETIC_ARMS, EvaluationConfig
 from ssagan_tf.evaluation.controls import ControlAugmenter
+from ssagan_tf.evaluation.in_masks import DrawnInMasks
 from ssagan_tf.exported import Translation, attention_present, load_translator
 from ssagan_tf.judge import datasets, scoring
 from ssagan_tf.judge.classifier import Classifier, format_seconds, predict_probabilities, train_classifier
@@ -196,6 +197,9 @@ def build_augmenters(config: EvaluationConfig, plan: dict, low_data, image_shape
                                                        namespace),
                                  path=version_dir, identity=ledger.augmenter_identity(version_dir))
             augmenter = load_translator(version_dir, name=name, kinds=("version", "base"), require_info=False)
+            if name in config.in_masks:
+                augmenter = DrawnInMasks(augmenter, plan["train"])
+                cohorts[name].update(in_masks=True, identity=dict(cohorts[name]["identity"], in_masks=True))
         augmenter.check_input_shape(image_shape)
         loaded.append(augmenter)
     return loaded, cohorts
