@@ -11,8 +11,9 @@ the same kept tumor cases) and trains a judge on them (`python -m ssagan_tf.judg
 (`--judge` of the training flagfile) has never seen the fold's test patients. Then, for each
 system, it runs `run_train.py --folds=K --fold=k --judge=CV/fold<k>/judge` (the fold's training
 patients only; `CV/fold<k>/<system>/`) and exports the model (`CV/fold<k>/export_<system>/`),
-then `run_evaluate.py --folds=K` over every fold's exports plus the cheap baselines and controls
-(`CV/report/`). Every command is printed before it runs. Interrupted, the same command continues
+then `run_evaluate.py --folds=K` over every fold's exports (those of `--in_masks` systems a second
+time, as `<name>_masks`, painting inside transplanted lesion masks) plus the cheap baselines and
+controls (`CV/report/`). Every command is printed before it runs. Interrupted, the same command continues
 where it stopped: a fold's data and judge are made once, a fold whose export exists is not
 trained again, an unfinished training run resumes from its last checkpoint, and the evaluation
 reuses its finished classifiers.
@@ -35,6 +36,8 @@ flags.DEFINE_list("systems", ["ssa_cyclegan", "cyclegan"], "run_train.py --syste
 flags.DEFINE_string("train_flagfile", "", "A run_train.py flagfile (e.g. lgg.flags) for every fold's training.")
 flags.DEFINE_string("train_flags", "", "Further run_train.py flags, one string (they follow the flagfile).")
 flags.DEFINE_float("tumor_fraction", 1.0, "Low-data regime for the augmenters and the classifiers alike.")
+flags.DEFINE_list("in_masks", ["ssa_cyclegan"], "Systems whose export also runs as a second augmenter, <name>_masks, "
+                  "painting normal->tumor inside transplanted real lesion masks (run_evaluate.py --in_masks).")
 flags.DEFINE_string("arms", "none,classic,mixup+classic,cutmix+classic,synthetic,synthetic+classic",
                     "run_evaluate.py --arms.")
 flags.DEFINE_boolean("fold_judges", True, "Train a judge per fold on the fold's training patients and give it to "
@@ -99,12 +102,15 @@ def commands(data_dir: str, out: str) -> list:
                 args.append(f"--judge={judge}")
             steps.append(args + shlex.split(FLAGS.train_flags))
     # {fold} stays literal: run_evaluate.py fills in each fold's index.
-    augmenters = [f"{NAMES.get(s, s)}={os.path.join(out, 'fold{fold}', f'export_{s}', 'ssagan')}"
-                  for s in FLAGS.systems]
+    exports = {s: os.path.join(out, "fold{fold}", f"export_{s}", "ssagan") for s in FLAGS.systems}
+    augmenters = [f"{NAMES.get(s, s)}={exports[s]}" for s in FLAGS.systems]
+    drawn = [f"{NAMES.get(s, s)}_masks" for s in FLAGS.in_masks]
+    augmenters += [f"{name}={exports[s]}" for name, s in zip(drawn, FLAGS.in_masks)]
     steps.append(["python", os.path.join(REPO_ROOT, "run_evaluate.py"), f"--data_dir={data_dir}",
                   f"--output_dir={os.path.join(out, 'report')}", f"--folds={FLAGS.folds}",
                   f"--fold_seed={FLAGS.fold_seed}", f"--tumor_fraction={FLAGS.tumor_fraction}",
                   f"--augmenters={','.join(augmenters + ['copy_paste', 'identity'])}", f"--arms={FLAGS.arms}"]
+                 + ([f"--in_masks={','.join(drawn)}"] if drawn else [])
                  + shlex.split(FLAGS.evaluate_flags))
     return steps
 
@@ -114,6 +120,9 @@ def main(argv) -> int:
         raise ValueError(f"unexpected arguments: {argv[1:]}")
     if FLAGS.folds < 2:
         raise ValueError(f"--folds={FLAGS.folds}: need at least 2")
+    stray = [s for s in FLAGS.in_masks if s not in FLAGS.systems]
+    if stray:
+        raise ValueError(f"--in_masks={','.join(stray)}: not among --systems={','.join(FLAGS.systems)}")
     if FLAGS.fold_judges:
         write_judge_data(FLAGS.data_dir, FLAGS.output_dir)
     for args in commands(FLAGS.data_dir, FLAGS.output_dir):

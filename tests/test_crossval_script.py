@@ -40,6 +40,19 @@ def test_every_fold_and_system_is_trained_then_one_evaluation_runs(tmp_path):
     augmenters = next(a for a in evaluation if a.startswith("--augmenters="))
     assert f"ssa={tmp_path}/fold{{fold}}/export_ssa_cyclegan/ssagan" in augmenters
     assert augmenters.endswith(",copy_paste,identity") and evaluation[-2:] == ["--seeds=0,1", "--width=64"]
+    # The SSA export a second time, painting inside transplanted lesion masks.
+    assert f"ssa_masks={tmp_path}/fold{{fold}}/export_ssa_cyclegan/ssagan" in augmenters
+    assert "--in_masks=ssa_masks" in evaluation
+    plain = _plan(tmp_path, "--folds=3", "--in_masks=")[-1]
+    assert "_masks" not in next(a for a in plain if a.startswith("--augmenters=")) and not [
+        a for a in plain if a.startswith("--in_masks")]
+
+
+def test_in_masks_names_a_trained_system():
+    done = subprocess.run([sys.executable, "-m", "scripts.crossval", "--data_dir=DATA", "--output_dir=CV",
+                           "--systems=cyclegan", "--in_masks=ssa_cyclegan"], cwd=REPO_ROOT, capture_output=True,
+                          text=True, timeout=HANG_TIMEOUT)
+    assert done.returncode == 1 and "--in_masks=ssa_cyclegan: not among --systems=cyclegan" in done.stderr
 
 
 def test_a_fold_already_exported_is_not_trained_again(tmp_path):
