@@ -11,9 +11,10 @@ Each step runs the same command a user runs, printed before it runs, with output
     export/    the TF Serving model directory           (python -m ssagan_tf.export)
     augmented/ synthetic slices + contact sheet         (python run_augment.py)
     report/    the classifier evaluation report         (python run_evaluate.py)
-    crossval/  a 2-fold patient-level cross-validation of the cheap baselines and controls
-               (python run_evaluate.py --folds=2); the demo's SSA export saw the training split,
-               which holds test patients of both folds, so it is not one of its arms
+    crossval/  a 2-fold patient-level cross-validation (python -m scripts.crossval --folds=2):
+               per fold a judge and a short SSA-CycleGAN run on the fold's training patients
+               only (the export above saw test patients of both folds), then the cheap
+               baselines, the controls and SSA's synthetic slices, with 95% bootstrap CIs
     demo.json  the settings these outputs were made with
 
 Run again with the same settings, it resumes (training continues from its checkpoint). With other
@@ -44,7 +45,7 @@ flags.DEFINE_boolean("fresh", False, "Remove what an earlier demo wrote in --out
                      "demo.json, nothing else) and start over.")
 FLAGS = flags.FLAGS
 
-OUTPUTS = ("phantom", "data", "judge", "train", "export", "augmented", "report")
+OUTPUTS = ("phantom", "data", "judge", "train", "export", "augmented", "report", "crossval")
 RECORD = "demo.json"
 
 
@@ -130,17 +131,22 @@ def main(argv) -> None:
         ["python", "run_evaluate.py", f"--data_dir={data}", f"--augmenters=ssa={os.path.join(export, 'ssagan')}",
          f"--output_dir={report}", "--arms=none,classic,synthetic", "--seeds=0,1", "--epochs=6", "--patience=3",
          "--width=16", f"--judge={judge}"])
-    run("cross-validate by patient (2 folds): the cheap baselines and controls, with 95% bootstrap CIs",
-        ["python", "run_evaluate.py", f"--data_dir={data}", f"--output_dir={os.path.join(out, 'crossval')}",
-         "--folds=2", "--arms=none,classic,mixup,synthetic", "--augmenters=copy_paste,identity", "--seeds=0",
-         "--epochs=4", "--patience=2", "--width=8", "--bootstrap_resamples=500"])
+    crossval = os.path.join(out, "crossval")
+    run("cross-validate by patient (2 folds): per fold a judge and SSA-CycleGAN trained on its training patients, "
+        "then the cheap baselines, the controls and SSA, with 95% bootstrap CIs",
+        ["python", "-m", "scripts.crossval", f"--data_dir={data}", f"--output_dir={crossval}", "--folds=2",
+         "--systems=ssa_cyclegan", "--train_flagfile=demo.flags",
+         f"--train_flags=--epochs={max(2, FLAGS.epochs // 2)} --attention_epochs=1 --warmup_patience=0",
+         "--judge_flags=--width=8 --epochs=10 --patience=3",
+         "--arms=none,classic,mixup,synthetic",
+         "--evaluate_flags=--seeds=0 --epochs=4 --patience=2 --width=8 --bootstrap_resamples=500"])
     print(f"\ndemo finished in {time.perf_counter() - start:.0f} s; outputs under {out}/")
     print(f"   conversion report:  {os.path.join(data, 'conversion_report.md')}")
     print(f"   TensorBoard:        .venv/bin/tensorboard --logdir={train}")
     print(f"   sample translations: {os.path.join(train, 'samples')}/")
     print(f"   contact sheet:      {os.path.join(augmented, 'contact_sheet.png')}")
     print(f"   evaluation report:  {os.path.join(report, 'report.md')}")
-    print(f"   cross-validated:    {os.path.join(out, 'crossval', 'report.md')}")
+    print(f"   cross-validated:    {os.path.join(crossval, 'report', 'report.md')}")
 
 
 if __name__ == "__main__":

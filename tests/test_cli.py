@@ -226,7 +226,7 @@ def test_demo_with_other_settings_refuses_at_start_and_fresh_removes_only_its_ow
     import json
 
     out = tmp_path / "demo"
-    for name in ("data", "train"):
+    for name in ("data", "train", "crossval"):
         (out / name).mkdir(parents=True)
         (out / name / "kept_until_fresh").write_text("x")
     (out / "notes.txt").write_text("the user's")

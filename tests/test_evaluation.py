@@ -237,6 +237,11 @@ def test_cli_runs_and_prints_the_report_path(tmp_path):
                      result.stdout, re.M), result.stdout
     assert not re.search(r"^[IWE]\d{4} ", result.stdout + result.stderr, re.M)     # no absl record prefixes
     assert (out / "report.md").is_file() and (out / "results.json").is_file()
+    # Cross-validated, the count is of every fold's classifiers.
+    result = _cli(f"--data_dir={data}", f"--output_dir={tmp_path / 'cv'}", "--arms=none", "--seeds=3", "--epochs=1",
+                  "--width=4", "--batch_size=8", "--folds=2", "--bootstrap_resamples=100")
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert f"report: {tmp_path / 'cv'}/report.md (2 classifiers," in result.stdout.splitlines()[-1]
 
 
 def test_keep_tumor_cases_by_value():

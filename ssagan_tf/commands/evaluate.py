@@ -50,7 +50,7 @@ def main(argv):
     from ssagan_tf.evaluation import run_evaluation
 
     results = run_evaluation(config, dataset)
-    classifiers = sum(len(row["runs"]) for row in results["rows"])
+    classifiers = sum(len(per_seed) for row in results["rows"] for per_seed in row["fold_runs"])   # folds x seeds
     print(f"report: {config.output_dir}/report.md ({classifiers} classifier{'s' * (classifiers != 1)}, "
           f"{results['seconds']:.0f} s)")
     return 0
