@@ -50,6 +50,17 @@ def discriminator_adversarial_loss(real_logits, fake_logits, gan_loss: str = "ls
     return 0.5 * (real + fake)
 
 
+def discriminator_fake_loss(fake_logits, gan_loss: str = "lsgan"):
+    """The fake half of `discriminator_adversarial_loss` alone, 0.5 * its fake term (lsgan: 0.5 *
+    mean D(G(x))^2; vanilla: the same with log-loss): what a discriminator adds for a further kind
+    of fake (`--lambda_paint`'s painted slices)."""
+    _check_gan_loss(gan_loss)
+    fake_logits = tf.cast(fake_logits, tf.float32)
+    if gan_loss == "lsgan":
+        return 0.5 * per_example_mean(tf.square(fake_logits))
+    return 0.5 * per_example_mean(tf.nn.sigmoid_cross_entropy_with_logits(tf.zeros_like(fake_logits), fake_logits))
+
+
 def cycle_consistency_loss(real, reconstructed):
     """Cycle-consistency loss, one direction: mean |x - F(G(x))| (L1), before the lambda_cyc weight."""
     return per_example_mean(tf.abs(tf.cast(real, tf.float32) - tf.cast(reconstructed, tf.float32)))
@@ -137,6 +148,13 @@ def healthy_fill_loss(filled, original, mask, placed, placed_count=None):
     channels = tf.cast(tf.shape(original)[-1], tf.float32)
     error = tf.reduce_sum(tf.abs(tf.cast(filled, tf.float32) - tf.cast(original, tf.float32)) * mask, axis=[1, 2, 3])
     per_example = error / tf.maximum(tf.reduce_sum(mask, axis=[1, 2, 3]) * channels, 1.0)
+    return placed_mean(per_example, placed, placed_count)
+
+
+def placed_mean(per_example, placed, placed_count=None):
+    """A per-example term [B] summed over the examples with a lesion placed (`placed = 1`) and
+    divided by `placed_count` (in the global batch when distributed; by default those of this
+    batch): this replica's share of the mean over the placed lesions. Scalar; 0 without lesions."""
     placed = tf.cast(placed, tf.float32)
     if placed_count is None:
         placed_count = tf.reduce_sum(placed)

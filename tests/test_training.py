@@ -906,23 +906,79 @@ def test_train_step_lesion_guidance_and_healthy_fill_by_value(data_dir, tmp_path
     assert float(values["lesion_guidance"]) == 0.0 and float(values["healthy_fill"]) > 0
 
 
+@pytest.mark.slow
+def test_train_step_lesion_painting_by_value(data_dir, tmp_path):
+    """With --lambda_paint, G_n2t(x_n) composed inside each transplanted lesion mask is judged by
+    D_t: the generator's term is lambda_paint x the mean over placed lesions of mean (D_t(painted) -
+    1)^2 and D_t's added term the same mean of 0.5 x mean D_t(painted)^2, both from the weights
+    before the step (networks without spectral norm, whose power iteration would move between the
+    calls), and D's total holds it."""
+    from ssagan_tf import lesions
+    from ssagan_tf.models import compose_attention
+
+    model = ModelConfig.for_system("attention_cyclegan", image_size=32, channels=1, ngf=8, ndf=8, n_res_blocks=1)
+    config = tiny_config(data_dir, tmp_path, model=model, lambda_paint=2.0)
+    train_step, m, _ = make_train_step(config)
+    yy, xx = np.mgrid[:32, :32]
+    rng = np.random.default_rng(6)
+    x_n = np.where(((yy - 16) ** 2 + (xx - 16) ** 2 <= 196)[None, ..., None], rng.uniform(-0.5, 0.5, (2, 32, 32, 1)),
+                   -1.0).astype(np.float32)
+    x_t = rng.uniform(-1, 1, (2, 32, 32, 1)).astype(np.float32)
+    mask = np.zeros((2, 32, 32, 1), np.float32)
+    mask[:, 10:15, 12:18] = 1
+    has_mask = np.array([1.0, 0.0], np.float32)
+    _, moved, placed = (t.numpy() for t in lesions.transplant(x_n, x_t, mask, has_mask, tf.constant([0, 0], tf.int64)))
+    assert placed.tolist() == [1.0, 0.0] and moved[0].sum() > 0
+    painted = np.asarray(compose_attention(x_n, m.normal_to_tumor(x_n, training=True).numpy(), moved))
+    np.testing.assert_array_equal(painted[moved > 0] != x_n[moved > 0], True)     # painted inside the mask
+    np.testing.assert_array_equal(painted[moved == 0], x_n[moved == 0])           # and nowhere else
+    d = m.disc_tumor(painted, training=True).numpy()
+    batch = {"normal": {"image": tf.constant(x_n)},
+             "tumor": {"image": tf.constant(x_t), "mask": tf.constant(mask), "has_mask": tf.constant(has_mask)}}
+    values = train_step(batch, phase(config, True))
+    assert float(values["lesion_painting"]) == pytest.approx(2.0 * ((d[0] - 1) ** 2).mean(), rel=1e-4)
+    assert float(values["disc_tumor_painted"]) == pytest.approx(0.5 * (d[0] ** 2).mean(), rel=1e-4)
+    assert float(values["discriminator_total"]) == pytest.approx(
+        float(values["disc_tumor"]) + float(values["disc_normal"]) + float(values["disc_tumor_painted"]), rel=1e-5)
+
+
+@pytest.mark.parametrize("lever", ["lesion_guidance", "lambda_fill", "lambda_paint"])
+def test_the_lesion_levers_need_tumor_masks_to_transplant(tmp_path, lever):
+    import json
+    import os
+
+    unlabelled = write_tiny_dataset(str(tmp_path / "data"), labelled=False)
+    path = os.path.join(unlabelled, schema.MANIFEST_NAME)
+    with open(path) as f:
+        manifest = json.load(f)
+    with open(path, "w") as f:           # as the converter records a train split without masks
+        json.dump(dict(manifest, labelled_train_patients=[]), f)
+    config = tiny_config(unlabelled, tmp_path / "run", **{lever: 1.0})
+    assert config.transplants_lesions
+    with pytest.raises(ConfigError, match="no lesions to transplant for --lesion_guidance / --lambda_fill / "
+                                          "--lambda_paint"):
+        config.check_inputs()
+    assert not tiny_config(unlabelled, tmp_path / "run").transplants_lesions
+
+
 def test_generator_objective_total_is_the_sum_of_its_named_terms(data_dir, tmp_path):
     """With every optional term on, the generator objective's total is the sum of the terms it
     names (each already weighted), and each of them is in play (non-zero)."""
     from ssagan_tf import lesions
 
     config = tiny_config(data_dir, tmp_path, lambda_identity=0.5, attention_area=0.9, lesion_guidance=1.5,
-                         lambda_fill=2.0)
+                         lambda_fill=2.0, lambda_paint=0.5)
     train_step, _, _ = make_train_step(config)
     batch = random_batch()
     x_n, tumor = batch["normal"]["image"], batch["tumor"]
     lesioned, moved, placed = lesions.transplant(x_n, tumor["image"], tumor["mask"], tumor["has_mask"],
                                                  tf.constant([0, 0], tf.int64))
     batch["lesion"] = {"image": lesioned, "mask": moved, "placed": placed, "count": tf.reduce_sum(placed)}
-    cycle = train_step.translations(x_n, tumor["image"])
+    cycle = train_step.translations(x_n, tumor["image"], moved)
     total, terms = train_step.generator_objective(batch, cycle, tf.reduce_sum(tumor["has_mask"]), phase(config, True))
     assert set(terms) == {"adversarial_normal_to_tumor", "adversarial_tumor_to_normal", "cycle_normal", "cycle_tumor",
-                          "identity", "attention_mask", "attention_area", "lesion_guidance", "healthy_fill"}
+                          "identity", "attention_mask", "attention_area", "lesion_guidance", "healthy_fill",
+                          "lesion_painting"}
     assert all(float(v) > 0 for v in terms.values()), terms
     assert float(total) == pytest.approx(sum(float(v) for v in terms.values()), rel=1e-6)
 

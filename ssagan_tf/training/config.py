@@ -42,6 +42,7 @@ SYSTEM_SPECIFIC = {
     "lambda_attention_area": ("use_attention", "the systems with attention"),
     "warmup_patience": ("use_attention", "the systems with attention"),
     "lesion_guidance": ("use_attention", "the systems with attention"),
+    "lambda_paint": ("use_attention", "the systems with attention"),
     "warmup_min_delta": ("use_attention", "the systems with attention"),
 }
 
@@ -172,6 +173,11 @@ class RunConfig:
     lambda_fill: float = setting(0.0, "Not in the paper. > 0: weight of a self-supervised healthy-fill term: a "
                                       "real lesion is pasted into a normal slice and tumor->normal, given its "
                                       "mask as attention, must restore the original (L1 inside the mask). 0 = off.")
+    lambda_paint: float = setting(0.0, "Not in the paper. > 0: normal->tumor also paints inside a real lesion "
+                                       "mask transplanted onto each normal slice (the mask in A_n's place, as "
+                                       "run_augment.py --lesion_masks and the evaluation's --in_masks draw), D_t "
+                                       "learns to tell those painted slices from real tumors, and the generator's "
+                                       "adversarial loss on them joins its objective with this weight. 0 = off.")
     # Further converted datasets whose train splits train beside data_dir's, by class (a healthy
     # cohort's normals join the normal domain); their val and test splits are not read
     # (ssagan_tf.data.combined). () = data_dir alone.
@@ -190,6 +196,11 @@ class RunConfig:
     def data_dirs(self) -> tuple:
         """Every dataset the run trains on, the main one (`data_dir`) first."""
         return (self.data_dir,) + self.extra_data_dirs
+
+    @property
+    def transplants_lesions(self) -> bool:
+        """Whether the steps transplant real lesions onto the normal slices (the lesion levers)."""
+        return self.lesion_guidance > 0 or self.lambda_fill > 0 or self.lambda_paint > 0
 
     def to_dict(self) -> dict:
         values = dataclasses.asdict(self)
@@ -224,7 +235,7 @@ class RunConfig:
         need(self.gan_loss in GAN_LOSSES, f"gan_loss must be one of {GAN_LOSSES}, got {self.gan_loss!r}")
         need(0 <= self.attention_area < 1, f"attention_area must be in [0, 1), got {self.attention_area}")
         for name in ("lambda_cycle", "lambda_identity", "lambda_mask", "lambda_attention_area", "lesion_guidance",
-                     "lambda_fill"):
+                     "lambda_fill", "lambda_paint"):
             need(getattr(self, name) >= 0, f"{name} must be >= 0, got {getattr(self, name)}")
         need(self.mask_loss_type in MASK_LOSS_TYPES,
              f"mask_loss_type must be one of {MASK_LOSS_TYPES}, got {self.mask_loss_type!r}")
@@ -334,9 +345,9 @@ class RunConfig:
         for extra in extras:
             for domain in schema.DOMAINS:
                 integrity.check_shards(extra.manifest, "train", domain)
-        if (self.lesion_guidance or self.lambda_fill) and not labelled_tumors([d.manifest for d in (main, *extras)]):
+        if self.transplants_lesions and not labelled_tumors([d.manifest for d in (main, *extras)]):
             raise ConfigError(f"{', '.join(self.data_dirs)}: no tumor masks in the train split, so there are no "
-                              "lesions to transplant for --lesion_guidance / --lambda_fill")
+                              "lesions to transplant for --lesion_guidance / --lambda_fill / --lambda_paint")
         if self.select_best or self.warmup_patience:
             few = [d for d in schema.DOMAINS if main.count("val", d) < 2]
             if few:

@@ -5,7 +5,7 @@ The step is composed as pytorch-CycleGAN composes its own: one forward pass of b
 (`TrainStep.translations`), the generator objective (`generator_objective`, docs/method.md,
 "Losses": adversarial + lambda_cyc * cycle + lambda_idt * lambda_cyc * identity + lambda_mask *
 semi-supervised attention loss, + the attention-area hinge while the attention trains and the
-lesion levers when asked for) and one discriminator objective (`discriminator_objective`) called
+lesion levers when asked for, painting inside transplanted lesion masks among them) and one discriminator objective (`discriminator_objective`) called
 for D_t and for D_n, which see attention-guided inputs once the attention warm-up is over. Terms
 are named, not numbered (the paper numbers its losses as one group).
 """
@@ -32,6 +32,7 @@ class Translations(NamedTuple):
     fake_n: tf.Tensor      # x_t translated to the normal domain
     att_t: tf.Tensor       # A_t(x_t)
     rec_t: tf.Tensor       # fake_n translated back
+    painted_t: tf.Tensor | None = None   # --lambda_paint: G_n2t(x_n) inside each transplanted lesion mask
 
 
 class TrainStep:
@@ -72,7 +73,7 @@ class TrainStep:
             # The attention loss averages over the labelled examples of the *global* batch.
             labelled = tf.distribute.get_replica_context().all_reduce(
                 tf.distribute.ReduceOp.SUM, tf.reduce_sum(tf.cast(batch["tumor"]["has_mask"], tf.float32)))
-        if self.config.lesion_guidance > 0 or self.config.lambda_fill > 0:
+        if self.config.transplants_lesions:
             batch = self._with_lesions(batch)
         gen_grads, disc_grads, values = self._compute(batch, labelled, phase)
         self.state.generator_optimizer.apply_gradients(zip(gen_grads, self.trainable_generator_variables(phase)))
@@ -100,15 +101,26 @@ class TrainStep:
         shares of all replicas add up to that mean)."""
         return tf.nn.compute_average_loss(per_example, global_batch_size=self.config.batch_size)
 
-    def translations(self, x_n, x_t) -> Translations:
+    def translations(self, x_n, x_t, lesion_masks=None) -> Translations:
         """Both cycles on a batch (pytorch-CycleGAN's `forward`): x_n -> fake_t -> rec_n and
-        x_t -> fake_n -> rec_t, the way back as `--cycle_attention` says."""
+        x_t -> fake_n -> rec_t, the way back as `--cycle_attention` says. With `lesion_masks`
+        (`--lambda_paint`), the same G_n2t(x_n) also composed inside them (paper Eq. 1 with the
+        mask in A_n's place)."""
         m, c = self.models, self.config
-        fake_t, att_n = translate(m.normal_to_tumor, m.attention_normal, x_n, training=True)
+        painted_t = None
+        if lesion_masks is None:
+            fake_t, att_n = translate(m.normal_to_tumor, m.attention_normal, x_n, training=True)
+        else:
+            # translate()'s composition, keeping G_n2t(x_n) to paint inside the masks as well.
+            x_n = tf.convert_to_tensor(x_n, tf.float32)
+            generated = tf.cast(m.normal_to_tumor(x_n, training=True), tf.float32)
+            att_n = tf.cast(m.attention_normal(x_n, training=True), tf.float32)
+            fake_t = compose_attention(x_n, generated, att_n)
+            painted_t = compose_attention(x_n, generated, tf.cast(lesion_masks, tf.float32))
         rec_n = reconstruct(m.tumor_to_normal, m.attention_tumor, fake_t, att_n, c.cycle_attention, training=True)
         fake_n, att_t = translate(m.tumor_to_normal, m.attention_tumor, x_t, training=True)
         rec_t = reconstruct(m.normal_to_tumor, m.attention_normal, fake_n, att_t, c.cycle_attention, training=True)
-        return Translations(fake_t, att_n, rec_n, fake_n, att_t, rec_t)
+        return Translations(fake_t, att_n, rec_n, fake_n, att_t, rec_t, painted_t)
 
     def generator_objective(self, batch, cycle: Translations, labelled, phase: Phase):
         """What the generators (and, while they train, the attention networks) minimise
@@ -157,7 +169,15 @@ class TrainStep:
                                                                 tf.float32), lesion["mask"])
             fill = c.lambda_fill * losses.healthy_fill_loss(filled, x_n, lesion["mask"], lesion["placed"],
                                                             lesion["count"])
-        total = mean(per_example) + attention_mask + guidance + fill
+        paint = tf.constant(0.0)
+        if cycle.painted_t is not None:
+            # D_t's view of each painted slice, the transplanted mask as its source attention.
+            lesion = batch["lesion"]
+            _, view_painted = losses.discriminator_views(c.d_mode, masked, x_t, cycle.painted_t, lesion["mask"],
+                                                         cycle.att_t, c.tau)
+            paint = c.lambda_paint * losses.placed_mean(losses.generator_adversarial_loss(
+                m.disc_tumor(view_painted, training=True), c.gan_loss), lesion["placed"], lesion["count"])
+        total = mean(per_example) + attention_mask + guidance + fill + paint
         terms = {"adversarial_normal_to_tumor": mean(adv_n2t), "adversarial_tumor_to_normal": mean(adv_t2n),
                  "cycle_normal": mean(cyc_n), "cycle_tumor": mean(cyc_t), "identity": mean(identity),
                  "attention_mask": attention_mask, "attention_area": mean(area)}
@@ -165,6 +185,8 @@ class TrainStep:
             terms["lesion_guidance"] = guidance
         if c.lambda_fill > 0:
             terms["healthy_fill"] = fill
+        if cycle.painted_t is not None:
+            terms["lesion_painting"] = paint
         return total, terms
 
     def discriminator_objective(self, disc, real, fake):
@@ -181,8 +203,9 @@ class TrainStep:
         x_n, x_t = batch["normal"]["image"], batch["tumor"]["image"]
         mean = self._global_mean
         masked = phase.mask_discriminators
+        painting = c.lambda_paint > 0 and m.attention_normal is not None
         with tf.GradientTape(persistent=True) as tape:
-            cycle = self.translations(x_n, x_t)
+            cycle = self.translations(x_n, x_t, batch["lesion"]["mask"] if painting else None)
             gen_total, gen_terms = self.generator_objective(batch, cycle, labelled, phase)
 
             # The pools hold unmasked fakes with their source attention; the phase's masking is
@@ -198,6 +221,15 @@ class TrainStep:
             d_t = self.discriminator_objective(m.disc_tumor, real_t, pooled_t)
             d_n = self.discriminator_objective(m.disc_normal, real_n, pooled_n)
             disc_total = mean(d_t + d_n)
+            if painting:
+                # D_t also learns that slices painted inside transplanted masks are fakes (not pooled).
+                lesion = batch["lesion"]
+                _, view_painted = losses.discriminator_views(c.d_mode, masked, x_t, tf.stop_gradient(cycle.painted_t),
+                                                             lesion["mask"], tf.stop_gradient(cycle.att_t), c.tau)
+                d_paint = losses.placed_mean(losses.discriminator_fake_loss(m.disc_tumor(view_painted, training=True),
+                                                                            c.gan_loss),
+                                             lesion["placed"], lesion["count"])
+                disc_total += d_paint
             gen_scaled = self._scaled(self.state.generator_optimizer, gen_total)
             disc_scaled = self._scaled(self.state.discriminator_optimizer, disc_total)
 
@@ -207,6 +239,8 @@ class TrainStep:
         # These names drive the console, TensorBoard and results.
         values = {"generator_total": gen_total, "discriminator_total": disc_total, **gen_terms,
                   "disc_tumor": mean(d_t), "disc_normal": mean(d_n)}
+        if painting:
+            values["disc_tumor_painted"] = d_paint
         if m.config.use_attention:
             # The mean attention of each direction on the step's inputs (A_n on the normal slices, A_t
             # on the tumor slices): A_n at exactly 0 means normal->tumor is the identity.

@@ -33,7 +33,12 @@ DESCRIPTIONS = {
     "loss/identity": "lambda_identity x lambda_cycle x identity L1 of both generators.",
     "loss/attention_mask": "lambda_mask x the semi-supervised loss of A_t against the tumor masks (labelled slices).",
     "loss/attention_area": "lambda_attention_area x how far A_n falls below --attention_area of the head (warm-up only).",
+    "loss/lesion_guidance": "lesion_guidance x the --mask_loss_type loss of A_n against transplanted lesion masks.",
+    "loss/healthy_fill": "lambda_fill x L1 inside pasted real lesions between tumor->normal's fill and the normal slice.",
+    "loss/lesion_painting": "lambda_paint x generator adversarial loss of normal->tumor painted inside transplanted "
+                            "lesion masks, against D_t.",
     "loss/disc_tumor": "D_t's loss: real tumor slices against pooled synthetic tumors.",
+    "loss/disc_tumor_painted": "D_t's added loss on normal slices painted inside transplanted lesion masks (fakes).",
     "loss/disc_normal": "D_n's loss: real normal slices against pooled synthetic normals.",
     "attention/attention_normal_mean": "Mean A_n on the step's normal slices (0: normal->tumor is the identity).",
     "attention/attention_tumor_mean": "Mean A_t on the step's tumor slices.",
@@ -217,7 +222,8 @@ class ProgressLine:
 
     SHOWN = (("G", "generator_total"), ("D", "discriminator_total"), ("cyc_n", "cycle_normal"),
              ("cyc_t", "cycle_tumor"), ("mask", "attention_mask"), ("A_n", "attention_normal_mean"),
-             ("A_t", "attention_tumor_mean"), ("guide", "lesion_guidance"), ("fill", "healthy_fill"))
+             ("A_t", "attention_tumor_mean"), ("guide", "lesion_guidance"), ("fill", "healthy_fill"),
+             ("paint", "lesion_painting"))
 
     def __init__(self, total_steps: int, steps_per_epoch: int, stream=None):
         self.total_steps, self.steps_per_epoch = total_steps, steps_per_epoch

@@ -185,7 +185,7 @@ class Validation:
                           if models.attention_normal is not None else None)
         self.warned = []
         self.judge = self.val_arrays = self.fill_pairs = None
-        if config.lesion_guidance > 0 or config.lambda_fill > 0:
+        if config.transplants_lesions:
             # The same transplants every epoch, so the healthy-fill figures compare across epochs.
             self.fill_pairs = transplanted_pairs(pipeline.load_split_arrays(dataset, "val"), config.seed)
         if config.judge_dir:
