@@ -34,7 +34,7 @@ import shutil
 import subprocess
 import sys
 
-from absl import app, flags
+from absl import flags
 
 flags.DEFINE_string("work_dir", "/tmp/ssagan_fingerprint", "The chain's outputs: a new folder, or one an earlier "
                     "run of this script made (it is emptied first). Keep it the same for runs you compare.")
@@ -275,4 +275,6 @@ def main(argv) -> None:
 
 
 if __name__ == "__main__":
-    app.run(main)
+    from ssagan_tf import cli
+
+    cli.run(main, __doc__)

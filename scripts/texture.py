@@ -76,4 +76,6 @@ def main(argv) -> None:
 
 
 if __name__ == "__main__":
-    app.run(main)
+    from ssagan_tf import cli
+
+    cli.run(main, __doc__)

@@ -26,6 +26,8 @@ ENTRY_POINTS = {
     "-m scripts.demo": ["--output_dir", "--cases", "--image_size", "--epochs", "--[no]fresh"],
     "-m scripts.crossval": ["--data_dir", "--output_dir", "--folds", "--systems", "--train_flagfile",
                             "--tumor_fraction", "--evaluate_flags"],
+    "-m scripts.texture": ["--data_dir", "--models", "--split", "--resamples"],
+    "-m scripts.fingerprint": ["--work_dir", "--fingerprint", "--compare"],
 }
 
 

@@ -43,3 +43,19 @@ def test_interval_is_the_mean_with_a_bootstrap_range_and_ignores_nan():
     mean, low, high = texture.interval(np.array([1.0, 2.0, 3.0, np.nan]), resamples=500)
     assert mean == pytest.approx(2.0) and 1.0 <= low < mean < high <= 3.0
     assert all(np.isnan(texture.interval(np.array([np.nan]), resamples=10)))
+
+
+@pytest.mark.slow
+def test_the_command_line_refuses_models_that_are_not_name_export_pairs(tmp_path):
+    """`--models` is read as NAME=EXPORT pairs; anything else is one usage line and exit 2, as at
+    every entry point (`ssagan_tf.cli`), before any dataset is opened."""
+    import subprocess
+    import sys
+
+    from conftest import REPO_ROOT
+
+    done = subprocess.run([sys.executable, "-m", "scripts.texture", f"--data_dir={tmp_path / 'nowhere'}",
+                           "--models=resize=/e/a,transpose"], cwd=REPO_ROOT, capture_output=True, text=True)
+    assert done.returncode == 2, done.stderr[-2000:]
+    assert ("python -m scripts.texture: --models: expected NAME=EXPORT pairs, got resize=/e/a,transpose (try --help)"
+            in done.stderr.splitlines())

@@ -1020,6 +1020,32 @@ def test_healthy_fill_measures_compare_the_fill_inside_transplanted_masks(data_d
     assert transplanted_pairs({**arrays, "has_mask": np.zeros_like(arrays["has_mask"])}) is None
 
 
+def test_validation_reads_the_validation_split_once_for_the_fill_pairs_and_the_judge(data_dir, tmp_path,
+                                                                                   monkeypatch):
+    """With a lesion lever and a judge both on, the validation split is read whole once and serves
+    both: the healthy-fill pairs are those of its arrays, and the judge scores the same arrays."""
+    from types import SimpleNamespace
+
+    from ssagan_tf.data import pipeline
+    from ssagan_tf.training import validation
+
+    dataset = schema.open(data_dir)
+    expected = pipeline.load_split_arrays(dataset, "val")
+    loads = []
+    load = pipeline.load_split_arrays
+    monkeypatch.setattr(pipeline, "load_split_arrays", lambda *args, **kwargs: loads.append(args[1:]) or load(
+        *args, **kwargs))
+    monkeypatch.setattr(validation.scoring, "Judge", lambda path: SimpleNamespace(test_auc=0.9))
+    config = tiny_config(data_dir, tmp_path, lambda_fill=1.0, judge_dir=str(tmp_path / "judge"))
+    shown = SimpleNamespace(attention_tumor=None, attention_normal=None)
+    checked = validation.Validation(config, dataset, None, shown, None, None, lambda line: None)
+    assert loads == [("val",)]
+    for key in ("image", "label", "mask"):
+        np.testing.assert_array_equal(checked.val_arrays[key], expected[key])
+    for got, want in zip(checked.fill_pairs, validation.transplanted_pairs(expected, config.seed)):
+        np.testing.assert_array_equal(got, want)
+
+
 @pytest.mark.slow
 def test_validation_shows_the_averaged_generators_and_the_raw_attention(data_dir, tmp_path):
     """ShowAverage gives the shown networks the generators' shadows and the attention networks'

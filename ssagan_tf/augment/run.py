@@ -280,7 +280,7 @@ def _write_contact_sheet(ledger, plan: list, source, translator, rows: int, dire
 
 
 def _dataset_manifest(config, translator, source, rows: list, mask_threshold: float) -> dict:
-    """A `schema.read_manifest`-readable manifest for the synthetic TFRecords."""
+    """A manifest for the synthetic TFRecords, readable by `schema.open` like a converted dataset's."""
     counts = {s: {d: 0 for d in schema.DOMAINS} for s in schema.SPLITS}
     counts.setdefault(config.split, {d: 0 for d in schema.DOMAINS})
     for row in rows:

@@ -12,7 +12,8 @@ converter records which case belongs to which patient (`case_patients` in manife
 dataset converted before that record existed works when each patient has one case. The functions
 that read a dataset take the `schema.Dataset` their command opened.
 
-This module imports no TensorFlow except in `write_fold_dataset`.
+This module imports no TensorFlow except where it reads the records (`write_fold_dataset`, and
+`cohort_record` in the low-data regime).
 """
 
 from __future__ import annotations

@@ -49,7 +49,6 @@ import shutil
 import numpy as np
 
 from ssagan_tf import io as durable
-from ssagan_tf.data import schema
 from ssagan_tf.data.schema import DIRECTIONS
 from ssagan_tf.judge.config import read_judge_info
 from ssagan_tf.run_dir import SCORES_NAME, best_checkpoint, read_scores, selection_dir

@@ -185,12 +185,15 @@ class Validation:
                           if models.attention_normal is not None else None)
         self.warned = []
         self.judge = self.val_arrays = self.fill_pairs = None
-        if config.transplants_lesions:
+        levers = config.transplants_lesions
+        # The validation split read whole once, for the healthy-fill pairs and the judge alike.
+        arrays = pipeline.load_split_arrays(dataset, "val") if levers or config.judge_dir else None
+        if levers:
             # The same transplants every epoch, so the healthy-fill figures compare across epochs.
-            self.fill_pairs = transplanted_pairs(pipeline.load_split_arrays(dataset, "val"), config.seed)
+            self.fill_pairs = transplanted_pairs(arrays, config.seed)
         if config.judge_dir:
             self.judge = scoring.Judge(config.judge_dir)
-            self.val_arrays = pipeline.load_split_arrays(dataset, "val")
+            self.val_arrays = arrays
             log(f"Judge {config.judge_dir} (its test AUC {self.judge.test_auc:.3f}) scores the validation "
                 "translations each epoch")
 
