@@ -287,6 +287,7 @@ def test_judge_and_low_data_regime_in_the_evaluation(tmp_path, tiny_dataset, exp
         EvaluationConfig(data_dir=tiny_dataset, output_dir=out, arms=("none",), tumor_fraction=0.0)
 
 
+@pytest.mark.slow
 def test_in_masks_draws_normal_to_tumor_inside_transplanted_training_lesions(tmp_path, tiny_dataset):
     """--in_masks: normal->tumor paints exactly inside the lesion masks LesionMasks places from the
     training tumor slices (inside the head), tumor->normal is the export's own, the rows of both
