@@ -136,7 +136,7 @@ def write_fold_dataset(dataset, out_dir: str, cohort: dict) -> str:
         if existing == cohort:
             return out_dir
         raise ValueError(f"{out_dir}: holds {'another fold' if existing else 'something other than fold data'}; "
-                         "use another --model_dir (or --fresh to start this one over)")
+                         "use another --model_dir, or move this folder out of the way")
     manifest = dataset.manifest
     owners = case_patients(manifest)
     role = {p: r for r in ("train", "val") for p in cohort[f"{r}_patients"]}
