@@ -5,9 +5,10 @@ The step is composed as pytorch-CycleGAN composes its own: one forward pass of b
 (`TrainStep.translations`), the generator objective (`generator_objective`, docs/method.md,
 "Losses": adversarial + lambda_cyc * cycle + lambda_idt * lambda_cyc * identity + lambda_mask *
 semi-supervised attention loss, + the attention-area hinge while the attention trains and the
-lesion levers when asked for, painting inside transplanted lesion masks among them) and one discriminator objective (`discriminator_objective`) called
-for D_t and for D_n, which see attention-guided inputs once the attention warm-up is over. Terms
-are named, not numbered (the paper numbers its losses as one group).
+lesion levers when asked for, painting inside transplanted lesion masks among them) and one
+discriminator objective (`discriminator_objective`) called for D_t and for D_n, which see
+attention-guided inputs once the attention warm-up is over. Terms are named, not numbered (the
+paper numbers its losses as one group).
 """
 
 from __future__ import annotations
