@@ -869,6 +869,19 @@ def test_run_train_opens_each_dataset_once_and_hands_it_to_the_config_and_to_tra
     assert dict(reads) == {os.path.realpath(data_dir): 1, os.path.realpath(extra): 1}
 
 
+def lesion_step_inputs():
+    """Two normal slices (a head disc on background -1), two tumor slices, their masks, only the
+    first labelled: the inputs of the lesion levers' by-value step tests."""
+    yy, xx = np.mgrid[:32, :32]
+    rng = np.random.default_rng(6)
+    x_n = np.where(((yy - 16) ** 2 + (xx - 16) ** 2 <= 196)[None, ..., None], rng.uniform(-0.5, 0.5, (2, 32, 32, 1)),
+                   -1.0).astype(np.float32)
+    x_t = rng.uniform(-1, 1, (2, 32, 32, 1)).astype(np.float32)
+    mask = np.zeros((2, 32, 32, 1), np.float32)
+    mask[:, 10:15, 12:18] = 1
+    return x_n, x_t, mask, np.array([1.0, 0.0], np.float32)
+
+
 @pytest.mark.slow
 def test_train_step_lesion_guidance_and_healthy_fill_by_value(data_dir, tmp_path):
     """With --lesion_guidance and --lambda_fill the step's two terms equal, computed by hand from
@@ -880,14 +893,7 @@ def test_train_step_lesion_guidance_and_healthy_fill_by_value(data_dir, tmp_path
 
     config = tiny_config(data_dir, tmp_path, lesion_guidance=2.0, lambda_fill=3.0, mask_loss_type="l1_dice")
     train_step, m, _ = make_train_step(config)
-    yy, xx = np.mgrid[:32, :32]
-    rng = np.random.default_rng(6)
-    x_n = np.where(((yy - 16) ** 2 + (xx - 16) ** 2 <= 196)[None, ..., None], rng.uniform(-0.5, 0.5, (2, 32, 32, 1)),
-                   -1.0).astype(np.float32)
-    x_t = rng.uniform(-1, 1, (2, 32, 32, 1)).astype(np.float32)
-    mask = np.zeros((2, 32, 32, 1), np.float32)
-    mask[:, 10:15, 12:18] = 1
-    has_mask = np.array([1.0, 0.0], np.float32)
+    x_n, x_t, mask, has_mask = lesion_step_inputs()
     lesioned, moved, placed = (t.numpy() for t in lesions.transplant(x_n, x_t, mask, has_mask,
                                                                      tf.constant([0, 0], tf.int64)))
     assert placed.tolist() == [1.0, 0.0] and moved[0].sum() > 0
@@ -919,14 +925,7 @@ def test_train_step_lesion_painting_by_value(data_dir, tmp_path):
     model = ModelConfig.for_system("attention_cyclegan", image_size=32, channels=1, ngf=8, ndf=8, n_res_blocks=1)
     config = tiny_config(data_dir, tmp_path, model=model, lambda_paint=2.0)
     train_step, m, _ = make_train_step(config)
-    yy, xx = np.mgrid[:32, :32]
-    rng = np.random.default_rng(6)
-    x_n = np.where(((yy - 16) ** 2 + (xx - 16) ** 2 <= 196)[None, ..., None], rng.uniform(-0.5, 0.5, (2, 32, 32, 1)),
-                   -1.0).astype(np.float32)
-    x_t = rng.uniform(-1, 1, (2, 32, 32, 1)).astype(np.float32)
-    mask = np.zeros((2, 32, 32, 1), np.float32)
-    mask[:, 10:15, 12:18] = 1
-    has_mask = np.array([1.0, 0.0], np.float32)
+    x_n, x_t, mask, has_mask = lesion_step_inputs()
     _, moved, placed = (t.numpy() for t in lesions.transplant(x_n, x_t, mask, has_mask, tf.constant([0, 0], tf.int64)))
     assert placed.tolist() == [1.0, 0.0] and moved[0].sum() > 0
     painted = np.asarray(compose_attention(x_n, m.normal_to_tumor(x_n, training=True).numpy(), moved))
