@@ -1,15 +1,25 @@
-"""Real lesion masks transplanted onto normal slices (`--lesion_guidance`, `--lambda_fill`, the
-healthy-fill measure, `run_augment.py --lesion_masks` and the evaluation's `--in_masks`).
+"""Real lesion masks transplanted onto normal slices (`--lesion_guidance`, `--lambda_fill`,
+`--lambda_paint`, the healthy-fill measure, `run_augment.py --lesion_masks` and the evaluation's
+`--in_masks`), and the head and brain masks they are placed by (also copy-paste's).
 
 A labelled tumor slice's whole-tumor mask, and the tumor's pixels under it, are moved onto a
 normal slice: rotated by up to `MAX_ROTATION_DEGREES` either way and scaled by a factor in
-`SCALE_RANGE` about the lesion's centroid, which lands on a head pixel of the normal slice at
-least `margin` pixels (an eighth of the slice) from the background, drawn uniformly. The moved mask is
-then cut to the head, so a transplanted mask never covers background. Every draw is stateless: the
-same `seed` gives the same placements, in a training graph as in eager code.
+`SCALE_RANGE` about the lesion's centroid, which lands on a brain pixel of the normal slice at
+least `margin` pixels (a sixteenth of the slice) inside the brain's outline, drawn uniformly. The
+moved mask is then cut to the brain, so a transplanted mask never covers background, scalp or
+skull. Every draw is stateless: the same `seed` gives the same placements, in a training graph as
+in eager code.
 
-The head of a normalised slice (`data_prep.convert`: background exactly `schema.BACKGROUND`, -1)
-is every pixel above it in some channel, closed over small dark holes (CSF clipped to -1 inside the head).
+The head of a slice is found without trusting the background to be exactly `schema.BACKGROUND`
+(-1): a converted slice's background keeps the scanner's noise wherever it lies above the
+intensity bounds' low end (on LGG FLAIR at 128^2 half the background pixels do). Per slice, a
+threshold just above the background's histogram peak (the triangle method, on the maximum over
+channels) separates it from tissue, so that dark CSF and skull stay in; a closing bridges small
+gaps, every dark region the image border does not reach (ventricles, the skull inside the scalp)
+is filled, and an opening then removes noise specks. The brain is the head less its outer
+`BRAIN_DEPTH` x the frame's side (scalp and skull, about 10 mm: the converter's default field of
+view fits the head's box to 0.9 of the frame); on a skull-stripped slice it trims that much
+cortex instead, which only makes placements more conservative.
 """
 
 from __future__ import annotations
@@ -22,20 +32,89 @@ import tensorflow as tf
 from ssagan_tf.data import schema
 
 MAX_ROTATION_DEGREES = 45.0
+BRAIN_DEPTH = 0.06              # scalp and skull, as a fraction of the frame's side (~10 mm; see the docstring)
+HISTOGRAM_BINS = 128
 MASK_ATTEMPTS = 8               # donors tried per slice by `LesionMasks` before it gives up on the slice
 SCALE_RANGE = (0.8, 1.25)
 
 
+def _background_thresholds(values, bins: int = HISTOGRAM_BINS):
+    """[B, N] values in [-1, 1] -> [B] threshold of each row just above its background: the
+    triangle method on the row's histogram, between the background's peak (the tallest bin in the
+    lower quarter of the range, where normalisation puts the background) and the brightest
+    occupied bin; the bin farthest below the line joining them, or the lower quarter's last bin
+    if that is lower, ends the background."""
+    batch = tf.shape(values)[0]
+    index = tf.clip_by_value(tf.cast(tf.floor((values + 1.0) * (bins / 2.0)), tf.int32), 0, bins - 1)
+    index += tf.range(batch)[:, None] * bins
+    hist = tf.reshape(tf.math.bincount(tf.reshape(index, [-1]), minlength=batch * bins, maxlength=batch * bins,
+                                       dtype=tf.float32), [batch, bins])
+    bin_index = tf.range(bins, dtype=tf.float32)[None, :]
+    peak = tf.argmax(hist[:, :bins // 4], axis=1, output_type=tf.int32)
+    last = bins - 1 - tf.argmax(tf.cast(hist[:, ::-1] > 0, tf.int32), axis=1, output_type=tf.int32)
+    peak_height = tf.gather(hist, peak, batch_dims=1)
+    last_height = tf.gather(hist, last, batch_dims=1)
+    peak_f, last_f = tf.cast(peak, tf.float32)[:, None], tf.cast(last, tf.float32)[:, None]
+    line = peak_height[:, None] + (last_height - peak_height)[:, None] * (bin_index - peak_f) / tf.maximum(
+        last_f - peak_f, 1.0)
+    between = (bin_index > peak_f) & (bin_index <= last_f)
+    best = tf.argmax(tf.where(between, line - hist, -1.0), axis=1, output_type=tf.int32)
+    # The background ends in the lower quarter too: a slice with no background (noise everywhere,
+    # or a bright lesion towering over a flat histogram) keeps nearly all its pixels.
+    best = tf.minimum(tf.where(last > peak, best, peak), bins // 4 - 1)
+    return -1.0 + tf.cast(best + 1, tf.float32) * (2.0 / bins)
+
+
+def _fill_holes(mask):
+    """[B, H, W, 1] 0/1 -> the mask with every region of 0s that the image border does not reach
+    through 0s (4- and 8-connected alike) set to 1."""
+    outside = 1.0 - mask
+    height, width = mask.shape[1], mask.shape[2]
+    border = np.ones((1, height, width, 1), np.float32)
+    border[:, 1:-1, 1:-1] = 0.0
+    reached = outside * border
+
+    def grow(reached, _):
+        return tf.nn.max_pool2d(reached, 3, 1, "SAME") * outside, reached
+
+    reached, _ = tf.while_loop(lambda new, old: tf.reduce_any(new != old), grow,
+                               (grow(reached, None)[0], reached), maximum_iterations=2 * (height + width))
+    return 1.0 - reached
+
+
 def head_mask(images, closing: int = 5):
-    """[B, H, W, C] slices in [-1, 1] -> [B, H, W, 1] float head mask (1 inside)."""
+    """[B, H, W, C] slices in [-1, 1] -> [B, H, W, 1] float head mask (1 inside; the module's
+    docstring says how it is found)."""
     images = tf.convert_to_tensor(images, tf.float32)
-    head = tf.cast(tf.reduce_max(images, axis=-1, keepdims=True) > schema.BACKGROUND + 1e-3, tf.float32)
-    dilated = tf.nn.max_pool2d(head, closing, 1, "SAME")
-    return 1.0 - tf.nn.max_pool2d(1.0 - dilated, closing, 1, "SAME")
+    grey = tf.reduce_max(images, axis=-1, keepdims=True)
+    batch = tf.shape(grey)[0]
+    threshold = _background_thresholds(tf.reshape(grey, [batch, -1]))
+    head = tf.cast(grey > tf.maximum(threshold, schema.BACKGROUND + 1e-3)[:, None, None, None], tf.float32)
+    head = _fill_holes(_eroded(tf.nn.max_pool2d(head, closing, 1, "SAME"), closing))   # closed, then filled
+    return tf.nn.max_pool2d(_eroded(head, 3), 3, 1, "SAME")                  # opened: specks go
+
+
+def brain_mask(images, head=None):
+    """[B, H, W, C] slices -> [B, H, W, 1] float brain mask: the head (`head_mask`, or `head` when
+    given) less the pixels within `BRAIN_DEPTH` x the frame's side of its outline (the distance is
+    counted by alternating 3x3 and cross-shaped erosions, an octagonal approximation of the
+    Euclidean one)."""
+    head = head_mask(images) if head is None else tf.convert_to_tensor(head, tf.float32)
+    depth = int(round(BRAIN_DEPTH * max(head.shape[1], head.shape[2])))
+    for k in range(depth):
+        if k % 2:
+            head = tf.minimum(_eroded_by(head, [1, 3, 1, 1]), _eroded_by(head, [1, 1, 3, 1]))
+        else:
+            head = _eroded(head, 3)
+    return head
 
 
 def _eroded(mask, size: int):
     return 1.0 - tf.nn.max_pool2d(1.0 - mask, size, 1, "SAME")
+
+
+def _eroded_by(mask, ksize: list):
+    return 1.0 - tf.nn.max_pool2d(1.0 - mask, ksize, 1, "SAME")
 
 
 def _centroids(masks):
@@ -66,18 +145,21 @@ def transplant(normal_images, tumor_images, tumor_masks, valid, seed, margin: in
     the same batch position. `valid` [B] says which pairs to use (a tumor slice with a mask);
     `seed` is a stateless seed (shape [2], int). Returns ``(lesioned [B, H, W, C], masks [B, H, W,
     1], placed [B])``: the normal slice with the lesion pasted in, the transplanted mask (0/1,
-    inside the head) and whether a non-empty mask was placed (0 where `valid` is 0 or the head
+    inside the brain) and whether a non-empty mask was placed (0 where `valid` is 0 or the head
     is empty)."""
     normal_images = tf.convert_to_tensor(normal_images, tf.float32)
     tumor_images = tf.convert_to_tensor(tumor_images, tf.float32)
     tumor_masks = tf.cast(tf.convert_to_tensor(tumor_masks) > 0.5, tf.float32)
     batch, height, width = tf.shape(normal_images)[0], normal_images.shape[1], normal_images.shape[2]
-    margin = max(1, height // 8) if margin is None else margin
+    margin = max(1, height // 16) if margin is None else margin
     seeds = tf.random.experimental.stateless_split(tf.cast(seed, tf.int64), 3)
     head = head_mask(normal_images)
-    inner = _eroded(head, 2 * margin + 1)
-    # Fewer than one pixel that far inside: any head pixel will do.
-    inner = tf.where(tf.reduce_sum(inner, axis=[1, 2, 3], keepdims=True) > 0, inner, head)
+    brain = brain_mask(normal_images, head)
+    # A head too small to keep a brain after the scalp is taken off: its head stands in.
+    brain = tf.where(tf.reduce_sum(brain, axis=[1, 2, 3], keepdims=True) > 0, brain, head)
+    inner = _eroded(brain, 2 * margin + 1)
+    # Fewer than one pixel that far inside: any brain pixel will do.
+    inner = tf.where(tf.reduce_sum(inner, axis=[1, 2, 3], keepdims=True) > 0, inner, brain)
     target = _random_pixel(inner, seeds[0])
     source = _centroids(tumor_masks)
     angle = tf.random.stateless_uniform([batch], seeds[1], -1.0, 1.0) * math.radians(MAX_ROTATION_DEGREES)
@@ -96,7 +178,7 @@ def transplant(normal_images, tumor_images, tumor_masks, valid, seed, margin: in
                                                      output_shape=tf.constant([height, width]),
                                                      fill_value=fill, interpolation="BILINEAR", fill_mode="CONSTANT")
 
-    moved = tf.cast(warp(tumor_masks, 0.0) > 0.5, tf.float32) * head
+    moved = tf.cast(warp(tumor_masks, 0.0) > 0.5, tf.float32) * brain
     moved *= tf.reshape(tf.cast(valid, tf.float32), [-1, 1, 1, 1])
     placed = tf.cast(tf.reduce_sum(moved, axis=[1, 2, 3]) > 0, tf.float32)
     lesion = warp(tumor_images, schema.BACKGROUND)
@@ -111,7 +193,7 @@ class LesionMasks:
     Each normal slice, by its `position` among the slices it is drawn for (so a re-run or another
     batch size gives the same mask), gets the whole-tumor mask of one of them transplanted onto it
     (`transplant`). The donor and the placement are drawn from (seed, position); a donor whose mask
-    cannot be placed (it would fall outside the head) is replaced by the next, up to
+    cannot be placed (it would fall outside the brain) is replaced by the next, up to
     `MASK_ATTEMPTS`; a slice none fits is counted in `unplaced` and gets an empty mask."""
 
     def __init__(self, tumors: dict, seed: int, where: str):

@@ -553,7 +553,7 @@ def test_a_chunk_cut_short_after_its_files_moved_is_still_owned(model_base, tiny
 @pytest.mark.slow
 def test_lesion_masks_are_the_masks_written_with_each_synthetic_tumor(model_base, tiny_dataset, tmp_path):
     """--lesion_masks: every synthetic tumor's mask is exactly the lesion mask transplanted onto its
-    source slice (inside the head), the slice is unchanged outside it, and a re-run draws the same."""
+    source slice (inside the brain), the slice is unchanged outside it, and a re-run draws the same."""
     from ssagan_tf import lesions
 
     out = str(tmp_path / "aug")
@@ -564,8 +564,8 @@ def test_lesion_masks_are_the_masks_written_with_each_synthetic_tumor(model_base
     tumors = pipeline.load_split_arrays(source, "train", domains=("tumor",))
     expected = lesions.LesionMasks(tumors, 3, "train")(normal["image"], np.arange(len(normal["image"])))
     assert (expected.sum(axis=(1, 2, 3)) > 0).all()
-    head = lesions.head_mask(normal["image"]).numpy()
-    assert not (expected * (1 - head)).any()
+    brain = lesions.brain_mask(normal["image"]).numpy()
+    assert not (expected * (1 - brain)).any()
     synthetic = pipeline.load_split_arrays(schema.open(out), "train")
     assert len(synthetic["image"]) == len(normal["image"]) and (synthetic["label"] == 1).all()
     position = {(c, int(s)): i for i, (c, s) in enumerate(zip(normal["case_id"], normal["slice_index"]))}

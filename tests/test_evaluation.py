@@ -290,7 +290,7 @@ def test_judge_and_low_data_regime_in_the_evaluation(tmp_path, tiny_dataset, exp
 @pytest.mark.slow
 def test_in_masks_draws_normal_to_tumor_inside_transplanted_training_lesions(tmp_path, tiny_dataset):
     """--in_masks: normal->tumor paints exactly inside the lesion masks LesionMasks places from the
-    training tumor slices (inside the head), tumor->normal is the export's own, the rows of both
+    training tumor slices (inside the brain), tumor->normal is the export's own, the rows of both
     ways are trained, and the report says which augmenter drew in masks."""
     from ssagan_tf import lesions
     from ssagan_tf.evaluation.in_masks import DrawnInMasks
@@ -304,7 +304,7 @@ def test_in_masks_draws_normal_to_tumor_inside_transplanted_training_lesions(tmp
     train_tumors = {k: v[data["train"]["label"] == 1] for k, v in data["train"].items()}
     expected = lesions.LesionMasks(train_tumors, 0, "train")(normal, np.arange(len(normal)))
     assert (expected.sum(axis=(1, 2, 3)) > 0).all()
-    assert not (expected * (1 - lesions.head_mask(normal).numpy())).any()
+    assert not (expected * (1 - lesions.brain_mask(normal).numpy())).any()
     np.testing.assert_array_equal(out.attention, expected)
     np.testing.assert_allclose(out.image, expected * 0.9 + (1 - expected) * normal)
     tumor = data["test"]["image"][data["test"]["label"] == 1]

@@ -57,8 +57,8 @@ def _donor_train(size=48):
             "has_mask": np.array([0.0, 1.0]), "label": np.array([0, 1])}
 
 
-def test_copy_paste_writes_the_lesion_where_its_mask_says_inside_the_head():
-    from ssagan_tf.evaluation.controls import ControlAugmenter, _match_intensity, head_mask
+def test_copy_paste_writes_the_lesion_where_its_mask_says_inside_the_brain():
+    from ssagan_tf.evaluation.controls import ControlAugmenter, _match_intensity, brain_mask
 
     train = _donor_train()
     normal = np.stack([_head_slice(seed=s)[0] for s in (3, 4, 5)])
@@ -66,20 +66,20 @@ def test_copy_paste_writes_the_lesion_where_its_mask_says_inside_the_head():
     for source, pasted, mask in zip(normal, out.image, out.attention[..., 0] > 0):
         assert 0.8 ** 2 * 56 * 0.7 <= mask.sum() <= 1.2 ** 2 * 56 * 1.3           # the 7x8 lesion, scaled
         np.testing.assert_array_equal(pasted[~mask], source[~mask])              # outside: unchanged
-        assert np.all(head_mask(source)[mask])                                   # inside the head
+        assert np.all(brain_mask(source)[mask])                                  # inside the brain
         # Inside: the lesion's constant 0.6, mapped from the donor's tissue statistics to this slice's.
         donor = train["image"][1]
-        donor_tissue = head_mask(donor) & (train["mask"][1, ..., 0] == 0)
+        donor_tissue = brain_mask(donor) & (train["mask"][1, ..., 0] == 0)
         expected = _match_intensity(np.full((1, 1, 1), 0.6, np.float32), donor, donor_tissue,
-                                    source, head_mask(source) & ~mask)[0, 0, 0]
+                                    source, brain_mask(source) & ~mask)[0, 0, 0]
         np.testing.assert_allclose(pasted[mask, 0], expected, atol=1e-5)
-        assert expected > source[head_mask(source), 0].mean() + 0.5              # still brighter than tissue
+        assert expected > source[brain_mask(source), 0].mean() + 0.5             # still brighter than tissue
     again = ControlAugmenter("copy_paste", train, seed=0).translate("normal_to_tumor", normal)
     np.testing.assert_array_equal(again.image, out.image)                        # seeded
 
 
-def test_identity_control_returns_its_inputs_with_a_pseudo_mask_in_the_head():
-    from ssagan_tf.evaluation.controls import ControlAugmenter, head_mask
+def test_identity_control_returns_its_inputs_with_a_pseudo_mask_in_the_brain():
+    from ssagan_tf.evaluation.controls import ControlAugmenter, brain_mask
 
     train = _donor_train()
     normal = np.stack([_head_slice(seed=s)[0] for s in (3, 4)])
@@ -87,7 +87,7 @@ def test_identity_control_returns_its_inputs_with_a_pseudo_mask_in_the_head():
     out = identity.translate("normal_to_tumor", normal)
     np.testing.assert_array_equal(out.image, normal)
     for source, mask in zip(normal, out.attention[..., 0] > 0):
-        assert mask.sum() > 20 and np.all(head_mask(source)[mask])
+        assert mask.sum() > 20 and np.all(brain_mask(source)[mask])
     back = identity.translate("tumor_to_normal", train["image"][1:])
     np.testing.assert_array_equal(back.image, train["image"][1:])
     assert identity.directions == ("normal_to_tumor", "tumor_to_normal")
@@ -99,3 +99,21 @@ def test_copy_paste_adds_tumor_slices_only():
     labels = np.array([0] * 6 + [1] * 4)
     images, fake_labels, selected = arms.synthetic_slices(_translation(6, 0.9), None, labels, ratio=1.0, seed=0)
     assert fake_labels.tolist() == [1] * 4 and len(selected["normal"]) == 0
+
+
+def test_copy_paste_stays_finite_on_slices_without_background():
+    """Slices of noise with no background (and a donor whose bright lesion towers over its flat
+    histogram): the brain falls back to the head or the slice, and every pasted value is finite."""
+    from ssagan_tf.evaluation.controls import ControlAugmenter, brain_masks
+
+    rng = np.random.default_rng(0)
+    normal = rng.uniform(-1, -0.2, (3, 32, 32, 1)).astype(np.float32)
+    donor = rng.uniform(-1, -0.2, (32, 32, 1)).astype(np.float32)
+    mask = np.zeros((32, 32, 1), np.float32)
+    mask[12:18, 12:18] = 1.0
+    donor[mask[..., 0] > 0] = 0.9
+    train = {"image": np.stack([normal[0], donor]), "mask": np.stack([np.zeros_like(mask), mask]),
+             "has_mask": np.array([0.0, 1.0]), "label": np.array([0, 1])}
+    assert brain_masks(np.full((1, 32, 32, 1), -1.0, np.float32)).all()        # nothing found: the slice
+    out = ControlAugmenter("copy_paste", train, seed=0).translate("normal_to_tumor", normal)
+    assert np.isfinite(out.image).all() and (out.attention.sum(axis=(1, 2, 3)) > 0).all()

@@ -88,7 +88,7 @@ class AugmentConfig:
                              "judge.")
     judge_slices: int = 256
     lesion_masks: bool = setting(False, "Synthetic tumors are drawn inside real lesion masks transplanted from the "
-                                        "split's labelled tumor slices (inside the head, rotated and scaled within "
+                                        "split's labelled tumor slices (inside the brain, rotated and scaled within "
                                         "limits; ssagan_tf/lesions.py) instead of where A_n points, and each "
                                         "written mask is exactly the mask the model was asked to fill. Converted "
                                         "TFRecord input only.")

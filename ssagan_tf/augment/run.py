@@ -385,7 +385,7 @@ def _augment(config: AugmentConfig) -> AugmentResult:
     finally:
         writer.close()
     if masks is not None and masks.unplaced:
-        logging.warning("--lesion_masks: no lesion fitted inside the head of %d normal slices; their synthetic "
+        logging.warning("--lesion_masks: no lesion fitted inside the brain of %d normal slices; their synthetic "
                         "tumors are unchanged inputs with empty masks", masks.unplaced)
     seconds, cpu_seconds = time.perf_counter() - start, time.process_time() - cpu_start
     return _finish(config, translator, source, plan, ledger, mask_threshold, len(plan) - len(pending), translated,

@@ -67,7 +67,7 @@ class EvaluationConfig:
     in_masks: tuple = setting(
         (), "Names of exported --augmenters whose normal->tumor paints inside real lesion masks instead of where "
         "its own attention points: each normal slice gets the mask of a labelled training tumor slice "
-        "transplanted onto it (inside the head, rotated and scaled; ssagan_tf/lesions.py, as run_augment.py "
+        "transplanted onto it (inside the brain, rotated and scaled; ssagan_tf/lesions.py, as run_augment.py "
         "--lesion_masks draws them), through the export's normal_to_tumor_in_masks signature. Name one export "
         "twice in --augmenters to compare both ways.", parse=_names)
     arms: tuple = setting(

@@ -1,11 +1,13 @@
 """Augmenters that need no training, run in the same harness as the exported ones:
 
 - `copy_paste`: a real lesion, cut out with its mask from a training tumor slice, pasted into a
-  normal slice inside the head, intensity-matched and slightly rotated and scaled; the result is
+  normal slice wholly inside the brain (`lesions.brain_mask`: the head less its scalp and skull),
+  at the donor's own position where it fits there, intensity-matched to the target's brain tissue
+  and slightly rotated and scaled; the result is
   labelled tumor and its attention is the pasted mask. It has no tumor -> normal direction (it
   cannot remove a tumor), so its synthetic arm adds tumor slices only.
 - `identity`: the control that changes nothing. normal -> tumor returns the normal slice itself
-  (labelled tumor by the synthetic arm) with a pseudo-mask, a real lesion mask placed in the head
+  (labelled tumor by the synthetic arm) with a pseudo-mask, a real lesion mask placed in the brain
   as copy-paste would place it; tumor -> normal returns the tumor slice itself (labelled normal).
   Whatever the synthetic arm gains with it comes from label noise and extra copies, not realism.
 
@@ -18,21 +20,32 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage
 
-from ssagan_tf.data import schema
+from ssagan_tf import lesions
 from ssagan_tf.exported import Translation
 
 CONTROLS = ("copy_paste", "identity")
 MAX_ROTATION_DEGREES = 30.0     # lesions keep their shape; a mild turn and resize make each paste new
 SCALE_RANGE = (0.8, 1.2)
-PLACEMENT_TRIES = 50            # random centres tried inside the head before a smaller lesion is tried
+PLACEMENT_TRIES = 50            # random centres tried inside the brain before a smaller lesion is tried
 MIN_LESION_PIXELS = 4
-HEAD_MARGIN = 2                 # pixels: the lesion stays this far inside the head's outline
-HEAD_THRESHOLD = schema.BACKGROUND + 0.05      # -0.95: the head is what lies above this
 
 
-def head_mask(image: np.ndarray) -> np.ndarray:
-    """[H, W] bool: the head, i.e. pixels above the background in any channel, holes filled."""
-    return ndimage.binary_fill_holes(np.any(image > HEAD_THRESHOLD, axis=-1))
+def brain_mask(image: np.ndarray) -> np.ndarray:
+    """[H, W, C] slice -> [H, W] bool brain (`lesions.brain_mask`)."""
+    return brain_masks(image[None])[0]
+
+
+def brain_masks(images: np.ndarray) -> np.ndarray:
+    """[N, H, W, C] slices -> [N, H, W] bool: each slice's brain (`lesions.brain_mask`), or its
+    head where the head is too small to keep a brain, or the whole slice where no head is found."""
+    out = []
+    for i in range(0, len(images), 64):
+        head = lesions.head_mask(images[i:i + 64])
+        brain = lesions.brain_mask(images[i:i + 64], head).numpy()[..., 0] > 0.5
+        head = head.numpy()[..., 0] > 0.5
+        brain = np.where(brain.any(axis=(1, 2), keepdims=True), brain, head)
+        out.append(np.where(brain.any(axis=(1, 2), keepdims=True), brain, True))
+    return np.concatenate(out) if out else np.zeros(images.shape[:3], bool)
 
 
 def _lesion(image: np.ndarray, mask: np.ndarray, angle: float, scale: float) -> tuple:
@@ -55,16 +68,17 @@ def _match_intensity(lesion: np.ndarray, donor: np.ndarray, donor_tissue: np.nda
     out = np.empty_like(lesion)
     for c in range(lesion.shape[-1]):
         d, t = donor[..., c][donor_tissue], target[..., c][target_tissue]
+        # No tissue beside the lesion (a brain all lesion): the whole slice's statistics stand in.
+        d, t = (d if d.size else donor[..., c].ravel()), (t if t.size else target[..., c].ravel())
         scale = max(float(t.std()), 1e-3) / max(float(d.std()), 1e-3)
         out[..., c] = (lesion[..., c] - d.mean()) * scale + t.mean()
     return np.clip(out, -1.0, 1.0)
 
 
-def place(target: np.ndarray, lesion_mask: np.ndarray, preferred: tuple, rng) -> tuple | None:
-    """Top-left corner (row, col) at which `lesion_mask` lies wholly inside the target's head
-    (eroded by HEAD_MARGIN): the donor's own position first (brains are roughly aligned after
-    conversion, so it is anatomically plausible), then random centres on the head. None if no try fits."""
-    inside = ndimage.binary_erosion(head_mask(target), iterations=HEAD_MARGIN)
+def place(inside: np.ndarray, lesion_mask: np.ndarray, preferred: tuple, rng) -> tuple | None:
+    """Top-left corner (row, col) at which `lesion_mask` lies wholly inside `inside` (the target's
+    brain, [H, W] bool): the donor's own position first (brains are roughly aligned after
+    conversion, so it is anatomically plausible), then random centres in the brain. None if no try fits."""
     height, width = lesion_mask.shape
     size_y, size_x = inside.shape
     candidates = [preferred]
@@ -96,13 +110,16 @@ class ControlAugmenter:
         self._images, self._masks = train["image"], masks
         self.directions = ("normal_to_tumor",) if name == "copy_paste" else ("normal_to_tumor", "tumor_to_normal")
         self.placements: list = []
+        self._brain_cache: dict = {}
 
     def check_input_shape(self, image_shape: tuple) -> None:
         if tuple(self._images.shape[1:]) != tuple(image_shape):
             raise ValueError(f"augmenter {self.name!r}: donors are {self._images.shape[1:]}, slices {image_shape}")
 
-    def paste(self, target: np.ndarray, rng) -> tuple:
-        """(pasted image, pasted mask [H, W], placement record) for one normal slice."""
+    def paste(self, target: np.ndarray, rng, brain: np.ndarray | None = None) -> tuple:
+        """(pasted image, pasted mask [H, W], placement record) for one normal slice (`brain`: its
+        `brain_mask`, computed when not given)."""
+        brain = brain_mask(target) if brain is None else brain
         for attempt in range(len(self._donors) * 2 + 1):
             donor = int(self._donors[rng.integers(len(self._donors))])
             angle = float(rng.uniform(-MAX_ROTATION_DEGREES, MAX_ROTATION_DEGREES))
@@ -112,22 +129,26 @@ class ControlAugmenter:
                 continue
             rows, cols = np.nonzero(self._masks[donor])
             preferred = (int(rows.mean()) - lesion_mask.shape[0] // 2, int(cols.mean()) - lesion_mask.shape[1] // 2)
-            corner = place(target, lesion_mask, preferred, rng)
+            corner = place(brain, lesion_mask, preferred, rng)
             if corner is None:
                 continue
             top, left = corner
             full = np.zeros(target.shape[:2], bool)
             full[top:top + lesion_mask.shape[0], left:left + lesion_mask.shape[1]] = lesion_mask
-            head = head_mask(target)
-            donor_tissue = head_mask(self._images[donor]) & ~self._masks[donor]
-            matched = _match_intensity(lesion, self._images[donor], donor_tissue, target, head & ~full)
+            donor_tissue = self._brains(donor) & ~self._masks[donor]
+            matched = _match_intensity(lesion, self._images[donor], donor_tissue, target, brain & ~full)
             out = target.copy()
             region = out[top:top + lesion_mask.shape[0], left:left + lesion_mask.shape[1]]
             region[lesion_mask] = matched[lesion_mask]
             return out, full, {"donor": donor, "angle": round(angle, 2), "scale": round(scale, 3),
                                "top": top, "left": left}
-        raise ValueError(f"augmenter {self.name!r}: no donor lesion fits inside the head of a normal slice "
+        raise ValueError(f"augmenter {self.name!r}: no donor lesion fits inside the brain of a normal slice "
                          f"after {len(self._donors) * 2 + 1} tries (is the slice blank?)")
+
+    def _brains(self, donor: int) -> np.ndarray:
+        if donor not in self._brain_cache:
+            self._brain_cache[donor] = brain_mask(self._images[donor])
+        return self._brain_cache[donor]
 
     def translate(self, direction: str, images: np.ndarray) -> Translation:
         if direction not in ("normal_to_tumor", "tumor_to_normal"):
@@ -140,8 +161,9 @@ class ControlAugmenter:
                                                                                      np.float32))
         rng = np.random.default_rng([self.seed, len(images)])
         out, masks, self.placements = images.copy(), np.zeros(images.shape[:-1] + (1,), np.float32), []
+        brains = brain_masks(images)
         for i, image in enumerate(images):
-            pasted, mask, record = self.paste(image, rng)
+            pasted, mask, record = self.paste(image, rng, brains[i])
             if self.name == "copy_paste":
                 out[i] = pasted
             masks[i, ..., 0] = mask

@@ -42,7 +42,7 @@ class DrawnInMasks:
         unplaced = self.masks.unplaced
         masks = self.masks(images, np.arange(len(images)))
         if self.masks.unplaced > unplaced:
-            print(f"WARNING: --in_masks {self.name}: no lesion fits inside the head of "
+            print(f"WARNING: --in_masks {self.name}: no lesion fits inside the brain of "
                   f"{self.masks.unplaced - unplaced} of {len(images)} normal slices; those stay unchanged", flush=True)
         image, attention = self.translator.in_masks(images, masks)
         return Translation(source=images, image=image, attention=attention)

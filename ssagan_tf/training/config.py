@@ -167,7 +167,7 @@ class RunConfig:
                                             "--warmup_patience.")
     lesion_guidance: float = setting(0.0, "Not in the paper. > 0: while the attention trains, each normal slice "
                                           "gets the whole-tumor mask of the batch's labelled tumor slice "
-                                          "transplanted onto it (inside the head, rotated and scaled within "
+                                          "transplanted onto it (inside the brain, rotated and scaled within "
                                           "limits; ssagan_tf/lesions.py), and A_n is pulled towards it by the "
                                           "--mask_loss_type loss with this weight. 0 = off.")
     lambda_fill: float = setting(0.0, "Not in the paper. > 0: weight of a self-supervised healthy-fill term: a "
