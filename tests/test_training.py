@@ -224,6 +224,15 @@ def make_train_step(config, pool_size=2):
     return TrainStep(strategy, state, config), state.models, (state.pools_tumor, state.pools_normal)
 
 
+def test_adam_betas_reach_both_optimizers():
+    """--beta_1 / --beta_2 are the betas of the generators' and the discriminators' Adam alike."""
+    from ssagan_tf.training.state import make_optimizers
+
+    config = tiny_config("unused", "unused", beta_1=0.3, beta_2=0.95)
+    made = make_optimizers(config, Schedule.from_config(config, steps_per_epoch=3))
+    assert [(float(o.beta_1), float(o.beta_2)) for o in made] == [(0.3, 0.95), (0.3, 0.95)]
+
+
 def phase(config, warmup: bool) -> Phase:
     """The phase `config`'s schedule gives a step of the warm-up, or one after it."""
     return Schedule.from_config(config, steps_per_epoch=1).phase(0 if warmup else config.attention_epochs)
@@ -450,7 +459,7 @@ def test_failing_attention_is_reported_while_training_and_when_frozen(data_dir, 
                                                                  stats, 1, False, 2)
     unsupervised = dataclasses.replace(config, model=ModelConfig.for_system(
         "attention_cyclegan", image_size=32, channels=1, ngf=8, ndf=8, n_res_blocks=1))
-    assert "--model=ssa_cyclegan" in validation.collapse_warning(unsupervised, stats, 1, False, 2)
+    assert "--system=ssa_cyclegan" in validation.collapse_warning(unsupervised, stats, 1, False, 2)
 
 
 @pytest.mark.slow
@@ -462,7 +471,8 @@ def test_config_validation_messages(data_dir, tmp_path, monkeypatch):
     for change, message in ((dict(batch_size=0), "batch_size must be >= 1"), (dict(d_mode="x"), "d_mode must be"),
                             (dict(tau=1.5), "tau must be in"), (dict(attention_epochs=0), "attention_epochs"),
                             (dict(gan_loss="wgan"), "gan_loss must be"), (dict(strategy="tpu"), "strategy must be"),
-                            (dict(mask_loss_type="bce"), "mask_loss_type must be one of")):
+                            (dict(mask_loss_type="bce"), "mask_loss_type must be one of"),
+                            (dict(beta_1=1.0), "betas must be in"), (dict(beta_2=-0.1), "betas must be in")):
         with pytest.raises(ValueError, match=message):
             dataclasses.replace(good, **change)
     with pytest.raises(ConfigError, match=r"batch_size must be >= 1.*; tau must be in.*; log_every must be >= 1"):

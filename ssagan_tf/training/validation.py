@@ -151,7 +151,7 @@ def collapse_warning(config, stats: dict, epoch: int, frozen: bool, freeze_epoch
     """What to tell a user whose tumor attention does not find the tumors after `epoch`; the
     attention networks freeze at `freeze_epoch` (`Schedule.freeze_epoch`)."""
     if not config.model.mask_loss:
-        advice = ("this system learns the attention without masks; --model=ssa_cyclegan supervises it with the "
+        advice = ("this system learns the attention without masks; --system=ssa_cyclegan supervises it with the "
                   "tumor masks")
     elif config.lambda_mask == 0:
         advice = "--lambda_mask is 0, so the tumor masks are not used; set it to 1 (the paper's weight)"
