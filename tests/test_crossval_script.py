@@ -48,6 +48,21 @@ def test_every_fold_and_system_is_trained_then_one_evaluation_runs(tmp_path):
         a for a in plain if a.startswith("--in_masks")]
 
 
+def test_judge_train_and_arm_flags_reach_their_commands_and_no_systems_runs_the_cheap_rows(tmp_path):
+    steps = _plan(tmp_path, "--folds=2", "--systems=cyclegan", "--in_masks=", "--judge_flags=--width=8 --epochs=3",
+                  "--train_flags=--epochs=2 --seed=5", "--arms=none,classic")
+    judges = [s for s in steps if s[1:3] == ["-m", "ssagan_tf.judge"]]
+    assert all(args[-2:] == ["--width=8", "--epochs=3"] for args in judges) and len(judges) == 2
+    trainings = [s for s in steps[:-1] if s not in judges]
+    # The train flags come last: after the fold's own --judge, so they may override anything.
+    assert all(args[-2:] == ["--epochs=2", "--seed=5"] and "--system=cyclegan" in args for args in trainings)
+    assert "--arms=none,classic" in steps[-1]
+    # No trained system (--systems= --in_masks= --nofold_judges): the evaluation alone, with the
+    # built-in augmenters only.
+    cheap = _plan(tmp_path, "--folds=2", "--systems=", "--in_masks=", "--nofold_judges")
+    assert len(cheap) == 1 and "--augmenters=copy_paste,identity" in cheap[0]
+
+
 def test_in_masks_names_a_trained_system():
     done = subprocess.run([sys.executable, "-m", "scripts.crossval", "--data_dir=DATA", "--output_dir=CV",
                            "--systems=cyclegan", "--in_masks=ssa_cyclegan"], cwd=REPO_ROOT, capture_output=True,

@@ -59,3 +59,30 @@ def test_the_command_line_refuses_models_that_are_not_name_export_pairs(tmp_path
     assert done.returncode == 2, done.stderr[-2000:]
     assert ("python -m scripts.texture: --models: expected NAME=EXPORT pairs, got resize=/e/a,transpose (try --help)"
             in done.stderr.splitlines())
+
+
+@pytest.mark.slow
+def test_split_and_resamples_reach_the_measure(tiny_dataset):
+    """--split picks the slices translated and --resamples the bootstrap's size (the translator
+    stands in for an export: `load_translator` is replaced in the script's process)."""
+    import json
+    import subprocess
+    import sys
+
+    from conftest import HANG_TIMEOUT, REPO_ROOT
+    from ssagan_tf.data import schema
+    from ssagan_tf.data.pipeline import load_split_arrays
+
+    code = ("import json, sys; sys.path.insert(0, 'tests'); from absl import flags; from scripts import texture; "
+            "import ssagan_tf.exported as exported; from test_texture_script import Painter; "
+            "exported.load_translator = lambda path, kinds: Painter(0.5); seen = []; real = texture.texture; "
+            "texture.texture = lambda a, t, r: seen.append((sorted(set(c.decode() for c in a['case_id'])), r)) "
+            "or real(a, t, r); flags.FLAGS(sys.argv); texture.main(sys.argv[:1]); print(json.dumps(seen))")
+    done = subprocess.run([sys.executable, "-c", code, "texture", f"--data_dir={tiny_dataset}", "--models=p=/e",
+                           "--split=test", "--resamples=7"], cwd=REPO_ROOT, capture_output=True, text=True,
+                          timeout=HANG_TIMEOUT)
+    assert done.returncode == 0, done.stderr[-2000:]
+    (cases, resamples), = json.loads(done.stdout.strip().splitlines()[-1])
+    test_cases = sorted(set(c.decode() for c in load_split_arrays(schema.open(tiny_dataset), "test")["case_id"]))
+    val_cases = sorted(set(c.decode() for c in load_split_arrays(schema.open(tiny_dataset), "val")["case_id"]))
+    assert resamples == 7 and cases == test_cases and cases != val_cases
