@@ -94,12 +94,6 @@ def save(figure: Figure, path: str, vector: bool = False) -> list:
     return written
 
 
-def rgb_array(figure: Figure) -> np.ndarray:
-    """The figure rendered as an [H, W, 3] uint8 image."""
-    figure.canvas.draw()
-    return np.asarray(figure.canvas.buffer_rgba())[..., :3].copy()
-
-
 def tile(images: np.ndarray, columns: int, padding: int = 2) -> np.ndarray:
     """A plain tiling, no labels (`skimage.util.montage`): [K, H, W] images, row by row,
     `columns` per row, white (1.0) between and around them and in the slots of a last row left

@@ -339,11 +339,6 @@ def volume_slices(volume: np.ndarray, size: int, is_3d: bool = True, percentiles
     return framing.kept, apply_framing(volume, framing)
 
 
-def kept_slices(volume: np.ndarray, min_brain_fraction: float = MIN_BRAIN_FRACTION) -> np.ndarray:
-    """The indices of the (Z, Y, X, C) volume's slices that `volume_slices` keeps."""
-    return _enough_head(head_mask(volume), min_brain_fraction)
-
-
 def _enough_head(head: np.ndarray, min_brain_fraction: float) -> np.ndarray:
     return np.flatnonzero(head.reshape(head.shape[0], -1).mean(axis=1) >= min_brain_fraction)
 
