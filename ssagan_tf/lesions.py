@@ -34,6 +34,7 @@ from ssagan_tf.data import schema
 MAX_ROTATION_DEGREES = 45.0
 BRAIN_DEPTH = 0.06              # scalp and skull, as a fraction of the frame's side (~10 mm; see the docstring)
 HISTOGRAM_BINS = 128
+PLACEMENT_VERSION = 2           # what identifies these placements in caches; 2: inside the brain (1: the head)
 MASK_ATTEMPTS = 8               # donors tried per slice by `LesionMasks` before it gives up on the slice
 SCALE_RANGE = (0.8, 1.25)
 
