@@ -78,6 +78,22 @@ def test_copy_paste_writes_the_lesion_where_its_mask_says_inside_the_brain():
     np.testing.assert_array_equal(again.image, out.image)                        # seeded
 
 
+def test_intensity_matching_moves_the_lesion_by_the_difference_of_tissue_medians():
+    from ssagan_tf.evaluation.controls import _match_intensity
+
+    lesion = np.array([[[0.5, 0.1]], [[0.9, -0.3]]], np.float32)                # 2 x 1 pixels, 2 channels
+    donor = np.stack([np.full((4, 4), -0.2), np.full((4, 4), -0.5)], axis=-1).astype(np.float32)
+    donor[0, 0] = [0.9, 0.9]                                                    # an outlier: the median ignores it
+    target = np.stack([np.full((4, 4), 0.3), np.full((4, 4), -0.6)], axis=-1).astype(np.float32)
+    tissue = np.ones((4, 4), bool)
+    out = _match_intensity(lesion, donor, tissue, target, tissue)
+    np.testing.assert_allclose(out[..., 0], np.clip(lesion[..., 0] + 0.5, -1, 1), atol=1e-6)   # 0.9 + 0.5 clipped
+    np.testing.assert_allclose(out[..., 1], lesion[..., 1] - 0.1, atol=1e-6)
+    # No tissue in the donor: its whole slice's median stands in.
+    np.testing.assert_allclose(_match_intensity(lesion, donor, np.zeros((4, 4), bool), target, tissue)[..., 1],
+                               lesion[..., 1] - 0.1, atol=1e-6)
+
+
 def test_identity_control_returns_its_inputs_with_a_pseudo_mask_in_the_brain():
     from ssagan_tf.evaluation.controls import ControlAugmenter, brain_mask
 

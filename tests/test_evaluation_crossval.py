@@ -82,17 +82,20 @@ def test_a_rerun_reuses_every_classifier_and_rewrites_the_report(crossval):
 
 
 @pytest.mark.slow
-def test_new_lesion_placements_make_the_built_in_rows_again(crossval, monkeypatch):
-    """The built-in controls' slices and classifiers are keyed by the placement version: after a
-    change to where lesions go, a rerun makes their slices and trains their rows again, and reuses
-    every other row."""
-    from ssagan_tf import lesions
+@pytest.mark.parametrize("module, constant", [("ssagan_tf.lesions", "PLACEMENT_VERSION"),
+                                              ("ssagan_tf.evaluation.controls", "DRAW_VERSION")])
+def test_new_built_in_versions_make_the_built_in_rows_again(crossval, monkeypatch, module, constant):
+    """The built-in controls' slices and classifiers are keyed by the versions of the lesion
+    placement and of what they draw: after a change to either, a rerun makes their slices and
+    trains their rows again, and reuses every other row."""
+    import importlib
 
     config, first, _ = crossval
-    monkeypatch.setattr(lesions, "PLACEMENT_VERSION", lesions.PLACEMENT_VERSION + 1)
+    cached = len(os.listdir(os.path.join(config.output_dir, "cache")))
+    monkeypatch.setattr(importlib.import_module(module), constant, 100)
     again = run_evaluation(config)
     assert again["classifiers_reused"] == (6 - 2) * 2 * 2                      # copy_paste and identity retrained
-    assert len(os.listdir(os.path.join(config.output_dir, "cache"))) == 3 * 2 + 2 * 2
+    assert len(os.listdir(os.path.join(config.output_dir, "cache"))) == cached + 2 * 2
 
 
 @pytest.mark.slow

@@ -22,6 +22,7 @@ import numpy as np
 
 from ssagan_tf import io as durable
 from ssagan_tf import lesions
+from ssagan_tf.evaluation import controls
 from ssagan_tf.exported import Translation
 
 LOCK_NAME = "evaluate.lock"
@@ -132,10 +133,10 @@ class TranslationCache:
 
 def augmenter_identity(path: str) -> dict:
     """What identifies an exported augmenter's weights: its version folder and the checksums of
-    saved_model.pb and the variables index (built-in controls: the version of what they draw, so
-    that slices cached by an earlier version are made again)."""
+    saved_model.pb and the variables index (built-in controls: the versions of their lesion
+    placement and of what they draw, so that slices cached by an earlier version are made again)."""
     if not path:
-        return {"builtin": True, "placement": lesions.PLACEMENT_VERSION}
+        return {"builtin": True, "placement": lesions.PLACEMENT_VERSION, "draw": controls.DRAW_VERSION}
     identity = {"path": os.path.abspath(path)}
     for name in ("saved_model.pb", os.path.join("variables", "variables.index")):
         full = os.path.join(path, name)
