@@ -25,16 +25,6 @@ flags.DEFINE_integer("resamples", 2000, "Bootstrap resamples of the intervals.")
 FLAGS = flags.FLAGS
 
 
-def interval(values: np.ndarray, resamples: int, seed: int = 0) -> list:
-    """[mean, low, high]: the mean of the finite values and its 95% bootstrap interval."""
-    finite = values[np.isfinite(values)]
-    if not len(finite):
-        return [float("nan")] * 3
-    rng = np.random.default_rng(seed)
-    means = rng.choice(finite, (resamples, len(finite))).mean(axis=1)
-    return [float(finite.mean()), float(np.percentile(means, 2.5)), float(np.percentile(means, 97.5))]
-
-
 def texture(arrays: dict, translator, resamples: int) -> dict:
     """direction -> {slices, attended (share of pixels), pattern: [mean, low, high]}."""
     from ssagan_tf import metrics
@@ -49,7 +39,8 @@ def texture(arrays: dict, translator, resamples: int) -> dict:
         regions = out.attention[..., 0] >= (translator.tau or 0.1)
         ratios = metrics.period_two_ratios(out.image, sources, regions)
         result[direction] = {"slices": int(len(sources)), "attended": float(regions.mean()),
-                             **{name: interval(ratios[name], resamples) for name in metrics.PERIOD_TWO_PATTERNS}}
+                             **{name: metrics.mean_interval(ratios[name], resamples)
+                                for name in metrics.PERIOD_TWO_PATTERNS}}
     return result
 
 

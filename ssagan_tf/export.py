@@ -19,6 +19,8 @@ Signatures (each takes the keyword `images`, float32 [None, H, W, C] in [-1, 1])
     normal_to_tumor_in_masks   G_n2t with the caller's `masks` (float32 [None, H, W, 1] in [0, 1])
                       in A_n's place (Eq. 1) -> {"image", "attention" = the masks}: a synthetic
                       tumor where the caller says (`run_augment.py --lesion_masks`)
+    tumor_to_normal_in_masks   G_t2n likewise, the masks in A_t's place: healthy tissue painted
+                      where the caller says (`python -m scripts.fill`)
 
 `attention` is [None, H, W, 1]: the attention map with the inference threshold tau applied (all
 ones for systems without attention networks). A request of any size is translated
@@ -60,8 +62,8 @@ from ssagan_tf.data import schema
 from ssagan_tf.data.folds import run_datasets, training_cohort
 from ssagan_tf.data.preprocess import recorded_framing
 from ssagan_tf.export_layout import (DEFAULT_MODEL_NAME, DEFAULT_TOLERANCE, EXPORT_FORMAT_VERSION,  # noqa: F401
-                                     EXPORT_INFO_NAME, IN_MASKS, MODEL_NAME_PATTERN, STAGING_LOCK, STAGING_PREFIX,
-                                     TOLERANCES, ExportError, commit_version, latest_version_dir, read_export_info,
+                                     EXPORT_INFO_NAME, FILL_IN_MASKS, IN_MASKS, MASKED_SIGNATURES, MODEL_NAME_PATTERN,
+                                     STAGING_LOCK, STAGING_PREFIX, TOLERANCES, ExportError, commit_version, latest_version_dir, read_export_info,
                                      remove_stale_staging, validate_model_name, version_numbers)
 from ssagan_tf.locking import DirectoryLock
 from ssagan_tf.models import SSAModels, compose_attention, translate
@@ -102,7 +104,18 @@ class TranslationModule(tf.Module):
         self.tumor_to_normal = tf.function(
             _translation(models.tumor_to_normal, models.attention_tumor, self.image_shape, self.tau, chunk_size),
             input_signature=[spec])
-        generator, channels = models.normal_to_tumor, self.image_shape[-1]
+        self.normal_to_tumor_in_masks = tf.function(self._in_masks(models.normal_to_tumor, chunk_size),
+                                                    input_signature=self._masked_spec())
+        self.tumor_to_normal_in_masks = tf.function(self._in_masks(models.tumor_to_normal, chunk_size),
+                                                    input_signature=self._masked_spec())
+
+    def _masked_spec(self) -> list:
+        return [tf.TensorSpec((None,) + self.image_shape, tf.float32, name="images"),
+                tf.TensorSpec((None,) + self.image_shape[:2] + (1,), tf.float32, name="masks")]
+
+    def _in_masks(self, generator, chunk_size: int):
+        """(images, masks) -> {"image", "attention"}: `generator`'s output composed inside `masks`."""
+        channels = self.image_shape[-1]
 
         def in_masks(images, masks):
             images = _checked_range(_checked_shape(images, self.image_shape))
@@ -119,8 +132,7 @@ class TranslationModule(tf.Module):
             return {"image": tf.identity(translated, name="image"), "attention": tf.identity(attention_map,
                                                                                               name="attention")}
 
-        self.normal_to_tumor_in_masks = tf.function(in_masks, input_signature=[
-            spec, tf.TensorSpec((None,) + self.image_shape[:2] + (1,), tf.float32, name="masks")])
+        return in_masks
 
     def signatures(self) -> dict:
         """Signature name -> concrete function, for `tf.saved_model.save`."""
@@ -128,7 +140,8 @@ class TranslationModule(tf.Module):
         return {"normal_to_tumor": normal_to_tumor,
                 "tumor_to_normal": self.tumor_to_normal.get_concrete_function(),
                 "serving_default": normal_to_tumor,
-                IN_MASKS: self.normal_to_tumor_in_masks.get_concrete_function()}
+                IN_MASKS: self.normal_to_tumor_in_masks.get_concrete_function(),
+                FILL_IN_MASKS: self.tumor_to_normal_in_masks.get_concrete_function()}
 
 
 def _translation(generator, attention, image_shape: tuple, tau: float, chunk_size: int):
@@ -204,7 +217,7 @@ def verify_export(saved_model_dir: str, models: SSAModels, tau: float, batch_siz
     keras_pairs = {"normal_to_tumor": (models.normal_to_tumor, models.attention_normal),
                    "tumor_to_normal": (models.tumor_to_normal, models.attention_tumor)}
     keras_pairs["serving_default"] = keras_pairs["normal_to_tumor"]
-    missing = (set(SIGNATURE_NAMES) | {IN_MASKS}) - set(loaded.signatures)
+    missing = (set(SIGNATURE_NAMES) | set(MASKED_SIGNATURES.values())) - set(loaded.signatures)
     if missing:
         raise ExportError(f"{saved_model_dir}: signatures {sorted(missing)} missing after reload")
     diffs, left_out = {}, 0
@@ -220,9 +233,10 @@ def verify_export(saved_model_dir: str, models: SSAModels, tau: float, batch_siz
         diffs[name] = max(float(tf.reduce_max(image_diff)), float(tf.reduce_max(attention_diff)))
     masks = tf.cast(tf.random.stateless_uniform((batch_size, cfg.image_size, cfg.image_size, 1), [seed, 1]) > 0.7,
                     tf.float32)
-    expected = compose_attention(images, tf.cast(models.normal_to_tumor(images), tf.float32), masks)
-    served = loaded.signatures[IN_MASKS](images=images, masks=masks)
-    diffs[IN_MASKS] = max(float(tf.reduce_max(tf.abs(served["image"] - expected))),
+    for generator, name in ((models.normal_to_tumor, IN_MASKS), (models.tumor_to_normal, FILL_IN_MASKS)):
+        expected = compose_attention(images, tf.cast(generator(images), tf.float32), masks)
+        served = loaded.signatures[name](images=images, masks=masks)
+        diffs[name] = max(float(tf.reduce_max(tf.abs(served["image"] - expected))),
                           float(tf.reduce_max(tf.abs(served["attention"] - masks))))
     if near_tau is not None:
         near_tau.append(left_out)
@@ -291,8 +305,10 @@ def _export_info(models: SSAModels, tau: float, diffs: dict, tolerance: float, m
                               "outputs": {"image": ["float32", [None, cfg.image_size, cfg.image_size, cfg.channels]],
                                           "attention": ["float32", [None, cfg.image_size, cfg.image_size, 1]]}}
                        for name in SIGNATURE_NAMES},
-        # normal_to_tumor_in_masks: inputs images and masks [None, H, W, 1], the outputs above.
+        # normal_to_tumor_in_masks, tumor_to_normal_in_masks: inputs images and masks [None, H, W,
+        # 1], the outputs above.
         "masked_signature": IN_MASKS,
+        "masked_signatures": sorted(MASKED_SIGNATURES.values()),
         "verification": {"max_abs_diff": diffs, "tolerance": tolerance,
                          # attention within `tolerance` of tau: the threshold may fall either way there
                          "near_tau_pixels_left_out": near_tau_pixels},

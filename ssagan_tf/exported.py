@@ -38,7 +38,7 @@ import numpy as np
 from ssagan_tf import run_dir
 from ssagan_tf.precision import choose_precision
 from ssagan_tf.data.schema import DIRECTIONS
-from ssagan_tf.export_layout import (IN_MASKS, SAVED_MODEL_FILE, latest_version_dir, read_export_info,
+from ssagan_tf.export_layout import (MASKED_SIGNATURES, SAVED_MODEL_FILE, latest_version_dir, read_export_info,
                                      saved_model_dir, validate_model_name, version_numbers)
 
 TRANSLATE_BATCH = 64       # slices per signature call in `Translator.translate`
@@ -128,15 +128,17 @@ class Translator:
         out = self.functions[direction](images=tf.constant(images, tf.float32))
         return out["image"].numpy(), out["attention"].numpy()
 
-    def in_masks(self, images: np.ndarray, masks: np.ndarray):
-        """normal->tumor drawn inside `masks` [B, H, W, 1] (in A_n's place) -> (translated, masks)."""
+    def in_masks(self, images: np.ndarray, masks: np.ndarray, direction: str = "normal_to_tumor"):
+        """`direction` drawn inside `masks` [B, H, W, 1] (in A_n's or A_t's place) -> (translated,
+        masks), in one signature call."""
         import tensorflow as tf
 
-        if IN_MASKS not in self.functions:
-            raise ValueError(f"{self.path}: this export has no {IN_MASKS} signature (written by an older "
+        name = MASKED_SIGNATURES[direction]
+        if name not in self.functions:
+            raise ValueError(f"{self.path}: this export has no {name} signature (written by an older "
                              "version); export the training run again to draw inside lesion masks")
         self._check_shape(images)
-        out = self.functions[IN_MASKS](images=tf.constant(images, tf.float32), masks=tf.constant(masks, tf.float32))
+        out = self.functions[name](images=tf.constant(images, tf.float32), masks=tf.constant(masks, tf.float32))
         return out["image"].numpy(), out["attention"].numpy()
 
     def translate(self, direction: str, images: np.ndarray) -> Translation:
@@ -203,7 +205,8 @@ def load_version(version_dir: str, name: str | None = None, version: str | None 
     if missing:
         raise ValueError(f"augmenter {name!r} at {version_dir}: missing signature(s) {missing}; "
                          f"it has {sorted(loaded.signatures)}")
-    functions = {d: loaded.signatures[d] for d in DIRECTIONS + (IN_MASKS,) if d in loaded.signatures}
+    functions = {d: loaded.signatures[d] for d in DIRECTIONS + tuple(MASKED_SIGNATURES.values())
+                 if d in loaded.signatures}
     return Translator(name=name, version=version or os.path.basename(version_dir), path=version_dir, info=info,
                       functions=functions, saved_model=loaded)
 

@@ -88,6 +88,17 @@ def classification_metrics(labels, probabilities, threshold: float = 0.5) -> dic
     return result
 
 
+def mean_interval(values, resamples: int = 2000, seed: int = 0) -> list:
+    """[mean, low, high]: the mean of the finite values and its 95% bootstrap interval (seeded;
+    NaNs for no finite value)."""
+    values = np.asarray(values, np.float64)
+    finite = values[np.isfinite(values)]
+    if not len(finite):
+        return [float("nan")] * 3
+    means = np.random.default_rng(seed).choice(finite, (resamples, len(finite))).mean(axis=1)
+    return [float(finite.mean()), float(np.percentile(means, 2.5)), float(np.percentile(means, 97.5))]
+
+
 def summarize(values) -> dict:
     """Mean and sample standard deviation (ddof=1) over the finite values; std is NaN for n < 2."""
     values = np.asarray(values, np.float64).ravel()

@@ -27,6 +27,7 @@ ENTRY_POINTS = {
     "-m scripts.crossval": ["--data_dir", "--output_dir", "--folds", "--systems", "--train_flagfile",
                             "--tumor_fraction", "--evaluate_flags"],
     "-m scripts.texture": ["--data_dir", "--models", "--split", "--resamples"],
+    "-m scripts.fill": ["--data_dir", "--model", "--split", "--seed", "--resamples"],
     "-m scripts.fingerprint": ["--work_dir", "--fingerprint", "--compare"],
 }
 

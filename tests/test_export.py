@@ -425,26 +425,28 @@ def test_export_of_the_best_checkpoint_serves_its_weights(tmp_path):
 
 
 @pytest.mark.slow
-def test_the_in_masks_signature_draws_where_the_caller_says(exported, run_dir):
-    """normal_to_tumor_in_masks is Eq. 1 with the caller's masks in A_n's place; its attention
-    output is those masks; masks outside [0, 1] are refused."""
+@pytest.mark.parametrize("direction", ["normal_to_tumor", "tumor_to_normal"])
+def test_the_in_masks_signatures_draw_where_the_caller_says(exported, run_dir, direction):
+    """normal_to_tumor_in_masks (tumor_to_normal_in_masks) is Eq. 1 with G_n2t (G_t2n) and the
+    caller's masks in A_n's (A_t's) place; its attention output is those masks; masks outside
+    [0, 1] are refused; export.json names both and records their reload check."""
     from ssagan_tf.models import compose_attention
     from ssagan_tf.training.checkpoints import restore_models
 
     models, _, _ = restore_models(run_dir)
+    name = export.MASKED_SIGNATURES[direction]
     images = _batch(20)                          # more than one serving chunk
     masks = np.zeros((20, 32, 32, 1), np.float32)
     masks[:, 8:20, 10:16] = 1.0
-    served = tf.saved_model.load(exported).signatures[export.IN_MASKS](images=tf.constant(images),
-                                                                         masks=tf.constant(masks))
-    expected = compose_attention(images, models.normal_to_tumor(images).numpy(), masks)
+    served = tf.saved_model.load(exported).signatures[name](images=tf.constant(images), masks=tf.constant(masks))
+    expected = compose_attention(images, getattr(models, direction)(images).numpy(), masks)
     np.testing.assert_allclose(served["image"].numpy(), np.asarray(expected), atol=1e-5)
     np.testing.assert_array_equal(served["attention"].numpy(), masks)
     np.testing.assert_array_equal(served["image"].numpy()[masks[..., 0] == 0], images[masks[..., 0] == 0])
-    assert export.IN_MASKS in export.read_export_info(exported)["verification"]["max_abs_diff"]
+    info = export.read_export_info(exported)
+    assert name in info["verification"]["max_abs_diff"] and name in info["masked_signatures"]
     with pytest.raises(tf.errors.InvalidArgumentError, match=r"masks must lie in \[0, 1\]"):
-        tf.saved_model.load(exported).signatures[export.IN_MASKS](images=tf.constant(images),
-                                                                    masks=tf.constant(masks * 2))
+        tf.saved_model.load(exported).signatures[name](images=tf.constant(images), masks=tf.constant(masks * 2))
 
 
 def test_the_export_after_training_is_the_callers_and_only_the_chiefs(tmp_path, monkeypatch):

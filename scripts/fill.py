@@ -1,0 +1,101 @@
+"""Healthy fill of an exported tumor->normal, measured where the truth is known:
+
+    python -m scripts.fill --data_dir=DATA --model=EXPORT [--split=test] [--seed=0]
+
+Every normal slice of the split gets the lesion of one of the split's labelled tumor slices
+transplanted into its brain (`validation.transplanted_pairs`, as training's validation does:
+seeded, the k-th normal slice taking the (k mod n)-th such tumor slice). The export's
+tumor->normal paints inside the lesion's mask (its `tumor_to_normal_in_masks` signature: the mask
+in A_t's place), and what it paints is compared with the real tissue there (`metrics.fill_scores`,
+as the BraTS 2023 inpainting task scores: L1, PSNR and SSIM inside the mask). Two references are
+scored alike: the lesioned slice left as it is (no fill at all) and the mask filled with the
+median of the slice's brain tissue around it (a fill that knows nothing). Prints one JSON object
+(means with 95% bootstrap intervals over slices, seeded) and a table. A fill worth having beats
+both references.
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+from absl import app, flags
+
+FLAGS = flags.FLAGS
+FILL_BATCH = 64
+
+
+def define_flags() -> None:
+    """The command line's flags, defined when run as a command only (so that tests may import the
+    module beside other entry points that define flags of the same names)."""
+    flags.DEFINE_string("data_dir", None, "Converted dataset whose --split is used.")
+    flags.DEFINE_string("model", None, "Exported model: a TF Serving model directory or a version directory.")
+    flags.DEFINE_string("split", "test", "Split whose normal slices get the lesions and whose tumor slices give them.")
+    flags.DEFINE_integer("seed", 0, "Seed of the transplants.")
+    flags.DEFINE_integer("resamples", 2000, "Bootstrap resamples of the intervals.")
+
+
+def median_fill(lesioned: np.ndarray, masks: np.ndarray) -> np.ndarray:
+    """Each mask filled, per channel, with the median of the slice's brain outside it."""
+    from ssagan_tf import lesions
+
+    brains = lesions.brain_mask(lesioned).numpy()[..., 0] > 0.5
+    out = lesioned.copy()
+    for k, (image, mask, brain) in enumerate(zip(lesioned, masks[..., 0] > 0.5, brains)):
+        tissue = brain & ~mask if (brain & ~mask).any() else ~mask
+        for c in range(image.shape[-1]):
+            out[k, ..., c][mask] = np.median(image[..., c][tissue])
+    return out
+
+
+def fill(arrays: dict, translator, seed: int, resamples: int) -> dict | None:
+    """{"slices", and per fill ("model", "unfilled", "median"): {l1, psnr, ssim: [mean, low,
+    high]}}, or None when the split lacks normal slices or labelled tumor slices."""
+    from ssagan_tf import metrics
+    from ssagan_tf.training.validation import transplanted_pairs
+
+    pairs = transplanted_pairs(arrays, seed)
+    if pairs is None:
+        return None
+    originals, lesioned, masks = pairs
+    filled = np.concatenate([translator.in_masks(lesioned[i:i + FILL_BATCH], masks[i:i + FILL_BATCH],
+                                                 "tumor_to_normal")[0] for i in range(0, len(lesioned), FILL_BATCH)])
+    result = {"slices": int(len(originals))}
+    for name, images in (("model", filled), ("unfilled", lesioned), ("median", median_fill(lesioned, masks))):
+        scores = metrics.fill_scores(originals, images, masks)
+        result[name] = {k: metrics.mean_interval(v, resamples, seed) for k, v in scores.items()}
+    return result
+
+
+def main(argv) -> None:
+    del argv
+    from ssagan_tf.data import schema
+    from ssagan_tf.data.pipeline import load_split_arrays
+    from ssagan_tf.exported import load_translator
+
+    if not FLAGS.data_dir or not FLAGS.model:
+        raise app.UsageError("--data_dir and --model are required")
+    dataset = schema.open(FLAGS.data_dir)
+    translator = load_translator(FLAGS.model, kinds=("version", "base"))
+    if "tumor_to_normal_in_masks" not in translator.functions:
+        raise ValueError(f"{FLAGS.model}: this export has no tumor_to_normal_in_masks signature (written by an "
+                         "older version); export the training run again (python -m ssagan_tf.export)")
+    translator.check_input_shape((dataset.image_size, dataset.image_size, dataset.channels))
+    result = fill(load_split_arrays(dataset, FLAGS.split), translator, FLAGS.seed, FLAGS.resamples)
+    if result is None:
+        raise ValueError(f"{FLAGS.data_dir}: the {FLAGS.split} split needs normal slices and tumor slices with "
+                         "masks to transplant lesions")
+    print(json.dumps(result, indent=1))
+    print(f"\nhealthy fill inside {result['slices']} transplanted lesion masks ({FLAGS.split} split, seed "
+          f"{FLAGS.seed}); mean [95% CI]")
+    print("fill       L1                    PSNR (dB)             SSIM")
+    for name in ("model", "unfilled", "median"):
+        r = result[name]
+        print(f"{name:10} " + "  ".join(f"{r[k][0]:.3f} [{r[k][1]:.3f}, {r[k][2]:.3f}]" for k in ("l1", "psnr", "ssim")))
+
+
+if __name__ == "__main__":
+    from ssagan_tf import cli
+
+    define_flags()
+    cli.run(main, __doc__)

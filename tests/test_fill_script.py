@@ -1,0 +1,96 @@
+"""scripts/fill.py: healthy fill of an export's tumor->normal inside transplanted lesion masks,
+beside the two references (no fill; the brain's median), by value and from the command line."""
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from conftest import HANG_TIMEOUT, REPO_ROOT
+from scripts import fill
+
+
+def _arrays(size=48):
+    """Three normal slices (a textured head disc on -1) and two labelled tumor slices."""
+    rng = np.random.default_rng(0)
+    yy, xx = np.mgrid[:size, :size]
+    head = (yy - size / 2) ** 2 + (xx - size / 2) ** 2 < (0.42 * size) ** 2
+    images = np.full((5, size, size, 1), -1.0, np.float32)
+    images[:, head, 0] = rng.uniform(-0.4, 0.2, (5, int(head.sum())))
+    masks = np.zeros((5, size, size, 1), np.float32)
+    masks[3:, 20:27, 18:25] = 1.0
+    images[3:][masks[3:] > 0] = 0.9
+    return {"image": images, "mask": masks, "has_mask": np.array([0, 0, 0, 1, 1], np.float32),
+            "label": np.array([0, 0, 0, 1, 1])}
+
+
+class MedianPainter:
+    """An export stand-in whose tumor->normal paints exactly what `fill.median_fill` paints."""
+
+    def in_masks(self, images, masks, direction):
+        assert direction == "tumor_to_normal"
+        return fill.median_fill(images, masks), masks
+
+
+def test_median_fill_puts_the_brains_median_inside_the_mask_only():
+    arrays = _arrays()
+    images, masks = arrays["image"][:1].copy(), np.zeros((1, 48, 48, 1), np.float32)
+    masks[0, 22:26, 22:26] = 1.0
+    out = fill.median_fill(images, masks)
+    inside = masks[0, ..., 0] > 0
+    from ssagan_tf import lesions
+
+    brain = lesions.brain_mask(images).numpy()[0, ..., 0] > 0
+    np.testing.assert_allclose(out[0, inside, 0], np.median(images[0, brain & ~inside, 0]))
+    np.testing.assert_array_equal(out[0, ~inside], images[0, ~inside])
+
+
+def test_fill_scores_the_model_and_both_references_by_value():
+    from ssagan_tf.training.validation import transplanted_pairs
+
+    arrays = _arrays()
+    result = fill.fill(arrays, MedianPainter(), seed=0, resamples=50)
+    assert result["slices"] == 3
+    # The stand-in paints the median: its scores are the median reference's.
+    assert result["model"] == result["median"]
+    originals, lesioned, masks = transplanted_pairs(arrays, 0)
+    inside = masks[..., 0] > 0
+    unfilled_l1 = np.mean([np.abs(lesioned[k][inside[k]] - originals[k][inside[k]]).mean() for k in range(3)])
+    assert result["unfilled"]["l1"][0] == pytest.approx(unfilled_l1, rel=1e-6)
+    # The bright lesion left in place is far worse than the median fill.
+    assert result["unfilled"]["l1"][0] > result["median"]["l1"][0] + 0.5
+    low, mean, high = result["median"]["psnr"][1], result["median"]["psnr"][0], result["median"]["psnr"][2]
+    assert low <= mean <= high
+    assert fill.fill({k: v[:3] for k, v in arrays.items()}, MedianPainter(), 0, 10) is None      # no tumor slices
+
+
+@pytest.mark.slow
+def test_the_command_scores_a_real_export_on_a_split(tmp_path, tiny_dataset):
+    from test_export import TINY, make_run_dir
+
+    from ssagan_tf.data import schema
+    from ssagan_tf.data.pipeline import load_split_arrays
+    from ssagan_tf.models import ModelConfig
+
+    run = str(tmp_path / "run")
+    make_run_dir(run, ModelConfig(**TINY))
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONPATH": REPO_ROOT}
+    exported = subprocess.run([sys.executable, "-m", "ssagan_tf.export", f"--model_dir={run}",
+                               f"--export_dir={tmp_path / 'export'}", "--precision=fp32"], capture_output=True,
+                              text=True, timeout=HANG_TIMEOUT, cwd=REPO_ROOT, env=env)
+    assert exported.returncode == 0, exported.stderr[-3000:]
+    done = subprocess.run([sys.executable, "-m", "scripts.fill", f"--data_dir={tiny_dataset}",
+                           f"--model={tmp_path / 'export' / 'ssagan'}", "--split=val", "--resamples=20"],
+                          capture_output=True, text=True, timeout=HANG_TIMEOUT, cwd=REPO_ROOT, env=env)
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = json.loads(done.stdout[:done.stdout.index("\nhealthy fill")])
+    normals = int((load_split_arrays(schema.open(tiny_dataset), "val")["label"] == 0).sum())
+    assert result["slices"] == normals and set(result) == {"slices", "model", "unfilled", "median"}
+    assert all(np.isfinite(result[name]["l1"][0]) for name in ("model", "unfilled", "median"))
+    assert f"healthy fill inside {normals} transplanted lesion masks (val split, seed 0)" in done.stdout
+    missing = subprocess.run([sys.executable, "-m", "scripts.fill", f"--data_dir={tiny_dataset}"],
+                             capture_output=True, text=True, timeout=HANG_TIMEOUT, cwd=REPO_ROOT, env=env)
+    assert missing.returncode == 2 and "--data_dir and --model are required" in missing.stderr
