@@ -3,7 +3,7 @@
     python -m scripts.fill --data_dir=DATA --model=EXPORT [--split=test] [--seed=0]
 
 Every normal slice of the split gets the lesion of one of the split's labelled tumor slices
-transplanted into its brain (`validation.transplanted_pairs`, as training's validation does:
+transplanted into its brain (a slice where none can be placed is left out) (`validation.transplanted_pairs`, as training's validation does:
 seeded, the k-th normal slice taking the (k mod n)-th such tumor slice). The export's
 tumor->normal paints inside the lesion's mask (its `tumor_to_normal_in_masks` signature: the mask
 in A_t's place), and what it paints is compared with the real tissue there (`metrics.fill_scores`,
@@ -28,11 +28,14 @@ FILL_BATCH = 64
 def define_flags() -> None:
     """The command line's flags, defined when run as a command only (so that tests may import the
     module beside other entry points that define flags of the same names)."""
+    from ssagan_tf.data.schema import SPLITS
+
     flags.DEFINE_string("data_dir", None, "Converted dataset whose --split is used.")
     flags.DEFINE_string("model", None, "Exported model: a TF Serving model directory or a version directory.")
-    flags.DEFINE_string("split", "test", "Split whose normal slices get the lesions and whose tumor slices give them.")
+    flags.DEFINE_enum("split", "test", list(SPLITS), "Split whose normal slices get the lesions and whose tumor "
+                      "slices give them.")
     flags.DEFINE_integer("seed", 0, "Seed of the transplants.")
-    flags.DEFINE_integer("resamples", 2000, "Bootstrap resamples of the intervals.")
+    flags.DEFINE_integer("resamples", 2000, "Bootstrap resamples of the intervals.", lower_bound=1)
 
 
 def median_fill(lesioned: np.ndarray, masks: np.ndarray) -> np.ndarray:
@@ -85,7 +88,8 @@ def main(argv) -> None:
     if result is None:
         raise ValueError(f"{FLAGS.data_dir}: the {FLAGS.split} split needs normal slices and tumor slices with "
                          "masks to transplant lesions")
-    print(json.dumps(result, indent=1))
+    # NaN (no finite score) as null: strict JSON readers refuse NaN.
+    print(json.dumps(result, indent=1, default=str).replace("NaN", "null"))
     print(f"\nhealthy fill inside {result['slices']} transplanted lesion masks ({FLAGS.split} split, seed "
           f"{FLAGS.seed}); mean [95% CI]")
     print("fill       L1                    PSNR (dB)             SSIM")

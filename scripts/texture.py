@@ -21,7 +21,7 @@ from absl import app, flags
 flags.DEFINE_string("data_dir", None, "Converted dataset whose --split is translated.")
 flags.DEFINE_list("models", None, "NAME=EXPORT pairs: TF Serving model directories or version directories.")
 flags.DEFINE_string("split", "val", "Split to translate.")
-flags.DEFINE_integer("resamples", 2000, "Bootstrap resamples of the intervals.")
+flags.DEFINE_integer("resamples", 2000, "Bootstrap resamples of the intervals.", lower_bound=1)
 FLAGS = flags.FLAGS
 
 

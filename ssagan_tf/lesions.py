@@ -7,7 +7,7 @@ normal slice: rotated by up to `MAX_ROTATION_DEGREES` either way and scaled by a
 `SCALE_RANGE` about the lesion's centroid, which lands on a brain pixel of the normal slice at
 least `margin` pixels (a sixteenth of the slice) inside the brain's outline, drawn uniformly. The
 moved mask is then cut to the brain, so a transplanted mask never covers background, scalp or
-skull. Every draw is stateless: the same `seed` gives the same placements, in a training graph as
+skull (where a head is too small to keep a brain, its head stands in). Every draw is stateless: the same `seed` gives the same placements, in a training graph as
 in eager code.
 
 The head of a slice is found without trusting the background to be exactly `schema.BACKGROUND`
@@ -60,15 +60,17 @@ def _background_thresholds(values, bins: int = HISTOGRAM_BINS):
         last_f - peak_f, 1.0)
     between = (bin_index > peak_f) & (bin_index <= last_f)
     best = tf.argmax(tf.where(between, line - hist, -1.0), axis=1, output_type=tf.int32)
-    # The background ends in the lower quarter too: a slice with no background (noise everywhere,
-    # or a bright lesion towering over a flat histogram) keeps nearly all its pixels.
+    # The background ends in the lower quarter too: in a slice with no background (noise everywhere,
+    # or a bright lesion towering over a flat histogram) the threshold stays low, and the closing
+    # and the filling then make nearly all of it head.
     best = tf.minimum(tf.where(last > peak, best, peak), bins // 4 - 1)
     return -1.0 + tf.cast(best + 1, tf.float32) * (2.0 / bins)
 
 
 def _fill_holes(mask):
     """[B, H, W, 1] 0/1 -> the mask with every region of 0s that the image border does not reach
-    through 0s (4- and 8-connected alike) set to 1."""
+    through 0s (8-connected) set to 1. The flood stops after 2 (H + W) steps: background a path
+    that long has not reached yet (none in a head's image) counts as a hole."""
     outside = 1.0 - mask
     height, width = mask.shape[1], mask.shape[2]
     border = np.ones((1, height, width, 1), np.float32)
@@ -141,23 +143,28 @@ def _random_pixel(weights, seed):
     return tf.cast(tf.stack([index % width, index // width], axis=1), tf.float32)
 
 
-def transplant(normal_images, tumor_images, tumor_masks, valid, seed, margin: int | None = None):
+def placement_region(images):
+    """[B, H, W, C] -> [B, H, W, 1] where lesions go: the brain (`brain_mask`), or the head where a
+    head is too small to keep a brain once its scalp is taken off."""
+    head = head_mask(images)
+    brain = brain_mask(images, head)
+    return tf.where(tf.reduce_sum(brain, axis=[1, 2, 3], keepdims=True) > 0, brain, head)
+
+
+def transplant(normal_images, tumor_images, tumor_masks, valid, seed, margin: int | None = None, region=None):
     """Move each tumor slice's lesion (its mask and the pixels under it) onto the normal slice at
     the same batch position. `valid` [B] says which pairs to use (a tumor slice with a mask);
     `seed` is a stateless seed (shape [2], int). Returns ``(lesioned [B, H, W, C], masks [B, H, W,
     1], placed [B])``: the normal slice with the lesion pasted in, the transplanted mask (0/1,
     inside the brain) and whether a non-empty mask was placed (0 where `valid` is 0 or the head
-    is empty)."""
+    is empty). `region`: the normal slices' `placement_region`, when the caller has it already."""
     normal_images = tf.convert_to_tensor(normal_images, tf.float32)
     tumor_images = tf.convert_to_tensor(tumor_images, tf.float32)
     tumor_masks = tf.cast(tf.convert_to_tensor(tumor_masks) > 0.5, tf.float32)
     batch, height, width = tf.shape(normal_images)[0], normal_images.shape[1], normal_images.shape[2]
     margin = max(1, height // 16) if margin is None else margin
     seeds = tf.random.experimental.stateless_split(tf.cast(seed, tf.int64), 3)
-    head = head_mask(normal_images)
-    brain = brain_mask(normal_images, head)
-    # A head too small to keep a brain after the scalp is taken off: its head stands in.
-    brain = tf.where(tf.reduce_sum(brain, axis=[1, 2, 3], keepdims=True) > 0, brain, head)
+    brain = placement_region(normal_images) if region is None else tf.convert_to_tensor(region, tf.float32)
     inner = _eroded(brain, 2 * margin + 1)
     # Fewer than one pixel that far inside: any brain pixel will do.
     inner = tf.where(tf.reduce_sum(inner, axis=[1, 2, 3], keepdims=True) > 0, inner, brain)
@@ -208,6 +215,9 @@ class LesionMasks:
     def __call__(self, images: np.ndarray, positions) -> np.ndarray:
         """[B, H, W, C] normal slices at `positions` -> their lesion masks [B, H, W, 1] (0/1)."""
         out = np.zeros(images.shape[:3] + (1,), np.float32)
+        # Once per slice, not per try; 64 slices at a time.
+        regions = np.concatenate([placement_region(images[i:i + 64]).numpy() for i in range(0, len(images), 64)]
+                                 or [out])
         for k, position in enumerate(np.asarray(positions).tolist()):
             rng = np.random.default_rng([self.seed, int(position)])
             for attempt in range(MASK_ATTEMPTS):
@@ -215,7 +225,7 @@ class LesionMasks:
                 _, mask, placed = transplant(images[k:k + 1], self.images[donor:donor + 1],
                                              self.masks[donor:donor + 1], np.ones(1, np.float32),
                                              tf.constant([self.seed, int(position) * MASK_ATTEMPTS + attempt],
-                                                         tf.int64))
+                                                         tf.int64), region=regions[k:k + 1])
                 if float(placed[0]) > 0:
                     out[k] = mask.numpy()[0]
                     break

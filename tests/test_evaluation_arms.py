@@ -133,3 +133,24 @@ def test_copy_paste_stays_finite_on_slices_without_background():
     assert brain_masks(np.full((1, 32, 32, 1), -1.0, np.float32)).all()        # nothing found: the slice
     out = ControlAugmenter("copy_paste", train, seed=0).translate("normal_to_tumor", normal)
     assert np.isfinite(out.image).all() and (out.attention.sum(axis=(1, 2, 3)) > 0).all()
+
+
+def test_copy_paste_cuts_a_lesion_to_a_brain_too_small_for_any_whole_one():
+    from ssagan_tf.evaluation.controls import ControlAugmenter, brain_mask
+
+    size = 48
+    yy, xx = np.mgrid[:size, :size]
+    small = np.full((size, size, 1), -1.0, np.float32)
+    small[(yy - 24) ** 2 + (xx - 24) ** 2 < 100, 0] = 0.0               # a head of radius 10
+    donor, _ = _head_slice(size, value=-0.2, seed=1)
+    mask = np.zeros((size, size, 1), np.float32)
+    mask[10:38, 10:38] = 1.0                                             # a 28 x 28 lesion
+    donor[mask[..., 0] > 0] = 0.6
+    train = {"image": np.stack([small, donor]), "mask": np.stack([np.zeros_like(mask), mask]),
+             "has_mask": np.array([0.0, 1.0]), "label": np.array([0, 1])}
+    augmenter = ControlAugmenter("copy_paste", train, seed=0)
+    out = augmenter.translate("normal_to_tumor", small[None])
+    pasted = out.attention[0, ..., 0] > 0
+    assert augmenter.placements[0]["cut_to_brain"] and pasted.sum() >= 4
+    assert np.all(brain_mask(small)[pasted])
+    np.testing.assert_array_equal(out.image[0][~pasted], small[~pasted])

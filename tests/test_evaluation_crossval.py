@@ -84,13 +84,16 @@ def test_a_rerun_reuses_every_classifier_and_rewrites_the_report(crossval):
 @pytest.mark.slow
 @pytest.mark.parametrize("module, constant", [("ssagan_tf.lesions", "PLACEMENT_VERSION"),
                                               ("ssagan_tf.evaluation.controls", "DRAW_VERSION")])
-def test_new_built_in_versions_make_the_built_in_rows_again(crossval, monkeypatch, module, constant):
+def test_new_built_in_versions_make_the_built_in_rows_again(crossval, monkeypatch, tmp_path, module, constant):
     """The built-in controls' slices and classifiers are keyed by the versions of the lesion
-    placement and of what they draw: after a change to either, a rerun makes their slices and
-    trains their rows again, and reuses every other row."""
+    placement and of what they draw: after a change to either, a rerun (in a copy of the first
+    run's folder) makes their slices and trains their rows again, and reuses every other row."""
     import importlib
+    import shutil
 
     config, first, _ = crossval
+    copy = shutil.copytree(config.output_dir, tmp_path / "report")
+    config = _config(config.data_dir, copy, config.augmenters)
     cached = len(os.listdir(os.path.join(config.output_dir, "cache")))
     monkeypatch.setattr(importlib.import_module(module), constant, 100)
     again = run_evaluation(config)

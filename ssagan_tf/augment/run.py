@@ -138,7 +138,8 @@ def _settings(config: AugmentConfig, translator, source, mask_threshold: float) 
             "seed": config.seed, "directions": list(config.directions), "chunk_size": config.chunk_size,
             "mask_threshold": mask_threshold, "precision": translator.precision,
             "real_slices": {d: len(source.refs(d)) for d in schema.DOMAINS},
-            **({"lesion_masks": True} if config.lesion_masks else {}),
+            # With the placement's version: a run resumed after lesions moved is refused, not mixed.
+            **({"lesion_masks": True, "lesion_placement": lesions.PLACEMENT_VERSION} if config.lesion_masks else {}),
             # Recorded only when not the framing file inputs always had, so earlier runs still complete.
             **({"field_of_view": source.framing} if source.kind == "files" and source.framing["field_of_view"] != "pad"
                else {})}

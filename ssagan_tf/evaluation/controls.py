@@ -41,11 +41,8 @@ def brain_masks(images: np.ndarray) -> np.ndarray:
     head where the head is too small to keep a brain, or the whole slice where no head is found."""
     out = []
     for i in range(0, len(images), 64):
-        head = lesions.head_mask(images[i:i + 64])
-        brain = lesions.brain_mask(images[i:i + 64], head).numpy()[..., 0] > 0.5
-        head = head.numpy()[..., 0] > 0.5
-        brain = np.where(brain.any(axis=(1, 2), keepdims=True), brain, head)
-        out.append(np.where(brain.any(axis=(1, 2), keepdims=True), brain, True))
+        region = lesions.placement_region(images[i:i + 64]).numpy()[..., 0] > 0.5
+        out.append(np.where(region.any(axis=(1, 2), keepdims=True), region, True))
     return np.concatenate(out) if out else np.zeros(images.shape[:3], bool)
 
 
@@ -136,18 +133,35 @@ class ControlAugmenter:
             corner = place(brain, lesion_mask, preferred, rng)
             if corner is None:
                 continue
-            top, left = corner
-            full = np.zeros(target.shape[:2], bool)
-            full[top:top + lesion_mask.shape[0], left:left + lesion_mask.shape[1]] = lesion_mask
-            donor_tissue = self._brains(donor) & ~self._masks[donor]
-            matched = _match_intensity(lesion, self._images[donor], donor_tissue, target, brain & ~full)
-            out = target.copy()
-            region = out[top:top + lesion_mask.shape[0], left:left + lesion_mask.shape[1]]
-            region[lesion_mask] = matched[lesion_mask]
-            return out, full, {"donor": donor, "angle": round(angle, 2), "scale": round(scale, 3),
-                               "top": top, "left": left}
-        raise ValueError(f"augmenter {self.name!r}: no donor lesion fits inside the brain of a normal slice "
-                         f"after {len(self._donors) * 2 + 1} tries (is the slice blank?)")
+            return self._write(target, brain, donor, lesion, lesion_mask, corner,
+                               {"donor": donor, "angle": round(angle, 2), "scale": round(scale, 3)})
+        # No lesion fits wholly inside this brain (a small brain, large lesions): a half-size one,
+        # centred on the brain and cut to it, as transplanted lesions are cut.
+        donor = int(self._donors[rng.integers(len(self._donors))])
+        lesion, lesion_mask = _lesion(self._images[donor], self._masks[donor], 0.0, 0.5)
+        rows, cols = np.nonzero(brain)
+        height, width = lesion_mask.shape
+        corner = (int(np.clip(rows.mean() - height // 2, 0, max(brain.shape[0] - height, 0))),
+                  int(np.clip(cols.mean() - width // 2, 0, max(brain.shape[1] - width, 0))))
+        cut = lesion_mask[:brain.shape[0] - corner[0], :brain.shape[1] - corner[1]]
+        cut = cut & brain[corner[0]:corner[0] + cut.shape[0], corner[1]:corner[1] + cut.shape[1]]
+        if cut.sum() < MIN_LESION_PIXELS:
+            raise ValueError(f"augmenter {self.name!r}: no donor lesion fits inside the brain of a normal slice, "
+                             f"even cut to it ({int(brain.sum())} brain pixels)")
+        return self._write(target, brain, donor, lesion[:cut.shape[0], :cut.shape[1]], cut, corner,
+                           {"donor": donor, "angle": 0.0, "scale": 0.5, "cut_to_brain": True})
+
+    def _write(self, target, brain, donor, lesion, lesion_mask, corner, record) -> tuple:
+        """The target with `lesion` written under `lesion_mask` at `corner`, intensity-matched."""
+        top, left = corner
+        full = np.zeros(target.shape[:2], bool)
+        full[top:top + lesion_mask.shape[0], left:left + lesion_mask.shape[1]] = lesion_mask
+        donor_tissue = self._brains(donor) & ~self._masks[donor]
+        matched = _match_intensity(lesion, self._images[donor], donor_tissue, target, brain & ~full)
+        out = target.copy()
+        region = out[top:top + lesion_mask.shape[0], left:left + lesion_mask.shape[1]]
+        region[lesion_mask] = matched[lesion_mask]
+        return out, full, {**record, "top": top, "left": left}
 
     def _brains(self, donor: int) -> np.ndarray:
         if donor not in self._brain_cache:

@@ -21,8 +21,6 @@ import os
 import numpy as np
 
 from ssagan_tf import io as durable
-from ssagan_tf import lesions
-from ssagan_tf.evaluation import controls
 from ssagan_tf.exported import Translation
 
 LOCK_NAME = "evaluate.lock"
@@ -136,6 +134,9 @@ def augmenter_identity(path: str) -> dict:
     saved_model.pb and the variables index (built-in controls: the versions of their lesion
     placement and of what they draw, so that slices cached by an earlier version are made again)."""
     if not path:
+        from ssagan_tf import lesions       # here: the ledger's other users need no TensorFlow
+        from ssagan_tf.evaluation import controls
+
         return {"builtin": True, "placement": lesions.PLACEMENT_VERSION, "draw": controls.DRAW_VERSION}
     identity = {"path": os.path.abspath(path)}
     for name in ("saved_model.pb", os.path.join("variables", "variables.index")):
