@@ -578,3 +578,7 @@ def test_lesion_masks_are_the_masks_written_with_each_synthetic_tumor(model_base
     # Another batch size draws the same masks (they depend on the slice, not the batch).
     again = lesions.LesionMasks(tumors, 3, "train")(normal["image"][1:3], np.arange(1, 3))
     np.testing.assert_array_equal(again, expected[1:3])
+    # The run records where lesions went, so a run resumed after the placement changed is refused.
+    plans = [os.path.join(d, "plan.json") for d, _, names in os.walk(out) if "plan.json" in names]
+    with open(plans[0]) as f:
+        assert json.load(f)["lesion_placement"] == lesions.PLACEMENT_VERSION
