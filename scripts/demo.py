@@ -75,6 +75,14 @@ def check_output_dir(out: str, settings: dict, fresh: bool) -> None:
     durable.atomic_write(record, json.dumps(settings))
 
 
+def converted(data_dir: str) -> bool:
+    """Whether an earlier run of this demo (same settings: `check_output_dir`) finished converting:
+    the converter writes its manifest last, so a manifest means a whole dataset."""
+    from ssagan_tf.data import schema
+
+    return os.path.isfile(os.path.join(data_dir, schema.MANIFEST_NAME))
+
+
 def run(title: str, args: list) -> None:
     print(f"\n== {title}\n$ {shlex.join(args)}", flush=True)
     start = time.perf_counter()
@@ -106,13 +114,18 @@ def main(argv) -> None:
     check_output_dir(out, {"image_size": FLAGS.image_size, "cases": FLAGS.cases}, FLAGS.fresh)
     cohort, data = os.path.join(out, "phantom"), os.path.join(out, "data")
     start = time.perf_counter()
-    run("write the phantom cohort (BraTS NIfTI layout)",
-        ["python", "-m", "data_prep.phantom", f"--output_dir={cohort}", f"--cases={FLAGS.cases}", "--size=64",
-         "--slices=40"])
-    run("convert it to TFRecords",
-        ["python", "-m", "data_prep.convert", f"--input={cohort}", "--format=brats", f"--output_dir={data}",
-         "--modalities=t1ce", f"--image_size={FLAGS.image_size}", "--train_fraction=0.6", "--val_fraction=0.15",
-         "--num_shards=2", "--overwrite"])
+    if converted(data):
+        # A conversion records when and where it was written, so converting again would make the
+        # data another dataset to the training run, and an interrupted demo could not resume.
+        print(f"\n== reuse the phantom cohort converted by the earlier demo run ({data})", flush=True)
+    else:
+        run("write the phantom cohort (BraTS NIfTI layout)",
+            ["python", "-m", "data_prep.phantom", f"--output_dir={cohort}", f"--cases={FLAGS.cases}", "--size=64",
+             "--slices=40"])
+        run("convert it to TFRecords",
+            ["python", "-m", "data_prep.convert", f"--input={cohort}", "--format=brats", f"--output_dir={data}",
+             "--modalities=t1ce", f"--image_size={FLAGS.image_size}", "--train_fraction=0.6",
+             "--val_fraction=0.15", "--num_shards=2", "--overwrite"])
     stream(data)
     judge = os.path.join(out, "judge")
     run("train the judge, a ResNet18 on the real training slices that scores the translations",

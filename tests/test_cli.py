@@ -254,3 +254,12 @@ def test_demo_refuses_folders_it_did_not_record(tmp_path):
     done = _run("-m", "scripts.demo", f"--output_dir={tmp_path}", "--fresh")
     assert done.returncode == 1 and (tmp_path / "train").is_dir()
     assert "holds train/ but no demo.json" in done.stderr
+
+
+def test_a_rerun_demo_reuses_its_finished_conversion(tmp_path, data_dir):
+    """A finished conversion (its manifest written last) is reused, not converted again: a new
+    conversion records another time and place, so the demo's training run could not resume on it."""
+    code = "import sys; from scripts import demo; print(demo.converted(sys.argv[1]), demo.converted(sys.argv[2]))"
+    done = _run("-c", code, data_dir, str(tmp_path))
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.split() == ["True", "False"]
