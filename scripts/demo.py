@@ -150,9 +150,12 @@ def main(argv) -> None:
         ["python", "-m", "scripts.crossval", f"--data_dir={data}", f"--output_dir={crossval}", "--folds=2",
          "--systems=ssa_cyclegan", "--train_flagfile=demo.flags",
          f"--train_flags=--epochs={max(2, FLAGS.epochs // 2)} --attention_epochs=1 --warmup_patience=0",
-         "--judge_flags=--width=8 --epochs=10 --patience=3",
+         # Width 16, as the judge and classifiers above: at width 8 TensorFlow 2.21's oneDNN kernels
+         # crashed in training (double free, segmentation fault) on an AMD EPYC, in fp32 and bf16
+         # alike, and ran with TF_ENABLE_ONEDNN_OPTS=0.
+         "--judge_flags=--width=16 --epochs=10 --patience=3",
          "--arms=none,classic,mixup,synthetic",
-         "--evaluate_flags=--seeds=0 --epochs=4 --patience=2 --width=8 --bootstrap_resamples=500"])
+         "--evaluate_flags=--seeds=0 --epochs=4 --patience=2 --width=16 --bootstrap_resamples=500"])
     print(f"\ndemo finished in {time.perf_counter() - start:.0f} s; outputs under {out}/")
     print(f"   conversion report:  {os.path.join(data, 'conversion_report.md')}")
     print(f"   TensorBoard:        .venv/bin/tensorboard --logdir={train}")
