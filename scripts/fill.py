@@ -42,7 +42,8 @@ def median_fill(lesioned: np.ndarray, masks: np.ndarray) -> np.ndarray:
     """Each mask filled, per channel, with the median of the slice's brain outside it."""
     from ssagan_tf import lesions
 
-    brains = lesions.brain_mask(lesioned).numpy()[..., 0] > 0.5
+    brains = np.concatenate([lesions.brain_mask(lesioned[i:i + FILL_BATCH]).numpy()[..., 0] > 0.5
+                             for i in range(0, len(lesioned), FILL_BATCH)])
     out = lesioned.copy()
     for k, (image, mask, brain) in enumerate(zip(lesioned, masks[..., 0] > 0.5, brains)):
         tissue = brain & ~mask if (brain & ~mask).any() else ~mask
