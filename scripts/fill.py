@@ -75,14 +75,15 @@ def main(argv) -> None:
     del argv
     from ssagan_tf.data import schema
     from ssagan_tf.data.pipeline import load_split_arrays
+    from ssagan_tf.export_layout import FILL_IN_MASKS
     from ssagan_tf.exported import load_translator
 
     if not FLAGS.data_dir or not FLAGS.model:
         raise app.UsageError("--data_dir and --model are required")
     dataset = schema.open(FLAGS.data_dir)
     translator = load_translator(FLAGS.model, kinds=("version", "base"))
-    if "tumor_to_normal_in_masks" not in translator.functions:
-        raise ValueError(f"{FLAGS.model}: this export has no tumor_to_normal_in_masks signature (written by an "
+    if FILL_IN_MASKS not in translator.functions:       # refused before the split is read
+        raise ValueError(f"{FLAGS.model}: this export has no {FILL_IN_MASKS} signature (written by an "
                          "older version); export the training run again (python -m ssagan_tf.export)")
     translator.check_input_shape((dataset.image_size, dataset.image_size, dataset.channels))
     result = fill(load_split_arrays(dataset, FLAGS.split), translator, FLAGS.seed, FLAGS.resamples)

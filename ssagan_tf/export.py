@@ -63,8 +63,9 @@ from ssagan_tf.data.folds import run_datasets, training_cohort
 from ssagan_tf.data.preprocess import recorded_framing
 from ssagan_tf.export_layout import (DEFAULT_MODEL_NAME, DEFAULT_TOLERANCE, EXPORT_FORMAT_VERSION,  # noqa: F401
                                      EXPORT_INFO_NAME, FILL_IN_MASKS, IN_MASKS, MASKED_SIGNATURES, MODEL_NAME_PATTERN,
-                                     STAGING_LOCK, STAGING_PREFIX, TOLERANCES, ExportError, commit_version, latest_version_dir, read_export_info,
-                                     remove_stale_staging, validate_model_name, version_numbers)
+                                     STAGING_LOCK, STAGING_PREFIX, TOLERANCES, ExportError, commit_version,
+                                     latest_version_dir, read_export_info, remove_stale_staging, validate_model_name,
+                                     version_numbers)
 from ssagan_tf.locking import DirectoryLock
 from ssagan_tf.models import SSAModels, compose_attention, translate
 from ssagan_tf.run_dir import best_checkpoint, chosen_checkpoint
