@@ -308,7 +308,6 @@ def _export_info(models: SSAModels, tau: float, diffs: dict, tolerance: float, m
                        for name in SIGNATURE_NAMES},
         # normal_to_tumor_in_masks, tumor_to_normal_in_masks: inputs images and masks [None, H, W,
         # 1], the outputs above.
-        "masked_signature": IN_MASKS,
         "masked_signatures": sorted(MASKED_SIGNATURES.values()),
         "verification": {"max_abs_diff": diffs, "tolerance": tolerance,
                          # attention within `tolerance` of tau: the threshold may fall either way there

@@ -32,3 +32,17 @@ def test_sample_size_section_states_the_sign_test_floor():
                                  "normal": {"slices": 40, "cases": 3}}}}
     text = "\n".join(report.sample_size_section(results))
     assert "cannot give a two-sided p below 0.25" in text and "30 tumor and 40 normal" in text
+
+
+def test_slices_painted_in_masks_are_keyed_by_the_placement(monkeypatch):
+    """An export's `--in_masks` slices are cached under a key that differs from its own-attention
+    slices and changes with the lesion placement, so a new placement paints them again."""
+    from ssagan_tf import lesions
+
+    weights = {"path": "/exports/ssa/1", "saved_model.pb": "ab12"}
+    drawn = ledger.in_masks_identity(weights)
+    assert drawn == dict(weights, in_masks=True, placement=lesions.PLACEMENT_VERSION)
+    assert ledger.digest(drawn) != ledger.digest(weights)
+    monkeypatch.setattr(lesions, "PLACEMENT_VERSION", lesions.PLACEMENT_VERSION + 1)
+    assert ledger.digest(ledger.in_masks_identity(weights)) != ledger.digest(drawn)
+    assert weights == {"path": "/exports/ssa/1", "saved_model.pb": "ab12"}        # not changed in place

@@ -129,6 +129,15 @@ class TranslationCache:
             np.savez(temp, **arrays)
 
 
+def in_masks_identity(identity: dict) -> dict:
+    """What identifies an export's slices painted inside transplanted lesion masks (`--in_masks`):
+    its weights' `identity` and the version of the lesion placement, so that a new placement makes
+    them again instead of reusing slices painted in the masks of an earlier one."""
+    from ssagan_tf import lesions
+
+    return dict(identity, in_masks=True, placement=lesions.PLACEMENT_VERSION)
+
+
 def augmenter_identity(path: str) -> dict:
     """What identifies an exported augmenter's weights: its version folder and the checksums of
     saved_model.pb and the variables index (built-in controls: the versions of their lesion

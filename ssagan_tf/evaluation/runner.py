@@ -15,7 +15,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import tensorflow as tf
 
-from ssagan_tf import lesions, metrics
+from ssagan_tf import metrics
 from ssagan_tf.data import combined, schema
 from ssagan_tf.data.pipeline import load_split_arrays
 from ssagan_tf.evaluation import arms, crossval, ledger
@@ -199,8 +199,7 @@ def build_augmenters(config: EvaluationConfig, plan: dict, low_data, image_shape
             augmenter = load_translator(version_dir, name=name, kinds=("version", "base"), require_info=False)
             if name in config.in_masks:
                 augmenter = DrawnInMasks(augmenter, plan["train"])
-                cohorts[name].update(in_masks=True, identity=dict(cohorts[name]["identity"], in_masks=True,
-                                                                  placement=lesions.PLACEMENT_VERSION))
+                cohorts[name].update(in_masks=True, identity=ledger.in_masks_identity(cohorts[name]["identity"]))
         augmenter.check_input_shape(image_shape)
         loaded.append(augmenter)
     return loaded, cohorts
