@@ -1,7 +1,10 @@
 """Healthy fill of an exported tumor->normal, measured where the truth is known:
 
-    python -m scripts.fill --data_dir=DATA --model=EXPORT [--split=test] [--seed=0]
+    python -m scripts.fill --data_dir=DATA --model=EXPORT [--split=test|unseen] [--seed=0]
 
+`--split=unseen` takes the slices of every split whose patients the export's training never saw
+(as its export.json records them): a fold's export of `run_train.py --folds=K --fold=k` is then
+scored on that fold's test patients, an export from another cohort on every patient.
 Every normal slice of the split gets the lesion of one of the split's labelled tumor slices
 transplanted into its brain (a slice where none can be placed is left out) (`validation.transplanted_pairs`, as training's validation does:
 seeded, the k-th normal slice taking the (k mod n)-th such tumor slice). The export's
@@ -23,6 +26,7 @@ from absl import app, flags
 
 FLAGS = flags.FLAGS
 FILL_BATCH = 64
+UNSEEN = "unseen"
 
 
 def define_flags() -> None:
@@ -32,8 +36,9 @@ def define_flags() -> None:
 
     flags.DEFINE_string("data_dir", None, "Converted dataset whose --split is used.")
     flags.DEFINE_string("model", None, "Exported model: a TF Serving model directory or a version directory.")
-    flags.DEFINE_enum("split", "test", list(SPLITS), "Split whose normal slices get the lesions and whose tumor "
-                      "slices give them.")
+    flags.DEFINE_enum("split", "test", [*SPLITS, UNSEEN], "Split whose normal slices get the lesions and whose "
+                      f"tumor slices give them; {UNSEEN}: every split's slices of the patients the export's "
+                      "training never saw (its export.json).")
     flags.DEFINE_integer("seed", 0, "Seed of the transplants.")
     flags.DEFINE_integer("resamples", 2000, "Bootstrap resamples of the intervals.", lower_bound=1)
 
@@ -50,6 +55,32 @@ def median_fill(lesioned: np.ndarray, masks: np.ndarray) -> np.ndarray:
         for c in range(image.shape[-1]):
             out[k, ..., c][mask] = np.median(image[..., c][tissue])
     return out
+
+
+def unseen_arrays(dataset, version_dir: str) -> tuple[dict, dict]:
+    """The slices of every split of `dataset` (a `schema.Dataset`) whose patients the export in
+    `version_dir` never saw in training (`load_split_arrays`' arrays), and {"patients": unseen,
+    "of": all patients of the dataset}; ValueError when its export.json does not say whom it saw,
+    or when it saw every patient."""
+    from ssagan_tf.data import combined, folds, schema
+    from ssagan_tf.data.pipeline import load_split_arrays
+    from ssagan_tf.evaluation.crossval import export_cohort, patients_seen
+
+    cohort = export_cohort(version_dir)
+    if not cohort or cohort.get("seen_patients") is None:
+        raise ValueError(f"{version_dir}: its export.json does not say which patients it was trained on; export "
+                         f"the training run again (python -m ssagan_tf.export), or choose a --split")
+    seen = patients_seen(cohort, combined.patient_namespace(dataset.manifest))
+    owners = folds.case_patients(dataset.manifest)
+    unseen = sorted({p for p in owners.values() if p not in seen})
+    if not unseen:
+        raise ValueError(f"{dataset.data_dir}: the export in {version_dir} was trained on every patient of this "
+                         "dataset; no patient is left to score it on")
+    parts = [load_split_arrays(dataset, split) for split in schema.SPLITS]
+    arrays = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+    keep = np.array([owners[c.decode() if isinstance(c, bytes) else str(c)] not in seen for c in arrays["case_id"]],
+                    bool)
+    return {k: v[keep] for k, v in arrays.items()}, {"patients": len(unseen), "of": len(set(owners.values()))}
 
 
 def fill(arrays: dict, translator, seed: int, resamples: int) -> dict | None:
@@ -86,14 +117,21 @@ def main(argv) -> None:
         raise ValueError(f"{FLAGS.model}: this export has no {FILL_IN_MASKS} signature (written by an "
                          "older version); export the training run again (python -m ssagan_tf.export)")
     translator.check_input_shape((dataset.image_size, dataset.image_size, dataset.channels))
-    result = fill(load_split_arrays(dataset, FLAGS.split), translator, FLAGS.seed, FLAGS.resamples)
+    if FLAGS.split == UNSEEN:
+        arrays, patients = unseen_arrays(dataset, translator.path)
+        where = f"{patients['patients']} of {patients['of']} patients, unseen in training"
+    else:
+        arrays, patients, where = load_split_arrays(dataset, FLAGS.split), None, f"{FLAGS.split} split"
+    result = fill(arrays, translator, FLAGS.seed, FLAGS.resamples)
     if result is None:
-        raise ValueError(f"{FLAGS.data_dir}: the {FLAGS.split} split needs normal slices and tumor slices with "
-                         "masks to transplant lesions")
+        raise ValueError(f"{FLAGS.data_dir}: the {where} needs normal slices and tumor slices with masks to "
+                         "transplant lesions")
+    if patients:
+        result["unseen_patients"] = patients
     # NaN (no finite score) as null: strict JSON readers refuse NaN.
     print(json.dumps(result, indent=1, default=str).replace("NaN", "null"))
-    print(f"\nhealthy fill inside {result['slices']} transplanted lesion masks ({FLAGS.split} split, seed "
-          f"{FLAGS.seed}); mean [95% CI]")
+    print(f"\nhealthy fill inside {result['slices']} transplanted lesion masks ({where}, seed {FLAGS.seed}); "
+          "mean [95% CI]")
     print("fill       L1                    PSNR (dB)             SSIM")
     for name in ("model", "unfilled", "median"):
         r = result[name]

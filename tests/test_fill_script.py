@@ -91,6 +91,59 @@ def test_the_command_scores_a_real_export_on_a_split(tmp_path, tiny_dataset):
     assert result["slices"] == normals and set(result) == {"slices", "model", "unfilled", "median"}
     assert all(np.isfinite(result[name]["l1"][0]) for name in ("model", "unfilled", "median"))
     assert f"healthy fill inside {normals} transplanted lesion masks (val split, seed 0)" in done.stdout
+    # --split=unseen: the export records whom it saw (here: rewritten to every patient but the test
+    # split's), and the command scores the others.
+    from ssagan_tf.data import folds
+
+    dataset = schema.open(tiny_dataset)
+    owners = folds.case_patients(dataset.manifest)
+    info_path = tmp_path / "export" / "ssagan" / "1" / "export.json"
+    info = json.loads(info_path.read_text())
+    info["cohort"] = {"seen_patients": sorted({owners[c] for s in ("train", "val") for c in dataset.manifest.cases[s]})}
+    info_path.write_text(json.dumps(info))
+    unseen = subprocess.run([sys.executable, "-m", "scripts.fill", f"--data_dir={tiny_dataset}",
+                             f"--model={tmp_path / 'export' / 'ssagan'}", "--split=unseen", "--resamples=20"],
+                            capture_output=True, text=True, timeout=HANG_TIMEOUT, cwd=REPO_ROOT, env=env)
+    assert unseen.returncode == 0, unseen.stderr[-3000:]
+    tests = int((load_split_arrays(dataset, "test")["label"] == 0).sum())
+    assert json.loads(unseen.stdout[:unseen.stdout.index("\nhealthy fill")])["slices"] == tests
+    assert "patients, unseen in training, seed 0" in unseen.stdout
     missing = subprocess.run([sys.executable, "-m", "scripts.fill", f"--data_dir={tiny_dataset}"],
                              capture_output=True, text=True, timeout=HANG_TIMEOUT, cwd=REPO_ROOT, env=env)
     assert missing.returncode == 2 and "--data_dir and --model are required" in missing.stderr
+
+
+def _export_recording(path, cohort):
+    version = path / "1"
+    version.mkdir(parents=True)
+    with open(version / "export.json", "w") as f:
+        json.dump({} if cohort is None else {"cohort": cohort}, f)
+    return str(version)
+
+
+def test_unseen_takes_every_split_of_the_patients_the_export_never_saw(tmp_path, tiny_dataset):
+    from ssagan_tf.data import folds, schema
+    from ssagan_tf.data.pipeline import load_split_arrays
+
+    dataset = schema.open(tiny_dataset)
+    owners = folds.case_patients(dataset.manifest)
+    test_patients = {owners[c] for c in dataset.manifest.cases["test"]}
+    seen = sorted(set(owners.values()) - test_patients)
+    arrays, patients = fill.unseen_arrays(dataset, _export_recording(tmp_path / "a", {"seen_patients": seen}))
+    expected = load_split_arrays(dataset, "test")
+    assert patients == {"patients": len(test_patients), "of": len(set(owners.values()))}
+    np.testing.assert_array_equal(arrays["image"], expected["image"])
+    np.testing.assert_array_equal(arrays["case_id"], expected["case_id"])
+    # One test patient seen as well: only the other test patients' slices are left.
+    one = sorted(test_patients)[0]
+    arrays, patients = fill.unseen_arrays(dataset, _export_recording(tmp_path / "b", {"seen_patients": seen + [one]}))
+    assert patients["patients"] == len(test_patients) - 1
+    assert all(owners[c.decode()] not in set(seen + [one]) for c in arrays["case_id"]) and len(arrays["image"])
+    # Trained on another input: every patient is unseen.
+    other = {"seen_patients": sorted(owners.values()), "patient_namespace": "/elsewhere"}
+    arrays, patients = fill.unseen_arrays(dataset, _export_recording(tmp_path / "c", other))
+    assert patients["patients"] == patients["of"] and len(arrays["image"]) == 30          # 3 splits x 10
+    with pytest.raises(ValueError, match="trained on every patient"):
+        fill.unseen_arrays(dataset, _export_recording(tmp_path / "d", {"seen_patients": sorted(owners.values())}))
+    with pytest.raises(ValueError, match="does not say which patients"):
+        fill.unseen_arrays(dataset, _export_recording(tmp_path / "e", None))

@@ -86,14 +86,28 @@ def export_cohort(version_dir: str) -> dict | None:
         return None
 
 
+def patients_seen(cohort: dict, namespace: str | None = None) -> set:
+    """The patient ids of a dataset from `namespace` (`combined.patient_namespace`; None: the ids
+    are compared as they are) that an export's `cohort` record (`export_cohort`, with
+    `seen_patients`) says its training saw. An export trained on several datasets records the
+    patients of each input apart (`other_cohorts`): those of the dataset's input count, the ids of
+    another input are other people, whatever they are."""
+    seen = set(cohort["seen_patients"])
+    if namespace is not None and cohort.get("patient_namespace"):
+        if cohort["patient_namespace"] != namespace:
+            seen = set()
+        seen |= {p for other in cohort.get("other_cohorts") or [] if other.get("patient_namespace") == namespace
+                 for p in other.get("seen_patients") or []}
+    return seen
+
+
 def check_cohort(name: str, version_dir: str, plan: dict, low_data: dict | None, cross_validated: bool,
                  namespace: str | None = None) -> dict:
     """{"cohort": "this dataset" | "another cohort" | "unknown", ...}, or ValueError when the
     augmenter saw the fold's test patients or, in the low-data regime, other tumor cases.
     `namespace` is where the evaluated dataset's patient ids come from
     (`combined.patient_namespace`): an export trained on several datasets records the patients
-    of each input apart (`other_cohorts`), and those of the evaluated dataset's input are the
-    ones compared; the ids of another input are other people, whatever they are."""
+    of each input apart (`other_cohorts`, `patients_seen`)."""
     where = f"augmenter {name!r} ({version_dir})" + (f" for fold {plan['index']}" if plan["index"] is not None else "")
     cohort = export_cohort(version_dir)
     if not cohort or cohort.get("seen_patients") is None:
@@ -102,12 +116,7 @@ def check_cohort(name: str, version_dir: str, plan: dict, low_data: dict | None,
                              "of the fold's test patients cannot be ruled out; export it again with this version "
                              "(python -m ssagan_tf.export)")
         return {"cohort": "unknown", "note": "its export.json does not record its training patients"}
-    seen, test = set(cohort["seen_patients"]), set(plan["patients"]["test"])
-    if namespace is not None and cohort.get("patient_namespace"):
-        if cohort["patient_namespace"] != namespace:
-            seen = set()
-        seen |= {p for other in cohort.get("other_cohorts") or [] if other.get("patient_namespace") == namespace
-                 for p in other.get("seen_patients") or []}
+    seen, test = patients_seen(cohort, namespace), set(plan["patients"]["test"])
     leaked = sorted(seen & test)
     if leaked:
         raise ValueError(f"{where}: it was trained on {len(leaked)} of the test patients ({', '.join(leaked[:5])}"
