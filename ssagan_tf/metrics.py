@@ -225,6 +225,37 @@ def period_two_ratios(translated_images, source_images, regions) -> dict:
     return ratios
 
 
+STRIPE_BANDS = ((0.08, 0.16), (0.16, 0.25), (0.25, 0.35), (0.35, 0.5))   # cycles per pixel
+STRIPE_WEDGE_DEGREES = 15.0
+
+
+def stripe_ratios(images, regions, band=(0.16, 0.35), min_pixels: int = 30) -> np.ndarray:
+    """Horizontal against vertical streaks, per slice, at the spatial frequencies of `band`
+    (cycles per pixel, radial; 0.5 is the period-2 limit, 0.25 a period of 4 pixels): the slice's
+    first channel inside its region (less the region's mean, zero outside) is Fourier transformed,
+    and the power within `STRIPE_WEDGE_DEGREES` of the vertical frequency axis (intensity varying
+    from row to row: horizontal streaks) is divided by the power within as much of the horizontal
+    axis (vertical streaks). Real MR slices sit below 1 when they are smoother from row to row;
+    a ratio above theirs is streaks their slices do not have. [N, H, W, C] or [N, H, W] images,
+    [N, H, W(, 1)] boolean regions; NaN for a region under `min_pixels` pixels or no power there."""
+    x = np.asarray(images, np.float64)
+    x = x[..., 0] if x.ndim == 4 else x
+    regions = np.asarray(regions, bool).reshape(x.shape)
+    fy, fx = np.meshgrid(np.fft.fftfreq(x.shape[1]), np.fft.fftfreq(x.shape[2]), indexing="ij")
+    radius, angle = np.hypot(fy, fx), np.degrees(np.arctan2(np.abs(fy), np.abs(fx)))
+    ring = (radius >= band[0]) & (radius < band[1])
+    across_rows, across_columns = ring & (angle > 90.0 - STRIPE_WEDGE_DEGREES), ring & (angle < STRIPE_WEDGE_DEGREES)
+    values = []
+    for image, region in zip(x, regions):
+        if region.sum() < min_pixels:
+            values.append(math.nan)
+            continue
+        power = np.abs(np.fft.fft2(np.where(region, image - image[region].mean(), 0.0))) ** 2
+        below = power[across_columns].sum()
+        values.append(power[across_rows].sum() / below if below > FLAT else math.nan)
+    return np.asarray(values)
+
+
 def class_rate(probabilities, tumor: bool, threshold: float = 0.5) -> float:
     """Fraction of slices a classifier calls tumor (p >= threshold) when `tumor`, else normal
     (p < threshold): the judge's "tumor rate" of synthetic tumors, or "normal rate" of synthetic

@@ -28,6 +28,7 @@ ENTRY_POINTS = {
                             "--tumor_fraction", "--evaluate_flags"],
     "-m scripts.texture": ["--data_dir", "--models", "--split", "--resamples"],
     "-m scripts.fill": ["--data_dir", "--model", "--split", "--seed", "--resamples"],
+    "-m scripts.stripes": ["--data_dir", "--run", "--split", "--resamples"],
     "-m scripts.fingerprint": ["--work_dir", "--fingerprint", "--compare"],
 }
 

@@ -160,3 +160,27 @@ def test_period_two_ratios_see_checkerboards_and_stripes_and_not_smooth_ramps():
     assert stripes["rows"] == pytest.approx([2.0])
     assert np.isnan(metrics.period_two_ratios(checker, source, region)["checker"][0])    # a flat input
     assert np.isnan(metrics.period_two_ratios(checker, base, np.zeros_like(region))["rows"][0])
+
+
+def test_stripe_ratio_by_hand_is_the_power_ratio_of_horizontal_to_vertical_streaks():
+    yy, xx = np.mgrid[:32, :32].astype(np.float64)
+    # Period 4 (0.25 cycles per pixel, one Fourier bin each): horizontal streaks of amplitude 0.2,
+    # vertical ones of 0.1; over the whole frame the power ratio is (0.2 / 0.1)^2 = 4.
+    streaks = 0.2 * np.cos(2 * np.pi * yy / 4) + 0.1 * np.cos(2 * np.pi * xx / 4)
+    everywhere = np.ones((2, 32, 32), bool)
+    ratios = metrics.stripe_ratios(np.stack([streaks, streaks.T])[..., None], everywhere, band=(0.2, 0.3))
+    assert ratios == pytest.approx([4.0, 0.25])
+    # Outside the band (period 8: 0.125) there is no power at all: undefined.
+    assert np.isnan(metrics.stripe_ratios(streaks[None], everywhere[:1], band=(0.08, 0.16))[0])
+    # A diagonal checkerboard lies in neither wedge; a constant has no power.
+    checker = (-1.0) ** (xx + yy)
+    assert np.isnan(metrics.stripe_ratios(checker[None], everywhere[:1], band=(0.35, 0.75))[0])
+    assert np.isnan(metrics.stripe_ratios(np.ones((1, 32, 32)), everywhere[:1])[0])
+    small = np.zeros((1, 32, 32), bool)
+    small[0, :5, :5] = True                                          # 25 pixels < min_pixels
+    assert np.isnan(metrics.stripe_ratios(streaks[None], small)[0])
+    # Inside a region only the region counts: horizontal streaks in a square, vertical outside.
+    mixed = np.where((yy >= 8) & (yy < 24) & (xx >= 8) & (xx < 24), streaks, 0.3 * np.cos(2 * np.pi * xx / 4))
+    square = np.zeros((1, 32, 32), bool)
+    square[0, 8:24, 8:24] = True
+    assert metrics.stripe_ratios(mixed[None], square, band=(0.2, 0.3))[0] == pytest.approx(4.0, rel=0.05)
