@@ -1095,3 +1095,45 @@ def test_a_checkpoint_with_averaged_attention_networks_restores_them_raw(data_di
         np.testing.assert_array_equal(a.numpy(), b.numpy())
     for a, b in zip(restored.normal_to_tumor.weights, shadows.normal_to_tumor.weights):
         np.testing.assert_array_equal(a.numpy(), b.numpy())
+
+
+def test_transpose_at_random_swaps_rows_and_columns_of_the_drawn_slices_only():
+    from ssagan_tf.training.step import transpose_at_random
+
+    images = tf.constant(np.random.default_rng(0).uniform(-1, 1, (2000, 4, 4, 2)), tf.float32)
+    seed = tf.constant([7, 3], tf.int64)
+    out = transpose_at_random(images, 0.3, seed).numpy()
+    same = np.all(out == images.numpy(), axis=(1, 2, 3))
+    swapped = np.all(out == np.transpose(images.numpy(), (0, 2, 1, 3)), axis=(1, 2, 3))
+    assert np.all(same ^ swapped)                                  # each slice is itself or its transpose
+    assert swapped.mean() == pytest.approx(0.3, abs=0.04)
+    np.testing.assert_array_equal(transpose_at_random(images, 0.3, seed).numpy(), out)      # seeded
+    assert not np.array_equal(transpose_at_random(images, 0.3, seed + 1).numpy(), out)
+    np.testing.assert_array_equal(transpose_at_random(images, 0.0, seed).numpy(), images.numpy())
+
+
+@pytest.mark.slow
+def test_train_step_d_transpose_by_value(data_dir, tmp_path):
+    """With --d_transpose the generator's adversarial term normal->tumor is mean (D_t(T(fake_t)) -
+    1)^2, T transposing the slices the step's seed draws for that view, from the weights before
+    the step (networks without spectral norm); the cycle terms do not change."""
+    from ssagan_tf.models import translate
+    from ssagan_tf.training.step import D_VIEWS, transpose_at_random
+
+    model = ModelConfig.for_system("attention_cyclegan", image_size=32, channels=1, ngf=8, ndf=8, n_res_blocks=1)
+    config = tiny_config(data_dir, tmp_path, model=model, d_transpose=0.45, seed=2)
+    train_step, m, _ = make_train_step(config)
+    batch = random_batch()
+    x_n = batch["normal"]["image"]
+    fake_t, _ = translate(m.normal_to_tumor, m.attention_normal, x_n, training=True)
+    seed = tf.constant([2 * 1024 + D_VIEWS["generator_fake_tumor"] * 2 ** 40, 0], tf.int64)
+    seen = transpose_at_random(fake_t, 0.45, seed)
+    drawn = ~np.all(seen.numpy() == fake_t.numpy(), axis=(1, 2, 3))
+    assert drawn.any()                                             # the check below sees a transposed slice
+    expected = ((m.disc_tumor(seen, training=True).numpy() - 1) ** 2).mean()
+    plain = ((m.disc_tumor(fake_t, training=True).numpy() - 1) ** 2).mean()
+    assert abs(expected - plain) > 1e-6
+    values = train_step(batch, phase(config, True))
+    assert float(values["adversarial_normal_to_tumor"]) == pytest.approx(expected, rel=1e-4)
+    with pytest.raises(ConfigError, match="d_transpose must be in"):
+        tiny_config(data_dir, tmp_path, d_transpose=0.5)

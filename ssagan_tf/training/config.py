@@ -178,6 +178,12 @@ class RunConfig:
                                        "run_augment.py --lesion_masks and the evaluation's --in_masks draw), D_t "
                                        "learns to tell those painted slices from real tumors, and the generator's "
                                        "adversarial loss on them joins its objective with this weight. 0 = off.")
+    d_transpose: float = setting(0.0, "Not in the paper. > 0: each slice a discriminator sees (real or translated, "
+                                      "in its own update and in the generators' adversarial terms) is transposed, "
+                                      "rows and columns swapped, with this probability, drawn per slice from --seed, "
+                                      "the step and the replica. Below 0.5 the discriminators still learn the "
+                                      "untransposed slices' distribution; they can no longer tell real slices by "
+                                      "row-to-row texture alone (docs/training.md, horizontal streaks). 0 = off.")
     # Further converted datasets whose train splits train beside data_dir's, by class (a healthy
     # cohort's normals join the normal domain); their val and test splits are not read
     # (ssagan_tf.data.combined). () = data_dir alone.
@@ -240,6 +246,8 @@ class RunConfig:
         need(self.mask_loss_type in MASK_LOSS_TYPES,
              f"mask_loss_type must be one of {MASK_LOSS_TYPES}, got {self.mask_loss_type!r}")
         need(self.d_mode in D_MODES, f"d_mode must be one of {D_MODES}, got {self.d_mode!r}")
+        need(0 <= self.d_transpose < 0.5, f"d_transpose must be in [0, 0.5) (at 0.5 a discriminator could not tell a "
+                                          f"slice from its transpose), got {self.d_transpose}")
         need(self.cycle_attention in CYCLE_ATTENTIONS,
              f"cycle_attention must be one of {CYCLE_ATTENTIONS}, got {self.cycle_attention!r}")
         need(self.attention_epochs >= 1 or not self.model.use_attention,

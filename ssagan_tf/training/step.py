@@ -36,6 +36,18 @@ class Translations(NamedTuple):
     painted_t: tf.Tensor | None = None   # --lambda_paint: G_n2t(x_n) inside each transplanted lesion mask
 
 
+def transpose_at_random(images, probability: float, seed):
+    """Each slice of `images` [B, S, S, C] transposed (rows and columns swapped) with
+    `probability`, drawn per slice from the stateless `seed` [2] (`--d_transpose`)."""
+    drawn = tf.random.stateless_uniform(tf.shape(images)[:1], seed=seed) < probability
+    return tf.where(drawn[:, None, None, None], tf.transpose(images, [0, 2, 1, 3]), images)
+
+
+# Where the slices a discriminator sees come from: each takes its own draws of --d_transpose.
+D_VIEWS = {"generator_fake_tumor": 1, "generator_fake_normal": 2, "real_tumor": 3, "pooled_tumor": 4,
+           "real_normal": 5, "pooled_normal": 6, "generator_painted": 7, "painted": 8}
+
+
 class TrainStep:
     """Callable `(distributed_batch, phase) -> {loss name: global mean}` over a `TrainingState`.
 
@@ -76,6 +88,10 @@ class TrainStep:
                 tf.distribute.ReduceOp.SUM, tf.reduce_sum(tf.cast(batch["tumor"]["has_mask"], tf.float32)))
         if self.config.transplants_lesions:
             batch = self._with_lesions(batch)
+        if self.config.d_transpose > 0:
+            replica = tf.cast(tf.distribute.get_replica_context().replica_id_in_sync_group, tf.int64)
+            batch = {**batch, "d_seed": tf.stack([tf.constant(self.config.seed, tf.int64) * 1024 + replica,
+                                                  tf.cast(self.state.step, tf.int64)])}
         gen_grads, disc_grads, values = self._compute(batch, labelled, phase)
         self.state.generator_optimizer.apply_gradients(zip(gen_grads, self.trainable_generator_variables(phase)))
         self.state.discriminator_optimizer.apply_gradients(zip(disc_grads, self.models.discriminator_variables))
@@ -93,6 +109,14 @@ class TrainStep:
                                                      tumor["has_mask"], seed)
         count = context.all_reduce(tf.distribute.ReduceOp.SUM, tf.reduce_sum(placed))
         return {**batch, "lesion": {"image": lesioned, "mask": masks, "placed": placed, "count": count}}
+
+    def _d_input(self, batch, images, view: str):
+        """What a discriminator sees of `images`: with `--d_transpose`, each slice transposed at
+        random (`transpose_at_random`), drawn from the step's seed and the view (`D_VIEWS`)."""
+        if self.config.d_transpose <= 0:
+            return images
+        seed = batch["d_seed"] + tf.constant([D_VIEWS[view] << 40, 0], tf.int64)
+        return transpose_at_random(images, self.config.d_transpose, seed)
 
     def _scaled(self, optimizer, loss):
         return optimizer.scale_loss(loss) if isinstance(optimizer, keras.optimizers.LossScaleOptimizer) else loss
@@ -139,8 +163,10 @@ class TrainStep:
         _, view_fake_n = losses.discriminator_views(c.d_mode, masked, x_n, cycle.fake_n, cycle.att_t, cycle.att_n,
                                                     c.tau)
 
-        adv_n2t = losses.generator_adversarial_loss(m.disc_tumor(view_fake_t, training=True), c.gan_loss)
-        adv_t2n = losses.generator_adversarial_loss(m.disc_normal(view_fake_n, training=True), c.gan_loss)
+        adv_n2t = losses.generator_adversarial_loss(
+            m.disc_tumor(self._d_input(batch, view_fake_t, "generator_fake_tumor"), training=True), c.gan_loss)
+        adv_t2n = losses.generator_adversarial_loss(
+            m.disc_normal(self._d_input(batch, view_fake_n, "generator_fake_normal"), training=True), c.gan_loss)
         cyc_n = c.lambda_cycle * losses.cycle_consistency_loss(x_n, cycle.rec_n)
         cyc_t = c.lambda_cycle * losses.cycle_consistency_loss(x_t, cycle.rec_t)
         per_example = adv_n2t + adv_t2n + cyc_n + cyc_t
@@ -177,7 +203,8 @@ class TrainStep:
             _, view_painted = losses.discriminator_views(c.d_mode, masked, x_t, cycle.painted_t, lesion["mask"],
                                                          cycle.att_t, c.tau)
             paint = c.lambda_paint * losses.placed_mean(losses.generator_adversarial_loss(
-                m.disc_tumor(view_painted, training=True), c.gan_loss), lesion["placed"], lesion["count"])
+                m.disc_tumor(self._d_input(batch, view_painted, "generator_painted"), training=True), c.gan_loss),
+                lesion["placed"], lesion["count"])
         total = mean(per_example) + attention_mask + guidance + fill + paint
         terms = {"adversarial_normal_to_tumor": mean(adv_n2t), "adversarial_tumor_to_normal": mean(adv_t2n),
                  "cycle_normal": mean(cyc_n), "cycle_tumor": mean(cyc_t), "identity": mean(identity),
@@ -219,17 +246,19 @@ class TrainStep:
                                                           tf.stop_gradient(cycle.att_t), c.tau)
             real_n, pooled_n = losses.discriminator_views(c.d_mode, masked, x_n, pooled_n, pooled_att_t,
                                                           tf.stop_gradient(cycle.att_n), c.tau)
-            d_t = self.discriminator_objective(m.disc_tumor, real_t, pooled_t)
-            d_n = self.discriminator_objective(m.disc_normal, real_n, pooled_n)
+            d_t = self.discriminator_objective(m.disc_tumor, self._d_input(batch, real_t, "real_tumor"),
+                                               self._d_input(batch, pooled_t, "pooled_tumor"))
+            d_n = self.discriminator_objective(m.disc_normal, self._d_input(batch, real_n, "real_normal"),
+                                               self._d_input(batch, pooled_n, "pooled_normal"))
             disc_total = mean(d_t + d_n)
             if painting:
                 # D_t also learns that slices painted inside transplanted masks are fakes (not pooled).
                 lesion = batch["lesion"]
                 _, view_painted = losses.discriminator_views(c.d_mode, masked, x_t, tf.stop_gradient(cycle.painted_t),
                                                              lesion["mask"], tf.stop_gradient(cycle.att_t), c.tau)
-                d_paint = losses.placed_mean(losses.discriminator_fake_loss(m.disc_tumor(view_painted, training=True),
-                                                                            c.gan_loss),
-                                             lesion["placed"], lesion["count"])
+                d_paint = losses.placed_mean(losses.discriminator_fake_loss(
+                    m.disc_tumor(self._d_input(batch, view_painted, "painted"), training=True), c.gan_loss),
+                    lesion["placed"], lesion["count"])
                 disc_total += d_paint
             gen_scaled = self._scaled(self.state.generator_optimizer, gen_total)
             disc_scaled = self._scaled(self.state.discriminator_optimizer, disc_total)
