@@ -7,8 +7,8 @@ The step is composed as pytorch-CycleGAN composes its own: one forward pass of b
 semi-supervised attention loss, + the attention-area hinge while the attention trains and the
 lesion levers when asked for, painting inside transplanted lesion masks among them) and one
 discriminator objective (`discriminator_objective`) called for D_t and for D_n, which see
-attention-guided inputs once the attention warm-up is over. Terms are named, not numbered (the
-paper numbers its losses as one group).
+attention-guided inputs once the attention warm-up is over (and, with `--d_transpose`, each slice
+transposed at random). Terms are named, not numbered (the paper numbers its losses as one group).
 """
 
 from __future__ import annotations
