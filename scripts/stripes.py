@@ -46,8 +46,10 @@ def define_flags() -> None:
 def _brains(images: np.ndarray) -> np.ndarray:
     from ssagan_tf import lesions
 
+    if not len(images):
+        return np.zeros((0,) + images.shape[1:3], bool)
     return np.concatenate([lesions.brain_mask(images[i:i + BATCH, ..., :1]).numpy()[..., 0] > 0.5
-                           for i in range(0, len(images), BATCH)]) if len(images) else np.zeros((0,) + images.shape[1:3], bool)
+                           for i in range(0, len(images), BATCH)])
 
 
 def median_interval(values, resamples: int, seed: int = 0) -> list:
@@ -67,7 +69,8 @@ def _row(images, regions, resamples: int) -> dict:
     regions = np.asarray(regions, bool)
     bands = {f"{low:g}-{high:g}": median_interval(metrics.stripe_ratios(images, regions, (low, high)), resamples)
              for low, high in metrics.STRIPE_BANDS}
-    counted = int((regions.reshape(len(regions), -1).sum(axis=1) >= 30).sum()) if len(regions) else 0
+    counted = int((regions.reshape(len(regions), -1).sum(axis=1) >= metrics.STRIPE_MIN_PIXELS).sum()) \
+        if len(regions) else 0
     return {"slices": counted, "bands": bands}
 
 

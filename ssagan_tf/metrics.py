@@ -227,9 +227,10 @@ def period_two_ratios(translated_images, source_images, regions) -> dict:
 
 STRIPE_BANDS = ((0.08, 0.16), (0.16, 0.25), (0.25, 0.35), (0.35, 0.5))   # cycles per pixel
 STRIPE_WEDGE_DEGREES = 15.0
+STRIPE_MIN_PIXELS = 30      # a region smaller than this has too few Fourier bins in a band to count
 
 
-def stripe_ratios(images, regions, band=(0.16, 0.35), min_pixels: int = 30) -> np.ndarray:
+def stripe_ratios(images, regions, band=(0.16, 0.35), min_pixels: int = STRIPE_MIN_PIXELS) -> np.ndarray:
     """Horizontal against vertical streaks, per slice, at the spatial frequencies of `band`
     (cycles per pixel, radial; 0.5 is the period-2 limit, 0.25 a period of 4 pixels): the slice's
     first channel inside its region (less the region's mean, zero outside) is Fourier transformed,
