@@ -16,7 +16,12 @@ intensity bounds' low end (on LGG FLAIR at 128^2 half the background pixels do).
 threshold just above the background's histogram peak (the triangle method, on the maximum over
 channels) separates it from tissue, so that dark CSF and skull stay in; a closing bridges small
 gaps, every dark region the image border does not reach (ventricles, the skull inside the scalp)
-is filled, and an opening then removes noise specks. The brain is the head less its outer
+is filled, and an opening then removes noise specks. Ghosting (the bands of faint signal that
+motion copies along the phase-encoding direction, often across the whole frame) passes that
+threshold; so the head is then cut to within `CORE_REACH` x the frame's side of its core: the
+part above a second threshold, `CORE_LEVEL` of the way from the first to the head's median level,
+closed, filled and opened by 5 pixels, which keeps tissue, scalp and the dark skull between them
+and drops the faint bands. The brain is the head less its outer
 `BRAIN_DEPTH` x the frame's side (scalp and skull, about 10 mm: the converter's default field of
 view fits the head's box to 0.9 of the frame); on a skull-stripped slice it trims that much
 cortex instead, which only makes placements more conservative.
@@ -34,7 +39,10 @@ from ssagan_tf.data import schema
 MAX_ROTATION_DEGREES = 45.0
 BRAIN_DEPTH = 0.06              # scalp and skull, as a fraction of the frame's side (~10 mm; see the docstring)
 HISTOGRAM_BINS = 128
-PLACEMENT_VERSION = 2           # what identifies these placements in caches; 2: inside the brain (1: the head)
+CORE_LEVEL = 0.5                # the core's threshold: this far from the background's to the head's median level
+CORE_REACH = 0.03               # the head is kept within this fraction of the frame's side of its core
+PLACEMENT_VERSION = 3           # what identifies these placements in caches; 3: ghosting cut off (2: inside
+                                # the brain; 1: the head)
 MASK_ATTEMPTS = 8               # donors tried per slice by `LesionMasks` before it gives up on the slice
 SCALE_RANGE = (0.8, 1.25)
 
@@ -94,7 +102,22 @@ def head_mask(images, closing: int = 5):
     threshold = _background_thresholds(tf.reshape(grey, [batch, -1]))
     head = tf.cast(grey > tf.maximum(threshold, schema.BACKGROUND + 1e-3)[:, None, None, None], tf.float32)
     head = _fill_holes(_eroded(tf.nn.max_pool2d(head, closing, 1, "SAME"), closing))   # closed, then filled
-    return tf.nn.max_pool2d(_eroded(head, 3), 3, 1, "SAME")                  # opened: specks go
+    head = tf.nn.max_pool2d(_eroded(head, 3), 3, 1, "SAME")                  # opened: specks go
+    flat = tf.reshape(grey, [batch, -1])
+    level = threshold + CORE_LEVEL * (_masked_medians(flat, tf.reshape(head, [batch, -1]) > 0.5) - threshold)
+    core = head * tf.cast(grey > level[:, None, None, None], tf.float32)
+    core = _fill_holes(_eroded(tf.nn.max_pool2d(core, 5, 1, "SAME"), 5))
+    core = tf.nn.max_pool2d(_eroded(core, 5), 5, 1, "SAME")
+    reach = 2 * int(round(CORE_REACH * max(head.shape[1], head.shape[2]))) + 1
+    return head * tf.nn.max_pool2d(core, reach, 1, "SAME")                  # ghosting bands go
+
+
+def _masked_medians(values, mask):
+    """[B, N] values in [-1, 1] and a [B, N] bool mask -> [B] the lower median of each row's
+    values under its mask (2, above every value, for an empty mask)."""
+    ordered = tf.sort(tf.where(mask, values, 2.0), axis=1)
+    middle = tf.maximum(tf.reduce_sum(tf.cast(mask, tf.int32), axis=1) - 1, 0) // 2
+    return tf.gather(ordered, middle, batch_dims=1)
 
 
 def brain_mask(images, head=None):

@@ -52,6 +52,27 @@ def test_head_mask_follows_the_scalp_through_background_noise_and_fills_dark_reg
         assert not found[k, 5, 6] and not found[k, 58, 8]  # background specks: not head
 
 
+def test_a_ghosting_band_across_the_frame_is_not_head():
+    """A faint band of signal crossing the frame (motion ghosting along the phase-encoding
+    direction) passes the background threshold; the head is cut to within CORE_REACH of its core,
+    so the band outside the head goes and the brain stays inside the head."""
+    normal, _, _, head, _ = slices(2)
+    band = np.zeros((SIZE, SIZE), bool)
+    band[28:37, :] = True
+    ghosted = normal.copy()
+    ghosted[:, band & ~head, 0] = -0.6
+    threshold = lesions._background_thresholds(tf.reshape(tf.constant(ghosted), [2, -1])).numpy()
+    assert (threshold < -0.6).all()                                 # the band passes the first threshold
+    found = lesions.head_mask(ghosted).numpy()[..., 0] > 0
+    reach = ndimage.binary_dilation(head, iterations=int(round(lesions.CORE_REACH * SIZE)) + 1)
+    for k in range(2):
+        assert not (found[k] & ~reach).any()                         # nothing far from the head is head
+        assert not found[k][:, [0, SIZE - 1]].any()                  # the band no longer reaches the borders
+        assert not (head & ~found[k] & ~_outline(head)).any()        # none of the head itself is lost
+    brain = lesions.brain_mask(ghosted).numpy()[..., 0] > 0
+    assert not (brain & ~head).any()
+
+
 def test_brain_mask_is_the_head_less_its_outer_depth():
     """The brain is the head eroded by BRAIN_DEPTH x the frame (to within the octagonal distance's
     error): here the scalp and skull rings and nothing of the tissue well inside them."""
