@@ -9,8 +9,8 @@ export TF_CPP_MIN_LOG_LEVEL ?= 2
 
 help:
 	@echo "make demo   end to end on the synthetic phantom cohort (outputs under $(DEMO_DIR)/)"
-	@echo "make test   the whole test suite (what CI runs; ~19 min on 2 cores)"
-	@echo "make test-fast  the fast tier, without end-to-end training and subprocess tests (edit-test loop)"
+	@echo "make test   the whole test suite (what CI runs; ~30 min on 2 cores)"
+	@echo "make test-fast  the fast tier (~3 min), without end-to-end training and subprocess tests (edit-test loop)"
 	@echo "make bench  the data benchmark (JSON + table); README lists the training and augmentation ones"
 
 $(VENV)/.installed: requirements.txt requirements-test.txt
