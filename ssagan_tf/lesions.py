@@ -20,8 +20,9 @@ is filled, and an opening then removes noise specks. Ghosting (the bands of fain
 motion copies along the phase-encoding direction, often across the whole frame) passes that
 threshold; so the head is then cut to within `CORE_REACH` x the frame's side of its core: the
 part above a second threshold, `CORE_LEVEL` of the way from the first to the head's median level,
-closed, filled and opened by 5 pixels, which keeps tissue, scalp and the dark skull between them
-and drops the faint bands. The brain is the head less its outer
+closed, filled and opened by 5 pixels, which keeps tissue, a bright scalp and the dark skull
+between them and drops the faint bands (a head too thin to keep a core is left uncut). The brain
+is the head less its outer
 `BRAIN_DEPTH` x the frame's side (scalp and skull, about 10 mm: the converter's default field of
 view fits the head's box to 0.9 of the frame); on a skull-stripped slice it trims that much
 cortex instead, which only makes placements more conservative.
@@ -109,7 +110,9 @@ def head_mask(images, closing: int = 5):
     core = _fill_holes(_eroded(tf.nn.max_pool2d(core, 5, 1, "SAME"), 5))
     core = tf.nn.max_pool2d(_eroded(core, 5), 5, 1, "SAME")
     reach = 2 * int(round(CORE_REACH * max(head.shape[1], head.shape[2]))) + 1
-    return head * tf.nn.max_pool2d(core, reach, 1, "SAME")                  # ghosting bands go
+    cut = head * tf.nn.max_pool2d(core, reach, 1, "SAME")                   # ghosting bands go
+    # A head too thin to keep a core after the opening (a few pixels wide) stays as it was.
+    return tf.where(tf.reduce_max(core, axis=[1, 2, 3], keepdims=True) > 0, cut, head)
 
 
 def _masked_medians(values, mask):

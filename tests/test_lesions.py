@@ -73,6 +73,18 @@ def test_a_ghosting_band_across_the_frame_is_not_head():
     assert not (brain & ~head).any()
 
 
+def test_a_head_too_thin_for_a_core_stays_uncut_and_the_median_is_the_lower_one():
+    yy, xx = np.mgrid[:SIZE, :SIZE]
+    radius = np.hypot(yy - 32, xx - 32)
+    arc = (radius >= 20) & (radius < 24) & (yy < 40)                  # 4 pixels wide: opened away by 5
+    image = np.where(arc, 0.5, -1.0)[None, ..., None].astype(np.float32)
+    found = lesions.head_mask(image).numpy()[0, ..., 0] > 0
+    assert found.sum() > 0.8 * arc.sum() and not (found & ~ndimage.binary_dilation(arc)).any()
+    values = tf.constant([[0.1, 0.4, 0.2, 0.3, 0.9], [0.5, 0.5, 0.5, 0.5, 0.5]])
+    mask = tf.constant([[True, True, True, True, False], [False] * 5])
+    np.testing.assert_allclose(lesions._masked_medians(values, mask).numpy(), [0.2, 2.0])
+
+
 def test_brain_mask_is_the_head_less_its_outer_depth():
     """The brain is the head eroded by BRAIN_DEPTH x the frame (to within the octagonal distance's
     error): here the scalp and skull rings and nothing of the tissue well inside them."""
