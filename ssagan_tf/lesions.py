@@ -22,10 +22,9 @@ threshold; so the head is then cut to within `CORE_REACH` x the frame's side of 
 part above a second threshold, `CORE_LEVEL` of the way from the first to the head's median level,
 closed, filled and opened by 5 pixels, which keeps tissue, a bright scalp and the dark skull
 between them and drops the faint bands (a head too thin to keep a core is left uncut). The brain
-is the head less its outer
-`BRAIN_DEPTH` x the frame's side (scalp and skull, about 10 mm: the converter's default field of
-view fits the head's box to 0.9 of the frame); on a skull-stripped slice it trims that much
-cortex instead, which only makes placements more conservative.
+is the head less its outer `BRAIN_DEPTH` x the frame's side (scalp and skull, about 10 mm: the
+converter's default field of view fits the head's box to 0.9 of the frame); on a skull-stripped
+slice it trims that much cortex instead, which only makes placements more conservative.
 """
 
 from __future__ import annotations
@@ -102,13 +101,10 @@ def head_mask(images, closing: int = 5):
     batch = tf.shape(grey)[0]
     threshold = _background_thresholds(tf.reshape(grey, [batch, -1]))
     head = tf.cast(grey > tf.maximum(threshold, schema.BACKGROUND + 1e-3)[:, None, None, None], tf.float32)
-    head = _fill_holes(_eroded(tf.nn.max_pool2d(head, closing, 1, "SAME"), closing))   # closed, then filled
-    head = tf.nn.max_pool2d(_eroded(head, 3), 3, 1, "SAME")                  # opened: specks go
+    head = _opened(_closed_and_filled(head, closing), 3)                     # specks go
     flat = tf.reshape(grey, [batch, -1])
     level = threshold + CORE_LEVEL * (_masked_medians(flat, tf.reshape(head, [batch, -1]) > 0.5) - threshold)
-    core = head * tf.cast(grey > level[:, None, None, None], tf.float32)
-    core = _fill_holes(_eroded(tf.nn.max_pool2d(core, 5, 1, "SAME"), 5))
-    core = tf.nn.max_pool2d(_eroded(core, 5), 5, 1, "SAME")
+    core = _opened(_closed_and_filled(head * tf.cast(grey > level[:, None, None, None], tf.float32), 5), 5)
     reach = 2 * int(round(CORE_REACH * max(head.shape[1], head.shape[2]))) + 1
     cut = head * tf.nn.max_pool2d(core, reach, 1, "SAME")                   # ghosting bands go
     # A head too thin to keep a core after the opening (a few pixels wide) stays as it was.
@@ -136,6 +132,14 @@ def brain_mask(images, head=None):
         else:
             head = _eroded(head, 3)
     return head
+
+
+def _closed_and_filled(mask, size: int):
+    return _fill_holes(_eroded(tf.nn.max_pool2d(mask, size, 1, "SAME"), size))
+
+
+def _opened(mask, size: int):
+    return tf.nn.max_pool2d(_eroded(mask, size), size, 1, "SAME")
 
 
 def _eroded(mask, size: int):
