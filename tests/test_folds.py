@@ -29,6 +29,60 @@ def test_folds_are_disjoint_by_patient_cover_everyone_and_are_seeded():
         folds.assign_folds(patients, 30)
 
 
+def _unfairness_by_hand(val, rest, slices):
+    shares, empty = [], 0
+    for c in (0, 1):
+        total, held = sum(slices[p][c] for p in rest), sum(slices[p][c] for p in val)
+        if total:
+            shares.append(abs(held / total - 0.2))
+            empty += held == 0
+    return empty, max(shares)
+
+
+def test_validation_patients_hold_a_fair_share_of_each_class():
+    """Normal slices sit in 4 of 20 patients. The first seeded draw of a fold's validation
+    patients (draw 1) is what `fold_patients` gives without slice counts; with them it keeps the
+    fairest of the 64 seeded draws (the first of the fairest): fewest classes left without
+    validation slices, then the worst class share's distance from a fifth, computed here by hand;
+    test patients and the training pool stay as they were."""
+    patients = [f"P{i:02d}" for i in range(20)]
+    slices = {p: ((10, 5) if i < 4 else (0, 5)) for i, p in enumerate(patients)}
+    changed = 0
+    for k in range(4):
+        first, fair = folds.fold_patients(patients, 4, k, 0), folds.fold_patients(patients, 4, k, 0, slices)
+        assert fair["test"] == first["test"] and sorted(fair["val"] + fair["train"]) == sorted(
+            first["val"] + first["train"])
+        rest = sorted(first["val"] + first["train"])
+        rng = np.random.default_rng([0, k])
+        draws = [sorted(rng.permutation(rest)[:len(first["val"])].tolist()) for _ in range(64)]
+        assert first["val"] == draws[0]
+        scores = [_unfairness_by_hand(d, rest, slices) for d in draws]
+        assert fair["val"] == draws[scores.index(min(scores))]
+        assert sum(slices[p][0] for p in fair["val"]) > 0          # some normal slices to validate on
+        changed += fair["val"] != first["val"]
+    assert changed >= 1, "every first draw was already the fairest: the cohort tests nothing"
+    # Equal counts: every draw is as fair, so the first stays.
+    even = {p: (3, 3) for p in patients}
+    assert folds.fold_patients(patients, 4, 1, 0, even) == folds.fold_patients(patients, 4, 1, 0)
+    owners = {"a/1": "a", "a/2": "a", "b/1": "b"}
+    assert folds.patient_slices(["a/1", "a/2", "a/2", "b/1"], [0, 1, 1, 0], owners) == {"a": (1, 2), "b": (1, 0)}
+
+
+def test_training_and_evaluation_draw_the_same_validation_patients(tiny_dataset):
+    import types
+
+    from ssagan_tf.data.pipeline import load_split_arrays
+    from ssagan_tf.evaluation.crossval import plan_folds
+
+    source = schema.open(tiny_dataset)
+    data = {s: load_split_arrays(source, s) for s in schema.SPLITS}
+    plans = plan_folds(types.SimpleNamespace(folds=3, fold_seed=1), source.manifest, data)
+    for k in range(3):
+        cohort = folds.cohort_record(source, 3, k, 1, tumor_fraction=1.0)
+        assert cohort["val_draw"] == folds.VAL_DRAW_VERSION == 2
+        assert plans[k]["patients"] == {s: cohort[f"{s}_patients"] for s in ("test", "val", "train")}
+
+
 class _Manifest:
     def __init__(self, cases, raw):
         self.cases, self.raw, self.path = cases, raw, "m/manifest.json"
@@ -74,6 +128,9 @@ def test_fold_dataset_holds_only_the_folds_training_patients(tmp_path, tiny_data
     assert folds.write_fold_dataset(source, out, cohort) == out            # the same fold: reused
     with pytest.raises(ValueError, match="another fold"):
         folds.write_fold_dataset(source, out, folds.cohort_record(source, 2, 0, 0, 0.5))
+    earlier = folds.write_fold_dataset(source, str(tmp_path / "earlier"), dict(cohort, val_draw=1))
+    with pytest.raises(ValueError, match=r"earlier version \(validation draw 1, now 2\)"):
+        folds.write_fold_dataset(source, earlier, cohort)
     assert not [n for n in os.listdir(tmp_path) if "staging" in n]
     record = folds.training_cohort({"data_dir": tiny_dataset}, *folds.run_datasets({"data_dir": tiny_dataset}))
     assert record["folds"] == 0 and len(record["seen_patients"]) == 4          # train + val cases, one patient each

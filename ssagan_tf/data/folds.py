@@ -2,9 +2,13 @@
 
 The patients of all three splits are pooled and dealt into K folds (sorted, shuffled with
 `fold_seed`, then dealt in turn, so fold sizes differ by at most one). Fold k tests its own
-patients; its training patients are all the others, of whom a seeded fifth (`VAL_FRACTION`, at
-least one) is held out for early stopping and any other choice, so nothing is chosen on the test
-patients. The evaluation (`run_evaluate.py --folds=K`) and the augmenters' training
+patients; its training patients are all the others, of whom a fifth (`VAL_FRACTION`, at least
+one) is held out for early stopping and any other choice, so nothing is chosen on the test
+patients. Which fifth is drawn so that it holds a fair share of each class's slices: of
+`VAL_CANDIDATES` seeded draws, the first that leaves no class without validation slices where it
+can and whose worst class share is nearest `VAL_FRACTION` (validation draw 2; draw 1 took the first draw, which on LGG FLAIR left one fold 3 normal
+validation slices of its 71, so its warm-up, checkpoint selection and early stopping each
+rested on 3 slices). The evaluation (`run_evaluate.py --folds=K`) and the augmenters' training
 (`run_train.py --folds=K --fold=k`) call the same functions, so both see the same patients.
 
 The unit is the patient: a patient with several scans (cases) is never split across folds. The
@@ -28,6 +32,8 @@ from ssagan_tf import io as durable
 from ssagan_tf.data import combined, integrity, schema
 
 VAL_FRACTION = 0.2
+VAL_CANDIDATES = 64              # seeded draws of the validation patients, the fairest kept
+VAL_DRAW_VERSION = 2             # in each fold's cohort record; 1: the first draw, whatever its classes
 FOLD_DATA_NAME = "fold_data"     # the fold's training data, inside run_train's --model_dir
 
 
@@ -57,8 +63,14 @@ def assign_folds(patients, folds: int, seed: int = 0) -> dict:
     return {patients[j]: i % folds for i, j in enumerate(order)}
 
 
-def fold_patients(patients, folds: int, fold: int, seed: int = 0) -> dict:
-    """{"test", "val", "train"}: sorted patient lists of fold `fold` (disjoint, covering all)."""
+def fold_patients(patients, folds: int, fold: int, seed: int = 0, slices: dict | None = None) -> dict:
+    """{"test", "val", "train"}: sorted patient lists of fold `fold` (disjoint, covering all).
+
+    `slices`: patient -> (normal slices, tumor slices) (`patient_slices`). Of `VAL_CANDIDATES`
+    draws of the validation patients (seeded by `seed` and `fold`), the one kept is the first
+    that leaves the fewest classes without a validation slice and, among those, whose worst share
+    of a class's training-patient slices is nearest `VAL_FRACTION`; a class the training patients
+    lack does not count. None: every draw is as fair as any, so the first."""
     if not 0 <= fold < folds:
         raise ValueError(f"fold={fold}: must be in [0, {folds})")
     assignment = assign_folds(patients, folds, seed)
@@ -68,8 +80,31 @@ def fold_patients(patients, folds: int, fold: int, seed: int = 0) -> dict:
     if count >= len(rest):
         raise ValueError(f"folds={folds}: fold {fold} leaves {len(rest)} training patient(s), too few to hold "
                          "one out for validation")
-    val = sorted(np.random.default_rng([seed, fold]).permutation(rest)[:count].tolist())
+    rng = np.random.default_rng([seed, fold])
+    draws = [rng.permutation(rest)[:count].tolist() for _ in range(VAL_CANDIDATES if slices else 1)]
+    val = sorted(min(draws, key=lambda draw: _unfairness(draw, rest, slices)) if slices else draws[0])
     return {"test": test, "val": val, "train": sorted(set(rest) - set(val))}
+
+
+def _unfairness(val, rest, slices: dict) -> tuple:
+    """(classes of which the patients `val` hold no slice though `rest` do, the largest distance
+    from `VAL_FRACTION` of the share of a class's slices over `rest` that `val` hold): smaller is
+    fairer, a class left out of validation first."""
+    counts = np.array([slices.get(p, (0, 0)) for p in rest], np.float64)
+    held = counts[np.isin(np.asarray(rest, dtype=object), list(val))].sum(axis=0)
+    totals = counts.sum(axis=0)
+    shares = [abs(h / t - VAL_FRACTION) for h, t in zip(held, totals) if t > 0]
+    return int(np.sum((held == 0) & (totals > 0))), max(shares, default=0.0)
+
+
+def patient_slices(case_ids, labels, owners: dict) -> dict:
+    """patient -> (normal slices, tumor slices), from each slice's case id and label (1 = tumor)
+    and `owners` (case -> patient, `case_patients`)."""
+    out = {}
+    for case, label in zip(case_ids, labels):
+        normal, tumor = out.get(owners[case], (0, 0))
+        out[owners[case]] = (normal + (int(label) != 1), tumor + (int(label) == 1))
+    return out
 
 
 def kept_tumor_cases(cases_with_tumor, fraction: float, seed: int = 0) -> list:
@@ -88,11 +123,13 @@ def cohort_record(dataset, folds: int, fold: int, seed: int, tumor_fraction: flo
     kept tumor cases."""
     manifest = dataset.manifest
     owners = case_patients(manifest)
-    split = fold_patients(owners.values(), folds, fold, seed)
+    labelled = [(case, label) for _, _, _, case, label in _records(manifest)]
+    slices = patient_slices([c for c, _ in labelled], [lab for _, lab in labelled], owners)
+    split = fold_patients(owners.values(), folds, fold, seed, slices)
     train_cases = sorted(c for c, p in owners.items() if p in set(split["train"]))
     record = {"source_data_dir": os.path.abspath(dataset.data_dir), "source_manifest_sha256": manifest.sha256,
-              "folds": folds, "fold": fold, "fold_seed": seed, "test_patients": split["test"],
-              "val_patients": split["val"], "train_patients": split["train"],
+              "folds": folds, "fold": fold, "fold_seed": seed, "val_draw": VAL_DRAW_VERSION,
+              "test_patients": split["test"], "val_patients": split["val"], "train_patients": split["train"],
               "seen_patients": sorted(split["train"] + split["val"]), "tumor_fraction": float(tumor_fraction)}
     if tumor_fraction < 1.0:
         # Which training cases have tumor slices is read from the records (the manifest counts by split).
@@ -135,6 +172,10 @@ def write_fold_dataset(dataset, out_dir: str, cohort: dict) -> str:
             existing = None
         if existing == cohort:
             return out_dir
+        if isinstance(existing, dict) and existing.get("val_draw", 1) != cohort.get("val_draw", 1):
+            raise ValueError(f"{out_dir}: holds this fold's data with the validation patients of an earlier "
+                             f"version (validation draw {existing.get('val_draw', 1)}, now {cohort['val_draw']}); "
+                             "train this fold in a new --model_dir, or move this folder out of the way")
         raise ValueError(f"{out_dir}: holds {'another fold' if existing else 'something other than fold data'}; "
                          "use another --model_dir, or move this folder out of the way")
     manifest = dataset.manifest

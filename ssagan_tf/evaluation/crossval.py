@@ -41,9 +41,10 @@ def plan_folds(config, manifest, data: dict) -> list:
         return [dict(plan, owners=owners)]
     pooled = {k: np.concatenate([data[s][k] for s in SPLITS]) for k in data["train"]}
     patient_of = np.array([owners[c] for c in _names(pooled["case_id"])], dtype=object)
+    slices = folding.patient_slices(_names(pooled["case_id"]), pooled["label"], owners)
     plans = []
     for k in range(config.folds):
-        split = folding.fold_patients(owners.values(), config.folds, k, config.fold_seed)
+        split = folding.fold_patients(owners.values(), config.folds, k, config.fold_seed, slices)
         plan = {"index": k, "patients": split, "owners": owners}
         for name in SPLITS:
             plan[name] = _take(pooled, np.isin(patient_of, split[name]))
