@@ -6,9 +6,9 @@ patients; its training patients are all the others, of whom a fifth (`VAL_FRACTI
 one) is held out for early stopping and any other choice, so nothing is chosen on the test
 patients. Which fifth is drawn so that it holds a fair share of each class's slices: of
 `VAL_CANDIDATES` seeded draws, the first that leaves no class without validation slices where it
-can and whose worst class share is nearest `VAL_FRACTION` (validation draw 2; draw 1 took the first draw, which on LGG FLAIR left one fold 3 normal
-validation slices of its 71, so its warm-up, checkpoint selection and early stopping each
-rested on 3 slices). The evaluation (`run_evaluate.py --folds=K`) and the augmenters' training
+can and whose worst class share is nearest `VAL_FRACTION` (validation draw 2). Draw 1 kept the
+first draw, which on LGG FLAIR gave one fold 3 of its 71 normal slices for validation, so its
+warm-up, checkpoint selection and early stopping each rested on 3 slices. The evaluation (`run_evaluate.py --folds=K`) and the augmenters' training
 (`run_train.py --folds=K --fold=k`) call the same functions, so both see the same patients.
 
 The unit is the patient: a patient with several scans (cases) is never split across folds. The
@@ -16,8 +16,8 @@ converter records which case belongs to which patient (`case_patients` in manife
 dataset converted before that record existed works when each patient has one case. The functions
 that read a dataset take the `schema.Dataset` their command opened.
 
-This module imports no TensorFlow except where it reads the records (`write_fold_dataset`, and
-`cohort_record` in the low-data regime).
+This module imports no TensorFlow except where it reads the records (`write_fold_dataset` and
+`cohort_record`).
 """
 
 from __future__ import annotations
@@ -123,6 +123,7 @@ def cohort_record(dataset, folds: int, fold: int, seed: int, tumor_fraction: flo
     kept tumor cases."""
     manifest = dataset.manifest
     owners = case_patients(manifest)
+    # Each slice's case and label, read from the records once (the manifest counts by split).
     labelled = [(case, label) for _, _, _, case, label in _records(manifest)]
     slices = patient_slices([c for c, _ in labelled], [lab for _, lab in labelled], owners)
     split = fold_patients(owners.values(), folds, fold, seed, slices)
@@ -132,9 +133,8 @@ def cohort_record(dataset, folds: int, fold: int, seed: int, tumor_fraction: flo
               "test_patients": split["test"], "val_patients": split["val"], "train_patients": split["train"],
               "seen_patients": sorted(split["train"] + split["val"]), "tumor_fraction": float(tumor_fraction)}
     if tumor_fraction < 1.0:
-        # Which training cases have tumor slices is read from the records (the manifest counts by split).
-        record["kept_tumor_cases"] = kept_tumor_cases(_cases_with_tumor(manifest, set(train_cases)),
-                                                      tumor_fraction)
+        with_tumor = sorted({case for case, label in labelled if label == 1 and case in set(train_cases)})
+        record["kept_tumor_cases"] = kept_tumor_cases(with_tumor, tumor_fraction)
     return record
 
 
@@ -149,10 +149,6 @@ def _records(manifest):
                     features = tf.train.Example.FromString(raw).features.feature
                     yield (split, domain, raw, features["case_id"].bytes_list.value[0].decode(),
                            int(features["label"].int64_list.value[0]))
-
-
-def _cases_with_tumor(manifest, cases: set) -> list:
-    return sorted({case for _, _, _, case, label in _records(manifest) if label == 1 and case in cases})
 
 
 def write_fold_dataset(dataset, out_dir: str, cohort: dict) -> str:
