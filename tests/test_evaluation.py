@@ -193,6 +193,10 @@ def _cli(*flags):
     (["--ratios=one"], "--ratios"),
     (["--ratios=1.5"], "must be one of"),
     (["--arms=synthetic"], "synthetic arms need"),
+    (["--augmenters=copy_paste", "--normals_only=copy_paste", "--arms=none"], "tumor slices only"),
+    (["--augmenters=copy_paste", "--tumors_only=cp", "--arms=none"], "not one of --augmenters"),
+    (["--augmenters=a=x,b=x", "--tumors_only=a", "--normals_only=a", "--arms=none"], "named by both"),
+    (["--augmenters=a=x", "--in_masks=a", "--normals_only=a", "--arms=none"], "normals_only leaves out"),
 ])
 def test_cli_rejects_bad_flags_before_any_work(tmp_path, tiny_dataset, flags, message):
     out = tmp_path / "report"
@@ -320,6 +324,33 @@ def test_in_masks_draws_normal_to_tumor_inside_transplanted_training_lesions(tmp
     report = open(os.path.join(config.output_dir, "report.md"), encoding="utf-8").read()
     assert "`ssa_masks` = `" + path + "` (normal->tumor drawn in transplanted lesion masks)" in report
     assert "`ssa` = `" + path + "`," in report
+
+
+@pytest.mark.slow
+def test_tumors_only_and_normals_only_keep_one_class_of_an_export(tmp_path, tiny_dataset, exports):
+    """One export three times: both classes, tumor->normal's synthetic normals only, normal->tumor's
+    synthetic tumors only; a rerun that restricts a name trains its classifier again."""
+    path = exports["ssa"]
+    out = str(tmp_path / "report")
+    common = dict(data_dir=tiny_dataset, output_dir=out, arms=("synthetic",), seeds=(0,), epochs=1, batch_size=8,
+                  width=4, sample_count=2, precision="fp32")
+    config = EvaluationConfig(augmenters=(("ssa", path), ("ssa_t", path), ("ssa_n", path)), tumors_only=("ssa_t",),
+                              normals_only=("ssa_n",), **common)
+    results = run_evaluation(config)
+    runs = {row["augmenter"]: row["runs"][0] for row in results["rows"]}
+    # train: 6 normal + 4 tumor real slices; at 1:1, 4 synthetic tumors and 6 synthetic normals.
+    assert (runs["ssa"]["synthetic_slices"], runs["ssa"]["train_tumor"]) == (10, 8)
+    assert (runs["ssa_t"]["synthetic_slices"], runs["ssa_t"]["train_tumor"]) == (4, 8)
+    assert (runs["ssa_n"]["synthetic_slices"], runs["ssa_n"]["train_tumor"]) == (6, 4)
+    assert runs["ssa_t"]["synthetic_sources"]["tumor"] == runs["ssa"]["synthetic_sources"]["tumor"]
+    assert runs["ssa_n"]["synthetic_sources"]["normal"] == runs["ssa"]["synthetic_sources"]["normal"]
+    report = open(os.path.join(out, "report.md"), encoding="utf-8").read()
+    assert f"`ssa_t` = `{path}` (synthetic tumor slices only)" in report
+    assert f"`ssa_n` = `{path}` (synthetic normal slices only)" in report
+    assert results["cross_validation"]["per_fold"][0]["augmenters"]["ssa_n"]["synthetic_classes"] == ["normal"]
+    again = run_evaluation(EvaluationConfig(augmenters=(("ssa", path),), tumors_only=("ssa",), **common))
+    assert again["classifiers_reused"] == 0
+    assert again["rows"][0]["runs"][0]["synthetic_slices"] == 4
 
 
 def test_in_masks_needs_an_export_with_the_masked_signature(tmp_path, tiny_dataset):

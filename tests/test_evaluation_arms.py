@@ -26,6 +26,30 @@ def test_synthetic_slices_count_and_label_per_class():
     assert np.array_equal(again[0], images)
 
 
+def test_one_class_of_synthetic_slices_by_value():
+    """--tumors_only / --normals_only: the kept class gets ratio x its real count, the other none."""
+    labels = np.array([0] * 6 + [1] * 4)
+    to_tumor, to_normal = _translation(6, 0.9), _translation(4, -0.5)
+    tumors = arms.keep_classes((to_tumor, to_normal), ("tumor",))
+    assert tumors[0] is to_tumor and tumors[1] is None
+    images, fake_labels, selected = arms.synthetic_slices(*tumors, labels, ratio=1.0, seed=1)
+    assert fake_labels.tolist() == [1] * 4 and len(selected["normal"]) == 0
+    assert np.all(images[:, 1, 1, 0] == np.float32(0.9))
+    normals = arms.keep_classes((to_tumor, to_normal), ("normal",))
+    images, fake_labels, selected = arms.synthetic_slices(*normals, labels, ratio=1.0, seed=1)
+    assert fake_labels.tolist() == [0] * 6 and len(selected["tumor"]) == 0
+    assert np.all(images[:, 1, 1, 0] == np.float32(-0.5))      # synthetic normals come from tumors
+    # The same seed draws the same normals as with both classes kept.
+    both = arms.synthetic_slices(to_tumor, to_normal, labels, ratio=1.0, seed=1)
+    np.testing.assert_array_equal(both[2]["normal"], selected["normal"])
+    with pytest.raises(ValueError, match="no synthetic normal"):
+        arms.keep_classes((to_tumor, None), ("normal",))           # copy-paste has no tumor->normal
+    with pytest.raises(ValueError, match="choose from"):
+        arms.keep_classes((to_tumor, to_normal), ("lesion",))
+    with pytest.raises(ValueError, match="neither class"):
+        arms.synthetic_slices(None, None, labels, ratio=1.0, seed=1)
+
+
 def test_training_set_per_arm():
     train = {"image": np.zeros((10, 8, 8, 1), np.float32), "label": np.array([0] * 6 + [1] * 4)}
     for arm in ("none", "classic"):

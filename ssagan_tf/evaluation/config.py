@@ -70,6 +70,15 @@ class EvaluationConfig:
         "transplanted onto it (inside the brain, rotated and scaled; ssagan_tf/lesions.py, as run_augment.py "
         "--lesion_masks draws them), through the export's normal_to_tumor_in_masks signature. Name one export "
         "twice in --augmenters to compare both ways.", parse=_names)
+    tumors_only: tuple = setting(
+        (), "Names of --augmenters whose synthetic arms add synthetic tumor slices only (their normal->tumor "
+        "translations), none of their synthetic normal slices. With --normals_only and one export named "
+        "several times in --augmenters, it says which direction of the translation the classifiers gain "
+        "from.", parse=_names)
+    normals_only: tuple = setting(
+        (), "Names of --augmenters whose synthetic arms add synthetic normal slices only (their tumor->normal "
+        "translations), none of their synthetic tumor slices; not copy_paste, which makes tumor slices only.",
+        parse=_names)
     arms: tuple = setting(
         ("none", "classic", "synthetic", "synthetic+classic"), lambda: (
             f"Training arms to run, any of {', '.join(ARMS)}: real slices only, + classic augmentation (flip, "
@@ -127,6 +136,14 @@ class EvaluationConfig:
     @property
     def augmenter_names(self) -> tuple:
         return tuple(name for name, _ in self.augmenters)
+
+    def synthetic_classes(self, name: str) -> tuple:
+        """The classes augmenter `name`'s synthetic arms take (`--tumors_only`, `--normals_only`)."""
+        if name in self.tumors_only:
+            return ("tumor",)
+        if name in self.normals_only:
+            return ("normal",)
+        return ("tumor", "normal")
 
     @property
     def baseline_arm(self) -> str | None:
@@ -187,6 +204,19 @@ def check_values(config: EvaluationConfig) -> None:
             problems.add(f"in_masks names {name!r}, which is not one of --augmenters")
         elif name in CONTROL_AUGMENTERS:
             problems.add(f"in_masks names the built-in {name!r}; it places its own lesions")
+    for flag, chosen in (("tumors_only", config.tumors_only), ("normals_only", config.normals_only)):
+        for name in chosen:
+            if name not in names:
+                problems.add(f"{flag} names {name!r}, which is not one of --augmenters")
+    both = sorted(set(config.tumors_only) & set(config.normals_only))
+    if both:
+        problems.add(f"{', '.join(both)}: named by both tumors_only and normals_only, which would leave no "
+                     "synthetic slices")
+    if "copy_paste" in config.normals_only:
+        problems.add("normals_only names copy_paste, which makes synthetic tumor slices only")
+    painted = sorted(set(config.in_masks) & set(config.normals_only))
+    if painted:
+        problems.add(f"{', '.join(painted)}: in_masks changes normal->tumor, which normals_only leaves out")
     bad_ratios = [r for r in config.ratios if float(r) not in ALLOWED_RATIOS]
     if bad_ratios or not config.ratios:
         problems.add(f"ratios {list(config.ratios)}: each must be one of {list(ALLOWED_RATIOS)}")

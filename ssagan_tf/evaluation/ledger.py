@@ -138,6 +138,15 @@ def in_masks_identity(identity: dict) -> dict:
     return dict(identity, in_masks=True, placement=lesions.PLACEMENT_VERSION)
 
 
+def classes_identity(identity: dict, classes: tuple) -> dict:
+    """What identifies the synthetic slices a classifier takes from an augmenter: its `identity`,
+    and the classes kept when `--tumors_only` or `--normals_only` keeps one (both classes: the
+    identity unchanged, so classifiers trained before these flags existed are still found)."""
+    from ssagan_tf.evaluation.arms import SYNTHETIC_CLASSES
+
+    return identity if set(classes) == set(SYNTHETIC_CLASSES) else dict(identity, classes=sorted(classes))
+
+
 def augmenter_identity(path: str) -> dict:
     """What identifies an exported augmenter's weights: its version folder and the checksums of
     saved_model.pb and the variables index (built-in controls: the versions of their lesion

@@ -237,8 +237,15 @@ def setup_section(results: dict) -> list:
                      "counts what remains")
     optimizer = f"AdamW (weight decay {config['weight_decay']})" if config.get("weight_decay") else "Adam"
     in_masks = set(config.get("in_masks") or ())
-    augmenters = ", ".join((f"`{name}` = `{path}`" + (" (normal->tumor drawn in transplanted lesion masks)"
-                                                      if name in in_masks else "")) if path else f"`{name}` (built in)"
+    only = {**{n: "synthetic tumor slices only" for n in config.get("tumors_only") or ()},
+            **{n: "synthetic normal slices only" for n in config.get("normals_only") or ()}}
+
+    def notes(name: str) -> str:
+        said = (["normal->tumor drawn in transplanted lesion masks"] if name in in_masks else []) + \
+            ([only[name]] if name in only else [])
+        return f" ({'; '.join(said)})" if said else ""
+
+    augmenters = ", ".join((f"`{name}` = `{path}`" if path else f"`{name}` (built in)") + notes(name)
                            for name, path in config["augmenters"]) or "none"
     lines += [f"- data: `{config['data_dir']}`, slices {'x'.join(map(str, results['image_shape']))}",
               f"- augmenters: {augmenters}",

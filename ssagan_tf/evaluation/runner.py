@@ -200,6 +200,9 @@ def build_augmenters(config: EvaluationConfig, plan: dict, low_data, image_shape
             if name in config.in_masks:
                 augmenter = DrawnInMasks(augmenter, plan["train"])
                 cohorts[name].update(in_masks=True, identity=ledger.in_masks_identity(cohorts[name]["identity"]))
+        classes = config.synthetic_classes(name)
+        if len(classes) == 1:
+            cohorts[name]["synthetic_classes"] = list(classes)
         augmenter.check_input_shape(image_shape)
         loaded.append(augmenter)
     return loaded, cohorts
@@ -265,8 +268,13 @@ def _run(config: EvaluationConfig, dataset: schema.Dataset) -> dict:
                                                   "tumor_to_normal": t["test_to_normal"].image}, plan["test"])
                     for name, t in translations.items()}}
         for row in rows:
-            synthetic = translations[row.augmenter].get("synthetic") if row.augmenter else None
-            identity = cohorts[row.augmenter]["identity"] if row.augmenter else None
+            synthetic, identity = None, None
+            if row.augmenter:
+                classes = config.synthetic_classes(row.augmenter)
+                synthetic = translations[row.augmenter].get("synthetic")
+                if synthetic is not None:
+                    synthetic = arms.keep_classes(synthetic, classes)
+                identity = ledger.classes_identity(cohorts[row.augmenter]["identity"], classes)
             per_seed = []
             for seed in config.seeds:
                 key = run_key(config, plan, row, seed, choice.precision, manifest_sha, identity)
