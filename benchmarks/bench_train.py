@@ -66,8 +66,9 @@ FLAGS = flags.FLAGS
 
 
 def build_step(strategy, size: int, system: str, mode: str, ngf: int, ndf: int, n_res_blocks: int,
-               attention_ngf: int = 0, precision: str = "fp32"):
-    """The real TrainStep of one configuration on a fixed synthetic batch: (run(phase) -> None, ModelConfig)."""
+               attention_ngf: int = 0, precision: str = "fp32", d_local: int = 0):
+    """The real TrainStep of one configuration on a fixed synthetic batch: (run(phase) -> None,
+    ModelConfig, SSAModels). `d_local`: run_train.py --d_local (local discriminators' crop side)."""
     import numpy as np
     import tensorflow as tf
 
@@ -78,7 +79,7 @@ def build_step(strategy, size: int, system: str, mode: str, ngf: int, ndf: int, 
     from ssagan_tf.training.step import TrainStep
 
     model = ModelConfig.for_system(system, image_size=size, channels=1, ngf=ngf, ndf=ndf, n_res_blocks=n_res_blocks,
-                                   attention_ngf=attention_ngf, precision=precision)
+                                   attention_ngf=attention_ngf, precision=precision, d_local=d_local)
     config = RunConfig(data_dir="synthetic", model_dir="unused", model=model, batch_size=1, jit_compile=mode == "xla",
                        epochs=1, attention_epochs=1)
     # One epoch of 1000 steps, all of it warm-up: step 0 is in the warm-up, step 1000 after it.

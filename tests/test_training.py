@@ -4,6 +4,7 @@ non-finite losses, restore_models, the train step by value, the image pool and c
 
 import dataclasses
 import io
+import os
 import shutil
 
 import numpy as np
@@ -980,8 +981,10 @@ def test_generator_objective_total_is_the_sum_of_its_named_terms(data_dir, tmp_p
     names (each already weighted), and each of them is in play (non-zero)."""
     from ssagan_tf import lesions
 
-    config = tiny_config(data_dir, tmp_path, lambda_identity=0.5, attention_area=0.9, lesion_guidance=1.5,
-                         lambda_fill=2.0, lambda_paint=0.5)
+    model = ModelConfig.for_system("ssa_cyclegan", image_size=32, channels=1, ngf=8, ndf=8, n_res_blocks=1,
+                                   d_local=24)
+    config = tiny_config(data_dir, tmp_path, model=model, lambda_identity=0.5, attention_area=0.9,
+                         lesion_guidance=1.5, lambda_fill=2.0, lambda_paint=0.5)
     train_step, _, _ = make_train_step(config)
     batch = random_batch()
     x_n, tumor = batch["normal"]["image"], batch["tumor"]
@@ -992,7 +995,7 @@ def test_generator_objective_total_is_the_sum_of_its_named_terms(data_dir, tmp_p
     total, terms = train_step.generator_objective(batch, cycle, tf.reduce_sum(tumor["has_mask"]), phase(config, True))
     assert set(terms) == {"adversarial_normal_to_tumor", "adversarial_tumor_to_normal", "cycle_normal", "cycle_tumor",
                           "identity", "attention_mask", "attention_area", "lesion_guidance", "healthy_fill",
-                          "lesion_painting"}
+                          "lesion_painting", "local_adversarial"}
     assert all(float(v) > 0 for v in terms.values()), terms
     assert float(total) == pytest.approx(sum(float(v) for v in terms.values()), rel=1e-6)
 
@@ -1100,6 +1103,108 @@ def test_a_checkpoint_with_averaged_attention_networks_restores_them_raw(data_di
         np.testing.assert_array_equal(a.numpy(), b.numpy())
     for a, b in zip(restored.normal_to_tumor.weights, shadows.normal_to_tumor.weights):
         np.testing.assert_array_equal(a.numpy(), b.numpy())
+
+
+def test_local_crops_are_whole_pixel_windows_where_the_attention_points():
+    """`attention_centres` is a map's weighted centroid (the slice's centre for an empty map), and
+    `crop_at` cuts the window of that centre, moved inside the slice at its edges; its gradient
+    is 1 inside the window and 0 outside."""
+    from ssagan_tf.training.step import attention_centres, crop_at
+
+    maps = np.zeros((4, 32, 32, 1), np.float32)
+    maps[0, 5, 20] = 1.0
+    maps[1, 10, 10] = maps[1, 10, 14] = 2.0             # centroid (10, 12)
+    maps[2, 31, 0] = 0.5                                  # a corner: the window moves inside
+    centres = attention_centres(tf.constant(maps)).numpy()
+    np.testing.assert_allclose(centres, [[5, 20], [10, 12], [31, 0], [15.5, 15.5]])
+    images = tf.constant(np.random.default_rng(1).uniform(-1, 1, (4, 32, 32, 2)), tf.float32)
+    with tf.GradientTape() as tape:
+        tape.watch(images)
+        crops = crop_at(images, tf.constant(centres), 8)
+        total = tf.reduce_sum(crops)
+    x = images.numpy()
+    # top-left = round(centre - 3.5) (half to even), clipped to [0, 24]
+    for crop, (top, left), image in zip(crops.numpy(), [(2, 16), (6, 8), (24, 0), (12, 12)], x):
+        np.testing.assert_array_equal(crop, image[top:top + 8, left:left + 8])
+    grad = tape.gradient(total, images).numpy()
+    assert grad.sum() == 4 * 8 * 8 * 2 and set(np.unique(grad)) == {0.0, 1.0}
+    assert grad[0, 2:10, 16:24].min() == 1.0
+
+
+@pytest.mark.slow
+def test_train_step_local_discriminators_by_value(data_dir, tmp_path):
+    """With --d_local the generator's added term is, per example, mean (D_t^loc(crop of fake_t
+    where A_n points) - 1)^2 + mean (D_n^loc(crop of fake_n at the lesion) - 1)^2, the lesion being
+    the mask of a labelled tumor slice and A_t's centroid of an unlabelled one; the local
+    discriminators' terms are 0.5 x (mean (D(real crop) - 1)^2 + mean D(fake crop)^2), from the
+    weights before the step (networks without spectral norm), and D's total holds them."""
+    from ssagan_tf.models import translate
+
+    model = ModelConfig.for_system("attention_cyclegan", image_size=32, channels=1, ngf=8, ndf=8, n_res_blocks=1,
+                                   d_local=24)
+    config = tiny_config(data_dir, tmp_path, model=model)
+    train_step, m, _ = make_train_step(config)
+    assert {"disc_tumor_local", "disc_normal_local"} <= set(m.named())
+    batch = random_batch()
+    x_n, x_t = batch["normal"]["image"].numpy(), batch["tumor"]["image"].numpy()
+    mask = batch["tumor"]["mask"].numpy()
+    fake_t, att_n = (t.numpy() for t in translate(m.normal_to_tumor, m.attention_normal, x_n, training=True))
+    fake_n, att_t = (t.numpy() for t in translate(m.tumor_to_normal, m.attention_tumor, x_t, training=True))
+
+    def window(image, weights):
+        rows, columns = np.mgrid[:32, :32]
+        w = weights[..., 0]
+        top = int(np.clip(np.round((w * rows).sum() / w.sum() - 11.5), 0, 8))
+        left = int(np.clip(np.round((w * columns).sum() / w.sum() - 11.5), 0, 8))
+        return image[top:top + 24, left:left + 24]
+
+    lesion = [mask[0], att_t[1]]                          # the first tumor slice is labelled
+    crops = {"fake_tumor": np.stack([window(fake_t[i], att_n[i]) for i in range(2)]),
+             "real_normal": np.stack([window(x_n[i], att_n[i]) for i in range(2)]),
+             "fake_normal": np.stack([window(fake_n[i], lesion[i]) for i in range(2)]),
+             "real_tumor": np.stack([window(x_t[i], lesion[i]) for i in range(2)])}
+    d = {name: (m.disc_tumor_local if "tumor" in name else m.disc_normal_local)(crop, training=True).numpy()
+         for name, crop in crops.items()}
+    generator = (((d["fake_tumor"] - 1) ** 2).mean(axis=(1, 2, 3)) + ((d["fake_normal"] - 1) ** 2).mean(axis=(1, 2, 3)))
+    values = train_step(batch, phase(config, True))
+    assert float(values["local_adversarial"]) == pytest.approx(generator.mean(), rel=1e-4)
+    assert float(values["disc_tumor_local"]) == pytest.approx(
+        0.5 * (((d["real_tumor"] - 1) ** 2).mean() + (d["fake_tumor"] ** 2).mean()), rel=1e-4)
+    assert float(values["disc_normal_local"]) == pytest.approx(
+        0.5 * (((d["real_normal"] - 1) ** 2).mean() + (d["fake_normal"] ** 2).mean()), rel=1e-4)
+    assert float(values["discriminator_total"]) == pytest.approx(
+        sum(float(values[k]) for k in ("disc_tumor", "disc_normal", "disc_tumor_local", "disc_normal_local")),
+        rel=1e-5)
+
+
+@pytest.mark.slow
+def test_a_run_with_local_discriminators_resumes_exactly_and_exports(data_dir, tmp_path):
+    """2 + 2 steps with --d_local equal 4 in one run (the local discriminators and their optimizer
+    slots are checkpointed), and the export needs none of them."""
+    from ssagan_tf.export import export_models
+
+    model = ModelConfig.for_system("ssa_cyclegan", image_size=32, channels=1, ngf=8, ndf=8, n_res_blocks=1, d_local=24)
+    straight = quiet_train(tiny_config(data_dir, tmp_path / "straight", model=model, max_steps=4))
+    quiet_train(tiny_config(data_dir, tmp_path / "resumed", model=model, max_steps=2))
+    resumed = quiet_train(tiny_config(data_dir, tmp_path / "resumed", model=model, max_steps=4))
+    assert resumed.resumed_from == 2 and resumed.step == 4
+    a, b = checkpoint_values(straight.checkpoint), checkpoint_values(resumed.checkpoint)
+    assert a.keys() == b.keys() and any(k.startswith("disc_tumor_local/") for k in a)
+    for name in a:
+        np.testing.assert_allclose(a[name], b[name], rtol=1e-6, atol=1e-7, err_msg=name)
+    assert os.path.isdir(export_models(str(tmp_path / "resumed"), str(tmp_path / "export")))
+
+
+def test_d_local_is_checked_and_ignored_without_attention():
+    for bad in (16, 40):
+        with pytest.raises(ValueError, match="d_local must be 0"):
+            ModelConfig.for_system("ssa_cyclegan", image_size=32, channels=1, d_local=bad)
+    assert ModelConfig.for_system("ssa_cyclegan", image_size=32, channels=1, d_local=24).local_discriminators
+    plain = ModelConfig.for_system("cyclegan", image_size=32, channels=1, d_local=24)
+    assert not plain.local_discriminators
+    from ssagan_tf.training.config import unused_settings
+
+    assert unused_settings(plain, ["d_local"]) == [("d_local", "the systems with attention")]
 
 
 def test_transpose_at_random_swaps_rows_and_columns_of_the_drawn_slices_only():

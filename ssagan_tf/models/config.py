@@ -11,6 +11,10 @@ from ssagan_tf.choices import SYSTEMS, UPSAMPLING, image_size_problem
 from ssagan_tf.settings import Problems, setting
 
 
+# The smallest local crop: the 70x70 PatchGAN leaves it one logit (24 -> 12 -> 6 -> 3 -> 2 -> 1).
+MIN_LOCAL_CROP = 24
+
+
 @dataclass(frozen=True)
 class ModelConfig:
     """Everything needed to rebuild the six networks; its values are checked at construction,
@@ -28,6 +32,12 @@ class ModelConfig:
     upsample: str = setting("transpose", "Generator decoder: stride-2 transposed convolutions (transpose, "
                                          "CycleGAN's) or nearest x2 + 3x3 convolution (resize), which does not "
                                          "paint a checkerboard into filled regions.", choices=UPSAMPLING)
+    d_local: int = setting(0, "Not in the paper. > 0: two local discriminators, one per domain, each seeing "
+                              "d_local x d_local crops centred where the attention points (the translated lesion "
+                              "and the real one, the removed lesion and the healthy tissue where a lesion is "
+                              "drawn), beside the whole-slice D_t and D_n; their adversarial terms join the "
+                              "generators' objective with the global ones' weight. At least 24 and at most the "
+                              "slice's side; systems with attention only. 0 = off.")
     use_attention: bool = True
     spectral_norm: bool = True
     mask_loss: bool = True
@@ -42,6 +52,9 @@ class ModelConfig:
         problems.need(self.attention_ngf >= 0, f"attention_ngf must be >= 0 (0 = ngf), got {self.attention_ngf}")
         problems.need(self.upsample in UPSAMPLING, f"upsample must be one of {UPSAMPLING}, got {self.upsample!r}")
         problems.need(self.n_res_blocks >= 0, f"n_res_blocks must be >= 0, got {self.n_res_blocks}")
+        problems.need(self.d_local == 0 or MIN_LOCAL_CROP <= self.d_local <= self.image_size,
+                      f"d_local must be 0 (off) or between {MIN_LOCAL_CROP} and the image size {self.image_size}, "
+                      f"got {self.d_local}")
         problems.need(not (self.mask_loss and not self.use_attention),
                       "mask_loss needs use_attention: the mask supervises the tumor attention")
         problems.need(self.system in SYSTEMS, f"unknown system {self.system!r}; choose one of {sorted(SYSTEMS)}")
@@ -68,6 +81,12 @@ class ModelConfig:
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
+
+    @property
+    def local_discriminators(self) -> bool:
+        """Whether the local discriminators exist: `d_local` > 0 in a system with attention (their
+        crops are centred by the attention maps; systems without attention ignore `d_local`)."""
+        return self.d_local > 0 and self.use_attention
 
     @property
     def attention_filters(self) -> int:

@@ -23,9 +23,10 @@ def patch_block(x, filters: int, strides: int, normalize: bool, name: str, spect
     return layers.LeakyReLU(0.2, dtype=dtype, name=f"{name}_lrelu")(x)
 
 
-def patch_discriminator(image_size: int, channels: int, ndf: int = 64, spectral_norm: bool = False,
+def patch_discriminator(image_size: int | None, channels: int, ndf: int = 64, spectral_norm: bool = False,
                         dtype=None, name: str = "discriminator") -> keras.Model:
-    """[B, S, S, C] -> [B, S/8 - 2, S/8 - 2, 1] patch logits (float32)."""
+    """[B, S, S, C] -> [B, S/8 - 2, S/8 - 2, 1] patch logits (float32). `image_size` None takes any
+    side of at least 24 (the local discriminators: crops, and the full slices of the checks)."""
     images = keras.Input((image_size, image_size, channels), name="images")
     x = patch_block(images, ndf, 2, False, "c1", spectral_norm, dtype)
     x = patch_block(x, 2 * ndf, 2, True, "c2", spectral_norm, dtype)

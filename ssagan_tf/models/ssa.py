@@ -9,6 +9,9 @@ Code names and paper names:
     attention_tumor   A_t     where the tumor is in a tumor slice (the one the mask supervises)
     disc_tumor        D_t     real tumor slices vs translated normal ones
     disc_normal       D_n     real normal slices vs translated tumor ones
+
+and, with `d_local` (not in the paper), `disc_tumor_local` and `disc_normal_local`: the same
+PatchGAN on crops where the attention points (`ssagan_tf.training.step`).
 """
 
 from __future__ import annotations
@@ -35,11 +38,13 @@ class SSAModels:
     attention_tumor: keras.Model | None
     disc_tumor: keras.Model
     disc_normal: keras.Model
+    disc_tumor_local: keras.Model | None = None
+    disc_normal_local: keras.Model | None = None
 
     def named(self) -> dict:
         """name -> model for every network present (checkpoints and summaries iterate this)."""
         names = ("normal_to_tumor", "tumor_to_normal", "attention_normal", "attention_tumor",
-                 "disc_tumor", "disc_normal")
+                 "disc_tumor", "disc_normal", "disc_tumor_local", "disc_normal_local")
         return {n: getattr(self, n) for n in names if getattr(self, n) is not None}
 
     @property
@@ -54,7 +59,9 @@ class SSAModels:
 
     @property
     def discriminator_variables(self) -> list:
-        return self.disc_tumor.trainable_variables + self.disc_normal.trainable_variables
+        local = [v for d in (self.disc_tumor_local, self.disc_normal_local) if d is not None
+                 for v in d.trainable_variables]
+        return self.disc_tumor.trainable_variables + self.disc_normal.trainable_variables + local
 
 
 def build_models(cfg: ModelConfig) -> SSAModels:
@@ -76,6 +83,8 @@ def build_models(cfg: ModelConfig) -> SSAModels:
         attention_tumor=attention["tumor"],
         disc_tumor=patch_discriminator(size, channels, cfg.ndf, cfg.spectral_norm, dtype=dtype, name="disc_tumor"),
         disc_normal=patch_discriminator(size, channels, cfg.ndf, cfg.spectral_norm, dtype=dtype, name="disc_normal"),
+        **({name: patch_discriminator(None, channels, cfg.ndf, cfg.spectral_norm, dtype=dtype, name=name)
+            for name in ("disc_tumor_local", "disc_normal_local")} if cfg.local_discriminators else {}),
     )
 
 

@@ -36,6 +36,7 @@ SYSTEM_SPECIFIC = {
     "attention_epochs": ("use_attention", "the systems with attention"),
     "d_mode": ("use_attention", "the systems with attention"),
     "attention_ngf": ("use_attention", "the systems with attention"),
+    "d_local": ("use_attention", "the systems with attention"),
     "tau": ("use_attention", "the systems with attention"),
     "cycle_attention": ("use_attention", "the systems with attention"),
     "attention_area": ("use_attention", "the systems with attention"),
@@ -499,7 +500,7 @@ def resolve_precision(requested: str, model_dir: str, fresh: bool = False, **har
     return precisions.choose_precision(requested, **hardware)
 
 
-MODEL_SETTINGS = ("ngf", "attention_ngf", "ndf", "n_res_blocks", "upsample")
+MODEL_SETTINGS = ("ngf", "attention_ngf", "ndf", "n_res_blocks", "upsample", "d_local")
 
 
 def build_run_config(data_dir, model_dir: str, model: str = "ssa_cyclegan", image_size: int = 0,

@@ -8,7 +8,8 @@ semi-supervised attention loss, + the attention-area hinge while the attention t
 lesion levers when asked for, painting inside transplanted lesion masks among them) and one
 discriminator objective (`discriminator_objective`) called for D_t and for D_n, which see
 attention-guided inputs once the attention warm-up is over (and, with `--d_transpose`, each slice
-transposed at random). Terms are named, not numbered (the paper numbers its losses as one group).
+transposed at random), and, with `--d_local`, for the local discriminators on crops
+(`local_views`). Terms are named, not numbered (the paper numbers its losses as one group).
 """
 
 from __future__ import annotations
@@ -41,6 +42,49 @@ def transpose_at_random(images, probability: float, seed):
     `probability`, drawn per slice from the stateless `seed` [2] (`--d_transpose`)."""
     drawn = tf.random.stateless_uniform(tf.shape(images)[:1], seed=seed) < probability
     return tf.where(drawn[:, None, None, None], tf.transpose(images, [0, 2, 1, 3]), images)
+
+
+def attention_centres(maps):
+    """[B, H, W, 1] maps -> [B, 2]: the (row, column) of each map's weighted centroid, in pixels;
+    the slice's centre where a map is all 0."""
+    maps = tf.cast(maps, tf.float32)[..., 0]
+    height, width = tf.shape(maps)[1], tf.shape(maps)[2]
+    rows = tf.cast(tf.range(height), tf.float32)[None, :, None]
+    columns = tf.cast(tf.range(width), tf.float32)[None, None, :]
+    total = tf.reduce_sum(maps, axis=[1, 2])
+    safe = tf.maximum(total, 1e-6)
+    row = tf.reduce_sum(maps * rows, axis=[1, 2]) / safe
+    column = tf.reduce_sum(maps * columns, axis=[1, 2]) / safe
+    empty = total <= 1e-6
+    row = tf.where(empty, tf.cast(height - 1, tf.float32) / 2.0, row)
+    column = tf.where(empty, tf.cast(width - 1, tf.float32) / 2.0, column)
+    return tf.stack([row, column], axis=1)
+
+
+def crop_at(images, centres, size: int):
+    """[B, H, W, C] -> [B, size, size, C]: each slice's size x size window centred as near its
+    `centres` row (row, column in pixels, [B, 2]) as lies wholly inside the slice. Whole pixels,
+    no interpolation; gradients flow to `images`."""
+    height, width = tf.shape(images)[1], tf.shape(images)[2]
+    half = (size - 1) / 2.0
+    top = tf.clip_by_value(tf.cast(tf.round(centres[:, 0] - half), tf.int32), 0, height - size)
+    left = tf.clip_by_value(tf.cast(tf.round(centres[:, 1] - half), tf.int32), 0, width - size)
+    window = tf.range(size)[None, :]
+    rows = tf.gather(images, top[:, None] + window, axis=1, batch_dims=1)
+    return tf.gather(rows, left[:, None] + window, axis=2, batch_dims=1)
+
+
+def local_views(x_n, x_t, cycle, tumor_mask, has_mask, size: int) -> dict:
+    """The crops the local discriminators see (`--d_local`): where each tumor slice's lesion is
+    (its mask when it has one, else A_t), the real tumor and what tumor->normal made of it; where
+    A_n draws on each normal slice, the real normal tissue and what normal->tumor drew. The
+    centres take no gradient."""
+    has = tf.cast(has_mask, tf.float32)[:, None, None, None] > 0
+    lesion = tf.where(has, tf.cast(tumor_mask, tf.float32), tf.cast(cycle.att_t, tf.float32))
+    at_lesion = attention_centres(tf.stop_gradient(lesion))
+    at_drawn = attention_centres(tf.stop_gradient(cycle.att_n))
+    return {"real_tumor": crop_at(x_t, at_lesion, size), "fake_normal": crop_at(cycle.fake_n, at_lesion, size),
+            "real_normal": crop_at(x_n, at_drawn, size), "fake_tumor": crop_at(cycle.fake_t, at_drawn, size)}
 
 
 # Where the slices a discriminator sees come from: each takes its own draws of --d_transpose.
@@ -205,6 +249,14 @@ class TrainStep:
             paint = c.lambda_paint * losses.placed_mean(losses.generator_adversarial_loss(
                 m.disc_tumor(self._d_input(batch, view_painted, "generator_painted"), training=True), c.gan_loss),
                 lesion["placed"], lesion["count"])
+        local = tf.zeros_like(cyc_n)
+        if m.config.local_discriminators:
+            views = self._local_views(batch, cycle)
+            local = (losses.generator_adversarial_loss(m.disc_tumor_local(views["fake_tumor"], training=True),
+                                                       c.gan_loss)
+                     + losses.generator_adversarial_loss(m.disc_normal_local(views["fake_normal"], training=True),
+                                                         c.gan_loss))
+            per_example += local
         total = mean(per_example) + attention_mask + guidance + fill + paint
         terms = {"adversarial_normal_to_tumor": mean(adv_n2t), "adversarial_tumor_to_normal": mean(adv_t2n),
                  "cycle_normal": mean(cyc_n), "cycle_tumor": mean(cyc_t), "identity": mean(identity),
@@ -215,7 +267,14 @@ class TrainStep:
             terms["healthy_fill"] = fill
         if cycle.painted_t is not None:
             terms["lesion_painting"] = paint
+        if m.config.local_discriminators:
+            terms["local_adversarial"] = mean(local)
         return total, terms
+
+    def _local_views(self, batch, cycle) -> dict:
+        tumor = batch["tumor"]
+        return local_views(batch["normal"]["image"], tumor["image"], cycle, tumor["mask"], tumor["has_mask"],
+                           self.models.config.d_local)
 
     def discriminator_objective(self, disc, real, fake):
         """What one discriminator minimises on its (real, fake) views (pytorch-CycleGAN's
@@ -260,6 +319,14 @@ class TrainStep:
                     m.disc_tumor(self._d_input(batch, view_painted, "painted"), training=True), c.gan_loss),
                     lesion["placed"], lesion["count"])
                 disc_total += d_paint
+            if m.config.local_discriminators:
+                # The local discriminators see this step's fakes (not pooled).
+                views = self._local_views(batch, cycle)
+                d_t_local = self.discriminator_objective(m.disc_tumor_local, views["real_tumor"],
+                                                         tf.stop_gradient(views["fake_tumor"]))
+                d_n_local = self.discriminator_objective(m.disc_normal_local, views["real_normal"],
+                                                         tf.stop_gradient(views["fake_normal"]))
+                disc_total += mean(d_t_local + d_n_local)
             gen_scaled = self._scaled(self.state.generator_optimizer, gen_total)
             disc_scaled = self._scaled(self.state.discriminator_optimizer, disc_total)
 
@@ -271,6 +338,8 @@ class TrainStep:
                   "disc_tumor": mean(d_t), "disc_normal": mean(d_n)}
         if painting:
             values["disc_tumor_painted"] = d_paint
+        if m.config.local_discriminators:
+            values.update(disc_tumor_local=mean(d_t_local), disc_normal_local=mean(d_n_local))
         if m.config.use_attention:
             # The mean attention of each direction on the step's inputs (A_n on the normal slices, A_t
             # on the tumor slices): A_n at exactly 0 means normal->tumor is the identity.

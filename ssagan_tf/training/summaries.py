@@ -40,6 +40,10 @@ DESCRIPTIONS = {
     "loss/disc_tumor": "D_t's loss: real tumor slices against pooled synthetic tumors.",
     "loss/disc_tumor_painted": "D_t's added loss on normal slices painted inside transplanted lesion masks (fakes).",
     "loss/disc_normal": "D_n's loss: real normal slices against pooled synthetic normals.",
+    "loss/local_adversarial": "Generator adversarial loss of both directions against the local discriminators "
+                              "(--d_local crops where the attention points).",
+    "loss/disc_tumor_local": "Local D_t's loss: crops of real lesions against crops of this step's synthetic ones.",
+    "loss/disc_normal_local": "Local D_n's loss: crops of real normal tissue against crops of removed lesions.",
     "attention/attention_normal_mean": "Mean A_n on the step's normal slices (0: normal->tumor is the identity).",
     "attention/attention_tumor_mean": "Mean A_t on the step's tumor slices.",
     "train/learning_rate": "Learning rate of both players (constant, then linear decay to 0).",
@@ -223,7 +227,7 @@ class ProgressLine:
     SHOWN = (("G", "generator_total"), ("D", "discriminator_total"), ("cyc_n", "cycle_normal"),
              ("cyc_t", "cycle_tumor"), ("mask", "attention_mask"), ("A_n", "attention_normal_mean"),
              ("A_t", "attention_tumor_mean"), ("guide", "lesion_guidance"), ("fill", "healthy_fill"),
-             ("paint", "lesion_painting"))
+             ("paint", "lesion_painting"), ("local", "local_adversarial"))
 
     def __init__(self, total_steps: int, steps_per_epoch: int, stream=None):
         self.total_steps, self.steps_per_epoch = total_steps, steps_per_epoch
