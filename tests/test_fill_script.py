@@ -1,5 +1,6 @@
 """scripts/fill.py: healthy fill of an export's tumor->normal inside transplanted lesion masks,
-beside the two references (no fill; the brain's median), by value and from the command line."""
+beside the references (no fill; the brain's median; biharmonic inpainting), by value and from the
+command line."""
 
 import json
 import os
@@ -48,7 +49,23 @@ def test_median_fill_puts_the_brains_median_inside_the_mask_only():
     np.testing.assert_array_equal(out[0, ~inside], images[0, ~inside])
 
 
-def test_fill_scores_the_model_and_both_references_by_value():
+def test_biharmonic_fill_meets_a_smooth_surface_inside_the_mask_only():
+    """A plane a + b row + c column is biharmonic, so inpainting a hole in it restores it; outside
+    the mask nothing moves."""
+    rows, columns = np.mgrid[:40, :40]
+    plane = (-0.3 + 0.01 * rows - 0.02 * columns).astype(np.float32)
+    images = np.stack([plane, plane[::-1]])[..., None].repeat(2, axis=-1)
+    masks = np.zeros((2, 40, 40, 1), np.float32)
+    masks[:, 15:24, 12:22] = 1.0
+    holed = images.copy()
+    holed[masks[..., 0] > 0] = 0.9
+    out = fill.biharmonic_fill(holed, masks)
+    np.testing.assert_allclose(out, images, atol=1e-4)
+    np.testing.assert_array_equal(out[masks[..., 0] == 0], holed[masks[..., 0] == 0])
+    np.testing.assert_array_equal(fill.biharmonic_fill(holed, np.zeros_like(masks)), holed)
+
+
+def test_fill_scores_the_model_and_the_references_by_value():
     from ssagan_tf.training.validation import transplanted_pairs
 
     arrays = _arrays()
@@ -62,6 +79,7 @@ def test_fill_scores_the_model_and_both_references_by_value():
     assert result["unfilled"]["l1"][0] == pytest.approx(unfilled_l1, rel=1e-6)
     # The bright lesion left in place is far worse than the median fill.
     assert result["unfilled"]["l1"][0] > result["median"]["l1"][0] + 0.5
+    assert result["biharmonic"]["l1"][0] < result["unfilled"]["l1"][0] - 0.5
     low, mean, high = result["median"]["psnr"][1], result["median"]["psnr"][0], result["median"]["psnr"][2]
     assert low <= mean <= high
     assert fill.fill({k: v[:3] for k, v in arrays.items()}, MedianPainter(), 0, 10) is None      # no tumor slices
@@ -88,8 +106,8 @@ def test_the_command_scores_a_real_export_on_a_split(tmp_path, tiny_dataset):
     assert done.returncode == 0, done.stderr[-3000:]
     result = json.loads(done.stdout[:done.stdout.index("\nhealthy fill")])
     normals = int((load_split_arrays(schema.open(tiny_dataset), "val")["label"] == 0).sum())
-    assert result["slices"] == normals and set(result) == {"slices", "model", "unfilled", "median"}
-    assert all(np.isfinite(result[name]["l1"][0]) for name in ("model", "unfilled", "median"))
+    assert result["slices"] == normals and set(result) == {"slices", *fill.FILLS}
+    assert all(np.isfinite(result[name]["l1"][0]) for name in fill.FILLS)
     assert f"healthy fill inside {normals} transplanted lesion masks (val split, seed 0)" in done.stdout
     # --split=unseen: the export records whom it saw (here: rewritten to every patient but the test
     # split's), and the command scores the others.
