@@ -353,6 +353,27 @@ def test_tumors_only_and_normals_only_keep_one_class_of_an_export(tmp_path, tiny
     assert again["rows"][0]["runs"][0]["synthetic_slices"] == 4
 
 
+@pytest.mark.slow
+def test_balance_classes_weights_each_rows_training_set_by_its_own_counts(tmp_path, tiny_dataset, exports):
+    """--balance_classes: each row's classifier weighs its slices by n / (2 n_class) of its own
+    training set (6 normal + 4 tumor real; + 4 synthetic tumors and 6 synthetic normals at 1:1),
+    and its classifiers are keyed apart from the unweighted ones."""
+    out = str(tmp_path / "report")
+    common = dict(data_dir=tiny_dataset, output_dir=out, augmenters=(("ssa", exports["ssa"]),),
+                  arms=("classic", "synthetic"), seeds=(0,), epochs=1, batch_size=8, width=4, sample_count=2,
+                  precision="fp32")
+    results = run_evaluation(EvaluationConfig(balance_classes=True, **common))
+    runs = {row["name"]: row["runs"][0] for row in results["rows"]}
+    assert runs["classic"]["class_weights"] == pytest.approx({"normal": 10 / 12, "tumor": 10 / 8})
+    assert runs["synthetic [ssa 1:1]"]["class_weights"] == pytest.approx({"normal": 20 / 24, "tumor": 20 / 16})
+    assert "class-balanced loss" in open(os.path.join(out, "report.md"), encoding="utf-8").read()
+    plain = run_evaluation(EvaluationConfig(**common))
+    assert plain["classifiers_reused"] == 0 and "class_weights" not in plain["rows"][0]["runs"][0]
+    assert run_evaluation(EvaluationConfig(balance_classes=True, **common))["classifiers_reused"] == 2
+    with pytest.raises(ValueError, match="balance_classes with mixup"):
+        EvaluationConfig(**dict(common, arms=("mixup",)), balance_classes=True)
+
+
 def test_in_masks_needs_an_export_with_the_masked_signature(tmp_path, tiny_dataset):
     path = save_fake_augmenter(tmp_path / "old")          # written without normal_to_tumor_in_masks
     config = EvaluationConfig(data_dir=tiny_dataset, output_dir=str(tmp_path / "report"),

@@ -127,6 +127,10 @@ class EvaluationConfig:
         choices=CLASSIC_IMPLEMENTATIONS)
     classic_strength: float = setting(1.0, "Factor on the classic augmentation's rotation, translation and crop "
                                            "ranges (1 = ±15°, ±10%, 85-100%; 0 = flips only), in [0, 3].")
+    balance_classes: bool = setting(
+        False, "Weight each training slice's loss by n / (2 n_class) of its class in the row's training set "
+        "(real and synthetic slices), and the validation loss that stops training alike, so that the rarer "
+        "class counts as much as the other; not with the MixUp and CutMix arms, whose labels are mixed.")
     bootstrap_resamples: int = setting(2000, "Patient-level bootstrap replicates of the 95% confidence intervals "
                                              "(seeded).")
 
@@ -250,6 +254,9 @@ def check_values(config: EvaluationConfig) -> None:
         problems.add(f"classic_impl={config.classic_impl!r}: choose from {', '.join(CLASSIC_IMPLEMENTATIONS)}")
     if not 0.0 <= config.classic_strength <= 3.0:
         problems.add(f"classic_strength={config.classic_strength}: must be in [0, 3]")
+    mixed = [arm for arm in config.arms if arm.split("+")[0] in ("mixup", "cutmix")]
+    if config.balance_classes and mixed:
+        problems.add(f"balance_classes with {', '.join(mixed)}: a mixed slice has no one class to weigh it by")
     if int(config.bootstrap_resamples) != config.bootstrap_resamples or config.bootstrap_resamples < 100:
         problems.add(f"bootstrap_resamples={config.bootstrap_resamples}: must be an integer >= 100")
     if config.precision not in PRECISIONS:

@@ -255,7 +255,8 @@ def setup_section(results: dict) -> list:
               f"{config.get('classic_impl', 'warp')} at strength {config.get('classic_strength', 1.0):g}, "
               f"batch {config['batch_size']}, at most "
               f"{config['epochs']} epochs, early stopping on validation loss (patience {config['patience']}, "
-              f"best weights kept); tumor predicted when p >= {config['threshold']}; computed in "
+              f"best weights kept){'; class-balanced loss' if config.get('balance_classes') else ''}; "
+              f"tumor predicted when p >= {config['threshold']}; computed in "
               f"{results.get('precision', {}).get('classifier', 'fp32')}",
               f"- seeds: {', '.join(map(str, config['seeds']))}; TensorFlow {results['tensorflow']}; "
               f"{results['seconds']} s in total", ""]

@@ -111,13 +111,17 @@ def run_one(config: EvaluationConfig, classifier: Classifier, row: Row, seed: in
     """Train and test one classifier; returns its test metrics and predictions."""
     images, labels, selected = arms.training_set(data["train"], row.arm, synthetic, row.ratio, seed)
     base, classic = arms.arm_parts(row.arm)
+    weights = val_weights = None
+    if config.balance_classes:
+        weights = datasets.balanced_class_weights(labels)
+        val_weights = datasets.balanced_class_weights(data["val"]["label"])
     started = time.time()
     trained = train_classifier(
         classifier, datasets.train_dataset(images, labels, config.batch_size, seed, classic,
                                            mixing=base if base in datasets.MIXING else "",
                                            classic_impl=config.classic_impl, classic_strength=config.classic_strength),
-        datasets.eval_dataset(data["val"]["image"], data["val"]["label"], config.batch_size),
-        config.epochs, config.patience, seed, config.verbose)
+        datasets.eval_dataset(data["val"]["image"], data["val"]["label"], config.batch_size, val_weights),
+        config.epochs, config.patience, seed, config.verbose, class_weight=weights)
     test = data["test"]
     probabilities = predict_probabilities(trained.model, datasets.eval_dataset(test["image"], test["label"],
                                                                               config.batch_size))
@@ -129,6 +133,8 @@ def run_one(config: EvaluationConfig, classifier: Classifier, row: Row, seed: in
                   test_probabilities=[round(float(p), 6) for p in probabilities])
     if selected is not None:
         result["synthetic_sources"] = {k: v.tolist() for k, v in selected.items()}
+    if weights is not None:
+        result["class_weights"] = {"normal": weights[0], "tumor": weights[1]}
     return result
 
 
@@ -178,9 +184,12 @@ def run_key(config: EvaluationConfig, plan: dict, row: Row, seed: int, precision
     """Every setting that decides one classifier's result (the ledger's key)."""
     fields = ("epochs", "batch_size", "patience", "width", "learning_rate", "threshold", "tumor_fraction", "folds",
               "fold_seed", "weight_decay", "lr_schedule", "classic_impl", "classic_strength")
-    return {"data": manifest_sha, "fold": plan["index"], "test_patients": plan["patients"]["test"],
-            "val_patients": plan["patients"]["val"], "row": row.name, "seed": seed, "precision": precision,
-            "augmenter": augmenter, **{name: getattr(config, name) for name in fields}}
+    key = {"data": manifest_sha, "fold": plan["index"], "test_patients": plan["patients"]["test"],
+           "val_patients": plan["patients"]["val"], "row": row.name, "seed": seed, "precision": precision,
+           "augmenter": augmenter, **{name: getattr(config, name) for name in fields}}
+    if config.balance_classes:          # only when on: classifiers trained before the flag existed are still found
+        key["balance_classes"] = True
+    return key
 
 
 def build_augmenters(config: EvaluationConfig, plan: dict, low_data, image_shape: tuple, namespace: str) -> tuple:
