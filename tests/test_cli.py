@@ -14,11 +14,11 @@ from conftest import HANG_TIMEOUT, REPO_ROOT
 ENTRY_POINTS = {
     "run_train.py": ["--data_dir", "--model_dir", "--precision", "--d_mode", "--judge", "--system", "--cycle_attention",
                      "--attention_area", "--lambda_attention_area", "--upsample", "--export_dir", "--folds", "--fold",
-                     "--fold_seed", "--tumor_fraction"],
+                     "--fold_seed", "--tumor_fraction", "--d_local"],
     "run_augment.py": ["--model", "--output_dir", "--precision", "--judge"],
     "run_evaluate.py": ["--augmenters", "--precision", "--judge", "--tumor_fraction", "--folds", "--fold_seed",
                         "--weight_decay", "--lr_schedule", "--classic_impl", "--classic_strength",
-                        "--bootstrap_resamples"],
+                        "--bootstrap_resamples", "--tumors_only", "--normals_only", "--[no]balance_classes"],
     "-m ssagan_tf.export": ["--model_dir", "--export_dir", "--precision", "--tolerance"],
     "-m data_prep.convert": ["--input", "--channel_names", "--[no]match_anatomy"],
     "-m ssagan_tf.judge": ["--data_dir", "--output_dir", "--width", "--[no]classic"],
@@ -30,6 +30,7 @@ ENTRY_POINTS = {
     "-m scripts.fill": ["--data_dir", "--model", "--split", "--seed", "--resamples"],
     "-m scripts.stripes": ["--data_dir", "--run", "--split", "--resamples"],
     "-m scripts.fingerprint": ["--work_dir", "--fingerprint", "--compare"],
+    "-m scripts.pair": ["--reference", "--rows", "--resamples"],
 }
 
 
