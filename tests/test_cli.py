@@ -30,7 +30,7 @@ ENTRY_POINTS = {
     "-m scripts.fill": ["--data_dir", "--model", "--split", "--seed", "--resamples"],
     "-m scripts.stripes": ["--data_dir", "--run", "--split", "--resamples"],
     "-m scripts.fingerprint": ["--work_dir", "--fingerprint", "--compare"],
-    "-m scripts.pair": ["--reference", "--rows", "--resamples"],
+    "-m scripts.pair": ["--reference", "--rows", "--resamples", "--seeds"],
 }
 
 

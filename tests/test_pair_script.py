@@ -43,6 +43,18 @@ def test_rows_of_two_reports_are_paired_by_value(tmp_path):
     assert "+50.0" in pair.table(result)
 
 
+def test_common_seeds_of_reports_with_other_seeds_are_paired(tmp_path):
+    # The reference has seeds 0 and 1; the row seed 1 only: --seeds=1 pairs seed 1 of each.
+    a = _report(tmp_path, "a", {"classic": [([0.1, 0.2, 0.8, 0.9], 1.0), ([0.8, 0.2, 0.1, 0.9], 0.5)]}, seeds=(0, 1))
+    b = _report(tmp_path, "b", {"ssa": [([0.1, 0.2, 0.8, 0.9], 1.0)]}, seeds=(1,))
+    with pytest.raises(ValueError, match="choose common ones with --seeds"):
+        pair.pair(f"{a}:classic", [f"{b}:ssa"])
+    result = pair.pair(f"{a}:classic", [f"{b}:ssa"], seeds=[1])
+    assert result["seeds"] == [1] and result["comparisons"][0]["auc"]["estimate"] == pytest.approx(0.5)
+    with pytest.raises(ValueError, match="has no seed 0"):
+        pair.pair(f"{a}:classic", [f"{b}:ssa"], seeds=[0])
+
+
 def test_reports_that_cannot_be_paired_are_refused(tmp_path):
     a = _report(tmp_path, "a", {"classic": [([0.8, 0.2, 0.1, 0.9], 0.5)]})
     other = _report(tmp_path, "other", {"classic": [([0.8, 0.2, 0.1, 0.9], 0.5)]}, patients=("p1", "p2", "p2", "p3"))
