@@ -1205,6 +1205,12 @@ def test_d_local_is_checked_and_ignored_without_attention():
     from ssagan_tf.training.config import unused_settings
 
     assert unused_settings(plain, ["d_local"]) == [("d_local", "the systems with attention")]
+    from ssagan_tf.training.resume import architecture
+
+    # Resuming compares what builds networks: a d_local the system ignores is no change of model.
+    assert architecture(plain) == architecture(dataclasses.replace(plain, d_local=0))
+    with_attention = ModelConfig.for_system("ssa_cyclegan", image_size=32, channels=1, d_local=24)
+    assert architecture(with_attention)["d_local"] == 24
 
 
 def test_transpose_at_random_swaps_rows_and_columns_of_the_drawn_slices_only():

@@ -145,8 +145,10 @@ def setting_changes(saved: RunConfig, saved_checksum: str | None, config: RunCon
 def architecture(model: ModelConfig) -> dict:
     """What must match to resume: the model config, with attention_ngf resolved (0 and the value of
     ngf build the same networks; runs saved before the field existed read as 0) and without
-    the precision (variables are float32 in every precision)."""
+    the precision (variables are float32 in every precision); d_local counts only where it builds
+    local discriminators (systems with attention; runs saved before it existed read as 0)."""
     values = model.to_dict()
     values["attention_ngf"] = model.attention_filters if model.use_attention else 0
+    values["d_local"] = model.d_local if model.local_discriminators else 0
     values.pop("precision")
     return values
