@@ -8,10 +8,11 @@ without it. This pairs them: each REPORT is an evaluation's `--output_dir` (or i
 `results.json`), each ROW a row name as the report's tables print it (e.g. `classic` or
 `synthetic+classic [ssa 1:1]`). The reports must hold the same test slices in the same order
 (the same data, folds and fold seed: their `test_labels` and `test_patients` are compared) and
-the same seeds (or hold every seed `--seeds` names, and only those are paired); then every row is compared with the reference as one report compares its own
-rows (`ssagan_tf.evaluation.crossval.paired_comparison`: the 95% CI of the paired patient
-bootstrap of pooled AUC and balanced accuracy, and the paired tests over folds x seeds). Prints
-one JSON object and a table.
+the same seeds (or hold every seed `--seeds` names, and only those are paired); then every row
+is compared with the reference as one report compares its own rows
+(`ssagan_tf.evaluation.crossval.paired_comparison`: the 95% CI of the paired patient bootstrap of
+pooled AUC and balanced accuracy, and the paired tests over folds x seeds). Prints one JSON
+object and a table.
 """
 
 from __future__ import annotations
@@ -99,10 +100,12 @@ def pair(reference_entry: str, entries: list, resamples: int = 0, seeds: list | 
     labels, patients = np.asarray(reference["test_labels"]), np.asarray(reference["test_patients"], dtype=object)
     threshold = reference["config"]["threshold"]
     resamples = resamples or reference["config"]["bootstrap_resamples"]
-    comparisons = []
+    loaded, comparisons = {report: reference}, []
     for entry in entries:
         where, row_name = parse(entry)
-        results = load(where)
+        if where not in loaded:          # each report read once, however many of its rows are paired
+            loaded[where] = load(where)
+        results = loaded[where]
         check_same_test(reference, results, where, seeds)
         if results["config"]["threshold"] != threshold:
             raise ValueError(f"{where}: threshold {results['config']['threshold']} differs from the reference's "

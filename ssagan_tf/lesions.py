@@ -150,8 +150,9 @@ def _eroded_by(mask, ksize: list):
     return 1.0 - tf.nn.max_pool2d(1.0 - mask, ksize, 1, "SAME")
 
 
-def _centroids(masks):
-    """[B, H, W, 1] -> [B, 2] (x, y) centroid of each mask (the slice centre for an empty one)."""
+def centroids(masks):
+    """[B, H, W, 1] -> [B, 2] (x, y) centroid of each mask, weighted by its values (the slice
+    centre for an empty one)."""
     height, width = masks.shape[1], masks.shape[2]
     ys, xs = tf.meshgrid(tf.range(height, dtype=tf.float32), tf.range(width, dtype=tf.float32), indexing="ij")
     area = tf.reduce_sum(masks, axis=[1, 2, 3])
@@ -199,7 +200,7 @@ def transplant(normal_images, tumor_images, tumor_masks, valid, seed, margin: in
     # Fewer than one pixel that far inside: any brain pixel will do.
     inner = tf.where(tf.reduce_sum(inner, axis=[1, 2, 3], keepdims=True) > 0, inner, brain)
     target = _random_pixel(inner, seeds[0])
-    source = _centroids(tumor_masks)
+    source = centroids(tumor_masks)
     angle = tf.random.stateless_uniform([batch], seeds[1], -1.0, 1.0) * math.radians(MAX_ROTATION_DEGREES)
     scale = tf.exp(tf.random.stateless_uniform([batch], seeds[2], math.log(SCALE_RANGE[0]), math.log(SCALE_RANGE[1])))
     # ImageProjectiveTransformV3 maps each output pixel to the input pixel it samples:

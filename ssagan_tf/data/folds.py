@@ -8,8 +8,9 @@ patients. Which fifth is drawn so that it holds a fair share of each class's sli
 `VAL_CANDIDATES` seeded draws, the first that leaves no class without validation slices where it
 can and whose worst class share is nearest `VAL_FRACTION` (validation draw 2). Draw 1 kept the
 first draw, which on LGG FLAIR gave one fold 3 of its 71 normal slices for validation, so its
-warm-up, checkpoint selection and early stopping each rested on 3 slices. The evaluation (`run_evaluate.py --folds=K`) and the augmenters' training
-(`run_train.py --folds=K --fold=k`) call the same functions, so both see the same patients.
+warm-up, checkpoint selection and early stopping each rested on 3 slices. The evaluation
+(`run_evaluate.py --folds=K`) and the augmenters' training (`run_train.py --folds=K --fold=k`)
+call the same functions, so both see the same patients.
 
 The unit is the patient: a patient with several scans (cases) is never split across folds. The
 converter records which case belongs to which patient (`case_patients` in manifest.json); a
@@ -133,7 +134,8 @@ def cohort_record(dataset, folds: int, fold: int, seed: int, tumor_fraction: flo
               "test_patients": split["test"], "val_patients": split["val"], "train_patients": split["train"],
               "seen_patients": sorted(split["train"] + split["val"]), "tumor_fraction": float(tumor_fraction)}
     if tumor_fraction < 1.0:
-        with_tumor = sorted({case for case, label in labelled if label == 1 and case in set(train_cases)})
+        training = set(train_cases)
+        with_tumor = sorted({case for case, label in labelled if label == 1 and case in training})
         record["kept_tumor_cases"] = kept_tumor_cases(with_tumor, tumor_fraction)
     return record
 

@@ -45,20 +45,9 @@ def transpose_at_random(images, probability: float, seed):
 
 
 def attention_centres(maps):
-    """[B, H, W, 1] maps -> [B, 2]: the (row, column) of each map's weighted centroid, in pixels;
-    the slice's centre where a map is all 0."""
-    maps = tf.cast(maps, tf.float32)[..., 0]
-    height, width = tf.shape(maps)[1], tf.shape(maps)[2]
-    rows = tf.cast(tf.range(height), tf.float32)[None, :, None]
-    columns = tf.cast(tf.range(width), tf.float32)[None, None, :]
-    total = tf.reduce_sum(maps, axis=[1, 2])
-    safe = tf.maximum(total, 1e-6)
-    row = tf.reduce_sum(maps * rows, axis=[1, 2]) / safe
-    column = tf.reduce_sum(maps * columns, axis=[1, 2]) / safe
-    empty = total <= 1e-6
-    row = tf.where(empty, tf.cast(height - 1, tf.float32) / 2.0, row)
-    column = tf.where(empty, tf.cast(width - 1, tf.float32) / 2.0, column)
-    return tf.stack([row, column], axis=1)
+    """[B, H, W, 1] maps -> [B, 2]: the (row, column) of each map's weighted centroid, in pixels
+    (`lesions.centroids`, which gives (x, y)); the slice's centre where a map is all 0."""
+    return tf.reverse(lesions.centroids(tf.cast(maps, tf.float32)), axis=[1])
 
 
 def crop_at(images, centres, size: int):
@@ -191,12 +180,14 @@ class TrainStep:
         rec_t = reconstruct(m.normal_to_tumor, m.attention_normal, fake_n, att_t, c.cycle_attention, training=True)
         return Translations(fake_t, att_n, rec_n, fake_n, att_t, rec_t, painted_t)
 
-    def generator_objective(self, batch, cycle: Translations, labelled, phase: Phase):
+    def generator_objective(self, batch, cycle: Translations, labelled, phase: Phase,
+                            local_crops: dict | None = None):
         """What the generators (and, while they train, the attention networks) minimise
         (pytorch-CycleGAN's `backward_G` without the backward): `(total, terms)`, each term named
         as the console and TensorBoard report it and, like the total, this replica's share of a
         global mean (over the global batch; the attention-mask, lesion-guidance and fill terms over
-        the global batch's labelled slices, `labelled`, and placed lesions)."""
+        the global batch's labelled slices, `labelled`, and placed lesions). `local_crops`: the
+        step's `local_views` when the caller cut them already (`--d_local`)."""
         m, c = self.models, self.config
         x_n, x_t = batch["normal"]["image"], batch["tumor"]["image"]
         mean = self._global_mean
@@ -251,7 +242,7 @@ class TrainStep:
                 lesion["placed"], lesion["count"])
         local = tf.zeros_like(cyc_n)
         if m.config.local_discriminators:
-            views = self._local_views(batch, cycle)
+            views = self._local_views(batch, cycle) if local_crops is None else local_crops
             local = (losses.generator_adversarial_loss(m.disc_tumor_local(views["fake_tumor"], training=True),
                                                        c.gan_loss)
                      + losses.generator_adversarial_loss(m.disc_normal_local(views["fake_normal"], training=True),
@@ -293,7 +284,9 @@ class TrainStep:
         painting = c.lambda_paint > 0 and m.attention_normal is not None
         with tf.GradientTape(persistent=True) as tape:
             cycle = self.translations(x_n, x_t, batch["lesion"]["mask"] if painting else None)
-            gen_total, gen_terms = self.generator_objective(batch, cycle, labelled, phase)
+            # The local discriminators' crops, cut once for both players' terms.
+            views = self._local_views(batch, cycle) if m.config.local_discriminators else None
+            gen_total, gen_terms = self.generator_objective(batch, cycle, labelled, phase, views)
 
             # The pools hold unmasked fakes with their source attention; the phase's masking is
             # applied to what they return.
@@ -321,7 +314,6 @@ class TrainStep:
                 disc_total += d_paint
             if m.config.local_discriminators:
                 # The local discriminators see this step's fakes (not pooled).
-                views = self._local_views(batch, cycle)
                 d_t_local = self.discriminator_objective(m.disc_tumor_local, views["real_tumor"],
                                                          tf.stop_gradient(views["fake_tumor"]))
                 d_n_local = self.discriminator_objective(m.disc_normal_local, views["real_normal"],
