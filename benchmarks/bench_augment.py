@@ -34,6 +34,8 @@ import time
 from absl import app, flags, logging
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import result_file  # noqa: E402 - beside this file
 
 flags.DEFINE_list("sizes", ["128", "256"], "Image sizes (pixels, square) to measure.")
 flags.DEFINE_integer("batch_size", 16, "Slices per forward pass, for both measurements.", lower_bound=1)
@@ -178,6 +180,7 @@ def main(argv):
     import tensorflow as tf
 
     logging.set_verbosity(logging.WARNING)
+    result_file.check_or_exit(FLAGS.output_json, "bench_augment")
     work_dir = FLAGS.work_dir or tempfile.mkdtemp(prefix="bench-augment-")
     load_start = round(os.getloadavg()[0], 2)
     try:
@@ -185,7 +188,7 @@ def main(argv):
     finally:
         if not FLAGS.work_dir:
             shutil.rmtree(work_dir, ignore_errors=True)
-    document = {"benchmark": "augment", "format": FLAGS.format, "ngf": FLAGS.ngf,
+    document = {"benchmark": "bench_augment", "format": FLAGS.format, "ngf": FLAGS.ngf,
                 "n_res_blocks": FLAGS.n_res_blocks, "tensorflow": tf.__version__, "cpus": os.cpu_count(),
                 "load_average_1m_before": load_start,
                 "results": rows}
@@ -193,8 +196,7 @@ def main(argv):
     print(text)
     print(table(rows))
     if FLAGS.output_json:
-        with open(FLAGS.output_json, "w") as f:
-            f.write(text + "\n")
+        result_file.write(FLAGS.output_json, document, "bench_augment")
 
 
 if __name__ == "__main__":

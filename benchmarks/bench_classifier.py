@@ -16,7 +16,6 @@ less than an assumed latency floor `--gpu_step_ms`, plus `--gpu_epoch_s` per epo
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 import time
@@ -25,6 +24,8 @@ from absl import app, flags
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import result_file  # noqa: E402 - beside this file
 
 from ssagan_tf import precision as precisions  # noqa: E402 - after the repository joins the path
 
@@ -103,6 +104,7 @@ def main(argv):
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     from ssagan_tf.precision import choose_precision
 
+    result_file.check_or_exit(FLAGS.output, "bench_classifier")
     precision = choose_precision(FLAGS.precision).precision
     rows = [measure(int(w), int(s), precision) for w in FLAGS.widths for s in FLAGS.sizes]
     result = {"assumptions": {"train_slices": FLAGS.train_slices, "val_slices": FLAGS.val_slices,
@@ -111,9 +113,7 @@ def main(argv):
                               "gpu_epoch_s_assumed": FLAGS.gpu_epoch_s, "cpu_count": os.cpu_count(),
                               "load_average": os.getloadavg()[0]},
               "rows": rows}
-    os.makedirs(os.path.dirname(os.path.abspath(FLAGS.output)), exist_ok=True)
-    with open(FLAGS.output, "w") as f:
-        json.dump(result, f, indent=1)
+    result_file.write(FLAGS.output, result, "bench_classifier")
     print(f"| width | size | params | train slices/s | classifiers/h (this CPU, {precision}) | "
           f"classifiers/h (GPU, estimate at {FLAGS.gpu_tflops:g} TFLOP/s) |")
     print("|---|---|---|---|---|---|")

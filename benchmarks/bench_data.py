@@ -23,6 +23,8 @@ import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import result_file  # noqa: E402 - beside this file
 
 import numpy as np  # noqa: E402
 import SimpleITK as sitk  # noqa: E402
@@ -215,7 +217,8 @@ def bench_storage(work: str) -> dict:
 
 def main(argv):
     del argv
-    result = {"cpu_cores": os.cpu_count()}
+    result_file.check_or_exit(FLAGS.json_out, "bench_data")
+    result = {"benchmark": "bench_data", "cpu_cores": os.cpu_count()}
     with tempfile.TemporaryDirectory() as work:
         if "conversion" in FLAGS.sections:
             result["conversion"] = bench_conversion(work)
@@ -250,8 +253,7 @@ def main(argv):
                   f"{v['speed_vs_float32_median']:.2f} |")
     print("\n" + json.dumps(result))
     if FLAGS.json_out:
-        with open(FLAGS.json_out, "w") as f:
-            json.dump(result, f, indent=2)
+        result_file.write(FLAGS.json_out, result, "bench_data")
 
 
 if __name__ == "__main__":

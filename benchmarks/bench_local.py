@@ -27,6 +27,7 @@ from absl import app, flags
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import result_file  # noqa: E402 - beside this file
 
 # Importing bench_train defines --sizes, --ngf, --ndf, --n_res_blocks and --output (defaults set below).
 from bench_train import build_step, median_with_interval  # noqa: E402
@@ -86,14 +87,13 @@ def table(rows: list) -> str:
 def main(argv):
     del argv
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    result_file.check_or_exit(FLAGS.output, "bench_local")
     rows = []
     for size in (int(s) for s in FLAGS.sizes):
         crops = sorted({int(c) for c in FLAGS.crops if 24 <= int(c) <= size})
         rows += measure(size, crops, FLAGS.rounds)
     result = {"benchmark": "bench_local", "rows": rows}
-    os.makedirs(os.path.dirname(os.path.abspath(FLAGS.output)), exist_ok=True)
-    with open(FLAGS.output, "w") as f:
-        json.dump(result, f, indent=1)
+    result_file.write(FLAGS.output, result, "bench_local")
     print(json.dumps(result))
     print(table(rows))
 

@@ -17,9 +17,13 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 import time
 
 from absl import app, flags
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import result_file  # noqa: E402 - beside this file
 
 flags.DEFINE_list("precisions", ["fp32", "bf16"], "fp32, bf16 and/or fp16.")
 flags.DEFINE_integer("matmul", 2048, "Matrix size N of the matmul kernel.", lower_bound=64)
@@ -90,6 +94,7 @@ def main(argv):
     for precision in FLAGS.precisions:
         if precision not in DTYPES:
             raise app.UsageError(f"--precisions: unknown precision {precision!r} (fp32, bf16, fp16)")
+    result_file.check_or_exit(FLAGS.output_json, "bench_peak")
     import numpy as np
     import tensorflow as tf
 
@@ -113,7 +118,7 @@ def main(argv):
         rows.append({"kernel": name, "precision": precision, "gflops": float(np.median(rates)),
                      "gflops_min": float(min(rates)), "gflops_max": float(max(rates)),
                      "flops_per_timing": flops})
-    document = {"benchmark": "peak", "matmul_n": FLAGS.matmul, "conv": f"3x3 {4 * FLAGS.ngf}->{4 * FLAGS.ngf} at "
+    document = {"benchmark": "bench_peak", "matmul_n": FLAGS.matmul, "conv": f"3x3 {4 * FLAGS.ngf}->{4 * FLAGS.ngf} at "
                 f"{FLAGS.size // 4}^2, batch 1", "tensorflow": tf.__version__, "cpus": os.cpu_count(), "rows": rows}
     text = json.dumps(document, indent=2)
     print(text)
@@ -121,8 +126,7 @@ def main(argv):
     for r in rows:
         print(f"| {r['kernel']} | {r['precision']} | {r['gflops']:.0f} | {r['gflops_min']:.0f}-{r['gflops_max']:.0f} |")
     if FLAGS.output_json:
-        with open(FLAGS.output_json, "w") as f:
-            f.write(text + "\n")
+        result_file.write(FLAGS.output_json, document, "bench_peak")
 
 
 if __name__ == "__main__":

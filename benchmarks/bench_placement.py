@@ -25,6 +25,8 @@ import time
 from absl import app, flags
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import result_file  # noqa: E402 - beside this file
 
 flags.DEFINE_list("sizes", ["128", "256"], "Image sizes (square).")
 flags.DEFINE_list("batches", ["1", "16"], "Slices per call (1 = a training step at batch 1).")
@@ -104,11 +106,10 @@ def measure(size: int, batch: int) -> list:
 def main(argv):
     del argv
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    result_file.check_or_exit(FLAGS.output, "bench_placement")
     rows = [row for s in FLAGS.sizes for b in FLAGS.batches for row in measure(int(s), int(b))]
-    result = {"rounds": FLAGS.rounds, "cpu_count": os.cpu_count(), "load_average": os.getloadavg()[0], "rows": rows}
-    os.makedirs(os.path.dirname(os.path.abspath(FLAGS.output)), exist_ok=True)
-    with open(FLAGS.output, "w") as f:
-        json.dump(result, f, indent=1)
+    result = {"benchmark": "bench_placement", "rounds": FLAGS.rounds, "cpu_count": os.cpu_count(), "load_average": os.getloadavg()[0], "rows": rows}
+    result_file.write(FLAGS.output, result, "bench_placement")
     print(json.dumps(result, indent=1))
     print("| operation | size | batch | ms per call | ms per slice | spread (ms) |")
     print("|---|---|---|---|---|---|")

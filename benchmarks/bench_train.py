@@ -38,6 +38,7 @@ from absl import app, flags
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import result_file  # noqa: E402 - beside this file
 
 flags.DEFINE_list("sizes", ["128", "256"], "Image sizes (square).")
 flags.DEFINE_list("systems", ["cyclegan", "ssa_cyclegan"], "Systems to time (names of ssagan_tf.models.SYSTEMS).")
@@ -366,6 +367,7 @@ def main(argv):
                           int(attention_ngf), precision)
         print(json.dumps(row))
         return 0
+    result_file.check_or_exit(FLAGS.output, "bench_train")
     rows = []
     for size in sizes:
         ours, theirs = [], []
@@ -397,9 +399,7 @@ def main(argv):
                              "precision": precision,
                              "error": done.stderr.strip().splitlines()[-1] if done.stderr.strip() else "failed"})
             print(table(rows[-1:]).splitlines()[-1], flush=True)
-    os.makedirs(os.path.dirname(os.path.abspath(FLAGS.output)), exist_ok=True)
-    with open(FLAGS.output, "w") as f:
-        json.dump(rows, f, indent=2)
+    result_file.write(FLAGS.output, {"rows": rows}, "bench_train")
     print(table(rows))
     print(f"wrote {FLAGS.output}")
     return 0
