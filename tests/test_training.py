@@ -1178,6 +1178,44 @@ def test_train_step_local_discriminators_by_value(data_dir, tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("trains_attention", [True, False])
+def test_local_terms_train_the_attention_only_when_asked(data_dir, tmp_path, trains_attention):
+    """--nolocal_trains_attention: the local crops hold the same values, the local terms still
+    train both generators, and no gradient of theirs reaches the attention networks; by default
+    it does (and the whole step runs either way)."""
+    from ssagan_tf.training import step as steps
+    from ssagan_tf.losses import generator_adversarial_loss
+
+    model = ModelConfig.for_system("attention_cyclegan", image_size=32, channels=1, ngf=8, ndf=8, n_res_blocks=1,
+                                   d_local=24)
+    config = tiny_config(data_dir, tmp_path, model=model, local_trains_attention=trains_attention)
+    train_step, m, _ = make_train_step(config)
+    batch = random_batch()
+    x_n, x_t = batch["normal"]["image"], batch["tumor"]["image"]
+    with tf.GradientTape(persistent=True) as tape:
+        cycle = train_step.translations(x_n, x_t)
+        views = train_step._local_views(batch, cycle)
+        local = tf.reduce_mean(generator_adversarial_loss(m.disc_tumor_local(views["fake_tumor"], training=True),
+                                                          "lsgan")
+                               + generator_adversarial_loss(m.disc_normal_local(views["fake_normal"], training=True),
+                                                            "lsgan"))
+    assert (cycle.generated_t is None) == trains_attention
+    as_composed = steps.local_views(x_n, x_t, cycle, batch["tumor"]["mask"], batch["tumor"]["has_mask"], 24)
+    for name in views:
+        np.testing.assert_allclose(views[name].numpy(), as_composed[name].numpy(), rtol=0, atol=1e-6, err_msg=name)
+
+    def norm(gradients):
+        return sum(float(tf.reduce_sum(tf.abs(g))) for g in gradients if g is not None)
+
+    attention = m.attention_normal.trainable_variables + m.attention_tumor.trainable_variables
+    assert norm(tape.gradient(local, m.normal_to_tumor.trainable_variables)) > 0
+    assert norm(tape.gradient(local, m.tumor_to_normal.trainable_variables)) > 0
+    assert (norm(tape.gradient(local, attention)) > 0) == trains_attention
+    values = train_step(batch, phase(config, True))
+    assert np.isfinite(float(values["local_adversarial"]))
+
+
+@pytest.mark.slow
 def test_a_run_with_local_discriminators_resumes_exactly_and_exports(data_dir, tmp_path):
     """2 + 2 steps with --d_local equal 4 in one run (the local discriminators and their optimizer
     slots are checkpointed), and the export needs none of them."""
@@ -1205,6 +1243,13 @@ def test_d_local_is_checked_and_ignored_without_attention():
     from ssagan_tf.training.config import unused_settings
 
     assert unused_settings(plain, ["d_local"]) == [("d_local", "the systems with attention")]
+    assert unused_settings(plain, ["local_trains_attention"]) == [
+        ("local_trains_attention", "--d_local in the systems with attention")]
+    assert unused_settings(ModelConfig.for_system("ssa_cyclegan", image_size=32, channels=1),
+                           ["local_trains_attention"]) == [
+        ("local_trains_attention", "--d_local in the systems with attention")]
+    assert unused_settings(ModelConfig.for_system("ssa_cyclegan", image_size=32, channels=1, d_local=24),
+                           ["local_trains_attention"]) == []
     from ssagan_tf.training.resume import architecture
 
     # Resuming compares what builds networks: a d_local the system ignores is no change of model.

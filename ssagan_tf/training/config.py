@@ -37,6 +37,7 @@ SYSTEM_SPECIFIC = {
     "d_mode": ("use_attention", "the systems with attention"),
     "attention_ngf": ("use_attention", "the systems with attention"),
     "d_local": ("use_attention", "the systems with attention"),
+    "local_trains_attention": ("local_discriminators", "--d_local in the systems with attention"),
     "tau": ("use_attention", "the systems with attention"),
     "cycle_attention": ("use_attention", "the systems with attention"),
     "attention_area": ("use_attention", "the systems with attention"),
@@ -185,6 +186,11 @@ class RunConfig:
                                       "the step and the replica. Below 0.5 the discriminators still learn the "
                                       "untransposed slices' distribution; they can no longer tell real slices by "
                                       "row-to-row texture alone (docs/training.md, horizontal streaks). 0 = off.")
+    local_trains_attention: bool = setting(
+        True, "Not in the paper. With --d_local: whether the generators' terms against the local "
+        "discriminators also train the attention networks (where A_n and A_t point), as well as the generators "
+        "(how they paint). --nolocal_trains_attention composes the crops with attention that takes no gradient "
+        "(the same values), so the local terms train the painting only (docs/training.md, local discriminators).")
     # Further converted datasets whose train splits train beside data_dir's, by class (a healthy
     # cohort's normals join the normal domain); their val and test splits are not read
     # (ssagan_tf.data.combined). () = data_dir alone.

@@ -35,6 +35,8 @@ class Translations(NamedTuple):
     att_t: tf.Tensor       # A_t(x_t)
     rec_t: tf.Tensor       # fake_n translated back
     painted_t: tf.Tensor | None = None   # --lambda_paint: G_n2t(x_n) inside each transplanted lesion mask
+    generated_t: tf.Tensor | None = None  # --nolocal_trains_attention: G_n2t(x_n) before the composition
+    generated_n: tf.Tensor | None = None  # the same of G_t2n(x_t)
 
 
 def transpose_at_random(images, probability: float, seed):
@@ -63,17 +65,24 @@ def crop_at(images, centres, size: int):
     return tf.gather(rows, left[:, None] + window, axis=2, batch_dims=1)
 
 
-def local_views(x_n, x_t, cycle, tumor_mask, has_mask, size: int) -> dict:
+def local_views(x_n, x_t, cycle, tumor_mask, has_mask, size: int, trains_attention: bool = True) -> dict:
     """The crops the local discriminators see (`--d_local`): where each tumor slice's lesion is
     (its mask when it has one, else A_t), the real tumor and what tumor->normal made of it; where
     A_n draws on each normal slice, the real normal tissue and what normal->tumor drew. The
-    centres take no gradient."""
+    centres take no gradient. Without `trains_attention` the translations in the crops are
+    composed again with attention that takes no gradient either (the same values), so that the
+    local terms train how the generators paint and not where the attention points; `cycle` then
+    holds the generators' raw outputs."""
     has = tf.cast(has_mask, tf.float32)[:, None, None, None] > 0
     lesion = tf.where(has, tf.cast(tumor_mask, tf.float32), tf.cast(cycle.att_t, tf.float32))
     at_lesion = attention_centres(tf.stop_gradient(lesion))
     at_drawn = attention_centres(tf.stop_gradient(cycle.att_n))
-    return {"real_tumor": crop_at(x_t, at_lesion, size), "fake_normal": crop_at(cycle.fake_n, at_lesion, size),
-            "real_normal": crop_at(x_n, at_drawn, size), "fake_tumor": crop_at(cycle.fake_t, at_drawn, size)}
+    fake_t, fake_n = cycle.fake_t, cycle.fake_n
+    if not trains_attention:
+        fake_t = compose_attention(tf.cast(x_n, tf.float32), cycle.generated_t, tf.stop_gradient(cycle.att_n))
+        fake_n = compose_attention(tf.cast(x_t, tf.float32), cycle.generated_n, tf.stop_gradient(cycle.att_t))
+    return {"real_tumor": crop_at(x_t, at_lesion, size), "fake_normal": crop_at(fake_n, at_lesion, size),
+            "real_normal": crop_at(x_n, at_drawn, size), "fake_tumor": crop_at(fake_t, at_drawn, size)}
 
 
 # Where the slices a discriminator sees come from: each takes its own draws of --d_transpose.
@@ -165,20 +174,31 @@ class TrainStep:
         (`--lambda_paint`), the same G_n2t(x_n) also composed inside them (paper Eq. 1 with the
         mask in A_n's place)."""
         m, c = self.models, self.config
-        painted_t = None
-        if lesion_masks is None:
+        painted_t = generated_t = generated_n = None
+        # The local crops without the attention's gradient need the generators' raw outputs.
+        keep_raw = m.config.local_discriminators and not c.local_trains_attention
+        if lesion_masks is None and not keep_raw:
             fake_t, att_n = translate(m.normal_to_tumor, m.attention_normal, x_n, training=True)
         else:
-            # translate()'s composition, keeping G_n2t(x_n) to paint inside the masks as well.
+            # translate()'s composition, keeping G_n2t(x_n) (to paint inside the masks as well).
             x_n = tf.convert_to_tensor(x_n, tf.float32)
             generated = tf.cast(m.normal_to_tumor(x_n, training=True), tf.float32)
             att_n = tf.cast(m.attention_normal(x_n, training=True), tf.float32)
             fake_t = compose_attention(x_n, generated, att_n)
-            painted_t = compose_attention(x_n, generated, tf.cast(lesion_masks, tf.float32))
+            if lesion_masks is not None:
+                painted_t = compose_attention(x_n, generated, tf.cast(lesion_masks, tf.float32))
+            if keep_raw:
+                generated_t = generated
         rec_n = reconstruct(m.tumor_to_normal, m.attention_tumor, fake_t, att_n, c.cycle_attention, training=True)
-        fake_n, att_t = translate(m.tumor_to_normal, m.attention_tumor, x_t, training=True)
+        if keep_raw:
+            x_t = tf.convert_to_tensor(x_t, tf.float32)
+            generated_n = tf.cast(m.tumor_to_normal(x_t, training=True), tf.float32)
+            att_t = tf.cast(m.attention_tumor(x_t, training=True), tf.float32)
+            fake_n = compose_attention(x_t, generated_n, att_t)
+        else:
+            fake_n, att_t = translate(m.tumor_to_normal, m.attention_tumor, x_t, training=True)
         rec_t = reconstruct(m.normal_to_tumor, m.attention_normal, fake_n, att_t, c.cycle_attention, training=True)
-        return Translations(fake_t, att_n, rec_n, fake_n, att_t, rec_t, painted_t)
+        return Translations(fake_t, att_n, rec_n, fake_n, att_t, rec_t, painted_t, generated_t, generated_n)
 
     def generator_objective(self, batch, cycle: Translations, labelled, phase: Phase,
                             local_crops: dict | None = None):
@@ -265,7 +285,7 @@ class TrainStep:
     def _local_views(self, batch, cycle) -> dict:
         tumor = batch["tumor"]
         return local_views(batch["normal"]["image"], tumor["image"], cycle, tumor["mask"], tumor["has_mask"],
-                           self.models.config.d_local)
+                           self.models.config.d_local, self.config.local_trains_attention)
 
     def discriminator_objective(self, disc, real, fake):
         """What one discriminator minimises on its (real, fake) views (pytorch-CycleGAN's
