@@ -108,7 +108,8 @@ def main(argv):
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     result_file.check_or_exit(FLAGS.output, "bench_placement")
     rows = [row for s in FLAGS.sizes for b in FLAGS.batches for row in measure(int(s), int(b))]
-    result = {"benchmark": "bench_placement", "rounds": FLAGS.rounds, "cpu_count": os.cpu_count(), "load_average": os.getloadavg()[0], "rows": rows}
+    result = {"benchmark": "bench_placement", "rounds": FLAGS.rounds, "cpu_count": os.cpu_count(),
+              "load_average": os.getloadavg()[0], "rows": rows}
     result_file.write(FLAGS.output, result, "bench_placement")
     print(json.dumps(result, indent=1))
     print("| operation | size | batch | ms per call | ms per slice | spread (ms) |")
