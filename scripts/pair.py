@@ -68,13 +68,18 @@ def check_same_test(reference: dict, other: dict, where: str, seeds: list | None
             raise ValueError(f"{where}: its {key} differ from the reference report's (other data, folds or fold "
                              "seed): its rows cannot be paired with the reference")
     if seeds:
-        missing = [s for s in seeds if s not in other["config"]["seeds"]]
-        if missing:
-            raise ValueError(f"{where}: has no seed {', '.join(map(str, missing))} (its seeds: "
-                             f"{other['config']['seeds']})")
+        check_seeds(other, where, seeds)
     elif list(reference["config"]["seeds"]) != list(other["config"]["seeds"]):
         raise ValueError(f"{where}: seeds {other['config']['seeds']} differ from the reference report's "
                          f"{reference['config']['seeds']} (choose common ones with --seeds)")
+
+
+def check_seeds(results: dict, where: str, seeds: list) -> None:
+    """Refuse a report that lacks one of `seeds`."""
+    missing = [s for s in seeds if s not in results["config"]["seeds"]]
+    if missing:
+        raise ValueError(f"{where}: has no seed {', '.join(map(str, missing))} (its seeds: "
+                         f"{results['config']['seeds']})")
 
 
 def with_seeds(row: dict, results: dict, seeds: list | None) -> dict:
@@ -95,7 +100,8 @@ def pair(reference_entry: str, entries: list, resamples: int = 0, seeds: list | 
     report, name = parse(reference_entry)
     reference = load(report)
     seeds = [int(s) for s in seeds] if seeds else None
-    check_same_test(reference, reference, report, seeds)
+    if seeds:
+        check_seeds(reference, report, seeds)
     base = with_seeds(find_row(reference, name, report), reference, seeds)
     labels, patients = np.asarray(reference["test_labels"]), np.asarray(reference["test_patients"], dtype=object)
     threshold = reference["config"]["threshold"]

@@ -10,7 +10,8 @@ import importlib
 _HOMES = {"CYCLE_ATTENTIONS": "ssagan_tf.choices", "SYSTEMS": "ssagan_tf.choices",
           "ModelConfig": "ssagan_tf.models.config"}
 _HOMES.update({name: "ssagan_tf.models.ssa" for name in (
-    "SSAModels", "build_models", "compose_attention", "reconstruct", "threshold_attention", "translate")})
+    "SSAModels", "build_models", "compose_attention", "reconstruct", "threshold_attention", "translate",
+    "translate_parts")})
 
 __all__ = sorted(_HOMES)
 

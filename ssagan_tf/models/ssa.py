@@ -107,14 +107,20 @@ def translate(generator, attention, images, tau: float = 0.0, training: bool = F
     and the translation is the generator's output. With `tau > 0` attention below tau is zeroed
     before composing.
     """
+    return translate_parts(generator, attention, images, tau, training)[:2]
+
+
+def translate_parts(generator, attention, images, tau: float = 0.0, training: bool = False):
+    """`translate`, also returning what the generator drew before the composition:
+    ``(translated, attention_map, generated)``, all float32."""
     images = tf.convert_to_tensor(images, tf.float32)
     generated = tf.cast(generator(images, training=training), tf.float32)
     if attention is None:
-        return generated, tf.ones_like(images[..., :1])
+        return generated, tf.ones_like(images[..., :1]), generated
     attention_map = tf.cast(attention(images, training=training), tf.float32)
     if tau > 0:
         attention_map = threshold_attention(attention_map, tau)
-    return compose_attention(images, generated, attention_map), attention_map
+    return compose_attention(images, generated, attention_map), attention_map, generated
 
 
 def reconstruct(generator, attention, translated, source_attention, cycle_attention: str = "recompute",

@@ -20,7 +20,7 @@ import keras
 import tensorflow as tf
 
 from ssagan_tf import lesions, losses
-from ssagan_tf.models import compose_attention, reconstruct, translate
+from ssagan_tf.models import compose_attention, reconstruct, translate_parts
 from ssagan_tf.training.pool import replica_pool
 from ssagan_tf.training.schedule import Phase
 
@@ -174,30 +174,18 @@ class TrainStep:
         (`--lambda_paint`), the same G_n2t(x_n) also composed inside them (paper Eq. 1 with the
         mask in A_n's place)."""
         m, c = self.models, self.config
-        painted_t = generated_t = generated_n = None
-        # The local crops without the attention's gradient need the generators' raw outputs.
-        keep_raw = m.config.local_discriminators and not c.local_trains_attention
-        if lesion_masks is None and not keep_raw:
-            fake_t, att_n = translate(m.normal_to_tumor, m.attention_normal, x_n, training=True)
-        else:
-            # translate()'s composition, keeping G_n2t(x_n) (to paint inside the masks as well).
-            x_n = tf.convert_to_tensor(x_n, tf.float32)
-            generated = tf.cast(m.normal_to_tumor(x_n, training=True), tf.float32)
-            att_n = tf.cast(m.attention_normal(x_n, training=True), tf.float32)
-            fake_t = compose_attention(x_n, generated, att_n)
-            if lesion_masks is not None:
-                painted_t = compose_attention(x_n, generated, tf.cast(lesion_masks, tf.float32))
-            if keep_raw:
-                generated_t = generated
+        fake_t, att_n, generated_t = translate_parts(m.normal_to_tumor, m.attention_normal, x_n, training=True)
+        painted_t = None
+        if lesion_masks is not None:
+            painted_t = compose_attention(tf.convert_to_tensor(x_n, tf.float32), generated_t,
+                                          tf.cast(lesion_masks, tf.float32))
         rec_n = reconstruct(m.tumor_to_normal, m.attention_tumor, fake_t, att_n, c.cycle_attention, training=True)
-        if keep_raw:
-            x_t = tf.convert_to_tensor(x_t, tf.float32)
-            generated_n = tf.cast(m.tumor_to_normal(x_t, training=True), tf.float32)
-            att_t = tf.cast(m.attention_tumor(x_t, training=True), tf.float32)
-            fake_n = compose_attention(x_t, generated_n, att_t)
-        else:
-            fake_n, att_t = translate(m.tumor_to_normal, m.attention_tumor, x_t, training=True)
+        fake_n, att_t, generated_n = translate_parts(m.tumor_to_normal, m.attention_tumor, x_t, training=True)
         rec_t = reconstruct(m.normal_to_tumor, m.attention_normal, fake_n, att_t, c.cycle_attention, training=True)
+        # The generators' raw outputs go along where the local crops are composed again without
+        # the attention's gradient (`local_views`).
+        if c.local_trains_attention or not m.config.local_discriminators:
+            generated_t = generated_n = None
         return Translations(fake_t, att_n, rec_n, fake_n, att_t, rec_t, painted_t, generated_t, generated_n)
 
     def generator_objective(self, batch, cycle: Translations, labelled, phase: Phase,
